@@ -1,0 +1,518 @@
+//! Wire types for `/api/v1` (users, templates, workspaces, builds, provisioners) and `/agent/v1`.
+//!
+//! Request types reject unknown fields. Timestamps are Unix milliseconds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Error body: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- users and tokens
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupRequest {
+    pub setup_token: String,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub token_id: String,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    /// Lifetime in seconds; the server's default (30 days) when absent.
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTokenResponse {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+// ---------------------------------------------------------------- templates
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushTemplateRequest {
+    pub name: String,
+    /// Relative path -> UTF-8 file content. Must contain `template.toml`.
+    pub files: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub activate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub active_version: Option<i64>,
+    pub active_version_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub id: String,
+    pub template_id: String,
+    pub template_name: String,
+    pub version: i64,
+    pub active: bool,
+    pub manifest: TemplateManifest,
+    pub files: Vec<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateDetail {
+    pub template: Template,
+    pub versions: Vec<TemplateVersion>,
+}
+
+/// The validated, normalised form of a `template.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TemplateManifest {
+    pub description: String,
+    pub provisioner: String,
+    pub agent: AgentSettings,
+    pub parameters: Vec<ParameterSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentSettings {
+    pub env: BTreeMap<String, String>,
+    pub connection_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterType {
+    String,
+    Number,
+    Bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ParameterSpec {
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: ParameterType,
+    /// Default as its string form; a parameter without a default is required.
+    pub default: Option<String>,
+    pub mutable: bool,
+    pub regex: Option<String>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub options: Vec<String>,
+}
+
+// ---------------------------------------------------------------- workspaces and builds
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspaceRequest {
+    pub name: String,
+    pub template: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    Start,
+    Stop,
+    Delete,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Start => "start",
+            Transition::Stop => "stop",
+            Transition::Delete => "delete",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "start" => Some(Transition::Start),
+            "stop" => Some(Transition::Stop),
+            "delete" => Some(Transition::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// What a user asks of a workspace. `restart` is stop then start; `update` is stop then start on
+/// the template's active version (or just a start when the workspace is not running).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceAction {
+    Start,
+    Stop,
+    Restart,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRequest {
+    pub action: WorkspaceAction,
+    /// New values for mutable parameters (start, restart and update only).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Canceling,
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceling => "canceling",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => JobStatus::Pending,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "canceling" => JobStatus::Canceling,
+            "canceled" => JobStatus::Canceled,
+            _ => return None,
+        })
+    }
+    /// The job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceStatus {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+    Canceling,
+    Canceled,
+    Deleting,
+    Deleted,
+}
+
+impl WorkspaceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceStatus::Pending => "pending",
+            WorkspaceStatus::Starting => "starting",
+            WorkspaceStatus::Running => "running",
+            WorkspaceStatus::Stopping => "stopping",
+            WorkspaceStatus::Stopped => "stopped",
+            WorkspaceStatus::Failed => "failed",
+            WorkspaceStatus::Canceling => "canceling",
+            WorkspaceStatus::Canceled => "canceled",
+            WorkspaceStatus::Deleting => "deleting",
+            WorkspaceStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkspaceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Connecting,
+    Connected,
+    Disconnected,
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLifecycle {
+    Created,
+    Starting,
+    Ready,
+    StartTimeout,
+    StartError,
+    ShuttingDown,
+    ShutdownTimeout,
+    ShutdownError,
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Build {
+    pub id: String,
+    pub workspace_id: String,
+    pub number: i64,
+    pub transition: Transition,
+    pub template_version_id: String,
+    pub template_version: i64,
+    pub status: JobStatus,
+    pub job_id: String,
+    pub error: Option<String>,
+    /// A start build follows when this (stop) build succeeds: restart and update.
+    pub then_start: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resource {
+    pub name: String,
+    pub kind: String,
+    pub persistent: bool,
+    pub details: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub status: AgentStatus,
+    pub lifecycle: AgentLifecycle,
+    pub first_connected_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub healthy: bool,
+    /// Why the workspace is unhealthy; empty when healthy.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub template: String,
+    pub template_version: i64,
+    pub outdated: bool,
+    pub status: WorkspaceStatus,
+    pub health: Health,
+    pub parameters: BTreeMap<String, String>,
+    pub latest_build: Build,
+    pub agent: Option<AgentInfo>,
+    pub resources: Vec<Resource>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub id: i64,
+    pub created_at: i64,
+    pub stage: String,
+    pub level: String,
+    pub output: String,
+}
+
+// ---------------------------------------------------------------- provisioner daemons
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireJobRequest {
+    pub daemon_id: String,
+    pub provisioners: Vec<String>,
+}
+
+/// Everything a provisioner needs to run one build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionerJob {
+    pub job_id: String,
+    pub build_id: String,
+    pub transition: Transition,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub owner: String,
+    pub manifest: TemplateManifest,
+    pub parameters: BTreeMap<String, String>,
+    /// Present for start builds.
+    pub bootstrap: Option<BootstrapBundle>,
+    /// What the provisioner reported as state for the previous build of this workspace.
+    pub state: serde_json::Value,
+    pub lease_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobUpdateRequest {
+    pub daemon_id: String,
+    #[serde(default)]
+    pub logs: Vec<NewLogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLogLine {
+    pub stage: String,
+    pub level: String,
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobUpdateResponse {
+    /// The build was canceled: stop work and complete the job as canceled.
+    pub canceled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteJobRequest {
+    pub daemon_id: String,
+    pub outcome: JobOutcome,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum JobOutcome {
+    Succeeded {
+        resources: Vec<Resource>,
+        state: serde_json::Value,
+    },
+    Failed {
+        error: String,
+    },
+    Canceled,
+}
+
+// ---------------------------------------------------------------- agent API
+
+/// What a start build hands to its agent (env `OUTPOST_BOOTSTRAP` or a file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapBundle {
+    pub agent_url: String,
+    pub token: String,
+    /// base64 SHA-256 of the CA certificates' SubjectPublicKeyInfo; any one may sign the server.
+    pub ca_pins: Vec<String>,
+    pub heartbeat_secs: u64,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapRequest {
+    pub token: String,
+    pub csr_pem: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapResponse {
+    pub workspace_id: String,
+    pub agent_id: String,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub commands: Vec<AgentCommand>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum AgentCommand {
+    /// Run shutdown work and exit cleanly.
+    Stop,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub lifecycle: Option<AgentLifecycle>,
+    pub uptime_secs: u64,
+    pub load1: f64,
+    pub mem_used_bytes: u64,
+    pub mem_total_bytes: u64,
+}

@@ -1,0 +1,262 @@
+//! The certificate authority: created on first start in the data dir (key 0600), it signs the
+//! agent listener's server certificate and the agents' client certificates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+pub struct Ca {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key: KeyPair,
+    pin: String,
+}
+
+/// Why a CSR was refused. Shown to the agent only as a generic error.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    #[error("the CSR is malformed or its signature is invalid")]
+    Invalid,
+    #[error("the CSR's key must be ECDSA P-256 or Ed25519")]
+    KeyType,
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+pub struct IssuedCert {
+    pub pem: String,
+    pub serial: String,
+    pub expires_at_ms: i64,
+}
+
+/// The SPIFFE-style identity control puts in every agent certificate.
+pub fn agent_uri(workspace_id: &str, agent_id: &str) -> String {
+    format!("spiffe://outpost/workspace/{workspace_id}/agent/{agent_id}")
+}
+
+/// (workspace id, agent id) from a certificate control issued (its URI SAN).
+pub fn identity_from_cert(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name {
+            let rest = uri.strip_prefix("spiffe://outpost/workspace/")?;
+            let (ws, agent) = rest.split_once("/agent/")?;
+            if !ws.is_empty() && !agent.is_empty() && !agent.contains('/') {
+                return Some((ws.to_string(), agent.to_string()));
+            }
+        }
+    }
+    None
+}
+
+impl Ca {
+    /// Loads the CA from `dir`, creating it on first start.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Ca> {
+        let key_path = dir.join("ca.key");
+        let cert_path = dir.join("ca.crt");
+        if key_path.exists() && cert_path.exists() {
+            let key_pem = std::fs::read_to_string(&key_path)
+                .with_context(|| format!("reading {}", key_path.display()))?;
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .with_context(|| format!("reading {}", cert_path.display()))?;
+            let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
+            return Ca::from_parts(cert_pem, key);
+        }
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Outpost CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        std::fs::write(&cert_path, cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        Ca::from_parts(cert.pem(), key)
+    }
+
+    fn from_parts(cert_pem: String, key: KeyPair) -> anyhow::Result<Ca> {
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .context("parsing the CA certificate")?;
+        let pin = outpost_agent::tls::spki_pin(&cert_der).context("CA certificate has no SPKI")?;
+        Ok(Ca {
+            cert_pem,
+            cert_der,
+            key,
+            pin,
+        })
+    }
+
+    pub fn pin(&self) -> &str {
+        &self.pin
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, rcgen::Error> {
+        Issuer::from_ca_cert_der(&self.cert_der, &self.key)
+    }
+
+    /// The agent listener's TLS config: server certificate for `hosts` (IPs or DNS names) and
+    /// client certificates from this CA optional at the TLS layer (bootstrap has none), required
+    /// by every other route.
+    pub fn agent_server_config(&self, hosts: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for h in hosts {
+            params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.clone().try_into()?),
+            });
+        }
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Outpost agent API");
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        params.not_after = OffsetDateTime::now_utc() + Duration::days(365);
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        let chain = vec![cert.der().clone(), self.cert_der.clone()];
+        let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
+
+        let provider = outpost_agent::tls::provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone())?;
+        let client_verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(chain, key_der)?;
+        Ok(config)
+    }
+
+    /// Signs an agent's CSR. Only the CSR's public key is used: subject, SANs, extensions and
+    /// lifetime are chosen here.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        workspace_id: &str,
+        agent_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<IssuedCert, CsrError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| CsrError::Invalid)?;
+        let alg = csr.public_key.algorithm();
+        if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ED25519 {
+            return Err(CsrError::KeyType);
+        }
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("outpost-agent {agent_id}"));
+        params.distinguished_name = dn;
+        let uri = agent_uri(workspace_id, agent_id)
+            .try_into()
+            .map_err(|e: rcgen::Error| CsrError::Sign(e.to_string()))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut serial = [0u8; 16];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut serial);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(serial.to_vec().into());
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        let not_after = now
+            + Duration::try_from(lifetime).map_err(|e| CsrError::Sign(e.to_string()))?;
+        params.not_after = not_after;
+        let issuer = self.issuer().map_err(|e| CsrError::Sign(e.to_string()))?;
+        let cert = params
+            .signed_by(&csr.public_key, &issuer)
+            .map_err(|e| CsrError::Sign(e.to_string()))?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            expires_at_ms: (not_after.unix_timestamp_nanos() / 1_000_000) as i64,
+        })
+    }
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_only_what_control_chooses() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ca = Ca::load_or_create(dir.path())?;
+        // A CSR asking for a DNS SAN and CA rights.
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["evil.example".to_string()])?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let csr = params.serialize_request(&key)?.pem()?;
+        let issued =
+            ca.sign_agent_csr(&csr, "ws1", "ag1", std::time::Duration::from_secs(3600))?;
+        let der = CertificateDer::from_pem_slice(issued.pem.as_bytes())?;
+        assert_eq!(identity_from_cert(&der), Some(("ws1".into(), "ag1".into())));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)?;
+        assert!(!cert.is_ca());
+        let sans = cert.subject_alternative_name()?.map(|s| s.value.general_names.len());
+        assert_eq!(sans, Some(1));
+        // Reloading gives the same CA.
+        let again = Ca::load_or_create(dir.path())?;
+        assert_eq!(again.pin(), ca.pin());
+        let mode = std::fs::metadata(dir.path().join("ca.key"))?.permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_rsa_and_garbage() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ca = Ca::load_or_create(dir.path())?;
+        assert!(matches!(
+            ca.sign_agent_csr("not a csr", "w", "a", std::time::Duration::from_secs(60)),
+            Err(CsrError::Invalid)
+        ));
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let csr = CertificateParams::new(Vec::<String>::new())?
+            .serialize_request(&key)?
+            .pem()?;
+        assert!(matches!(
+            ca.sign_agent_csr(&csr, "w", "a", std::time::Duration::from_secs(60)),
+            Err(CsrError::KeyType)
+        ));
+        Ok(())
+    }
+}

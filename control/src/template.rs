@@ -1,0 +1,422 @@
+//! `template.toml`: parsing and validation into a [`TemplateManifest`], and parameter checks.
+//!
+//! Errors name the file, the line and the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use outpost_api::{AgentSettings, ParameterSpec, ParameterType, TemplateManifest};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub const MANIFEST_FILE: &str = "template.toml";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    description: String,
+    provisioner: Spanned<RawProvisioner>,
+    #[serde(default)]
+    agent: Option<RawAgent>,
+    #[serde(default)]
+    parameters: Vec<RawParameter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvisioner {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    connection_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParameter {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    #[serde(default)]
+    default: Option<Spanned<toml::Value>>,
+    #[serde(default = "yes")]
+    mutable: bool,
+    #[serde(default)]
+    validation: Option<RawValidation>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    #[serde(default)]
+    regex: Option<Spanned<String>>,
+    #[serde(default)]
+    min: Option<Spanned<f64>>,
+    #[serde(default)]
+    max: Option<Spanned<f64>>,
+    #[serde(default)]
+    options: Option<Spanned<Vec<String>>>,
+}
+
+pub const PROVISIONERS: &[&str] = &["local"];
+const MAX_FILES: usize = 256;
+const DEFAULT_CONNECTION_TIMEOUT_SECS: u64 = 120;
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].matches('\n').count() + 1
+}
+
+/// Parses and validates a template's files (`template.toml` plus scripts).
+pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, TemplateError> {
+    let err = |file: &str, line: Option<usize>, field: Option<&str>, msg: String| TemplateError {
+        file: file.to_string(),
+        line,
+        field: field.map(str::to_string),
+        message: msg,
+    };
+    if files.len() > MAX_FILES {
+        return Err(err("(template)", None, None, format!("more than {MAX_FILES} files")));
+    }
+    for path in files.keys() {
+        let bad = path.is_empty()
+            || path.starts_with('/')
+            || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || path.contains('\0');
+        if bad {
+            return Err(err(path, None, None, "file paths must be relative, without `..`".into()));
+        }
+    }
+    let Some(src) = files.get(MANIFEST_FILE) else {
+        return Err(err(
+            MANIFEST_FILE,
+            None,
+            None,
+            "missing: a template directory needs a template.toml".into(),
+        ));
+    };
+    let raw: Raw = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of(src, s.start));
+        err(MANIFEST_FILE, line, None, e.message().trim().to_string())
+    })?;
+    let at = |span: std::ops::Range<usize>| Some(line_of(src, span.start));
+
+    let prov = raw.provisioner.get_ref();
+    if !PROVISIONERS.contains(&prov.kind.get_ref().as_str()) {
+        return Err(err(
+            MANIFEST_FILE,
+            at(prov.kind.span()),
+            Some("provisioner.type"),
+            format!(
+                "unknown provisioner {:?}; supported: {}",
+                prov.kind.get_ref(),
+                PROVISIONERS.join(", ")
+            ),
+        ));
+    }
+
+    let mut agent = AgentSettings {
+        env: BTreeMap::new(),
+        connection_timeout_secs: DEFAULT_CONNECTION_TIMEOUT_SECS,
+    };
+    if let Some(a) = raw.agent {
+        for k in a.env.keys() {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || k.starts_with("OUTPOST_") {
+                return Err(err(
+                    MANIFEST_FILE,
+                    None,
+                    Some(&format!("agent.env.{k}")),
+                    "environment names are letters, digits and _, and OUTPOST_* is reserved".into(),
+                ));
+            }
+        }
+        agent.env = a.env;
+        if let Some(t) = a.connection_timeout {
+            let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+                err(
+                    MANIFEST_FILE,
+                    at(t.span()),
+                    Some("agent.connection_timeout"),
+                    format!("{e} (write e.g. \"90s\" or \"5m\")"),
+                )
+            })?;
+            if d.as_secs() == 0 || d.as_secs() > 24 * 3600 {
+                return Err(err(
+                    MANIFEST_FILE,
+                    at(t.span()),
+                    Some("agent.connection_timeout"),
+                    "must be between 1s and 24h".into(),
+                ));
+            }
+            agent.connection_timeout_secs = d.as_secs();
+        }
+    }
+
+    let mut parameters = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in raw.parameters.into_iter().enumerate() {
+        let field = |f: &str| format!("parameters[{i}].{f}");
+        let name = p.name.get_ref().clone();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !name_ok {
+            return Err(err(
+                MANIFEST_FILE,
+                at(p.name.span()),
+                Some(&field("name")),
+                format!("{name:?} is not a valid name: use lowercase letters, digits and _"),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(err(
+                MANIFEST_FILE,
+                at(p.name.span()),
+                Some(&field("name")),
+                format!("duplicate parameter {name:?}"),
+            ));
+        }
+        let kind = match p.kind.get_ref().as_str() {
+            "string" => ParameterType::String,
+            "number" => ParameterType::Number,
+            "bool" => ParameterType::Bool,
+            other => {
+                return Err(err(
+                    MANIFEST_FILE,
+                    at(p.kind.span()),
+                    Some(&field("type")),
+                    format!("unknown type {other:?}; use string, number or bool"),
+                ))
+            }
+        };
+        let mut spec = ParameterSpec {
+            name,
+            description: p.description,
+            kind,
+            default: None,
+            mutable: p.mutable,
+            regex: None,
+            min: None,
+            max: None,
+            options: Vec::new(),
+        };
+        if let Some(v) = p.validation {
+            if let Some(r) = v.regex {
+                if kind != ParameterType::String {
+                    return Err(err(MANIFEST_FILE, at(r.span()), Some(&field("validation.regex")), "regex applies to string parameters only".into()));
+                }
+                regex::Regex::new(r.get_ref()).map_err(|e| {
+                    err(MANIFEST_FILE, at(r.span()), Some(&field("validation.regex")), format!("invalid regex: {e}"))
+                })?;
+                spec.regex = Some(r.into_inner());
+            }
+            for (bound, slot, fname) in [(v.min, &mut spec.min, "validation.min"), (v.max, &mut spec.max, "validation.max")] {
+                if let Some(b) = bound {
+                    if kind != ParameterType::Number {
+                        return Err(err(MANIFEST_FILE, at(b.span()), Some(&field(fname)), "min and max apply to number parameters only".into()));
+                    }
+                    *slot = Some(*b.get_ref());
+                }
+            }
+            if let (Some(lo), Some(hi)) = (spec.min, spec.max) {
+                if lo > hi {
+                    return Err(err(MANIFEST_FILE, None, Some(&field("validation")), format!("min ({lo}) is greater than max ({hi})")));
+                }
+            }
+            if let Some(o) = v.options {
+                if o.get_ref().is_empty() {
+                    return Err(err(MANIFEST_FILE, at(o.span()), Some(&field("validation.options")), "options must not be empty".into()));
+                }
+                spec.options = o.into_inner();
+            }
+        }
+        if let Some(d) = p.default {
+            let line = at(d.span());
+            let s = match (kind, d.get_ref()) {
+                (ParameterType::String, toml::Value::String(s)) => s.clone(),
+                (ParameterType::Number, toml::Value::Integer(n)) => n.to_string(),
+                (ParameterType::Number, toml::Value::Float(n)) => n.to_string(),
+                (ParameterType::Bool, toml::Value::Boolean(b)) => b.to_string(),
+                (_, other) => {
+                    return Err(err(MANIFEST_FILE, line, Some(&field("default")), format!("a {} default is not a {}", other.type_str(), p.kind.get_ref())));
+                }
+            };
+            validate_value(&spec, &s)
+                .map_err(|m| err(MANIFEST_FILE, line, Some(&field("default")), m))?;
+            spec.default = Some(s);
+        }
+        parameters.push(spec);
+    }
+
+    Ok(TemplateManifest {
+        description: raw.description,
+        provisioner: prov.kind.get_ref().clone(),
+        agent,
+        parameters,
+    })
+}
+
+/// Checks one parameter value against its spec.
+pub fn validate_value(spec: &ParameterSpec, value: &str) -> Result<(), String> {
+    if value.len() > 4096 {
+        return Err("value is longer than 4096 bytes".into());
+    }
+    match spec.kind {
+        ParameterType::String => {
+            if let Some(r) = &spec.regex {
+                let re = regex::Regex::new(r).map_err(|e| e.to_string())?;
+                if !re.is_match(value) {
+                    return Err(format!("{value:?} does not match {r}"));
+                }
+            }
+        }
+        ParameterType::Number => {
+            let n: f64 = value
+                .parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite())
+                .ok_or_else(|| format!("{value:?} is not a number"))?;
+            if let Some(lo) = spec.min {
+                if n < lo {
+                    return Err(format!("{n} is less than the minimum {lo}"));
+                }
+            }
+            if let Some(hi) = spec.max {
+                if n > hi {
+                    return Err(format!("{n} is greater than the maximum {hi}"));
+                }
+            }
+        }
+        ParameterType::Bool => {
+            if value != "true" && value != "false" {
+                return Err(format!("{value:?} is not true or false"));
+            }
+        }
+    }
+    if !spec.options.is_empty() && !spec.options.iter().any(|o| o == value) {
+        return Err(format!("{value:?} is not one of: {}", spec.options.join(", ")));
+    }
+    Ok(())
+}
+
+/// Resolves the parameters of a new workspace or a new build: given values are validated,
+/// missing ones take the previous value or the default; immutable ones cannot change.
+pub fn resolve_parameters(
+    manifest: &TemplateManifest,
+    given: &BTreeMap<String, String>,
+    previous: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, String> {
+    for k in given.keys() {
+        if !manifest.parameters.iter().any(|p| &p.name == k) {
+            return Err(format!("unknown parameter {k:?}"));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for spec in &manifest.parameters {
+        let prev = previous.and_then(|p| p.get(&spec.name));
+        let value = match (given.get(&spec.name), prev) {
+            (Some(v), Some(p)) if !spec.mutable && v != p => {
+                return Err(format!("parameter {:?} is immutable", spec.name));
+            }
+            (Some(v), _) => v.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => match &spec.default {
+                Some(d) => d.clone(),
+                None => return Err(format!("parameter {:?} is required", spec.name)),
+            },
+        };
+        validate_value(spec, &value).map_err(|m| format!("parameter {:?}: {m}", spec.name))?;
+        out.insert(spec.name.clone(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(toml: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(MANIFEST_FILE.to_string(), toml.to_string())])
+    }
+
+    #[test]
+    fn base_template_parses() {
+        let m = parse(&files(include_str!("../../templates/base/template.toml")));
+        assert!(m.is_ok(), "{m:?}");
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = parse(&files(
+            "[provisioner]\ntype = \"local\"\n\n[[parameters]]\nname = \"x\"\ntype = \"number\"\ndefault = 5\n[parameters.validation]\nmax = 3\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, Some(7));
+        assert_eq!(e.field.as_deref(), Some("parameters[0].default"));
+        let e = parse(&files("[provisioner]\ntype = \"local\"\nbogus = 1\n")).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = parse(&files("[provisioner]\ntype = \"docker\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("provisioner.type"));
+        assert_eq!(e.line, Some(2));
+        let e = parse(&files(
+            "[provisioner]\ntype = \"local\"\n[[parameters]]\nname = \"r\"\ntype = \"string\"\n[parameters.validation]\nregex = \"([\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("parameters[0].validation.regex"));
+        assert_eq!(e.line, Some(7));
+    }
+
+    #[test]
+    fn parameters_resolve_and_validate() {
+        let m = parse(&files(
+            "[provisioner]\ntype = \"local\"\n[[parameters]]\nname = \"region\"\ntype = \"string\"\ndefault = \"eu\"\nmutable = false\n[parameters.validation]\noptions = [\"eu\", \"us\"]\n[[parameters]]\nname = \"cpus\"\ntype = \"number\"\n[parameters.validation]\nmin = 1\nmax = 8\n",
+        ))
+        .unwrap();
+        let given = BTreeMap::from([("cpus".to_string(), "4".to_string())]);
+        let r = resolve_parameters(&m, &given, None).unwrap();
+        assert_eq!(r["region"], "eu");
+        assert!(resolve_parameters(&m, &BTreeMap::new(), None).is_err());
+        let bad = BTreeMap::from([("cpus".to_string(), "9".to_string())]);
+        assert!(resolve_parameters(&m, &bad, None).is_err());
+        let change = BTreeMap::from([("region".to_string(), "us".to_string())]);
+        assert!(resolve_parameters(&m, &change, Some(&r)).unwrap_err().contains("immutable"));
+    }
+}
