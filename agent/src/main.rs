@@ -1,1 +1,76 @@
-fn main(){}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The Outpost workspace agent.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The bootstrap bundle (JSON) from control; or set OUTPOST_BOOTSTRAP to its contents.
+    #[arg(long, env = "OUTPOST_BOOTSTRAP_FILE")]
+    bootstrap_file: Option<PathBuf>,
+    /// Where the agent keeps its key and certificate.
+    #[arg(long, env = "OUTPOST_AGENT_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Log as JSON lines.
+    #[arg(long, env = "OUTPOST_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match real_main(args).await {
+        Ok(outpost_agent::Exit::Stopped) => std::process::ExitCode::SUCCESS,
+        Ok(outpost_agent::Exit::Rejected) => std::process::ExitCode::from(3),
+        Err(e) => {
+            eprintln!("outpost-agent: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
+    let raw = match (&args.bootstrap_file, std::env::var("OUTPOST_BOOTSTRAP")) {
+        (Some(p), _) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the bootstrap bundle {}", p.display()))?,
+        (None, Ok(v)) => v,
+        (None, Err(_)) => anyhow::bail!("no bootstrap bundle: pass --bootstrap-file or set OUTPOST_BOOTSTRAP"),
+    };
+    let bundle: outpost_api::BootstrapBundle =
+        serde_json::from_str(&raw).context("the bootstrap bundle is not valid JSON")?;
+    let config = outpost_agent::AgentConfig {
+        bundle,
+        state_dir: args.state_dir,
+    };
+    tokio::select! {
+        r = outpost_agent::run(config) => r,
+        _ = terminate() => {
+            tracing::info!("terminated by signal");
+            Ok(outpost_agent::Exit::Stopped)
+        }
+    }
+}
+
+async fn terminate() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut s) => {
+            tokio::select! {
+                _ = s.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

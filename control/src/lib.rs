@@ -1,6 +1,8 @@
-//! Outpost control: the server (API, agent API, scheduler, embedded provisioners), the provisioner
-//! daemon and the user CLI. `main.rs` only calls [`cli::main`].
+//! Outpost control: the server (API, agent API, lease reaper, embedded provisioners), the
+//! provisioner daemon and the user CLI. `main.rs` only calls [`cli::main`].
 
 pub mod ca;
+pub mod provisioner;
+pub mod server;
 pub mod store;
 pub mod template;

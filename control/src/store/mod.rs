@@ -1000,6 +1000,19 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
+    /// Revokes the workspace's agents other than `keep` (a new start build replaces them).
+    pub async fn revoke_agents_except(&self, workspace_id: &str, keep: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE agents SET revoked_at = $1, lifecycle = 'off' WHERE workspace_id = $2 AND id <> $3 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(workspace_id)
+        .bind(keep)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     /// The live agents of a workspace (not revoked).
     pub async fn live_agents(&self, workspace_id: &str) -> Result<Vec<String>> {
         let rows =

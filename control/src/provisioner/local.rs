@@ -1,0 +1,209 @@
+//! The `local` provisioner: a workspace is a directory. `home/` is persistent; `run/` is
+//! ephemeral and rebuilt on every start; the agent runs in a session of its own with `HOME` set
+//! to the home directory. Stop tells the agent to exit (control already queued the command),
+//! then SIGTERM, then SIGKILL to its process group, and removes `run/`. Delete also removes
+//! `home/`, last (reverse dependency order: agent, ephemeral, persistent).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use outpost_api::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{sys, JobLog};
+
+pub struct LocalProvisioner {
+    pub root: PathBuf,
+    pub agent_binary: Option<PathBuf>,
+    pub stop_grace: Duration,
+}
+
+/// What control keeps for us between builds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LocalState {
+    #[serde(default)]
+    agent_pid: Option<i32>,
+}
+
+fn dir_resource(name: &str, path: &Path, persistent: bool) -> Resource {
+    Resource {
+        name: name.to_string(),
+        kind: "local_dir".to_string(),
+        persistent,
+        details: BTreeMap::from([("path".to_string(), path.display().to_string())]),
+    }
+}
+
+impl LocalProvisioner {
+    fn agent_binary(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.agent_binary {
+            return Ok(p.clone());
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                let p = dir.join("outpost-agent");
+                if p.exists() {
+                    return Ok(p);
+                }
+            }
+        }
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let p = dir.join("outpost-agent");
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+        bail!("cannot find the outpost-agent binary: put it next to `outpost` or on PATH, or pass --agent-binary")
+    }
+
+    pub async fn run(
+        &self,
+        job: &ProvisionerJob,
+        log: &JobLog,
+        cancel: watch::Receiver<bool>,
+    ) -> anyhow::Result<(Vec<Resource>, serde_json::Value)> {
+        if job.manifest.provisioner != "local" {
+            bail!("provisioner {:?} is not supported by this daemon", job.manifest.provisioner);
+        }
+        let state: LocalState = serde_json::from_value(job.state.clone()).unwrap_or_default();
+        let ws_dir = self.root.join(&job.workspace_id);
+        let home = ws_dir.join("home");
+        let run = ws_dir.join("run");
+        match job.transition {
+            Transition::Start => {
+                self.stop_agent(&state, log, Duration::ZERO).await;
+                if *cancel.borrow() {
+                    bail!("canceled before start");
+                }
+                log.info("provision", format!("home (persistent): {}", home.display())).await;
+                std::fs::create_dir_all(&home)
+                    .with_context(|| format!("creating {}", home.display()))?;
+                std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+                remove_dir(&run)?;
+                std::fs::create_dir_all(&run)
+                    .with_context(|| format!("creating {}", run.display()))?;
+                std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+                log.info("provision", format!("run (ephemeral, rebuilt): {}", run.display())).await;
+                let bundle = job
+                    .bootstrap
+                    .as_ref()
+                    .context("start job without a bootstrap bundle")?;
+                let bundle_path = run.join("bootstrap.json");
+                crate::ca::write_private(&bundle_path, &serde_json::to_vec(bundle)?)?;
+                let pid = self.spawn_agent(job, &home, &run, &bundle_path)?;
+                log.info("agent", format!("started outpost-agent (pid {pid}); waiting for it to connect")).await;
+                let resources = vec![
+                    dir_resource("home", &home, true),
+                    dir_resource("run", &run, false),
+                    Resource {
+                        name: "agent".into(),
+                        kind: "process".into(),
+                        persistent: false,
+                        details: BTreeMap::from([("pid".to_string(), pid.to_string())]),
+                    },
+                ];
+                Ok((resources, serde_json::to_value(LocalState { agent_pid: Some(pid) })?))
+            }
+            Transition::Stop => {
+                self.stop_agent(&state, log, self.stop_grace).await;
+                remove_dir(&run)?;
+                log.info("provision", format!("removed {}; {} is kept", run.display(), home.display())).await;
+                Ok((vec![dir_resource("home", &home, true)], serde_json::to_value(LocalState::default())?))
+            }
+            Transition::Delete => {
+                self.stop_agent(&state, log, self.stop_grace).await;
+                remove_dir(&run)?;
+                log.info("provision", format!("removed {}", run.display())).await;
+                remove_dir(&home)?;
+                log.info("provision", format!("removed {}", home.display())).await;
+                remove_dir(&ws_dir)?;
+                Ok((Vec::new(), serde_json::Value::Null))
+            }
+        }
+    }
+
+    fn spawn_agent(
+        &self,
+        job: &ProvisionerJob,
+        home: &Path,
+        run: &Path,
+        bundle: &Path,
+    ) -> anyhow::Result<i32> {
+        let bin = self.agent_binary()?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join("agent.log"))?;
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("--bootstrap-file")
+            .arg(bundle)
+            .arg("--state-dir")
+            .arg(run.join("agent"))
+            .current_dir(home)
+            .env("HOME", home)
+            .env("OUTPOST_WORKSPACE", &job.workspace_name)
+            .env("OUTPOST_WORKSPACE_OWNER", &job.owner)
+            .env_remove("OUTPOST_BOOTSTRAP")
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        sys::new_session(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id() as i32;
+        // Reap it when it exits while we live; after a control restart init does.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(pid)
+    }
+
+    /// Waits `grace` for the agent's process group to exit by itself, then SIGTERM, then SIGKILL.
+    async fn stop_agent(&self, state: &LocalState, log: &JobLog, grace: Duration) {
+        let Some(pgid) = state.agent_pid else { return };
+        if !sys::group_alive(pgid) {
+            return;
+        }
+        if !grace.is_zero() {
+            log.info("agent", "waiting for the agent to shut down").await;
+            if wait_gone(pgid, grace).await {
+                log.info("agent", "the agent exited").await;
+                return;
+            }
+        }
+        log.line("agent", "warn", format!("sending SIGTERM to the agent's process group {pgid}")).await;
+        sys::signal_group(pgid, libc::SIGTERM);
+        if wait_gone(pgid, Duration::from_secs(3)).await {
+            return;
+        }
+        log.line("agent", "warn", format!("sending SIGKILL to process group {pgid}")).await;
+        sys::signal_group(pgid, libc::SIGKILL);
+        wait_gone(pgid, Duration::from_secs(2)).await;
+    }
+}
+
+async fn wait_gone(pgid: i32, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if !sys::group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn remove_dir(p: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    }
+}

@@ -1,0 +1,321 @@
+//! `outpost server`: the HTTP API, the agent API (mTLS), the lease reaper and the embedded
+//! provisioner daemons, in one process. Tests call [`run`] with listeners bound to port 0.
+
+mod agent;
+mod auth;
+mod error;
+mod provisioner;
+mod users;
+mod workspaces;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::ca::Ca;
+use crate::store::Store;
+
+pub use auth::{random_secret, sha256_hex};
+pub use error::{ApiError, ApiResult};
+
+/// Everything `outpost server` needs, parsed from flags, `OUTPOST_*` env and the config file.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// `postgres://...`; SQLite in the data dir when absent.
+    pub postgres_url: Option<String>,
+    /// The URL users and provisioners reach the API at (derived from the listener when absent).
+    pub access_url: Option<String>,
+    /// The URL agents reach the agent API at (derived from the listener when absent).
+    pub agent_url: Option<String>,
+    /// Extra names/IPs for the agent API certificate.
+    pub agent_hosts: Vec<String>,
+    pub provisioner_daemons: usize,
+    /// Key for external provisioner daemons; a random one is used when absent.
+    pub provisioner_key: Option<String>,
+    pub workspaces_dir: Option<PathBuf>,
+    pub agent_binary: Option<PathBuf>,
+    pub heartbeat_secs: u64,
+    pub job_lease_secs: u64,
+    pub bootstrap_token_ttl_secs: u64,
+    pub agent_cert_lifetime_secs: u64,
+    pub stop_grace_secs: u64,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            postgres_url: None,
+            access_url: None,
+            agent_url: None,
+            agent_hosts: Vec::new(),
+            provisioner_daemons: 2,
+            provisioner_key: None,
+            workspaces_dir: None,
+            agent_binary: None,
+            heartbeat_secs: 15,
+            job_lease_secs: 15,
+            bootstrap_token_ttl_secs: 15 * 60,
+            agent_cert_lifetime_secs: 24 * 3600,
+            stop_grace_secs: 10,
+        }
+    }
+}
+
+pub struct Listeners {
+    pub api: TcpListener,
+    pub agent: TcpListener,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub ca: Ca,
+    pub config: ServerConfig,
+    pub agent_url: String,
+    pub provisioner_key_hash: String,
+    /// A pending provisioner job was queued.
+    pub jobs_changed: Notify,
+    /// Bumped whenever a job's logs or status change; log followers wait on it.
+    pub progress: watch::Sender<u64>,
+    /// Per-agent wake-ups for held long polls.
+    agent_wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    pub fn bump_progress(&self) {
+        self.progress.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn agent_waker(&self, agent_id: &str) -> Arc<Notify> {
+        let mut map = self.agent_wakers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(agent_id.to_string()).or_default().clone()
+    }
+
+    pub fn wake_agent(&self, agent_id: &str) {
+        self.agent_waker(agent_id).notify_waiters();
+    }
+
+    pub fn forget_agent(&self, agent_id: &str) {
+        let mut map = self.agent_wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.remove(agent_id) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is set (the watch `Ref` is dropped, so the future is `Send`).
+pub async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// What `run` writes to `DATA_DIR/server.json` so scripts and tests can find the listeners.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    pub api_url: String,
+    pub agent_url: String,
+    pub pid: u32,
+}
+
+fn url_for(addr: SocketAddr, scheme: &str) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+/// Runs the control service until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let db_url = match &config.postgres_url {
+        Some(u) => u.clone(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            config.data_dir.join("outpost.db").display()
+        ),
+    };
+    let store = Store::connect(&db_url)
+        .await
+        .with_context(|| match &config.postgres_url {
+            Some(_) => "connecting to PostgreSQL (check --postgres-url)".to_string(),
+            None => format!("opening SQLite in {}", config.data_dir.display()),
+        })?;
+    let ca = Ca::load_or_create(&config.data_dir)?;
+
+    let api_addr = listeners.api.local_addr()?;
+    let agent_addr = listeners.agent.local_addr()?;
+    let access_url = config
+        .access_url
+        .clone()
+        .unwrap_or_else(|| url_for(api_addr, "http"));
+    let agent_url = config
+        .agent_url
+        .clone()
+        .unwrap_or_else(|| url_for(agent_addr, "https"));
+
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    hosts.extend(config.agent_hosts.iter().cloned());
+    if let Some(h) = host_of(&agent_url) {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    let tls = Arc::new(ca.agent_server_config(&hosts)?);
+
+    let provisioner_key = config
+        .provisioner_key
+        .clone()
+        .unwrap_or_else(random_secret);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState(Arc::new(Inner {
+        store,
+        ca,
+        config: config.clone(),
+        agent_url: agent_url.clone(),
+        provisioner_key_hash: sha256_hex(&provisioner_key),
+        jobs_changed: Notify::new(),
+        progress: watch::channel(0).0,
+        agent_wakers: Mutex::new(HashMap::new()),
+        shutdown: shutdown_rx.clone(),
+    }));
+
+    users::ensure_builtin_templates(&state).await?;
+    users::announce_setup(&state, &access_url).await?;
+
+    let info = ServerInfo {
+        api_url: access_url.clone(),
+        agent_url: agent_url.clone(),
+        pid: std::process::id(),
+    };
+    std::fs::write(
+        config.data_dir.join("server.json"),
+        serde_json::to_vec_pretty(&info)?,
+    )?;
+    tracing::info!(api = %access_url, agent_api = %agent_url, "outpost server listening");
+
+    let api = api_router(state.clone());
+    let mut api_shutdown = shutdown_rx.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(listeners.api, api)
+            .with_graceful_shutdown(async move { until_shutdown(&mut api_shutdown).await })
+            .await
+    });
+    let agent_task = tokio::spawn(agent::serve_tls(
+        listeners.agent,
+        tls,
+        agent::router(state.clone()),
+        shutdown_rx.clone(),
+    ));
+    let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
+
+    let mut daemons = Vec::new();
+    let workspaces_dir = config
+        .workspaces_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("workspaces"));
+    for i in 0..config.provisioner_daemons {
+        let daemon = crate::provisioner::Daemon {
+            client: outpost_api::Client::new(&access_url, Some(provisioner_key.clone())),
+            id: format!("embedded-{}-{i}", std::process::id()),
+            local: crate::provisioner::local::LocalProvisioner {
+                root: workspaces_dir.clone(),
+                agent_binary: config.agent_binary.clone(),
+                stop_grace: Duration::from_secs(config.stop_grace_secs),
+            },
+        };
+        daemons.push(tokio::spawn(daemon.run(shutdown_rx.clone())));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    state.jobs_changed.notify_waiters();
+    for d in daemons {
+        let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
+    }
+    reaper.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    Ok(())
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?.to_string()
+    } else {
+        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+const API_BODY_LIMIT: usize = 1 << 20;
+pub const TEMPLATE_BODY_LIMIT: usize = 8 << 20;
+
+fn api_router(state: AppState) -> Router {
+    use axum::routing::{delete, get, post};
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/setup", post(users::setup))
+        .route("/api/v1/login", post(users::login))
+        .route("/api/v1/users", post(users::create_user))
+        .route("/api/v1/users/me", get(users::me))
+        .route("/api/v1/tokens", get(users::list_tokens).post(users::create_token))
+        .route("/api/v1/tokens/{id}", delete(users::revoke_token))
+        .route("/api/v1/templates", get(users::list_templates))
+        .route(
+            "/api/v1/templates/push",
+            post(users::push_template).layer(DefaultBodyLimit::max(TEMPLATE_BODY_LIMIT)),
+        )
+        .route("/api/v1/templates/{name}", get(users::show_template))
+        .route(
+            "/api/v1/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route("/api/v1/workspaces/{name}", get(workspaces::show))
+        .route("/api/v1/workspaces/{name}/builds", post(workspaces::build))
+        .route("/api/v1/workspaces/{name}/cancel", post(workspaces::cancel))
+        .route("/api/v1/builds/{id}", get(workspaces::get_build))
+        .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
+        .route("/api/v1/provisioner/acquire", post(provisioner::acquire))
+        .route("/api/v1/provisioner/jobs/{id}/update", post(provisioner::update))
+        .route("/api/v1/provisioner/jobs/{id}/complete", post(provisioner::complete))
+        .fallback(|| async { ApiError::not_found("no such route; see /api/v1") })
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .with_state(state)
+}

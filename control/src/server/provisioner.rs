@@ -1,0 +1,246 @@
+//! The provisioner side of the API: daemons acquire jobs (long poll), stream logs while renewing
+//! their lease, and complete them. A lease that runs out means the daemon died: the job is
+//! retried (up to 3 attempts) or failed, never left running.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use outpost_api::*;
+
+use super::auth::{random_id, random_secret, sha256_hex, ProvisionerAuth, BOOTSTRAP_TOKEN_PREFIX};
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+use crate::store::{now_ms, StoreError};
+
+const ACQUIRE_WAIT: Duration = Duration::from_secs(10);
+const MAX_ATTEMPTS: i64 = 3;
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_LINE: usize = 8192;
+
+pub(super) async fn acquire(
+    State(state): State<AppState>,
+    _p: ProvisionerAuth,
+    ApiJson(req): ApiJson<AcquireJobRequest>,
+) -> ApiResult<Json<Option<ProvisionerJob>>> {
+    let deadline = tokio::time::Instant::now() + ACQUIRE_WAIT;
+    let lease_ms = state.config.job_lease_secs as i64 * 1000;
+    loop {
+        let notified = state.jobs_changed.notified();
+        if let Some(job_id) = state
+            .store
+            .acquire_job(&req.daemon_id, &req.provisioners, lease_ms)
+            .await?
+        {
+            state.bump_progress();
+            return Ok(Json(Some(job_payload(&state, &job_id).await?)));
+        }
+        if *state.shutdown.borrow() {
+            return Ok(Json(None));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(Json(None));
+        }
+    }
+}
+
+async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob> {
+    let job = state.store.job(job_id).await?.ok_or(StoreError::NotFound)?;
+    let b = state.store.build(&job.build_id).await?.ok_or(StoreError::NotFound)?;
+    let w = state
+        .store
+        .workspace_by_id(&b.workspace_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let v = state
+        .store
+        .template_version(&b.template_version_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let manifest: TemplateManifest = serde_json::from_str(&v.manifest).map_err(ApiError::internal)?;
+    let transition =
+        Transition::parse(&b.transition).ok_or_else(|| ApiError::internal("bad transition"))?;
+    let bootstrap = if transition == Transition::Start {
+        let agent_id = state.store.ensure_agent(&w.id, &b.id).await?;
+        // Only this build's agent may live: older identities are revoked.
+        for old in state.store.revoke_agents_except(&w.id, &agent_id).await? {
+            state.forget_agent(&old);
+        }
+        let token_id = random_id();
+        let secret = random_secret();
+        state
+            .store
+            .create_bootstrap_token(
+                &token_id,
+                &sha256_hex(&secret),
+                &w.id,
+                &agent_id,
+                now_ms() + state.config.bootstrap_token_ttl_secs as i64 * 1000,
+            )
+            .await?;
+        Some(BootstrapBundle {
+            agent_url: state.agent_url.clone(),
+            token: format!("{BOOTSTRAP_TOKEN_PREFIX}_{token_id}_{secret}"),
+            ca_pins: vec![state.ca.pin().to_string()],
+            heartbeat_secs: state.config.heartbeat_secs,
+            env: manifest.agent.env.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(ProvisionerJob {
+        job_id: job.id,
+        build_id: b.id,
+        transition,
+        workspace_id: w.id,
+        workspace_name: w.name,
+        owner: w.owner_name,
+        parameters: serde_json::from_str(&w.parameters).unwrap_or_default(),
+        manifest,
+        bootstrap,
+        state: serde_json::from_str(&w.provisioner_state).unwrap_or(serde_json::Value::Null),
+        lease_secs: state.config.job_lease_secs,
+    })
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    _p: ProvisionerAuth,
+    Path(job_id): Path<String>,
+    ApiJson(req): ApiJson<JobUpdateRequest>,
+) -> ApiResult<Json<JobUpdateResponse>> {
+    if req.logs.len() > MAX_LOG_LINES {
+        return Err(ApiError::bad_request(format!("at most {MAX_LOG_LINES} log lines per update")));
+    }
+    let logs: Vec<(String, String, String)> = req
+        .logs
+        .into_iter()
+        .map(|l| {
+            let mut out = l.output;
+            if out.len() > MAX_LOG_LINE {
+                let mut cut = MAX_LOG_LINE;
+                while !out.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.truncate(cut);
+            }
+            (l.stage, l.level, out)
+        })
+        .collect();
+    let lease_ms = state.config.job_lease_secs as i64 * 1000;
+    let job = state
+        .store
+        .job_update(&job_id, &req.daemon_id, lease_ms, &logs)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::conflict("this daemon does not hold that job any more"),
+            e => e.into(),
+        })?;
+    state.bump_progress();
+    Ok(Json(JobUpdateResponse {
+        canceled: job.cancel_requested,
+    }))
+}
+
+pub(super) async fn complete(
+    State(state): State<AppState>,
+    _p: ProvisionerAuth,
+    Path(job_id): Path<String>,
+    ApiJson(req): ApiJson<CompleteJobRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (status, error, resources, st) = match &req.outcome {
+        JobOutcome::Succeeded { resources, state } => {
+            let res: Vec<(String, String, bool, String)> = resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.kind.clone(),
+                        r.persistent,
+                        serde_json::to_string(&r.details).unwrap_or_else(|_| "{}".into()),
+                    )
+                })
+                .collect();
+            ("succeeded", None, res, Some(serde_json::to_string(state).map_err(ApiError::internal)?))
+        }
+        JobOutcome::Failed { error } => ("failed", Some(error.as_str()), Vec::new(), None),
+        JobOutcome::Canceled => ("canceled", None, Vec::new(), None),
+    };
+    let job = state
+        .store
+        .complete_job(&job_id, &req.daemon_id, status, error, &resources, st.as_deref())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::conflict("this daemon does not hold that job any more"),
+            e => e.into(),
+        })?;
+    after_job_end(&state, &job.build_id, status).await?;
+    Ok(Json(serde_json::json!({ "status": status })))
+}
+
+/// What follows the end of a build: stop and delete revoke the agent; delete frees the name;
+/// restart and update queue their start build.
+async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiResult<()> {
+    let b = state.store.build(build_id).await?.ok_or(StoreError::NotFound)?;
+    if status == "succeeded" && b.transition != "start" {
+        for agent in state.store.revoke_agents(&b.workspace_id).await? {
+            state.forget_agent(&agent);
+        }
+        if b.transition == "delete" {
+            state.store.mark_workspace_deleted(&b.workspace_id).await?;
+        }
+        if b.then_start && b.transition == "stop" {
+            state
+                .store
+                .queue_build(
+                    &b.workspace_id,
+                    b.number,
+                    "start",
+                    &b.template_version_id,
+                    false,
+                    None,
+                    &b.provisioner,
+                    None,
+                )
+                .await?;
+            state.jobs_changed.notify_waiters();
+        }
+    }
+    state.bump_progress();
+    Ok(())
+}
+
+/// Background loop: jobs whose daemon stopped renewing the lease are retried or failed.
+pub(super) async fn reap_expired_leases(state: AppState) {
+    let period = Duration::from_millis((state.config.job_lease_secs * 1000 / 3).max(200));
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(e) = reap_once(&state).await {
+            tracing::warn!(error = %e, "lease reaper");
+        }
+    }
+}
+
+async fn reap_once(state: &AppState) -> Result<(), StoreError> {
+    let now = now_ms();
+    for (job_id, attempts, status) in state.store.expired_jobs(now).await? {
+        let job = state.store.job(&job_id).await?;
+        let build_id = job.map(|j| j.build_id).unwrap_or_default();
+        if status == "canceling" {
+            if state.store.fail_expired(&job_id, now, "canceled", "the provisioner stopped responding while canceling").await? {
+                tracing::warn!(job = %job_id, "lease expired while canceling: canceled");
+            }
+        } else if attempts < MAX_ATTEMPTS {
+            if state.store.requeue_expired(&job_id, now).await? {
+                state.store.append_log(&job_id, "provisioner", "warn", "the provisioner stopped responding; retrying the build").await?;
+                tracing::warn!(job = %job_id, attempts, "lease expired: requeued");
+                state.jobs_changed.notify_waiters();
+            }
+        } else if state.store.fail_expired(&job_id, now, "failed", "the provisioner stopped responding").await? {
+            tracing::warn!(job = %job_id, "lease expired: failed");
+            let _ = after_job_end(state, &build_id, "failed").await;
+        }
+        state.bump_progress();
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! Workspaces and builds: create, list, show, start/stop/restart/update/delete, cancel, logs.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use outpost_api::*;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+use crate::store::{now_ms, AgentRow, BuildRow, WorkspaceRow};
+use crate::template;
+
+/// DNS label rules: 1-63 of a-z, 0-9 and -, not starting or ending with -.
+pub fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(super) fn build_view(b: &BuildRow) -> ApiResult<Build> {
+    Ok(Build {
+        id: b.id.clone(),
+        workspace_id: b.workspace_id.clone(),
+        number: b.number,
+        transition: Transition::parse(&b.transition)
+            .ok_or_else(|| ApiError::internal(format!("bad transition {}", b.transition)))?,
+        template_version_id: b.template_version_id.clone(),
+        template_version: b.template_version,
+        status: job_status(b)?,
+        job_id: b.job_id.clone(),
+        error: b.job_error.clone(),
+        then_start: b.then_start,
+        created_at: b.created_at,
+        started_at: b.started_at,
+        completed_at: b.completed_at,
+    })
+}
+
+fn job_status(b: &BuildRow) -> ApiResult<JobStatus> {
+    JobStatus::parse(&b.job_status)
+        .ok_or_else(|| ApiError::internal(format!("bad job status {}", b.job_status)))
+}
+
+fn lifecycle(s: &str) -> AgentLifecycle {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .unwrap_or(AgentLifecycle::Created)
+}
+
+/// The user-visible status: the latest build's transition and job status, and for a start build
+/// whether its agent has polled yet (DESIGN.md "Workspace lifecycle").
+pub fn derive_status(build: &Build, agent: Option<&AgentRow>) -> WorkspaceStatus {
+    use JobStatus as J;
+    use WorkspaceStatus as W;
+    match (build.transition, build.status) {
+        (_, J::Pending) => W::Pending,
+        (_, J::Failed) => W::Failed,
+        (_, J::Canceling) => W::Canceling,
+        (_, J::Canceled) => W::Canceled,
+        (Transition::Start, J::Running) => W::Starting,
+        (Transition::Stop, J::Running) => W::Stopping,
+        (Transition::Delete, J::Running) => W::Deleting,
+        (Transition::Start, J::Succeeded) => {
+            let connected = agent
+                .filter(|a| a.build_id == build.id)
+                .is_some_and(|a| a.first_connected_at.is_some());
+            if connected {
+                W::Running
+            } else {
+                W::Starting
+            }
+        }
+        (Transition::Stop, J::Succeeded) => W::Stopped,
+        (Transition::Delete, J::Succeeded) => W::Deleted,
+    }
+}
+
+fn agent_view(
+    state: &AppState,
+    a: &AgentRow,
+    build: &Build,
+    manifest: &TemplateManifest,
+    now: i64,
+) -> AgentInfo {
+    let hb = state.config.heartbeat_secs as i64 * 1000;
+    let status = if a.revoked_at.is_some() {
+        AgentStatus::Disconnected
+    } else {
+        match (a.first_connected_at, a.last_seen_at) {
+            (Some(_), Some(seen)) if now - seen <= 3 * hb => AgentStatus::Connected,
+            (Some(_), _) => AgentStatus::Disconnected,
+            (None, _) => {
+                // The connection timeout counts from when the provisioner finished.
+                let since = build.completed_at.unwrap_or(a.created_at);
+                if build.status == JobStatus::Succeeded
+                    && now - since > manifest.agent.connection_timeout_secs as i64 * 1000
+                {
+                    AgentStatus::Timeout
+                } else {
+                    AgentStatus::Connecting
+                }
+            }
+        }
+    };
+    AgentInfo {
+        id: a.id.clone(),
+        status,
+        lifecycle: lifecycle(&a.lifecycle),
+        first_connected_at: a.first_connected_at,
+        last_seen_at: a.last_seen_at,
+        version: a.version.clone(),
+    }
+}
+
+pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
+    let b = state
+        .store
+        .build(&w.latest_build_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("latest build vanished"))?;
+    let build = build_view(&b)?;
+    let version = state
+        .store
+        .template_version(&b.template_version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("template version vanished"))?;
+    let manifest: TemplateManifest =
+        serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    let agent_row = match &w.latest_agent_id {
+        Some(id) => state.store.agent(id).await?,
+        None => None,
+    };
+    let status = derive_status(&build, agent_row.as_ref());
+    let now = now_ms();
+    let agent = agent_row
+        .as_ref()
+        .map(|a| agent_view(state, a, &build, &manifest, now));
+    let mut reasons = Vec::new();
+    if matches!(status, WorkspaceStatus::Running | WorkspaceStatus::Starting) {
+        if let Some(a) = &agent {
+            match a.status {
+                AgentStatus::Timeout => reasons.push(format!(
+                    "the agent did not connect within {}s",
+                    manifest.agent.connection_timeout_secs
+                )),
+                AgentStatus::Disconnected => reasons.push(format!(
+                    "the agent has not been heard from for more than {}s",
+                    3 * state.config.heartbeat_secs
+                )),
+                _ => {}
+            }
+            match a.lifecycle {
+                AgentLifecycle::StartError => reasons.push("a startup script failed".into()),
+                AgentLifecycle::StartTimeout => {
+                    reasons.push("a startup script timed out".into())
+                }
+                _ => {}
+            }
+        }
+    }
+    if status == WorkspaceStatus::Failed {
+        reasons.push(format!(
+            "the last build failed: {}",
+            build.error.clone().unwrap_or_default()
+        ));
+    }
+    // Resources: those of the latest successful build (stop keeps the persistent ones).
+    let resources = state
+        .store
+        .resources(&b.id)
+        .await?
+        .into_iter()
+        .map(|r| Resource {
+            name: r.name,
+            kind: r.kind,
+            persistent: r.persistent,
+            details: serde_json::from_str(&r.details).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Workspace {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        owner: w.owner_name.clone(),
+        template: w.template_name.clone(),
+        template_version: build.template_version,
+        outdated: w.active_version_id.as_deref() != Some(build.template_version_id.as_str()),
+        status,
+        health: Health {
+            healthy: reasons.is_empty(),
+            reasons,
+        },
+        parameters: serde_json::from_str(&w.parameters).unwrap_or_default(),
+        latest_build: build,
+        agent,
+        resources,
+        created_at: w.created_at,
+    })
+}
+
+async fn own_workspace(state: &AppState, auth: &AuthUser, name: &str) -> ApiResult<WorkspaceRow> {
+    state
+        .store
+        .workspace_by_name(&auth.user.id, name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "you have no workspace named {name:?}; see `outpost list`"
+            ))
+        })
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<CreateWorkspaceRequest>,
+) -> ApiResult<(StatusCode, Json<Workspace>)> {
+    if !is_dns_label(&req.name) {
+        return Err(ApiError::bad_request(format!(
+            "invalid workspace name {:?}: use 1-63 lowercase letters, digits and -, not starting or ending with -",
+            req.name
+        )));
+    }
+    let t = state
+        .store
+        .template_by_name(&req.template)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no template {:?}; see `outpost templates list`",
+                req.template
+            ))
+        })?;
+    let version_id = t.active_version_id.clone().ok_or_else(|| {
+        ApiError::conflict(format!("template {:?} has no active version", t.name))
+    })?;
+    let version = state
+        .store
+        .template_version(&version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("active version vanished"))?;
+    let manifest: TemplateManifest =
+        serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    let params = template::resolve_parameters(&manifest, &req.parameters, None)
+        .map_err(ApiError::bad_request)?;
+    let id = state
+        .store
+        .create_workspace(
+            &auth.user.id,
+            &req.name,
+            &t.id,
+            &version_id,
+            &manifest.provisioner,
+            &serde_json::to_string(&params).map_err(ApiError::internal)?,
+        )
+        .await?;
+    state.jobs_changed.notify_waiters();
+    let w = state
+        .store
+        .workspace_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::internal("workspace vanished"))?;
+    Ok((StatusCode::CREATED, Json(workspace_view(&state, &w).await?)))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<Vec<Workspace>>> {
+    let rows = state.store.list_workspaces(Some(&auth.user.id)).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for w in &rows {
+        out.push(workspace_view(&state, w).await?);
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn show(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Workspace>> {
+    let w = own_workspace(&state, &auth, &name).await?;
+    Ok(Json(workspace_view(&state, &w).await?))
+}
+
+pub(super) async fn build(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<BuildRequest>,
+) -> ApiResult<(StatusCode, Json<Build>)> {
+    use WorkspaceAction as A;
+    use WorkspaceStatus as W;
+    let w = own_workspace(&state, &auth, &name).await?;
+    let view = workspace_view(&state, &w).await?;
+    let status = view.status;
+    let latest = &view.latest_build;
+    if !latest.status.is_final() {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} is {status}: wait for its build to finish or cancel it (`outpost cancel {name}`)"
+        )));
+    }
+    let is_up = matches!(status, W::Running | W::Starting);
+    let is_down = matches!(status, W::Stopped | W::Failed | W::Canceled);
+    // (transition, then_start, use the template's active version)
+    let (transition, then_start, to_active) = match req.action {
+        A::Start if is_down => ("start", false, false),
+        A::Stop if is_up || matches!(status, W::Failed | W::Canceled) => ("stop", false, false),
+        A::Restart if is_up || status == W::Failed => ("stop", true, false),
+        A::Update if is_up => ("stop", true, true),
+        A::Update if is_down => ("start", false, true),
+        A::Delete if is_up || is_down => ("delete", false, false),
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "cannot {} workspace {name:?}: it is {status}",
+                serde_json::to_value(req.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )))
+        }
+    };
+    let version_id = if to_active {
+        w.active_version_id
+            .clone()
+            .ok_or_else(|| ApiError::conflict("the template has no active version"))?
+    } else {
+        latest.template_version_id.clone()
+    };
+    let version = state
+        .store
+        .template_version(&version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("template version vanished"))?;
+    let manifest: TemplateManifest =
+        serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    let params_json = if transition == "start" || then_start {
+        let previous: BTreeMap<String, String> = view.parameters.clone();
+        let p = template::resolve_parameters(&manifest, &req.parameters, Some(&previous))
+            .map_err(ApiError::bad_request)?;
+        Some(serde_json::to_string(&p).map_err(ApiError::internal)?)
+    } else if !req.parameters.is_empty() {
+        return Err(ApiError::bad_request(
+            "parameters can only be given with start, restart or update",
+        ));
+    } else {
+        None
+    };
+    let build_id = state
+        .store
+        .queue_build(
+            &w.id,
+            latest.number,
+            transition,
+            &version_id,
+            then_start,
+            Some(&auth.user.id),
+            &manifest.provisioner,
+            params_json.as_deref(),
+        )
+        .await?;
+    if transition != "start" {
+        // Tell the agent to shut down now; the provisioner cleans up whatever remains.
+        for agent_id in state.store.live_agents(&w.id).await? {
+            state.store.enqueue_command(&agent_id, "stop").await?;
+            state.wake_agent(&agent_id);
+        }
+    }
+    state.jobs_changed.notify_waiters();
+    state.bump_progress();
+    let b = state
+        .store
+        .build(&build_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("build vanished"))?;
+    Ok((StatusCode::CREATED, Json(build_view(&b)?)))
+}
+
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Build>> {
+    let w = own_workspace(&state, &auth, &name).await?;
+    let b = state
+        .store
+        .build(&w.latest_build_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("build vanished"))?;
+    let st = job_status(&b)?;
+    if !matches!(st, JobStatus::Pending | JobStatus::Running) || !state.store.cancel_job(&b.job_id).await? {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} has no pending or running build to cancel (its build is {})",
+            st.as_str()
+        )));
+    }
+    state.store.append_log(&b.job_id, "cancel", "warn", "build canceled by user").await?;
+    state.bump_progress();
+    let b = state
+        .store
+        .build(&b.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("build vanished"))?;
+    Ok(Json(build_view(&b)?))
+}
+
+async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> ApiResult<BuildRow> {
+    let nf = || ApiError::not_found(format!("no build {id:?}"));
+    let b = state.store.build(id).await?.ok_or_else(nf)?;
+    let w = state.store.workspace_by_id(&b.workspace_id).await?.ok_or_else(nf)?;
+    if w.owner_id != auth.user.id && !auth.user.admin {
+        return Err(nf());
+    }
+    Ok(b)
+}
+
+pub(super) async fn get_build(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Build>> {
+    let b = own_build(&state, &auth, &id).await?;
+    Ok(Json(build_view(&b)?))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    after: i64,
+}
+
+/// NDJSON log lines; with `follow=true` the response stays open until the job ends.
+pub(super) async fn build_logs(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    let b = own_build(&state, &auth, &id).await?;
+    let job_id = b.job_id.clone();
+    let progress = state.progress.subscribe();
+    let stream = futures_util::stream::unfold(
+        (state, job_id, q.after, progress, false),
+        move |(state, job_id, mut after, mut progress, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                progress.mark_unchanged();
+                // Read the job's status before its logs so no line written before the end is missed.
+                let finished = match state.store.job(&job_id).await {
+                    Ok(Some(j)) => JobStatus::parse(&j.status).is_none_or(JobStatus::is_final),
+                    _ => true,
+                };
+                let rows = state.store.logs_after(&job_id, after).await.unwrap_or_default();
+                if !rows.is_empty() {
+                    let mut out = Vec::new();
+                    for r in &rows {
+                        after = r.id;
+                        let line = LogLine {
+                            id: r.id,
+                            created_at: r.created_at,
+                            stage: r.stage.clone(),
+                            level: r.level.clone(),
+                            output: r.output.clone(),
+                        };
+                        if let Ok(mut v) = serde_json::to_vec(&line) {
+                            v.push(b'\n');
+                            out.extend_from_slice(&v);
+                        }
+                    }
+                    let more = rows.len() >= 1000;
+                    let end = !q.follow || (finished && !more);
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from(out)),
+                        (state, job_id, after, progress, end),
+                    ));
+                }
+                if !q.follow || finished || *state.shutdown.borrow() {
+                    return None;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), progress.changed()).await;
+            }
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
+}
