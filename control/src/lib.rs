@@ -2,6 +2,8 @@
 //! provisioner daemon and the user CLI. `main.rs` only calls [`cli::main`].
 
 pub mod ca;
+pub mod cli;
+pub mod config;
 pub mod provisioner;
 pub mod server;
 pub mod store;

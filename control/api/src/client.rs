@@ -139,9 +139,27 @@ impl Client {
     pub async fn follow_build_logs(
         &self,
         build_id: &str,
+        on_line: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        self.build_logs(build_id, true, on_line).await
+    }
+
+    /// The build's log lines so far.
+    pub async fn follow_build_logs_once(
+        &self,
+        build_id: &str,
+        on_line: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        self.build_logs(build_id, false, on_line).await
+    }
+
+    async fn build_logs(
+        &self,
+        build_id: &str,
+        follow: bool,
         mut on_line: impl FnMut(LogLine),
     ) -> Result<(), ClientError> {
-        let path = format!("/api/v1/builds/{build_id}/logs?follow=true");
+        let path = format!("/api/v1/builds/{build_id}/logs?follow={follow}");
         let url = self.url(&path);
         let resp = self
             .request(Method::GET, &path)

@@ -1,0 +1,214 @@
+//! Command-line, environment (`OUTPOST_*`) and config-file settings, parsed in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "outpost", version, about = "Outpost: developer workspaces", propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The Outpost server URL (default: the one saved by `outpost login`).
+    #[arg(long, global = true, env = "OUTPOST_URL")]
+    pub url: Option<String>,
+    /// An API token (default: the one saved by `outpost login`).
+    #[arg(long, global = true, env = "OUTPOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the CLI keeps its session (default: ~/.config/outpost).
+    #[arg(long, global = true, env = "OUTPOST_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control service (API, agent API, scheduler and embedded provisioners).
+    Server(ServerArgs),
+    /// Run a provisioner daemon that takes jobs from a server.
+    #[command(subcommand)]
+    Provisioner(ProvisionerCmd),
+    /// Sign in to a server and save the session.
+    Login(LoginArgs),
+    /// Show who you are signed in as.
+    Whoami,
+    /// Manage users (admins only).
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Push, list and show templates.
+    #[command(subcommand)]
+    Templates(TemplatesCmd),
+    /// Create a workspace and wait until it is running.
+    Create(CreateArgs),
+    /// List your workspaces.
+    #[command(alias = "ls")]
+    List,
+    /// Show one workspace: status, health, build, agent, resources.
+    Show { name: String },
+    /// Start a stopped workspace.
+    Start(ActionArgs),
+    /// Stop a running workspace (its home is kept).
+    Stop(ActionArgs),
+    /// Stop and start a workspace.
+    Restart(ActionArgs),
+    /// Move a workspace to its template's active version.
+    Update(ActionArgs),
+    /// Delete a workspace and everything in it, including its home.
+    Delete(ActionArgs),
+    /// Cancel a workspace's pending or running build.
+    Cancel { name: String },
+    /// Show the build log of a workspace's latest build.
+    Logs(LogsArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where Outpost keeps its SQLite database, CA and workspaces.
+    #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
+    pub data_dir: PathBuf,
+    /// Use PostgreSQL instead of the embedded SQLite.
+    #[arg(long, env = "OUTPOST_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// API and dashboard listen address.
+    #[arg(long, env = "OUTPOST_LISTEN", default_value = "127.0.0.1:7080")]
+    pub listen: String,
+    /// Agent API (mTLS) listen address.
+    #[arg(long, env = "OUTPOST_AGENT_LISTEN", default_value = "127.0.0.1:7443")]
+    pub agent_listen: String,
+    /// The URL users reach this server at (default: from --listen).
+    #[arg(long, env = "OUTPOST_ACCESS_URL")]
+    pub access_url: Option<String>,
+    /// The URL agents reach the agent API at (default: from --agent-listen).
+    #[arg(long, env = "OUTPOST_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// Provisioner daemons to run inside the server.
+    #[arg(long, env = "OUTPOST_PROVISIONER_DAEMONS", default_value_t = 2)]
+    pub provisioner_daemons: usize,
+    /// Key that external provisioner daemons present (random when absent).
+    #[arg(long, env = "OUTPOST_PROVISIONER_KEY", hide_env_values = true)]
+    pub provisioner_key: Option<String>,
+    /// The outpost-agent binary the local provisioner starts (default: next to `outpost`).
+    #[arg(long, env = "OUTPOST_AGENT_BINARY")]
+    pub agent_binary: Option<PathBuf>,
+    /// Seconds between agent heartbeats.
+    #[arg(long, env = "OUTPOST_HEARTBEAT_SECS", default_value_t = 15)]
+    pub heartbeat_secs: u64,
+    /// Seconds a provisioner job's lease lasts without renewal.
+    #[arg(long, env = "OUTPOST_JOB_LEASE_SECS", default_value_t = 15)]
+    pub job_lease_secs: u64,
+    /// Seconds an agent gets to exit by itself on stop before it is signalled.
+    #[arg(long, env = "OUTPOST_STOP_GRACE_SECS", default_value_t = 10)]
+    pub stop_grace_secs: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "OUTPOST_LOG_JSON")]
+    pub log_json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProvisionerCmd {
+    /// Take and run jobs from the server at --url.
+    Start {
+        /// The server's provisioner key (`outpost server --provisioner-key`).
+        #[arg(long, env = "OUTPOST_PROVISIONER_KEY", hide_env_values = true)]
+        key: String,
+        /// Where local workspaces live.
+        #[arg(long, env = "OUTPOST_WORKSPACES_DIR")]
+        workspaces_dir: PathBuf,
+        #[arg(long, env = "OUTPOST_AGENT_BINARY")]
+        agent_binary: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The server URL, e.g. http://127.0.0.1:7080
+    pub server: String,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Create the first admin (needs the setup token the server printed).
+    #[arg(long)]
+    pub first_user: bool,
+    #[arg(long, env = "OUTPOST_SETUP_TOKEN", hide_env_values = true)]
+    pub setup_token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// Create a user.
+    Create {
+        username: String,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplatesCmd {
+    /// Upload a directory (template.toml plus files) as a new version.
+    Push {
+        dir: PathBuf,
+        /// Template name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep the current active version.
+        #[arg(long)]
+        no_activate: bool,
+    },
+    List,
+    Show { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, short, default_value = "base")]
+    pub template: String,
+    /// A parameter value, NAME=VALUE (repeatable).
+    #[arg(long = "param", short = 'p')]
+    pub params: Vec<String>,
+    /// Return once the build is queued.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ActionArgs {
+    pub name: String,
+    /// A parameter value, NAME=VALUE (repeatable; start, restart and update).
+    #[arg(long = "param", short = 'p')]
+    pub params: Vec<String>,
+    /// Return once the build is queued.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep streaming until the build ends.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCmd {
+    Create {
+        name: String,
+        /// e.g. 30d, 12h
+        #[arg(long)]
+        lifetime: Option<String>,
+    },
+    List,
+    Revoke { id: String },
+}
