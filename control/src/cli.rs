@@ -114,6 +114,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.heartbeat_secs = args.heartbeat_secs.max(1);
     config.job_lease_secs = args.job_lease_secs.max(1);
     config.stop_grace_secs = args.stop_grace_secs;
+    config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);
     crate::server::run(
         crate::server::Listeners { api, agent },
         config,

@@ -104,6 +104,9 @@ pub struct ServerArgs {
     /// Seconds an agent gets to exit by itself on stop before it is signalled.
     #[arg(long, env = "OUTPOST_STOP_GRACE_SECS", default_value_t = 10)]
     pub stop_grace_secs: u64,
+    /// Seconds a bootstrap token stays valid.
+    #[arg(long, env = "OUTPOST_BOOTSTRAP_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub bootstrap_token_ttl_secs: u64,
     /// Log as JSON lines.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     pub log_json: bool,

@@ -1,1 +1,9 @@
+//! Outpost's end-to-end tests: one binary, a module per feature, driving the real `outpost` and
+//! `outpost-agent` binaries against real SQLite and PostgreSQL.
 
+mod harness;
+
+mod bad_input;
+mod bootstrap;
+mod crash;
+mod lifecycle;

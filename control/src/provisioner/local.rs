@@ -69,8 +69,14 @@ impl LocalProvisioner {
         if job.manifest.provisioner != "local" {
             bail!("provisioner {:?} is not supported by this daemon", job.manifest.provisioner);
         }
-        let state: LocalState = serde_json::from_value(job.state.clone()).unwrap_or_default();
+        let mut state: LocalState = serde_json::from_value(job.state.clone()).unwrap_or_default();
         let ws_dir = self.root.join(&job.workspace_id);
+        // The pid file outlives a provisioner that died mid-build (its state never reached
+        // control), so a retried build still finds the agent it started.
+        let pid_file = ws_dir.join("agent.pid");
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+            state.agent_pid = Some(pid);
+        }
         let home = ws_dir.join("home");
         let run = ws_dir.join("run");
         match job.transition {
@@ -95,6 +101,7 @@ impl LocalProvisioner {
                 let bundle_path = run.join("bootstrap.json");
                 crate::ca::write_private(&bundle_path, &serde_json::to_vec(bundle)?)?;
                 let pid = self.spawn_agent(job, &home, &run, &bundle_path)?;
+                std::fs::write(&pid_file, pid.to_string())?;
                 log.info("agent", format!("started outpost-agent (pid {pid}); waiting for it to connect")).await;
                 let resources = vec![
                     dir_resource("home", &home, true),
@@ -110,6 +117,7 @@ impl LocalProvisioner {
             }
             Transition::Stop => {
                 self.stop_agent(&state, log, self.stop_grace).await;
+                remove_file(&pid_file)?;
                 remove_dir(&run)?;
                 log.info("provision", format!("removed {}; {} is kept", run.display(), home.display())).await;
                 Ok((vec![dir_resource("home", &home, true)], serde_json::to_value(LocalState::default())?))
@@ -197,6 +205,14 @@ async fn wait_gone(pgid: i32, within: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn remove_file(p: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
     }
 }
 

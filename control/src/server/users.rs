@@ -62,7 +62,8 @@ pub(super) async fn announce_setup(state: &AppState, access_url: &str) -> anyhow
         let _ = std::fs::remove_file(&path);
         return Ok(());
     }
-    let token = random_secret();
+    // Hex, so it never starts with `-` on a command line.
+    let token = sha256_hex(&random_secret());
     state
         .store
         .set_setting(SETUP_TOKEN_KEY, &sha256_hex(&token))

@@ -1,0 +1,478 @@
+//! Test harness: starts the real `outpost` server (SQLite or a fresh PostgreSQL database) in a
+//! temp dir, runs the real CLI against it, and cleans up its agents.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub type R<T = ()> = anyhow::Result<T>;
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        outpost_agent::tls::install_provider();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// target/debug (or wherever this test binary was built), holding `outpost` and `outpost-agent`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    for b in ["outpost", "outpost-agent"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run `cargo build --bins` first (cargo xtask ci does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh PostgreSQL database, or None (with the reason printed) when PostgreSQL is not
+/// reachable and OUTPOST_REQUIRE_POSTGRES is not set.
+pub fn postgres() -> Option<Backend> {
+    let admin = std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+    let name = format!("outpost_it_{}", uuid_like());
+    let res: Result<(), sqlx::Error> = rt().block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await?;
+        Ok(())
+    });
+    match res {
+        Ok(()) => {
+            let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+            Some(Backend::Postgres(format!("{base}/{name}")))
+        }
+        Err(e) => {
+            if std::env::var("OUTPOST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!("PostgreSQL is required (OUTPOST_REQUIRE_POSTGRES=1) but {admin} is not usable: {e}");
+            }
+            eprintln!("SKIPPED (PostgreSQL): {admin} is not usable: {e}. Set OUTPOST_TEST_POSTGRES_URL or start PostgreSQL; .ci/run does.");
+            None
+        }
+    }
+}
+
+pub fn uuid_like() -> String {
+    let mut b = [0u8; 8];
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = ((t >> (i * 8)) as u8) ^ (std::process::id() as u8).wrapping_mul(i as u8 + 1);
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}{n}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// Runs `body` against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() -> $crate::harness::R {
+                super::$name($crate::harness::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() -> $crate::harness::R {
+                match $crate::harness::postgres() {
+                    Some(b) => super::$name(b),
+                    None => Ok(()),
+                }
+            }
+        }
+    };
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    pub url: String,
+    pub agent_url: String,
+    child: Option<Child>,
+    extra: Vec<String>,
+    listen: Option<(String, String)>,
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> R<Server> {
+        Self::start_with(backend, &[])
+    }
+
+    /// Starts a server with extra flags and signs in the first admin (`admin`).
+    pub fn start_with(backend: Backend, extra: &[&str]) -> R<Server> {
+        let dir = tempfile::tempdir()?;
+        let mut s = Server {
+            dir,
+            backend,
+            url: String::new(),
+            agent_url: String::new(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: None,
+        };
+        s.spawn()?;
+        let token = std::fs::read_to_string(s.data().join("setup-token"))?;
+        let out = s.cli_stdin(
+            &["login", &s.url.clone(), "--first-user", "--username", "admin", "--password-stdin", "--setup-token", token.trim()],
+            "admin-password\n",
+        )?;
+        assert!(out.status.success(), "first-user login failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(s)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("cli")
+    }
+
+    fn spawn(&mut self) -> R {
+        let (api, agent) = self
+            .listen
+            .clone()
+            .unwrap_or_else(|| ("127.0.0.1:0".into(), "127.0.0.1:0".into()));
+        let _ = std::fs::remove_file(self.data().join("server.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))?;
+        let mut cmd = Command::new(bin("outpost"));
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["--listen", &api, "--agent-listen", &agent])
+            .args(["--heartbeat-secs", "1", "--job-lease-secs", "3", "--stop-grace-secs", "5"])
+            .args(&self.extra)
+            .env("OUTPOST_LOG", "info,outpost_control=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Backend::Postgres(url) = &self.backend {
+            cmd.args(["--postgres-url", url]);
+        }
+        self.child = Some(cmd.spawn()?);
+        let info = self.data().join("server.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(bytes) = std::fs::read(&info) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    self.url = v["api_url"].as_str().unwrap_or_default().to_string();
+                    self.agent_url = v["agent_url"].as_str().unwrap_or_default().to_string();
+                    break;
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    anyhow::bail!("server exited with {st}: {}", self.log());
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "server did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let port = |u: &str| u.rsplit(':').next().unwrap_or("0").to_string();
+        self.listen = Some((
+            format!("127.0.0.1:{}", port(&self.url)),
+            format!("127.0.0.1:{}", port(&self.agent_url)),
+        ));
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir, database and ports.
+    pub fn restart(&mut self) -> R {
+        self.kill();
+        self.spawn()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> R<Output> {
+        self.cli_stdin(args, "")
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> R<Output> {
+        use std::io::Write;
+        let mut child = Command::new(bin("outpost"))
+            .args(args)
+            .env("OUTPOST_CONFIG_DIR", self.config_dir())
+            .env_remove("OUTPOST_URL")
+            .env_remove("OUTPOST_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(stdin.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Runs the CLI, requires success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> R<String> {
+        let out = self.cli(args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "`outpost {}` failed ({}):\nstdout: {}\nstderr: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn json(&self, args: &[&str]) -> R<Value> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let s = self.ok(&a)?;
+        Ok(serde_json::from_str(&s)?)
+    }
+
+    pub fn workspace(&self, name: &str) -> R<Value> {
+        self.json(&["show", name])
+    }
+
+    pub fn status(&self, name: &str) -> R<String> {
+        Ok(self.workspace(name)?["status"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The admin's saved API token.
+    pub fn token(&self) -> R<String> {
+        let v: Value = serde_json::from_slice(&std::fs::read(self.config_dir().join("session.json"))?)?;
+        Ok(v["token"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Polls the workspace until `pred` holds, recording every status seen.
+    pub fn wait_for(&self, name: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> R<(Value, Vec<String>)> {
+        let deadline = Instant::now() + within;
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let w = self.workspace(name)?;
+            let st = w["status"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&st) {
+                seen.push(st);
+            }
+            if pred(&w) {
+                return Ok((w, seen));
+            }
+            anyhow::ensure!(Instant::now() < deadline, "timed out; statuses seen: {seen:?}; last: {w:#}\nserver log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Row counts and contents that a rejected request must not change.
+    pub fn db_snapshot(&self) -> R<String> {
+        let url = match &self.backend {
+            Backend::Sqlite => format!("sqlite://{}", self.data().join("outpost.db").display()),
+            Backend::Postgres(u) => u.clone(),
+        };
+        rt().block_on(async {
+            use sqlx::{Connection, Row};
+            sqlx::any::install_default_drivers();
+            let mut c = sqlx::AnyConnection::connect(&url).await?;
+            let mut out = String::new();
+            for (t, cols) in [
+                ("users", "id, username, is_admin"),
+                ("api_tokens", "id, revoked_at, expires_at"),
+                ("templates", "id, name, active_version_id"),
+                ("template_versions", "id, version"),
+                ("workspaces", "id, name, parameters, deleted"),
+                ("workspace_builds", "id, number, transition"),
+                ("provisioner_jobs", "id, status"),
+                ("agents", "id, revoked_at"),
+                ("bootstrap_tokens", "id, used_at"),
+            ] {
+                let rows = sqlx::query(&format!("SELECT {cols} FROM {t} ORDER BY id")).fetch_all(&mut c).await?;
+                out.push_str(&format!("{t}: {}\n", rows.len()));
+                for r in rows {
+                    let mut vals = Vec::new();
+                    for i in 0..r.len() {
+                        let s = r
+                            .try_get::<Option<String>, _>(i)
+                            .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                            .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())))
+                            .unwrap_or_else(|_| "?".into());
+                        vals.push(s);
+                    }
+                    out.push_str(&format!("  {}\n", vals.join("|")));
+                }
+            }
+            c.close().await?;
+            Ok::<_, anyhow::Error>(out)
+        })
+    }
+
+    /// Rows of a table, as strings, for assertions on what the store holds.
+    pub fn db_rows(&self, sql: &str) -> R<Vec<Vec<String>>> {
+        let url = match &self.backend {
+            Backend::Sqlite => format!("sqlite://{}", self.data().join("outpost.db").display()),
+            Backend::Postgres(u) => u.clone(),
+        };
+        rt().block_on(async {
+            use sqlx::{Connection, Row};
+            sqlx::any::install_default_drivers();
+            let mut c = sqlx::AnyConnection::connect(&url).await?;
+            let rows = sqlx::query(sql).fetch_all(&mut c).await?;
+            let out = rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .map(|v| v.unwrap_or_default())
+                                .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| v.map(|n| n.to_string()).unwrap_or_default()))
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect();
+            c.close().await?;
+            Ok::<_, anyhow::Error>(out)
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Agents live in sessions of their own: find ours by their bootstrap path.
+        kill_matching(&self.dir.path().display().to_string());
+        if let Backend::Postgres(url) = &self.backend {
+            let admin = std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+            if let Some((_, db)) = url.rsplit_once('/') {
+                let db = db.to_string();
+                let _ = rt().block_on(async move {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&admin).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut c).await?;
+                    Ok::<_, sqlx::Error>(())
+                });
+            }
+        }
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `needle`.
+pub fn kill_matching(needle: &str) {
+    for pid in pids_matching(needle) {
+        // SAFETY-free: libc::kill is called through a safe wrapper below.
+        signal(pid, libc::SIGKILL);
+    }
+}
+
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                if String::from_utf8_lossy(&cmd).contains(needle) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[allow(unsafe_code)]
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Is the process alive (and not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn home_of(w: &Value) -> PathBuf {
+    resource_path(w, "home").expect("workspace has a home resource")
+}
+
+pub fn resource_path(w: &Value, name: &str) -> Option<PathBuf> {
+    w["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["details"]["path"].as_str())
+        .map(PathBuf::from)
+}
+
+pub fn agent_pid(w: &Value) -> Option<i32> {
+    w["resources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == "agent")
+        .and_then(|r| r["details"]["pid"].as_str())
+        .and_then(|p| p.parse().ok())
+}
+
+/// A raw HTTP call: (status, JSON body or Null).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> R<(u16, Value)> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let url = url.to_string();
+    let token = token.map(str::to_string);
+    let body = body.map(|(ct, b)| (ct.to_string(), b.to_vec()));
+    rt().block_on(async move {
+        let mut rb = reqwest::Client::new().request(method, &url);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some((ct, b)) = body {
+            rb = rb.header("content-type", ct).body(b);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    })
+}
+
+pub fn post_json(url: &str, token: Option<&str>, body: &Value) -> R<(u16, Value)> {
+    http("POST", url, token, Some(("application/json", body.to_string().as_bytes())))
+}
