@@ -24,7 +24,10 @@ async fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -43,7 +46,9 @@ async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
         (Some(p), _) => std::fs::read_to_string(p)
             .with_context(|| format!("reading the bootstrap bundle {}", p.display()))?,
         (None, Ok(v)) => v,
-        (None, Err(_)) => anyhow::bail!("no bootstrap bundle: pass --bootstrap-file or set OUTPOST_BOOTSTRAP"),
+        (None, Err(_)) => {
+            anyhow::bail!("no bootstrap bundle: pass --bootstrap-file or set OUTPOST_BOOTSTRAP")
+        }
     };
     let bundle: outpost_api::BootstrapBundle =
         serde_json::from_str(&raw).context("the bootstrap bundle is not valid JSON")?;

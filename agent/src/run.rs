@@ -128,7 +128,9 @@ pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> 
                 })
             }
             Err(e) if e.status().is_some_and(|s| s < 500) => {
-                bail!("control refused the bootstrap token ({e}); a new start build issues a new one")
+                bail!(
+                    "control refused the bootstrap token ({e}); a new start build issues a new one"
+                )
             }
             Err(e) => {
                 let wait = backoff(attempt, BACKOFF_BASE, BACKOFF_CAP);
@@ -190,7 +192,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     };
     let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
     let mtls = tls::client_config(&config.bundle.ca_pins, Some((&chain, &creds.key_pem)))?;
-    let client = Client::with_http(http(mtls, Duration::from_secs(40))?, &config.bundle.agent_url, None);
+    let client = Client::with_http(
+        http(mtls, Duration::from_secs(40))?,
+        &config.bundle.agent_url,
+        None,
+    );
 
     let hb_client = client.clone();
     let hb_every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
@@ -228,7 +234,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
                 }
             }
             Err(e) if e.status() == Some(401) => {
-                tracing::error!("control rejected the agent's credentials (revoked or expired); exiting");
+                tracing::error!(
+                    "control rejected the agent's credentials (revoked or expired); exiting"
+                );
                 break Exit::Rejected;
             }
             Err(e) => {

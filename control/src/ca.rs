@@ -118,10 +118,12 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         for h in hosts {
-            params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(h.clone().try_into()?),
-            });
+            params
+                .subject_alt_names
+                .push(match h.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(h.clone().try_into()?),
+                });
         }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "Outpost agent API");
@@ -137,10 +139,12 @@ impl Ca {
         let provider = outpost_agent::tls::provider();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert_der.clone())?;
-        let client_verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()?;
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()?;
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(client_verifier)
@@ -157,7 +161,8 @@ impl Ca {
         agent_id: &str,
         lifetime: std::time::Duration,
     ) -> Result<IssuedCert, CsrError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| CsrError::Invalid)?;
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| CsrError::Invalid)?;
         let alg = csr.public_key.algorithm();
         if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ED25519 {
             return Err(CsrError::KeyType);
@@ -179,8 +184,8 @@ impl Ca {
         params.serial_number = Some(serial.to_vec().into());
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        let not_after = now
-            + Duration::try_from(lifetime).map_err(|e| CsrError::Sign(e.to_string()))?;
+        let not_after =
+            now + Duration::try_from(lifetime).map_err(|e| CsrError::Sign(e.to_string()))?;
         params.not_after = not_after;
         let issuer = self.issuer().map_err(|e| CsrError::Sign(e.to_string()))?;
         let cert = params
@@ -225,19 +230,23 @@ mod tests {
         let mut params = CertificateParams::new(vec!["evil.example".to_string()])?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let csr = params.serialize_request(&key)?.pem()?;
-        let issued =
-            ca.sign_agent_csr(&csr, "ws1", "ag1", std::time::Duration::from_secs(3600))?;
+        let issued = ca.sign_agent_csr(&csr, "ws1", "ag1", std::time::Duration::from_secs(3600))?;
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes())?;
         assert_eq!(identity_from_cert(&der), Some(("ws1".into(), "ag1".into())));
         let (_, cert) = x509_parser::parse_x509_certificate(&der)?;
         assert!(!cert.is_ca());
-        let sans = cert.subject_alternative_name()?.map(|s| s.value.general_names.len());
+        let sans = cert
+            .subject_alternative_name()?
+            .map(|s| s.value.general_names.len());
         assert_eq!(sans, Some(1));
         // Reloading gives the same CA.
         let again = Ca::load_or_create(dir.path())?;
         assert_eq!(again.pin(), ca.pin());
         let mode = std::fs::metadata(dir.path().join("ca.key"))?.permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         Ok(())
     }
 

@@ -15,7 +15,10 @@ use crate::config::*;
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     outpost_agent::tls::install_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -35,9 +38,15 @@ fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
 }
 
@@ -56,10 +65,16 @@ async fn shutdown_signal() {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
-        Command::Provisioner(ProvisionerCmd::Start { key, workspaces_dir, agent_binary }) => {
+        Command::Provisioner(ProvisionerCmd::Start {
+            key,
+            workspaces_dir,
+            agent_binary,
+        }) => {
             init_logs(false);
             outpost_agent::tls::install_provider();
-            let url = cli.url.context("pass --url (or OUTPOST_URL): the server to take jobs from")?;
+            let url = cli
+                .url
+                .context("pass --url (or OUTPOST_URL): the server to take jobs from")?;
             let daemon = crate::provisioner::Daemon {
                 client: Client::new(&url, Some(key)),
                 id: format!("external-{}-{}", hostname(), std::process::id()),
@@ -95,10 +110,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     outpost_agent::tls::install_provider();
     let api = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another server running? use --listen)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running? use --listen)",
+                args.listen
+            )
+        })?;
     let agent = tokio::net::TcpListener::bind(&args.agent_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (use --agent-listen)", args.agent_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --agent-listen)",
+                args.agent_listen
+            )
+        })?;
     let data_dir = if args.data_dir.is_absolute() {
         args.data_dir.clone()
     } else {
@@ -139,11 +164,17 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn new(json: bool, url: Option<String>, token: Option<String>, dir: Option<PathBuf>) -> anyhow::Result<Ctx> {
+    fn new(
+        json: bool,
+        url: Option<String>,
+        token: Option<String>,
+        dir: Option<PathBuf>,
+    ) -> anyhow::Result<Ctx> {
         let config_dir = match dir {
             Some(d) => d,
             None => {
-                let home = std::env::var_os("HOME").context("HOME is not set; pass --config-dir")?;
+                let home =
+                    std::env::var_os("HOME").context("HOME is not set; pass --config-dir")?;
                 PathBuf::from(home).join(".config").join("outpost")
             }
         };
@@ -159,16 +190,18 @@ impl Ctx {
     }
 
     fn client(&self) -> anyhow::Result<Client> {
-        let url = self
-            .url
-            .as_deref()
-            .context("not signed in: run `outpost login URL` first (or set OUTPOST_URL and OUTPOST_TOKEN)")?;
+        let url = self.url.as_deref().context(
+            "not signed in: run `outpost login URL` first (or set OUTPOST_URL and OUTPOST_TOKEN)",
+        )?;
         Ok(Client::new(url, self.token.clone()))
     }
 
     fn save(&self, session: &Session) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.config_dir)?;
-        crate::ca::write_private(&self.config_dir.join("session.json"), &serde_json::to_vec_pretty(session)?)
+        crate::ca::write_private(
+            &self.config_dir.join("session.json"),
+            &serde_json::to_vec_pretty(session)?,
+        )
     }
 
     fn print<T: serde::Serialize>(&self, v: &T, human: impl FnOnce()) -> anyhow::Result<()> {
@@ -248,14 +281,30 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Whoami => {
             let me = ctx.client()?.me().await?;
             ctx.print(&me, || {
-                println!("{} ({}) at {}", me.username, if me.admin { "admin" } else { "member" }, ctx.url.clone().unwrap_or_default())
+                println!(
+                    "{} ({}) at {}",
+                    me.username,
+                    if me.admin { "admin" } else { "member" },
+                    ctx.url.clone().unwrap_or_default()
+                )
             })
         }
-        Command::Users(UsersCmd::Create { username, admin, password_stdin }) => {
+        Command::Users(UsersCmd::Create {
+            username,
+            admin,
+            password_stdin,
+        }) => {
             let password = read_password(password_stdin, "Password for the new user: ")?;
             let u: User = ctx
                 .client()?
-                .post("/api/v1/users", &CreateUserRequest { username, password, admin })
+                .post(
+                    "/api/v1/users",
+                    &CreateUserRequest {
+                        username,
+                        password,
+                        admin,
+                    },
+                )
                 .await?;
             ctx.print(&u, || println!("created user {}", u.username))
         }
@@ -269,7 +318,10 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             let ws: Workspace = client.post("/api/v1/workspaces", &req).await?;
             if !ctx.json {
-                eprintln!("Creating workspace {} from template {} (v{})", ws.name, ws.template, ws.template_version);
+                eprintln!(
+                    "Creating workspace {} from template {} (v{})",
+                    ws.name, ws.template, ws.template_version
+                );
             }
             finish(ctx, &client, &args.name, &ws.latest_build, args.no_wait).await
         }
@@ -277,18 +329,46 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             let list = ctx.client()?.workspaces().await?;
             ctx.print(&list, || {
                 if list.is_empty() {
-                    println!("No workspaces yet: create one with `outpost create NAME --template base`.");
+                    println!(
+                        "No workspaces yet: create one with `outpost create NAME --template base`."
+                    );
                     return;
                 }
-                let mut rows = vec![["NAME", "STATUS", "HEALTH", "TEMPLATE", "AGENT", "LAST BUILD"].map(String::from).to_vec()];
+                let mut rows = vec![[
+                    "NAME",
+                    "STATUS",
+                    "HEALTH",
+                    "TEMPLATE",
+                    "AGENT",
+                    "LAST BUILD",
+                ]
+                .map(String::from)
+                .to_vec()];
                 for w in &list {
                     rows.push(vec![
                         w.name.clone(),
                         w.status.to_string(),
-                        if w.health.healthy { "healthy".into() } else { "unhealthy".into() },
-                        format!("{} v{}{}", w.template, w.template_version, if w.outdated { " (outdated)" } else { "" }),
-                        w.agent.as_ref().map(|a| format!("{:?}", a.status).to_lowercase()).unwrap_or_else(|| "-".into()),
-                        format!("#{} {} {}", w.latest_build.number, w.latest_build.transition.as_str(), ago(w.latest_build.created_at)),
+                        if w.health.healthy {
+                            "healthy".into()
+                        } else {
+                            "unhealthy".into()
+                        },
+                        format!(
+                            "{} v{}{}",
+                            w.template,
+                            w.template_version,
+                            if w.outdated { " (outdated)" } else { "" }
+                        ),
+                        w.agent
+                            .as_ref()
+                            .map(|a| format!("{:?}", a.status).to_lowercase())
+                            .unwrap_or_else(|| "-".into()),
+                        format!(
+                            "#{} {} {}",
+                            w.latest_build.number,
+                            w.latest_build.transition.as_str(),
+                            ago(w.latest_build.created_at)
+                        ),
                     ]);
                 }
                 print_table(rows);
@@ -306,9 +386,14 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Cancel { name } => {
             let b: Build = ctx
                 .client()?
-                .post(&format!("/api/v1/workspaces/{name}/cancel"), &serde_json::json!({}))
+                .post(
+                    &format!("/api/v1/workspaces/{name}/cancel"),
+                    &serde_json::json!({}),
+                )
                 .await?;
-            ctx.print(&b, || println!("build #{} is {}", b.number, b.status.as_str()))
+            ctx.print(&b, || {
+                println!("build #{} is {}", b.number, b.status.as_str())
+            })
         }
         Command::Logs(args) => {
             let client = ctx.client()?;
@@ -361,7 +446,11 @@ fn show(w: &Workspace) {
         "Template   {} v{}{}",
         w.template,
         w.template_version,
-        if w.outdated { " (outdated: `outpost update` moves it to the active version)" } else { "" }
+        if w.outdated {
+            " (outdated: `outpost update` moves it to the active version)"
+        } else {
+            ""
+        }
     );
     let b = &w.latest_build;
     println!(
@@ -369,7 +458,10 @@ fn show(w: &Workspace) {
         b.number,
         b.transition.as_str(),
         b.status.as_str(),
-        b.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        b.error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
     );
     match &w.agent {
         Some(a) => println!(
@@ -377,7 +469,9 @@ fn show(w: &Workspace) {
             a.id,
             a.status,
             a.lifecycle,
-            a.last_seen_at.map(|t| format!(", seen {}", ago(t))).unwrap_or_default()
+            a.last_seen_at
+                .map(|t| format!(", seen {}", ago(t)))
+                .unwrap_or_default()
         ),
         None => println!("Agent      -"),
     }
@@ -390,7 +484,11 @@ fn show(w: &Workspace) {
             "Resource   {} ({}, {}) {}",
             r.name,
             r.kind,
-            if r.persistent { "persistent" } else { "ephemeral" },
+            if r.persistent {
+                "persistent"
+            } else {
+                "ephemeral"
+            },
             details.join(" ")
         );
     }
@@ -411,9 +509,21 @@ async fn action(ctx: &Ctx, a: ActionArgs, act: WorkspaceAction) -> anyhow::Resul
 /// Follows the build (and the start build a restart or update queues after its stop) while
 /// streaming logs, then waits for the agent when the workspace is starting. Fails when the
 /// workspace ends failed or canceled.
-async fn finish(ctx: &Ctx, client: &Client, name: &str, first: &Build, no_wait: bool) -> anyhow::Result<()> {
+async fn finish(
+    ctx: &Ctx,
+    client: &Client,
+    name: &str,
+    first: &Build,
+    no_wait: bool,
+) -> anyhow::Result<()> {
     if no_wait {
-        return ctx.print(first, || println!("queued build #{} ({})", first.number, first.transition.as_str()));
+        return ctx.print(first, || {
+            println!(
+                "queued build #{} ({})",
+                first.number,
+                first.transition.as_str()
+            )
+        });
     }
     let json = ctx.json;
     let mut build = first.clone();
@@ -470,9 +580,19 @@ async fn finish(ctx: &Ctx, client: &Client, name: &str, first: &Build, no_wait: 
     };
     spinner.clear();
     ctx.print(&ws, || {
-        eprintln!("Workspace {} is {} ({})", ws.name, ws.status, health_str(&ws));
+        eprintln!(
+            "Workspace {} is {} ({})",
+            ws.name,
+            ws.status,
+            health_str(&ws)
+        );
         if ws.status == WorkspaceStatus::Running {
-            if let Some(home) = ws.resources.iter().find(|r| r.name == "home").and_then(|r| r.details.get("path")) {
+            if let Some(home) = ws
+                .resources
+                .iter()
+                .find(|r| r.name == "home")
+                .and_then(|r| r.details.get("path"))
+            {
                 eprintln!("Its home directory is {home}");
             }
         }
@@ -496,7 +616,10 @@ struct Spinner {
 
 impl Spinner {
     fn new(on: bool) -> Self {
-        Spinner { on, frame: std::cell::Cell::new(0) }
+        Spinner {
+            on,
+            frame: std::cell::Cell::new(0),
+        }
     }
     fn tick(&self, msg: &str) {
         if !self.on {
@@ -528,7 +651,14 @@ async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
         };
         let password = read_password(args.password_stdin, "Choose a password: ")?;
         client
-            .post("/api/v1/setup", &SetupRequest { setup_token, username, password })
+            .post(
+                "/api/v1/setup",
+                &SetupRequest {
+                    setup_token,
+                    username,
+                    password,
+                },
+            )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
@@ -537,16 +667,26 @@ async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
             .post("/api/v1/login", &LoginRequest { username, password })
             .await?
     };
-    ctx.save(&Session { url: url.clone(), token: resp.token.clone() })?;
+    ctx.save(&Session {
+        url: url.clone(),
+        token: resp.token.clone(),
+    })?;
     ctx.print(&resp.user, || {
-        println!("Signed in to {url} as {}. Next: `outpost create dev --template base`", resp.user.username)
+        println!(
+            "Signed in to {url} as {}. Next: `outpost create dev --template base`",
+            resp.user.username
+        )
     })
 }
 
 async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()> {
     let client = ctx.client()?;
     match cmd {
-        TemplatesCmd::Push { dir, name, no_activate } => {
+        TemplatesCmd::Push {
+            dir,
+            name,
+            no_activate,
+        } => {
             let name = match name {
                 Some(n) => n,
                 None => dir
@@ -557,7 +697,14 @@ async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()> {
             };
             let files = read_template_dir(&dir)?;
             let v: TemplateVersion = client
-                .post("/api/v1/templates/push", &PushTemplateRequest { name, files, activate: !no_activate })
+                .post(
+                    "/api/v1/templates/push",
+                    &PushTemplateRequest {
+                        name,
+                        files,
+                        activate: !no_activate,
+                    },
+                )
                 .await?;
             ctx.print(&v, || {
                 println!(
@@ -576,7 +723,9 @@ async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()> {
                 for t in &list {
                     rows.push(vec![
                         t.name.clone(),
-                        t.active_version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                        t.active_version
+                            .map(|v| format!("v{v}"))
+                            .unwrap_or_else(|| "-".into()),
                         t.description.clone(),
                     ]);
                 }
@@ -593,7 +742,12 @@ async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()> {
                         v.version,
                         if v.active { " (active)" } else { "" },
                         v.manifest.provisioner,
-                        v.manifest.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                        v.manifest
+                            .parameters
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                 }
             })
@@ -619,11 +773,15 @@ fn read_template_dir(dir: &std::path::Path) -> anyhow::Result<BTreeMap<String, S
             if ft.is_dir() {
                 stack.push(path);
             } else if ft.is_file() {
-                let content = std::fs::read_to_string(&path)
-                    .with_context(|| format!("{}: template files must be UTF-8 text", path.display()))?;
+                let content = std::fs::read_to_string(&path).with_context(|| {
+                    format!("{}: template files must be UTF-8 text", path.display())
+                })?;
                 total += content.len();
                 if total > crate::server::TEMPLATE_BODY_LIMIT / 2 {
-                    bail!("the template directory is larger than {} bytes", crate::server::TEMPLATE_BODY_LIMIT / 2);
+                    bail!(
+                        "the template directory is larger than {} bytes",
+                        crate::server::TEMPLATE_BODY_LIMIT / 2
+                    );
                 }
                 files.insert(rel, content);
             }
@@ -644,17 +802,28 @@ async fn tokens(ctx: &Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
                 .transpose()
                 .context("--lifetime takes a duration like 30d or 12h")?;
             let r: CreateTokenResponse = client
-                .post("/api/v1/tokens", &CreateTokenRequest { name, lifetime_secs })
+                .post(
+                    "/api/v1/tokens",
+                    &CreateTokenRequest {
+                        name,
+                        lifetime_secs,
+                    },
+                )
                 .await?;
             ctx.print(&r, || {
                 println!("{}", r.token);
-                eprintln!("token {} ({}); it is shown only once", r.info.id, r.info.name);
+                eprintln!(
+                    "token {} ({}); it is shown only once",
+                    r.info.id, r.info.name
+                );
             })
         }
         TokensCmd::List => {
             let list: Vec<TokenInfo> = client.get("/api/v1/tokens").await?;
             ctx.print(&list, || {
-                let mut rows = vec![["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"].map(String::from).to_vec()];
+                let mut rows = vec![["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"]
+                    .map(String::from)
+                    .to_vec()];
                 let now = crate::store::now_ms();
                 for t in &list {
                     rows.push(vec![

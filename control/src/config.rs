@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "outpost", version, about = "Outpost: developer workspaces", propagate_version = true)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Outpost: developer workspaces",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -169,7 +174,9 @@ pub enum TemplatesCmd {
         no_activate: bool,
     },
     List,
-    Show { name: String },
+    Show {
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -213,5 +220,7 @@ pub enum TokensCmd {
         lifetime: Option<String>,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }

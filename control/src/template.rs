@@ -110,15 +110,27 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         message: msg,
     };
     if files.len() > MAX_FILES {
-        return Err(err("(template)", None, None, format!("more than {MAX_FILES} files")));
+        return Err(err(
+            "(template)",
+            None,
+            None,
+            format!("more than {MAX_FILES} files"),
+        ));
     }
     for path in files.keys() {
         let bad = path.is_empty()
             || path.starts_with('/')
-            || path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
             || path.contains('\0');
         if bad {
-            return Err(err(path, None, None, "file paths must be relative, without `..`".into()));
+            return Err(err(
+                path,
+                None,
+                None,
+                "file paths must be relative, without `..`".into(),
+            ));
         }
     }
     let Some(src) = files.get(MANIFEST_FILE) else {
@@ -197,7 +209,9 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         let name_ok = !name.is_empty()
             && name.len() <= 64
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !name_ok {
             return Err(err(
                 MANIFEST_FILE,
@@ -241,29 +255,57 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         if let Some(v) = p.validation {
             if let Some(r) = v.regex {
                 if kind != ParameterType::String {
-                    return Err(err(MANIFEST_FILE, at(r.span()), Some(&field("validation.regex")), "regex applies to string parameters only".into()));
+                    return Err(err(
+                        MANIFEST_FILE,
+                        at(r.span()),
+                        Some(&field("validation.regex")),
+                        "regex applies to string parameters only".into(),
+                    ));
                 }
                 regex::Regex::new(r.get_ref()).map_err(|e| {
-                    err(MANIFEST_FILE, at(r.span()), Some(&field("validation.regex")), format!("invalid regex: {e}"))
+                    err(
+                        MANIFEST_FILE,
+                        at(r.span()),
+                        Some(&field("validation.regex")),
+                        format!("invalid regex: {e}"),
+                    )
                 })?;
                 spec.regex = Some(r.into_inner());
             }
-            for (bound, slot, fname) in [(v.min, &mut spec.min, "validation.min"), (v.max, &mut spec.max, "validation.max")] {
+            for (bound, slot, fname) in [
+                (v.min, &mut spec.min, "validation.min"),
+                (v.max, &mut spec.max, "validation.max"),
+            ] {
                 if let Some(b) = bound {
                     if kind != ParameterType::Number {
-                        return Err(err(MANIFEST_FILE, at(b.span()), Some(&field(fname)), "min and max apply to number parameters only".into()));
+                        return Err(err(
+                            MANIFEST_FILE,
+                            at(b.span()),
+                            Some(&field(fname)),
+                            "min and max apply to number parameters only".into(),
+                        ));
                     }
                     *slot = Some(*b.get_ref());
                 }
             }
             if let (Some(lo), Some(hi)) = (spec.min, spec.max) {
                 if lo > hi {
-                    return Err(err(MANIFEST_FILE, None, Some(&field("validation")), format!("min ({lo}) is greater than max ({hi})")));
+                    return Err(err(
+                        MANIFEST_FILE,
+                        None,
+                        Some(&field("validation")),
+                        format!("min ({lo}) is greater than max ({hi})"),
+                    ));
                 }
             }
             if let Some(o) = v.options {
                 if o.get_ref().is_empty() {
-                    return Err(err(MANIFEST_FILE, at(o.span()), Some(&field("validation.options")), "options must not be empty".into()));
+                    return Err(err(
+                        MANIFEST_FILE,
+                        at(o.span()),
+                        Some(&field("validation.options")),
+                        "options must not be empty".into(),
+                    ));
                 }
                 spec.options = o.into_inner();
             }
@@ -276,7 +318,16 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
                 (ParameterType::Number, toml::Value::Float(n)) => n.to_string(),
                 (ParameterType::Bool, toml::Value::Boolean(b)) => b.to_string(),
                 (_, other) => {
-                    return Err(err(MANIFEST_FILE, line, Some(&field("default")), format!("a {} default is not a {}", other.type_str(), p.kind.get_ref())));
+                    return Err(err(
+                        MANIFEST_FILE,
+                        line,
+                        Some(&field("default")),
+                        format!(
+                            "a {} default is not a {}",
+                            other.type_str(),
+                            p.kind.get_ref()
+                        ),
+                    ));
                 }
             };
             validate_value(&spec, &s)
@@ -332,7 +383,10 @@ pub fn validate_value(spec: &ParameterSpec, value: &str) -> Result<(), String> {
         }
     }
     if !spec.options.is_empty() && !spec.options.iter().any(|o| o == value) {
-        return Err(format!("{value:?} is not one of: {}", spec.options.join(", ")));
+        return Err(format!(
+            "{value:?} is not one of: {}",
+            spec.options.join(", ")
+        ));
     }
     Ok(())
 }
@@ -417,6 +471,8 @@ mod tests {
         let bad = BTreeMap::from([("cpus".to_string(), "9".to_string())]);
         assert!(resolve_parameters(&m, &bad, None).is_err());
         let change = BTreeMap::from([("region".to_string(), "us".to_string())]);
-        assert!(resolve_parameters(&m, &change, Some(&r)).unwrap_err().contains("immutable"));
+        assert!(resolve_parameters(&m, &change, Some(&r))
+            .unwrap_err()
+            .contains("immutable"));
     }
 }

@@ -13,21 +13,38 @@ fn bundle(s: &Server, name: &str, build: i64) -> R<Value> {
         w["latest_build"]["number"] == build && w["latest_build"]["status"] == "succeeded"
     })?;
     let run = resource_path(&w, "run").expect("run resource");
-    Ok(serde_json::from_slice(&std::fs::read(run.join("bootstrap.json"))?)?)
+    Ok(serde_json::from_slice(&std::fs::read(
+        run.join("bootstrap.json"),
+    )?)?)
 }
 
 fn csr() -> R<String> {
     let key = rcgen::KeyPair::generate()?;
-    Ok(rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?.pem()?)
+    Ok(rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?)
 }
 
 /// POSTs to the agent API trusting only the pinned CA, optionally with a client certificate.
-fn agent_call(b: &Value, path: &str, body: Option<Value>, cert: Option<(&str, &str)>) -> R<(u16, String)> {
-    let pins: Vec<String> = b["ca_pins"].as_array().unwrap_or(&vec![]).iter().filter_map(|p| p.as_str().map(String::from)).collect();
+fn agent_call(
+    b: &Value,
+    path: &str,
+    body: Option<Value>,
+    cert: Option<(&str, &str)>,
+) -> R<(u16, String)> {
+    let pins: Vec<String> = b["ca_pins"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
     let cfg = outpost_agent::tls::client_config(&pins, cert)?;
     let url = format!("{}{path}", b["agent_url"].as_str().unwrap_or_default());
     rt().block_on(async move {
-        let c = reqwest::Client::builder().use_preconfigured_tls(cfg).timeout(Duration::from_secs(40)).build()?;
+        let c = reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .timeout(Duration::from_secs(40))
+            .build()?;
         let resp = match body {
             Some(v) => c.post(&url).json(&v).send().await?,
             None => c.get(&url).send().await?,
@@ -38,12 +55,24 @@ fn agent_call(b: &Value, path: &str, body: Option<Value>, cert: Option<(&str, &s
 
 fn bootstrap_basics(backend: Backend) -> R {
     // /bin/true as the agent: the provisioner starts it, it exits, the token stays unused.
-    let s = Server::start_with(backend, &["--agent-binary", "/bin/true", "--bootstrap-token-ttl-secs", "3"])?;
+    let s = Server::start_with(
+        backend,
+        &[
+            "--agent-binary",
+            "/bin/true",
+            "--bootstrap-token-ttl-secs",
+            "3",
+        ],
+    )?;
     s.json(&["create", "ws", "--no-wait"])?;
     let b = bundle(&s, "ws", 1)?;
     let token = b["token"].as_str().unwrap_or_default().to_string();
     assert!(token.starts_with("obt_"));
-    assert_eq!(s.status("ws")?, "starting", "running only after the agent's first poll");
+    assert_eq!(
+        s.status("ws")?,
+        "starting",
+        "running only after the agent's first poll"
+    );
 
     // The store keeps a hash, not the token or its secret.
     let secret = token.rsplit('_').next().unwrap_or_default().to_string();
@@ -59,15 +88,27 @@ fn bootstrap_basics(backend: Backend) -> R {
     assert_eq!(st, 401);
 
     // First use: a certificate for this workspace's agent.
-    let (st, body) = agent_call(&b, "/agent/v1/bootstrap", Some(json!({"token": token, "csr_pem": csr()?})), None)?;
+    let (st, body) = agent_call(
+        &b,
+        "/agent/v1/bootstrap",
+        Some(json!({"token": token, "csr_pem": csr()?})),
+        None,
+    )?;
     assert_eq!(st, 200, "{body}");
     let resp: Value = serde_json::from_str(&body)?;
     let w = s.workspace("ws")?;
     assert_eq!(resp["workspace_id"], w["id"]);
-    assert!(resp["certificate_pem"].as_str().unwrap_or("").starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(resp["certificate_pem"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("-----BEGIN CERTIFICATE-----"));
 
     // Every rejection is the same 401 with the same body.
-    let wrong_secret = format!("{}_{}", token.rsplit_once('_').map(|(a, _)| a).unwrap_or(""), "A".repeat(43));
+    let wrong_secret = format!(
+        "{}_{}",
+        token.rsplit_once('_').map(|(a, _)| a).unwrap_or(""),
+        "A".repeat(43)
+    );
     let cases = [
         ("replay", token.clone()),
         ("wrong secret", wrong_secret),
@@ -76,7 +117,12 @@ fn bootstrap_basics(backend: Backend) -> R {
         ("wrong prefix", token.replacen("obt_", "opt_", 1)),
     ];
     for (what, t) in &cases {
-        let (st, body) = agent_call(&b, "/agent/v1/bootstrap", Some(json!({"token": t, "csr_pem": csr()?})), None)?;
+        let (st, body) = agent_call(
+            &b,
+            "/agent/v1/bootstrap",
+            Some(json!({"token": t, "csr_pem": csr()?})),
+            None,
+        )?;
         assert_eq!(st, 401, "{what}");
         assert_eq!(body, generic, "{what}: the same generic body");
     }
@@ -88,25 +134,49 @@ fn bootstrap_basics(backend: Backend) -> R {
         s.json(&["start", "ws", "--no-wait"])?;
         let b2 = bundle(&s, "ws", 3)?;
         let key = rcgen::KeyPair::generate()?;
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?.pem()?;
-        let (st, body) = agent_call(&b2, "/agent/v1/bootstrap", Some(json!({"token": b2["token"], "csr_pem": csr})), None)?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+            .serialize_request(&key)?
+            .pem()?;
+        let (st, body) = agent_call(
+            &b2,
+            "/agent/v1/bootstrap",
+            Some(json!({"token": b2["token"], "csr_pem": csr})),
+            None,
+        )?;
         assert_eq!(st, 200, "{body}");
         let r: Value = serde_json::from_str(&body)?;
-        (b2, key.serialize_pem(), format!("{}{}", r["certificate_pem"].as_str().unwrap_or(""), r["ca_pem"].as_str().unwrap_or("")))
+        (
+            b2,
+            key.serialize_pem(),
+            format!(
+                "{}{}",
+                r["certificate_pem"].as_str().unwrap_or(""),
+                r["ca_pem"].as_str().unwrap_or("")
+            ),
+        )
     };
     let (b2, key_pem, chain) = key_and_chain;
-    let poller = std::thread::spawn(move || agent_call(&b2, "/agent/v1/poll", None, Some((&chain, &key_pem))).map(|r| r.0));
+    let poller = std::thread::spawn(move || {
+        agent_call(&b2, "/agent/v1/poll", None, Some((&chain, &key_pem))).map(|r| r.0)
+    });
     s.wait_for("ws", Duration::from_secs(30), |w| w["status"] == "running")?;
     // Stopping ends the held poll at once with 401 (the identity is revoked).
     s.ok(&["stop", "ws"])?;
-    let st = poller.join().map_err(|_| anyhow::anyhow!("poller panicked"))??;
+    let st = poller
+        .join()
+        .map_err(|_| anyhow::anyhow!("poller panicked"))??;
     assert!(st == 200 || st == 401, "held poll ended with {st}");
 
     // Expired: a fresh token left unused past its 3 s life.
     s.json(&["start", "ws", "--no-wait"])?;
     let b3 = bundle(&s, "ws", 5)?;
     std::thread::sleep(Duration::from_millis(3500));
-    let (st, body) = agent_call(&b3, "/agent/v1/bootstrap", Some(json!({"token": b3["token"], "csr_pem": csr()?})), None)?;
+    let (st, body) = agent_call(
+        &b3,
+        "/agent/v1/bootstrap",
+        Some(json!({"token": b3["token"], "csr_pem": csr()?})),
+        None,
+    )?;
     assert_eq!(st, 401, "expired");
     assert_eq!(body, generic);
     Ok(())

@@ -30,8 +30,15 @@ fn agent_survives_control_crash(backend: Backend) -> R {
             && w["agent"]["status"] == "connected"
             && w["agent"]["last_seen_at"].as_i64().unwrap_or(0) > restarted
     })?;
-    assert_eq!(agent_pid(&w), Some(pid), "the same agent process reconnected");
-    assert_eq!(std::fs::read_to_string(home_of(&w).join("data.txt"))?, "precious");
+    assert_eq!(
+        agent_pid(&w),
+        Some(pid),
+        "the same agent process reconnected"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home_of(&w).join("data.txt"))?,
+        "precious"
+    );
     // And it still obeys: stop works after the restart.
     s.ok(&["stop", "dev"])?;
     assert!(!alive(pid));
@@ -47,7 +54,9 @@ fn build_in_flight_is_not_stuck(backend: Backend) -> R {
     // A frozen agent does not answer the stop command: the stop build waits out its grace period.
     signal(pid, libc::SIGSTOP);
     s.json(&["stop", "dev", "--no-wait"])?;
-    s.wait_for("dev", Duration::from_secs(30), |w| w["latest_build"]["status"] == "running")?;
+    s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["latest_build"]["status"] == "running"
+    })?;
     s.kill();
     s.restart()?;
     // The dead daemon's lease runs out; the build is retried (or failed), never left running.
@@ -73,7 +82,9 @@ fn create_racing_a_crash(backend: Backend) -> R {
         std::thread::sleep(Duration::from_millis(*delay));
         s.kill();
         s.restart()?;
-        let (w, _) = s.wait_for(&name, Duration::from_secs(60), |w| w["status"] == "running" || w["status"] == "failed")?;
+        let (w, _) = s.wait_for(&name, Duration::from_secs(60), |w| {
+            w["status"] == "running" || w["status"] == "failed"
+        })?;
         assert_eq!(w["status"], "running", "{w}");
     }
     Ok(())

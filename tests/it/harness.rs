@@ -25,7 +25,11 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
 /// target/debug (or wherever this test binary was built), holding `outpost` and `outpost-agent`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
     for b in ["outpost", "outpost-agent"] {
         assert!(
             dir.join(b).exists(),
@@ -56,7 +60,9 @@ pub fn postgres() -> Option<Backend> {
     let res: Result<(), sqlx::Error> = rt().block_on(async {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await?;
         Ok(())
     });
     match res {
@@ -85,7 +91,10 @@ pub fn uuid_like() -> String {
     }
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}{n}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!(
+        "{}{n}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 /// Runs `body` against SQLite and against PostgreSQL.
@@ -138,10 +147,23 @@ impl Server {
         s.spawn()?;
         let token = std::fs::read_to_string(s.data().join("setup-token"))?;
         let out = s.cli_stdin(
-            &["login", &s.url.clone(), "--first-user", "--username", "admin", "--password-stdin", "--setup-token", token.trim()],
+            &[
+                "login",
+                &s.url.clone(),
+                "--first-user",
+                "--username",
+                "admin",
+                "--password-stdin",
+                "--setup-token",
+                token.trim(),
+            ],
             "admin-password\n",
         )?;
-        assert!(out.status.success(), "first-user login failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "first-user login failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(s)
     }
 
@@ -168,7 +190,14 @@ impl Server {
             .arg("--data-dir")
             .arg(self.data())
             .args(["--listen", &api, "--agent-listen", &agent])
-            .args(["--heartbeat-secs", "1", "--job-lease-secs", "3", "--stop-grace-secs", "5"])
+            .args([
+                "--heartbeat-secs",
+                "1",
+                "--job-lease-secs",
+                "3",
+                "--stop-grace-secs",
+                "5",
+            ])
             .args(&self.extra)
             .env("OUTPOST_LOG", "info,outpost_control=debug")
             .stdin(Stdio::null())
@@ -193,7 +222,11 @@ impl Server {
                     anyhow::bail!("server exited with {st}: {}", self.log());
                 }
             }
-            anyhow::ensure!(Instant::now() < deadline, "server did not start: {}", self.log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let port = |u: &str| u.rsplit(':').next().unwrap_or("0").to_string();
@@ -269,17 +302,26 @@ impl Server {
     }
 
     pub fn status(&self, name: &str) -> R<String> {
-        Ok(self.workspace(name)?["status"].as_str().unwrap_or_default().to_string())
+        Ok(self.workspace(name)?["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// The admin's saved API token.
     pub fn token(&self) -> R<String> {
-        let v: Value = serde_json::from_slice(&std::fs::read(self.config_dir().join("session.json"))?)?;
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(self.config_dir().join("session.json"))?)?;
         Ok(v["token"].as_str().unwrap_or_default().to_string())
     }
 
     /// Polls the workspace until `pred` holds, recording every status seen.
-    pub fn wait_for(&self, name: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> R<(Value, Vec<String>)> {
+    pub fn wait_for(
+        &self,
+        name: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> R<(Value, Vec<String>)> {
         let deadline = Instant::now() + within;
         let mut seen: Vec<String> = Vec::new();
         loop {
@@ -291,7 +333,11 @@ impl Server {
             if pred(&w) {
                 return Ok((w, seen));
             }
-            anyhow::ensure!(Instant::now() < deadline, "timed out; statuses seen: {seen:?}; last: {w:#}\nserver log:\n{}", self.log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "timed out; statuses seen: {seen:?}; last: {w:#}\nserver log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -318,7 +364,9 @@ impl Server {
                 ("agents", "id, revoked_at"),
                 ("bootstrap_tokens", "id, used_at"),
             ] {
-                let rows = sqlx::query(&format!("SELECT {cols} FROM {t} ORDER BY id")).fetch_all(&mut c).await?;
+                let rows = sqlx::query(&format!("SELECT {cols} FROM {t} ORDER BY id"))
+                    .fetch_all(&mut c)
+                    .await?;
                 out.push_str(&format!("{t}: {}\n", rows.len()));
                 for r in rows {
                     let mut vals = Vec::new();
@@ -326,7 +374,11 @@ impl Server {
                         let s = r
                             .try_get::<Option<String>, _>(i)
                             .map(|v| v.unwrap_or_else(|| "NULL".into()))
-                            .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())))
+                            .or_else(|_| {
+                                r.try_get::<Option<i64>, _>(i).map(|v| {
+                                    v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())
+                                })
+                            })
                             .unwrap_or_else(|_| "?".into());
                         vals.push(s);
                     }
@@ -356,7 +408,10 @@ impl Server {
                         .map(|i| {
                             r.try_get::<Option<String>, _>(i)
                                 .map(|v| v.unwrap_or_default())
-                                .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|v| v.map(|n| n.to_string()).unwrap_or_default()))
+                                .or_else(|_| {
+                                    r.try_get::<Option<i64>, _>(i)
+                                        .map(|v| v.map(|n| n.to_string()).unwrap_or_default())
+                                })
                                 .unwrap_or_default()
                         })
                         .collect()
@@ -374,13 +429,16 @@ impl Drop for Server {
         // Agents live in sessions of their own: find ours by their bootstrap path.
         kill_matching(&self.dir.path().display().to_string());
         if let Backend::Postgres(url) = &self.backend {
-            let admin = std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+            let admin =
+                std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
             if let Some((_, db)) = url.rsplit_once('/') {
                 let db = db.to_string();
                 let _ = rt().block_on(async move {
                     use sqlx::Connection;
                     let mut c = sqlx::PgConnection::connect(&admin).await?;
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut c).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await?;
                     Ok::<_, sqlx::Error>(())
                 });
             }
@@ -400,7 +458,9 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             if pid == std::process::id() as i32 {
                 continue;
             }
@@ -425,7 +485,12 @@ pub fn signal(pid: i32, sig: i32) {
 /// Is the process alive (and not a zombie)?
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -453,7 +518,12 @@ pub fn agent_pid(w: &Value) -> Option<i32> {
 }
 
 /// A raw HTTP call: (status, JSON body or Null).
-pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> R<(u16, Value)> {
+pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> R<(u16, Value)> {
     let method = reqwest::Method::from_bytes(method.as_bytes())?;
     let url = url.to_string();
     let token = token.map(str::to_string);
@@ -469,10 +539,18 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<(&str, &[
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     })
 }
 
 pub fn post_json(url: &str, token: Option<&str>, body: &Value) -> R<(u16, Value)> {
-    http("POST", url, token, Some(("application/json", body.to_string().as_bytes())))
+    http(
+        "POST",
+        url,
+        token,
+        Some(("application/json", body.to_string().as_bytes())),
+    )
 }

@@ -21,7 +21,9 @@ fn assert_path(seen: &[String], allowed: &[&str], end: &str) {
         let i = allowed[pos..]
             .iter()
             .position(|a| a == s)
-            .unwrap_or_else(|| panic!("status {s} unexpected or out of order in {seen:?} (allowed {allowed:?})"));
+            .unwrap_or_else(|| {
+                panic!("status {s} unexpected or out of order in {seen:?} (allowed {allowed:?})")
+            });
         pos += i;
     }
 }
@@ -29,7 +31,10 @@ fn assert_path(seen: &[String], allowed: &[&str], end: &str) {
 fn run_dir_empty(w: &Value) -> bool {
     let home = home_of(w);
     let run = home.parent().expect("workspace dir").join("run");
-    !run.exists() || std::fs::read_dir(&run).map(|mut d| d.next().is_none()).unwrap_or(true)
+    !run.exists()
+        || std::fs::read_dir(&run)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
 }
 
 fn lifecycle(backend: Backend) -> R {
@@ -39,7 +44,10 @@ fn lifecycle(backend: Backend) -> R {
     let out = s.cli(&["create", "dev", "--template", "base"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("[provision] home (persistent)"), "build log streamed: {stderr}");
+    assert!(
+        stderr.contains("[provision] home (persistent)"),
+        "build log streamed: {stderr}"
+    );
     assert!(stderr.contains("Workspace dev is running"), "{stderr}");
     let w = s.workspace("dev")?;
     assert_eq!(w["status"], "running");
@@ -62,20 +70,37 @@ fn lifecycle(backend: Backend) -> R {
         .as_array()
         .unwrap_or(&vec![])
         .iter()
-        .map(|r| (r["name"].as_str().unwrap_or("").to_string(), r["persistent"] == true))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["persistent"] == true,
+            )
+        })
         .collect();
-    assert_eq!(kinds, vec![("home".to_string(), true)], "a stopped workspace keeps only its home");
+    assert_eq!(
+        kinds,
+        vec![("home".to_string(), true)],
+        "a stopped workspace keeps only its home"
+    );
 
     // an illegal transition answers 409 and names the current status.
     let out = s.cli(&["stop", "dev"])?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("it is stopped"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("it is stopped"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // start
     let b = s.json(&["start", "dev", "--no-wait"])?;
     assert_eq!(b["transition"], "start");
     let (w, seen) = s.wait_for("dev", T, is("running"))?;
-    assert_path(&seen, &["stopped", "pending", "starting", "running"], "running");
+    assert_path(
+        &seen,
+        &["stopped", "pending", "starting", "running"],
+        "running",
+    );
     let pid2 = agent_pid(&w).expect("agent pid");
     assert_ne!(pid1, pid2);
     assert_eq!(std::fs::read_to_string(home.join("notes.txt"))?, "keep me");
@@ -84,8 +109,18 @@ fn lifecycle(backend: Backend) -> R {
     let b = s.json(&["restart", "dev", "--no-wait"])?;
     assert_eq!(b["transition"], "stop");
     assert_eq!(b["then_start"], true);
-    let (w, seen) = s.wait_for("dev", T, |w| w["status"] == "running" && w["latest_build"]["transition"] == "start" && w["latest_build"]["number"].as_i64() > b["number"].as_i64())?;
-    assert_path(&seen, &["running", "pending", "stopping", "stopped", "pending", "starting", "running"], "running");
+    let (w, seen) = s.wait_for("dev", T, |w| {
+        w["status"] == "running"
+            && w["latest_build"]["transition"] == "start"
+            && w["latest_build"]["number"].as_i64() > b["number"].as_i64()
+    })?;
+    assert_path(
+        &seen,
+        &[
+            "running", "pending", "stopping", "stopped", "pending", "starting", "running",
+        ],
+        "running",
+    );
     assert!(!alive(pid2));
     assert_eq!(std::fs::read_to_string(home.join("notes.txt"))?, "keep me");
     let pid3 = agent_pid(&w).expect("agent pid");
@@ -97,11 +132,21 @@ fn lifecycle(backend: Backend) -> R {
         tdir.join("template.toml"),
         "description = \"base, second version\"\n[provisioner]\ntype = \"local\"\n[agent]\nenv = { STAGE = \"two\" }\n[[parameters]]\nname = \"dotfiles_uri\"\ntype = \"string\"\ndefault = \"\"\n",
     )?;
-    let v = s.json(&["templates", "push", tdir.to_str().unwrap_or_default(), "--name", "base"])?;
+    let v = s.json(&[
+        "templates",
+        "push",
+        tdir.to_str().unwrap_or_default(),
+        "--name",
+        "base",
+    ])?;
     assert_eq!(v["version"], 2);
     assert_eq!(s.workspace("dev")?["outdated"], true);
     let out = s.cli(&["update", "dev"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w = s.workspace("dev")?;
     assert_eq!(w["status"], "running");
     assert_eq!(w["template_version"], 2);
@@ -122,12 +167,18 @@ fn lifecycle(backend: Backend) -> R {
             assert!(String::from_utf8_lossy(&out.stderr).contains("no workspace named"));
             break;
         }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "delete did not finish");
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "delete did not finish"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(!alive(pid4));
     assert!(!home.exists(), "home is gone after delete");
-    assert!(!home.parent().map(|p| p.exists()).unwrap_or(false), "the workspace dir is gone");
+    assert!(
+        !home.parent().map(|p| p.exists()).unwrap_or(false),
+        "the workspace dir is gone"
+    );
     assert_eq!(s.json(&["list"])?.as_array().map(Vec::len), Some(0));
     // The name is free again.
     s.ok(&["create", "dev"])?;
@@ -162,9 +213,15 @@ fn templates_and_tokens(backend: Backend) -> R {
     std::fs::write(dir.join("scripts/setup.sh"), "echo hi\n")?;
     let v = s.json(&["templates", "push", dir.to_str().unwrap_or_default()])?;
     assert_eq!(v["template_name"], "py");
-    assert_eq!(v["files"], serde_json::json!(["scripts/setup.sh", "template.toml"]));
+    assert_eq!(
+        v["files"],
+        serde_json::json!(["scripts/setup.sh", "template.toml"])
+    );
     let shown = s.json(&["templates", "show", "py"])?;
-    assert_eq!(shown["versions"][0]["manifest"]["parameters"][0]["name"], "cpus");
+    assert_eq!(
+        shown["versions"][0]["manifest"]["parameters"][0]["name"],
+        "cpus"
+    );
     // An immutable parameter cannot change on a later build.
     s.ok(&["create", "a", "-t", "py", "-p", "cpus=4"])?;
     s.ok(&["stop", "a"])?;
@@ -173,14 +230,37 @@ fn templates_and_tokens(backend: Backend) -> R {
 
     let t = s.json(&["tokens", "create", "ci", "--lifetime", "1h"])?;
     let token = t["token"].as_str().unwrap_or_default().to_string();
-    let (st, me) = http("GET", &format!("{}/api/v1/users/me", s.url), Some(&token), None)?;
+    let (st, me) = http(
+        "GET",
+        &format!("{}/api/v1/users/me", s.url),
+        Some(&token),
+        None,
+    )?;
     assert_eq!((st, me["username"].as_str()), (200, Some("admin")));
-    let ids: Vec<String> = s.json(&["tokens", "list"])?.as_array().unwrap_or(&vec![]).iter().map(|t| t["id"].as_str().unwrap_or("").to_string()).collect();
+    let ids: Vec<String> = s
+        .json(&["tokens", "list"])?
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or("").to_string())
+        .collect();
     assert!(ids.contains(&t["info"]["id"].as_str().unwrap_or("").to_string()));
-    s.ok(&["tokens", "revoke", t["info"]["id"].as_str().unwrap_or_default()])?;
-    let (st, body) = http("GET", &format!("{}/api/v1/users/me", s.url), Some(&token), None)?;
+    s.ok(&[
+        "tokens",
+        "revoke",
+        t["info"]["id"].as_str().unwrap_or_default(),
+    ])?;
+    let (st, body) = http(
+        "GET",
+        &format!("{}/api/v1/users/me", s.url),
+        Some(&token),
+        None,
+    )?;
     assert_eq!(st, 401);
-    assert!(body["error"]["message"].as_str().unwrap_or("").contains("revoked"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("revoked"));
     Ok(())
 }
 both_backends!(templates_and_tokens);

@@ -67,14 +67,20 @@ impl LocalProvisioner {
         cancel: watch::Receiver<bool>,
     ) -> anyhow::Result<(Vec<Resource>, serde_json::Value)> {
         if job.manifest.provisioner != "local" {
-            bail!("provisioner {:?} is not supported by this daemon", job.manifest.provisioner);
+            bail!(
+                "provisioner {:?} is not supported by this daemon",
+                job.manifest.provisioner
+            );
         }
         let mut state: LocalState = serde_json::from_value(job.state.clone()).unwrap_or_default();
         let ws_dir = self.root.join(&job.workspace_id);
         // The pid file outlives a provisioner that died mid-build (its state never reached
         // control), so a retried build still finds the agent it started.
         let pid_file = ws_dir.join("agent.pid");
-        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             state.agent_pid = Some(pid);
         }
         let home = ws_dir.join("home");
@@ -85,7 +91,11 @@ impl LocalProvisioner {
                 if *cancel.borrow() {
                     bail!("canceled before start");
                 }
-                log.info("provision", format!("home (persistent): {}", home.display())).await;
+                log.info(
+                    "provision",
+                    format!("home (persistent): {}", home.display()),
+                )
+                .await;
                 std::fs::create_dir_all(&home)
                     .with_context(|| format!("creating {}", home.display()))?;
                 std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
@@ -93,7 +103,11 @@ impl LocalProvisioner {
                 std::fs::create_dir_all(&run)
                     .with_context(|| format!("creating {}", run.display()))?;
                 std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
-                log.info("provision", format!("run (ephemeral, rebuilt): {}", run.display())).await;
+                log.info(
+                    "provision",
+                    format!("run (ephemeral, rebuilt): {}", run.display()),
+                )
+                .await;
                 let bundle = job
                     .bootstrap
                     .as_ref()
@@ -102,7 +116,11 @@ impl LocalProvisioner {
                 crate::ca::write_private(&bundle_path, &serde_json::to_vec(bundle)?)?;
                 let pid = self.spawn_agent(job, &home, &run, &bundle_path)?;
                 std::fs::write(&pid_file, pid.to_string())?;
-                log.info("agent", format!("started outpost-agent (pid {pid}); waiting for it to connect")).await;
+                log.info(
+                    "agent",
+                    format!("started outpost-agent (pid {pid}); waiting for it to connect"),
+                )
+                .await;
                 let resources = vec![
                     dir_resource("home", &home, true),
                     dir_resource("run", &run, false),
@@ -113,21 +131,35 @@ impl LocalProvisioner {
                         details: BTreeMap::from([("pid".to_string(), pid.to_string())]),
                     },
                 ];
-                Ok((resources, serde_json::to_value(LocalState { agent_pid: Some(pid) })?))
+                Ok((
+                    resources,
+                    serde_json::to_value(LocalState {
+                        agent_pid: Some(pid),
+                    })?,
+                ))
             }
             Transition::Stop => {
                 self.stop_agent(&state, log, self.stop_grace).await;
                 remove_file(&pid_file)?;
                 remove_dir(&run)?;
-                log.info("provision", format!("removed {}; {} is kept", run.display(), home.display())).await;
-                Ok((vec![dir_resource("home", &home, true)], serde_json::to_value(LocalState::default())?))
+                log.info(
+                    "provision",
+                    format!("removed {}; {} is kept", run.display(), home.display()),
+                )
+                .await;
+                Ok((
+                    vec![dir_resource("home", &home, true)],
+                    serde_json::to_value(LocalState::default())?,
+                ))
             }
             Transition::Delete => {
                 self.stop_agent(&state, log, self.stop_grace).await;
                 remove_dir(&run)?;
-                log.info("provision", format!("removed {}", run.display())).await;
+                log.info("provision", format!("removed {}", run.display()))
+                    .await;
                 remove_dir(&home)?;
-                log.info("provision", format!("removed {}", home.display())).await;
+                log.info("provision", format!("removed {}", home.display()))
+                    .await;
                 remove_dir(&ws_dir)?;
                 Ok((Vec::new(), serde_json::Value::Null))
             }
@@ -178,18 +210,29 @@ impl LocalProvisioner {
             return;
         }
         if !grace.is_zero() {
-            log.info("agent", "waiting for the agent to shut down").await;
+            log.info("agent", "waiting for the agent to shut down")
+                .await;
             if wait_gone(pgid, grace).await {
                 log.info("agent", "the agent exited").await;
                 return;
             }
         }
-        log.line("agent", "warn", format!("sending SIGTERM to the agent's process group {pgid}")).await;
+        log.line(
+            "agent",
+            "warn",
+            format!("sending SIGTERM to the agent's process group {pgid}"),
+        )
+        .await;
         sys::signal_group(pgid, libc::SIGTERM);
         if wait_gone(pgid, Duration::from_secs(3)).await {
             return;
         }
-        log.line("agent", "warn", format!("sending SIGKILL to process group {pgid}")).await;
+        log.line(
+            "agent",
+            "warn",
+            format!("sending SIGKILL to process group {pgid}"),
+        )
+        .await;
         sys::signal_group(pgid, libc::SIGKILL);
         wait_gone(pgid, Duration::from_secs(2)).await;
     }

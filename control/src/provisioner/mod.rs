@@ -115,7 +115,8 @@ impl Daemon {
         let outcome = match self.local.run(&job, &log, cancel_rx.clone()).await {
             Ok(_) if *cancel_rx.borrow() => JobOutcome::Canceled,
             Ok((resources, state)) => {
-                log.info("done", format!("{} succeeded", job.transition.as_str())).await;
+                log.info("done", format!("{} succeeded", job.transition.as_str()))
+                    .await;
                 JobOutcome::Succeeded { resources, state }
             }
             Err(e) if *cancel_rx.borrow() => {
@@ -124,7 +125,9 @@ impl Daemon {
             }
             Err(e) => {
                 log.line("error", "error", format!("{e:#}")).await;
-                JobOutcome::Failed { error: format!("{e:#}") }
+                JobOutcome::Failed {
+                    error: format!("{e:#}"),
+                }
             }
         };
         drop(log);

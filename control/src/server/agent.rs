@@ -67,14 +67,15 @@ pub(super) async fn serve_tls(
         let router = router.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "agent TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "agent TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let peer = tls
                 .get_ref()
                 .1
@@ -112,12 +113,20 @@ async fn bootstrap(
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<Json<BootstrapResponse>, ApiError> {
     let Some((token_id, secret)) = split_token(&req.token, BOOTSTRAP_TOKEN_PREFIX) else {
-        tracing::info!(outcome = "rejected", reason = "malformed token", "agent bootstrap");
+        tracing::info!(
+            outcome = "rejected",
+            reason = "malformed token",
+            "agent bootstrap"
+        );
         return Err(generic_401());
     };
     // Check the CSR before spending the token; a bad CSR costs the caller nothing but a 401.
     if rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).is_err() {
-        tracing::info!(outcome = "rejected", reason = "invalid CSR", "agent bootstrap");
+        tracing::info!(
+            outcome = "rejected",
+            reason = "invalid CSR",
+            "agent bootstrap"
+        );
         return Err(generic_401());
     }
     let hash = sha256_hex(secret);
@@ -125,7 +134,11 @@ async fn bootstrap(
     match state.store.bootstrap_token_secret_hash(token_id).await? {
         Some(h) if ct_eq(&h, &hash) => {}
         _ => {
-            tracing::info!(outcome = "rejected", reason = "unknown token or wrong secret", "agent bootstrap");
+            tracing::info!(
+                outcome = "rejected",
+                reason = "unknown token or wrong secret",
+                "agent bootstrap"
+            );
             return Err(generic_401());
         }
     }
@@ -134,10 +147,18 @@ async fn bootstrap(
         .consume_bootstrap_token(token_id, &hash, now_ms())
         .await?
     else {
-        tracing::info!(outcome = "rejected", reason = "used or expired token", "agent bootstrap");
+        tracing::info!(
+            outcome = "rejected",
+            reason = "used or expired token",
+            "agent bootstrap"
+        );
         return Err(generic_401());
     };
-    let agent = state.store.agent(&agent_id).await?.ok_or_else(generic_401)?;
+    let agent = state
+        .store
+        .agent(&agent_id)
+        .await?
+        .ok_or_else(generic_401)?;
     if agent.revoked_at.is_some() {
         return Err(generic_401());
     }
@@ -156,7 +177,12 @@ async fn bootstrap(
     let version: Option<String> = req.version.map(|v| v.chars().take(64).collect());
     state
         .store
-        .set_agent_certificate(&agent_id, &issued.serial, issued.expires_at_ms, version.as_deref())
+        .set_agent_certificate(
+            &agent_id,
+            &issued.serial,
+            issued.expires_at_ms,
+            version.as_deref(),
+        )
         .await?;
     tracing::info!(outcome = "issued", workspace = %workspace_id, agent = %agent_id, serial = %issued.serial, "agent bootstrap");
     state.bump_progress();

@@ -48,8 +48,7 @@ pub fn split_token<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str
 /// Equality that does not stop at the first differing byte.
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -74,9 +73,15 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The user behind the request's API token.
@@ -89,16 +94,14 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("sign in first: run `outpost login URL` (or send `Authorization: Bearer TOKEN`)")
+            ApiError::unauthorized(
+                "sign in first: run `outpost login URL` (or send `Authorization: Bearer TOKEN`)",
+            )
         })?;
         let invalid =
             || ApiError::unauthorized("your API token is not valid; run `outpost login URL` again");
         let (id, secret) = split_token(token, API_TOKEN_PREFIX).ok_or_else(invalid)?;
-        let (row, user) = state
-            .store
-            .token_with_user(id)
-            .await?
-            .ok_or_else(invalid)?;
+        let (row, user) = state.store.token_with_user(id).await?.ok_or_else(invalid)?;
         if !ct_eq(&row.secret_hash, &sha256_hex(secret)) {
             return Err(invalid());
         }

@@ -94,11 +94,9 @@ where
 fn json_rejection(rej: JsonRejection) -> ApiError {
     let status = rej.status();
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            status,
-            "payload_too_large",
-            "request body is too large",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "payload_too_large", "request body is too large")
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             status,
             "unsupported_media_type",

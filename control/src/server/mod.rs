@@ -196,10 +196,7 @@ pub async fn run(
     }
     let tls = Arc::new(ca.agent_server_config(&hosts)?);
 
-    let provisioner_key = config
-        .provisioner_key
-        .clone()
-        .unwrap_or_else(random_secret);
+    let provisioner_key = config.provisioner_key.clone().unwrap_or_else(random_secret);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState(Arc::new(Inner {
         store,
@@ -279,7 +276,11 @@ fn host_of(url: &str) -> Option<String> {
     let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split(']').next()?.to_string()
     } else {
-        authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string()
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .to_string()
     };
     (!host.is_empty()).then_some(host)
 }
@@ -295,7 +296,10 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", post(users::create_user))
         .route("/api/v1/users/me", get(users::me))
-        .route("/api/v1/tokens", get(users::list_tokens).post(users::create_token))
+        .route(
+            "/api/v1/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
         .route("/api/v1/tokens/{id}", delete(users::revoke_token))
         .route("/api/v1/templates", get(users::list_templates))
         .route(
@@ -313,8 +317,14 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/builds/{id}", get(workspaces::get_build))
         .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
         .route("/api/v1/provisioner/acquire", post(provisioner::acquire))
-        .route("/api/v1/provisioner/jobs/{id}/update", post(provisioner::update))
-        .route("/api/v1/provisioner/jobs/{id}/complete", post(provisioner::complete))
+        .route(
+            "/api/v1/provisioner/jobs/{id}/update",
+            post(provisioner::update),
+        )
+        .route(
+            "/api/v1/provisioner/jobs/{id}/complete",
+            post(provisioner::complete),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1") })
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)

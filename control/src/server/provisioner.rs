@@ -46,7 +46,11 @@ pub(super) async fn acquire(
 
 async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob> {
     let job = state.store.job(job_id).await?.ok_or(StoreError::NotFound)?;
-    let b = state.store.build(&job.build_id).await?.ok_or(StoreError::NotFound)?;
+    let b = state
+        .store
+        .build(&job.build_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let w = state
         .store
         .workspace_by_id(&b.workspace_id)
@@ -57,7 +61,8 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
         .template_version(&b.template_version_id)
         .await?
         .ok_or(StoreError::NotFound)?;
-    let manifest: TemplateManifest = serde_json::from_str(&v.manifest).map_err(ApiError::internal)?;
+    let manifest: TemplateManifest =
+        serde_json::from_str(&v.manifest).map_err(ApiError::internal)?;
     let transition =
         Transition::parse(&b.transition).ok_or_else(|| ApiError::internal("bad transition"))?;
     let bootstrap = if transition == Transition::Start {
@@ -110,7 +115,9 @@ pub(super) async fn update(
     ApiJson(req): ApiJson<JobUpdateRequest>,
 ) -> ApiResult<Json<JobUpdateResponse>> {
     if req.logs.len() > MAX_LOG_LINES {
-        return Err(ApiError::bad_request(format!("at most {MAX_LOG_LINES} log lines per update")));
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_LOG_LINES} log lines per update"
+        )));
     }
     let logs: Vec<(String, String, String)> = req
         .logs
@@ -133,7 +140,9 @@ pub(super) async fn update(
         .job_update(&job_id, &req.daemon_id, lease_ms, &logs)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::conflict("this daemon does not hold that job any more"),
+            StoreError::NotFound => {
+                ApiError::conflict("this daemon does not hold that job any more")
+            }
             e => e.into(),
         })?;
     state.bump_progress();
@@ -161,17 +170,31 @@ pub(super) async fn complete(
                     )
                 })
                 .collect();
-            ("succeeded", None, res, Some(serde_json::to_string(state).map_err(ApiError::internal)?))
+            (
+                "succeeded",
+                None,
+                res,
+                Some(serde_json::to_string(state).map_err(ApiError::internal)?),
+            )
         }
         JobOutcome::Failed { error } => ("failed", Some(error.as_str()), Vec::new(), None),
         JobOutcome::Canceled => ("canceled", None, Vec::new(), None),
     };
     let job = state
         .store
-        .complete_job(&job_id, &req.daemon_id, status, error, &resources, st.as_deref())
+        .complete_job(
+            &job_id,
+            &req.daemon_id,
+            status,
+            error,
+            &resources,
+            st.as_deref(),
+        )
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::conflict("this daemon does not hold that job any more"),
+            StoreError::NotFound => {
+                ApiError::conflict("this daemon does not hold that job any more")
+            }
             e => e.into(),
         })?;
     after_job_end(&state, &job.build_id, status).await?;
@@ -181,7 +204,11 @@ pub(super) async fn complete(
 /// What follows the end of a build: stop and delete revoke the agent; delete frees the name;
 /// restart and update queue their start build.
 async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiResult<()> {
-    let b = state.store.build(build_id).await?.ok_or(StoreError::NotFound)?;
+    let b = state
+        .store
+        .build(build_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     if status == "succeeded" && b.transition != "start" {
         for agent in state.store.revoke_agents(&b.workspace_id).await? {
             state.forget_agent(&agent);
@@ -227,16 +254,37 @@ async fn reap_once(state: &AppState) -> Result<(), StoreError> {
         let job = state.store.job(&job_id).await?;
         let build_id = job.map(|j| j.build_id).unwrap_or_default();
         if status == "canceling" {
-            if state.store.fail_expired(&job_id, now, "canceled", "the provisioner stopped responding while canceling").await? {
+            if state
+                .store
+                .fail_expired(
+                    &job_id,
+                    now,
+                    "canceled",
+                    "the provisioner stopped responding while canceling",
+                )
+                .await?
+            {
                 tracing::warn!(job = %job_id, "lease expired while canceling: canceled");
             }
         } else if attempts < MAX_ATTEMPTS {
             if state.store.requeue_expired(&job_id, now).await? {
-                state.store.append_log(&job_id, "provisioner", "warn", "the provisioner stopped responding; retrying the build").await?;
+                state
+                    .store
+                    .append_log(
+                        &job_id,
+                        "provisioner",
+                        "warn",
+                        "the provisioner stopped responding; retrying the build",
+                    )
+                    .await?;
                 tracing::warn!(job = %job_id, attempts, "lease expired: requeued");
                 state.jobs_changed.notify_waiters();
             }
-        } else if state.store.fail_expired(&job_id, now, "failed", "the provisioner stopped responding").await? {
+        } else if state
+            .store
+            .fail_expired(&job_id, now, "failed", "the provisioner stopped responding")
+            .await?
+        {
             tracing::warn!(job = %job_id, "lease expired: failed");
             let _ = after_job_end(state, &build_id, "failed").await;
         }

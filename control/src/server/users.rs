@@ -8,8 +8,7 @@ use axum::Json;
 use outpost_api::*;
 
 use super::auth::{
-    ct_eq, hash_password, random_secret, sha256_hex, verify_password, AuthUser,
-    API_TOKEN_PREFIX,
+    ct_eq, hash_password, random_secret, sha256_hex, verify_password, AuthUser, API_TOKEN_PREFIX,
 };
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
@@ -23,7 +22,10 @@ const MAX_TOKEN_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 /// Templates compiled into the binary, pushed on first start.
 const BUILTIN_TEMPLATES: &[(&str, &[(&str, &str)])] = &[(
     "base",
-    &[("template.toml", include_str!("../../../templates/base/template.toml"))],
+    &[(
+        "template.toml",
+        include_str!("../../../templates/base/template.toml"),
+    )],
 )];
 
 pub(super) async fn ensure_builtin_templates(state: &AppState) -> anyhow::Result<()> {
@@ -35,7 +37,8 @@ pub(super) async fn ensure_builtin_templates(state: &AppState) -> anyhow::Result
             .iter()
             .map(|(p, c)| (p.to_string(), c.to_string()))
             .collect();
-        let manifest = template::parse(&files).map_err(|e| anyhow::anyhow!("built-in template {name}: {e}"))?;
+        let manifest = template::parse(&files)
+            .map_err(|e| anyhow::anyhow!("built-in template {name}: {e}"))?;
         let res = state
             .store
             .push_template_version(
@@ -221,7 +224,9 @@ pub(super) async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
     if req.name.is_empty() || req.name.len() > 64 || req.name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("token names are 1-64 printable characters"));
+        return Err(ApiError::bad_request(
+            "token names are 1-64 printable characters",
+        ));
     }
     let lifetime = req.lifetime_secs.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS);
     if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_SECS {
@@ -230,7 +235,10 @@ pub(super) async fn create_token(
         )));
     }
     let (token, info) = issue_token(&state, &auth.user, &req.name, lifetime).await?;
-    Ok((StatusCode::CREATED, Json(CreateTokenResponse { token, info })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateTokenResponse { token, info }),
+    ))
 }
 
 pub(super) async fn list_tokens(
@@ -317,9 +325,8 @@ pub(super) async fn push_template(
         return Err(ApiError::forbidden("only admins can push templates"));
     }
     validate_template_name(&req.name)?;
-    let manifest = template::parse(&req.files).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string())
-    })?;
+    let manifest = template::parse(&req.files)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string()))?;
     let row = state
         .store
         .push_template_version(
@@ -348,7 +355,9 @@ pub(super) async fn show_template(
     Path(name): Path<String>,
 ) -> ApiResult<Json<TemplateDetail>> {
     let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
-        ApiError::not_found(format!("no template {name:?}; see `outpost templates list`"))
+        ApiError::not_found(format!(
+            "no template {name:?}; see `outpost templates list`"
+        ))
     })?;
     let versions = state
         .store

@@ -159,9 +159,7 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
             }
             match a.lifecycle {
                 AgentLifecycle::StartError => reasons.push("a startup script failed".into()),
-                AgentLifecycle::StartTimeout => {
-                    reasons.push("a startup script timed out".into())
-                }
+                AgentLifecycle::StartTimeout => reasons.push("a startup script timed out".into()),
                 _ => {}
             }
         }
@@ -396,13 +394,18 @@ pub(super) async fn cancel(
         .await?
         .ok_or_else(|| ApiError::internal("build vanished"))?;
     let st = job_status(&b)?;
-    if !matches!(st, JobStatus::Pending | JobStatus::Running) || !state.store.cancel_job(&b.job_id).await? {
+    if !matches!(st, JobStatus::Pending | JobStatus::Running)
+        || !state.store.cancel_job(&b.job_id).await?
+    {
         return Err(ApiError::conflict(format!(
             "workspace {name:?} has no pending or running build to cancel (its build is {})",
             st.as_str()
         )));
     }
-    state.store.append_log(&b.job_id, "cancel", "warn", "build canceled by user").await?;
+    state
+        .store
+        .append_log(&b.job_id, "cancel", "warn", "build canceled by user")
+        .await?;
     state.bump_progress();
     let b = state
         .store
@@ -415,7 +418,11 @@ pub(super) async fn cancel(
 async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> ApiResult<BuildRow> {
     let nf = || ApiError::not_found(format!("no build {id:?}"));
     let b = state.store.build(id).await?.ok_or_else(nf)?;
-    let w = state.store.workspace_by_id(&b.workspace_id).await?.ok_or_else(nf)?;
+    let w = state
+        .store
+        .workspace_by_id(&b.workspace_id)
+        .await?
+        .ok_or_else(nf)?;
     if w.owner_id != auth.user.id && !auth.user.admin {
         return Err(nf());
     }
@@ -462,7 +469,11 @@ pub(super) async fn build_logs(
                     Ok(Some(j)) => JobStatus::parse(&j.status).is_none_or(JobStatus::is_final),
                     _ => true,
                 };
-                let rows = state.store.logs_after(&job_id, after).await.unwrap_or_default();
+                let rows = state
+                    .store
+                    .logs_after(&job_id, after)
+                    .await
+                    .unwrap_or_default();
                 if !rows.is_empty() {
                     let mut out = Vec::new();
                     for r in &rows {

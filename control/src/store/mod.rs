@@ -416,15 +416,19 @@ impl Store {
         .await
         .map_err(|e| unique_to_conflict(e, "a version was pushed concurrently; retry"))?;
         if activate {
-            sqlx::query("UPDATE templates SET active_version_id = $1, description = $2 WHERE id = $3")
-                .bind(&id)
-                .bind(description)
-                .bind(&template_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE templates SET active_version_id = $1, description = $2 WHERE id = $3",
+            )
+            .bind(&id)
+            .bind(description)
+            .bind(&template_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        self.template_version(&id).await?.ok_or(StoreError::NotFound)
+        self.template_version(&id)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     pub async fn template_version(&self, id: &str) -> Result<Option<TemplateVersionRow>> {
@@ -473,8 +477,18 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_to_conflict(e, &format!("you already have a workspace named {name:?}")))?;
-        insert_build(&mut tx, &id, 1, "start", version_id, false, Some(owner_id), provisioner, now)
-            .await?;
+        insert_build(
+            &mut tx,
+            &id,
+            1,
+            "start",
+            version_id,
+            false,
+            Some(owner_id),
+            provisioner,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -575,10 +589,11 @@ impl Store {
     }
 
     pub async fn resources(&self, build_id: &str) -> Result<Vec<ResourceRow>> {
-        let rows = sqlx::query("SELECT * FROM workspace_resources WHERE build_id = $1 ORDER BY name")
-            .bind(build_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM workspace_resources WHERE build_id = $1 ORDER BY name")
+                .bind(build_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(ResourceRow::from_row).collect()
     }
 
@@ -619,7 +634,10 @@ impl Store {
         // Provisioner names are validated identifiers, so they can be inlined as literals.
         let list = provisioners
             .iter()
-            .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .filter(|p| {
+                p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
             .map(|p| format!("'{p}'"))
             .collect::<Vec<_>>()
             .join(",");
@@ -697,7 +715,13 @@ impl Store {
         JobRow::from_row(&row)
     }
 
-    pub async fn append_log(&self, job_id: &str, stage: &str, level: &str, output: &str) -> Result<()> {
+    pub async fn append_log(
+        &self,
+        job_id: &str,
+        stage: &str,
+        level: &str,
+        output: &str,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO build_logs (job_id, created_at, stage, level, output) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -797,7 +821,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("attempts")?, r.try_get("status")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("attempts")?,
+                    r.try_get("status")?,
+                ))
+            })
             .collect()
     }
 
@@ -815,7 +845,13 @@ impl Store {
     }
 
     /// Ends an expired job for good.
-    pub async fn fail_expired(&self, job_id: &str, now: i64, status: &str, error: &str) -> Result<bool> {
+    pub async fn fail_expired(
+        &self,
+        job_id: &str,
+        now: i64,
+        status: &str,
+        error: &str,
+    ) -> Result<bool> {
         let res = sqlx::query(
             "UPDATE provisioner_jobs SET status = $1, error = $2, completed_at = $3, lease_expires_at = NULL \
              WHERE id = $4 AND status IN ('running', 'canceling') AND lease_expires_at < $3",
@@ -1001,7 +1037,11 @@ impl Store {
     }
 
     /// Revokes the workspace's agents other than `keep` (a new start build replaces them).
-    pub async fn revoke_agents_except(&self, workspace_id: &str, keep: &str) -> Result<Vec<String>> {
+    pub async fn revoke_agents_except(
+        &self,
+        workspace_id: &str,
+        keep: &str,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "UPDATE agents SET revoked_at = $1, lifecycle = 'off' WHERE workspace_id = $2 AND id <> $3 AND revoked_at IS NULL RETURNING id",
         )
@@ -1103,3 +1143,6 @@ fn unique_to_conflict(e: sqlx::Error, msg: &str) -> StoreError {
     }
     StoreError::Db(e)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Store tests, run against SQLite and (when reachable, or when OUTPOST_REQUIRE_POSTGRES=1)
+//! PostgreSQL.
+
+use super::*;
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+struct TestDb {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    TestDb {
+        store: Store::connect(&url).await.expect("sqlite store"),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Option<TestDb> {
+    use sqlx::Connection;
+    let admin = std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+    let name = format!("outpost_store_{}", uuid::Uuid::new_v4().simple());
+    let created = async {
+        let mut c = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = created {
+        if std::env::var("OUTPOST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+            panic!("PostgreSQL required but {admin} is not usable: {e}");
+        }
+        eprintln!("SKIPPED (PostgreSQL): {admin} is not usable: {e}");
+        return None;
+    }
+    let (base, _) = admin.rsplit_once('/')?;
+    let store = Store::connect(&format!("{base}/{name}"))
+        .await
+        .expect("pg store");
+    Some(TestDb { store, _dir: None })
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::sqlite().await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = super::postgres().await {
+                    super::$name(db.store).await;
+                }
+            }
+        }
+    };
+}
+
+async fn seed(store: &Store) -> (UserRow, TemplateVersionRow) {
+    let user = store
+        .create_user("alice", "x", true, true)
+        .await
+        .expect("user");
+    let v = store
+        .push_template_version("base", "d", "{}", "{}", true, Some(&user.id))
+        .await
+        .expect("template");
+    (user, v)
+}
+
+async fn migrations_are_idempotent(store: Store) {
+    store.migrate().await.expect("second migrate");
+    assert_eq!(store.count_users().await.expect("count"), 0);
+    // Only one first user, even when asked twice.
+    store
+        .create_user("a", "h", true, true)
+        .await
+        .expect("first");
+    assert!(matches!(
+        store.create_user("b", "h", true, true).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_user("a", "h", false, false).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+both!(migrations_are_idempotent);
+
+async fn workspace_names_unique_per_owner(store: Store) {
+    let (user, v) = seed(&store).await;
+    let id = store
+        .create_workspace(&user.id, "dev", &v.template_id, &v.id, "local", "{}")
+        .await
+        .expect("create");
+    assert!(matches!(
+        store
+            .create_workspace(&user.id, "dev", &v.template_id, &v.id, "local", "{}")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A concurrent second build on the same number conflicts.
+    assert!(matches!(
+        store
+            .queue_build(&id, 0, "stop", &v.id, false, None, "local", None)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.mark_workspace_deleted(&id).await.expect("delete");
+    store
+        .create_workspace(&user.id, "dev", &v.template_id, &v.id, "local", "{}")
+        .await
+        .expect("the name is free after delete");
+}
+both!(workspace_names_unique_per_owner);
+
+async fn jobs_are_taken_once_and_leases_expire(store: Store) {
+    let (user, v) = seed(&store).await;
+    for i in 0..5 {
+        store
+            .create_workspace(
+                &user.id,
+                &format!("w{i}"),
+                &v.template_id,
+                &v.id,
+                "local",
+                "{}",
+            )
+            .await
+            .expect("create");
+    }
+    // 10 daemons race for 5 jobs: each job goes to exactly one.
+    let mut tasks = Vec::new();
+    for d in 0..10 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.acquire_job(&format!("d{d}"), &["local".to_string()], 60_000)
+                .await
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(j) = t.await.expect("join").expect("acquire") {
+            got.push(j);
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 5);
+    assert!(store
+        .acquire_job("d", &["local".to_string()], 60_000)
+        .await
+        .expect("acquire")
+        .is_none());
+    // Unknown provisioner types take nothing.
+    assert!(store
+        .acquire_job("d", &["docker".to_string()], 1)
+        .await
+        .expect("acquire")
+        .is_none());
+
+    // An expired lease: the job is requeued once, and only the owner can update a job.
+    let job = &got[0];
+    let holder = store
+        .job(job)
+        .await
+        .expect("job")
+        .expect("exists")
+        .daemon_id
+        .expect("held");
+    assert!(matches!(
+        store.job_update(job, "intruder", 1000, &[]).await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .job_update(job, &holder, -1, &[])
+        .await
+        .expect("renew to the past");
+    let expired = store.expired_jobs(now_ms()).await.expect("expired");
+    assert_eq!(expired.len(), 1);
+    assert!(store.requeue_expired(job, now_ms()).await.expect("requeue"));
+    assert!(!store
+        .requeue_expired(job, now_ms())
+        .await
+        .expect("second reaper loses"));
+    let again = store
+        .acquire_job("d-new", &["local".to_string()], 60_000)
+        .await
+        .expect("acquire")
+        .expect("requeued job");
+    assert_eq!(&again, job);
+    assert_eq!(
+        store.job(job).await.expect("job").expect("exists").attempts,
+        2
+    );
+    // The old holder cannot complete it any more.
+    assert!(matches!(
+        store
+            .complete_job(job, &holder, "succeeded", None, &[], None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .complete_job(
+            job,
+            "d-new",
+            "succeeded",
+            None,
+            &[("home".into(), "local_dir".into(), true, "{}".into())],
+            Some("{\"a\":1}"),
+        )
+        .await
+        .expect("complete");
+}
+both!(jobs_are_taken_once_and_leases_expire);
+
+async fn bootstrap_tokens_have_one_winner(store: Store) {
+    let (user, v) = seed(&store).await;
+    let ws = store
+        .create_workspace(&user.id, "dev", &v.template_id, &v.id, "local", "{}")
+        .await
+        .expect("create");
+    let w = store
+        .workspace_by_id(&ws)
+        .await
+        .expect("ws")
+        .expect("exists");
+    let agent = store
+        .ensure_agent(&ws, &w.latest_build_id)
+        .await
+        .expect("agent");
+    store
+        .create_bootstrap_token("tok", "hash", &ws, &agent, now_ms() + 60_000)
+        .await
+        .expect("token");
+    assert!(store
+        .consume_bootstrap_token("tok", "wrong", now_ms())
+        .await
+        .expect("c")
+        .is_none());
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.consume_bootstrap_token("tok", "hash", now_ms()).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("consume").is_some() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    // Expired tokens are refused.
+    store
+        .create_bootstrap_token("old", "h2", &ws, &agent, now_ms() - 1)
+        .await
+        .expect("token");
+    assert!(store
+        .consume_bootstrap_token("old", "h2", now_ms())
+        .await
+        .expect("c")
+        .is_none());
+}
+both!(bootstrap_tokens_have_one_winner);

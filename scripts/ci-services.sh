@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes sure the services the test suite talks to are up: PostgreSQL on 127.0.0.1:5432 with a
+# database `test` that the current user can reach without a password (trust auth).
+# Installs PostgreSQL from Debian's packages when it is missing.
+set -euo pipefail
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+if ! command -v pg_isready >/dev/null 2>&1; then
+  echo "ci-services: installing PostgreSQL (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq postgresql >/dev/null
+fi
+
+if ! pg_up; then
+  echo "ci-services: starting PostgreSQL"
+  for v in $(ls /etc/postgresql 2>/dev/null); do
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+  done
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+pg_up || { echo "ci-services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+
+# The tests connect as postgres@127.0.0.1/test; make sure that works.
+if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
+  echo "ci-services: preparing trust auth and the test database"
+  hba=$(su postgres -c "psql -tAc 'show hba_file'" 2>/dev/null || true)
+  if [ -n "$hba" ] && ! grep -q "outpost-ci" "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust # outpost-ci' "$hba"
+    su postgres -c "psql -c 'select pg_reload_conf()'" >/dev/null
+  fi
+  su postgres -c "createdb test" 2>/dev/null || true
+fi
+psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null
+echo "ci-services: PostgreSQL ready at postgres://postgres@127.0.0.1:5432/test"

@@ -1,0 +1,491 @@
+//! Benchmarks and the demo: they drive the real `outpost` server through its API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use outpost_api::*;
+use serde_json::json;
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("lifecycle") => {
+            let mut count = 20usize;
+            let mut running = 100usize;
+            let mut pg: Option<String> = None;
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--count" => count = it.next().context("--count N")?.parse()?,
+                    "--running" => running = it.next().context("--running N")?.parse()?,
+                    "--postgres-url" => pg = Some(it.next().context("--postgres-url URL")?.clone()),
+                    other => bail!("unknown flag {other}"),
+                }
+            }
+            crate::cargo(&["build", "--release", "--bins"])?;
+            lifecycle(&crate::root().join("target/release"), count, running, pg)
+        }
+        _ => bail!(
+            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]"
+        ),
+    }
+}
+
+struct ServerProc {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(
+    bin: &Path,
+    data: &Path,
+    listen: (&str, &str),
+    extra: &[&str],
+    quiet: bool,
+) -> anyhow::Result<ServerProc> {
+    std::fs::create_dir_all(data)?;
+    let _ = std::fs::remove_file(data.join("server.json"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))?;
+    let mut cmd = Command::new(bin.join("outpost"));
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", listen.0, "--agent-listen", listen.1])
+        .args(extra)
+        .stdin(Stdio::null());
+    if quiet {
+        cmd.stdout(log.try_clone()?).stderr(log);
+    }
+    let child = cmd.spawn().context("starting outpost server")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(b) = std::fs::read(data.join("server.json")) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
+                let url = v["api_url"].as_str().unwrap_or_default().to_string();
+                return Ok(ServerProc {
+                    child,
+                    url,
+                    data: data.to_path_buf(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server did not start; see {}",
+                data.join("server.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn first_user(url: &str, data: &Path, password: &str) -> anyhow::Result<String> {
+    let setup_token = std::fs::read_to_string(data.join("setup-token"))
+        .context("no setup token: this data dir already has users")?;
+    let c = Client::new(url, None);
+    let r: LoginResponse = c
+        .post(
+            "/api/v1/setup",
+            &SetupRequest {
+                setup_token: setup_token.trim().into(),
+                username: "admin".into(),
+                password: password.into(),
+            },
+        )
+        .await?;
+    Ok(r.token)
+}
+
+async fn wait_status(
+    c: &Client,
+    name: &str,
+    want: WorkspaceStatus,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        match c.workspace(name).await {
+            Ok(w) if w.status == want => return Ok(()),
+            Ok(w) if w.status == WorkspaceStatus::Failed => {
+                bail!("{name} failed: {:?}", w.latest_build.error)
+            }
+            Err(e) if e.status() == Some(404) && want == WorkspaceStatus::Deleted => return Ok(()),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not become {want} in {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn action(c: &Client, name: &str, action: WorkspaceAction) -> anyhow::Result<()> {
+    let _: Build = c
+        .post(
+            &format!("/api/v1/workspaces/{name}/builds"),
+            &BuildRequest {
+                action,
+                parameters: Default::default(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu}), {} GiB RAM", mem / 1024 / 1024)
+}
+
+fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> anyhow::Result<()> {
+    outpost_agent::tls::install_provider();
+    let tmp = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut extra: Vec<&str> = vec!["--provisioner-daemons", "4"];
+    if let Some(u) = &pg {
+        extra.push("--postgres-url");
+        extra.push(u);
+    }
+    let server = start_server(bin, &tmp, ("127.0.0.1:0", "127.0.0.1:0"), &extra, true)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let result = rt.block_on(async {
+        let token = first_user(&server.url, &server.data, "bench-password").await?;
+        let c = Client::new(&server.url, Some(token));
+        let (mut create, mut stop, mut start, mut delete) = (vec![], vec![], vec![], vec![]);
+        for i in 0..count {
+            let name = format!("b{i}");
+            let t = Instant::now();
+            let _: Workspace = c
+                .post(
+                    "/api/v1/workspaces",
+                    &CreateWorkspaceRequest {
+                        name: name.clone(),
+                        template: "base".into(),
+                        parameters: Default::default(),
+                    },
+                )
+                .await?;
+            wait_status(&c, &name, WorkspaceStatus::Running, Duration::from_secs(60)).await?;
+            create.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            action(&c, &name, WorkspaceAction::Stop).await?;
+            wait_status(&c, &name, WorkspaceStatus::Stopped, Duration::from_secs(60)).await?;
+            stop.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            action(&c, &name, WorkspaceAction::Start).await?;
+            wait_status(&c, &name, WorkspaceStatus::Running, Duration::from_secs(60)).await?;
+            start.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            action(&c, &name, WorkspaceAction::Delete).await?;
+            wait_status(&c, &name, WorkspaceStatus::Deleted, Duration::from_secs(60)).await?;
+            delete.push(t.elapsed().as_secs_f64() * 1000.0);
+            eprint!(
+                "\r{}/{count} workspaces through create, stop, start, delete",
+                i + 1
+            );
+        }
+        eprintln!();
+        // Control's memory with `running` workspaces up.
+        let rss_idle = rss_kib(server.child.id());
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..running {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = format!("r{i}");
+                let _: Workspace = c
+                    .post(
+                        "/api/v1/workspaces",
+                        &CreateWorkspaceRequest {
+                            name: name.clone(),
+                            template: "base".into(),
+                            parameters: Default::default(),
+                        },
+                    )
+                    .await?;
+                wait_status(
+                    &c,
+                    &name,
+                    WorkspaceStatus::Running,
+                    Duration::from_secs(180),
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let all_up = t.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let rss = rss_kib(server.child.id());
+        let agents = c.workspaces().await?;
+        let mut agent_rss = 0u64;
+        let mut n = 0u64;
+        for w in &agents {
+            if let Some(pid) = w
+                .resources
+                .iter()
+                .find(|r| r.name == "agent")
+                .and_then(|r| r.details.get("pid"))
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                agent_rss += rss_kib(pid);
+                n += 1;
+            }
+        }
+        // Clean up: delete them all.
+        let mut tasks = Vec::new();
+        for w in agents {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                action(&c, &w.name, WorkspaceAction::Delete).await?;
+                wait_status(
+                    &c,
+                    &w.name,
+                    WorkspaceStatus::Deleted,
+                    Duration::from_secs(180),
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok::<_, anyhow::Error>((
+            create,
+            stop,
+            start,
+            delete,
+            rss_idle,
+            rss,
+            all_up,
+            agent_rss / n.max(1),
+        ))
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (mut create, mut stop, mut start, mut delete, rss_idle, rss, all_up, agent_rss) = result?;
+
+    let bar = 1000.0;
+    let mut metrics = Vec::new();
+    let mut md = format!(
+        "### bench lifecycle ({store}), {}\n\nMachine: {}. {count} workspaces through create, stop, start, delete, one at a time; then {running} created at once.\n\n| metric | value | anchor | anchor value | ratio |\n|---|---|---|---|---|\n",
+        date(),
+        machine()
+    );
+    let mut row = |metric: &str,
+                   value: f64,
+                   unit: &str,
+                   anchor: &str,
+                   anchor_value: Option<f64>| {
+        let ratio = anchor_value.map(|a| value / a);
+        metrics.push(json!({"metric": metric, "value": round(value), "unit": unit, "anchor": anchor, "anchor_value": anchor_value, "ratio": ratio.map(round)}));
+        md.push_str(&format!(
+            "| {metric} | {:.1} {unit} | {anchor} | {} | {} |\n",
+            value,
+            anchor_value
+                .map(|a| format!("{a} {unit}"))
+                .unwrap_or_else(|| "-".into()),
+            ratio
+                .map(|r| format!("{r:.3}x"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    };
+    for (name, v) in [
+        ("create->running", &mut create),
+        ("stop", &mut stop),
+        ("start->running", &mut start),
+        ("delete", &mut delete),
+    ] {
+        let (anchor, av) = if name == "create->running" {
+            ("bar: 1 s (issue 2)", Some(bar))
+        } else {
+            ("-", None)
+        };
+        row(&format!("{name} median"), pct(v, 0.5), "ms", anchor, av);
+        row(&format!("{name} p95"), pct(v, 0.95), "ms", "-", None);
+    }
+    row(
+        "control RSS, idle after the runs",
+        rss_idle as f64 / 1024.0,
+        "MiB",
+        "-",
+        None,
+    );
+    row(
+        &format!("control RSS, {running} workspaces running"),
+        rss as f64 / 1024.0,
+        "MiB",
+        "-",
+        None,
+    );
+    row(
+        &format!("all {running} created concurrently -> running"),
+        all_up,
+        "s",
+        "-",
+        None,
+    );
+    row(
+        "agent RSS (mean)",
+        agent_rss as f64 / 1024.0,
+        "MiB",
+        "-",
+        None,
+    );
+    println!("{md}");
+    let out = crate::root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let file = out.join(if pg.is_some() {
+        "lifecycle-postgres.json"
+    } else {
+        "lifecycle.json"
+    });
+    std::fs::write(&file, serde_json::to_vec_pretty(&metrics)?)?;
+    std::fs::write(file.with_extension("md"), md)?;
+    eprintln!("wrote {}", file.display());
+    Ok(())
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `cargo xtask demo`: the embedded defaults (SQLite, the local provisioner), the first admin,
+/// a running workspace `dev`, and the server left in the foreground.
+pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
+    outpost_agent::tls::install_provider();
+    let fresh = !data.join("outpost.db").exists();
+    let mut server = start_server(bin, data, ("127.0.0.1:7080", "127.0.0.1:7443"), &[], true)?;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")?;
+    let config_dir = std::env::var_os("OUTPOST_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config/outpost"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outpost = bin.join("outpost");
+    let run_cli = |args: &[&str]| -> anyhow::Result<bool> {
+        let st = Command::new(&outpost)
+            .args(args)
+            .env("OUTPOST_CONFIG_DIR", &config_dir)
+            .status()?;
+        Ok(st.success())
+    };
+    let mut password = None;
+    if fresh || data.join("setup-token").exists() {
+        let pw = format!("demo-{}", std::process::id());
+        let token = rt.block_on(first_user(&server.url, data, &pw))?;
+        std::fs::create_dir_all(&config_dir)?;
+        std::fs::write(
+            config_dir.join("session.json"),
+            serde_json::to_vec_pretty(&json!({"url": server.url, "token": token}))?,
+        )?;
+        password = Some(pw);
+    }
+    let exists = Command::new(&outpost)
+        .args(["show", "dev"])
+        .env("OUTPOST_CONFIG_DIR", &config_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    let ok = if exists {
+        // Start it if it is not running (a failed start just reports).
+        let _ = run_cli(&["start", "dev"]);
+        true
+    } else {
+        run_cli(&["create", "dev", "--template", "base"])?
+    };
+    if !ok {
+        bail!(
+            "creating the workspace failed; the server log is {}",
+            data.join("server.log").display()
+        );
+    }
+    let _ = run_cli(&["list"]);
+    println!(
+        "\nOutpost is running at {} (data in {}).",
+        server.url,
+        data.display()
+    );
+    if let Some(pw) = password {
+        println!(
+            "Signed in as admin (password {pw}); the session is saved in {}.",
+            config_dir.display()
+        );
+    }
+    println!(
+        "In another terminal:\n    export PATH={}:$PATH\n    outpost show dev        # status, health, the home directory\n    outpost list\n    outpost stop dev && outpost start dev\nPress Ctrl-C to stop the server (workspace agents keep running and reconnect when it is back).",
+        bin.display()
+    );
+    let _ = server.child.wait();
+    Ok(())
+}
