@@ -264,3 +264,29 @@ fn templates_and_tokens(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(templates_and_tokens);
+
+/// A running build can be canceled: it goes canceling -> canceled, and the workspace recovers.
+fn cancel_running(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    s.ok(&["create", "dev"])?;
+    let w = s.workspace("dev")?;
+    let pid = agent_pid(&w).expect("agent pid");
+    // A frozen agent keeps the stop build waiting out its grace period.
+    signal(pid, libc::SIGSTOP);
+    s.json(&["stop", "dev", "--no-wait"])?;
+    s.wait_for("dev", T, |w| w["latest_build"]["status"] == "running")?;
+    let b = s.json(&["cancel", "dev"])?;
+    assert_eq!(b["status"], "canceling");
+    let (w, seen) = s.wait_for("dev", T, is("canceled"))?;
+    assert_path(&seen, &["canceling", "canceled"], "canceled");
+    assert_eq!(w["latest_build"]["status"], "canceled");
+    signal(pid, libc::SIGCONT);
+    // From canceled the workspace can be stopped for real.
+    s.ok(&["stop", "dev"])?;
+    assert_eq!(s.status("dev")?, "stopped");
+    assert!(!alive(pid));
+    let me = s.json(&["whoami"])?;
+    assert_eq!(me["username"], "admin");
+    Ok(())
+}
+both_backends!(cancel_running);

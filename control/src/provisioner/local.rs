@@ -87,7 +87,8 @@ impl LocalProvisioner {
         let run = ws_dir.join("run");
         match job.transition {
             Transition::Start => {
-                self.stop_agent(&state, log, Duration::ZERO).await;
+                self.stop_agent(&state, log, Duration::ZERO, &cancel)
+                    .await?;
                 if *cancel.borrow() {
                     bail!("canceled before start");
                 }
@@ -139,7 +140,8 @@ impl LocalProvisioner {
                 ))
             }
             Transition::Stop => {
-                self.stop_agent(&state, log, self.stop_grace).await;
+                self.stop_agent(&state, log, self.stop_grace, &cancel)
+                    .await?;
                 remove_file(&pid_file)?;
                 remove_dir(&run)?;
                 log.info(
@@ -153,7 +155,8 @@ impl LocalProvisioner {
                 ))
             }
             Transition::Delete => {
-                self.stop_agent(&state, log, self.stop_grace).await;
+                self.stop_agent(&state, log, self.stop_grace, &cancel)
+                    .await?;
                 remove_dir(&run)?;
                 log.info("provision", format!("removed {}", run.display()))
                     .await;
@@ -204,17 +207,29 @@ impl LocalProvisioner {
     }
 
     /// Waits `grace` for the agent's process group to exit by itself, then SIGTERM, then SIGKILL.
-    async fn stop_agent(&self, state: &LocalState, log: &JobLog, grace: Duration) {
-        let Some(pgid) = state.agent_pid else { return };
+    /// A cancel during the grace period leaves the agent alone and ends the build.
+    async fn stop_agent(
+        &self,
+        state: &LocalState,
+        log: &JobLog,
+        grace: Duration,
+        cancel: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let Some(pgid) = state.agent_pid else {
+            return Ok(());
+        };
         if !sys::group_alive(pgid) {
-            return;
+            return Ok(());
         }
         if !grace.is_zero() {
             log.info("agent", "waiting for the agent to shut down")
                 .await;
-            if wait_gone(pgid, grace).await {
+            if wait_gone(pgid, grace, Some(cancel)).await {
                 log.info("agent", "the agent exited").await;
-                return;
+                return Ok(());
+            }
+            if *cancel.borrow() {
+                bail!("canceled while waiting for the agent to shut down");
             }
         }
         log.line(
@@ -224,8 +239,8 @@ impl LocalProvisioner {
         )
         .await;
         sys::signal_group(pgid, libc::SIGTERM);
-        if wait_gone(pgid, Duration::from_secs(3)).await {
-            return;
+        if wait_gone(pgid, Duration::from_secs(3), None).await {
+            return Ok(());
         }
         log.line(
             "agent",
@@ -234,17 +249,21 @@ impl LocalProvisioner {
         )
         .await;
         sys::signal_group(pgid, libc::SIGKILL);
-        wait_gone(pgid, Duration::from_secs(2)).await;
+        if !wait_gone(pgid, Duration::from_secs(2), None).await {
+            bail!("the agent's process group {pgid} survived SIGKILL");
+        }
+        Ok(())
     }
 }
 
-async fn wait_gone(pgid: i32, within: Duration) -> bool {
+/// True once the group is gone; false at the deadline or on cancel.
+async fn wait_gone(pgid: i32, within: Duration, cancel: Option<&watch::Receiver<bool>>) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if !sys::group_alive(pgid) {
             return true;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline || cancel.is_some_and(|c| *c.borrow()) {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
