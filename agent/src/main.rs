@@ -34,6 +34,7 @@ async fn main() -> std::process::ExitCode {
     match real_main(args).await {
         Ok(outpost_agent::Exit::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(outpost_agent::Exit::Rejected) => std::process::ExitCode::from(3),
+        Ok(outpost_agent::Exit::Expired) => std::process::ExitCode::from(4),
         Err(e) => {
             eprintln!("outpost-agent: {e:#}");
             std::process::ExitCode::from(2)
@@ -52,9 +53,13 @@ async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
     };
     let bundle: outpost_api::BootstrapBundle =
         serde_json::from_str(&raw).context("the bootstrap bundle is not valid JSON")?;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let config = outpost_agent::AgentConfig {
         bundle,
         state_dir: args.state_dir,
+        home,
     };
     tokio::select! {
         r = outpost_agent::run(config) => r,

@@ -1,12 +1,17 @@
-//! The agent's main loop: credentials (bootstrap or stored), long poll, heartbeats.
+//! The agent's main loop: credentials (bootstrap or stored), long poll, heartbeats, renewal.
+//!
+//! The pieces ([`bootstrap`], [`Session`]) are public so the load benchmark drives thousands of
+//! simulated agents with exactly this code.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use outpost_api::*;
 use rand::Rng;
 
+use crate::stats::StatsCollector;
 use crate::tls;
 
 #[derive(Debug, Clone)]
@@ -14,9 +19,11 @@ pub struct AgentConfig {
     pub bundle: BootstrapBundle,
     /// Where the key, certificate and identity are kept (0600), for a restarted agent process.
     pub state_dir: PathBuf,
+    /// The workspace home (for disk statistics).
+    pub home: PathBuf,
 }
 
-/// The agent's mTLS identity.
+/// The agent's mTLS identity and the CA pins it trusts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     pub workspace_id: String,
@@ -24,7 +31,9 @@ pub struct Credentials {
     pub certificate_pem: String,
     pub key_pem: String,
     pub ca_pem: String,
+    pub issued_at: i64,
     pub expires_at: i64,
+    pub ca_pins: Vec<String>,
 }
 
 /// How the agent ended.
@@ -32,11 +41,13 @@ pub struct Credentials {
 pub enum Exit {
     /// Control told it to stop.
     Stopped,
-    /// Control refuses its credentials (revoked or expired).
+    /// Control refuses its credentials (revoked).
     Rejected,
+    /// Its certificate expired before it could renew it.
+    Expired,
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -51,14 +62,15 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     Duration::from_millis(ms.max(50))
 }
 
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(60);
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 fn http(config: rustls::ClientConfig, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(2)
         .build()
         .context("building the HTTP client")
 }
@@ -85,48 +97,80 @@ impl Credentials {
         dir.join("credentials.json")
     }
 
+    /// Stored credentials, if any (expired ones too: the caller decides).
     pub fn load(dir: &Path) -> Option<Credentials> {
         let bytes = std::fs::read(Self::path(dir)).ok()?;
-        let c: Credentials = serde_json::from_slice(&bytes).ok()?;
-        (c.expires_at > now_ms() + 60_000).then_some(c)
+        serde_json::from_slice(&bytes).ok()
     }
 
+    /// Writes the credentials atomically (temp file + rename), 0600 in a 0700 dir.
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         write_private(&Self::path(dir), &serde_json::to_vec(self)?)
     }
+
+    pub fn expired(&self) -> bool {
+        self.expires_at <= now_ms()
+    }
+
+    /// When to renew: at about 2/3 of the certificate's life, jittered by ±5% of it.
+    pub fn renew_at(&self) -> i64 {
+        let life = (self.expires_at - self.issued_at).max(1);
+        let jitter = rand::thread_rng().gen_range(-(life / 20)..=(life / 20));
+        self.issued_at + life * 2 / 3 + jitter
+    }
 }
 
-/// Exchanges the one-time token for a certificate. The key is made here and never leaves.
-pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> {
-    let key = rcgen::KeyPair::generate().context("generating the agent key")?;
+fn new_csr() -> anyhow::Result<(rcgen::KeyPair, String)> {
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
         .serialize_request(&key)?
         .pem()?;
-    let cfg = tls::client_config(&bundle.ca_pins, None)?;
-    let client = Client::with_http(http(cfg, Duration::from_secs(30))?, &bundle.agent_url, None);
+    Ok((key, csr))
+}
+
+/// Exchanges the one-time token for a certificate, once (no retries). The key is made here and
+/// never leaves the agent.
+pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, ClientError> {
+    let (key, csr) = new_csr().map_err(|e| ClientError::Decode {
+        url: bundle.agent_url.clone(),
+        message: e.to_string(),
+    })?;
+    let cfg = tls::client_config(&bundle.ca_pins, None).map_err(|e| ClientError::Decode {
+        url: bundle.agent_url.clone(),
+        message: e.to_string(),
+    })?;
+    let http = http(cfg, Duration::from_secs(30)).map_err(|e| ClientError::Decode {
+        url: bundle.agent_url.clone(),
+        message: e.to_string(),
+    })?;
+    let client = Client::with_http(http, &bundle.agent_url, None);
     let req = BootstrapRequest {
         token: bundle.token.clone(),
         csr_pem: csr,
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
+    let r: BootstrapResponse = client.post("/agent/v1/bootstrap", &req).await?;
+    Ok(Credentials {
+        workspace_id: r.workspace_id,
+        agent_id: r.agent_id,
+        certificate_pem: r.certificate_pem,
+        key_pem: key.serialize_pem(),
+        ca_pem: r.ca_pem,
+        issued_at: now_ms(),
+        expires_at: r.expires_at,
+        ca_pins: bundle.ca_pins.clone(),
+    })
+}
+
+/// [`bootstrap_once`] with full-jitter backoff on transport and server errors. A refusal (4xx)
+/// is final: the token is used, expired or wrong.
+pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> {
     let mut attempt = 0;
     loop {
-        match client
-            .post::<_, BootstrapResponse>("/agent/v1/bootstrap", &req)
-            .await
-        {
-            Ok(r) => {
-                return Ok(Credentials {
-                    workspace_id: r.workspace_id,
-                    agent_id: r.agent_id,
-                    certificate_pem: r.certificate_pem,
-                    key_pem: key.serialize_pem(),
-                    ca_pem: r.ca_pem,
-                    expires_at: r.expires_at,
-                })
-            }
+        match bootstrap_once(bundle).await {
+            Ok(c) => return Ok(c),
             Err(e) if e.status().is_some_and(|s| s < 500) => {
                 bail!(
                     "control refused the bootstrap token ({e}); a new start build issues a new one"
@@ -142,83 +186,134 @@ pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> 
     }
 }
 
-fn read_stats(started: Instant, lifecycle: Option<AgentLifecycle>) -> HeartbeatRequest {
-    let load1 = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0);
-    let mut total = 0u64;
-    let mut avail = 0u64;
-    if let Ok(m) = std::fs::read_to_string("/proc/meminfo") {
-        for line in m.lines() {
-            let kb = |l: &str| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    * 1024
-            };
-            if line.starts_with("MemTotal:") {
-                total = kb(line);
-            } else if line.starts_with("MemAvailable:") {
-                avail = kb(line);
-            }
-        }
+/// An authenticated (mTLS) connection to the agent API. Cheap to clone; [`Session::swap`]
+/// replaces the identity or pins for every clone.
+#[derive(Clone)]
+pub struct Session {
+    url: String,
+    inner: Arc<Mutex<(Credentials, Client)>>,
+}
+
+impl Session {
+    pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<Session> {
+        let client = Self::client_for(agent_url, &creds)?;
+        Ok(Session {
+            url: agent_url.to_string(),
+            inner: Arc::new(Mutex::new((creds, client))),
+        })
     }
-    HeartbeatRequest {
-        lifecycle,
-        uptime_secs: started.elapsed().as_secs(),
-        load1,
-        mem_used_bytes: total.saturating_sub(avail),
-        mem_total_bytes: total,
+
+    fn client_for(url: &str, creds: &Credentials) -> anyhow::Result<Client> {
+        let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
+        let cfg = tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
+        Ok(Client::with_http(
+            http(cfg, Duration::from_secs(40))?,
+            url,
+            None,
+        ))
+    }
+
+    fn client(&self) -> Client {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Uses new credentials from now on.
+    pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
+        let client = Self::client_for(&self.url, &creds)?;
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (creds, client);
+        Ok(())
+    }
+
+    /// Long poll: returns commands, or none after control's hold (~25 s).
+    pub async fn poll(&self) -> Result<PollResponse, ClientError> {
+        self.client().get("/agent/v1/poll").await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.client().post("/agent/v1/heartbeat", req).await
+    }
+
+    pub async fn manifest(&self) -> Result<AgentManifest, ClientError> {
+        self.client().get("/agent/v1/manifest").await
+    }
+
+    /// A new key and certificate for the same identity. Returns the new credentials (not yet
+    /// swapped in).
+    pub async fn renew(&self) -> anyhow::Result<Credentials> {
+        let (key, csr) = new_csr()?;
+        let r: RenewResponse = self
+            .client()
+            .post("/agent/v1/renew", &RenewRequest { csr_pem: csr })
+            .await?;
+        let mut c = self.credentials();
+        c.certificate_pem = r.certificate_pem;
+        c.ca_pem = r.ca_pem;
+        c.key_pem = key.serialize_pem();
+        c.issued_at = now_ms();
+        c.expires_at = r.expires_at;
+        Ok(c)
     }
 }
 
-/// Runs the agent until control stops it or refuses its credentials.
+/// Runs the agent until control stops it, refuses its credentials, or they expire.
 pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     tls::install_provider();
-    let started = Instant::now();
     let creds = match Credentials::load(&config.state_dir) {
-        Some(c) => {
+        Some(c) if !c.expired() => {
             tracing::info!(agent = %c.agent_id, "reusing stored credentials");
             c
+        }
+        Some(c) => {
+            tracing::error!(agent = %c.agent_id, expired_at = c.expires_at, "the agent's certificate expired and cannot be renewed; restart the workspace to issue a new bootstrap token");
+            return Ok(Exit::Expired);
         }
         None => {
             let c = bootstrap(&config.bundle).await?;
             c.save(&config.state_dir)?;
-            tracing::info!(agent = %c.agent_id, workspace = %c.workspace_id, "bootstrapped");
+            tracing::info!(agent = %c.agent_id, workspace = %c.workspace_id, expires_at = c.expires_at, "bootstrapped");
             c
         }
     };
-    let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
-    let mtls = tls::client_config(&config.bundle.ca_pins, Some((&chain, &creds.key_pem)))?;
-    let client = Client::with_http(
-        http(mtls, Duration::from_secs(40))?,
-        &config.bundle.agent_url,
-        None,
-    );
+    let session = Session::new(&config.bundle.agent_url, creds)?;
+    let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
 
-    let hb_client = client.clone();
-    let hb_every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
-    let heartbeat = tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            let lifecycle = first.then_some(AgentLifecycle::Ready);
-            let req = read_stats(started, lifecycle);
-            match hb_client
-                .post::<_, serde_json::Value>("/agent/v1/heartbeat", &req)
-                .await
-            {
-                Ok(_) => first = false,
-                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-            }
-            tokio::time::sleep(hb_every).await;
-        }
-    });
+    let hb = tokio::spawn(heartbeat_loop(
+        session.clone(),
+        config.clone(),
+        exit_tx.clone(),
+    ));
+    let renew = tokio::spawn(renew_loop(
+        session.clone(),
+        config.state_dir.clone(),
+        exit_tx.clone(),
+    ));
+    let poll = tokio::spawn(poll_loop(session.clone(), config.clone(), exit_tx));
+    let exit = exit_rx.recv().await.unwrap_or(Exit::Stopped);
+    hb.abort();
+    renew.abort();
+    poll.abort();
+    Ok(exit)
+}
 
+async fn poll_loop(session: Session, config: AgentConfig, exit: tokio::sync::mpsc::Sender<Exit>) {
     let mut attempt = 0u32;
-    let exit = loop {
-        match client.get::<PollResponse>("/agent/v1/poll").await {
+    loop {
+        match session.poll().await {
             Ok(resp) => {
                 if attempt > 0 {
                     tracing::info!("reconnected to control");
@@ -226,27 +321,112 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
                 attempt = 0;
                 if resp.commands.contains(&AgentCommand::Stop) {
                     tracing::info!("control asked the agent to stop");
-                    let req = read_stats(started, Some(AgentLifecycle::Off));
-                    let _ = client
-                        .post::<_, serde_json::Value>("/agent/v1/heartbeat", &req)
-                        .await;
-                    break Exit::Stopped;
+                    let mut stats = StatsCollector::new(config.home.clone());
+                    let req = HeartbeatRequest {
+                        lifecycle: Some(AgentLifecycle::Off),
+                        stats: stats.collect(SessionCounts::default()),
+                    };
+                    let _ = session.heartbeat(&req).await;
+                    let _ = exit.send(Exit::Stopped).await;
+                    return;
                 }
             }
             Err(e) if e.status() == Some(401) => {
-                tracing::error!(
-                    "control rejected the agent's credentials (revoked or expired); exiting"
-                );
-                break Exit::Rejected;
+                if session.credentials().expired() {
+                    tracing::error!("the agent's certificate expired before it could be renewed; restart the workspace to issue a new bootstrap token");
+                    let _ = exit.send(Exit::Expired).await;
+                } else {
+                    tracing::error!("control revoked the agent's credentials; exiting");
+                    let _ = exit.send(Exit::Rejected).await;
+                }
+                return;
             }
             Err(e) => {
+                if session.credentials().expired() {
+                    tracing::error!(error = %e, "the agent's certificate expired and control refuses it; restart the workspace to issue a new bootstrap token");
+                    let _ = exit.send(Exit::Expired).await;
+                    return;
+                }
                 let wait = backoff(attempt, BACKOFF_BASE, BACKOFF_CAP);
                 tracing::warn!(error = %e, retry_in = ?wait, "cannot reach control; retrying");
                 tokio::time::sleep(wait).await;
                 attempt = attempt.saturating_add(1);
             }
         }
-    };
-    heartbeat.abort();
-    Ok(exit)
+    }
+}
+
+async fn heartbeat_loop(
+    session: Session,
+    config: AgentConfig,
+    _exit: tokio::sync::mpsc::Sender<Exit>,
+) {
+    let every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
+    let mut stats = StatsCollector::new(config.home.clone());
+    let mut reported_ready = false;
+    loop {
+        let req = HeartbeatRequest {
+            lifecycle: (!reported_ready).then_some(AgentLifecycle::Ready),
+            stats: stats.collect(SessionCounts::default()),
+        };
+        match session.heartbeat(&req).await {
+            Ok(resp) => {
+                reported_ready = true;
+                let mut creds = session.credentials();
+                if !resp.ca_pins.is_empty() && resp.ca_pins != creds.ca_pins {
+                    tracing::info!(pins = ?resp.ca_pins, "control's CA set changed; trusting the new pins");
+                    creds.ca_pins = resp.ca_pins;
+                    if let Err(e) = creds
+                        .save(&config.state_dir)
+                        .and_then(|_| session.swap(creds))
+                    {
+                        tracing::warn!(error = %e, "could not store the new pins");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn renew_loop(session: Session, state_dir: PathBuf, exit: tokio::sync::mpsc::Sender<Exit>) {
+    let mut attempt = 0u32;
+    loop {
+        let creds = session.credentials();
+        let wait_ms = (creds.renew_at() - now_ms()).max(0) as u64;
+        if attempt == 0 {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        if session.credentials().expired() {
+            tracing::error!("the agent's certificate expired before it could be renewed; restart the workspace to issue a new bootstrap token");
+            let _ = exit.send(Exit::Expired).await;
+            return;
+        }
+        match session.renew().await {
+            Ok(new) => {
+                if let Err(e) = new.save(&state_dir) {
+                    tracing::warn!(error = %e, "could not store the renewed certificate");
+                }
+                if let Err(e) = session.swap(new.clone()) {
+                    tracing::warn!(error = %e, "could not use the renewed certificate");
+                } else {
+                    tracing::info!(expires_at = new.expires_at, "renewed the agent certificate");
+                }
+                attempt = 0;
+            }
+            Err(e) => {
+                // Back off, but never past the certificate's expiry.
+                let left = (session.credentials().expires_at - now_ms()).max(1000) as u64;
+                let wait = backoff(
+                    attempt,
+                    BACKOFF_BASE,
+                    BACKOFF_CAP.min(Duration::from_millis(left / 4)),
+                );
+                tracing::warn!(error = %e, retry_in = ?wait, "certificate renewal failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
 }

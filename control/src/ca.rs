@@ -58,11 +58,114 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, String)> {
     None
 }
 
+/// The CAs control knows: the one that signs, plus a staged next one and a previous one that
+/// are still trusted during a rotation (`outpost ca rotate|promote|retire`).
+pub struct CaSet {
+    pub signing: Ca,
+    /// Every CA agents may see or present: signing, next, previous.
+    trusted: Vec<CertificateDer<'static>>,
+    pins: Vec<String>,
+}
+
+impl CaSet {
+    /// Loads `ca.*` (created on first start), `ca-next.*` and `ca-prev.crt` from `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<CaSet> {
+        let signing = Ca::load_or_create_named(dir, "ca")?;
+        let mut trusted = vec![signing.cert_der.clone()];
+        let mut pins = vec![signing.pin.clone()];
+        for name in ["ca-next.crt", "ca-prev.crt"] {
+            let p = dir.join(name);
+            if p.exists() {
+                let pem = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let der = CertificateDer::from_pem_slice(pem.as_bytes())
+                    .with_context(|| format!("parsing {}", p.display()))?;
+                if let Some(pin) = outpost_agent::tls::spki_pin(&der) {
+                    pins.push(pin);
+                }
+                trusted.push(der);
+            }
+        }
+        Ok(CaSet {
+            signing,
+            trusted,
+            pins,
+        })
+    }
+
+    /// SPKI pins of every trusted CA, the signing one first.
+    pub fn pins(&self) -> Vec<String> {
+        self.pins.clone()
+    }
+
+    /// Every trusted CA certificate, PEM, the signing one first.
+    pub fn trusted_pem(&self) -> String {
+        self.trusted
+            .iter()
+            .map(|d| {
+                let b64 =
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.as_ref());
+                let body: Vec<String> = b64
+                    .as_bytes()
+                    .chunks(64)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    body.join("\n")
+                )
+            })
+            .collect()
+    }
+
+    pub fn agent_server_config(&self, hosts: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+        self.signing.agent_server_config(hosts, &self.trusted)
+    }
+}
+
+/// `outpost ca rotate`: stage a new CA next to the current one.
+pub fn rotate(dir: &Path) -> anyhow::Result<String> {
+    if dir.join("ca-next.crt").exists() {
+        anyhow::bail!("a next CA is already staged; run `outpost ca promote` first");
+    }
+    let next = Ca::load_or_create_named(dir, "ca-next")?;
+    Ok(next.pin)
+}
+
+/// `outpost ca promote`: the staged CA signs from now on; the old one stays trusted as previous.
+pub fn promote(dir: &Path) -> anyhow::Result<String> {
+    if !dir.join("ca-next.crt").exists() {
+        anyhow::bail!("no next CA is staged; run `outpost ca rotate` first");
+    }
+    if dir.join("ca-prev.crt").exists() {
+        anyhow::bail!("a previous CA is still trusted; run `outpost ca retire` first");
+    }
+    std::fs::rename(dir.join("ca.crt"), dir.join("ca-prev.crt"))?;
+    std::fs::remove_file(dir.join("ca.key"))?;
+    std::fs::rename(dir.join("ca-next.key"), dir.join("ca.key"))?;
+    std::fs::rename(dir.join("ca-next.crt"), dir.join("ca.crt"))?;
+    Ok(Ca::load_or_create_named(dir, "ca")?.pin)
+}
+
+/// `outpost ca retire`: stop trusting the previous CA.
+pub fn retire(dir: &Path) -> anyhow::Result<()> {
+    let p = dir.join("ca-prev.crt");
+    if !p.exists() {
+        anyhow::bail!("no previous CA to retire");
+    }
+    std::fs::remove_file(p)?;
+    Ok(())
+}
+
 impl Ca {
     /// Loads the CA from `dir`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Ca> {
-        let key_path = dir.join("ca.key");
-        let cert_path = dir.join("ca.crt");
+        Self::load_or_create_named(dir, "ca")
+    }
+
+    fn load_or_create_named(dir: &Path, name: &str) -> anyhow::Result<Ca> {
+        let key_path = dir.join(format!("{name}.key"));
+        let cert_path = dir.join(format!("{name}.crt"));
         if key_path.exists() && cert_path.exists() {
             let key_pem = std::fs::read_to_string(&key_path)
                 .with_context(|| format!("reading {}", key_path.display()))?;
@@ -114,7 +217,11 @@ impl Ca {
     /// The agent listener's TLS config: server certificate for `hosts` (IPs or DNS names) and
     /// client certificates from this CA optional at the TLS layer (bootstrap has none), required
     /// by every other route.
-    pub fn agent_server_config(&self, hosts: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+    fn agent_server_config(
+        &self,
+        hosts: &[String],
+        trusted: &[CertificateDer<'static>],
+    ) -> anyhow::Result<rustls::ServerConfig> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         for h in hosts {
@@ -138,7 +245,9 @@ impl Ca {
 
         let provider = outpost_agent::tls::provider();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert_der.clone())?;
+        for ca in trusted {
+            roots.add(ca.clone())?;
+        }
         let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider.clone(),

@@ -65,6 +65,33 @@ async fn shutdown_signal() {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
+        Command::Ca(cmd) => {
+            let (what, dir) = match &cmd {
+                CaCmd::Rotate { data_dir } => ("rotate", data_dir),
+                CaCmd::Promote { data_dir } => ("promote", data_dir),
+                CaCmd::Retire { data_dir } => ("retire", data_dir),
+            };
+            let msg = match what {
+                "rotate" => format!(
+                    "staged a new CA (pin {}); restart the server: agents learn the pin from their heartbeats. Then run `outpost ca promote`.",
+                    crate::ca::rotate(dir)?
+                ),
+                "promote" => format!(
+                    "the new CA (pin {}) signs from now on; the old one stays trusted. Restart the server; once agents have renewed, run `outpost ca retire`.",
+                    crate::ca::promote(dir)?
+                ),
+                _ => {
+                    crate::ca::retire(dir)?;
+                    "the previous CA is no longer trusted; restart the server.".to_string()
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "done": what, "message": msg }));
+            } else {
+                println!("{msg}");
+            }
+            Ok(())
+        }
         Command::Provisioner(ProvisionerCmd::Start {
             key,
             workspaces_dir,
@@ -140,6 +167,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.job_lease_secs = args.job_lease_secs.max(1);
     config.stop_grace_secs = args.stop_grace_secs;
     config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);
+    config.agent_cert_lifetime_secs = args.agent_cert_lifetime_secs.max(2);
+    config.test_clock_file = args.test_clock_file;
     crate::server::run(
         crate::server::Listeners { api, agent },
         config,
@@ -412,7 +441,8 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tokens(cmd) => tokens(ctx, cmd).await,
-        Command::Server(_) | Command::Provisioner(_) => unreachable_command(),
+        Command::Audit(a) => audit(ctx, a).await,
+        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
     }
 }
 
@@ -842,4 +872,80 @@ async fn tokens(ctx: &Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
             ctx.print(&v, || println!("revoked token {id}"))
         }
     }
+}
+
+async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let mut q: Vec<(String, String)> = vec![("limit".into(), a.limit.to_string())];
+    if let Some(x) = a.action {
+        q.push(("action".into(), x));
+    }
+    if let Some(x) = a.outcome {
+        q.push(("outcome".into(), x));
+    }
+    if let Some(w) = a.workspace {
+        // A name of one of your workspaces, or an id.
+        let id = match client.workspace(&w).await {
+            Ok(ws) => ws.id,
+            Err(_) => w,
+        };
+        q.push(("workspace".into(), id));
+    }
+    if let Some(s) = a.since {
+        let d = humantime::parse_duration(&s).context("--since takes a duration like 1h or 30m")?;
+        q.push((
+            "since".into(),
+            (crate::store::now_ms() - d.as_millis() as i64).to_string(),
+        ));
+    }
+    let qs: Vec<String> = q
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.replace('%', "%25")
+                    .replace('&', "%26")
+                    .replace('+', "%2B")
+                    .replace(' ', "%20")
+            )
+        })
+        .collect();
+    let events: Vec<AuditEventView> = client
+        .get(&format!("/api/v1/audit?{}", qs.join("&")))
+        .await?;
+    ctx.print(&events, || {
+        let mut rows = vec![[
+            "WHEN",
+            "ACTION",
+            "OUTCOME",
+            "ACTOR",
+            "WORKSPACE",
+            "AGENT",
+            "DETAILS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for e in &events {
+            rows.push(vec![
+                ago(e.created_at),
+                e.action.clone(),
+                e.outcome.clone(),
+                e.actor.clone(),
+                e.workspace_id
+                    .clone()
+                    .unwrap_or_else(|| "-".into())
+                    .chars()
+                    .take(8)
+                    .collect(),
+                e.agent_id
+                    .clone()
+                    .unwrap_or_else(|| "-".into())
+                    .chars()
+                    .take(8)
+                    .collect(),
+                e.details.clone(),
+            ]);
+        }
+        print_table(rows);
+    })
 }

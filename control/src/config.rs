@@ -69,6 +69,50 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Read the audit log (admins only).
+    Audit(AuditArgs),
+    /// Rotate the certificate authority agents trust (run on the server's data dir, then
+    /// restart the server).
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// An action (agent.bootstrap, agent.renew, agent.revoke, agent.poll, user.login, ...) or a
+    /// prefix ending in `.` (agent.).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// issued, rejected, revoked, ok.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// One of your workspaces by name, or any workspace by id.
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Only events newer than this long ago (e.g. 1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Stage a new CA: agents learn its pin through their heartbeats; new bundles carry both.
+    Rotate {
+        #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
+        data_dir: PathBuf,
+    },
+    /// Sign with the staged CA from now on; the old one stays trusted until `retire`.
+    Promote {
+        #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
+        data_dir: PathBuf,
+    },
+    /// Stop trusting the previous CA (after agents have renewed onto the new one).
+    Retire {
+        #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +153,16 @@ pub struct ServerArgs {
     /// Seconds an agent gets to exit by itself on stop before it is signalled.
     #[arg(long, env = "OUTPOST_STOP_GRACE_SECS", default_value_t = 10)]
     pub stop_grace_secs: u64,
+    /// Lifetime of agent client certificates, in seconds (agents renew at about 2/3 of it).
+    #[arg(
+        long,
+        env = "OUTPOST_AGENT_CERT_LIFETIME_SECS",
+        default_value_t = 86400
+    )]
+    pub agent_cert_lifetime_secs: u64,
+    /// Tests only: a file holding a clock offset in milliseconds.
+    #[arg(long, hide = true)]
+    pub test_clock_file: Option<PathBuf>,
     /// Seconds a bootstrap token stays valid.
     #[arg(long, env = "OUTPOST_BOOTSTRAP_TOKEN_TTL_SECS", default_value_t = 900)]
     pub bootstrap_token_ttl_secs: u64,

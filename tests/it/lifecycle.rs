@@ -60,7 +60,10 @@ fn lifecycle(backend: Backend) -> R {
 
     // stop: observed statuses, the agent exits, run/ is gone, home stays.
     let b = s.json(&["stop", "dev", "--no-wait"])?;
-    assert_eq!(b["status"], "pending", "a queued build is pending: {b}");
+    assert!(
+        b["status"] == "pending" || b["status"] == "running",
+        "a queued build is pending (or already taken by a daemon): {b}"
+    );
     let (w, seen) = s.wait_for("dev", T, is("stopped"))?;
     assert_path(&seen, &["pending", "stopping", "stopped"], "stopped");
     assert!(!alive(pid1), "the agent exited on stop");

@@ -356,6 +356,8 @@ pub struct Resource {
 pub struct AgentInfo {
     pub id: String,
     pub status: AgentStatus,
+    pub cert_expires_at: Option<i64>,
+    pub stats: Option<AgentStats>,
     pub lifecycle: AgentLifecycle,
     pub first_connected_at: Option<i64>,
     pub last_seen_at: Option<i64>,
@@ -511,8 +513,87 @@ pub enum AgentCommand {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lifecycle: Option<AgentLifecycle>,
-    pub uptime_secs: u64,
+    pub stats: AgentStats,
+}
+
+/// What the agent measures (sysinfo) and counts, sent with every heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStats {
+    /// Seconds since the agent process started.
+    pub agent_uptime_secs: u64,
+    /// Seconds since the machine booted.
+    pub system_uptime_secs: u64,
+    /// Whole-machine CPU use since the previous heartbeat, 0-100 per core summed over cores / cores.
+    pub cpu_percent: f32,
+    pub cpu_cores: u32,
     pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
     pub mem_used_bytes: u64,
     pub mem_total_bytes: u64,
+    /// The volume holding the workspace home.
+    pub home_disk_used_bytes: u64,
+    pub home_disk_total_bytes: u64,
+    /// Agent process memory.
+    pub agent_rss_bytes: u64,
+    pub sessions: SessionCounts,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Live sessions by kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCounts {
+    pub ssh: u32,
+    pub vscode: u32,
+    pub jetbrains: u32,
+    pub pty: u32,
+    pub port_forward: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The CA pins the agent should trust from now on (they change when the CA rotates).
+    pub ca_pins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub expires_at: i64,
+}
+
+/// What an agent may know about its own workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentManifest {
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub owner: String,
+    pub agent_id: String,
+    pub env: BTreeMap<String, String>,
+    pub heartbeat_secs: u64,
+    pub ca_pins: Vec<String>,
+}
+
+/// One audit event (no secrets in it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEventView {
+    pub id: i64,
+    pub created_at: i64,
+    pub action: String,
+    pub outcome: String,
+    pub actor: String,
+    pub workspace_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub remote_addr: Option<String>,
+    pub details: String,
 }

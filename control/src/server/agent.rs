@@ -1,12 +1,14 @@
 //! The agent API on its own TLS listener: `POST /agent/v1/bootstrap` needs no client certificate;
-//! every other route needs a certificate from our CA whose agent is not revoked. Every rejection
-//! is the same generic 401.
+//! every other route needs a certificate from a trusted CA whose agent is not revoked. Identity
+//! comes only from that certificate. Every rejection is the same generic 401, and an audit event.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,12 +22,15 @@ use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
 use crate::store::{now_ms, AgentRow};
 
-const BOOTSTRAP_BODY_LIMIT: usize = 64 * 1024;
+const BODY_LIMIT: usize = 64 * 1024;
 const POLL_HOLD: Duration = Duration::from_secs(25);
 
 /// Who the TLS layer says the peer is: (workspace id, agent id) from its verified certificate.
 #[derive(Clone, Debug)]
-pub struct PeerIdentity(pub Option<(String, String)>);
+pub struct PeerIdentity {
+    pub id: Option<(String, String)>,
+    pub addr: SocketAddr,
+}
 
 fn generic_401() -> ApiError {
     ApiError::unauthorized("unauthorized")
@@ -35,11 +40,54 @@ pub(super) fn router(state: AppState) -> Router {
     use axum::routing::{get, post};
     Router::new()
         .route("/agent/v1/bootstrap", post(bootstrap))
+        .route("/agent/v1/renew", post(renew))
         .route("/agent/v1/poll", get(poll))
         .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/manifest", get(manifest))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(BOOTSTRAP_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(only_own_identity))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// A request that names a workspace or agent (query `workspace_id`/`agent_id`, headers
+/// `x-outpost-workspace-id`/`x-outpost-agent-id`) other than its certificate's is refused (403).
+async fn only_own_identity(req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|p| p.id.clone());
+    let mut named: Vec<(&str, String)> = Vec::new();
+    if let Some(q) = req.uri().query() {
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == "workspace_id" || k == "agent_id" {
+                named.push((
+                    if k == "workspace_id" { "ws" } else { "agent" },
+                    v.to_string(),
+                ));
+            }
+        }
+    }
+    for (h, kind) in [
+        ("x-outpost-workspace-id", "ws"),
+        ("x-outpost-agent-id", "agent"),
+    ] {
+        for v in req.headers().get_all(h) {
+            named.push((kind, v.to_str().unwrap_or("\u{0}").to_string()));
+        }
+    }
+    if !named.is_empty() {
+        let ok = peer.as_ref().is_some_and(|(ws, agent)| {
+            named
+                .iter()
+                .all(|(k, v)| if *k == "ws" { v == ws } else { v == agent })
+        });
+        if !ok {
+            return ApiError::forbidden("an agent may only act as itself").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Accepts TLS connections and serves `router` on each, with the peer's identity attached.
@@ -51,7 +99,7 @@ pub(super) async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -71,18 +119,18 @@ pub(super) async fn serve_tls(
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "agent TLS handshake failed");
+                        tracing::debug!(error = %e, %addr, "agent TLS handshake failed");
                         return;
                     }
                     Err(_) => return,
                 };
-            let peer = tls
+            let id = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| crate::ca::identity_from_cert(c));
-            let identity = PeerIdentity(peer);
+            let identity = PeerIdentity { id, addr };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(identity.clone());
                 router.clone().oneshot(req.map(axum::body::Body::new))
@@ -98,48 +146,87 @@ pub(super) async fn serve_tls(
     }
 }
 
+fn reject(state: &AppState, action: &str, peer: &PeerIdentity, reason: &str) -> ApiError {
+    let (ws, agent) = match &peer.id {
+        Some((w, a)) => (Some(w.as_str()), Some(a.as_str())),
+        None => (None, None),
+    };
+    state.audit.record(
+        action,
+        "rejected",
+        "agent",
+        ws,
+        agent,
+        Some(peer.addr.to_string()),
+        reason,
+    );
+    generic_401()
+}
+
 /// The calling agent, checked against the store on every request (revocation is immediate).
-async fn authed_agent(state: &AppState, peer: &PeerIdentity) -> ApiResult<AgentRow> {
-    let (ws, agent_id) = peer.0.as_ref().ok_or_else(generic_401)?;
-    let agent = state.store.agent(agent_id).await?.ok_or_else(generic_401)?;
-    if &agent.workspace_id != ws || agent.revoked_at.is_some() || agent.cert_serial.is_none() {
-        return Err(generic_401());
+/// A revoked agent gets `Err`, with its row when it exists (it may still collect its last
+/// commands).
+async fn authed_agent(
+    state: &AppState,
+    peer: &PeerIdentity,
+    action: &str,
+) -> Result<AgentRow, (ApiError, Option<AgentRow>)> {
+    let Some((ws, agent_id)) = peer.id.as_ref() else {
+        return Err((reject(state, action, peer, "no client certificate"), None));
+    };
+    let agent = match state.store.agent(agent_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err((reject(state, action, peer, "unknown agent"), None)),
+        Err(e) => return Err((e.into(), None)),
+    };
+    if &agent.workspace_id != ws || agent.cert_serial.is_none() {
+        return Err((
+            reject(state, action, peer, "certificate does not match an agent"),
+            None,
+        ));
+    }
+    if agent.revoked_at.is_some() {
+        return Err((reject(state, action, peer, "agent revoked"), Some(agent)));
     }
     Ok(agent)
 }
 
 async fn bootstrap(
     State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<Json<BootstrapResponse>, ApiError> {
     let Some((token_id, secret)) = split_token(&req.token, BOOTSTRAP_TOKEN_PREFIX) else {
-        tracing::info!(
-            outcome = "rejected",
-            reason = "malformed token",
-            "agent bootstrap"
-        );
-        return Err(generic_401());
+        return Err(reject(&state, "agent.bootstrap", &peer, "malformed token"));
     };
     // Check the CSR before spending the token; a bad CSR costs the caller nothing but a 401.
     if rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).is_err() {
-        tracing::info!(
-            outcome = "rejected",
-            reason = "invalid CSR",
-            "agent bootstrap"
-        );
-        return Err(generic_401());
+        return Err(reject(
+            &state,
+            "agent.bootstrap",
+            &peer,
+            &format!("invalid CSR (token id {token_id})"),
+        ));
     }
     let hash = sha256_hex(secret);
     // Compare in constant time before the atomic consume (which matches the hash exactly).
     match state.store.bootstrap_token_secret_hash(token_id).await? {
         Some(h) if ct_eq(&h, &hash) => {}
-        _ => {
-            tracing::info!(
-                outcome = "rejected",
-                reason = "unknown token or wrong secret",
-                "agent bootstrap"
-            );
-            return Err(generic_401());
+        Some(_) => {
+            return Err(reject(
+                &state,
+                "agent.bootstrap",
+                &peer,
+                &format!("wrong secret for token id {token_id}"),
+            ))
+        }
+        None => {
+            return Err(reject(
+                &state,
+                "agent.bootstrap",
+                &peer,
+                &format!("unknown token id {token_id}"),
+            ))
         }
     }
     let Some((workspace_id, agent_id)) = state
@@ -147,22 +234,23 @@ async fn bootstrap(
         .consume_bootstrap_token(token_id, &hash, now_ms())
         .await?
     else {
-        tracing::info!(
-            outcome = "rejected",
-            reason = "used or expired token",
-            "agent bootstrap"
-        );
-        return Err(generic_401());
+        return Err(reject(
+            &state,
+            "agent.bootstrap",
+            &peer,
+            &format!("used or expired token id {token_id}"),
+        ));
     };
-    let agent = state
-        .store
-        .agent(&agent_id)
-        .await?
-        .ok_or_else(generic_401)?;
-    if agent.revoked_at.is_some() {
-        return Err(generic_401());
+    let agent = state.store.agent(&agent_id).await?;
+    if agent.as_ref().is_none_or(|a| a.revoked_at.is_some()) {
+        return Err(reject(
+            &state,
+            "agent.bootstrap",
+            &peer,
+            &format!("token id {token_id} belongs to a revoked agent"),
+        ));
     }
-    let issued = match state.ca.sign_agent_csr(
+    let issued = match state.ca.signing.sign_agent_csr(
         &req.csr_pem,
         &workspace_id,
         &agent_id,
@@ -170,8 +258,12 @@ async fn bootstrap(
     ) {
         Ok(i) => i,
         Err(e) => {
-            tracing::info!(outcome = "rejected", reason = %e, "agent bootstrap");
-            return Err(generic_401());
+            return Err(reject(
+                &state,
+                "agent.bootstrap",
+                &peer,
+                &format!("{e} (token id {token_id}, now used)"),
+            ))
         }
     };
     let version: Option<String> = req.version.map(|v| v.chars().take(64).collect());
@@ -184,29 +276,114 @@ async fn bootstrap(
             version.as_deref(),
         )
         .await?;
-    tracing::info!(outcome = "issued", workspace = %workspace_id, agent = %agent_id, serial = %issued.serial, "agent bootstrap");
+    state.audit.record(
+        "agent.bootstrap",
+        "issued",
+        "agent",
+        Some(&workspace_id),
+        Some(&agent_id),
+        Some(peer.addr.to_string()),
+        format!(
+            "token id {token_id}; certificate serial {} until {}",
+            issued.serial, issued.expires_at_ms
+        ),
+    );
     state.bump_progress();
     Ok(Json(BootstrapResponse {
         workspace_id,
         agent_id,
         certificate_pem: issued.pem,
-        ca_pem: state.ca.cert_pem().to_string(),
+        ca_pem: state.ca.signing.cert_pem().to_string(),
         expires_at: issued.expires_at_ms,
     }))
 }
 
+/// A new certificate for the same identity and a new key. Needs a valid (unexpired, unrevoked)
+/// certificate: an expired one fails the TLS handshake and can only be replaced by a new start.
+async fn renew(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<RenewResponse>, ApiError> {
+    let agent = authed_agent(&state, &peer, "agent.renew")
+        .await
+        .map_err(|e| e.0)?;
+    let issued = match state.ca.signing.sign_agent_csr(
+        &req.csr_pem,
+        &agent.workspace_id,
+        &agent.id,
+        Duration::from_secs(state.config.agent_cert_lifetime_secs),
+    ) {
+        Ok(i) => i,
+        Err(e) => return Err(reject(&state, "agent.renew", &peer, &e.to_string())),
+    };
+    if !state
+        .store
+        .renew_agent_certificate(&agent.id, &issued.serial, issued.expires_at_ms)
+        .await?
+    {
+        return Err(reject(
+            &state,
+            "agent.renew",
+            &peer,
+            "agent revoked during renewal",
+        ));
+    }
+    state.audit.record(
+        "agent.renew",
+        "issued",
+        "agent",
+        Some(&agent.workspace_id),
+        Some(&agent.id),
+        Some(peer.addr.to_string()),
+        format!(
+            "certificate serial {} until {}",
+            issued.serial, issued.expires_at_ms
+        ),
+    );
+    Ok(Json(RenewResponse {
+        certificate_pem: issued.pem,
+        ca_pem: state.ca.signing.cert_pem().to_string(),
+        expires_at: issued.expires_at_ms,
+    }))
+}
+
+fn commands_response(cmds: &[String]) -> Response {
+    let commands = cmds
+        .iter()
+        .filter_map(|k| match k.as_str() {
+            "stop" => Some(AgentCommand::Stop),
+            _ => None,
+        })
+        .collect();
+    Json(PollResponse { commands }).into_response()
+}
+
 /// Long poll: returns pending commands at once, or holds up to 25 s for one to arrive. The first
-/// authenticated poll marks the agent connected (and so the workspace running).
+/// authenticated poll marks the agent connected (and so the workspace running). A revoked agent
+/// may collect the commands queued before its revocation (its stop order), then gets 401.
 async fn poll(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> Result<Response, ApiError> {
-    let agent = authed_agent(&state, &peer).await?;
-    let first = agent.first_connected_at.is_none();
-    state.store.agent_seen(&agent.id, now_ms()).await?;
-    if first {
+    let agent = match authed_agent(&state, &peer, "agent.poll").await {
+        Ok(a) => a,
+        Err((e, Some(revoked))) => {
+            let cmds = state.store.take_commands(&revoked.id).await?;
+            if cmds.is_empty() {
+                return Err(e);
+            }
+            return Ok(commands_response(&cmds));
+        }
+        Err((e, None)) => return Err(e),
+    };
+    let now = now_ms();
+    if agent.first_connected_at.is_none() {
+        state.store.agent_seen(&agent.id, now).await?;
         tracing::info!(agent = %agent.id, workspace = %agent.workspace_id, "agent connected");
         state.bump_progress();
+    } else {
+        state.liveness.record(&agent.id, now, None, None);
     }
     let waker = state.agent_waker(&agent.id);
     let deadline = tokio::time::Instant::now() + POLL_HOLD;
@@ -217,17 +394,19 @@ async fn poll(
         notified.as_mut().enable();
         let cmds = state.store.take_commands(&agent.id).await?;
         if !cmds.is_empty() {
-            let commands = cmds
-                .iter()
-                .filter_map(|k| match k.as_str() {
-                    "stop" => Some(AgentCommand::Stop),
-                    _ => None,
-                })
-                .collect();
-            return Ok(Json(PollResponse { commands }).into_response());
+            return Ok(commands_response(&cmds));
         }
         // Revoked while we held the poll: end it.
-        authed_agent(&state, &peer).await?;
+        if let Some(a) = state.store.agent(&agent.id).await? {
+            if a.revoked_at.is_some() {
+                return Err(reject(
+                    &state,
+                    "agent.poll",
+                    &peer,
+                    "agent revoked during a held poll",
+                ));
+            }
+        }
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {
@@ -244,16 +423,59 @@ async fn heartbeat(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let agent = authed_agent(&state, &peer).await?;
+) -> ApiResult<Json<HeartbeatResponse>> {
+    let agent = authed_agent(&state, &peer, "agent.heartbeat")
+        .await
+        .map_err(|e| e.0)?;
     let lifecycle = req
         .lifecycle
         .and_then(|l| serde_json::to_value(l).ok())
         .and_then(|v| v.as_str().map(str::to_string));
-    let stats = serde_json::to_string(&req).map_err(ApiError::internal)?;
+    let stats = serde_json::to_string(&req.stats).map_err(ApiError::internal)?;
+    let now = now_ms();
+    if agent.first_connected_at.is_none() {
+        state.store.agent_seen(&agent.id, now).await?;
+        state.bump_progress();
+    }
     state
+        .liveness
+        .record(&agent.id, now, lifecycle, Some(stats));
+    Ok(Json(HeartbeatResponse {
+        ca_pins: state.ca.pins(),
+    }))
+}
+
+async fn manifest(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+) -> ApiResult<Json<AgentManifest>> {
+    let agent = authed_agent(&state, &peer, "agent.manifest")
+        .await
+        .map_err(|e| e.0)?;
+    let w = state
         .store
-        .agent_heartbeat(&agent.id, now_ms(), lifecycle.as_deref(), &stats)
-        .await?;
-    Ok(Json(serde_json::json!({})))
+        .workspace_by_id(&agent.workspace_id)
+        .await?
+        .ok_or_else(generic_401)?;
+    let build = state
+        .store
+        .build(&agent.build_id)
+        .await?
+        .ok_or_else(generic_401)?;
+    let version = state
+        .store
+        .template_version(&build.template_version_id)
+        .await?
+        .ok_or_else(generic_401)?;
+    let manifest: TemplateManifest =
+        serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    Ok(Json(AgentManifest {
+        workspace_id: w.id,
+        workspace_name: w.name,
+        owner: w.owner_name,
+        agent_id: agent.id,
+        env: manifest.agent.env,
+        heartbeat_secs: state.config.heartbeat_secs,
+        ca_pins: state.ca.pins(),
+    }))
 }

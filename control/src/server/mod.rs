@@ -2,8 +2,10 @@
 //! provisioner daemons, in one process. Tests call [`run`] with listeners bound to port 0.
 
 mod agent;
+mod audit;
 mod auth;
 mod error;
+mod liveness;
 mod provisioner;
 mod users;
 mod workspaces;
@@ -21,7 +23,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use crate::ca::Ca;
+use crate::ca::CaSet;
 use crate::store::Store;
 
 pub use auth::{random_secret, sha256_hex};
@@ -49,6 +51,8 @@ pub struct ServerConfig {
     pub bootstrap_token_ttl_secs: u64,
     pub agent_cert_lifetime_secs: u64,
     pub stop_grace_secs: u64,
+    /// Tests only: a file holding a clock offset in milliseconds, re-read continuously.
+    pub test_clock_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -68,6 +72,7 @@ impl ServerConfig {
             bootstrap_token_ttl_secs: 15 * 60,
             agent_cert_lifetime_secs: 24 * 3600,
             stop_grace_secs: 10,
+            test_clock_file: None,
         }
     }
 }
@@ -82,7 +87,9 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Store,
-    pub ca: Ca,
+    pub ca: CaSet,
+    pub audit: audit::Audit,
+    pub liveness: liveness::Liveness,
     pub config: ServerConfig,
     pub agent_url: String,
     pub provisioner_key_hash: String,
@@ -116,11 +123,34 @@ impl Inner {
         self.agent_waker(agent_id).notify_waiters();
     }
 
+    /// The agent was revoked: end its held polls and drop its pending liveness.
     pub fn forget_agent(&self, agent_id: &str) {
         let mut map = self.agent_wakers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.remove(agent_id) {
             n.notify_waiters();
         }
+        self.liveness.forget(agent_id);
+    }
+
+    /// Revokes every live agent of a workspace at once and audits it.
+    pub async fn revoke_workspace_agents(
+        &self,
+        workspace_id: &str,
+        reason: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        for agent in self.store.revoke_agents(workspace_id).await? {
+            self.forget_agent(&agent);
+            self.audit.record(
+                "agent.revoke",
+                "revoked",
+                "control",
+                Some(workspace_id),
+                Some(&agent),
+                None,
+                reason,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -170,7 +200,17 @@ pub async fn run(
             Some(_) => "connecting to PostgreSQL (check --postgres-url)".to_string(),
             None => format!("opening SQLite in {}", config.data_dir.display()),
         })?;
-    let ca = Ca::load_or_create(&config.data_dir)?;
+    let ca = CaSet::load(&config.data_dir)?;
+    if let Some(f) = config.test_clock_file.clone() {
+        tracing::warn!(file = %f.display(), "the clock follows a test offset file");
+        read_clock_offset(&f);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                read_clock_offset(&f);
+            }
+        });
+    }
 
     let api_addr = listeners.api.local_addr()?;
     let agent_addr = listeners.agent.local_addr()?;
@@ -199,6 +239,8 @@ pub async fn run(
     let provisioner_key = config.provisioner_key.clone().unwrap_or_else(random_secret);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState(Arc::new(Inner {
+        audit: audit::Audit::start(store.clone()),
+        liveness: liveness::Liveness::default(),
         store,
         ca,
         config: config.clone(),
@@ -238,6 +280,8 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
+    let flush_every = Duration::from_millis((config.heartbeat_secs * 1000 / 2).clamp(200, 2000));
+    let flusher = tokio::spawn(liveness::Liveness::run(state.clone(), flush_every));
 
     let mut daemons = Vec::new();
     let workspaces_dir = config
@@ -265,9 +309,20 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
     }
     reaper.abort();
+    flusher.abort();
+    state.liveness.flush(&state.store).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     Ok(())
+}
+
+fn read_clock_offset(f: &std::path::Path) {
+    if let Some(v) = std::fs::read_to_string(f)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+    {
+        crate::store::set_clock_offset_ms(v);
+    }
 }
 
 fn host_of(url: &str) -> Option<String> {
@@ -316,6 +371,7 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/workspaces/{name}/cancel", post(workspaces::cancel))
         .route("/api/v1/builds/{id}", get(workspaces::get_build))
         .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
+        .route("/api/v1/audit", get(users::audit))
         .route("/api/v1/provisioner/acquire", post(provisioner::acquire))
         .route(
             "/api/v1/provisioner/jobs/{id}/update",

@@ -70,6 +70,15 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
         // Only this build's agent may live: older identities are revoked.
         for old in state.store.revoke_agents_except(&w.id, &agent_id).await? {
             state.forget_agent(&old);
+            state.audit.record(
+                "agent.revoke",
+                "revoked",
+                "control",
+                Some(&w.id),
+                Some(&old),
+                None,
+                "replaced by a new start build",
+            );
         }
         let token_id = random_id();
         let secret = random_secret();
@@ -86,7 +95,7 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
         Some(BootstrapBundle {
             agent_url: state.agent_url.clone(),
             token: format!("{BOOTSTRAP_TOKEN_PREFIX}_{token_id}_{secret}"),
-            ca_pins: vec![state.ca.pin().to_string()],
+            ca_pins: state.ca.pins(),
             heartbeat_secs: state.config.heartbeat_secs,
             env: manifest.agent.env.clone(),
         })
@@ -210,9 +219,12 @@ async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiRes
         .await?
         .ok_or(StoreError::NotFound)?;
     if status == "succeeded" && b.transition != "start" {
-        for agent in state.store.revoke_agents(&b.workspace_id).await? {
-            state.forget_agent(&agent);
-        }
+        state
+            .revoke_workspace_agents(
+                &b.workspace_id,
+                &format!("{} build succeeded", b.transition),
+            )
+            .await?;
         if b.transition == "delete" {
             state.store.mark_workspace_deleted(&b.workspace_id).await?;
         }

@@ -179,15 +179,27 @@ pub(super) async fn login(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let bad = || ApiError::unauthorized("wrong username or password");
-    let user = state
-        .store
-        .user_by_username(&req.username)
-        .await?
-        .ok_or_else(bad)?;
+    let bad = || {
+        state.audit.record(
+            "user.login",
+            "rejected",
+            &req.username,
+            None,
+            None,
+            None,
+            "wrong username or password",
+        );
+        ApiError::unauthorized("wrong username or password")
+    };
+    let Some(user) = state.store.user_by_username(&req.username).await? else {
+        return Err(bad());
+    };
     if !verify_password(&req.password, &user.password_hash) {
         return Err(bad());
     }
+    state
+        .audit
+        .record("user.login", "ok", &user.username, None, None, None, "");
     let (token, info) = issue_token(&state, &user, "cli", DEFAULT_TOKEN_LIFETIME_SECS).await?;
     Ok(Json(LoginResponse {
         token,
@@ -370,4 +382,48 @@ pub(super) async fn show_template(
         template: template_view(&t),
         versions,
     }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    action: Option<String>,
+    outcome: Option<String>,
+    workspace: Option<String>,
+    since: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Audit events, newest first (admins only). `workspace` takes a workspace id.
+pub(super) async fn audit(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden("only admins can read the audit log"));
+    }
+    let f = crate::store::AuditFilter {
+        action: q.action,
+        outcome: q.outcome,
+        workspace_id: q.workspace,
+        since: q.since,
+        limit: q.limit.unwrap_or(100),
+    };
+    let rows = state.store.list_audit(&f).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| AuditEventView {
+                id: e.id,
+                created_at: e.created_at,
+                action: e.action,
+                outcome: e.outcome,
+                actor: e.actor,
+                workspace_id: e.workspace_id,
+                agent_id: e.agent_id,
+                remote_addr: e.remote_addr,
+                details: e.details,
+            })
+            .collect(),
+    ))
 }

@@ -91,10 +91,15 @@ fn agent_view(
     now: i64,
 ) -> AgentInfo {
     let hb = state.config.heartbeat_secs as i64 * 1000;
+    // The newest sighting may still be in memory, not yet flushed to the store.
+    let last_seen = match (a.last_seen_at, state.liveness.last_seen(&a.id)) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
     let status = if a.revoked_at.is_some() {
         AgentStatus::Disconnected
     } else {
-        match (a.first_connected_at, a.last_seen_at) {
+        match (a.first_connected_at, last_seen) {
             (Some(_), Some(seen)) if now - seen <= 3 * hb => AgentStatus::Connected,
             (Some(_), _) => AgentStatus::Disconnected,
             (None, _) => {
@@ -113,9 +118,14 @@ fn agent_view(
     AgentInfo {
         id: a.id.clone(),
         status,
+        cert_expires_at: a.cert_expires_at,
+        stats: a
+            .stats
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok()),
         lifecycle: lifecycle(&a.lifecycle),
         first_connected_at: a.first_connected_at,
-        last_seen_at: a.last_seen_at,
+        last_seen_at: last_seen,
         version: a.version.clone(),
     }
 }
@@ -146,16 +156,23 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
     let mut reasons = Vec::new();
     if matches!(status, WorkspaceStatus::Running | WorkspaceStatus::Starting) {
         if let Some(a) = &agent {
+            let expired = a.cert_expires_at.is_some_and(|t| t <= now);
             match a.status {
                 AgentStatus::Timeout => reasons.push(format!(
-                    "the agent did not connect within {}s",
+                    "the agent did not connect within {}s of the build finishing (template connection_timeout)",
                     manifest.agent.connection_timeout_secs
                 )),
-                AgentStatus::Disconnected => reasons.push(format!(
-                    "the agent has not been heard from for more than {}s",
-                    3 * state.config.heartbeat_secs
+                AgentStatus::Disconnected if !expired => reasons.push(format!(
+                    "the agent disconnected: last heard from {}s ago (heartbeats are every {}s); is the workspace's agent process running and can it reach control?",
+                    a.last_seen_at.map(|t| (now - t) / 1000).unwrap_or(0),
+                    state.config.heartbeat_secs
                 )),
                 _ => {}
+            }
+            if expired {
+                reasons.push(
+                    "the agent's certificate expired before it was renewed, so control refuses it; restart the workspace to issue a new bootstrap token".into(),
+                );
             }
             match a.lifecycle {
                 AgentLifecycle::StartError => reasons.push("a startup script failed".into()),
@@ -366,11 +383,17 @@ pub(super) async fn build(
         )
         .await?;
     if transition != "start" {
-        // Tell the agent to shut down now; the provisioner cleans up whatever remains.
+        // Tell the agent to shut down, then revoke it at once: it may still collect that stop
+        // order, nothing else. The provisioner cleans up whatever remains.
         for agent_id in state.store.live_agents(&w.id).await? {
             state.store.enqueue_command(&agent_id, "stop").await?;
-            state.wake_agent(&agent_id);
         }
+        state
+            .revoke_workspace_agents(
+                &w.id,
+                &format!("{transition} requested by {}", auth.user.username),
+            )
+            .await?;
     }
     state.jobs_changed.notify_waiters();
     state.bump_progress();

@@ -39,14 +39,29 @@ pub struct Store {
     dialect: Dialect,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("schema_sqlite.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("schema_postgres.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("schema_sqlite.sql")),
+    (2, include_str!("m2_sqlite.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("schema_postgres.sql")),
+    (2, include_str!("m2_postgres.sql")),
+];
 
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Control's clock: wall time plus an offset that tests can move (`--test-clock-file`).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    wall + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Moves control's clock (tests only; the server reads it from `--test-clock-file`).
+pub fn set_clock_offset_ms(offset: i64) {
+    CLOCK_OFFSET_MS.store(offset, std::sync::atomic::Ordering::Relaxed);
 }
 
 pub fn new_id() -> String {
@@ -979,6 +994,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records a renewed certificate (same identity) unless the agent was revoked meanwhile.
+    pub async fn renew_agent_certificate(
+        &self,
+        agent_id: &str,
+        serial: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE agents SET cert_serial = $1, cert_expires_at = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(serial)
+        .bind(expires_at)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRow>> {
         let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
             .bind(agent_id)
@@ -996,6 +1029,35 @@ impl Store {
         .bind(agent_id)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Writes a batch of liveness updates (last seen, lifecycle, stats) in one transaction.
+    /// `last_seen_at` only moves forward.
+    pub async fn agent_liveness_batch(
+        &self,
+        batch: &[(String, i64, Option<String>, Option<String>)],
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, seen, lifecycle, stats) in batch {
+            sqlx::query(
+                "UPDATE agents SET \
+                    last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN $1 ELSE last_seen_at END, \
+                    first_connected_at = COALESCE(first_connected_at, $1), \
+                    lifecycle = COALESCE($2, lifecycle), stats = COALESCE($3, stats) \
+                 WHERE id = $4 AND revoked_at IS NULL",
+            )
+            .bind(*seen)
+            .bind(lifecycle.clone())
+            .bind(stats.clone())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1088,6 +1150,89 @@ impl Store {
             .collect::<Result<_>>()?;
         cmds.sort();
         Ok(cmds.into_iter().map(|(_, k)| k).collect())
+    }
+}
+
+/// One audit event. No secrets: token ids at most, never token material.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub created_at: i64,
+    pub action: String,
+    pub outcome: String,
+    pub actor: String,
+    pub workspace_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub remote_addr: Option<String>,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub workspace_id: Option<String>,
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    pub async fn insert_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (created_at, action, outcome, actor, workspace_id, agent_id, remote_addr, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(e.created_at)
+            .bind(&e.action)
+            .bind(&e.outcome)
+            .bind(&e.actor)
+            .bind(e.workspace_id.clone())
+            .bind(e.agent_id.clone())
+            .bind(e.remote_addr.clone())
+            .bind(&e.details)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Newest first. Filters are exact matches; `action` also matches a prefix ending in `.`.
+    pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        // Each filter is `($n = '' OR col = $n)` so one statement serves every combination.
+        let action = f.action.clone().unwrap_or_default();
+        let action_prefix = format!("{action}%");
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events \
+             WHERE ($1 = '' OR action = $1 OR (action LIKE $2 AND $1 LIKE '%.')) \
+               AND ($3 = '' OR outcome = $3) AND ($4 = '' OR workspace_id = $4) AND created_at >= $5 \
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(action)
+        .bind(action_prefix)
+        .bind(f.outcome.clone().unwrap_or_default())
+        .bind(f.workspace_id.clone().unwrap_or_default())
+        .bind(f.since.unwrap_or(0))
+        .bind(f.limit.clamp(1, 10_000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.try_get("id")?,
+                    created_at: r.try_get("created_at")?,
+                    action: r.try_get("action")?,
+                    outcome: r.try_get("outcome")?,
+                    actor: r.try_get("actor")?,
+                    workspace_id: r.try_get("workspace_id")?,
+                    agent_id: r.try_get("agent_id")?,
+                    remote_addr: r.try_get("remote_addr")?,
+                    details: r.try_get("details")?,
+                })
+            })
+            .collect()
     }
 }
 

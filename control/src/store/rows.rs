@@ -287,6 +287,8 @@ pub struct AgentRow {
     pub lifecycle: String,
     pub version: Option<String>,
     pub cert_serial: Option<String>,
+    pub cert_expires_at: Option<i64>,
+    pub stats: Option<String>,
     pub revoked_at: Option<i64>,
 }
 
@@ -302,6 +304,8 @@ impl AgentRow {
             lifecycle: r.try_get("lifecycle")?,
             version: r.try_get("version")?,
             cert_serial: r.try_get("cert_serial")?,
+            cert_expires_at: r.try_get("cert_expires_at")?,
+            stats: r.try_get("stats")?,
             revoked_at: r.try_get("revoked_at")?,
         })
     }
