@@ -29,7 +29,10 @@ async fn main() -> std::process::ExitCode {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
     match real_main(args).await {
         Ok(outpost_agent::Exit::Stopped) => std::process::ExitCode::SUCCESS,

@@ -177,7 +177,14 @@ impl Ca {
         let key = KeyPair::generate().context("generating the CA key")?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Outpost CA");
+        // A distinct name per CA, so during a rotation each certificate names its own issuer.
+        dn.push(
+            DnType::CommonName,
+            format!(
+                "Outpost CA {}",
+                OffsetDateTime::now_utc().unix_timestamp_nanos()
+            ),
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -259,6 +266,17 @@ impl Ca {
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain, key_der)?;
         Ok(config)
+    }
+
+    /// Checks a CSR without signing it: well-formed, a valid signature, an accepted key type.
+    pub fn check_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, CsrError> {
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|_| CsrError::Invalid)?;
+        let alg = csr.public_key.algorithm();
+        if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ED25519 {
+            return Err(CsrError::KeyType);
+        }
+        Ok(csr)
     }
 
     /// Signs an agent's CSR. Only the CSR's public key is used: subject, SANs, extensions and

@@ -8,51 +8,6 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::harness::*;
 
-fn bundle(s: &Server, name: &str, build: i64) -> R<Value> {
-    let (w, _) = s.wait_for(name, Duration::from_secs(60), |w| {
-        w["latest_build"]["number"] == build && w["latest_build"]["status"] == "succeeded"
-    })?;
-    let run = resource_path(&w, "run").expect("run resource");
-    Ok(serde_json::from_slice(&std::fs::read(
-        run.join("bootstrap.json"),
-    )?)?)
-}
-
-fn csr() -> R<String> {
-    let key = rcgen::KeyPair::generate()?;
-    Ok(rcgen::CertificateParams::new(Vec::<String>::new())?
-        .serialize_request(&key)?
-        .pem()?)
-}
-
-/// POSTs to the agent API trusting only the pinned CA, optionally with a client certificate.
-fn agent_call(
-    b: &Value,
-    path: &str,
-    body: Option<Value>,
-    cert: Option<(&str, &str)>,
-) -> R<(u16, String)> {
-    let pins: Vec<String> = b["ca_pins"]
-        .as_array()
-        .unwrap_or(&vec![])
-        .iter()
-        .filter_map(|p| p.as_str().map(String::from))
-        .collect();
-    let cfg = outpost_agent::tls::client_config(&pins, cert)?;
-    let url = format!("{}{path}", b["agent_url"].as_str().unwrap_or_default());
-    rt().block_on(async move {
-        let c = reqwest::Client::builder()
-            .use_preconfigured_tls(cfg)
-            .timeout(Duration::from_secs(40))
-            .build()?;
-        let resp = match body {
-            Some(v) => c.post(&url).json(&v).send().await?,
-            None => c.get(&url).send().await?,
-        };
-        Ok((resp.status().as_u16(), resp.text().await?))
-    })
-}
-
 fn bootstrap_basics(backend: Backend) -> R {
     // /bin/true as the agent: the provisioner starts it, it exits, the token stays unused.
     let s = Server::start_with(

@@ -15,7 +15,7 @@ pub enum ClientError {
         code: String,
         message: String,
     },
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", chain(.source))]
     Transport {
         url: String,
         #[source]
@@ -198,6 +198,21 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An error and its causes, joined: reqwest's own message alone hides the TLS or I/O reason.
+fn chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 fn error_from(status: StatusCode, bytes: &[u8]) -> ClientError {

@@ -518,7 +518,7 @@ pub struct HeartbeatRequest {
 
 /// What the agent measures (sysinfo) and counts, sent with every heartbeat.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AgentStats {
     /// Seconds since the agent process started.
     pub agent_uptime_secs: u64,
@@ -544,7 +544,7 @@ pub struct AgentStats {
 
 /// Live sessions by kind.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SessionCounts {
     pub ssh: u32,
     pub vscode: u32,

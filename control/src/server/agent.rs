@@ -200,12 +200,12 @@ async fn bootstrap(
         return Err(reject(&state, "agent.bootstrap", &peer, "malformed token"));
     };
     // Check the CSR before spending the token; a bad CSR costs the caller nothing but a 401.
-    if rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).is_err() {
+    if let Err(e) = crate::ca::Ca::check_csr(&req.csr_pem) {
         return Err(reject(
             &state,
             "agent.bootstrap",
             &peer,
-            &format!("invalid CSR (token id {token_id})"),
+            &format!("invalid CSR: {e} (token id {token_id})"),
         ));
     }
     let hash = sha256_hex(secret);
