@@ -430,3 +430,47 @@ async fn renew_loop(session: Session, state_dir: PathBuf, exit: tokio::sync::mps
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_capped() {
+        for attempt in 0..20 {
+            let max = BACKOFF_BASE
+                .saturating_mul(1 << attempt.min(16))
+                .min(BACKOFF_CAP);
+            let samples: Vec<Duration> = (0..200)
+                .map(|_| backoff(attempt, BACKOFF_BASE, BACKOFF_CAP))
+                .collect();
+            assert!(samples
+                .iter()
+                .all(|d| *d <= max.max(Duration::from_millis(50))));
+            // Spread over the whole range (no stampede at the cap).
+            if attempt >= 6 {
+                assert!(
+                    samples.iter().any(|d| *d < max / 2) && samples.iter().any(|d| *d > max / 2)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn renewal_at_two_thirds() {
+        let c = Credentials {
+            workspace_id: String::new(),
+            agent_id: String::new(),
+            certificate_pem: String::new(),
+            key_pem: String::new(),
+            ca_pem: String::new(),
+            issued_at: 0,
+            expires_at: 300_000,
+            ca_pins: vec![],
+        };
+        for _ in 0..100 {
+            let at = c.renew_at();
+            assert!((185_000..=215_000).contains(&at), "{at}");
+        }
+    }
+}

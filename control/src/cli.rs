@@ -494,15 +494,42 @@ fn show(w: &Workspace) {
             .unwrap_or_default()
     );
     match &w.agent {
-        Some(a) => println!(
-            "Agent      {} ({:?}, lifecycle {:?}{})",
-            a.id,
-            a.status,
-            a.lifecycle,
-            a.last_seen_at
-                .map(|t| format!(", seen {}", ago(t)))
-                .unwrap_or_default()
-        ),
+        Some(a) => {
+            println!(
+                "Agent      {} ({:?}, lifecycle {:?}{})",
+                a.id,
+                a.status,
+                a.lifecycle,
+                a.last_seen_at
+                    .map(|t| format!(", seen {}", ago(t)))
+                    .unwrap_or_default()
+            );
+            if let Some(t) = a.cert_expires_at {
+                let left = (t - crate::store::now_ms()) / 1000;
+                if left > 0 {
+                    println!(
+                        "Identity   certificate expires in {}m{}s",
+                        left / 60,
+                        left % 60
+                    );
+                } else {
+                    println!("Identity   certificate expired {}s ago", -left);
+                }
+            }
+            if let Some(st) = &a.stats {
+                println!(
+                    "Stats      cpu {:.0}% of {} cores, load {:.2}, mem {} / {} MiB, home disk {} / {} GiB, agent up {}s",
+                    st.cpu_percent,
+                    st.cpu_cores,
+                    st.load1,
+                    st.mem_used_bytes >> 20,
+                    st.mem_total_bytes >> 20,
+                    st.home_disk_used_bytes >> 30,
+                    st.home_disk_total_bytes >> 30,
+                    st.agent_uptime_secs
+                );
+            }
+        }
         None => println!("Agent      -"),
     }
     for (k, v) in &w.parameters {

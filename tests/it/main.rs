@@ -8,3 +8,4 @@ mod bootstrap;
 mod crash;
 mod credentials;
 mod lifecycle;
+mod liveness;
