@@ -351,7 +351,7 @@ fn base64_lines(der: &[u8]) -> String {
         .join("\n")
 }
 
-/// 4. Fifty concurrent redemptions of one token: exactly one wins, one agent exists.
+/// Attack 4: fifty concurrent redemptions of one token: exactly one wins, one agent exists.
 fn concurrent_redemptions(backend: Backend) -> R {
     let s = fake_agent_server(backend, &[])?;
     s.json(&["create", "ws", "--no-wait"])?;
@@ -407,7 +407,7 @@ fn concurrent_redemptions(backend: Backend) -> R {
 }
 both_backends!(concurrent_redemptions);
 
-/// 10. A revoked agent mid-poll: the held poll ends at once; everything after is 401.
+/// Attack 10: a revoked agent mid-poll: the held poll ends at once; everything after is 401.
 /// Identity comes only from the certificate: naming another workspace is 403.
 fn revocation_and_isolation(backend: Backend) -> R {
     let s = fake_agent_server(backend, &[])?;
@@ -513,7 +513,7 @@ fn revocation_and_isolation(backend: Backend) -> R {
 }
 both_backends!(revocation_and_isolation);
 
-/// 11. TLS 1.0 and 1.1 clients are refused; TLS 1.2 works.
+/// Attack 11: TLS 1.0 and 1.1 clients are refused; TLS 1.2 works.
 fn old_tls_refused(backend: Backend) -> R {
     let s = Server::start(backend)?;
     let hostport = s.agent_url.trim_start_matches("https://").to_string();
@@ -547,7 +547,7 @@ fn old_tls_refused(backend: Backend) -> R {
 }
 both_backends!(old_tls_refused);
 
-/// 12. An agent pointed at a server with another CA (or with the wrong pin) aborts in the
+/// Attack 12: an agent pointed at a server with another CA (or with the wrong pin) aborts in the
 /// handshake: the server never receives a byte of application data, so no token byte.
 fn agent_aborts_on_wrong_ca() -> R {
     use std::sync::atomic::{AtomicUsize, Ordering};
