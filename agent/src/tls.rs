@@ -120,8 +120,8 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(pins.to_vec())));
-    match client_cert {
-        None => Ok(builder.with_no_client_auth()),
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
         Some((chain_pem, key_pem)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(chain_pem.as_bytes())
@@ -129,7 +129,10 @@ pub fn client_config(
                     .map_err(|e| rustls::Error::General(format!("bad certificate PEM: {e}")))?;
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
                 .map_err(|e| rustls::Error::General(format!("bad key PEM: {e}")))?;
-            builder.with_client_auth_cert(chain, key)
+            builder.with_client_auth_cert(chain, key)?
         }
-    }
+    };
+    // HTTP/2 when control offers it: the long poll and heartbeats share one connection.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }

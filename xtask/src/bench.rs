@@ -10,6 +10,7 @@ use serde_json::json;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
+        Some("agents") => crate::agents::main(&args[1..]),
         Some("lifecycle") => {
             let mut count = 20usize;
             let mut running = 100usize;
@@ -27,15 +28,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             lifecycle(&crate::root().join("target/release"), count, running, pg)
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]"
+            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]"
         ),
     }
 }
 
-struct ServerProc {
-    child: Child,
-    url: String,
-    data: PathBuf,
+pub struct ServerProc {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
 }
 
 impl Drop for ServerProc {
@@ -45,7 +46,16 @@ impl Drop for ServerProc {
     }
 }
 
-fn start_server(
+pub fn start_server(
+    bin: &Path,
+    data: &Path,
+    listen: (&str, &str),
+    extra: &[&str],
+) -> anyhow::Result<ServerProc> {
+    start_server_q(bin, data, listen, extra, true)
+}
+
+fn start_server_q(
     bin: &Path,
     data: &Path,
     listen: (&str, &str),
@@ -91,7 +101,7 @@ fn start_server(
     }
 }
 
-async fn first_user(url: &str, data: &Path, password: &str) -> anyhow::Result<String> {
+pub async fn first_user(url: &str, data: &Path, password: &str) -> anyhow::Result<String> {
     let setup_token = std::fs::read_to_string(data.join("setup-token"))
         .context("no setup token: this data dir already has users")?;
     let c = Client::new(url, None);
@@ -145,7 +155,7 @@ async fn action(c: &Client, name: &str, action: WorkspaceAction) -> anyhow::Resu
     Ok(())
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return 0.0;
@@ -154,7 +164,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[idx.min(v.len() - 1)]
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -165,7 +175,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -199,7 +209,7 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
         extra.push("--postgres-url");
         extra.push(u);
     }
-    let server = start_server(bin, &tmp, ("127.0.0.1:0", "127.0.0.1:0"), &extra, true)?;
+    let server = start_server_q(bin, &tmp, ("127.0.0.1:0", "127.0.0.1:0"), &extra, true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -407,7 +417,7 @@ fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-fn date() -> String {
+pub fn date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -421,7 +431,7 @@ fn date() -> String {
 pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
     outpost_agent::tls::install_provider();
     let fresh = !data.join("outpost.db").exists();
-    let mut server = start_server(bin, data, ("127.0.0.1:7080", "127.0.0.1:7443"), &[], true)?;
+    let mut server = start_server_q(bin, data, ("127.0.0.1:7080", "127.0.0.1:7443"), &[], true)?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .context("HOME is not set")?;
@@ -487,5 +497,39 @@ pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
         bin.display()
     );
     let _ = server.child.wait();
+    Ok(())
+}
+
+/// Prints a results table and writes `target/bench/NAME.json` (and `.md`): one row per metric
+/// with its anchor (a bar from the issue, or a measured or published reference) and the ratio.
+pub fn write_results(
+    name: &str,
+    title: &str,
+    rows: &[(&str, f64, &str, &str, Option<f64>)],
+) -> anyhow::Result<()> {
+    let mut metrics = Vec::new();
+    let mut md = format!(
+        "### {title}\n\n| metric | value | anchor | anchor value | ratio |\n|---|---|---|---|---|\n"
+    );
+    for (metric, value, unit, anchor, anchor_value) in rows {
+        let ratio = anchor_value.map(|a| value / a);
+        metrics.push(json!({"metric": metric, "value": round(*value), "unit": unit, "anchor": anchor, "anchor_value": anchor_value, "ratio": ratio.map(round)}));
+        md.push_str(&format!(
+            "| {metric} | {value:.1} {unit} | {anchor} | {} | {} |\n",
+            anchor_value
+                .map(|a| format!("{a:.0} {unit}"))
+                .unwrap_or_else(|| "-".into()),
+            ratio
+                .map(|r| format!("{r:.3}x"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    println!("{md}");
+    let out = crate::root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let file = out.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_vec_pretty(&metrics)?)?;
+    std::fs::write(file.with_extension("md"), md)?;
+    eprintln!("wrote {}", file.display());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: ci, test, demo, bench.
 
+mod agents;
 mod bench;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   test                build the binaries and run every test
   demo                run Outpost on its embedded defaults with a running workspace `dev`
   bench lifecycle     create/stop/start/delete timings and control's RSS with 100 workspaces
+  bench agents        N simulated agents (bootstrap, long poll, heartbeats) against one server
 ";
 
 fn main() -> std::process::ExitCode {
