@@ -12,7 +12,9 @@ use outpost_agent::run::{backoff, bootstrap_once, Session, BACKOFF_BASE, BACKOFF
 use outpost_api::*;
 use serde_json::json;
 
-use crate::bench::{first_user, machine, pct, rss_kib, start_server as start_server_ulimit, write_results};
+use crate::bench::{
+    first_user, machine, pct, rss_kib, start_server as start_server_ulimit, write_results,
+};
 
 struct Opts {
     count: usize,
@@ -22,7 +24,12 @@ struct Opts {
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let mut o = Opts { count: 1000, pg: None, steady_secs: 60, sample: 200 };
+    let mut o = Opts {
+        count: 1000,
+        pg: None,
+        steady_secs: 60,
+        sample: 200,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -42,9 +49,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 fn raise_nofile() {
     // SAFETY: plain getrlimit/setrlimit on this process; children inherit the limit.
     unsafe {
-        let lim = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
             cur.rlim_cur = cur.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
@@ -89,10 +102,14 @@ fn run(o: Opts) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     let key = "bench-provisioner-key-0123456789";
     let mut extra: Vec<String> = vec![
-        "--provisioner-daemons".into(), "0".into(),
-        "--provisioner-key".into(), key.into(),
-        "--heartbeat-secs".into(), "15".into(),
-        "--job-lease-secs".into(), "60".into(),
+        "--provisioner-daemons".into(),
+        "0".into(),
+        "--provisioner-key".into(),
+        key.into(),
+        "--heartbeat-secs".into(),
+        "15".into(),
+        "--job-lease-secs".into(),
+        "60".into(),
     ];
     if let Some(u) = &o.pg {
         extra.push("--postgres-url".into());
@@ -102,11 +119,25 @@ fn run(o: Opts) -> anyhow::Result<()> {
     let mut server = start_server_ulimit(&bin, &tmp, ("127.0.0.1:0", "127.0.0.1:0"), &extra_ref)?;
     let info: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.join("server.json"))?)?;
     let listen = (
-        info["api_url"].as_str().unwrap_or_default().trim_start_matches("http://").to_string(),
-        info["agent_url"].as_str().unwrap_or_default().trim_start_matches("https://").to_string(),
+        info["api_url"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("http://")
+            .to_string(),
+        info["agent_url"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("https://")
+            .to_string(),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let store = if o.pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = if o.pg.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let n = o.count;
 
     let result = rt.block_on(async {
@@ -355,7 +386,20 @@ fn run(o: Opts) -> anyhow::Result<()> {
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&tmp);
-    let (create_secs, boot_rate, hb50, hb99, hb_n, cd50, cd99, rss, rss_after, cores, reconnect, _errs) = result?;
+    let (
+        create_secs,
+        boot_rate,
+        hb50,
+        hb99,
+        hb_n,
+        cd50,
+        cd99,
+        rss,
+        rss_after,
+        cores,
+        reconnect,
+        _errs,
+    ) = result?;
 
     let title = format!(
         "bench agents ({store}), {n} agents, {}\n\nMachine: {}. One `outpost server` (release) and one load process on the same machine; heartbeats every 15 s, long polls held 25 s; {hb_n} heartbeats in the steady window; creating the {n} workspaces took {create_secs:.1} s.",
@@ -366,14 +410,58 @@ fn run(o: Opts) -> anyhow::Result<()> {
     let rows = vec![
         ("bootstrap rate", boot_rate, "agents/s", "-", None),
         ("heartbeat latency p50", hb50, "ms", "-", None),
-        ("heartbeat latency p99", hb99, "ms", "bar: 250 ms (issue 3)", Some(250.0)),
+        (
+            "heartbeat latency p99",
+            hb99,
+            "ms",
+            "bar: 250 ms (issue 3)",
+            Some(250.0),
+        ),
         ("command delivery p50", cd50, "ms", "-", None),
-        ("command delivery p99", cd99, "ms", "bar: 1 s (issue 3)", Some(1000.0)),
-        ("control RSS, steady", rss as f64 / 1024.0, "MiB", "bar: 1 GiB (issue 3)", Some(1024.0)),
-        ("control RSS, after restart and reconnect", rss_after as f64 / 1024.0, "MiB", "bar: 1 GiB (issue 3)", Some(1024.0)),
+        (
+            "command delivery p99",
+            cd99,
+            "ms",
+            "bar: 1 s (issue 3)",
+            Some(1000.0),
+        ),
+        (
+            "control RSS, steady",
+            rss as f64 / 1024.0,
+            "MiB",
+            "bar: 1 GiB (issue 3)",
+            Some(1024.0),
+        ),
+        (
+            "control RSS, after restart and reconnect",
+            rss_after as f64 / 1024.0,
+            "MiB",
+            "bar: 1 GiB (issue 3)",
+            Some(1024.0),
+        ),
         ("control CPU, steady", cores, "cores", "-", None),
-        ("agents per busy core", n as f64 / cores.max(0.01), "agents/core", "Coder scale test: 2,000 agents on ~3 busy vCPU", Some(coder_per_vcpu)),
-        ("all agents back after kill -9 + restart", reconnect, "s", "bar: 120 s (issue 3)", Some(120.0)),
+        (
+            "agents per busy core",
+            n as f64 / cores.max(0.01),
+            "agents/core",
+            "Coder scale test: 2,000 agents on ~3 busy vCPU",
+            Some(coder_per_vcpu),
+        ),
+        (
+            "all agents back after kill -9 + restart",
+            reconnect,
+            "s",
+            "bar: 120 s (issue 3)",
+            Some(120.0),
+        ),
     ];
-    write_results(if o.pg.is_some() { "agents-postgres" } else { "agents" }, &title, &rows)
+    write_results(
+        if o.pg.is_some() {
+            "agents-postgres"
+        } else {
+            "agents"
+        },
+        &title,
+        &rows,
+    )
 }
