@@ -6,6 +6,21 @@ set -euo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 
+# The clients the end-to-end tests drive: OpenSSH's ssh/scp/sftp, rsync, git, curl, openssl,
+# python3 (http.server inside workspaces).
+missing=""
+for tool in ssh:openssh-client scp:openssh-client sftp:openssh-client ssh-keygen:openssh-client \
+            rsync:rsync git:git curl:curl openssl:openssl python3:python3; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
+done
+if [ -n "$missing" ]; then
+  echo "ci-services: installing$missing (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $(echo $missing | tr ' ' '\n' | sort -u) >/dev/null
+fi
+
 if ! command -v pg_isready >/dev/null 2>&1; then
   echo "ci-services: installing PostgreSQL (apt-get)"
   export DEBIAN_FRONTEND=noninteractive

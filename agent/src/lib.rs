@@ -5,7 +5,10 @@
 //! `main.rs` only parses flags and calls [`run::run`].
 
 pub mod run;
+mod sftp;
+pub mod ssh;
 pub mod stats;
+mod sys;
 pub mod tls;
 
 pub use run::{run, AgentConfig, Exit};

@@ -291,6 +291,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     };
     let session = Session::new(&config.bundle.agent_url, creds)?;
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
+    let ssh = tokio::spawn(ssh_loop(session.clone(), config.clone()));
 
     let hb = tokio::spawn(heartbeat_loop(
         session.clone(),
@@ -307,7 +308,95 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     hb.abort();
     renew.abort();
     poll.abort();
+    ssh.abort();
     Ok(exit)
+}
+
+/// The login shell of the user running the agent.
+fn login_shell() -> String {
+    #[allow(unsafe_code)]
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
+        for line in passwd.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[6].is_empty() {
+                return f[6].to_string();
+            }
+        }
+    }
+    std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())
+}
+
+/// Starts the SSH server when the workspace's template asks for a direct listen address, reports
+/// its host key, and keeps the accepted keys in step with the owner's keys at control.
+async fn ssh_loop(session: Session, config: AgentConfig) {
+    let mut attempt = 0u32;
+    let manifest = loop {
+        match session.manifest().await {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::debug!(error = %e, "fetching the manifest");
+                tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    };
+    let Some(listen) = manifest.ssh_listen.clone() else {
+        return;
+    };
+    let key = match crate::ssh::host_key(&config.home.join(".outpost")) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make or read the SSH host key; SSH is off");
+            return;
+        }
+    };
+    let host_key = key.public_key().to_openssh().unwrap_or_default();
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, %listen, "cannot listen for SSH; SSH is off");
+            return;
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).ok();
+    let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
+    env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
+    env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
+    let shared = std::sync::Arc::new(crate::ssh::SshShared {
+        authorized: std::sync::RwLock::new(Vec::new()),
+        home: config.home.clone(),
+        shell: login_shell(),
+        user: std::env::var("USER").unwrap_or_else(|_| manifest.owner.clone()),
+        env,
+    });
+    shared.set_authorized(&manifest.authorized_keys);
+    tokio::spawn(crate::ssh::serve(
+        listener,
+        std::sync::Arc::new(crate::ssh::config(key)),
+        shared.clone(),
+    ));
+    tracing::info!(?addr, "SSH server listening");
+    let report = SshReport {
+        host_key,
+        listen: addr,
+    };
+    let mut reported = false;
+    let every = Duration::from_secs(config.bundle.heartbeat_secs.clamp(1, 15));
+    loop {
+        if !reported {
+            reported = session
+                .client()
+                .post::<_, serde_json::Value>("/agent/v1/ssh", &report)
+                .await
+                .is_ok();
+        }
+        tokio::time::sleep(every).await;
+        if let Ok(m) = session.manifest().await {
+            shared.set_authorized(&m.authorized_keys);
+        }
+    }
 }
 
 async fn poll_loop(session: Session, config: AgentConfig, exit: tokio::sync::mpsc::Sender<Exit>) {

@@ -442,6 +442,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         }
         Command::Tokens(cmd) => tokens(ctx, cmd).await,
         Command::Audit(a) => audit(ctx, a).await,
+        Command::Keys(k) => keys(ctx, k).await,
         Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
     }
 }
@@ -975,4 +976,60 @@ async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
         }
         print_table(rows);
     })
+}
+
+async fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        KeysCmd::Add { file, name } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .context("the key file is empty")?;
+            let name = name
+                .or_else(|| line.split_whitespace().nth(2).map(str::to_string))
+                .unwrap_or_else(|| "key".into());
+            let k: SshKey = client
+                .post(
+                    "/api/v1/users/me/keys",
+                    &AddSshKeyRequest {
+                        name,
+                        public_key: line.to_string(),
+                    },
+                )
+                .await?;
+            ctx.print(&k, || println!("added {} ({})", k.fingerprint, k.name))
+        }
+        KeysCmd::List => {
+            let list: Vec<SshKey> = client.get("/api/v1/users/me/keys").await?;
+            ctx.print(&list, || {
+                let mut rows = vec![["ID", "NAME", "FINGERPRINT", "ADDED"]
+                    .map(String::from)
+                    .to_vec()];
+                for k in &list {
+                    rows.push(vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.fingerprint.clone(),
+                        ago(k.created_at),
+                    ]);
+                }
+                print_table(rows);
+            })
+        }
+        KeysCmd::Remove { id } => {
+            let v: serde_json::Value = client
+                .delete(&format!("/api/v1/users/me/keys/{id}"))
+                .await?;
+            ctx.print(&v, || println!("removed {id}"))
+        }
+    }
 }

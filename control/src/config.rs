@@ -69,12 +69,30 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Manage your SSH public keys (workspaces accept exactly these).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Read the audit log (admins only).
     Audit(AuditArgs),
     /// Rotate the certificate authority agents trust (run on the server's data dir, then
     /// restart the server).
     #[command(subcommand)]
     Ca(CaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Add a public key (a .pub file, or - for standard input).
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    /// Remove a key by id or fingerprint.
+    Remove {
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]

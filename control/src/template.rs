@@ -58,6 +58,8 @@ struct RawAgent {
     env: BTreeMap<String, String>,
     #[serde(default)]
     connection_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    ssh_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +166,7 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
     let mut agent = AgentSettings {
         env: BTreeMap::new(),
         connection_timeout_secs: DEFAULT_CONNECTION_TIMEOUT_SECS,
+        ssh_listen: None,
     };
     if let Some(a) = raw.agent {
         for k in a.env.keys() {
@@ -180,6 +183,20 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
             }
         }
         agent.env = a.env;
+        if let Some(l) = a.ssh_listen {
+            if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                return Err(err(
+                    MANIFEST_FILE,
+                    at(l.span()),
+                    Some("agent.ssh_listen"),
+                    format!(
+                        "{:?} is not an address like \"127.0.0.1:2222\" (port 0 picks one)",
+                        l.get_ref()
+                    ),
+                ));
+            }
+            agent.ssh_listen = Some(l.into_inner());
+        }
         if let Some(t) = a.connection_timeout {
             let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
                 err(

@@ -9,3 +9,4 @@ mod crash;
 mod credentials;
 mod lifecycle;
 mod liveness;
+mod ssh;

@@ -140,6 +140,9 @@ pub struct TemplateManifest {
 pub struct AgentSettings {
     pub env: BTreeMap<String, String>,
     pub connection_timeout_secs: u64,
+    /// A direct listen address for the agent's SSH server (e.g. `127.0.0.1:0`).
+    #[serde(default)]
+    pub ssh_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -356,6 +359,10 @@ pub struct Resource {
 pub struct AgentInfo {
     pub id: String,
     pub status: AgentStatus,
+    /// The agent's SSH host key (OpenSSH public key format), once reported.
+    pub ssh_host_key: Option<String>,
+    /// The agent's direct SSH listen address, when it has one.
+    pub ssh_addr: Option<String>,
     pub cert_expires_at: Option<i64>,
     pub stats: Option<AgentStats>,
     pub lifecycle: AgentLifecycle,
@@ -572,6 +579,31 @@ pub struct RenewResponse {
     pub expires_at: i64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKeyRequest {
+    pub name: String,
+    /// One OpenSSH public key line: `TYPE BASE64 [COMMENT]`.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshKey {
+    pub id: String,
+    pub name: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
+/// The agent's SSH server, reported to control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshReport {
+    pub host_key: String,
+    pub listen: Option<String>,
+}
+
 /// What an agent may know about its own workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentManifest {
@@ -582,6 +614,10 @@ pub struct AgentManifest {
     pub env: BTreeMap<String, String>,
     pub heartbeat_secs: u64,
     pub ca_pins: Vec<String>,
+    /// The owner's SSH public keys: the only keys the agent's SSH server accepts.
+    pub authorized_keys: Vec<String>,
+    /// Where the agent's SSH server listens directly, if anywhere (`[agent] ssh_listen`).
+    pub ssh_listen: Option<String>,
 }
 
 /// One audit event (no secrets in it).

@@ -44,6 +44,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/agent/v1/poll", get(poll))
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/manifest", get(manifest))
+        .route("/agent/v1/ssh", post(report_ssh))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(only_own_identity))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -477,5 +478,40 @@ async fn manifest(
         env: manifest.agent.env,
         heartbeat_secs: state.config.heartbeat_secs,
         ca_pins: state.ca.pins(),
+        authorized_keys: state
+            .store
+            .ssh_keys(&w.owner_id)
+            .await?
+            .into_iter()
+            .map(|k| k.public_key)
+            .collect(),
+        ssh_listen: manifest.agent.ssh_listen,
     }))
+}
+
+/// The agent reports its SSH host key (made once, kept in the persistent home) and address.
+async fn report_ssh(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    ApiJson(req): ApiJson<SshReport>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let agent = authed_agent(&state, &peer, "agent.ssh")
+        .await
+        .map_err(|e| e.0)?;
+    if crate::server::users::parse_public_key(&req.host_key).is_err() {
+        return Err(ApiError::bad_request(
+            "host_key is not an OpenSSH public key",
+        ));
+    }
+    if let Some(l) = &req.listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ApiError::bad_request("listen is not a socket address"));
+        }
+    }
+    state
+        .store
+        .set_agent_ssh(&agent.id, req.host_key.trim(), req.listen.as_deref())
+        .await?;
+    state.bump_progress();
+    Ok(Json(serde_json::json!({})))
 }

@@ -7,7 +7,7 @@ mod auth;
 mod error;
 mod liveness;
 mod provisioner;
-mod users;
+pub(crate) mod users;
 mod workspaces;
 
 use std::collections::HashMap;
@@ -351,6 +351,11 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", post(users::create_user))
         .route("/api/v1/users/me", get(users::me))
+        .route(
+            "/api/v1/users/me/keys",
+            get(users::list_ssh_keys).post(users::add_ssh_key),
+        )
+        .route("/api/v1/users/me/keys/{id}", delete(users::remove_ssh_key))
         .route(
             "/api/v1/tokens",
             get(users::list_tokens).post(users::create_token),

@@ -427,3 +427,116 @@ pub(super) async fn audit(
             .collect(),
     ))
 }
+
+// ---------------------------------------------------------------- SSH keys
+
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Checks one OpenSSH public key line; returns (normalised `TYPE BASE64`, SHA256 fingerprint).
+pub(crate) fn parse_public_key(line: &str) -> Result<(String, String), String> {
+    use base64::Engine;
+    let mut parts = line.split_whitespace();
+    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
+        return Err("expected `TYPE BASE64 [COMMENT]`, as in ~/.ssh/id_ed25519.pub".into());
+    };
+    if !KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "unsupported key type {kind:?}; use one of {}",
+            KEY_TYPES.join(", ")
+        ));
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "the key's base64 is invalid".to_string())?;
+    // The blob starts with the length-prefixed key type.
+    let ok = blob.len() > 4 + kind.len() && {
+        let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
+        n == kind.len() && &blob[4..4 + n] == kind.as_bytes()
+    };
+    if !ok {
+        return Err("the key's blob does not match its type".into());
+    }
+    let fp = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&blob);
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+        )
+    };
+    Ok((format!("{kind} {b64}"), fp))
+}
+
+pub(super) async fn add_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<AddSshKeyRequest>,
+) -> ApiResult<(StatusCode, Json<SshKey>)> {
+    if req.name.is_empty() || req.name.len() > 64 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "key names are 1-64 printable characters",
+        ));
+    }
+    let (key, fp) = parse_public_key(&req.public_key).map_err(ApiError::bad_request)?;
+    let row = state
+        .store
+        .add_ssh_key(&auth.user.id, &req.name, &key, &fp)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SshKey {
+            id: row.id,
+            name: row.name,
+            public_key: row.public_key,
+            fingerprint: row.fingerprint,
+            created_at: row.created_at,
+        }),
+    ))
+}
+
+pub(super) async fn list_ssh_keys(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<Vec<SshKey>>> {
+    Ok(Json(
+        state
+            .store
+            .ssh_keys(&auth.user.id)
+            .await?
+            .into_iter()
+            .map(|r| SshKey {
+                id: r.id,
+                name: r.name,
+                public_key: r.public_key,
+                fingerprint: r.fingerprint,
+                created_at: r.created_at,
+            })
+            .collect(),
+    ))
+}
+
+pub(super) async fn remove_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    state
+        .store
+        .remove_ssh_key(&auth.user.id, &id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                ApiError::not_found(format!("no key {id:?}; see `outpost keys list`"))
+            }
+            e => e.into(),
+        })?;
+    Ok(Json(serde_json::json!({ "removed": id })))
+}

@@ -119,6 +119,8 @@ fn agent_view(
         id: a.id.clone(),
         status,
         cert_expires_at: a.cert_expires_at,
+        ssh_host_key: a.ssh_host_key.clone(),
+        ssh_addr: a.ssh_addr.clone(),
         stats: a
             .stats
             .as_deref()

@@ -42,10 +42,12 @@ pub struct Store {
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("schema_sqlite.sql")),
     (2, include_str!("m2_sqlite.sql")),
+    (3, include_str!("m3_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
     (2, include_str!("m2_postgres.sql")),
+    (3, include_str!("m3_postgres.sql")),
 ];
 
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
@@ -1078,6 +1080,86 @@ impl Store {
         .bind(agent_id)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ SSH
+
+    pub async fn add_ssh_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        public_key: &str,
+        fingerprint: &str,
+    ) -> Result<SshKeyRow> {
+        let row = SshKeyRow {
+            id: new_id_short(),
+            name: name.to_string(),
+            public_key: public_key.to_string(),
+            fingerprint: fingerprint.to_string(),
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO user_ssh_keys (id, user_id, name, public_key, fingerprint, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(user_id)
+        .bind(name)
+        .bind(public_key)
+        .bind(fingerprint)
+        .bind(row.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, &format!("you already added the key {fingerprint}")))?;
+        Ok(row)
+    }
+
+    pub async fn ssh_keys(&self, user_id: &str) -> Result<Vec<SshKeyRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM user_ssh_keys WHERE user_id = $1 ORDER BY created_at")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SshKeyRow {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    public_key: r.try_get("public_key")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn remove_ssh_key(&self, user_id: &str, id: &str) -> Result<()> {
+        let res = sqlx::query(
+            "DELETE FROM user_ssh_keys WHERE user_id = $1 AND (id = $2 OR fingerprint = $2)",
+        )
+        .bind(user_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// What the agent reports of its SSH server: host key and listen address.
+    pub async fn set_agent_ssh(
+        &self,
+        agent_id: &str,
+        host_key: &str,
+        addr: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE agents SET ssh_host_key = $1, ssh_addr = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(host_key)
+            .bind(addr.map(str::to_string))
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -290,6 +290,17 @@ pub struct AgentRow {
     pub cert_expires_at: Option<i64>,
     pub stats: Option<String>,
     pub revoked_at: Option<i64>,
+    pub ssh_host_key: Option<String>,
+    pub ssh_addr: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshKeyRow {
+    pub id: String,
+    pub name: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub created_at: i64,
 }
 
 impl AgentRow {
@@ -307,6 +318,8 @@ impl AgentRow {
             cert_expires_at: r.try_get("cert_expires_at")?,
             stats: r.try_get("stats")?,
             revoked_at: r.try_get("revoked_at")?,
+            ssh_host_key: r.try_get("ssh_host_key")?,
+            ssh_addr: r.try_get("ssh_addr")?,
         })
     }
 }

@@ -1,0 +1,776 @@
+//! The agent's SSH server (russh): public-key auth against the workspace owner's keys, exec and
+//! shells with or without a PTY, env, window changes, signals, exit-status and exit-signal, the
+//! sftp subsystem and local TCP forwarding (direct-tcpip).
+//!
+//! Each channel runs in a task of its own that owns the `Channel` and reads its messages, so a
+//! slow process never stalls the connection's event loop. The host key is made once and kept in
+//! the persistent home.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Sig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// What every connection shares: the accepted keys (refreshed from control) and the user's
+/// environment.
+pub struct SshShared {
+    pub authorized: RwLock<Vec<PublicKey>>,
+    pub home: PathBuf,
+    pub shell: String,
+    pub user: String,
+    /// Template environment plus workspace identity.
+    pub env: Vec<(String, String)>,
+}
+
+impl SshShared {
+    /// Replaces the accepted keys with `lines` (OpenSSH format); unparsable lines are skipped.
+    pub fn set_authorized(&self, lines: &[String]) {
+        let keys: Vec<PublicKey> = lines
+            .iter()
+            .filter_map(|l| PublicKey::from_openssh(l.trim()).ok())
+            .collect();
+        if let Ok(mut a) = self.authorized.write() {
+            *a = keys;
+        }
+    }
+
+    fn accepts(&self, key: &PublicKey) -> bool {
+        self.authorized
+            .read()
+            .map(|a| a.iter().any(|k| k.key_data() == key.key_data()))
+            .unwrap_or(false)
+    }
+}
+
+/// Loads the host key from `dir`, making it on first use (ed25519, 0600).
+pub fn host_key(dir: &Path) -> anyhow::Result<PrivateKey> {
+    let path = dir.join("ssh_host_ed25519_key");
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        return PrivateKey::from_openssh(&pem).context("parsing the SSH host key");
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let mut seed = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut seed);
+    let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
+        &seed,
+    ));
+    let pem = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .context("encoding the SSH host key")?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
+}
+
+pub fn config(key: PrivateKey) -> russh::server::Config {
+    russh::server::Config {
+        // OpenSSH tries `none` first: do not make every login wait for it.
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        keys: vec![key],
+        // A live session is never dropped for inactivity; dead peers are found by keepalives.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 256 * 1024,
+        channel_buffer_size: 1024,
+        ..Default::default()
+    }
+}
+
+/// Accepts connections on `listener` until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<SshShared>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ssh accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let handler = Conn {
+            shared: shared.clone(),
+            peer: Some(peer),
+        };
+        let config = config.clone();
+        tokio::spawn(async move {
+            match russh::server::run_stream(config, tcp, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::debug!(error = ?e, %peer, "ssh session ended");
+                    }
+                }
+                Err(e) => tracing::debug!(error = ?e, %peer, "ssh handshake failed"),
+            }
+        });
+    }
+}
+
+struct Conn {
+    shared: Arc<SshShared>,
+    peer: Option<SocketAddr>,
+}
+
+/// Environment variables a client may set (like Debian's sshd `AcceptEnv LANG LC_*`), plus
+/// Outpost's session-kind marker.
+fn env_allowed(name: &str) -> bool {
+    name == "LANG"
+        || name.starts_with("LC_")
+        || name == "OUTPOST_SESSION_KIND"
+        || name == "COLORTERM"
+}
+
+impl russh::server::Handler for Conn {
+    type Error = anyhow::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.shared.accepts(offer.public_key) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.shared.accepts(key.public_key) {
+            tracing::info!(user, peer = ?self.peer, "ssh login");
+            Ok(Auth::Accept)
+        } else {
+            tracing::info!(user, peer = ?self.peer, "ssh key refused");
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let shared = self.shared.clone();
+        let handle = session.handle();
+        tokio::spawn(async move {
+            let id = channel.id();
+            if let Err(e) = run_session(channel, shared, handle.clone()).await {
+                tracing::debug!(error = %e, "ssh session channel");
+                let _ = handle.close(id).await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _orig: &str,
+        _orig_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let target = format!("{host}:{port}");
+        // Connect first so a refused port is a refused channel, as with sshd.
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&target),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let mut stream = channel.into_stream();
+                    let mut tcp = tcp;
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut stream,
+                        &mut tcp,
+                        256 * 1024,
+                        256 * 1024,
+                    )
+                    .await;
+                });
+            }
+            _ => {
+                tracing::debug!(%target, "direct-tcpip refused");
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+        Ok(())
+    }
+
+    // Requests are handled by the channel's own task (it receives them as ChannelMsg); here we
+    // only answer them, so clients that wait for a reply proceed.
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if env_allowed(name) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct PtyReq {
+    term: String,
+    cols: u32,
+    rows: u32,
+}
+
+enum What {
+    Shell,
+    Exec(String),
+    Sftp,
+}
+
+/// One session channel: collects pty/env requests, then runs the shell, command or subsystem.
+async fn run_session(
+    mut channel: Channel<Msg>,
+    shared: Arc<SshShared>,
+    handle: Handle,
+) -> anyhow::Result<()> {
+    let id = channel.id();
+    let mut pty: Option<PtyReq> = None;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let what = loop {
+        match channel.wait().await {
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                ..
+            }) => {
+                pty = Some(PtyReq {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                });
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) => {
+                if env_allowed(&variable_name) {
+                    env.push((variable_name, variable_value));
+                }
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break What::Shell,
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break What::Exec(String::from_utf8_lossy(&command).into_owned())
+            }
+            Some(ChannelMsg::RequestSubsystem { name, .. }) => {
+                if name == "sftp" {
+                    break What::Sftp;
+                }
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    };
+    let mut vars: Vec<(String, String)> = vec![
+        ("HOME".into(), shared.home.display().to_string()),
+        ("USER".into(), shared.user.clone()),
+        ("LOGNAME".into(), shared.user.clone()),
+        ("SHELL".into(), shared.shell.clone()),
+        (
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+    ];
+    vars.extend(shared.env.iter().cloned());
+    if let Some(p) = &pty {
+        vars.push((
+            "TERM".into(),
+            if p.term.is_empty() {
+                "xterm".into()
+            } else {
+                p.term.clone()
+            },
+        ));
+    }
+    vars.extend(env);
+    let code = match (what, pty) {
+        (What::Sftp, _) => run_sftp(&mut channel, &handle, id, shared.home.clone()).await?,
+        (What::Exec(cmd), None) => {
+            run_piped(
+                &mut channel,
+                &handle,
+                id,
+                &shared.shell,
+                &["-c", &cmd],
+                &shared.home,
+                &vars,
+            )
+            .await?
+        }
+        (What::Shell, None) => {
+            run_piped(
+                &mut channel,
+                &handle,
+                id,
+                &shared.shell,
+                &["-l"],
+                &shared.home,
+                &vars,
+            )
+            .await?
+        }
+        (what, Some(p)) => {
+            let args: Vec<String> = match what {
+                What::Exec(cmd) => vec!["-c".into(), cmd],
+                _ => vec!["-l".into()],
+            };
+            run_pty(&mut channel, &handle, id, &shared, &args, &vars, p).await?
+        }
+    };
+    match code {
+        Ended::Code(c) => {
+            let _ = handle.exit_status_request(id, c).await;
+        }
+        Ended::Signal(sig) => {
+            let _ = handle
+                .exit_signal_request(id, sig, false, String::new(), String::new())
+                .await;
+        }
+    }
+    let _ = handle.eof(id).await;
+    let _ = handle.close(id).await;
+    Ok(())
+}
+
+enum Ended {
+    Code(u32),
+    Signal(Sig),
+}
+
+fn sig_from_name(name: &str) -> Sig {
+    match name.trim_start_matches("SIG") {
+        "ABRT" => Sig::ABRT,
+        "ALRM" => Sig::ALRM,
+        "FPE" => Sig::FPE,
+        "HUP" => Sig::HUP,
+        "ILL" => Sig::ILL,
+        "INT" => Sig::INT,
+        "KILL" => Sig::KILL,
+        "PIPE" => Sig::PIPE,
+        "QUIT" => Sig::QUIT,
+        "SEGV" => Sig::SEGV,
+        "TERM" => Sig::TERM,
+        "USR1" => Sig::USR1,
+        other => Sig::Custom(other.to_string()),
+    }
+}
+
+fn sig_number(sig: &Sig) -> i32 {
+    match sig {
+        Sig::ABRT => libc::SIGABRT,
+        Sig::ALRM => libc::SIGALRM,
+        Sig::FPE => libc::SIGFPE,
+        Sig::HUP => libc::SIGHUP,
+        Sig::ILL => libc::SIGILL,
+        Sig::INT => libc::SIGINT,
+        Sig::KILL => libc::SIGKILL,
+        Sig::PIPE => libc::SIGPIPE,
+        Sig::QUIT => libc::SIGQUIT,
+        Sig::SEGV => libc::SIGSEGV,
+        Sig::TERM => libc::SIGTERM,
+        Sig::USR1 => libc::SIGUSR1,
+        Sig::Custom(s) => match s.as_str() {
+            "USR2" => libc::SIGUSR2,
+            "WINCH" => libc::SIGWINCH,
+            _ => libc::SIGTERM,
+        },
+    }
+}
+
+fn sig_of_number(n: i32) -> Sig {
+    match n {
+        libc::SIGABRT => Sig::ABRT,
+        libc::SIGALRM => Sig::ALRM,
+        libc::SIGFPE => Sig::FPE,
+        libc::SIGHUP => Sig::HUP,
+        libc::SIGILL => Sig::ILL,
+        libc::SIGINT => Sig::INT,
+        libc::SIGKILL => Sig::KILL,
+        libc::SIGPIPE => Sig::PIPE,
+        libc::SIGQUIT => Sig::QUIT,
+        libc::SIGSEGV => Sig::SEGV,
+        libc::SIGTERM => Sig::TERM,
+        libc::SIGUSR1 => Sig::USR1,
+        libc::SIGUSR2 => Sig::Custom("USR2".into()),
+        other => Sig::Custom(format!("{other}")),
+    }
+}
+
+/// The sftp subsystem over an in-memory pipe, so the channel ends like sshd's: exit-status 0
+/// once the client is done (scp checks it).
+async fn run_sftp(
+    channel: &mut Channel<Msg>,
+    handle: &Handle,
+    id: ChannelId,
+    home: PathBuf,
+) -> anyhow::Result<Ended> {
+    let (ours, theirs) = tokio::io::duplex(512 * 1024);
+    russh_sftp::server::run(theirs, crate::sftp::Sftp::new(home)).await;
+    let (mut rd, mut wr) = tokio::io::split(ours);
+    let h = handle.clone();
+    let out = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if h.data(id, bytes::Bytes::from(buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Data { data }) => {
+                if wr.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::Eof) | None => break,
+            Some(_) => {}
+        }
+    }
+    let _ = wr.shutdown().await;
+    drop(wr);
+    let _ = tokio::time::timeout(Duration::from_secs(5), out).await;
+    Ok(Ended::Code(0))
+}
+
+/// A process with pipes: stdin from the channel, stdout and stderr back, EOF passed on.
+#[allow(clippy::too_many_arguments)]
+async fn run_piped(
+    channel: &mut Channel<Msg>,
+    handle: &Handle,
+    id: ChannelId,
+    program: &str,
+    args: &[&str],
+    home: &Path,
+    vars: &[(String, String)],
+) -> anyhow::Result<Ended> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(home)
+        .env_clear()
+        .envs(vars.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    let pid = child.id().map(|p| p as i32);
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let (h1, h2) = (handle.clone(), handle.clone());
+    let out_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if h1
+                        .data(id, bytes::Bytes::from(buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let err_task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if h2
+                        .extended_data(id, 1, bytes::Bytes::from(buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let status = loop {
+        tokio::select! {
+            msg = channel.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    stdin = None;
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let Some(p) = pid {
+                        crate::sys::kill_group(p, sig_number(&signal));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // The client went away: end the process group.
+                    if let Some(p) = pid {
+                        crate::sys::kill_group(p, libc::SIGHUP);
+                    }
+                    let _ = child.kill().await;
+                    return Ok(Ended::Code(255));
+                }
+            },
+            st = child.wait() => break st?,
+        }
+    };
+    let _ = out_task.await;
+    let _ = err_task.await;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => Ended::Code(c as u32),
+        (None, Some(s)) => Ended::Signal(sig_of_number(s)),
+        _ => Ended::Code(255),
+    })
+}
+
+/// A process on a PTY (portable-pty, blocking: a reader thread and a writer thread).
+async fn run_pty(
+    channel: &mut Channel<Msg>,
+    handle: &Handle,
+    id: ChannelId,
+    shared: &SshShared,
+    args: &[String],
+    vars: &[(String, String)],
+    req: PtyReq,
+) -> anyhow::Result<Ended> {
+    use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+    let size = |cols: u32, rows: u32| PtySize {
+        rows: rows.clamp(1, 1000) as u16,
+        cols: cols.clamp(1, 1000) as u16,
+        pixel_width: 0,
+        pixel_height: 0,
+    };
+    let pair = native_pty_system()
+        .openpty(size(
+            if req.cols == 0 { 80 } else { req.cols },
+            if req.rows == 0 { 24 } else { req.rows },
+        ))
+        .context("opening a PTY")?;
+    let mut cmd = CommandBuilder::new(&shared.shell);
+    cmd.args(args);
+    cmd.cwd(&shared.home);
+    cmd.env_clear();
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = pair
+        .slave
+        .spawn_command(cmd)
+        .context("starting the shell")?;
+    // Without dropping the slave, the master never sees EOF.
+    drop(pair.slave);
+    let pid = child.process_id().map(|p| p as i32);
+    let master = pair.master;
+    let mut reader = master.try_clone_reader()?;
+    let mut writer = master.take_writer()?;
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        while let Ok(data) = in_rx.recv() {
+            if writer.write_all(&data).is_err() {
+                break;
+            }
+            let _ = writer.flush();
+        }
+    });
+    let (exit_tx, mut exit_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+    let h = handle.clone();
+    let pump = tokio::spawn(async move {
+        while let Some(data) = out_rx.recv().await {
+            if h.data(id, bytes::Bytes::from(data)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let status = loop {
+        tokio::select! {
+            msg = channel.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    let tx = in_tx.clone();
+                    let _ = tokio::task::spawn_blocking(move || tx.send(data.to_vec())).await;
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    let _ = master.resize(size(col_width, row_height));
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let Some(p) = pid {
+                        crate::sys::kill_group(p, sig_number(&signal));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(p) = pid {
+                        crate::sys::kill_group(p, libc::SIGHUP);
+                    }
+                    return Ok(Ended::Code(255));
+                }
+            },
+            st = &mut exit_rx => break st.ok().and_then(|r| r.ok()),
+        }
+    };
+    drop(in_tx);
+    // Drain what the program wrote before it exited (background jobs may hold the PTY open:
+    // stop after a quiet moment).
+    drop(master);
+    let _ = tokio::time::timeout(Duration::from_millis(500), pump).await;
+    Ok(match status {
+        Some(s) => match s.signal() {
+            Some(name) => Ended::Signal(sig_from_name(&signal_short(name))),
+            None => Ended::Code(s.exit_code()),
+        },
+        None => Ended::Code(255),
+    })
+}
+
+/// portable-pty reports signals by description ("Terminated"); map the common ones back.
+fn signal_short(desc: &str) -> String {
+    match desc {
+        "Terminated" => "TERM".into(),
+        "Killed" => "KILL".into(),
+        "Hangup" => "HUP".into(),
+        "Interrupt" => "INT".into(),
+        "Quit" => "QUIT".into(),
+        "Aborted" => "ABRT".into(),
+        "Segmentation fault" => "SEGV".into(),
+        other => other.to_uppercase(),
+    }
+}

@@ -1,0 +1,403 @@
+//! The agent's SSH server with Debian's OpenSSH client and tools, on its direct listen address
+//! (`[agent] ssh_listen`). The relay, `outpost ssh` and `config-ssh` come later.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+struct SshWs {
+    s: Server,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    home: PathBuf,
+}
+
+impl SshWs {
+    fn start() -> R<SshWs> {
+        let s = Server::start(Backend::Sqlite)?;
+        let key = s.dir.path().join("id_ed25519");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()?;
+        anyhow::ensure!(st.success());
+        s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
+        let t = s.dir.path().join("sshy");
+        std::fs::create_dir_all(&t)?;
+        std::fs::write(t.join("template.toml"), "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\nenv = { FROM_TEMPLATE = \"yes\" }\n")?;
+        s.ok(&["templates", "push", t.to_str().unwrap_or_default()])?;
+        s.ok(&["create", "dev", "-t", "sshy"])?;
+        let (w, _) = s.wait_for("dev", Duration::from_secs(30), |w| {
+            w["agent"]["ssh_addr"].is_string() && w["agent"]["ssh_host_key"].is_string()
+        })?;
+        let addr = w["agent"]["ssh_addr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let port: u16 = addr.rsplit(':').next().unwrap_or("0").parse()?;
+        // A real known_hosts entry from the host key the agent reported to control.
+        let known_hosts = s.dir.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "[127.0.0.1]:{port} {}\n",
+                w["agent"]["ssh_host_key"].as_str().unwrap_or_default()
+            ),
+        )?;
+        Ok(SshWs {
+            port,
+            key,
+            known_hosts,
+            home: home_of(&w),
+            s,
+        })
+    }
+
+    fn opts(&self) -> Vec<String> {
+        vec![
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-i".into(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    fn ssh(&self, extra: &[&str], cmd: &str, stdin: &str) -> R<std::process::Output> {
+        use std::io::Write;
+        let mut c = Command::new("ssh")
+            .args(self.opts())
+            .args(["-p", &self.port.to_string()])
+            .args(extra)
+            .arg("dev@127.0.0.1")
+            .arg(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(stdin.as_bytes())?;
+        }
+        Ok(c.wait_with_output()?)
+    }
+
+    /// `ssh -o ...` as one string, for rsync -e and GIT_SSH_COMMAND.
+    fn ssh_command(&self) -> String {
+        format!("ssh {} -p {}", self.opts().join(" "), self.port)
+    }
+}
+
+fn out(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn ssh_exec_pty_env_signals() -> R {
+    let w = SshWs::start()?;
+    for code in [0, 1, 42] {
+        let o = w.ssh(&[], &format!("exit {code}"), "")?;
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "exit {code}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A command killed by a signal: the client gets exit-signal (and exits 255, as with sshd).
+    let o = w.ssh(&["-v"], "kill -TERM $$", "")?;
+    assert_eq!(o.status.code(), Some(255));
+    // stdin streamed to a command; stderr kept apart.
+    let o = w.ssh(&[], "cat; echo oops >&2", "line one\nline two\n")?;
+    assert_eq!(out(&o), "line one\nline two\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+    // The session's environment: HOME is the workspace home, template env, SendEnv.
+    let o = Command::new("ssh")
+        .args(w.opts())
+        .args([
+            "-p",
+            &w.port.to_string(),
+            "-o",
+            "SendEnv=LANG LC_*",
+            "dev@127.0.0.1",
+            "echo $HOME $FROM_TEMPLATE $LANG $LC_OUTPOST $OUTPOST_WORKSPACE; pwd",
+        ])
+        .env("LANG", "C.UTF-8")
+        .env("LC_OUTPOST", "sent")
+        .stdin(Stdio::null())
+        .output()?;
+    let home = w.home.display().to_string();
+    assert_eq!(out(&o), format!("{home} yes C.UTF-8 sent dev\n{home}\n"));
+    // A PTY with ssh -tt.
+    let o = w.ssh(&["-tt"], "tty; stty size; echo $TERM", "")?;
+    let text = out(&o);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("24 80"), "{text}");
+    // A login shell without a command, fed on stdin.
+    let o = w.ssh(&["-T"], "", "echo from-shell; exit 7\n")?;
+    assert_eq!(o.status.code(), Some(7));
+    assert!(out(&o).contains("from-shell"));
+    // Another key is refused.
+    let other = w.s.dir.path().join("other");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()?;
+    let o = Command::new("ssh")
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &format!("UserKnownHostsFile={}", w.known_hosts.display()),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&other)
+        .args(["-p", &w.port.to_string(), "dev@127.0.0.1", "true"])
+        .output()?;
+    assert_eq!(o.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied (publickey)"));
+    // 100 concurrent sessions on one agent.
+    let children: Vec<_> = (0..100)
+        .map(|i| {
+            Command::new("ssh")
+                .args(w.opts())
+                .args([
+                    "-p",
+                    &w.port.to_string(),
+                    "dev@127.0.0.1",
+                    &format!("echo session-{i}"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output()?;
+        assert_eq!(
+            out(&o),
+            format!("session-{i}\n"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The host key is kept in the persistent home: the same after a restart.
+    let before = std::fs::read_to_string(&w.known_hosts)?;
+    w.s.ok(&["restart", "dev"])?;
+    let (ws, _) = w.s.wait_for("dev", Duration::from_secs(30), |x| {
+        x["agent"]["ssh_host_key"].is_string()
+    })?;
+    assert!(
+        before.contains(ws["agent"]["ssh_host_key"].as_str().unwrap_or("?")),
+        "host key changed across restart"
+    );
+    Ok(())
+}
+
+#[test]
+fn ssh_files_and_forwarding() -> R {
+    let w = SshWs::start()?;
+    let local = w.s.dir.path().join("local");
+    std::fs::create_dir_all(&local)?;
+    let blob: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(local.join("blob.bin"), &blob)?;
+    let port = w.port.to_string();
+    let run = |prog: &str, args: &[String]| -> R<()> {
+        let o = Command::new(prog)
+            .args(args)
+            .current_dir(&local)
+            .stdin(Stdio::null())
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "{prog} {args:?}: {}{}",
+            out(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    // scp both ways.
+    let mut a = w.opts();
+    a.extend([
+        "-P".into(),
+        port.clone(),
+        "blob.bin".into(),
+        "dev@127.0.0.1:up.bin".into(),
+    ]);
+    run("scp", &a)?;
+    assert_eq!(std::fs::read(w.home.join("up.bin"))?, blob);
+    let mut a = w.opts();
+    a.extend([
+        "-P".into(),
+        port.clone(),
+        "dev@127.0.0.1:up.bin".into(),
+        "down.bin".into(),
+    ]);
+    run("scp", &a)?;
+    assert_eq!(std::fs::read(local.join("down.bin"))?, blob);
+    // An sftp batch.
+    std::fs::write(local.join("batch"), "mkdir d\nput blob.bin d/x\nls d\nrename d/x d/y\nget d/y got.bin\nsymlink y d/link\nchmod 600 d/y\nls -l d\nrm d/y\n")?;
+    let mut a = w.opts();
+    a.extend([
+        "-P".into(),
+        port.clone(),
+        "-b".into(),
+        "batch".into(),
+        "dev@127.0.0.1".into(),
+    ]);
+    run("sftp", &a)?;
+    assert_eq!(std::fs::read(local.join("got.bin"))?, blob);
+    assert!(!w.home.join("d/y").exists() && w.home.join("d").is_dir());
+    assert_eq!(
+        std::fs::read_link(w.home.join("d/link"))?,
+        PathBuf::from("y")
+    );
+    // rsync of a tree, checksums compared.
+    let tree = local.join("tree");
+    for i in 0..20 {
+        let dir = tree.join(format!("sub{}", i % 4));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(format!("f{i}")),
+            &blob[i * 1000..(i + 1) * 7000],
+        )?;
+    }
+    run(
+        "rsync",
+        &[
+            "-a".into(),
+            "--checksum".into(),
+            "-e".into(),
+            w.ssh_command(),
+            "tree/".into(),
+            "dev@127.0.0.1:tree/".into(),
+        ],
+    )?;
+    let sums = |root: &std::path::Path| -> R<String> {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("find . -type f | sort | xargs sha256sum")
+            .current_dir(root)
+            .output()?;
+        Ok(out(&o))
+    };
+    assert_eq!(sums(&tree)?, sums(&w.home.join("tree"))?);
+    // git push to and clone from a bare repository in the workspace.
+    run(
+        "git",
+        &[
+            "init".into(),
+            "-q".into(),
+            "--bare".into(),
+            w.home.join("repo.git").display().to_string(),
+        ],
+    )?;
+    let wc = local.join("wc");
+    std::fs::create_dir_all(&wc)?;
+    let git = |args: &[&str], dir: &std::path::Path| -> R<()> {
+        let o = Command::new("git")
+            .args([
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "user.name=t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", w.ssh_command())
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    git(&["init", "-q"], &wc)?;
+    std::fs::write(wc.join("README"), "hello from git\n")?;
+    git(&["add", "README"], &wc)?;
+    git(&["commit", "-qm", "first"], &wc)?;
+    git(&["push", "-q", "dev@127.0.0.1:repo.git", "HEAD:main"], &wc)?;
+    git(
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "main",
+            "dev@127.0.0.1:repo.git",
+            "cloned",
+        ],
+        &local,
+    )?;
+    assert_eq!(
+        std::fs::read_to_string(local.join("cloned/README"))?,
+        "hello from git\n"
+    );
+    // -L local forwarding to a web server inside the workspace.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let target = listener.local_addr()?.port();
+    drop(listener);
+    let mut web = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &target.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&w.home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let lport = listener.local_addr()?.port();
+    drop(listener);
+    let mut fwd = Command::new("ssh")
+        .args(w.opts())
+        .args([
+            "-p",
+            &port,
+            "-N",
+            "-L",
+            &format!("{lport}:127.0.0.1:{target}"),
+            "dev@127.0.0.1",
+        ])
+        .spawn()?;
+    let mut body = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(o) = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{lport}/tree/sub0/f0")])
+            .output()
+        {
+            if o.status.success() {
+                body = format!("{}", o.stdout.len());
+                break;
+            }
+        }
+    }
+    let _ = fwd.kill();
+    let _ = web.kill();
+    let _ = fwd.wait();
+    let _ = web.wait();
+    assert_eq!(body, "7000", "fetched through -L");
+    Ok(())
+}
