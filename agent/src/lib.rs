@@ -10,5 +10,6 @@ pub mod ssh;
 pub mod stats;
 mod sys;
 pub mod tls;
+pub mod tunnel;
 
 pub use run::{run, AgentConfig, Exit};

@@ -312,6 +312,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The login shell of the user running the agent.
 fn login_shell() -> String {
     #[allow(unsafe_code)]
@@ -342,9 +350,6 @@ async fn ssh_loop(session: Session, config: AgentConfig) {
             }
         }
     };
-    let Some(listen) = manifest.ssh_listen.clone() else {
-        return;
-    };
     let key = match crate::ssh::host_key(&config.home.join(".outpost")) {
         Ok(k) => k,
         Err(e) => {
@@ -353,14 +358,21 @@ async fn ssh_loop(session: Session, config: AgentConfig) {
         }
     };
     let host_key = key.public_key().to_openssh().unwrap_or_default();
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, %listen, "cannot listen for SSH; SSH is off");
-            return;
-        }
+    // The direct listener is optional (`[agent] ssh_listen`); the relay is always there.
+    let listener = match &manifest.ssh_listen {
+        Some(listen) => match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, %listen, "cannot listen for SSH directly");
+                None
+            }
+        },
+        None => None,
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).ok();
+    let addr = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
     let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
     env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
     env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
@@ -372,12 +384,20 @@ async fn ssh_loop(session: Session, config: AgentConfig) {
         env,
     });
     shared.set_authorized(&manifest.authorized_keys);
-    tokio::spawn(crate::ssh::serve(
-        listener,
-        std::sync::Arc::new(crate::ssh::config(key)),
-        shared.clone(),
-    ));
-    tracing::info!(?addr, "SSH server listening");
+    let ssh_config = std::sync::Arc::new(crate::ssh::config(key));
+    if let Some(l) = listener {
+        tokio::spawn(crate::ssh::serve(l, ssh_config.clone(), shared.clone()));
+        tracing::info!(?addr, "SSH server listening");
+    }
+    let ctx = std::sync::Arc::new(crate::tunnel::SshCtx {
+        config: ssh_config,
+        shared: shared.clone(),
+    });
+    let _tunnel = AbortOnDrop(tokio::spawn(crate::tunnel::tunnel_loop(
+        session.clone(),
+        config.bundle.agent_url.clone(),
+        ctx,
+    )));
     let report = SshReport {
         host_key,
         listen: addr,

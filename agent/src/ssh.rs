@@ -103,6 +103,28 @@ pub fn config(key: PrivateKey) -> russh::server::Config {
     }
 }
 
+/// Serves one SSH connection over any byte stream (a TCP connection, or a relayed stream).
+pub fn serve_stream<S>(
+    io: S,
+    config: Arc<russh::server::Config>,
+    shared: Arc<SshShared>,
+    peer: Option<SocketAddr>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = Conn { shared, peer };
+    tokio::spawn(async move {
+        match russh::server::run_stream(config, io, handler).await {
+            Ok(session) => {
+                if let Err(e) = session.await {
+                    tracing::debug!(error = ?e, ?peer, "ssh session ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = ?e, ?peer, "ssh handshake failed"),
+        }
+    });
+}
+
 /// Accepts connections on `listener` until the process ends.
 pub async fn serve(
     listener: TcpListener,
@@ -119,21 +141,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let handler = Conn {
-            shared: shared.clone(),
-            peer: Some(peer),
-        };
-        let config = config.clone();
-        tokio::spawn(async move {
-            match russh::server::run_stream(config, tcp, handler).await {
-                Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(error = ?e, %peer, "ssh session ended");
-                    }
-                }
-                Err(e) => tracing::debug!(error = ?e, %peer, "ssh handshake failed"),
-            }
-        });
+        serve_stream(tcp, config.clone(), shared.clone(), Some(peer));
     }
 }
 

@@ -185,9 +185,9 @@ struct Session {
     token: String,
 }
 
-struct Ctx {
-    json: bool,
-    config_dir: PathBuf,
+pub(crate) struct Ctx {
+    pub(crate) json: bool,
+    pub(crate) config_dir: PathBuf,
     url: Option<String>,
     token: Option<String>,
 }
@@ -218,7 +218,7 @@ impl Ctx {
         })
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let url = self.url.as_deref().context(
             "not signed in: run `outpost login URL` first (or set OUTPOST_URL and OUTPOST_TOKEN)",
         )?;
@@ -233,7 +233,11 @@ impl Ctx {
         )
     }
 
-    fn print<T: serde::Serialize>(&self, v: &T, human: impl FnOnce()) -> anyhow::Result<()> {
+    pub(crate) fn print<T: serde::Serialize>(
+        &self,
+        v: &T,
+        human: impl FnOnce(),
+    ) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v)?);
         } else {
@@ -443,6 +447,9 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Tokens(cmd) => tokens(ctx, cmd).await,
         Command::Audit(a) => audit(ctx, a).await,
         Command::Keys(k) => keys(ctx, k).await,
+        Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
+        Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
+        Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
         Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
     }
 }

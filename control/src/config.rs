@@ -72,12 +72,55 @@ pub enum Command {
     /// Manage your SSH public keys (workspaces accept exactly these).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// SSH into a workspace (through control's relay), starting it if it is stopped.
+    Ssh(SshArgs),
+    /// Write a block into ~/.ssh/config so `ssh WS.outpost` (and VS Code, JetBrains, scp, rsync,
+    /// git) reach your workspaces, with their real host keys in a known_hosts file.
+    ConfigSsh(ConfigSshArgs),
+    /// Forward local TCP ports to ports inside a workspace, through the relay.
+    PortForward(PortForwardArgs),
     /// Read the audit log (admins only).
     Audit(AuditArgs),
     /// Rotate the certificate authority agents trust (run on the server's data dir, then
     /// restart the server).
     #[command(subcommand)]
     Ca(CaCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    /// The workspace (`dev` or `dev.outpost`).
+    pub workspace: String,
+    /// Bridge standard input/output to the workspace's SSH server (for ProxyCommand).
+    #[arg(long)]
+    pub stdio: bool,
+    /// Do not start a stopped workspace or wait for it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// A command to run instead of a shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigSshArgs {
+    /// The SSH config file to edit.
+    #[arg(long)]
+    pub ssh_config: Option<PathBuf>,
+    /// Host suffix: workspaces are reached as NAME.SUFFIX.
+    #[arg(long, default_value = "outpost")]
+    pub suffix: String,
+    /// Remove Outpost's block instead.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PortForwardArgs {
+    pub workspace: String,
+    /// LOCAL:REMOTE (repeatable).
+    #[arg(long = "tcp", required = true)]
+    pub tcp: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod provisioner;
 pub mod server;
+mod sshcli;
 pub mod store;
 pub mod template;

@@ -273,10 +273,7 @@ fn ssh_files_and_forwarding() -> R {
     for i in 0..20 {
         let dir = tree.join(format!("sub{}", i % 4));
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join(format!("f{i}")),
-            &blob[i * 1000..(i + 1) * 7000],
-        )?;
+        std::fs::write(dir.join(format!("f{i}")), &blob[i * 1000..(i + 1) * 7000])?;
     }
     run(
         "rsync",
@@ -399,5 +396,201 @@ fn ssh_files_and_forwarding() -> R {
     let _ = fwd.wait();
     let _ = web.wait();
     assert_eq!(body, "7000", "fetched through -L");
+    Ok(())
+}
+
+/// Through control's relay: `outpost config-ssh` then plain `ssh dev.outpost` with host-key
+/// checking on, `outpost ssh` (which starts a stopped workspace), `outpost port-forward`, another
+/// user's workspace unreachable, and the tunnel back after a control restart.
+#[test]
+fn relay_config_ssh_and_port_forward() -> R {
+    let mut s = Server::start(Backend::Sqlite)?;
+    let key = s.dir.path().join("id_ed25519");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()?;
+    s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["agent"]["ssh_host_key"].is_string()
+    })?;
+    let cfg = s.dir.path().join("ssh_config");
+    // An existing config is kept; the block is idempotent and removable.
+    std::fs::write(&cfg, "Host other\n  User someone\n")?;
+    s.ok(&[
+        "config-ssh",
+        "--ssh-config",
+        cfg.to_str().unwrap_or_default(),
+    ])?;
+    s.ok(&[
+        "config-ssh",
+        "--ssh-config",
+        cfg.to_str().unwrap_or_default(),
+    ])?;
+    let text = std::fs::read_to_string(&cfg)?;
+    assert_eq!(text.matches("START-OUTPOST").count(), 1, "{text}");
+    assert!(text.starts_with("Host other\n"), "{text}");
+    let config_dir = s.config_dir();
+    let ssh = |cmd: &str| -> R<std::process::Output> {
+        Ok(Command::new("ssh")
+            .args([
+                "-F",
+                cfg.to_str().unwrap_or_default(),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-i",
+            ])
+            .arg(&key)
+            .args(["dev.outpost", cmd])
+            .env("OUTPOST_CONFIG_DIR", &config_dir)
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let o = ssh("echo through the relay; exit 9")?;
+    assert_eq!(
+        o.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out(&o), "through the relay\n");
+    // StrictHostKeyChecking is on: a wrong known host key is refused.
+    let kh = s.config_dir().join("known_hosts");
+    let good = std::fs::read_to_string(&kh)?;
+    std::fs::write(&kh, "dev.outpost ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOGrZ0NDr5XrXUF7Bpc1LyRo2bU0IeOcWVUi9qcPNwtU\n")?;
+    let o = ssh("true")?;
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HOST IDENTIFICATION HAS CHANGED")
+            || String::from_utf8_lossy(&o.stderr).contains("Host key verification failed")
+    );
+    std::fs::write(&kh, good)?;
+
+    // `outpost ssh` with an ssh-agent holding the key; it starts a stopped workspace.
+    s.ok(&["stop", "dev"])?;
+    let sock = s.dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()?;
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("ssh-add")
+        .arg("-q")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()?;
+    let o = Command::new(bin("outpost"))
+        .args(["ssh", "dev", "--", "echo started-and-in; exit 5"])
+        .env("OUTPOST_CONFIG_DIR", s.config_dir())
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out(&o).contains("started-and-in"));
+    assert_eq!(s.status("dev")?, "running");
+
+    // port-forward to a server inside the workspace.
+    let free = || -> R<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (lport, rport) = (free()?, free()?);
+    let o = ssh(&format!("cd ~ && echo forwarded > page.txt && (nohup python3 -m http.server {rport} --bind 127.0.0.1 >/dev/null 2>&1 &)"))?;
+    assert!(o.status.success());
+    let mut pf = Command::new(bin("outpost"))
+        .args(["port-forward", "dev", "--tcp", &format!("{lport}:{rport}")])
+        .env("OUTPOST_CONFIG_DIR", s.config_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut body = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(o) = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{lport}/page.txt")])
+            .output()
+        {
+            if o.status.success() {
+                body = out(&o);
+                break;
+            }
+        }
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert_eq!(body, "forwarded\n");
+
+    // Another user cannot reach the workspace through the relay.
+    s.cli_stdin(
+        &["users", "create", "bob", "--password-stdin"],
+        "bob-password\n",
+    )?;
+    let (_, login) = post_json(
+        &format!("{}/api/v1/login", s.url),
+        None,
+        &serde_json::json!({"username": "bob", "password": "bob-password"}),
+    )?;
+    let bob = login["token"].as_str().unwrap_or_default().to_string();
+    for path in ["relay/ssh", "relay/tcp/22"] {
+        let (st, v) = http(
+            "GET",
+            &format!("{}/api/v1/workspaces/dev/{path}", s.url),
+            Some(&bob),
+            None,
+        )?;
+        assert_eq!(st, 404, "{path}: {v}");
+    }
+    let (st, _) = http(
+        "GET",
+        &format!("{}/api/v1/workspaces/dev/relay/ssh", s.url),
+        None,
+        None,
+    )?;
+    assert_eq!(st, 401);
+
+    // The tunnel comes back after control is killed and restarted.
+    s.kill();
+    s.restart()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = ssh("echo back")?;
+        if o.status.success() {
+            assert_eq!(out(&o), "back\n");
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "relay not back: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    s.ok(&[
+        "config-ssh",
+        "--ssh-config",
+        cfg.to_str().unwrap_or_default(),
+        "--remove",
+    ])?;
+    assert_eq!(
+        std::fs::read_to_string(&cfg)?,
+        "Host other\n  User someone\n"
+    );
     Ok(())
 }

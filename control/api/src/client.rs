@@ -117,6 +117,30 @@ impl Client {
         self.send(self.request(Method::DELETE, path), path).await
     }
 
+    /// Opens a relayed byte stream (an HTTP/1.1 upgrade), e.g.
+    /// `/api/v1/workspaces/dev/relay/ssh`.
+    pub async fn relay(&self, path: &str) -> Result<reqwest::Upgraded, ClientError> {
+        let url = self.url(path);
+        let resp = self
+            .request(Method::GET, path)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, "outpost-relay")
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(error_from(status, &bytes));
+        }
+        resp.upgrade()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })
+    }
+
     // ------------------------------------------------------------ typed calls
 
     pub async fn me(&self) -> Result<User, ClientError> {

@@ -45,6 +45,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/manifest", get(manifest))
         .route("/agent/v1/ssh", post(report_ssh))
+        .route("/agent/v1/tunnel", get(super::relay::agent_tunnel))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(only_own_identity))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -137,7 +138,7 @@ pub(super) async fn serve_tls(
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -190,6 +191,16 @@ async fn authed_agent(
         return Err((reject(state, action, peer, "agent revoked"), Some(agent)));
     }
     Ok(agent)
+}
+
+/// The relay's check: a valid, unrevoked agent.
+pub(super) async fn authed_agent_for_relay(
+    state: &AppState,
+    peer: &PeerIdentity,
+) -> ApiResult<AgentRow> {
+    authed_agent(state, peer, "agent.tunnel")
+        .await
+        .map_err(|e| e.0)
 }
 
 async fn bootstrap(

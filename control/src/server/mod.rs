@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod liveness;
 mod provisioner;
+mod relay;
 pub(crate) mod users;
 mod workspaces;
 
@@ -90,6 +91,7 @@ pub struct Inner {
     pub ca: CaSet,
     pub audit: audit::Audit,
     pub liveness: liveness::Liveness,
+    pub tunnels: relay::Tunnels,
     pub config: ServerConfig,
     pub agent_url: String,
     pub provisioner_key_hash: String,
@@ -130,6 +132,7 @@ impl Inner {
             n.notify_waiters();
         }
         self.liveness.forget(agent_id);
+        self.tunnels.forget(agent_id);
     }
 
     /// Revokes every live agent of a workspace at once and audits it.
@@ -241,6 +244,7 @@ pub async fn run(
     let state = AppState(Arc::new(Inner {
         audit: audit::Audit::start(store.clone()),
         liveness: liveness::Liveness::default(),
+        tunnels: relay::Tunnels::default(),
         store,
         ca,
         config: config.clone(),
@@ -374,6 +378,11 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/workspaces/{name}", get(workspaces::show))
         .route("/api/v1/workspaces/{name}/builds", post(workspaces::build))
         .route("/api/v1/workspaces/{name}/cancel", post(workspaces::cancel))
+        .route("/api/v1/workspaces/{name}/relay/ssh", get(relay::relay_ssh))
+        .route(
+            "/api/v1/workspaces/{name}/relay/tcp/{port}",
+            get(relay::relay_tcp),
+        )
         .route("/api/v1/builds/{id}", get(workspaces::get_build))
         .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
         .route("/api/v1/audit", get(users::audit))

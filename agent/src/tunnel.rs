@@ -1,0 +1,182 @@
+//! The relay tunnel: the agent dials control's agent API (mTLS), upgrades the connection, then
+//! serves HTTP/2 on it, so control opens one stream per client (reversed HTTP/2). Streams:
+//! `/ssh` (an SSH connection to the agent's server) and `/tcp/PORT` (a connection to a port in
+//! the workspace). Re-established with backoff.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::run::{backoff, Session, BACKOFF_BASE, BACKOFF_CAP};
+
+pub struct SshCtx {
+    pub config: Arc<russh::server::Config>,
+    pub shared: Arc<crate::ssh::SshShared>,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Keeps one tunnel up for the life of the agent.
+pub async fn tunnel_loop(session: Session, agent_url: String, ssh: Arc<SshCtx>) {
+    let mut attempt = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        match connect_and_serve(&session, &agent_url, ssh.clone()).await {
+            Ok(()) => tracing::info!("relay tunnel closed; reconnecting"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "relay tunnel failed"),
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            attempt = 0;
+        }
+        tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn connect_and_serve(
+    session: &Session,
+    agent_url: &str,
+    ssh: Arc<SshCtx>,
+) -> anyhow::Result<()> {
+    let creds = session.credentials();
+    let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
+    let mut cfg = crate::tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let authority = agent_url
+        .split_once("://")
+        .map(|(_, r)| r.split('/').next().unwrap_or(r))
+        .context("bad agent URL")?
+        .to_string();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("").to_string()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&authority)
+            .to_string()
+    };
+    let tcp = tokio::net::TcpStream::connect(&authority).await?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(host)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let req = Request::get("/agent/v1/tunnel")
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, "outpost-tunnel")
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        bail!("control refused the tunnel: {}", resp.status());
+    }
+    let upgraded = hyper::upgrade::on(resp).await?;
+    tracing::info!("relay tunnel up");
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ssh = ssh.clone();
+        async move { Ok::<_, Infallible>(handle(req, ssh).await) }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .max_frame_size(256 * 1024)
+        .serve_connection(upgraded, svc)
+        .await?;
+    Ok(())
+}
+
+fn status(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r =
+        Response::new(http_body_util::Full::new(Bytes::from(msg.to_string())).boxed_unsync());
+    *r.status_mut() = code;
+    r
+}
+
+async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/ssh" {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        crate::ssh::serve_stream(theirs, ssh.config.clone(), ssh.shared.clone(), None);
+        return bridge(req.into_body(), ours);
+    }
+    if let Some(port) = path
+        .strip_prefix("/tcp/")
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        return match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                bridge(req.into_body(), tcp)
+            }
+            Err(e) => status(
+                StatusCode::BAD_GATEWAY,
+                &format!("nothing accepts connections on port {port} in the workspace: {e}"),
+            ),
+        };
+    }
+    status(StatusCode::NOT_FOUND, "unknown stream kind")
+}
+
+/// Request body -> `io`; `io` -> response body.
+fn bridge<S>(mut body: Incoming, io: S) -> Response<Body>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        if wr.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+        .boxed()
+}

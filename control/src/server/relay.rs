@@ -1,0 +1,255 @@
+//! The relay: each agent keeps one tunnel to control (an upgraded mTLS connection on which the
+//! agent serves HTTP/2); a client stream (`outpost ssh --stdio`, `outpost port-forward`) is
+//! authorised here, then bridged to a new HTTP/2 stream on its workspace's tunnel.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::agent::PeerIdentity;
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+use outpost_api::WorkspaceStatus;
+
+type Sender = hyper::client::conn::http2::SendRequest<StreamBody<ReceiverStream>>;
+
+/// The live tunnels, by agent id.
+#[derive(Default)]
+pub struct Tunnels {
+    map: Mutex<HashMap<String, (u64, Sender)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Tunnels {
+    fn get(&self, agent: &str) -> Option<Sender> {
+        self.map.lock().ok()?.get(agent).map(|(_, s)| s.clone())
+    }
+    fn insert(&self, agent: &str, s: Sender) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(agent.to_string(), (id, s));
+        }
+        id
+    }
+    fn remove(&self, agent: &str, id: u64) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.get(agent).is_some_and(|(i, _)| *i == id) {
+                m.remove(agent);
+            }
+        }
+    }
+    pub fn forget(&self, agent: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(agent);
+        }
+    }
+}
+
+pub struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+
+impl futures_util::Stream for ReceiverStream {
+    type Item = Result<Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn switching(proto: &str) -> Response {
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::CONNECTION, "upgrade"), (header::UPGRADE, proto)],
+    )
+        .into_response()
+}
+
+/// `GET /agent/v1/tunnel` (agent API, mTLS): the agent's side of the relay.
+pub(super) async fn agent_tunnel(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let agent = super::agent::authed_agent_for_relay(&state, &peer).await?;
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| ApiError::bad_request("send Connection: upgrade"))?;
+    let st = state.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel upgrade failed");
+                return;
+            }
+        };
+        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .max_frame_size(256 * 1024)
+            .keep_alive_interval(std::time::Duration::from_secs(20))
+            .handshake::<_, StreamBody<ReceiverStream>>(upgraded)
+            .await;
+        let (sender, conn) = match handshake {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel handshake failed");
+                return;
+            }
+        };
+        let id = st.tunnels.insert(&agent.id, sender);
+        tracing::info!(agent = %agent.id, "relay tunnel up");
+        let _ = conn.await;
+        st.tunnels.remove(&agent.id, id);
+        tracing::info!(agent = %agent.id, "relay tunnel down");
+    });
+    Ok(switching("outpost-tunnel"))
+}
+
+/// `GET /api/v1/workspaces/{name}/relay/ssh` (upgrade): an SSH connection to the workspace.
+pub(super) async fn relay_ssh(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    relay(state, auth, name, "/ssh".to_string(), req).await
+}
+
+/// `GET /api/v1/workspaces/{name}/relay/tcp/{port}` (upgrade): a TCP connection to a port.
+pub(super) async fn relay_tcp(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path((name, port)): Path<(String, u16)>,
+    req: Request,
+) -> ApiResult<Response> {
+    relay(state, auth, name, format!("/tcp/{port}"), req).await
+}
+
+async fn relay(
+    state: AppState,
+    auth: AuthUser,
+    name: String,
+    path: String,
+    mut req: Request,
+) -> ApiResult<Response> {
+    let w = state
+        .store
+        .workspace_by_name(&auth.user.id, &name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "you have no workspace named {name:?}; see `outpost list`"
+            ))
+        })?;
+    let view = super::workspaces::workspace_view(&state, &w).await?;
+    if view.status != WorkspaceStatus::Running {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} is {}: start it with `outpost start {name}`",
+            view.status
+        )));
+    }
+    let agent = view
+        .agent
+        .ok_or_else(|| ApiError::conflict("the workspace has no agent"))?;
+    let sender = state.tunnels.get(&agent.id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unreachable",
+            "the workspace's agent has no relay tunnel to control right now; retry in a moment",
+        )
+    })?;
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| {
+            ApiError::bad_request("send Connection: upgrade and Upgrade: outpost-relay")
+        })?;
+    // Open the stream to the agent before answering, so a refused port is an error here.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let mut sender = sender;
+    sender.ready().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unreachable",
+            "the relay tunnel closed; retry",
+        )
+    })?;
+    let upstream = hyper::Request::post(&path)
+        .body(StreamBody::new(ReceiverStream(rx)))
+        .map_err(ApiError::internal)?;
+    let resp = sender.send_request(upstream).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "agent_unreachable",
+            "the agent did not answer on the relay",
+        )
+    })?;
+    if resp.status() != StatusCode::OK {
+        let msg = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_refused",
+            String::from_utf8_lossy(&msg).into_owned(),
+        ));
+    }
+    let mut down = resp.into_body();
+    tokio::spawn(async move {
+        let client = match on_upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(_) => return,
+        };
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let up = tokio::spawn(async move {
+            let mut buf = vec![0u8; 128 * 1024];
+            loop {
+                match crd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        while let Some(frame) = down.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        if cwr.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = cwr.shutdown().await;
+        up.abort();
+    });
+    Ok(switching("outpost-relay"))
+}

@@ -1,0 +1,279 @@
+//! `outpost ssh`, `outpost config-ssh` and `outpost port-forward`: everything rides on control's
+//! relay (`/api/v1/workspaces/NAME/relay/...`), authorised by the user's API token.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use outpost_api::*;
+
+use crate::cli::Ctx;
+use crate::config::{ConfigSshArgs, PortForwardArgs, SshArgs};
+
+const BEGIN: &str = "# ------------START-OUTPOST------------";
+const END: &str = "# ------------END-OUTPOST------------";
+
+fn workspace_name(s: &str) -> &str {
+    s.split('.').next().unwrap_or(s)
+}
+
+/// Waits until the workspace is running, starting it first when it is stopped.
+async fn ensure_running(client: &Client, name: &str, start: bool) -> anyhow::Result<Workspace> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let mut started = false;
+    loop {
+        let w = client.workspace(name).await?;
+        match w.status {
+            WorkspaceStatus::Running
+                if w.agent.as_ref().is_some_and(|a| a.ssh_host_key.is_some()) =>
+            {
+                return Ok(w)
+            }
+            WorkspaceStatus::Stopped | WorkspaceStatus::Failed | WorkspaceStatus::Canceled
+                if start && !started =>
+            {
+                eprintln!("Starting workspace {name}...");
+                let _: Build = client
+                    .post(
+                        &format!("/api/v1/workspaces/{name}/builds"),
+                        &BuildRequest {
+                            action: WorkspaceAction::Start,
+                            parameters: Default::default(),
+                        },
+                    )
+                    .await?;
+                started = true;
+            }
+            WorkspaceStatus::Stopped
+            | WorkspaceStatus::Failed
+            | WorkspaceStatus::Canceled
+            | WorkspaceStatus::Deleted
+                if !start || started && w.status != WorkspaceStatus::Stopped =>
+            {
+                bail!(
+                    "workspace {name} is {}; start it with `outpost start {name}`",
+                    w.status
+                )
+            }
+            _ if !start => bail!("workspace {name} is {}; wait for it or start it", w.status),
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "workspace {name} did not become reachable in 5 minutes; see `outpost show {name}`"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn known_hosts_path(ctx: &Ctx) -> PathBuf {
+    ctx.config_dir.join("known_hosts")
+}
+
+/// Rewrites the known_hosts file with the host keys of all the user's running workspaces.
+async fn write_known_hosts(ctx: &Ctx, client: &Client, suffix: &str) -> anyhow::Result<PathBuf> {
+    let mut out = String::new();
+    for w in client.workspaces().await? {
+        if let Some(k) = w.agent.as_ref().and_then(|a| a.ssh_host_key.clone()) {
+            out.push_str(&format!("{}.{suffix} {k}\n", w.name));
+        }
+    }
+    let path = known_hosts_path(ctx);
+    std::fs::create_dir_all(&ctx.config_dir)?;
+    std::fs::write(&path, out)?;
+    Ok(path)
+}
+
+pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let name = workspace_name(&a.workspace).to_string();
+    if a.stdio {
+        // ProxyCommand: bridge stdin/stdout with the relayed SSH stream.
+        ensure_running(&client, &name, !a.no_start).await?;
+        let stream = client
+            .relay(&format!("/api/v1/workspaces/{name}/relay/ssh"))
+            .await?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let up = tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+        });
+        let mut stdout = tokio::io::stdout();
+        let _ = tokio::io::copy(&mut rd, &mut stdout).await;
+        let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+        up.abort();
+        return Ok(());
+    }
+    ensure_running(&client, &name, !a.no_start).await?;
+    let kh = write_known_hosts(ctx, &client, "outpost").await?;
+    let exe = std::env::current_exe().context("finding the outpost binary")?;
+    let proxy = format!(
+        "{} --config-dir {} ssh --stdio --no-start %n",
+        shell_quote(&exe.display().to_string()),
+        shell_quote(&ctx.config_dir.display().to_string())
+    );
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-o")
+        .arg(format!("ProxyCommand={proxy}"))
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .arg("-o")
+        .arg("StrictHostKeyChecking=yes")
+        .arg(format!("{name}@{name}.outpost"));
+    if !a.command.is_empty() {
+        cmd.arg("--").args(&a.command);
+    }
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    bail!("cannot run ssh (install OpenSSH's client): {err}")
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub(crate) async fn config_ssh(ctx: &Ctx, a: ConfigSshArgs) -> anyhow::Result<()> {
+    let path = match a.ssh_config {
+        Some(p) => p,
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --ssh-config")?)
+                .join(".ssh/config")
+        }
+    };
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    let without = remove_block(&existing);
+    if a.remove {
+        write_config(&path, &without)?;
+        return ctx.print(&serde_json::json!({"removed": path}), || {
+            println!("removed Outpost's block from {}", path.display())
+        });
+    }
+    let client = ctx.client()?;
+    let kh = write_known_hosts(ctx, &client, &a.suffix).await?;
+    let exe = std::env::current_exe().context("finding the outpost binary")?;
+    let block = format!(
+        "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\nHost *.{suffix}\n  ProxyCommand {exe} --config-dir {cfg} ssh --stdio %h\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  ConnectTimeout 0\n  ServerAliveInterval 30\n{END}\n",
+        suffix = a.suffix,
+        exe = shell_quote(&exe.display().to_string()),
+        cfg = shell_quote(&ctx.config_dir.display().to_string()),
+        kh = kh.display(),
+    );
+    let mut content = without.trim_end().to_string();
+    if !content.is_empty() {
+        content.push_str("\n\n");
+    }
+    content.push_str(&block);
+    write_config(&path, &content)?;
+    let names: Vec<String> = client
+        .workspaces()
+        .await?
+        .into_iter()
+        .map(|w| format!("{}.{}", w.name, a.suffix))
+        .collect();
+    ctx.print(
+        &serde_json::json!({"config": path, "known_hosts": kh, "hosts": names}),
+        || {
+            println!(
+                "wrote {} (hosts: {}); try `ssh {}`",
+                path.display(),
+                names.join(", "),
+                names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("NAME.{}", a.suffix))
+            );
+        },
+    )
+}
+
+fn remove_block(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in s.lines() {
+        if line.trim() == BEGIN {
+            inside = true;
+            continue;
+        }
+        if line.trim() == END {
+            inside = false;
+            continue;
+        }
+        if !inside {
+            out.push(line);
+        }
+    }
+    let mut r = out.join("\n").trim_end().to_string();
+    if !r.is_empty() {
+        r.push('\n');
+    }
+    r
+}
+
+fn write_config(path: &Path, content: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("outpost-tmp");
+    std::fs::write(&tmp, content)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub(crate) async fn port_forward(ctx: &Ctx, a: PortForwardArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let name = workspace_name(&a.workspace).to_string();
+    ensure_running(&client, &name, true).await?;
+    let mut tasks = Vec::new();
+    for spec in &a.tcp {
+        let (l, r) = spec
+            .split_once(':')
+            .context("--tcp takes LOCAL:REMOTE, e.g. 8080:3000")?;
+        let local: u16 = l.parse().context("the local port must be a number")?;
+        let remote: u16 = r.parse().context("the remote port must be a number")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", local))
+            .await
+            .with_context(|| {
+                format!("cannot listen on 127.0.0.1:{local}; pick another local port")
+            })?;
+        let bound = listener.local_addr()?;
+        eprintln!("Forwarding {bound} -> {name}:{remote}");
+        let (client, name) = (client.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (client, name) = (client.clone(), name.clone());
+                tokio::spawn(async move {
+                    match client
+                        .relay(&format!("/api/v1/workspaces/{name}/relay/tcp/{remote}"))
+                        .await
+                    {
+                        Ok(mut up) => {
+                            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+                        }
+                        Err(e) => eprintln!("forward to {name}:{remote} failed: {e}"),
+                    }
+                });
+            }
+        }));
+    }
+    if !ctx.json {
+        eprintln!("Press Ctrl-C to stop.");
+    }
+    tokio::signal::ctrl_c().await?;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
