@@ -474,9 +474,16 @@ async fn heartbeat_loop(
     let mut stats = StatsCollector::new(config.home.clone());
     let mut reported_ready = false;
     loop {
+        let mut st = stats.collect(crate::ssh::COUNTERS.sessions());
+        st.rx_bytes = crate::ssh::COUNTERS
+            .rx
+            .load(std::sync::atomic::Ordering::Relaxed);
+        st.tx_bytes = crate::ssh::COUNTERS
+            .tx
+            .load(std::sync::atomic::Ordering::Relaxed);
         let req = HeartbeatRequest {
             lifecycle: (!reported_ready).then_some(AgentLifecycle::Ready),
-            stats: stats.collect(SessionCounts::default()),
+            stats: st,
         };
         match session.heartbeat(&req).await {
             Ok(resp) => {

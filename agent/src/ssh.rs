@@ -6,9 +6,11 @@
 //! slow process never stalls the connection's event loop. The host key is made once and kept in
 //! the persistent home.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -112,7 +114,12 @@ pub fn serve_stream<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let handler = Conn { shared, peer };
+    let handler = Conn {
+        shared,
+        peer,
+        tcp_forwards: HashMap::new(),
+        unix_forwards: HashMap::new(),
+    };
     tokio::spawn(async move {
         match russh::server::run_stream(config, io, handler).await {
             Ok(session) => {
@@ -148,6 +155,107 @@ pub async fn serve(
 struct Conn {
     shared: Arc<SshShared>,
     peer: Option<SocketAddr>,
+    /// Remote forwards (-R) of this connection: TCP (address, port) and Unix socket paths.
+    tcp_forwards: HashMap<(String, u32), tokio::task::AbortHandle>,
+    unix_forwards: HashMap<String, tokio::task::AbortHandle>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for (_, h) in self.tcp_forwards.drain() {
+            h.abort();
+        }
+        for (path, h) in self.unix_forwards.drain() {
+            h.abort();
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Live sessions by kind, and bytes, for the heartbeat's statistics.
+pub struct Counters {
+    pub ssh: AtomicU32,
+    pub vscode: AtomicU32,
+    pub jetbrains: AtomicU32,
+    pub port_forward: AtomicU32,
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    ssh: AtomicU32::new(0),
+    vscode: AtomicU32::new(0),
+    jetbrains: AtomicU32::new(0),
+    port_forward: AtomicU32::new(0),
+    rx: AtomicU64::new(0),
+    tx: AtomicU64::new(0),
+};
+
+impl Counters {
+    pub fn sessions(&self) -> outpost_api::SessionCounts {
+        outpost_api::SessionCounts {
+            ssh: self.ssh.load(Ordering::Relaxed),
+            vscode: self.vscode.load(Ordering::Relaxed),
+            jetbrains: self.jetbrains.load(Ordering::Relaxed),
+            pty: 0,
+            port_forward: self.port_forward.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts one live session of a kind while it lives.
+struct Live(&'static AtomicU32);
+
+impl Live {
+    fn new(c: &'static AtomicU32) -> Live {
+        c.fetch_add(1, Ordering::Relaxed);
+        Live(c)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What kind of client a session is, from Outpost's marker or the IDEs' well-known commands.
+fn session_kind(marker: Option<&str>, command: Option<&str>) -> &'static AtomicU32 {
+    match marker {
+        Some("vscode") => return &COUNTERS.vscode,
+        Some("jetbrains") => return &COUNTERS.jetbrains,
+        _ => {}
+    }
+    let c = command.unwrap_or("");
+    if c.contains("vscode-server") || c.contains(".vscode") || c.contains("code-server") {
+        &COUNTERS.vscode
+    } else if c.contains("jetbrains") || c.contains("remote-dev-server") || c.contains("JetBrains")
+    {
+        &COUNTERS.jetbrains
+    } else {
+        &COUNTERS.ssh
+    }
+}
+
+/// Copies both ways, counting bytes.
+async fn pipe<A, B>(mut a: A, mut b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Ok((ab, ba)) =
+        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 256 * 1024, 256 * 1024).await
+    {
+        COUNTERS.rx.fetch_add(ab, Ordering::Relaxed);
+        COUNTERS.tx.fetch_add(ba, Ordering::Relaxed);
+    }
+}
+
+fn loopback_or(address: &str) -> String {
+    match address {
+        "" | "localhost" => "127.0.0.1".to_string(),
+        a => a.to_string(),
+    }
 }
 
 /// Environment variables a client may set (like Debian's sshd `AcceptEnv LANG LC_*`), plus
@@ -229,15 +337,8 @@ impl russh::server::Handler for Conn {
                 let _ = tcp.set_nodelay(true);
                 reply.accept().await;
                 tokio::spawn(async move {
-                    let mut stream = channel.into_stream();
-                    let mut tcp = tcp;
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut stream,
-                        &mut tcp,
-                        256 * 1024,
-                        256 * 1024,
-                    )
-                    .await;
+                    let _live = Live::new(&COUNTERS.port_forward);
+                    pipe(channel.into_stream(), tcp).await;
                 });
             }
             _ => {
@@ -246,6 +347,144 @@ impl russh::server::Handler for Conn {
             }
         }
         Ok(())
+    }
+
+    /// `ssh -L` to a Unix socket in the workspace.
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match tokio::net::UnixStream::connect(socket_path).await {
+            Ok(sock) => {
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let _live = Live::new(&COUNTERS.port_forward);
+                    pipe(channel.into_stream(), sock).await;
+                });
+            }
+            Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
+        }
+        Ok(())
+    }
+
+    /// `ssh -R`: listen in the workspace (port 0 picks one) and send connections back.
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(p) = u16::try_from(*port) else {
+            return Ok(false);
+        };
+        let listener = match tokio::net::TcpListener::bind((loopback_or(address), p)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, address, port = *port, "tcpip-forward refused");
+                return Ok(false);
+            }
+        };
+        let bound = listener.local_addr()?.port();
+        *port = u32::from(bound);
+        let handle = session.handle();
+        let addr = address.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let (handle, addr) = (handle.clone(), addr.clone());
+                tokio::spawn(async move {
+                    let ch = handle
+                        .channel_open_forwarded_tcpip(
+                            addr,
+                            u32::from(bound),
+                            peer.ip().to_string(),
+                            u32::from(peer.port()),
+                        )
+                        .await;
+                    if let Ok(ch) = ch {
+                        let _live = Live::new(&COUNTERS.port_forward);
+                        pipe(ch.into_stream(), tcp).await;
+                    }
+                });
+            }
+        });
+        self.tcp_forwards
+            .insert((address.to_string(), u32::from(bound)), task.abort_handle());
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(
+            match self.tcp_forwards.remove(&(address.to_string(), port)) {
+                Some(h) => {
+                    h.abort();
+                    true
+                }
+                None => false,
+            },
+        )
+    }
+
+    /// `ssh -R` to a Unix socket in the workspace.
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let listener = match tokio::net::UnixListener::bind(socket_path) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, socket_path, "streamlocal-forward refused");
+                return Ok(false);
+            }
+        };
+        let handle = session.handle();
+        let path = socket_path.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (handle, path) = (handle.clone(), path.clone());
+                tokio::spawn(async move {
+                    if let Ok(ch) = handle.channel_open_forwarded_streamlocal(path).await {
+                        let _live = Live::new(&COUNTERS.port_forward);
+                        pipe(ch.into_stream(), sock).await;
+                    }
+                });
+            }
+        });
+        self.unix_forwards
+            .insert(socket_path.to_string(), task.abort_handle());
+        Ok(true)
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(match self.unix_forwards.remove(socket_path) {
+            Some(h) => {
+                h.abort();
+                let _ = std::fs::remove_file(socket_path);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// `ssh -A`: the session's own task makes the socket when it sees the request.
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
     }
 
     // Requests are handled by the channel's own task (it receives them as ChannelMsg); here we
@@ -336,6 +575,7 @@ async fn run_session(
     let id = channel.id();
     let mut pty: Option<PtyReq> = None;
     let mut env: Vec<(String, String)> = Vec::new();
+    let mut agent_sock: Option<AgentSocket> = None;
     let what = loop {
         match channel.wait().await {
             Some(ChannelMsg::RequestPty {
@@ -357,6 +597,14 @@ async fn run_session(
             }) => {
                 if env_allowed(&variable_name) {
                     env.push((variable_name, variable_value));
+                }
+            }
+            Some(ChannelMsg::AgentForward { .. }) => {
+                if agent_sock.is_none() {
+                    match AgentSocket::start(handle.clone()) {
+                        Ok(s) => agent_sock = Some(s),
+                        Err(e) => tracing::warn!(error = %e, "agent forwarding"),
+                    }
                 }
             }
             Some(ChannelMsg::RequestShell { .. }) => break What::Shell,
@@ -393,7 +641,37 @@ async fn run_session(
             },
         ));
     }
+    let marker = env
+        .iter()
+        .find(|(k, _)| k == "OUTPOST_SESSION_KIND")
+        .map(|(_, v)| v.clone());
     vars.extend(env);
+    if let Some(s) = &agent_sock {
+        vars.push(("SSH_AUTH_SOCK".into(), s.path.display().to_string()));
+    }
+    let command = match &what {
+        What::Exec(c) => Some(c.clone()),
+        _ => None,
+    };
+    let _live = match what {
+        What::Sftp => None,
+        _ => Some(Live::new(session_kind(
+            marker.as_deref(),
+            command.as_deref(),
+        ))),
+    };
+    // The message of the day for interactive login shells, unless ~/.hushlogin exists.
+    if matches!(what, What::Shell) && pty.is_some() && !shared.home.join(".hushlogin").exists() {
+        if let Ok(motd) = std::fs::read_to_string(shared.home.join(".outpost/motd"))
+            .or_else(|_| std::fs::read_to_string("/etc/motd"))
+        {
+            if !motd.is_empty() {
+                let _ = handle
+                    .data(id, bytes::Bytes::from(motd.replace('\n', "\r\n")))
+                    .await;
+            }
+        }
+    }
     let code = match (what, pty) {
         (What::Sftp, _) => run_sftp(&mut channel, &handle, id, shared.home.clone()).await?,
         (What::Exec(cmd), None) => {
@@ -441,6 +719,52 @@ async fn run_session(
     let _ = handle.eof(id).await;
     let _ = handle.close(id).await;
     Ok(())
+}
+
+/// A Unix socket in the workspace for `ssh -A`: each connection to it becomes an
+/// `auth-agent@openssh.com` channel to the client. Removed when the session ends.
+struct AgentSocket {
+    path: PathBuf,
+    task: tokio::task::AbortHandle,
+}
+
+impl AgentSocket {
+    fn start(handle: Handle) -> anyhow::Result<AgentSocket> {
+        let dir = std::env::temp_dir().join(format!("outpost-ssh-{}", uuid_like()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let path = dir.join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Ok(ch) = handle.channel_open_agent().await {
+                        pipe(ch.into_stream(), sock).await;
+                    }
+                });
+            }
+        });
+        Ok(AgentSocket {
+            path,
+            task: task.abort_handle(),
+        })
+    }
+}
+
+impl Drop for AgentSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 8];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 enum Ended {

@@ -594,3 +594,307 @@ fn relay_config_ssh_and_port_forward() -> R {
     );
     Ok(())
 }
+
+/// Remote forwarding with port 0, Unix-socket forwarding both ways, agent forwarding used by a
+/// command inside, ControlMaster with 10 sessions on one connection, VS Code's SOCKS pattern,
+/// MOTD and .hushlogin, and session accounting in the heartbeat statistics.
+#[test]
+fn ssh_forwards_agent_multiplexing() -> R {
+    let w = SshWs::start()?;
+    let port = w.port.to_string();
+    let dir = w.s.dir.path().to_path_buf();
+
+    // -R with port 0: the agent allocates a port; a connection to it inside the workspace
+    // reaches a server on this side.
+    let here = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let here_port = here.local_addr()?.port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = here.accept() {
+            use std::io::Write;
+            let _ = c.write_all(b"hello from the laptop\n");
+        }
+    });
+    // OpenSSH prints the allocated port at LogLevel INFO (the first LogLevel given wins).
+    let info_opts: Vec<String> = w
+        .opts()
+        .into_iter()
+        .map(|o| {
+            if o == "LogLevel=ERROR" {
+                "LogLevel=INFO".to_string()
+            } else {
+                o
+            }
+        })
+        .collect();
+    let mut child = Command::new("ssh")
+        .args(info_opts)
+        .args([
+            "-p",
+            &port,
+            "-R",
+            &format!("0:127.0.0.1:{here_port}"),
+            "dev@127.0.0.1",
+            "sleep 3",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let allocated: u16 = loop {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut stderr, &mut buf)?;
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(p) = text
+            .split("Allocated port ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+        {
+            break p;
+        }
+        anyhow::ensure!(
+            n > 0 && std::time::Instant::now() < deadline,
+            "no allocated port: {text}"
+        );
+    };
+    let got = Command::new("sh").arg("-c").arg(format!("python3 -c 'import socket;s=socket.create_connection((\"127.0.0.1\",{allocated}));print(s.recv(100).decode(),end=\"\")'")).output()?;
+    let _ = child.wait();
+    assert_eq!(out(&got), "hello from the laptop\n", "through -R 0");
+
+    // -L to a Unix socket inside the workspace.
+    let inside_sock = w.home.join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&inside_sock)?;
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = listener.accept() {
+            use std::io::Write;
+            let _ = c.write_all(b"unix inside\n");
+        }
+    });
+    let lport = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut fwd = Command::new("ssh")
+        .args(w.opts())
+        .args([
+            "-p",
+            &port,
+            "-N",
+            "-L",
+            &format!("{lport}:{}", inside_sock.display()),
+            "dev@127.0.0.1",
+        ])
+        .spawn()?;
+    let mut got = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+            let _ = std::io::Read::read_to_string(&mut c, &mut got);
+            if !got.is_empty() {
+                break;
+            }
+        }
+    }
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    assert_eq!(got, "unix inside\n");
+
+    // -R from a Unix socket inside the workspace to a TCP server here.
+    let here = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let here_port = here.local_addr()?.port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = here.accept() {
+            use std::io::Write;
+            let _ = c.write_all(b"back through a socket\n");
+        }
+    });
+    let remote_sock = w.home.join("remote.sock");
+    let o = w.ssh(
+        &["-R", &format!("{}:127.0.0.1:{here_port}", remote_sock.display()), "-o", "ExitOnForwardFailure=yes"],
+        &format!("sleep 0.3; python3 -c 'import socket;s=socket.socket(socket.AF_UNIX);s.connect(\"{}\");print(s.recv(100).decode(),end=\"\")'", remote_sock.display()),
+        "",
+    )?;
+    assert_eq!(
+        out(&o),
+        "back through a socket\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // -A: a command inside uses the forwarded agent.
+    let sock = dir.join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()?;
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("ssh-add")
+        .arg("-q")
+        .arg(&w.key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()?;
+    let o = Command::new("ssh")
+        .args(w.opts())
+        .args(["-A", "-p", &port, "dev@127.0.0.1", "ssh-add -l"])
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        out(&o).contains("ED25519"),
+        "ssh-add -l inside: {} {}",
+        out(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // ControlMaster: one connection, 10 sessions over it.
+    let cm = dir.join("cm.sock");
+    let cm_opts = [
+        "-o".to_string(),
+        "ControlMaster=auto".to_string(),
+        "-o".to_string(),
+        format!("ControlPath={}", cm.display()),
+        "-o".to_string(),
+        "ControlPersist=30".to_string(),
+    ];
+    let mut master = Command::new("ssh")
+        .args(w.opts())
+        .args(&cm_opts)
+        .args(["-p", &port, "-N", "dev@127.0.0.1"])
+        .spawn()?;
+    for _ in 0..50 {
+        if cm.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kids: Vec<_> = (0..10)
+        .map(|i| {
+            Command::new("ssh")
+                .args(w.opts())
+                .args(&cm_opts)
+                .args(["-p", &port, "dev@127.0.0.1", &format!("echo mux-{i}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    for (i, k) in kids.into_iter().enumerate() {
+        assert_eq!(out(&k.wait_with_output()?), format!("mux-{i}\n"));
+    }
+    let check = Command::new("ssh")
+        .args(w.opts())
+        .args(&cm_opts)
+        .args(["-p", &port, "-O", "check", "dev@127.0.0.1"])
+        .output()?;
+    assert!(
+        check.status.success(),
+        "the master served them: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _ = Command::new("ssh")
+        .args(w.opts())
+        .args(&cm_opts)
+        .args(["-p", &port, "-O", "exit", "dev@127.0.0.1"])
+        .output();
+    let _ = master.kill();
+    let _ = master.wait();
+
+    // VS Code Remote-SSH's pattern: `ssh -T -D PORT host bash` with a script on stdin, then a
+    // connection through the SOCKS port. Counted as a vscode session meanwhile.
+    let web_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(w.home.join("vscode.txt"), "served\n")?;
+    let mut web = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &web_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&w.home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let socks = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut vs = Command::new("ssh")
+        .args(w.opts())
+        .args([
+            "-T",
+            "-D",
+            &socks.to_string(),
+            "-p",
+            &port,
+            "-o",
+            "SetEnv=OUTPOST_SESSION_KIND=vscode",
+            "-o",
+            "SendEnv=OUTPOST_SESSION_KIND",
+            "dev@127.0.0.1",
+            "bash",
+        ])
+        .env("OUTPOST_SESSION_KIND", "vscode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        if let Some(i) = vs.stdin.as_mut() {
+            i.write_all(b"echo vscode-server-ready\n")?;
+        }
+    }
+    let mut body = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new("curl")
+            .args([
+                "-sf",
+                "--socks5-hostname",
+                &format!("127.0.0.1:{socks}"),
+                &format!("http://127.0.0.1:{web_port}/vscode.txt"),
+            ])
+            .output()?;
+        if o.status.success() {
+            body = out(&o);
+            break;
+        }
+    }
+    assert_eq!(body, "served\n", "through the SOCKS port");
+    let (st, _) = w.s.wait_for("dev", Duration::from_secs(10), |x| {
+        x["agent"]["stats"]["sessions"]["vscode"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    })?;
+    assert!(
+        st["agent"]["stats"]["rx_bytes"].as_u64().unwrap_or(0) > 0
+            || st["agent"]["stats"]["tx_bytes"].as_u64().unwrap_or(0) > 0
+    );
+    drop(vs.stdin.take());
+    let _ = vs.kill();
+    let _ = vs.wait();
+    let _ = web.kill();
+    let _ = web.wait();
+
+    // MOTD for login shells, silenced by ~/.hushlogin.
+    std::fs::create_dir_all(w.home.join(".outpost"))?;
+    std::fs::write(w.home.join(".outpost/motd"), "Welcome to the workspace\n")?;
+    let o = w.ssh(&["-tt"], "", "exit\n")?;
+    assert!(out(&o).contains("Welcome to the workspace"), "{}", out(&o));
+    std::fs::write(w.home.join(".hushlogin"), "")?;
+    let o = w.ssh(&["-tt"], "", "exit\n")?;
+    assert!(!out(&o).contains("Welcome to the workspace"));
+    Ok(())
+}
