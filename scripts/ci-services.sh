@@ -10,7 +10,8 @@ pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 # python3 (http.server inside workspaces).
 missing=""
 for tool in ssh:openssh-client scp:openssh-client sftp:openssh-client ssh-keygen:openssh-client \
-            rsync:rsync git:git curl:curl openssl:openssl python3:python3; do
+            rsync:rsync git:git curl:curl openssl:openssl python3:python3 ssh-audit:ssh-audit \
+            ssh-agent:openssh-client; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
 done
 if [ -n "$missing" ]; then

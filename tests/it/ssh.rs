@@ -169,6 +169,22 @@ fn ssh_exec_pty_env_signals() -> R {
         .output()?;
     assert_eq!(o.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied (publickey)"));
+    // ssh-audit (Debian's) finds no failure and no warning.
+    let audit = Command::new("ssh-audit")
+        .args(["-n", &format!("127.0.0.1:{}", w.port)])
+        .output()?;
+    let report = out(&audit);
+    assert!(
+        audit.status.success(),
+        "ssh-audit exit {:?}:\n{report}",
+        audit.status.code()
+    );
+    assert!(
+        !report.contains("[fail]") && !report.contains("[warn]"),
+        "{report}"
+    );
+    assert!(report.contains("(key) ssh-ed25519"), "{report}");
+
     // 100 concurrent sessions on one agent.
     let children: Vec<_> = (0..100)
         .map(|i| {
