@@ -325,9 +325,10 @@ impl russh::server::Handler for Conn {
         reply.accept().await;
         let shared = self.shared.clone();
         let handle = session.handle();
+        let peer = self.peer;
         tokio::spawn(async move {
             let id = channel.id();
-            if let Err(e) = run_session(channel, shared, handle.clone()).await {
+            if let Err(e) = run_session(channel, shared, handle.clone(), peer).await {
                 tracing::debug!(error = %e, "ssh session channel");
                 let _ = handle.close(id).await;
             }
@@ -591,6 +592,7 @@ async fn run_session(
     mut channel: Channel<Msg>,
     shared: Arc<SshShared>,
     handle: Handle,
+    peer: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let id = channel.id();
     let mut pty: Option<PtyReq> = None;
@@ -651,6 +653,12 @@ async fn run_session(
         ),
     ];
     vars.extend(shared.env.iter().cloned());
+    // As sshd sets them (relayed connections have no client address: 0.0.0.0 0).
+    let (ip, port) = peer
+        .map(|p| (p.ip().to_string(), p.port()))
+        .unwrap_or_else(|| ("0.0.0.0".into(), 0));
+    vars.push(("SSH_CONNECTION".into(), format!("{ip} {port} 127.0.0.1 22")));
+    vars.push(("SSH_CLIENT".into(), format!("{ip} {port} 22")));
     if let Some(p) = &pty {
         vars.push((
             "TERM".into(),

@@ -2,6 +2,7 @@
 
 mod agents;
 mod bench;
+mod sshbench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   demo                run Outpost on its embedded defaults with a running workspace `dev`
   bench lifecycle     create/stop/start/delete timings and control's RSS with 100 workspaces
   bench agents        N simulated agents (bootstrap, long poll, heartbeats) against one server
+  bench ssh           the agent's SSH (direct and relayed) beside Debian's sshd, same run
 ";
 
 fn main() -> std::process::ExitCode {

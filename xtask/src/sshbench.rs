@@ -1,0 +1,349 @@
+//! `cargo xtask bench ssh`: Debian's sshd (a temporary config on 127.0.0.1) beside the agent's
+//! SSH server (direct listen, and through control's relay via `ssh WS.outpost`), the same client,
+//! cipher, key exchange, login shell and (empty) environment, in one command.
+//!
+//! Both servers run commands for a dedicated user-less environment: sshd logs in a throwaway
+//! account `outpost-bench` (bash, an empty home, created if missing), the agent runs with an empty
+//! workspace home. Root's own `.bashrc` (pyenv, ~110 ms) would otherwise dominate one side.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::bench::{first_user, machine, pct, start_server, write_results};
+
+const BENCH_USER: &str = "outpost-bench";
+const CIPHER: &str = "aes128-gcm@openssh.com";
+const KEX: &str = "curve25519-sha256";
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let mut gib = 1u64;
+    let mut runs = 30usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--gib" => gib = it.next().context("--gib N")?.parse()?,
+            "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        bail!("Debian's sshd is the anchor: install it with `apt-get install openssh-server`");
+    }
+    crate::cargo(&["build", "--release", "--bins"])?;
+    run(&crate::root().join("target/release"), gib, runs)
+}
+
+fn sh(cmd: &str) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new("sh").arg("-c").arg(cmd).output()?)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
+    outpost_agent::tls::install_provider();
+    let tmp = std::env::temp_dir().join(format!("outpost-bench-ssh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let key = tmp.join("id_ed25519");
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -f {}",
+        key.display()
+    ))?;
+
+    // The anchor: sshd on 127.0.0.1 for a throwaway user with an empty home.
+    let bench_home = tmp.join("bench-home");
+    std::fs::create_dir_all(bench_home.join(".ssh"))?;
+    if !sh(&format!("id -u {BENCH_USER}"))?.status.success() {
+        let o = sh(&format!(
+            "useradd --system --no-create-home --shell /bin/bash {BENCH_USER}"
+        ))?;
+        if !o.status.success() {
+            bail!(
+                "cannot create the bench user: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    // A home of its own; a `*` password: no password login, but not a locked account (sshd
+    // refuses locked ones even for keys).
+    sh(&format!(
+        "usermod -d {} -p '*' {BENCH_USER}",
+        bench_home.display()
+    ))?;
+    std::fs::copy(
+        key.with_extension("pub"),
+        bench_home.join(".ssh/authorized_keys"),
+    )?;
+    sh(&format!("chown -R {BENCH_USER} {}", bench_home.display()))?;
+    let sshd_port = free_port()?;
+    let host_key = tmp.join("sshd_host_ed25519_key");
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -f {}",
+        host_key.display()
+    ))?;
+    let cfg = tmp.join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {tmp}/sshd.pid\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nAuthorizedKeysFile .ssh/authorized_keys\nPrintMotd no\nPrintLastLog no\nUseDNS no\nSubsystem sftp internal-sftp\nAllowTcpForwarding yes\n",
+            hk = host_key.display(),
+            tmp = tmp.display()
+        ),
+    )?;
+    // sshd insists on its privilege separation directory.
+    std::fs::create_dir_all("/run/sshd")?;
+    let sshd_log = std::fs::File::create(tmp.join("sshd.log"))?;
+    let _sshd = Kill(
+        Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stderr(sshd_log)
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", sshd_port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "sshd did not start: {}",
+                std::fs::read_to_string(tmp.join("sshd.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Outpost: server, user, key, a workspace with a direct SSH listener.
+    let data = tmp.join("outpost");
+    let server = start_server(bin, &data, ("127.0.0.1:0", "127.0.0.1:0"), &[])?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let token = rt.block_on(first_user(&server.url, &server.data, "bench-password"))?;
+    let cli_dir = tmp.join("cli");
+    std::fs::create_dir_all(&cli_dir)?;
+    std::fs::write(
+        cli_dir.join("session.json"),
+        serde_json::to_vec(&serde_json::json!({"url": server.url, "token": token}))?,
+    )?;
+    let outpost = |args: &[&str]| -> anyhow::Result<String> {
+        let o = Command::new(bin.join("outpost"))
+            .args(args)
+            .env("OUTPOST_CONFIG_DIR", &cli_dir)
+            .output()?;
+        if !o.status.success() {
+            bail!("outpost {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    outpost(&[
+        "keys",
+        "add",
+        &key.with_extension("pub").display().to_string(),
+    ])?;
+    let tdir = tmp.join("tpl");
+    std::fs::create_dir_all(&tdir)?;
+    std::fs::write(
+        tdir.join("template.toml"),
+        "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\n",
+    )?;
+    outpost(&[
+        "templates",
+        "push",
+        &tdir.display().to_string(),
+        "--name",
+        "bench",
+    ])?;
+    outpost(&["create", "dev", "-t", "bench"])?;
+    let mut agent_addr = String::new();
+    for _ in 0..100 {
+        let w: serde_json::Value = serde_json::from_str(&outpost(&["--json", "show", "dev"])?)?;
+        if let Some(a) = w["agent"]["ssh_addr"].as_str() {
+            agent_addr = a.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let agent_port: u16 = agent_addr.rsplit(':').next().unwrap_or("0").parse()?;
+    let ssh_config = tmp.join("ssh_config");
+    outpost(&[
+        "config-ssh",
+        "--ssh-config",
+        &ssh_config.display().to_string(),
+    ])?;
+
+    let common = format!(
+        "-F {cfg} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o Ciphers={CIPHER} -o KexAlgorithms={KEX} -o ControlMaster=no -i {key}",
+        cfg = ssh_config.display(),
+        key = key.display()
+    );
+    let targets = [
+        (
+            "sshd",
+            format!("ssh {common} -p {sshd_port} {BENCH_USER}@127.0.0.1"),
+        ),
+        (
+            "agent (direct)",
+            format!("ssh {common} -p {agent_port} dev@127.0.0.1"),
+        ),
+        (
+            "agent (relay: ssh dev.outpost)",
+            format!(
+                "ssh {common} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} dev.outpost",
+                cli_dir.join("known_hosts").display()
+            ),
+        ),
+    ];
+    let env_cli = format!("OUTPOST_CONFIG_DIR={}", cli_dir.display());
+
+    // 1. connect + `true`, median of `runs` fresh connections.
+    let mut connect = Vec::new();
+    for (name, ssh) in &targets {
+        // Warm up once (and check it works).
+        let o = sh(&format!("{env_cli} {ssh} true"))?;
+        if !o.status.success() {
+            bail!("{name}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let o = sh(&format!("{env_cli} {ssh} true"))?;
+            if !o.status.success() {
+                bail!("{name}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        eprintln!(
+            "{name}: connect+true median {:.1} ms",
+            pct(&mut v.clone(), 0.5)
+        );
+        connect.push(pct(&mut v, 0.5));
+    }
+
+    // 2. Bulk transfer, each way.
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    for (name, ssh) in &targets {
+        let t = Instant::now();
+        let o = sh(&format!(
+            "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
+        ))?;
+        if !o.status.success() {
+            bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        up.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let o = sh(&format!(
+            "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
+        ))?;
+        if !o.status.success() {
+            bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        down.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+        eprintln!(
+            "{name}: up {:.0} MiB/s, down {:.0} MiB/s",
+            up.last().unwrap_or(&0.0),
+            down.last().unwrap_or(&0.0)
+        );
+    }
+
+    // 3. Port forwarding (-L) throughput to a sink on this machine.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let sink_port = sink.local_addr()?.port();
+    std::thread::spawn(move || {
+        for c in sink.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut buf = vec![0u8; 1 << 20];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = c.write_all(b"k");
+            });
+        }
+    });
+    let mut fwd = Vec::new();
+    for (name, ssh) in &targets {
+        let lport = free_port()?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec env {env_cli} {ssh} -N -L {lport}:127.0.0.1:{sink_port}"
+            ))
+            .spawn()?;
+        let _k = Kill(child);
+        let mut conn = None;
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+                conn = Some(c);
+                break;
+            }
+        }
+        let mut c = conn.with_context(|| format!("{name}: the forward did not come up"))?;
+        let chunk = vec![0u8; 1 << 20];
+        let t = Instant::now();
+        for _ in 0..(gib * 1024) {
+            c.write_all(&chunk)?;
+        }
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut ack = [0u8; 1];
+        let _ = c.read(&mut ack);
+        fwd.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+        eprintln!("{name}: -L {:.0} MiB/s", fwd.last().unwrap_or(&0.0));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let title = format!(
+        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER}, kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port.",
+        crate::bench::date(),
+        machine()
+    );
+    let s = "sshd (same run)";
+    let rows = vec![
+        ("connect+true, sshd", connect[0], "ms", "-", None),
+        (
+            "connect+true, agent direct",
+            connect[1],
+            "ms",
+            s,
+            Some(connect[0]),
+        ),
+        (
+            "connect+true, ssh WS.outpost via relay",
+            connect[2],
+            "ms",
+            s,
+            Some(connect[0]),
+        ),
+        ("upload, sshd", up[0], "MiB/s", "-", None),
+        ("upload, agent direct", up[1], "MiB/s", s, Some(up[0])),
+        ("upload, relay", up[2], "MiB/s", s, Some(up[0])),
+        ("download, sshd", down[0], "MiB/s", "-", None),
+        ("download, agent direct", down[1], "MiB/s", s, Some(down[0])),
+        ("download, relay", down[2], "MiB/s", s, Some(down[0])),
+        ("-L forward, sshd", fwd[0], "MiB/s", "-", None),
+        ("-L forward, agent direct", fwd[1], "MiB/s", s, Some(fwd[0])),
+        ("-L forward, relay", fwd[2], "MiB/s", s, Some(fwd[0])),
+    ];
+    write_results("ssh", &title, &rows)
+}
