@@ -96,12 +96,13 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
             .await?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let up = tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+            let mut stdin = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
+            let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
         });
         let mut stdout = tokio::io::stdout();
-        let _ = tokio::io::copy(&mut rd, &mut stdout).await;
+        let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
+        let _ = tokio::io::copy_buf(&mut rd, &mut stdout).await;
         let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
         up.abort();
         return Ok(());
@@ -260,7 +261,14 @@ pub(crate) async fn port_forward(ctx: &Ctx, a: PortForwardArgs) -> anyhow::Resul
                         .await
                     {
                         Ok(mut up) => {
-                            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+                            let _ = tcp.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut tcp,
+                                &mut up,
+                                256 * 1024,
+                                256 * 1024,
+                            )
+                            .await;
                         }
                         Err(e) => eprintln!("forward to {name}:{remote} failed: {e}"),
                     }

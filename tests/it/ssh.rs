@@ -142,6 +142,25 @@ fn ssh_exec_pty_env_signals() -> R {
     let text = out(&o);
     assert!(text.contains("/dev/pts/"), "{text}");
     assert!(text.contains("24 80"), "{text}");
+    // A window change reaches the PTY: `stty size` before and after (ssh on a real PTY).
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/it/winch.py");
+    let mut args = w.opts();
+    args.extend([
+        "-tt".to_string(),
+        "-p".to_string(),
+        w.port.to_string(),
+        "dev@127.0.0.1".to_string(),
+        "stty size; sleep 1; stty size".to_string(),
+    ]);
+    let o = Command::new("python3").arg(script).args(&args).output()?;
+    let text = out(&o);
+    let sizes: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with(" 100") || l.ends_with(" 120"))
+        .collect();
+    assert_eq!(sizes, vec!["30 100", "40 120"], "{text}");
+
     // A login shell without a command, fed on stdin.
     let o = w.ssh(&["-T"], "", "echo from-shell; exit 7\n")?;
     assert_eq!(o.status.code(), Some(7));
