@@ -94,7 +94,7 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
         let stream = client
             .relay(&format!("/api/v1/workspaces/{name}/relay/ssh"))
             .await?;
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (rd, mut wr) = tokio::io::split(stream);
         let up = tokio::spawn(async move {
             let mut stdin = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
             let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
