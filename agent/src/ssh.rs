@@ -152,6 +152,46 @@ pub fn serve_stream<S>(
     });
 }
 
+/// A TCP stream that acknowledges every read at once (see [`crate::sys::quickack`]).
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if r.is_ready() {
+            use std::os::fd::AsRawFd;
+            crate::sys::quickack(self.0.as_raw_fd());
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// Accepts connections on `listener` until the process ends.
 pub async fn serve(
     listener: TcpListener,
@@ -168,7 +208,7 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        serve_stream(tcp, config.clone(), shared.clone(), Some(peer));
+        serve_stream(QuickAck(tcp), config.clone(), shared.clone(), Some(peer));
     }
 }
 
