@@ -70,19 +70,7 @@ pub fn host_key(dir: &Path) -> anyhow::Result<PrivateKey> {
     let pem = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .context("encoding the SSH host key")?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    crate::run::write_private(&path, pem.as_bytes())?;
     Ok(key)
 }
 

@@ -132,46 +132,61 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
 }
 
 /// Request body -> `io`; `io` -> response body.
-fn bridge<S>(mut body: Incoming, io: S) -> Response<Body>
+fn bridge<S>(body: Incoming, io: S) -> Response<Body>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    tokio::spawn(async move {
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data() {
-                        if wr.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    tokio::spawn(body_to_writer(body, wr));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 128 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx
-                        .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
-                        .await
-                        .is_err()
-                    {
+    tokio::spawn(reader_to_frames(rd, tx));
+    let stream = tokio_stream_from(rx);
+    Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
+}
+
+/// Writes an HTTP body's data frames to `wr`, then shuts it down (half-close).
+pub async fn body_to_writer<B, W>(mut body: B, mut wr: W)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    if wr.write_all(&data).await.is_err() {
                         break;
                     }
                 }
             }
+            Err(_) => break,
         }
-    });
-    let stream = tokio_stream_from(rx);
-    Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads `rd` into data frames for a streaming HTTP body, until EOF or the body is dropped.
+pub async fn reader_to_frames<R>(
+    mut rd: R,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(

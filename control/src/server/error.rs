@@ -62,6 +62,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A store error, with `NotFound` answered by `not_found` (a message that says what to do).
+pub fn store_or(e: StoreError, not_found: impl FnOnce() -> ApiError) -> ApiError {
+    match e {
+        StoreError::NotFound => not_found(),
+        e => e.into(),
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -9,7 +9,7 @@ use axum::Json;
 use outpost_api::*;
 
 use super::auth::{random_id, random_secret, sha256_hex, ProvisionerAuth, BOOTSTRAP_TOKEN_PREFIX};
-use super::error::{ApiError, ApiJson, ApiResult};
+use super::error::{store_or, ApiError, ApiJson, ApiResult};
 use super::AppState;
 use crate::store::{now_ms, StoreError};
 
@@ -117,6 +117,10 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
     })
 }
 
+fn not_held() -> ApiError {
+    ApiError::conflict("this daemon does not hold that job any more")
+}
+
 pub(super) async fn update(
     State(state): State<AppState>,
     _p: ProvisionerAuth,
@@ -148,12 +152,7 @@ pub(super) async fn update(
         .store
         .job_update(&job_id, &req.daemon_id, lease_ms, &logs)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                ApiError::conflict("this daemon does not hold that job any more")
-            }
-            e => e.into(),
-        })?;
+        .map_err(|e| store_or(e, not_held))?;
     state.bump_progress();
     Ok(Json(JobUpdateResponse {
         canceled: job.cancel_requested,
@@ -200,12 +199,7 @@ pub(super) async fn complete(
             st.as_deref(),
         )
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                ApiError::conflict("this daemon does not hold that job any more")
-            }
-            e => e.into(),
-        })?;
+        .map_err(|e| store_or(e, not_held))?;
     after_job_end(&state, &job.build_id, status).await?;
     Ok(Json(serde_json::json!({ "status": status })))
 }

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::agent::PeerIdentity;
 use super::auth::AuthUser;
@@ -212,43 +211,15 @@ async fn relay(
             String::from_utf8_lossy(&msg).into_owned(),
         ));
     }
-    let mut down = resp.into_body();
+    let down = resp.into_body();
     tokio::spawn(async move {
         let client = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(_) => return,
         };
-        let (mut crd, mut cwr) = tokio::io::split(client);
-        let up = tokio::spawn(async move {
-            let mut buf = vec![0u8; 128 * 1024];
-            loop {
-                match crd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx
-                            .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        while let Some(frame) = down.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let Ok(data) = f.into_data() {
-                        if cwr.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = cwr.shutdown().await;
+        let (crd, cwr) = tokio::io::split(client);
+        let up = tokio::spawn(outpost_agent::tunnel::reader_to_frames(crd, tx));
+        outpost_agent::tunnel::body_to_writer(down, cwr).await;
         up.abort();
     });
     Ok(switching("outpost-relay"))

@@ -10,7 +10,7 @@ use outpost_api::*;
 use super::auth::{
     ct_eq, hash_password, random_secret, sha256_hex, verify_password, AuthUser, API_TOKEN_PREFIX,
 };
-use super::error::{ApiError, ApiJson, ApiResult};
+use super::error::{store_or, ApiError, ApiJson, ApiResult};
 use super::AppState;
 use crate::store::{now_ms, TemplateRow, TemplateVersionRow, UserRow};
 use crate::template;
@@ -280,11 +280,10 @@ pub(super) async fn revoke_token(
         .store
         .revoke_token(&auth.user.id, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
+        .map_err(|e| {
+            store_or(e, || {
                 ApiError::not_found(format!("no token {id:?}; see `outpost tokens list`"))
-            }
-            e => e.into(),
+            })
         })?;
     Ok(Json(serde_json::json!({ "revoked": id })))
 }
@@ -475,6 +474,16 @@ pub(crate) fn parse_public_key(line: &str) -> Result<(String, String), String> {
     Ok((format!("{kind} {b64}"), fp))
 }
 
+fn key_view(r: crate::store::SshKeyRow) -> SshKey {
+    SshKey {
+        id: r.id,
+        name: r.name,
+        public_key: r.public_key,
+        fingerprint: r.fingerprint,
+        created_at: r.created_at,
+    }
+}
+
 pub(super) async fn add_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -490,16 +499,7 @@ pub(super) async fn add_ssh_key(
         .store
         .add_ssh_key(&auth.user.id, &req.name, &key, &fp)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(SshKey {
-            id: row.id,
-            name: row.name,
-            public_key: row.public_key,
-            fingerprint: row.fingerprint,
-            created_at: row.created_at,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(key_view(row))))
 }
 
 pub(super) async fn list_ssh_keys(
@@ -512,13 +512,7 @@ pub(super) async fn list_ssh_keys(
             .ssh_keys(&auth.user.id)
             .await?
             .into_iter()
-            .map(|r| SshKey {
-                id: r.id,
-                name: r.name,
-                public_key: r.public_key,
-                fingerprint: r.fingerprint,
-                created_at: r.created_at,
-            })
+            .map(key_view)
             .collect(),
     ))
 }
@@ -532,11 +526,10 @@ pub(super) async fn remove_ssh_key(
         .store
         .remove_ssh_key(&auth.user.id, &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => {
+        .map_err(|e| {
+            store_or(e, || {
                 ApiError::not_found(format!("no key {id:?}; see `outpost keys list`"))
-            }
-            e => e.into(),
+            })
         })?;
     Ok(Json(serde_json::json!({ "removed": id })))
 }
