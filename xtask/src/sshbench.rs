@@ -263,7 +263,61 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         );
     }
 
-    // 3. Port forwarding (-L) throughput to a sink on this machine.
+    // 3. sftp put and get of the same file (sshd runs its internal-sftp).
+    let blob = tmp.join("blob.bin");
+    sh(&format!("head -c {gib}G /dev/zero > {}", blob.display()))?;
+    let mut sftp_put = Vec::new();
+    let mut sftp_get = Vec::new();
+    for (name, ssh) in &targets {
+        let sftp = ssh.replacen("ssh ", "sftp ", 1).replace(" -p ", " -P ");
+        let batch = tmp.join("put.batch");
+        std::fs::write(&batch, format!("put {} sftp-blob.bin\n", blob.display()))?;
+        let t = Instant::now();
+        let o = sh(&format!("{env_cli} {sftp_cmd}", sftp_cmd = sftp_batch(&sftp, &batch)))?;
+        if !o.status.success() {
+            bail!("{name} sftp put: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        sftp_put.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+        std::fs::write(&batch, format!("get sftp-blob.bin {}\nrm sftp-blob.bin\n", tmp.join("got.bin").display()))?;
+        let t = Instant::now();
+        let o = sh(&format!("{env_cli} {}", sftp_batch(&sftp, &batch)))?;
+        if !o.status.success() {
+            bail!("{name} sftp get: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        sftp_get.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(tmp.join("got.bin"));
+        eprintln!("{name}: sftp put {:.0} MiB/s, get {:.0} MiB/s", sftp_put.last().unwrap_or(&0.0), sftp_get.last().unwrap_or(&0.0));
+    }
+    let _ = std::fs::remove_file(&blob);
+
+    // 4. The agent's memory, idle and with 100 sessions open.
+    let w: serde_json::Value = serde_json::from_str(&outpost(&["--json", "show", "dev"])?)?;
+    let agent_pid: u32 = w["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["name"] == "agent"))
+        .and_then(|x| x["details"]["pid"].as_str())
+        .and_then(|p| p.parse().ok())
+        .context("the agent's pid")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = crate::bench::rss_kib(agent_pid) as f64 / 1024.0;
+    let sessions: Vec<Kill> = (0..100)
+        .map(|_| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec {} 'sleep 20'", targets[1].1))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(Kill)
+        })
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_100 = crate::bench::rss_kib(agent_pid) as f64 / 1024.0;
+    drop(sessions);
+    eprintln!("agent RSS idle {rss_idle:.1} MiB, with 100 sessions {rss_100:.1} MiB");
+
+    // 5. Port forwarding (-L) throughput to a sink on this machine.
     let sink = std::net::TcpListener::bind("127.0.0.1:0")?;
     let sink_port = sink.local_addr()?.port();
     std::thread::spawn(move || {
@@ -344,6 +398,23 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         ("-L forward, sshd", fwd[0], "MiB/s", "-", None),
         ("-L forward, agent direct", fwd[1], "MiB/s", s, Some(fwd[0])),
         ("-L forward, relay", fwd[2], "MiB/s", s, Some(fwd[0])),
+        ("sftp put, sshd (internal-sftp)", sftp_put[0], "MiB/s", "-", None),
+        ("sftp put, agent direct", sftp_put[1], "MiB/s", s, Some(sftp_put[0])),
+        ("sftp put, relay", sftp_put[2], "MiB/s", s, Some(sftp_put[0])),
+        ("sftp get, sshd (internal-sftp)", sftp_get[0], "MiB/s", "-", None),
+        ("sftp get, agent direct", sftp_get[1], "MiB/s", s, Some(sftp_get[0])),
+        ("sftp get, relay", sftp_get[2], "MiB/s", s, Some(sftp_get[0])),
+        ("relay/direct, upload", up[2], "MiB/s", "agent direct (same run)", Some(up[1])),
+        ("relay/direct, download", down[2], "MiB/s", "agent direct (same run)", Some(down[1])),
+        ("relay/direct, -L", fwd[2], "MiB/s", "agent direct (same run)", Some(fwd[1])),
+        ("agent RSS, idle", rss_idle, "MiB", "-", None),
+        ("agent RSS, 100 sessions", rss_100, "MiB", "-", None),
     ];
     write_results("ssh", &title, &rows)
+}
+
+/// `sftp ... -b BATCH DEST` from an `ssh ... DEST` command line (the destination goes last).
+fn sftp_batch(sftp: &str, batch: &Path) -> String {
+    let (opts, dest) = sftp.rsplit_once(' ').unwrap_or((sftp, ""));
+    format!("{opts} -b {} {dest}", batch.display())
 }
