@@ -736,6 +736,38 @@ async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
         url: url.clone(),
         token: resp.token.clone(),
     })?;
+    let key_file = if args.create_ssh_key {
+        Some(crate::sshcli::create_ssh_key()?)
+    } else {
+        args.ssh_key
+    };
+    if let Some(pubkey) = key_file {
+        let authed = Client::new(&url, Some(resp.token.clone()));
+        let line = std::fs::read_to_string(&pubkey)
+            .with_context(|| format!("reading {}", pubkey.display()))?;
+        let line = line.lines().next().unwrap_or_default().to_string();
+        let name = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("outpost")
+            .to_string();
+        match authed
+            .post::<_, SshKey>(
+                "/api/v1/users/me/keys",
+                &AddSshKeyRequest {
+                    name,
+                    public_key: line,
+                },
+            )
+            .await
+        {
+            Ok(k) => eprintln!("Uploaded SSH key {} ({})", k.fingerprint, pubkey.display()),
+            Err(e) if e.status() == Some(409) => {
+                eprintln!("SSH key {} is already uploaded", pubkey.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     ctx.print(&resp.user, || {
         println!(
             "Signed in to {url} as {}. Next: `outpost create dev --template base`",

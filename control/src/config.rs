@@ -261,6 +261,12 @@ pub struct LoginArgs {
     pub first_user: bool,
     #[arg(long, env = "OUTPOST_SETUP_TOKEN", hide_env_values = true)]
     pub setup_token: Option<String>,
+    /// Upload this SSH public key (a .pub file) so workspaces accept it.
+    #[arg(long, conflicts_with = "create_ssh_key")]
+    pub ssh_key: Option<PathBuf>,
+    /// Make an SSH key for Outpost (~/.ssh/outpost_ed25519, if missing) and upload it.
+    #[arg(long)]
+    pub create_ssh_key: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -161,7 +161,10 @@ pub(crate) async fn config_ssh(ctx: &Ctx, a: ConfigSshArgs) -> anyhow::Result<()
     let kh = write_known_hosts(ctx, &client, &a.suffix).await?;
     let exe = std::env::current_exe().context("finding the outpost binary")?;
     let block = format!(
-        "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\nHost *.{suffix}\n  ProxyCommand {exe} --config-dir {cfg} ssh --stdio %h\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  ConnectTimeout 0\n  ServerAliveInterval 30\n{END}\n",
+        "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\nHost *.{suffix}\n  ProxyCommand {exe} --config-dir {cfg} ssh --stdio %h\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  ConnectTimeout 0\n  ServerAliveInterval 30\n{identity}{END}\n",
+        identity = outpost_identity()
+            .map(|k| format!("  IdentityFile {}\n", k.display()))
+            .unwrap_or_default(),
         suffix = a.suffix,
         exe = shell_quote(&exe.display().to_string()),
         cfg = shell_quote(&ctx.config_dir.display().to_string()),
@@ -284,4 +287,30 @@ pub(crate) async fn port_forward(ctx: &Ctx, a: PortForwardArgs) -> anyhow::Resul
         t.abort();
     }
     Ok(())
+}
+
+/// `~/.ssh/outpost_ed25519` (made with ssh-keygen when missing); returns the public key's path.
+pub(crate) fn create_ssh_key() -> anyhow::Result<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    let dir = home.join(".ssh");
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("outpost_ed25519");
+    if !key.exists() {
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "outpost", "-f"])
+            .arg(&key)
+            .status()
+            .context("running ssh-keygen (install OpenSSH's client)")?;
+        if !st.success() {
+            bail!("ssh-keygen failed");
+        }
+        eprintln!("Made an SSH key: {}", key.display());
+    }
+    Ok(key.with_extension("pub"))
+}
+
+/// The key `--create-ssh-key` makes, when it exists.
+fn outpost_identity() -> Option<PathBuf> {
+    let k = PathBuf::from(std::env::var_os("HOME")?).join(".ssh/outpost_ed25519");
+    k.exists().then_some(k)
 }

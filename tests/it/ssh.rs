@@ -933,3 +933,86 @@ fn ssh_forwards_agent_multiplexing() -> R {
     assert!(!out(&o).contains("Welcome to the workspace"));
     Ok(())
 }
+
+/// `outpost login --create-ssh-key` makes ~/.ssh/outpost_ed25519, uploads it, and config-ssh
+/// points at it: plain `ssh dev.outpost` works with nothing else set up.
+#[test]
+fn login_creates_and_uploads_a_key() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    let home = s.dir.path().join("home");
+    std::fs::create_dir_all(&home)?;
+    let cfg_dir = s.dir.path().join("cli2");
+    let run = |args: &[&str], stdin: &str| -> R<std::process::Output> {
+        use std::io::Write;
+        let mut c = Command::new(bin("outpost"))
+            .args(args)
+            .env("HOME", &home)
+            .env("OUTPOST_CONFIG_DIR", &cfg_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(stdin.as_bytes())?;
+        }
+        Ok(c.wait_with_output()?)
+    };
+    let o = run(
+        &[
+            "login",
+            &s.url,
+            "--username",
+            "admin",
+            "--password-stdin",
+            "--create-ssh-key",
+        ],
+        "admin-password\n",
+    )?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(home.join(".ssh/outpost_ed25519").exists());
+    let keys: serde_json::Value =
+        serde_json::from_slice(&run(&["--json", "keys", "list"], "")?.stdout)?;
+    assert_eq!(keys.as_array().map(Vec::len), Some(1));
+    // Logging in again does not upload it twice.
+    let o = run(
+        &[
+            "login",
+            &s.url,
+            "--username",
+            "admin",
+            "--password-stdin",
+            "--create-ssh-key",
+        ],
+        "admin-password\n",
+    )?;
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("already uploaded"));
+    assert!(run(&["create", "dev"], "")?.status.success());
+    let ssh_cfg = s.dir.path().join("ssh_config2");
+    assert!(run(
+        &[
+            "config-ssh",
+            "--ssh-config",
+            ssh_cfg.to_str().unwrap_or_default()
+        ],
+        ""
+    )?
+    .status
+    .success());
+    assert!(std::fs::read_to_string(&ssh_cfg)?.contains("IdentityFile"));
+    let o = Command::new("ssh")
+        .args([
+            "-F",
+            ssh_cfg.to_str().unwrap_or_default(),
+            "-o",
+            "BatchMode=yes",
+            "dev.outpost",
+            "echo keyed",
+        ])
+        .env("HOME", &home)
+        .env("OUTPOST_CONFIG_DIR", &cfg_dir)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(out(&o), "keyed\n", "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}

@@ -273,12 +273,21 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         let batch = tmp.join("put.batch");
         std::fs::write(&batch, format!("put {} sftp-blob.bin\n", blob.display()))?;
         let t = Instant::now();
-        let o = sh(&format!("{env_cli} {sftp_cmd}", sftp_cmd = sftp_batch(&sftp, &batch)))?;
+        let o = sh(&format!(
+            "{env_cli} {sftp_cmd}",
+            sftp_cmd = sftp_batch(&sftp, &batch)
+        ))?;
         if !o.status.success() {
             bail!("{name} sftp put: {}", String::from_utf8_lossy(&o.stderr));
         }
         sftp_put.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
-        std::fs::write(&batch, format!("get sftp-blob.bin {}\nrm sftp-blob.bin\n", tmp.join("got.bin").display()))?;
+        std::fs::write(
+            &batch,
+            format!(
+                "get sftp-blob.bin {}\nrm sftp-blob.bin\n",
+                tmp.join("got.bin").display()
+            ),
+        )?;
         let t = Instant::now();
         let o = sh(&format!("{env_cli} {}", sftp_batch(&sftp, &batch)))?;
         if !o.status.success() {
@@ -286,7 +295,11 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         }
         sftp_get.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
         let _ = std::fs::remove_file(tmp.join("got.bin"));
-        eprintln!("{name}: sftp put {:.0} MiB/s, get {:.0} MiB/s", sftp_put.last().unwrap_or(&0.0), sftp_get.last().unwrap_or(&0.0));
+        eprintln!(
+            "{name}: sftp put {:.0} MiB/s, get {:.0} MiB/s",
+            sftp_put.last().unwrap_or(&0.0),
+            sftp_get.last().unwrap_or(&0.0)
+        );
     }
     let _ = std::fs::remove_file(&blob);
 
@@ -398,15 +411,69 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         ("-L forward, sshd", fwd[0], "MiB/s", "-", None),
         ("-L forward, agent direct", fwd[1], "MiB/s", s, Some(fwd[0])),
         ("-L forward, relay", fwd[2], "MiB/s", s, Some(fwd[0])),
-        ("sftp put, sshd (internal-sftp)", sftp_put[0], "MiB/s", "-", None),
-        ("sftp put, agent direct", sftp_put[1], "MiB/s", s, Some(sftp_put[0])),
-        ("sftp put, relay", sftp_put[2], "MiB/s", s, Some(sftp_put[0])),
-        ("sftp get, sshd (internal-sftp)", sftp_get[0], "MiB/s", "-", None),
-        ("sftp get, agent direct", sftp_get[1], "MiB/s", s, Some(sftp_get[0])),
-        ("sftp get, relay", sftp_get[2], "MiB/s", s, Some(sftp_get[0])),
-        ("relay/direct, upload", up[2], "MiB/s", "agent direct (same run)", Some(up[1])),
-        ("relay/direct, download", down[2], "MiB/s", "agent direct (same run)", Some(down[1])),
-        ("relay/direct, -L", fwd[2], "MiB/s", "agent direct (same run)", Some(fwd[1])),
+        (
+            "sftp put, sshd (internal-sftp)",
+            sftp_put[0],
+            "MiB/s",
+            "-",
+            None,
+        ),
+        (
+            "sftp put, agent direct",
+            sftp_put[1],
+            "MiB/s",
+            s,
+            Some(sftp_put[0]),
+        ),
+        (
+            "sftp put, relay",
+            sftp_put[2],
+            "MiB/s",
+            s,
+            Some(sftp_put[0]),
+        ),
+        (
+            "sftp get, sshd (internal-sftp)",
+            sftp_get[0],
+            "MiB/s",
+            "-",
+            None,
+        ),
+        (
+            "sftp get, agent direct",
+            sftp_get[1],
+            "MiB/s",
+            s,
+            Some(sftp_get[0]),
+        ),
+        (
+            "sftp get, relay",
+            sftp_get[2],
+            "MiB/s",
+            s,
+            Some(sftp_get[0]),
+        ),
+        (
+            "relay/direct, upload",
+            up[2],
+            "MiB/s",
+            "agent direct (same run)",
+            Some(up[1]),
+        ),
+        (
+            "relay/direct, download",
+            down[2],
+            "MiB/s",
+            "agent direct (same run)",
+            Some(down[1]),
+        ),
+        (
+            "relay/direct, -L",
+            fwd[2],
+            "MiB/s",
+            "agent direct (same run)",
+            Some(fwd[1]),
+        ),
         ("agent RSS, idle", rss_idle, "MiB", "-", None),
         ("agent RSS, 100 sessions", rss_100, "MiB", "-", None),
     ];
