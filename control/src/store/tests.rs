@@ -8,6 +8,22 @@ const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 struct TestDb {
     store: Store,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database made for this test, dropped after it.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    async fn drop_db(self) {
+        use sqlx::Connection;
+        if let Some((admin, name)) = self.pg {
+            drop(self.store);
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await;
+            }
+        }
+    }
 }
 
 async fn sqlite() -> TestDb {
@@ -16,6 +32,7 @@ async fn sqlite() -> TestDb {
     TestDb {
         store: Store::connect(&url).await.expect("sqlite store"),
         _dir: Some(dir),
+        pg: None,
     }
 }
 
@@ -42,7 +59,11 @@ async fn postgres() -> Option<TestDb> {
     let store = Store::connect(&format!("{base}/{name}"))
         .await
         .expect("pg store");
-    Some(TestDb { store, _dir: None })
+    Some(TestDb {
+        store,
+        _dir: None,
+        pg: Some((admin, name)),
+    })
 }
 
 macro_rules! both {
@@ -55,7 +76,8 @@ macro_rules! both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(db) = super::postgres().await {
-                    super::$name(db.store).await;
+                    super::$name(db.store.clone()).await;
+                    db.drop_db().await;
                 }
             }
         }
