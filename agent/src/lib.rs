@@ -5,6 +5,7 @@
 //! `main.rs` only parses flags and calls [`run::run`].
 
 pub mod run;
+pub mod scripts;
 mod sftp;
 pub mod ssh;
 pub mod stats;

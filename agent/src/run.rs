@@ -249,6 +249,13 @@ impl Session {
         self.client().post("/agent/v1/heartbeat", req).await
     }
 
+    pub async fn client_post_logs(
+        &self,
+        req: &AgentLogsRequest,
+    ) -> Result<AgentLogsResponse, ClientError> {
+        self.client().post("/agent/v1/logs", req).await
+    }
+
     pub async fn manifest(&self) -> Result<AgentManifest, ClientError> {
         self.client().get("/agent/v1/manifest").await
     }
@@ -293,19 +300,35 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     let session = Session::new(&config.bundle.agent_url, creds)?;
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
     let ssh = tokio::spawn(ssh_loop(session.clone(), config.clone()));
+    let scripts = std::sync::Arc::new(crate::scripts::Scripts {
+        lifecycle: std::sync::Arc::new(crate::scripts::Lifecycle::default()),
+        sink: crate::scripts::start_shipper(session.clone()),
+        cached: std::sync::Mutex::new(None),
+    });
+    let start = tokio::spawn(start_scripts(
+        session.clone(),
+        config.clone(),
+        scripts.clone(),
+    ));
 
     let hb = tokio::spawn(heartbeat_loop(
         session.clone(),
         config.clone(),
-        exit_tx.clone(),
+        scripts.lifecycle.clone(),
     ));
     let renew = tokio::spawn(renew_loop(
         session.clone(),
         config.state_dir.clone(),
         exit_tx.clone(),
     ));
-    let poll = tokio::spawn(poll_loop(session.clone(), config.clone(), exit_tx));
+    let poll = tokio::spawn(poll_loop(
+        session.clone(),
+        config.clone(),
+        exit_tx,
+        scripts.clone(),
+    ));
     let exit = exit_rx.recv().await.unwrap_or(Exit::Stopped);
+    start.abort();
     hb.abort();
     renew.abort();
     poll.abort();
@@ -339,18 +362,103 @@ fn login_shell() -> String {
 
 /// Starts the SSH server when the workspace's template asks for a direct listen address, reports
 /// its host key, and keeps the accepted keys in step with the owner's keys at control.
-async fn ssh_loop(session: Session, config: AgentConfig) {
+/// Stop: shutting_down, the stop scripts (within their timeouts), then off (or why not).
+async fn shutdown(session: &Session, config: &AgentConfig, scripts: &crate::scripts::Scripts) {
+    scripts.lifecycle.set(AgentLifecycle::ShuttingDown);
+    // The agent is revoked as the stop is queued: it runs the scripts it learned at start.
+    let cached = scripts.cached.lock().map(|c| c.clone()).unwrap_or_default();
+    let end = match cached {
+        Some((list, env)) if list.iter().any(|s| s.run_on_stop) => {
+            match crate::scripts::run_all(
+                &list,
+                false,
+                &config.home,
+                &config.state_dir,
+                &env,
+                &scripts.sink,
+            )
+            .await
+            {
+                crate::scripts::Outcome::Ok => AgentLifecycle::Off,
+                crate::scripts::Outcome::Failed(_) => AgentLifecycle::ShutdownError,
+                crate::scripts::Outcome::TimedOut(_) => AgentLifecycle::ShutdownTimeout,
+            }
+        }
+        _ => AgentLifecycle::Off,
+    };
+    let mut stats = StatsCollector::new(config.home.clone());
+    let req = HeartbeatRequest {
+        lifecycle: Some(end),
+        stats: stats.collect(SessionCounts::default()),
+    };
+    let _ = session.heartbeat(&req).await;
+    // Give the log shipper a moment to send the last lines.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// The manifest, retried with backoff until control answers.
+async fn fetch_manifest(session: &Session) -> AgentManifest {
     let mut attempt = 0u32;
-    let manifest = loop {
+    loop {
         match session.manifest().await {
-            Ok(m) => break m,
+            Ok(m) => return m,
             Err(e) => {
                 tracing::debug!(error = %e, "fetching the manifest");
                 tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
                 attempt = attempt.saturating_add(1);
             }
         }
-    };
+    }
+}
+
+fn script_env(manifest: &AgentManifest) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
+    env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
+    env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
+    env.push(("OUTPOST_AGENT_NAME".into(), "main".into()));
+    env
+}
+
+/// Runs the start scripts: lifecycle starting -> ready | start_error | start_timeout.
+async fn start_scripts(
+    session: Session,
+    config: AgentConfig,
+    scripts: std::sync::Arc<crate::scripts::Scripts>,
+) {
+    let manifest = fetch_manifest(&session).await;
+    if let Ok(mut c) = scripts.cached.lock() {
+        *c = Some((manifest.scripts.clone(), script_env(&manifest)));
+    }
+    let lifecycle = &scripts.lifecycle;
+    if !manifest.scripts.iter().any(|s| s.run_on_start) {
+        lifecycle.set(AgentLifecycle::Ready);
+        return;
+    }
+    lifecycle.set(AgentLifecycle::Starting);
+    let outcome = crate::scripts::run_all(
+        &manifest.scripts,
+        true,
+        &config.home,
+        &config.state_dir,
+        &script_env(&manifest),
+        &scripts.sink,
+    )
+    .await;
+    lifecycle.set(match outcome {
+        crate::scripts::Outcome::Ok => AgentLifecycle::Ready,
+        crate::scripts::Outcome::Failed(name) => {
+            tracing::warn!(script = %name, "a start script failed");
+            AgentLifecycle::StartError
+        }
+        crate::scripts::Outcome::TimedOut(name) => {
+            tracing::warn!(script = %name, "a start script timed out");
+            AgentLifecycle::StartTimeout
+        }
+    });
+}
+
+async fn ssh_loop(session: Session, config: AgentConfig) {
+    let manifest = fetch_manifest(&session).await;
     let key = match crate::ssh::host_key(&config.home.join(".outpost")) {
         Ok(k) => k,
         Err(e) => {
@@ -420,7 +528,12 @@ async fn ssh_loop(session: Session, config: AgentConfig) {
     }
 }
 
-async fn poll_loop(session: Session, config: AgentConfig, exit: tokio::sync::mpsc::Sender<Exit>) {
+async fn poll_loop(
+    session: Session,
+    config: AgentConfig,
+    exit: tokio::sync::mpsc::Sender<Exit>,
+    scripts: std::sync::Arc<crate::scripts::Scripts>,
+) {
     let mut attempt = 0u32;
     loop {
         match session.poll().await {
@@ -431,12 +544,7 @@ async fn poll_loop(session: Session, config: AgentConfig, exit: tokio::sync::mps
                 attempt = 0;
                 if resp.commands.contains(&AgentCommand::Stop) {
                     tracing::info!("control asked the agent to stop");
-                    let mut stats = StatsCollector::new(config.home.clone());
-                    let req = HeartbeatRequest {
-                        lifecycle: Some(AgentLifecycle::Off),
-                        stats: stats.collect(SessionCounts::default()),
-                    };
-                    let _ = session.heartbeat(&req).await;
+                    shutdown(&session, &config, &scripts).await;
                     let _ = exit.send(Exit::Stopped).await;
                     return;
                 }
@@ -469,12 +577,12 @@ async fn poll_loop(session: Session, config: AgentConfig, exit: tokio::sync::mps
 async fn heartbeat_loop(
     session: Session,
     config: AgentConfig,
-    _exit: tokio::sync::mpsc::Sender<Exit>,
+    lifecycle: std::sync::Arc<crate::scripts::Lifecycle>,
 ) {
     let every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
     let mut stats = StatsCollector::new(config.home.clone());
-    let mut reported_ready = false;
     loop {
+        let pending = lifecycle.pending();
         let mut st = stats.collect(crate::ssh::COUNTERS.sessions());
         st.rx_bytes = crate::ssh::COUNTERS
             .rx
@@ -483,12 +591,14 @@ async fn heartbeat_loop(
             .tx
             .load(std::sync::atomic::Ordering::Relaxed);
         let req = HeartbeatRequest {
-            lifecycle: (!reported_ready).then_some(AgentLifecycle::Ready),
+            lifecycle: pending,
             stats: st,
         };
         match session.heartbeat(&req).await {
             Ok(resp) => {
-                reported_ready = true;
+                if let Some(l) = pending {
+                    lifecycle.reported(l);
+                }
                 let mut creds = session.credentials();
                 if !resp.ca_pins.is_empty() && resp.ca_pins != creds.ca_pins {
                     tracing::info!(pins = ?resp.ca_pins, "control's CA set changed; trusting the new pins");
@@ -503,7 +613,11 @@ async fn heartbeat_loop(
             }
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
-        tokio::time::sleep(every).await;
+        // Next beat on schedule, or at once when the lifecycle changes.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = lifecycle.changed.notified() => {}
+        }
     }
 }
 

@@ -430,6 +430,15 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         }
         Command::Logs(args) => {
             let client = ctx.client()?;
+            if !args.build {
+                let json = ctx.json;
+                client
+                    .agent_logs(&args.name, args.source.as_deref(), args.follow, |l| {
+                        print_log(json, &l)
+                    })
+                    .await?;
+                return Ok(());
+            }
             let w = client.workspace(&args.name).await?;
             if args.follow {
                 let json = ctx.json;

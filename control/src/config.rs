@@ -327,9 +327,15 @@ pub struct ActionArgs {
 #[derive(Args, Debug)]
 pub struct LogsArgs {
     pub name: String,
-    /// Keep streaming until the build ends.
+    /// Keep streaming (agent logs: until interrupted; build log: until the build ends).
     #[arg(long, short)]
     pub follow: bool,
+    /// Only this script's output.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// The latest build's log instead of the agent's (scripts') logs.
+    #[arg(long)]
+    pub build: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -42,6 +42,23 @@ struct Raw {
     agent: Option<RawAgent>,
     #[serde(default)]
     parameters: Vec<RawParameter>,
+    #[serde(default)]
+    scripts: Vec<RawScript>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScript {
+    name: Spanned<String>,
+    script: String,
+    #[serde(default = "yes")]
+    run_on_start: bool,
+    #[serde(default)]
+    run_on_stop: bool,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    blocks_login: bool,
 }
 
 #[derive(Deserialize)]
@@ -354,7 +371,56 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         parameters.push(spec);
     }
 
+    let mut scripts = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, s) in raw.scripts.into_iter().enumerate() {
+        let field = |f: &str| format!("scripts[{i}].{f}");
+        let name = s.name.get_ref().clone();
+        if name.is_empty()
+            || name.len() > 64
+            || name.chars().any(char::is_control)
+            || !names.insert(name.clone())
+        {
+            return Err(err(
+                MANIFEST_FILE,
+                at(s.name.span()),
+                Some(&field("name")),
+                format!("{name:?}: script names are 1-64 printable characters and unique"),
+            ));
+        }
+        if !s.run_on_start && !s.run_on_stop {
+            return Err(err(
+                MANIFEST_FILE,
+                at(s.name.span()),
+                Some(&field("run_on_start")),
+                "a script runs on start, on stop, or both".into(),
+            ));
+        }
+        let timeout_secs = match s.timeout {
+            Some(t) => humantime::parse_duration(t.get_ref())
+                .map_err(|e| {
+                    err(
+                        MANIFEST_FILE,
+                        at(t.span()),
+                        Some(&field("timeout")),
+                        format!("{e} (write e.g. \"30s\" or \"5m\")"),
+                    )
+                })?
+                .as_secs(),
+            None => 0,
+        };
+        scripts.push(outpost_api::ScriptSpec {
+            name,
+            script: s.script,
+            run_on_start: s.run_on_start,
+            run_on_stop: s.run_on_stop,
+            timeout_secs,
+            blocks_login: s.blocks_login,
+        });
+    }
+
     Ok(TemplateManifest {
+        scripts,
         description: raw.description,
         provisioner: prov.kind.get_ref().clone(),
         agent,

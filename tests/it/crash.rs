@@ -66,7 +66,7 @@ fn build_in_flight_is_not_stuck(backend: Backend) -> R {
     })?;
     assert_eq!(w["status"], "stopped", "the retried stop completed: {w}");
     assert!(!alive(pid), "the frozen agent was killed");
-    let log = s.ok(&["logs", "dev"])?;
+    let log = s.ok(&["logs", "dev", "--build"])?;
     assert!(log.contains("stopped responding; retrying"), "{log}");
     // The home is intact and the workspace starts again.
     s.ok(&["start", "dev"])?;

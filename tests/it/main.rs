@@ -9,4 +9,5 @@ mod crash;
 mod credentials;
 mod lifecycle;
 mod liveness;
+mod scripts;
 mod ssh;

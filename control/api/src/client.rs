@@ -181,9 +181,47 @@ impl Client {
         &self,
         build_id: &str,
         follow: bool,
+        on_line: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        self.ndjson(
+            &format!("/api/v1/builds/{build_id}/logs?follow={follow}"),
+            on_line,
+        )
+        .await
+    }
+
+    /// A workspace's agent logs (script output), optionally of one source; with `follow` the
+    /// stream stays open for new lines.
+    pub async fn agent_logs(
+        &self,
+        workspace: &str,
+        source: Option<&str>,
+        follow: bool,
+        on_line: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        let mut path = format!("/api/v1/workspaces/{workspace}/agent-logs?follow={follow}");
+        if let Some(s) = source {
+            let enc: String = s
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            path.push_str(&format!("&source={enc}"));
+        }
+        self.ndjson(&path, on_line).await
+    }
+
+    async fn ndjson(
+        &self,
+        path: &str,
         mut on_line: impl FnMut(LogLine),
     ) -> Result<(), ClientError> {
-        let path = format!("/api/v1/builds/{build_id}/logs?follow={follow}");
+        let path = path.to_string();
         let url = self.url(&path);
         let resp = self
             .request(Method::GET, &path)

@@ -134,6 +134,22 @@ pub struct TemplateManifest {
     pub provisioner: String,
     pub agent: AgentSettings,
     pub parameters: Vec<ParameterSpec>,
+    #[serde(default)]
+    pub scripts: Vec<ScriptSpec>,
+}
+
+/// A script the agent runs: on start (lifecycle starting -> ready), on stop, or both.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScriptSpec {
+    /// Display name, and the source of its log lines.
+    pub name: String,
+    pub script: String,
+    pub run_on_start: bool,
+    pub run_on_stop: bool,
+    /// 0: no timeout.
+    pub timeout_secs: u64,
+    /// New sessions wait until this start script has finished.
+    pub blocks_login: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -618,6 +634,29 @@ pub struct AgentManifest {
     pub authorized_keys: Vec<String>,
     /// Where the agent's SSH server listens directly, if anywhere (`[agent] ssh_listen`).
     pub ssh_listen: Option<String>,
+    #[serde(default)]
+    pub scripts: Vec<ScriptSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLogLine {
+    pub source: String,
+    pub level: String,
+    pub output: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLogsRequest {
+    pub lines: Vec<AgentLogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentLogsResponse {
+    /// The agent's log cap is reached: further lines are dropped, stop sending them.
+    pub over_limit: bool,
 }
 
 /// One audit event (no secrets in it).

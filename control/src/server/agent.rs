@@ -23,6 +23,8 @@ use super::AppState;
 use crate::store::{now_ms, AgentRow};
 
 const BODY_LIMIT: usize = 64 * 1024;
+/// Agent log batches (the agent keeps them under 256 KiB of output).
+const LOGS_BODY_LIMIT: usize = 1 << 20;
 const POLL_HOLD: Duration = Duration::from_secs(25);
 
 /// Who the TLS layer says the peer is: (workspace id, agent id) from its verified certificate.
@@ -45,6 +47,10 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/manifest", get(manifest))
         .route("/agent/v1/ssh", post(report_ssh))
+        .route(
+            "/agent/v1/logs",
+            post(agent_logs).layer(DefaultBodyLimit::max(LOGS_BODY_LIMIT)),
+        )
         .route("/agent/v1/tunnel", get(super::relay::agent_tunnel))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(only_own_identity))
@@ -497,7 +503,50 @@ async fn manifest(
             .map(|k| k.public_key)
             .collect(),
         ssh_listen: manifest.agent.ssh_listen,
+        scripts: manifest.scripts,
     }))
+}
+
+/// Script output, in batches; a cap per agent (1 MiB) keeps a noisy script from filling the store.
+const AGENT_LOG_CAP: i64 = 1 << 20;
+
+async fn agent_logs(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    ApiJson(req): ApiJson<AgentLogsRequest>,
+) -> ApiResult<Json<AgentLogsResponse>> {
+    let agent = authed_agent(&state, &peer, "agent.logs")
+        .await
+        .map_err(|e| e.0)?;
+    if req.lines.len() > 2000 {
+        return Err(ApiError::bad_request("at most 2000 lines per batch"));
+    }
+    let lines: Vec<(String, String, String, i64)> = req
+        .lines
+        .into_iter()
+        .map(|l| {
+            let mut out = l.output;
+            if out.len() > 8192 {
+                let mut cut = 8192;
+                while !out.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.truncate(cut);
+            }
+            (
+                l.source.chars().take(64).collect(),
+                l.level.chars().take(16).collect(),
+                out,
+                l.created_at,
+            )
+        })
+        .collect();
+    let over = state
+        .store
+        .append_agent_logs(&agent.id, &agent.workspace_id, &lines, AGENT_LOG_CAP)
+        .await?;
+    state.bump_progress();
+    Ok(Json(AgentLogsResponse { over_limit: over }))
 }
 
 /// The agent reports its SSH host key (made once, kept in the persistent home) and address.

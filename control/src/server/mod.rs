@@ -380,6 +380,10 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/workspaces/{name}/cancel", post(workspaces::cancel))
         .route("/api/v1/workspaces/{name}/relay/ssh", get(relay::relay_ssh))
         .route(
+            "/api/v1/workspaces/{name}/agent-logs",
+            get(workspaces::agent_logs),
+        )
+        .route(
             "/api/v1/workspaces/{name}/relay/tcp/{port}",
             get(relay::relay_tcp),
         )

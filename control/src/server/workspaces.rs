@@ -534,3 +534,69 @@ pub(super) async fn build_logs(
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AgentLogsQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// The workspace's agent logs (script output), NDJSON, in order; `follow=true` keeps streaming
+/// new lines until the client leaves.
+pub(super) async fn agent_logs(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    Query(q): Query<AgentLogsQuery>,
+) -> ApiResult<Response> {
+    let w = own_workspace(&state, &auth, &name).await?;
+    let progress = state.progress.subscribe();
+    let ws = w.id.clone();
+    let stream = futures_util::stream::unfold(
+        (state, ws, q.after, progress, q.source, q.follow),
+        |(state, ws, mut after, mut progress, source, follow)| async move {
+            loop {
+                progress.mark_unchanged();
+                let rows = state
+                    .store
+                    .agent_logs_after(&ws, source.as_deref(), after)
+                    .await
+                    .unwrap_or_default();
+                if !rows.is_empty() {
+                    let mut out = Vec::new();
+                    for (r, _) in &rows {
+                        after = r.id;
+                        let line = LogLine {
+                            id: r.id,
+                            created_at: r.created_at,
+                            stage: r.stage.clone(),
+                            level: r.level.clone(),
+                            output: r.output.clone(),
+                        };
+                        if let Ok(mut v) = serde_json::to_vec(&line) {
+                            v.push(b'\n');
+                            out.extend_from_slice(&v);
+                        }
+                    }
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from(out)),
+                        (state, ws, after, progress, source, follow),
+                    ));
+                }
+                if !follow || *state.shutdown.borrow() {
+                    return None;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), progress.changed()).await;
+            }
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
+}

@@ -1,0 +1,322 @@
+//! Template scripts (start and stop), their lifecycle, and shipping their output to control as
+//! agent logs: in batches, per source, in order, with timestamps, up to control's cap.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use outpost_api::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, Notify};
+
+use crate::run::{now_ms, Session};
+
+/// The agent's lifecycle, reported with the next heartbeat (sent at once on change).
+#[derive(Default)]
+pub struct Lifecycle {
+    state: Mutex<Option<(AgentLifecycle, bool)>>,
+    pub changed: Notify,
+}
+
+impl Lifecycle {
+    pub fn set(&self, l: AgentLifecycle) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = Some((l, true));
+        }
+        self.changed.notify_one();
+    }
+    /// The lifecycle to report, if it changed since the last successful report.
+    pub fn pending(&self) -> Option<AgentLifecycle> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.and_then(|(l, dirty)| dirty.then_some(l)))
+    }
+    pub fn reported(&self, l: AgentLifecycle) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some((cur, dirty)) = s.as_mut() {
+                if *cur == l {
+                    *dirty = false;
+                }
+            }
+        }
+    }
+    pub fn current(&self) -> Option<AgentLifecycle> {
+        self.state.lock().ok().and_then(|s| s.map(|(l, _)| l))
+    }
+}
+
+/// Where script output goes: a bounded queue drained by [`ship`].
+#[derive(Clone)]
+pub struct LogSink(mpsc::Sender<AgentLogLine>);
+
+impl LogSink {
+    pub async fn line(&self, source: &str, level: &str, output: String) {
+        let _ = self
+            .0
+            .send(AgentLogLine {
+                source: source.to_string(),
+                level: level.to_string(),
+                output,
+                created_at: now_ms(),
+            })
+            .await;
+    }
+}
+
+/// Starts the shipper: batches of up to 1000 lines, every 250 ms. Once control says the cap is
+/// reached, lines are read and dropped (a noisy script never blocks on its pipe).
+pub fn start_shipper(session: Session) -> LogSink {
+    let (tx, mut rx) = mpsc::channel::<AgentLogLine>(10_000);
+    tokio::spawn(async move {
+        let mut over = false;
+        let mut batch: Vec<AgentLogLine> = Vec::new();
+        loop {
+            let deadline = tokio::time::sleep(Duration::from_millis(250));
+            tokio::pin!(deadline);
+            let mut open = true;
+            let mut bytes = 0usize;
+            // At most 1000 lines or 256 KiB of output a batch (control takes 1 MiB bodies).
+            while batch.len() < 1000 && bytes < 256 * 1024 {
+                tokio::select! {
+                    l = rx.recv() => match l {
+                        Some(l) => if !over {
+                            bytes += l.output.len() + l.source.len() + 64;
+                            batch.push(l);
+                        },
+                        None => { open = false; break; }
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            if !batch.is_empty() {
+                let req = AgentLogsRequest {
+                    lines: std::mem::take(&mut batch),
+                };
+                for attempt in 0..5u32 {
+                    match session.client_post_logs(&req).await {
+                        Ok(r) => {
+                            over = r.over_limit;
+                            break;
+                        }
+                        Err(e) if e.status().is_some_and(|s| s < 500) => break,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1)))
+                                .await
+                        }
+                    }
+                }
+            }
+            if !open {
+                return;
+            }
+        }
+    });
+    LogSink(tx)
+}
+
+pub enum Outcome {
+    Ok,
+    Failed(String),
+    TimedOut(String),
+}
+
+/// Runs the scripts marked for start (or stop) concurrently, each in a process group of its own.
+pub async fn run_all(
+    scripts: &[ScriptSpec],
+    on_start: bool,
+    home: &Path,
+    state_dir: &Path,
+    env: &[(String, String)],
+    sink: &LogSink,
+) -> Outcome {
+    let chosen: Vec<ScriptSpec> = scripts
+        .iter()
+        .filter(|s| {
+            if on_start {
+                s.run_on_start
+            } else {
+                s.run_on_stop
+            }
+        })
+        .cloned()
+        .collect();
+    let mut tasks = Vec::new();
+    for s in chosen {
+        let (home, state_dir, env, sink) = (
+            home.to_path_buf(),
+            state_dir.to_path_buf(),
+            env.to_vec(),
+            sink.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            run_one(&s, &home, &state_dir, &env, &sink).await
+        }));
+    }
+    let mut outcome = Outcome::Ok;
+    for t in tasks {
+        match t
+            .await
+            .unwrap_or(Outcome::Failed("a script task panicked".into()))
+        {
+            Outcome::Ok => {}
+            o @ Outcome::TimedOut(_) => outcome = o,
+            o @ Outcome::Failed(_) => {
+                if matches!(outcome, Outcome::Ok) {
+                    outcome = o;
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn run_one(
+    s: &ScriptSpec,
+    home: &Path,
+    state_dir: &Path,
+    env: &[(String, String)],
+    sink: &LogSink,
+) -> Outcome {
+    let data_dir = state_dir.join("scripts").join(sanitize(&s.name));
+    let bin_dir = state_dir.join("bin");
+    let _ = std::fs::create_dir_all(&data_dir);
+    let _ = std::fs::create_dir_all(&bin_dir);
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+    );
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&s.script)
+        .current_dir(home)
+        .envs(env.iter().cloned())
+        .env("HOME", home)
+        .env("PATH", path)
+        .env("OUTPOST_SCRIPT_NAME", &s.name)
+        .env("OUTPOST_SCRIPT_DATA_DIR", &data_dir)
+        .env("OUTPOST_SCRIPT_BIN_DIR", &bin_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            sink.line(
+                &s.name,
+                "error",
+                format!("[outpost] cannot start the script: {e}"),
+            )
+            .await;
+            return Outcome::Failed(s.name.clone());
+        }
+    };
+    let pgid = child.id().map(|p| p as i32);
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(pump(
+            out,
+            s.name.clone(),
+            "info",
+            sink.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(pump(
+            err,
+            s.name.clone(),
+            "error",
+            sink.clone(),
+        )));
+    }
+    let waited = if s.timeout_secs > 0 {
+        tokio::time::timeout(Duration::from_secs(s.timeout_secs), child.wait()).await
+    } else {
+        Ok(child.wait().await)
+    };
+    let outcome = match waited {
+        Err(_) => {
+            if let Some(p) = pgid {
+                crate::sys::kill_group(p, libc::SIGKILL);
+            }
+            let _ = child.wait().await;
+            sink.line(
+                &s.name,
+                "error",
+                format!(
+                    "[outpost] timed out after {}s; its process group was killed",
+                    s.timeout_secs
+                ),
+            )
+            .await;
+            Outcome::TimedOut(s.name.clone())
+        }
+        Ok(Ok(st)) if st.success() => Outcome::Ok,
+        Ok(Ok(st)) => {
+            sink.line(&s.name, "error", format!("[outpost] exited with {st}"))
+                .await;
+            Outcome::Failed(s.name.clone())
+        }
+        Ok(Err(e)) => {
+            sink.line(&s.name, "error", format!("[outpost] {e}")).await;
+            Outcome::Failed(s.name.clone())
+        }
+    };
+    // Background children may keep the pipes open: read what is there, then stop waiting.
+    for r in readers {
+        let abort = r.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), r)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    outcome
+}
+
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    r: R,
+    source: String,
+    level: &'static str,
+    sink: LogSink,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                sink.line(&source, level, line).await;
+            }
+        }
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Shared by the agent's tasks.
+pub struct Scripts {
+    pub lifecycle: Arc<Lifecycle>,
+    pub sink: LogSink,
+    /// The scripts and environment learned at start (stop runs them without asking control).
+    #[allow(clippy::type_complexity)]
+    pub cached: Mutex<Option<(Vec<ScriptSpec>, Vec<(String, String)>)>>,
+}

@@ -1,0 +1,12 @@
+CREATE TABLE agent_logs (
+    id BIGSERIAL PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    level TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX agent_logs_workspace ON agent_logs (workspace_id, id);
+ALTER TABLE agents ADD COLUMN logs_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN logs_overflowed BIGINT NOT NULL DEFAULT 0

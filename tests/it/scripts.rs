@@ -1,0 +1,182 @@
+//! Template scripts: lifecycle (ready, start_error, start_timeout), logs in order, background
+//! children, shutdown scripts, and the per-agent log cap.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(40);
+
+fn push(s: &Server, name: &str, toml: &str) -> R {
+    let dir = s.dir.path().join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("template.toml"),
+        format!("[provisioner]\ntype = \"local\"\n{toml}"),
+    )?;
+    s.ok(&["templates", "push", dir.to_str().unwrap_or_default()])?;
+    Ok(())
+}
+
+#[test]
+fn start_scripts_lifecycle_and_logs() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    push(&s, "good", "[[scripts]]\nname = \"setup\"\nscript = \"for i in 1 2 3 4 5; do echo line-$i; done; echo to-stderr >&2; (sleep 60 &) ; echo $OUTPOST_WORKSPACE $OUTPOST_SCRIPT_NAME\"\ntimeout = \"30s\"\n")?;
+    push(
+        &s,
+        "bad",
+        "[[scripts]]\nname = \"broken\"\nscript = \"echo about to fail; exit 3\"\n",
+    )?;
+    push(
+        &s,
+        "slow",
+        "[[scripts]]\nname = \"forever\"\nscript = \"echo started; sleep 120\"\ntimeout = \"1s\"\n",
+    )?;
+
+    // ok -> ready; the background child does not hold anything up; logs in order.
+    s.ok(&["create", "ok", "-t", "good"])?;
+    let (w, _) = s.wait_for("ok", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    assert_eq!(w["health"]["healthy"], true);
+    let (logs, _) = {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = s.ok(&["logs", "ok", "--source", "setup"])?;
+            if text.contains("ok setup") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (text, ())
+    };
+    let lines: Vec<&str> = logs.lines().collect();
+    let stdout: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("[setup] line-"))
+        .collect();
+    assert_eq!(
+        stdout,
+        vec![
+            "[setup] line-1",
+            "[setup] line-2",
+            "[setup] line-3",
+            "[setup] line-4",
+            "[setup] line-5"
+        ],
+        "{logs}"
+    );
+    assert!(
+        logs.contains("[setup] to-stderr") && logs.contains("[setup] ok setup"),
+        "{logs}"
+    );
+    let json = s.ok(&["--json", "logs", "ok"])?;
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap_or("{}"))?;
+    assert!(
+        first["created_at"].as_i64().unwrap_or(0) > 0,
+        "timestamped: {first}"
+    );
+
+    // failing -> start_error, unhealthy with the reason.
+    s.ok(&["create", "ko", "-t", "bad"])?;
+    let (w, _) = s.wait_for("ko", T, |w| w["agent"]["lifecycle"] == "start_error")?;
+    assert_eq!(w["health"]["healthy"], false);
+    assert!(w["health"]["reasons"]
+        .to_string()
+        .contains("startup script failed"));
+    assert!(s
+        .ok(&["logs", "ko"])?
+        .contains("exited with exit status: 3"));
+
+    // too slow -> start_timeout; its process group is killed.
+    s.ok(&["create", "late", "-t", "slow"])?;
+    let (w, _) = s.wait_for("late", T, |w| w["agent"]["lifecycle"] == "start_timeout")?;
+    assert!(w["health"]["reasons"].to_string().contains("timed out"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pids_matching("sleep 120").is_empty(),
+        "the timed-out script's sleep was killed"
+    );
+
+    // --follow streams new lines as they come.
+    let mut follow = Command::new(bin("outpost"))
+        .args(["logs", "ok", "--follow"])
+        .env("OUTPOST_CONFIG_DIR", s.config_dir())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    s.ok(&["restart", "ok"])?;
+    let mut out = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if text.matches("line-5").count() >= 2 {
+                break;
+            }
+        }
+        text
+    });
+    let deadline = std::time::Instant::now() + T;
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let text = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    assert!(
+        text.matches("line-5").count() >= 2,
+        "the second start's lines streamed: {text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn shutdown_scripts_and_log_cap() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    push(&s, "stopper", "[[scripts]]\nname = \"save\"\nscript = \"date +%s > $HOME/saved-at-stop\"\nrun_on_start = false\nrun_on_stop = true\ntimeout = \"3s\"\n")?;
+    push(&s, "noisy", "[[scripts]]\nname = \"flood\"\nscript = \"head -c 100000000 /dev/zero | tr '\\\\0' 'x' | fold -w 100\"\n")?;
+
+    // A shutdown script runs before the agent exits; what it writes stays in the home.
+    s.ok(&["create", "st", "-t", "stopper"])?;
+    let (w, _) = s.wait_for("st", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    let home = home_of(&w);
+    assert!(!home.join("saved-at-stop").exists());
+    s.ok(&["stop", "st"])?;
+    assert!(
+        home.join("saved-at-stop").exists(),
+        "the shutdown script ran"
+    );
+    s.ok(&["start", "st"])?;
+    assert!(home.join("saved-at-stop").exists(), "and its file persists");
+
+    // 100 MB of output: the store keeps at most the cap (plus a marker), the agent stays fine.
+    s.ok(&["create", "loud", "-t", "noisy"])?;
+    s.wait_for("loud", Duration::from_secs(120), |w| {
+        w["agent"]["lifecycle"] == "ready"
+    })?;
+    // The last batches may still be on their way: wait for the overflow marker.
+    eventually(|| {
+        Ok(s.ok(&["logs", "loud"])?
+            .contains("log limit of 1048576 bytes reached")
+            .then_some(()))
+    })?;
+    let rows = s.db_rows(
+        "SELECT COALESCE(SUM(LENGTH(output) + LENGTH(source)), 0), COUNT(*) FROM agent_logs",
+    )?;
+    let bytes: i64 = rows[0][0].parse().unwrap_or(i64::MAX);
+    assert!(bytes <= (1 << 20) + 200, "stored {bytes} bytes");
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    s.wait_for("loud", T, |w| {
+        w["agent"]["status"] == "connected" && w["agent"]["last_seen_at"].as_i64().unwrap_or(0) > t
+    })?;
+    Ok(())
+}
