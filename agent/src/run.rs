@@ -299,8 +299,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     };
     let session = Session::new(&config.bundle.agent_url, creds)?;
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
-    let ssh = tokio::spawn(ssh_loop(session.clone(), config.clone()));
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(true);
+    let ssh = tokio::spawn(ssh_loop(session.clone(), config.clone(), gate_rx));
     let scripts = std::sync::Arc::new(crate::scripts::Scripts {
+        login_gate: gate_tx,
         lifecycle: std::sync::Arc::new(crate::scripts::Lifecycle::default()),
         sink: crate::scripts::start_shipper(session.clone()),
         cached: std::sync::Mutex::new(None),
@@ -430,11 +432,14 @@ async fn start_scripts(
         *c = Some((manifest.scripts.clone(), script_env(&manifest)));
     }
     let lifecycle = &scripts.lifecycle;
-    if !manifest.scripts.iter().any(|s| s.run_on_start) {
-        lifecycle.set(AgentLifecycle::Ready);
-        return;
-    }
     lifecycle.set(AgentLifecycle::Starting);
+    if manifest
+        .scripts
+        .iter()
+        .any(|s| s.run_on_start && s.blocks_login)
+    {
+        let _ = scripts.login_gate.send(false);
+    }
     let outcome = crate::scripts::run_all(
         &manifest.scripts,
         true,
@@ -444,6 +449,8 @@ async fn start_scripts(
         &scripts.sink,
     )
     .await;
+    let _ = scripts.login_gate.send(true);
+    run_personalize(&config, &manifest, &scripts.sink).await;
     lifecycle.set(match outcome {
         crate::scripts::Outcome::Ok => AgentLifecycle::Ready,
         crate::scripts::Outcome::Failed(name) => {
@@ -457,7 +464,51 @@ async fn start_scripts(
     });
 }
 
-async fn ssh_loop(session: Session, config: AgentConfig) {
+/// `~/personalize`, if present and executable, after the start scripts on every start. Its
+/// failure is logged, not fatal.
+async fn run_personalize(
+    config: &AgentConfig,
+    manifest: &AgentManifest,
+    sink: &crate::scripts::LogSink,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = config.home.join("personalize");
+    let executable = std::fs::metadata(&path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
+    if !executable {
+        return;
+    }
+    let spec = ScriptSpec {
+        name: "personalize".into(),
+        script: format!("'{}'", path.display().to_string().replace('\'', "'\\''")),
+        run_on_start: true,
+        run_on_stop: false,
+        timeout_secs: 0,
+        blocks_login: false,
+    };
+    if !matches!(
+        crate::scripts::run_all(
+            &[spec],
+            true,
+            &config.home,
+            &config.state_dir,
+            &script_env(manifest),
+            sink
+        )
+        .await,
+        crate::scripts::Outcome::Ok
+    ) {
+        sink.line(
+            "personalize",
+            "warn",
+            "[outpost] ~/personalize failed; the workspace is up anyway".into(),
+        )
+        .await;
+    }
+}
+
+async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watch::Receiver<bool>) {
     let manifest = fetch_manifest(&session).await;
     let key = match crate::ssh::host_key(&config.home.join(".outpost")) {
         Ok(k) => k,
@@ -491,6 +542,7 @@ async fn ssh_loop(session: Session, config: AgentConfig) {
         shell: login_shell(),
         user: std::env::var("USER").unwrap_or_else(|_| manifest.owner.clone()),
         env,
+        login_gate: gate,
     });
     shared.set_authorized(&manifest.authorized_keys);
     let ssh_config = std::sync::Arc::new(crate::ssh::config(key));

@@ -314,6 +314,8 @@ fn sanitize(name: &str) -> String {
 
 /// Shared by the agent's tasks.
 pub struct Scripts {
+    /// Open (true) unless a start script that blocks login runs.
+    pub login_gate: tokio::sync::watch::Sender<bool>,
     pub lifecycle: Arc<Lifecycle>,
     pub sink: LogSink,
     /// The scripts and environment learned at start (stop runs them without asking control).

@@ -32,6 +32,8 @@ pub struct SshShared {
     pub user: String,
     /// Template environment plus workspace identity.
     pub env: Vec<(String, String)>,
+    /// Closed (false) while a start script that blocks login runs.
+    pub login_gate: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SshShared {
@@ -312,6 +314,7 @@ fn env_allowed(name: &str) -> bool {
     name == "LANG"
         || name.starts_with("LC_")
         || name == "OUTPOST_SESSION_KIND"
+        || name == "OUTPOST_NO_WAIT"
         || name == "COLORTERM"
 }
 
@@ -701,6 +704,19 @@ async fn run_session(
         .iter()
         .find(|(k, _)| k == "OUTPOST_SESSION_KIND")
         .map(|(_, v)| v.clone());
+    let no_wait = env.iter().any(|(k, v)| k == "OUTPOST_NO_WAIT" && v == "1");
+    // Blocking startup scripts hold new sessions back (and say so), unless told not to wait.
+    let mut gate = shared.login_gate.clone();
+    if !*gate.borrow() && !no_wait {
+        let _ = handle
+            .extended_data(
+                id,
+                1,
+                bytes::Bytes::from_static(b"Waiting for the workspace's startup scripts to finish (they block login); `outpost ssh --no-wait` skips this.\r\n"),
+            )
+            .await;
+        let _ = gate.wait_for(|open| *open).await;
+    }
     vars.extend(env);
     if let Some(s) = &agent_sock {
         vars.push(("SSH_AUTH_SOCK".into(), s.path.display().to_string()));

@@ -97,6 +97,9 @@ pub struct SshArgs {
     /// Do not start a stopped workspace or wait for it.
     #[arg(long)]
     pub no_start: bool,
+    /// Do not wait for startup scripts that block login.
+    #[arg(long)]
+    pub no_wait: bool,
     /// A command to run instead of a shell.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -122,6 +122,11 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
         .arg(format!("UserKnownHostsFile={}", kh.display()))
         .arg("-o")
         .arg("StrictHostKeyChecking=yes")
+        .args(if a.no_wait {
+            vec!["-o", "SetEnv=OUTPOST_NO_WAIT=1"]
+        } else {
+            vec![]
+        })
         .arg(format!("{name}@{name}.outpost"));
     if !a.command.is_empty() {
         cmd.arg("--").args(&a.command);

@@ -180,3 +180,98 @@ fn shutdown_scripts_and_log_cap() -> R {
     })?;
     Ok(())
 }
+
+/// A blocking start script holds SSH sessions back (with a message) until it finishes;
+/// `OUTPOST_NO_WAIT=1` (what `outpost ssh --no-wait` sends) proceeds at once. `~/personalize`
+/// runs after the start scripts on every start.
+#[test]
+fn blocking_login_and_personalize() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    let key = s.dir.path().join("id_ed25519");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()?;
+    s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
+    push(&s, "blocky", "[agent]\nssh_listen = \"127.0.0.1:0\"\n[[scripts]]\nname = \"slow-setup\"\nscript = \"sleep 4; echo done > $HOME/ready-marker\"\nblocks_login = true\ntimeout = \"60s\"\n")?;
+    s.ok(&["create", "b", "-t", "blocky"])?;
+    let (w, _) = s.wait_for("b", T, |w| w["agent"]["ssh_addr"].is_string())?;
+    let home = home_of(&w);
+    let port = w["agent"]["ssh_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit(':')
+        .next()
+        .unwrap_or("0")
+        .to_string();
+    let ssh = |extra: &[&str]| -> R<std::process::Output> {
+        Ok(Command::new("ssh")
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-i",
+            ])
+            .arg(&key)
+            .args(["-p", &port])
+            .args(extra)
+            .args([
+                "b@127.0.0.1",
+                "cat ~/ready-marker 2>/dev/null || echo not-yet",
+            ])
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let no_wait = ssh(&["-o", "SetEnv=OUTPOST_NO_WAIT=1"])?;
+    assert_eq!(out_of(&no_wait), "not-yet\n", "--no-wait proceeds at once");
+    let waited = ssh(&[])?;
+    assert_eq!(
+        out_of(&waited),
+        "done\n",
+        "the session waited for the blocking script"
+    );
+    assert!(
+        String::from_utf8_lossy(&waited.stderr).contains("block login"),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+
+    // ~/personalize runs on every start; its failure is shown but not fatal.
+    std::fs::write(
+        home.join("personalize"),
+        "#!/bin/sh\necho personalized >> $HOME/personalize.log\nexit 1\n",
+    )?;
+    std::fs::set_permissions(
+        home.join("personalize"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    s.ok(&["restart", "b"])?;
+    s.wait_for("b", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    s.ok(&["restart", "b"])?;
+    s.wait_for("b", T, |w| {
+        w["agent"]["lifecycle"] == "ready" && w["health"]["healthy"] == true
+    })?;
+    eventually(|| {
+        Ok((std::fs::read_to_string(home.join("personalize.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 2)
+            .then_some(()))
+    })?;
+    eventually(|| {
+        Ok(s.ok(&["logs", "b", "--source", "personalize"])?
+            .contains("~/personalize failed")
+            .then_some(()))
+    })?;
+    Ok(())
+}
+
+fn out_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
