@@ -450,6 +450,22 @@ async fn start_scripts(
     )
     .await;
     let _ = scripts.login_gate.send(true);
+    if let Some(uri) = manifest.dotfiles_uri.clone() {
+        let home = config.home.clone();
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            let res = crate::dotfiles::apply(&uri, &home, &mut |l| lines.push(l));
+            if let Err(e) = res {
+                lines.push(format!("[outpost] dotfiles failed: {e:#}"));
+            }
+            lines
+        })
+        .await
+        .unwrap_or_default();
+        for l in lines {
+            scripts.sink.line("dotfiles", "info", l).await;
+        }
+    }
     run_personalize(&config, &manifest, &scripts.sink).await;
     lifecycle.set(match outcome {
         crate::scripts::Outcome::Ok => AgentLifecycle::Ready,

@@ -65,6 +65,13 @@ async fn shutdown_signal() {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
+        Command::Dotfiles { uri } => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .context("HOME is not set")?;
+            outpost_agent::dotfiles::apply(&uri, &home, &mut |l| eprintln!("{l}"))
+                .context("applying the dotfiles")
+        }
         Command::Ca(cmd) => {
             let (what, dir) = match &cmd {
                 CaCmd::Rotate { data_dir } => ("rotate", data_dir),
@@ -459,7 +466,10 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
         Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
         Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
-        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
+        Command::Server(_)
+        | Command::Provisioner(_)
+        | Command::Ca(_)
+        | Command::Dotfiles { .. } => unreachable_command(),
     }
 }
 

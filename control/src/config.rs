@@ -79,6 +79,12 @@ pub enum Command {
     ConfigSsh(ConfigSshArgs),
     /// Forward local TCP ports to ports inside a workspace, through the relay.
     PortForward(PortForwardArgs),
+    /// Apply a dotfiles repository to your home (clone or pull, then its install script, or
+    /// link its dotfiles keeping `.bak` copies). What workspaces do on start with `dotfiles_uri`.
+    Dotfiles {
+        /// A git URL.
+        uri: String,
+    },
     /// Read the audit log (admins only).
     Audit(AuditArgs),
     /// Rotate the certificate authority agents trust (run on the server's data dir, then

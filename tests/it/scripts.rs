@@ -275,3 +275,121 @@ fn blocking_login_and_personalize() -> R {
 fn out_of(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Dotfiles from a local bare repository (a file URL): with an install script it runs; without
+/// one the dotfiles are linked into the home and what they replace is kept as `.bak`.
+/// `outpost dotfiles URL` does the same by hand.
+#[test]
+fn dotfiles_install_and_link() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    let git = |args: &[&str], dir: &std::path::Path| -> R<()> {
+        let o = Command::new("git")
+            .args([
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "user.name=t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    let make_repo = |name: &str, files: &[(&str, &str, bool)]| -> R<String> {
+        let work = s.dir.path().join(format!("{name}-work"));
+        let bare = s.dir.path().join(format!("{name}.git"));
+        std::fs::create_dir_all(&work)?;
+        git(&["init", "-q"], &work)?;
+        for (path, body, exec) in files {
+            std::fs::write(work.join(path), body)?;
+            if *exec {
+                std::fs::set_permissions(
+                    work.join(path),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )?;
+            }
+        }
+        git(&["add", "-A"], &work)?;
+        git(&["commit", "-qm", "dots"], &work)?;
+        git(
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap_or_default(),
+                bare.to_str().unwrap_or_default(),
+            ],
+            s.dir.path(),
+        )?;
+        Ok(format!("file://{}", bare.display()))
+    };
+    let with_install = make_repo(
+        "inst",
+        &[(
+            "install.sh",
+            "#!/bin/sh\necho installed > \"$HOME/installed-by-dotfiles\"\n",
+            true,
+        )],
+    )?;
+    let plain = make_repo(
+        "plain",
+        &[
+            (".vimrc", "set number\n", false),
+            (".gitconfig", "[user]\n", false),
+        ],
+    )?;
+
+    s.ok(&[
+        "create",
+        "d1",
+        "-p",
+        &format!("dotfiles_uri={with_install}"),
+    ])?;
+    let (w, _) = s.wait_for("d1", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    let home = home_of(&w);
+    eventually(|| Ok(home.join("installed-by-dotfiles").exists().then_some(())))?;
+    assert!(s
+        .ok(&["logs", "d1", "--source", "dotfiles"])?
+        .contains("running install.sh"));
+
+    // Without an install script: links, and a .bak of the file replaced.
+    s.ok(&["stop", "d1"])?;
+    std::fs::write(home.join(".vimrc"), "old settings\n")?;
+    s.json(&[
+        "start",
+        "d1",
+        "-p",
+        &format!("dotfiles_uri={plain}"),
+        "--no-wait",
+    ])?;
+    s.wait_for("d1", T, |w| w["status"] == "running")?;
+    let h = home.clone();
+    eventually(|| Ok(h.join(".gitconfig").is_symlink().then_some(())))?;
+    assert!(home.join(".vimrc").is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(home.join(".vimrc"))?,
+        "set number\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join(".vimrc.bak"))?,
+        "old settings\n"
+    );
+
+    // By hand.
+    let by_hand = s.dir.path().join("hand-home");
+    std::fs::create_dir_all(&by_hand)?;
+    let o = Command::new(bin("outpost"))
+        .args(["dotfiles", &plain])
+        .env("HOME", &by_hand)
+        .output()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(by_hand.join(".vimrc").is_symlink());
+    Ok(())
+}

@@ -636,6 +636,9 @@ pub struct AgentManifest {
     pub ssh_listen: Option<String>,
     #[serde(default)]
     pub scripts: Vec<ScriptSpec>,
+    /// The workspace parameter `dotfiles_uri`, when set.
+    #[serde(default)]
+    pub dotfiles_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -504,6 +504,12 @@ async fn manifest(
             .collect(),
         ssh_listen: manifest.agent.ssh_listen,
         scripts: manifest.scripts,
+        dotfiles_uri: serde_json::from_str::<std::collections::BTreeMap<String, String>>(
+            &w.parameters,
+        )
+        .ok()
+        .and_then(|p| p.get("dotfiles_uri").cloned())
+        .filter(|u| !u.trim().is_empty()),
     }))
 }
 
