@@ -4,6 +4,7 @@
 //!
 //! `main.rs` only parses flags and calls [`run::run`].
 
+pub mod cron;
 pub mod dotfiles;
 pub mod run;
 pub mod scripts;

@@ -467,6 +467,16 @@ async fn start_scripts(
         }
     }
     run_personalize(&config, &manifest, &scripts.sink).await;
+    // Scheduled scripts start once the start scripts have finished.
+    for s in manifest.scripts.iter().filter(|s| s.cron.is_some()) {
+        let (s, config, sink, env) = (
+            s.clone(),
+            config.clone(),
+            scripts.sink.clone(),
+            script_env(&manifest),
+        );
+        tokio::spawn(async move { cron_loop(s, config, sink, env).await });
+    }
     lifecycle.set(match outcome {
         crate::scripts::Outcome::Ok => AgentLifecycle::Ready,
         crate::scripts::Outcome::Failed(name) => {
@@ -478,6 +488,42 @@ async fn start_scripts(
             AgentLifecycle::StartTimeout
         }
     });
+}
+
+async fn cron_loop(
+    s: ScriptSpec,
+    config: AgentConfig,
+    sink: crate::scripts::LogSink,
+    env: Vec<(String, String)>,
+) {
+    let Some(schedule) = s
+        .cron
+        .as_deref()
+        .and_then(|c| crate::cron::Schedule::parse(c).ok())
+    else {
+        return;
+    };
+    let once = ScriptSpec {
+        run_on_start: true,
+        ..s.clone()
+    };
+    loop {
+        let now = (now_ms() / 1000) as u64;
+        let Some(next) = schedule.next_after(now) else {
+            return;
+        };
+        let wait_ms = (next * 1000).saturating_sub(now_ms() as u64);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let _ = crate::scripts::run_all(
+            std::slice::from_ref(&once),
+            true,
+            &config.home,
+            &config.state_dir,
+            &env,
+            &sink,
+        )
+        .await;
+    }
 }
 
 /// `~/personalize`, if present and executable, after the start scripts on every start. Its
@@ -502,6 +548,7 @@ async fn run_personalize(
         run_on_stop: false,
         timeout_secs: 0,
         blocks_login: false,
+        cron: None,
     };
     if !matches!(
         crate::scripts::run_all(

@@ -51,8 +51,10 @@ struct Raw {
 struct RawScript {
     name: Spanned<String>,
     script: String,
-    #[serde(default = "yes")]
-    run_on_start: bool,
+    #[serde(default)]
+    run_on_start: Option<bool>,
+    #[serde(default)]
+    cron: Option<Spanned<String>>,
     #[serde(default)]
     run_on_stop: bool,
     #[serde(default)]
@@ -388,7 +390,17 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
                 format!("{name:?}: script names are 1-64 printable characters and unique"),
             ));
         }
-        if !s.run_on_start && !s.run_on_stop {
+        let cron = match s.cron {
+            Some(c) => {
+                outpost_agent::cron::Schedule::parse(c.get_ref())
+                    .map_err(|e| err(MANIFEST_FILE, at(c.span()), Some(&field("cron")), e))?;
+                Some(c.into_inner())
+            }
+            None => None,
+        };
+        // A scheduled script does not also run on start unless asked to.
+        let run_on_start = s.run_on_start.unwrap_or(cron.is_none());
+        if !run_on_start && !s.run_on_stop && cron.is_none() {
             return Err(err(
                 MANIFEST_FILE,
                 at(s.name.span()),
@@ -412,10 +424,11 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         scripts.push(outpost_api::ScriptSpec {
             name,
             script: s.script,
-            run_on_start: s.run_on_start,
+            run_on_start,
             run_on_stop: s.run_on_stop,
             timeout_secs,
             blocks_login: s.blocks_login,
+            cron,
         });
     }
 

@@ -393,3 +393,48 @@ fn dotfiles_install_and_link() -> R {
     assert!(by_hand.join(".vimrc").is_symlink());
     Ok(())
 }
+
+/// A cron script (with a seconds field) runs on its schedule, starting after the start scripts.
+#[test]
+fn cron_scripts() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    push(&s, "cronny", "[[scripts]]\nname = \"first\"\nscript = \"sleep 2; date +%s%N > $HOME/start-done\"\n[[scripts]]\nname = \"tick\"\nscript = \"date +%s%N >> $HOME/ticks\"\ncron = \"*/1 * * * * *\"\n")?;
+    s.ok(&["create", "c", "-t", "cronny"])?;
+    let (w, _) = s.wait_for("c", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    let home = home_of(&w);
+    let h = home.clone();
+    eventually(|| {
+        Ok((std::fs::read_to_string(h.join("ticks"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 3)
+            .then_some(()))
+    })?;
+    let started: u128 = std::fs::read_to_string(home.join("start-done"))?
+        .trim()
+        .parse()?;
+    let ticks: Vec<u128> = std::fs::read_to_string(home.join("ticks"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(
+        ticks[0] >= started,
+        "the first tick came after the start scripts"
+    );
+    assert!(
+        ticks.windows(2).all(|p| p[1] - p[0] >= 500_000_000),
+        "about a second apart: {ticks:?}"
+    );
+    // A bad schedule is refused at push time, with the field.
+    let dir = s.dir.path().join("badcron");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("template.toml"), "[provisioner]\ntype = \"local\"\n[[scripts]]\nname = \"x\"\nscript = \"true\"\ncron = \"* * *\"\n")?;
+    let o = s.cli(&["templates", "push", dir.to_str().unwrap_or_default()])?;
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("scripts[0].cron"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
+}

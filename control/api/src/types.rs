@@ -150,6 +150,10 @@ pub struct ScriptSpec {
     pub timeout_secs: u64,
     /// New sessions wait until this start script has finished.
     pub blocks_login: bool,
+    /// A schedule with a seconds field (`SEC MIN HOUR DOM MON DOW`, UTC): run it on that
+    /// schedule once the start scripts have finished.
+    #[serde(default)]
+    pub cron: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
