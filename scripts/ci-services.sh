@@ -14,6 +14,8 @@ for tool in ssh:openssh-client scp:openssh-client sftp:openssh-client ssh-keygen
             ssh-agent:openssh-client; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
 done
+# A loopback sshd plays the git host in the git-over-SSH test.
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 if [ -n "$missing" ]; then
   echo "ci-services: installing$missing (apt-get)"
   export DEBIAN_FRONTEND=noninteractive

@@ -413,8 +413,35 @@ async fn fetch_manifest(session: &Session) -> AgentManifest {
     }
 }
 
-fn script_env(manifest: &AgentManifest) -> Vec<(String, String)> {
+/// The in-memory ssh-agent holding the owner's git key (under run/, never in the home).
+fn git_agent_sock(config: &AgentConfig) -> std::path::PathBuf {
+    config.state_dir.join("git-agent.sock")
+}
+
+async fn start_git_agent(session: &Session, config: &AgentConfig) {
+    let key: Result<GitSshKey, _> = session.client().get("/agent/v1/gitsshkey").await;
+    let Some(pem) = key.ok().and_then(|k| k.private_key) else {
+        tracing::warn!("no git SSH key from control; git over SSH will use the user's own keys");
+        return;
+    };
+    match russh::keys::PrivateKey::from_openssh(&pem) {
+        Ok(k) => {
+            if let Err(e) = crate::ssh::serve_git_agent(git_agent_sock(config), k).await {
+                tracing::warn!(error = %e, "git ssh-agent");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the git SSH key from control does not parse"),
+    }
+}
+
+fn script_env(manifest: &AgentManifest, config: &AgentConfig) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
+    let sock = git_agent_sock(config);
+    env.push((
+        "GIT_SSH_COMMAND".into(),
+        format!("ssh -o IdentityAgent={}", sock.display()),
+    ));
+    env.push(("OUTPOST_GIT_AGENT_SOCK".into(), sock.display().to_string()));
     env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
     env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
     env.push(("OUTPOST_AGENT_NAME".into(), "main".into()));
@@ -428,8 +455,9 @@ async fn start_scripts(
     scripts: std::sync::Arc<crate::scripts::Scripts>,
 ) {
     let manifest = fetch_manifest(&session).await;
+    start_git_agent(&session, &config).await;
     if let Ok(mut c) = scripts.cached.lock() {
-        *c = Some((manifest.scripts.clone(), script_env(&manifest)));
+        *c = Some((manifest.scripts.clone(), script_env(&manifest, &config)));
     }
     let lifecycle = &scripts.lifecycle;
     lifecycle.set(AgentLifecycle::Starting);
@@ -445,7 +473,7 @@ async fn start_scripts(
         true,
         &config.home,
         &config.state_dir,
-        &script_env(&manifest),
+        &script_env(&manifest, &config),
         &scripts.sink,
     )
     .await;
@@ -473,7 +501,7 @@ async fn start_scripts(
             s.clone(),
             config.clone(),
             scripts.sink.clone(),
-            script_env(&manifest),
+            script_env(&manifest, &config),
         );
         tokio::spawn(async move { cron_loop(s, config, sink, env).await });
     }
@@ -556,7 +584,7 @@ async fn run_personalize(
             true,
             &config.home,
             &config.state_dir,
-            &script_env(manifest),
+            &script_env(manifest, config),
             sink
         )
         .await,
@@ -596,9 +624,7 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string());
-    let mut env: Vec<(String, String)> = manifest.env.clone().into_iter().collect();
-    env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
-    env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
+    let env = script_env(&manifest, &config);
     let shared = std::sync::Arc::new(crate::ssh::SshShared {
         authorized: std::sync::RwLock::new(Vec::new()),
         home: config.home.clone(),

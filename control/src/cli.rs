@@ -462,6 +462,15 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         }
         Command::Tokens(cmd) => tokens(ctx, cmd).await,
         Command::Audit(a) => audit(ctx, a).await,
+        Command::Publickey => {
+            let k: GitSshKey = ctx.client()?.get("/api/v1/users/me/gitsshkey").await?;
+            ctx.print(&k, || {
+                println!("{}", k.public_key);
+                eprintln!(
+                    "Add this key to your git host; git inside your workspaces signs with it."
+                );
+            })
+        }
         Command::Keys(k) => keys(ctx, k).await,
         Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
         Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,

@@ -85,6 +85,8 @@ pub enum Command {
         /// A git URL.
         uri: String,
     },
+    /// Print your git SSH public key (control holds the private half; workspaces use it for git).
+    Publickey,
     /// Read the audit log (admins only).
     Audit(AuditArgs),
     /// Rotate the certificate authority agents trust (run on the server's data dir, then

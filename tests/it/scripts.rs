@@ -438,3 +438,118 @@ fn cron_scripts() -> R {
     );
     Ok(())
 }
+
+/// git over SSH with the user's git key held by control: inside the workspace `GIT_SSH_COMMAND`
+/// points at the agent's in-memory ssh-agent; a loopback sshd that trusts only that key serves
+/// the repository. Without the agent the same clone is refused. No secret lands in the home.
+#[test]
+fn git_over_ssh_with_the_control_held_key() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    let public = s.ok(&["publickey"])?;
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    assert_eq!(s.ok(&["publickey"])?, public, "the same key every time");
+
+    // A loopback sshd trusting only that key, serving a bare repository.
+    let dir = s.dir.path().to_path_buf();
+    std::fs::write(dir.join("authorized_keys"), &public)?;
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("hostkey"))
+        .status()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\nUsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n",
+            d = dir.display()
+        ),
+    )?;
+    std::fs::create_dir_all("/run/sshd")?;
+    let mut sshd = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stderr(Stdio::null())
+        .spawn()?;
+    let work = dir.join("src");
+    std::fs::create_dir_all(&work)?;
+    let git = |args: &[&str], cwd: &std::path::Path| -> R<()> {
+        let o = Command::new("git")
+            .args([
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "user.name=t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(cwd)
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    git(&["init", "-q"], &work)?;
+    std::fs::write(work.join("README"), "from the git host\n")?;
+    git(&["add", "README"], &work)?;
+    git(&["commit", "-qm", "one"], &work)?;
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap_or_default(),
+            dir.join("remote.git").to_str().unwrap_or_default(),
+        ],
+        &dir,
+    )?;
+
+    let url = format!("ssh://root@127.0.0.1:{port}{}/remote.git", dir.display());
+    let opts = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes";
+    push(
+        &s,
+        "gitty",
+        &format!(
+            "[[scripts]]\nname = \"clone\"\nscript = \"GIT_SSH_COMMAND=\\\"$GIT_SSH_COMMAND {opts}\\\" git clone -q {url} $HOME/with-agent; GIT_SSH_COMMAND=\\\"ssh {opts} -o IdentityAgent=none\\\" git clone -q {url} $HOME/without-agent 2>$HOME/without.err || echo refused > $HOME/without-agent.status\"\ntimeout = \"60s\"\n"
+        ),
+    )?;
+    s.ok(&["create", "g", "-t", "gitty"])?;
+    let (w, _) = s.wait_for("g", T, |w| {
+        w["agent"]["lifecycle"] == "ready" || w["agent"]["lifecycle"] == "start_error"
+    })?;
+    let home = home_of(&w);
+    let logs = s.ok(&["logs", "g"])?;
+    let _ = sshd.kill();
+    let _ = sshd.wait();
+    assert_eq!(
+        std::fs::read_to_string(home.join("with-agent/README")).unwrap_or_default(),
+        "from the git host\n",
+        "{logs}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("without-agent.status"))?,
+        "refused\n",
+        "sshd trusts only the git key"
+    );
+    // The git key is nowhere in the persistent home: the only private key there is the
+    // workspace's own SSH host key (kept there on purpose, issue 4).
+    let o = Command::new("grep")
+        .args(["-rl", "OPENSSH PRIVATE KEY"])
+        .arg(&home)
+        .output()?;
+    let found: Vec<String> = out_of(&o).lines().map(String::from).collect();
+    assert_eq!(
+        found,
+        vec![home
+            .join(".outpost/ssh_host_ed25519_key")
+            .display()
+            .to_string()],
+        "private keys in the home"
+    );
+    Ok(())
+}

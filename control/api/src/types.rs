@@ -616,6 +616,15 @@ pub struct SshKey {
     pub created_at: i64,
 }
 
+/// A user's git SSH key: control holds it; workspaces sign with it through the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GitSshKey {
+    pub public_key: String,
+    /// Only on the agent API, to that user's workspace agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+}
+
 /// The agent's SSH server, reported to control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -47,6 +47,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/manifest", get(manifest))
         .route("/agent/v1/ssh", post(report_ssh))
+        .route("/agent/v1/gitsshkey", get(agent_git_key))
         .route(
             "/agent/v1/logs",
             post(agent_logs).layer(DefaultBodyLimit::max(LOGS_BODY_LIMIT)),
@@ -510,6 +511,32 @@ async fn manifest(
         .ok()
         .and_then(|p| p.get("dotfiles_uri").cloned())
         .filter(|u| !u.trim().is_empty()),
+    }))
+}
+
+/// The workspace owner's git SSH key, for the agent's in-memory ssh-agent.
+async fn agent_git_key(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+) -> ApiResult<Json<GitSshKey>> {
+    let agent = authed_agent(&state, &peer, "agent.gitsshkey")
+        .await
+        .map_err(|e| e.0)?;
+    let w = state
+        .store
+        .workspace_by_id(&agent.workspace_id)
+        .await?
+        .ok_or_else(generic_401)?;
+    let owner = w.owner_name.clone();
+    let (private_key, public_key) = state
+        .store
+        .git_key(&w.owner_id, || {
+            outpost_agent::ssh::new_ed25519(&format!("outpost-{owner}"))
+        })
+        .await?;
+    Ok(Json(GitSshKey {
+        public_key,
+        private_key: Some(private_key),
     }))
 }
 

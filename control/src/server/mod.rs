@@ -360,6 +360,7 @@ fn api_router(state: AppState) -> Router {
             get(users::list_ssh_keys).post(users::add_ssh_key),
         )
         .route("/api/v1/users/me/keys/{id}", delete(users::remove_ssh_key))
+        .route("/api/v1/users/me/gitsshkey", get(users::git_ssh_key))
         .route(
             "/api/v1/tokens",
             get(users::list_tokens).post(users::create_token),

@@ -427,6 +427,25 @@ pub(super) async fn audit(
     ))
 }
 
+// ---------------------------------------------------------------- git SSH key
+
+/// The caller's git SSH key (made on first use); add the public key to your git host.
+pub(super) async fn git_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<GitSshKey>> {
+    let (_, public_key) = state
+        .store
+        .git_key(&auth.user.id, || {
+            outpost_agent::ssh::new_ed25519(&format!("outpost-{}", auth.user.username))
+        })
+        .await?;
+    Ok(Json(GitSshKey {
+        public_key,
+        private_key: None,
+    }))
+}
+
 // ---------------------------------------------------------------- SSH keys
 
 const KEY_TYPES: &[&str] = &[

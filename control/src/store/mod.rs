@@ -44,12 +44,14 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (2, include_str!("m2_sqlite.sql")),
     (3, include_str!("m3_sqlite.sql")),
     (4, include_str!("m4_sqlite.sql")),
+    (5, include_str!("m5_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
     (2, include_str!("m2_postgres.sql")),
     (3, include_str!("m3_postgres.sql")),
     (4, include_str!("m4_postgres.sql")),
+    (5, include_str!("m5_postgres.sql")),
 ];
 
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
@@ -1083,6 +1085,41 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    // ------------------------------------------------------------ git SSH keys
+
+    /// The user's git SSH key (private, public), made by `make` on first use.
+    pub async fn git_key(
+        &self,
+        user_id: &str,
+        make: impl FnOnce() -> Option<(String, String)>,
+    ) -> Result<(String, String)> {
+        let get = || async {
+            let row =
+                sqlx::query("SELECT private_key, public_key FROM user_git_keys WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(|r| Ok::<_, StoreError>((r.try_get("private_key")?, r.try_get("public_key")?)))
+                .transpose()
+        };
+        if let Some(k) = get().await? {
+            return Ok(k);
+        }
+        let (private, public) =
+            make().ok_or_else(|| StoreError::Corrupt("cannot make a key".into()))?;
+        // Two makers at once: the first insert wins and both read it back.
+        sqlx::query(
+            "INSERT INTO user_git_keys (user_id, private_key, public_key, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(private)
+        .bind(public)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        get().await?.ok_or(StoreError::NotFound)
     }
 
     // ------------------------------------------------------------ agent logs
