@@ -413,6 +413,65 @@ async fn fetch_manifest(session: &Session) -> AgentManifest {
     }
 }
 
+/// PATH for sessions and scripts: the agent's own directory first (the `outpost` CLI ships next
+/// to `outpost-agent`), then the agent's PATH.
+pub fn session_path() -> String {
+    let base = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    match std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.display().to_string()))
+    {
+        Some(dir) => format!("{dir}:{base}"),
+        None => base,
+    }
+}
+
+/// Where the `outpost` CLI inside the workspace gets a short-lived credential (under run/).
+fn cli_sock(config: &AgentConfig) -> std::path::PathBuf {
+    config.state_dir.join("cli.sock")
+}
+
+/// Serves the CLI socket: each connection gets `{url, token, expires_at}` (a fresh workspace
+/// credential from control, reused until 5 minutes before it expires).
+async fn serve_cli_credentials(session: Session, config: AgentConfig) {
+    let path = cli_sock(&config);
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serve CLI credentials");
+            return;
+        }
+    };
+    let _ = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let cache: std::sync::Arc<tokio::sync::Mutex<Option<WorkspaceCredential>>> = Default::default();
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let (session, cache) = (session.clone(), cache.clone());
+        tokio::spawn(async move {
+            let mut c = cache.lock().await;
+            let fresh = c
+                .as_ref()
+                .is_some_and(|k| k.expires_at - now_ms() > 5 * 60_000);
+            if !fresh {
+                match session
+                    .client()
+                    .post::<_, WorkspaceCredential>("/agent/v1/user-token", &serde_json::json!({}))
+                    .await
+                {
+                    Ok(k) => *c = Some(k),
+                    Err(e) => tracing::warn!(error = %e, "workspace credential"),
+                }
+            }
+            if let Some(k) = c.as_ref() {
+                if let Ok(mut line) = serde_json::to_vec(k) {
+                    line.push(b'\n');
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, &line).await;
+                }
+            }
+        });
+    }
+}
+
 /// The in-memory ssh-agent holding the owner's git key (under run/, never in the home).
 fn git_agent_sock(config: &AgentConfig) -> std::path::PathBuf {
     config.state_dir.join("git-agent.sock")
@@ -442,6 +501,10 @@ fn script_env(manifest: &AgentManifest, config: &AgentConfig) -> Vec<(String, St
         format!("ssh -o IdentityAgent={}", sock.display()),
     ));
     env.push(("OUTPOST_GIT_AGENT_SOCK".into(), sock.display().to_string()));
+    env.push((
+        "OUTPOST_AGENT_SOCKET".into(),
+        cli_sock(config).display().to_string(),
+    ));
     env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
     env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
     env.push(("OUTPOST_AGENT_NAME".into(), "main".into()));
@@ -456,6 +519,7 @@ async fn start_scripts(
 ) {
     let manifest = fetch_manifest(&session).await;
     start_git_agent(&session, &config).await;
+    tokio::spawn(serve_cli_credentials(session.clone(), config.clone()));
     if let Ok(mut c) = scripts.cached.lock() {
         *c = Some((manifest.scripts.clone(), script_env(&manifest, &config)));
     }

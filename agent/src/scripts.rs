@@ -182,11 +182,7 @@ async fn run_one(
     let bin_dir = state_dir.join("bin");
     let _ = std::fs::create_dir_all(&data_dir);
     let _ = std::fs::create_dir_all(&bin_dir);
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
-    );
+    let path = format!("{}:{}", bin_dir.display(), crate::run::session_path());
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&s.script)

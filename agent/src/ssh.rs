@@ -678,10 +678,7 @@ async fn run_session(
         ("USER".into(), shared.user.clone()),
         ("LOGNAME".into(), shared.user.clone()),
         ("SHELL".into(), shared.shell.clone()),
-        (
-            "PATH".into(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        ),
+        ("PATH".into(), crate::run::session_path()),
     ];
     vars.extend(shared.env.iter().cloned());
     // As sshd sets them (relayed connections have no client address: 0.0.0.0 0).

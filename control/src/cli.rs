@@ -214,9 +214,16 @@ impl Ctx {
                 PathBuf::from(home).join(".config").join("outpost")
             }
         };
-        let saved: Option<Session> = std::fs::read(config_dir.join("session.json"))
+        let mut saved: Option<Session> = std::fs::read(config_dir.join("session.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        // Inside a workspace, without a session of its own: the agent hands out a short-lived,
+        // workspace-scoped credential (nothing is written to disk).
+        if saved.is_none() && (url.is_none() || token.is_none()) {
+            if let Some(sock) = std::env::var_os("OUTPOST_AGENT_SOCKET") {
+                saved = workspace_credential(std::path::Path::new(&sock));
+            }
+        }
         Ok(Ctx {
             json,
             url: url.or_else(|| saved.as_ref().map(|s| s.url.clone())),
@@ -252,6 +259,19 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+fn workspace_credential(sock: &std::path::Path) -> Option<Session> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let c: WorkspaceCredential = serde_json::from_str(buf.trim()).ok()?;
+    Some(Session {
+        url: c.url,
+        token: c.token,
+    })
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

@@ -553,3 +553,45 @@ fn git_over_ssh_with_the_control_held_key() -> R {
     );
     Ok(())
 }
+
+/// Inside a workspace the `outpost` CLI works without logging in: the agent hands it a
+/// short-lived credential scoped to the workspace's owner (no admin rights, no new tokens), and
+/// nothing is written into the home.
+#[test]
+fn cli_inside_a_workspace_without_login() -> R {
+    let s = Server::start(Backend::Sqlite)?;
+    push(
+        &s,
+        "inside",
+        "[[scripts]]\nname = \"use-cli\"\nscript = \"outpost --json whoami > $HOME/whoami.json; outpost --json list > $HOME/list.json; outpost tokens create x 2> $HOME/tokens.err; echo $? > $HOME/tokens.rc\"\ntimeout = \"60s\"\n",
+    )?;
+    s.ok(&["create", "w", "-t", "inside"])?;
+    let (w, _) = s.wait_for("w", T, |w| w["agent"]["lifecycle"] == "ready")?;
+    let home = home_of(&w);
+    let me: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("whoami.json"))?)?;
+    assert_eq!(me["username"], "admin");
+    assert_eq!(
+        me["admin"], false,
+        "a workspace credential carries no admin rights"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("list.json"))?)?;
+    assert_eq!(list[0]["name"], "w");
+    assert_ne!(std::fs::read_to_string(home.join("tokens.rc"))?.trim(), "0");
+    assert!(std::fs::read_to_string(home.join("tokens.err"))?.contains("cannot create tokens"));
+    assert!(
+        !home.join(".config/outpost/session.json").exists(),
+        "no credential written into the home"
+    );
+    let rows =
+        s.db_rows("SELECT scope, expires_at - created_at FROM api_tokens WHERE scope IS NOT NULL")?;
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r[0].starts_with("workspace:") && r[1] == "3600000"),
+        "{rows:?}"
+    );
+    Ok(())
+}

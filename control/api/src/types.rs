@@ -616,6 +616,14 @@ pub struct SshKey {
     pub created_at: i64,
 }
 
+/// A short-lived credential for the `outpost` CLI inside a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceCredential {
+    pub url: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
 /// A user's git SSH key: control holds it; workspaces sign with it through the agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GitSshKey {

@@ -48,6 +48,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/agent/v1/manifest", get(manifest))
         .route("/agent/v1/ssh", post(report_ssh))
         .route("/agent/v1/gitsshkey", get(agent_git_key))
+        .route("/agent/v1/user-token", post(agent_user_token))
         .route(
             "/agent/v1/logs",
             post(agent_logs).layer(DefaultBodyLimit::max(LOGS_BODY_LIMIT)),
@@ -511,6 +512,37 @@ async fn manifest(
         .ok()
         .and_then(|p| p.get("dotfiles_uri").cloned())
         .filter(|u| !u.trim().is_empty()),
+    }))
+}
+
+/// A short-lived (1 h), workspace-scoped API token of the owner, for the CLI inside the workspace.
+async fn agent_user_token(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+) -> ApiResult<Json<WorkspaceCredential>> {
+    let agent = authed_agent(&state, &peer, "agent.user_token")
+        .await
+        .map_err(|e| e.0)?;
+    let w = state
+        .store
+        .workspace_by_id(&agent.workspace_id)
+        .await?
+        .ok_or_else(generic_401)?;
+    let owner = state
+        .store
+        .user_by_username(&w.owner_name)
+        .await?
+        .ok_or_else(generic_401)?;
+    let (token, info) =
+        super::users::issue_token(&state, &owner, &format!("workspace {}", w.name), 3600).await?;
+    state
+        .store
+        .scope_token(&info.id, &format!("workspace:{}", w.id))
+        .await?;
+    Ok(Json(WorkspaceCredential {
+        url: state.access_url.clone(),
+        token,
+        expires_at: info.expires_at,
     }))
 }
 

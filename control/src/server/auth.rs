@@ -87,6 +87,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// The user behind the request's API token.
 pub struct AuthUser {
     pub user: UserRow,
+    /// A workspace credential (minted for the CLI inside a workspace): the user's own
+    /// operations only, never admin rights or new tokens.
+    pub scoped: bool,
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -119,7 +122,12 @@ impl FromRequestParts<AppState> for AuthUser {
         if row.last_used_at.is_none_or(|t| now - t > 60_000) {
             state.store.touch_token(id, now).await?;
         }
-        Ok(AuthUser { user })
+        let scoped = row.scope.is_some();
+        let mut user = user;
+        if scoped {
+            user.admin = false;
+        }
+        Ok(AuthUser { user, scoped })
     }
 }
 

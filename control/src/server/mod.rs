@@ -94,6 +94,8 @@ pub struct Inner {
     pub tunnels: relay::Tunnels,
     pub config: ServerConfig,
     pub agent_url: String,
+    /// Where users (and the CLI inside workspaces) reach the API.
+    pub access_url: String,
     pub provisioner_key_hash: String,
     /// A pending provisioner job was queued.
     pub jobs_changed: Notify,
@@ -249,6 +251,7 @@ pub async fn run(
         ca,
         config: config.clone(),
         agent_url: agent_url.clone(),
+        access_url: access_url.clone(),
         provisioner_key_hash: sha256_hex(&provisioner_key),
         jobs_changed: Notify::new(),
         progress: watch::channel(0).0,

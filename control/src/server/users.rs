@@ -112,7 +112,7 @@ fn validate_password(p: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn issue_token(
+pub(super) async fn issue_token(
     state: &AppState,
     user: &UserRow,
     name: &str,
@@ -235,6 +235,11 @@ pub(super) async fn create_token(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
+    if auth.scoped {
+        return Err(ApiError::forbidden(
+            "a workspace credential cannot create tokens; run `outpost login` for a full session",
+        ));
+    }
     if req.name.is_empty() || req.name.len() > 64 || req.name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "token names are 1-64 printable characters",

@@ -45,6 +45,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (3, include_str!("m3_sqlite.sql")),
     (4, include_str!("m4_sqlite.sql")),
     (5, include_str!("m5_sqlite.sql")),
+    (6, include_str!("m6_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -52,6 +53,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("m3_postgres.sql")),
     (4, include_str!("m4_postgres.sql")),
     (5, include_str!("m5_postgres.sql")),
+    (6, include_str!("m6_postgres.sql")),
 ];
 
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
@@ -289,6 +291,7 @@ impl Store {
             expires_at,
             last_used_at: None,
             revoked_at: None,
+            scope: None,
         };
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -309,7 +312,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT t.id AS t_id, t.user_id AS t_user_id, t.name AS t_name, t.secret_hash AS t_secret_hash, \
                     t.created_at AS t_created_at, t.expires_at AS t_expires_at, t.last_used_at AS t_last_used_at, \
-                    t.revoked_at AS t_revoked_at, u.* \
+                    t.revoked_at AS t_revoked_at, t.scope AS t_scope, u.* \
              FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
         )
         .bind(token_id)
@@ -325,8 +328,20 @@ impl Store {
             expires_at: r.try_get("t_expires_at")?,
             last_used_at: r.try_get("t_last_used_at")?,
             revoked_at: r.try_get("t_revoked_at")?,
+            scope: r.try_get("t_scope")?,
         };
         Ok(Some((t, UserRow::from_row(&r)?)))
+    }
+
+    /// Marks a token as scoped to a workspace (its own user's operations only: no admin rights,
+    /// no new tokens).
+    pub async fn scope_token(&self, token_id: &str, scope: &str) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET scope = $1 WHERE id = $2")
+            .bind(scope)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn touch_token(&self, token_id: &str, now: i64) -> Result<()> {

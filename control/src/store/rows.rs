@@ -40,6 +40,8 @@ pub struct TokenRow {
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// `workspace:<id>` for the short-lived tokens agents hand to the CLI inside a workspace.
+    pub scope: Option<String>,
 }
 
 impl TokenRow {
@@ -53,6 +55,7 @@ impl TokenRow {
             expires_at: r.try_get("expires_at")?,
             last_used_at: r.try_get("last_used_at")?,
             revoked_at: r.try_get("revoked_at")?,
+            scope: r.try_get("scope")?,
         })
     }
 }
