@@ -140,7 +140,7 @@ fn start_scripts_lifecycle_and_logs() -> R {
 #[test]
 fn shutdown_scripts_and_log_cap() -> R {
     let s = Server::start(Backend::Sqlite)?;
-    push(&s, "stopper", "[[scripts]]\nname = \"save\"\nscript = \"date +%s > $HOME/saved-at-stop\"\nrun_on_start = false\nrun_on_stop = true\ntimeout = \"3s\"\n")?;
+    push(&s, "stopper", "[[scripts]]\nname = \"save\"\nscript = \"echo saving at stop; date +%s > $HOME/saved-at-stop\"\nrun_on_start = false\nrun_on_stop = true\ntimeout = \"3s\"\n")?;
     push(&s, "noisy", "[[scripts]]\nname = \"flood\"\nscript = \"head -c 100000000 /dev/zero | tr '\\\\0' 'x' | fold -w 100\"\n")?;
 
     // A shutdown script runs before the agent exits; what it writes stays in the home.
@@ -153,6 +153,12 @@ fn shutdown_scripts_and_log_cap() -> R {
         home.join("saved-at-stop").exists(),
         "the shutdown script ran"
     );
+    // Its output reaches control although the agent was revoked as the stop was queued.
+    eventually(|| {
+        Ok(s.ok(&["logs", "st", "--source", "save"])?
+            .contains("saving at stop")
+            .then_some(()))
+    })?;
     s.ok(&["start", "st"])?;
     assert!(home.join("saved-at-stop").exists(), "and its file persists");
 
@@ -193,7 +199,7 @@ fn blocking_login_and_personalize() -> R {
         .arg(&key)
         .status()?;
     s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
-    push(&s, "blocky", "[agent]\nssh_listen = \"127.0.0.1:0\"\n[[scripts]]\nname = \"slow-setup\"\nscript = \"sleep 4; echo done > $HOME/ready-marker\"\nblocks_login = true\ntimeout = \"60s\"\n")?;
+    push(&s, "blocky", "[agent]\nssh_listen = \"127.0.0.1:0\"\n[[scripts]]\nname = \"slow-setup\"\nscript = \"sleep 6; echo done > $HOME/ready-marker\"\nblocks_login = true\ntimeout = \"60s\"\n")?;
     s.ok(&["create", "b", "-t", "blocky"])?;
     let (w, _) = s.wait_for("b", T, |w| w["agent"]["ssh_addr"].is_string())?;
     let home = home_of(&w);
@@ -227,6 +233,44 @@ fn blocking_login_and_personalize() -> R {
             .stdin(Stdio::null())
             .output()?)
     };
+    // `outpost ssh --no-wait` (through the relay) proceeds at once.
+    let sock = s.dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()?;
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("ssh-add")
+        .arg("-q")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .status()?;
+    let o = Command::new(bin("outpost"))
+        .args([
+            "ssh",
+            "b",
+            "--no-wait",
+            "--",
+            "cat ~/ready-marker 2>/dev/null || echo not-yet",
+        ])
+        .env("OUTPOST_CONFIG_DIR", s.config_dir())
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        out_of(&o),
+        "not-yet\n",
+        "outpost ssh --no-wait: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let no_wait = ssh(&["-o", "SetEnv=OUTPOST_NO_WAIT=1"])?;
     assert_eq!(out_of(&no_wait), "not-yet\n", "--no-wait proceeds at once");
     let waited = ssh(&[])?;

@@ -580,9 +580,13 @@ async fn agent_logs(
     Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<AgentLogsRequest>,
 ) -> ApiResult<Json<AgentLogsResponse>> {
-    let agent = authed_agent(&state, &peer, "agent.logs")
-        .await
-        .map_err(|e| e.0)?;
+    // A stopping agent is revoked the moment the stop is queued; it may still report its
+    // shutdown scripts' output for a minute (append-only, under the same cap). Nothing else.
+    let agent = match authed_agent(&state, &peer, "agent.logs").await {
+        Ok(a) => a,
+        Err((_, Some(a))) if a.revoked_at.is_some_and(|t| now_ms() - t < 60_000) => a,
+        Err((e, _)) => return Err(e),
+    };
     if req.lines.len() > 2000 {
         return Err(ApiError::bad_request("at most 2000 lines per batch"));
     }
