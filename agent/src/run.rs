@@ -367,6 +367,7 @@ fn login_shell() -> String {
 /// Stop: shutting_down, the stop scripts (within their timeouts), then off (or why not).
 async fn shutdown(session: &Session, config: &AgentConfig, scripts: &crate::scripts::Scripts) {
     scripts.lifecycle.set(AgentLifecycle::ShuttingDown);
+    crate::scripts::report_shutdown(session, AgentLifecycle::ShuttingDown).await;
     // The agent is revoked as the stop is queued: it runs the scripts it learned at start.
     let cached = scripts.cached.lock().map(|c| c.clone()).unwrap_or_default();
     let end = match cached {
@@ -394,8 +395,9 @@ async fn shutdown(session: &Session, config: &AgentConfig, scripts: &crate::scri
         stats: stats.collect(SessionCounts::default()),
     };
     let _ = session.heartbeat(&req).await;
-    // Give the log shipper a moment to send the last lines.
+    // Give the log shipper a moment to send the last lines, then say how the stop ended.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::scripts::report_shutdown(session, end).await;
 }
 
 /// The manifest, retried with backoff until control answers.

@@ -92,6 +92,7 @@ pub fn start_shipper(session: Session) -> LogSink {
             if !batch.is_empty() {
                 let req = AgentLogsRequest {
                     lines: std::mem::take(&mut batch),
+                    lifecycle: None,
                 };
                 for attempt in 0..5u32 {
                     match session.client_post_logs(&req).await {
@@ -317,4 +318,13 @@ pub struct Scripts {
     /// The scripts and environment learned at start (stop runs them without asking control).
     #[allow(clippy::type_complexity)]
     pub cached: Mutex<Option<(Vec<ScriptSpec>, Vec<(String, String)>)>>,
+}
+
+/// Reports a shutdown lifecycle through the logs route (heartbeats are refused once revoked).
+pub async fn report_shutdown(session: &Session, lifecycle: AgentLifecycle) {
+    let req = AgentLogsRequest {
+        lines: Vec::new(),
+        lifecycle: Some(lifecycle),
+    };
+    let _ = session.client_post_logs(&req).await;
 }

@@ -159,8 +159,22 @@ fn shutdown_scripts_and_log_cap() -> R {
             .contains("saving at stop")
             .then_some(()))
     })?;
+    assert_eq!(s.workspace("st")?["agent"]["lifecycle"], "off");
     s.ok(&["start", "st"])?;
     assert!(home.join("saved-at-stop").exists(), "and its file persists");
+
+    // How a stop ended is reported: shutdown_error, shutdown_timeout.
+    push(&s, "stopfail", "[[scripts]]\nname = \"bye\"\nscript = \"exit 7\"\nrun_on_start = false\nrun_on_stop = true\n")?;
+    push(&s, "stopslow", "[[scripts]]\nname = \"bye\"\nscript = \"sleep 30\"\nrun_on_start = false\nrun_on_stop = true\ntimeout = \"1s\"\n")?;
+    for (name, tpl, want) in [
+        ("sf", "stopfail", "shutdown_error"),
+        ("ss", "stopslow", "shutdown_timeout"),
+    ] {
+        s.ok(&["create", name, "-t", tpl])?;
+        s.wait_for(name, T, |w| w["agent"]["lifecycle"] == "ready")?;
+        s.ok(&["stop", name])?;
+        s.wait_for(name, T, |w| w["agent"]["lifecycle"] == want)?;
+    }
 
     // 100 MB of output: the store keeps at most the cap (plus a marker), the agent stays fine.
     s.ok(&["create", "loud", "-t", "noisy"])?;

@@ -675,6 +675,10 @@ pub struct AgentLogLine {
 #[serde(deny_unknown_fields)]
 pub struct AgentLogsRequest {
     pub lines: Vec<AgentLogLine>,
+    /// The shutdown lifecycle (shutting_down, off, shutdown_error, shutdown_timeout): a stopping
+    /// agent is already revoked for heartbeats, so it reports the end of its stop scripts here.
+    #[serde(default)]
+    pub lifecycle: Option<AgentLifecycle>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -614,6 +614,16 @@ async fn agent_logs(
         .store
         .append_agent_logs(&agent.id, &agent.workspace_id, &lines, AGENT_LOG_CAP)
         .await?;
+    use AgentLifecycle as L;
+    if let Some(l @ (L::ShuttingDown | L::Off | L::ShutdownError | L::ShutdownTimeout)) =
+        req.lifecycle
+    {
+        let name = serde_json::to_value(l)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        state.store.set_agent_lifecycle(&agent.id, &name).await?;
+    }
     state.bump_progress();
     Ok(Json(AgentLogsResponse { over_limit: over }))
 }

@@ -1315,6 +1315,16 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
+    /// Sets the lifecycle directly (a stopping, revoked agent reporting how its stop ended).
+    pub async fn set_agent_lifecycle(&self, agent_id: &str, lifecycle: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET lifecycle = $1 WHERE id = $2")
+            .bind(lifecycle)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Revokes the workspace's agents other than `keep` (a new start build replaces them).
     pub async fn revoke_agents_except(
         &self,
