@@ -618,3 +618,40 @@ pub fn eventually<T>(mut f: impl FnMut() -> R<Option<T>>) -> R<T> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An ssh-agent on a socket in `dir` holding `key`; killed when dropped.
+pub struct SshAgent {
+    child: Child,
+    pub sock: PathBuf,
+}
+
+impl SshAgent {
+    pub fn start(dir: &Path, key: &Path) -> R<SshAgent> {
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()?;
+        for _ in 0..50 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = Command::new("ssh-add")
+            .arg("-q")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .status()?;
+        anyhow::ensure!(st.success(), "ssh-add failed");
+        Ok(SshAgent { child, sock })
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

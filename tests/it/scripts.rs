@@ -248,23 +248,8 @@ fn blocking_login_and_personalize() -> R {
             .output()?)
     };
     // `outpost ssh --no-wait` (through the relay) proceeds at once.
-    let sock = s.dir.path().join("agent.sock");
-    let mut agent = Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .spawn()?;
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Command::new("ssh-add")
-        .arg("-q")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &sock)
-        .status()?;
+    let agent = SshAgent::start(s.dir.path(), &key)?;
+    let sock = agent.sock.clone();
     let o = Command::new(bin("outpost"))
         .args([
             "ssh",
@@ -277,8 +262,7 @@ fn blocking_login_and_personalize() -> R {
         .env("SSH_AUTH_SOCK", &sock)
         .stdin(Stdio::null())
         .output()?;
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(
         out_of(&o),
         "not-yet\n",

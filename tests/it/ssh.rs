@@ -506,31 +506,15 @@ fn relay_config_ssh_and_port_forward() -> R {
 
     // `outpost ssh` with an ssh-agent holding the key; it starts a stopped workspace.
     s.ok(&["stop", "dev"])?;
-    let sock = s.dir.path().join("agent.sock");
-    let mut agent = Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .spawn()?;
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Command::new("ssh-add")
-        .arg("-q")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &sock)
-        .status()?;
+    let agent = SshAgent::start(s.dir.path(), &key)?;
+    let sock = agent.sock.clone();
     let o = Command::new(bin("outpost"))
         .args(["ssh", "dev", "--", "echo started-and-in; exit 5"])
         .env("OUTPOST_CONFIG_DIR", s.config_dir())
         .env("SSH_AUTH_SOCK", &sock)
         .stdin(Stdio::null())
         .output()?;
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert_eq!(
         o.status.code(),
         Some(5),
@@ -759,31 +743,15 @@ fn ssh_forwards_agent_multiplexing() -> R {
     );
 
     // -A: a command inside uses the forwarded agent.
-    let sock = dir.join("agent.sock");
-    let mut agent = Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .spawn()?;
-    for _ in 0..50 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Command::new("ssh-add")
-        .arg("-q")
-        .arg(&w.key)
-        .env("SSH_AUTH_SOCK", &sock)
-        .status()?;
+    let agent = SshAgent::start(&dir, &w.key)?;
+    let sock = agent.sock.clone();
     let o = Command::new("ssh")
         .args(w.opts())
         .args(["-A", "-p", &port, "dev@127.0.0.1", "ssh-add -l"])
         .env("SSH_AUTH_SOCK", &sock)
         .stdin(Stdio::null())
         .output()?;
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     assert!(
         out(&o).contains("ED25519"),
         "ssh-add -l inside: {} {}",

@@ -499,22 +499,9 @@ pub(super) async fn build_logs(
                     .logs_after(&job_id, after)
                     .await
                     .unwrap_or_default();
-                if !rows.is_empty() {
-                    let mut out = Vec::new();
-                    for r in &rows {
-                        after = r.id;
-                        let line = LogLine {
-                            id: r.id,
-                            created_at: r.created_at,
-                            stage: r.stage.clone(),
-                            level: r.level.clone(),
-                            output: r.output.clone(),
-                        };
-                        if let Ok(mut v) = serde_json::to_vec(&line) {
-                            v.push(b'\n');
-                            out.extend_from_slice(&v);
-                        }
-                    }
+                if let Some(last) = rows.last() {
+                    after = last.id;
+                    let out = ndjson(rows.iter());
                     let more = rows.len() >= 1000;
                     let end = !q.follow || (finished && !more);
                     return Some((
@@ -567,22 +554,9 @@ pub(super) async fn agent_logs(
                     .agent_logs_after(&ws, source.as_deref(), after)
                     .await
                     .unwrap_or_default();
-                if !rows.is_empty() {
-                    let mut out = Vec::new();
-                    for (r, _) in &rows {
-                        after = r.id;
-                        let line = LogLine {
-                            id: r.id,
-                            created_at: r.created_at,
-                            stage: r.stage.clone(),
-                            level: r.level.clone(),
-                            output: r.output.clone(),
-                        };
-                        if let Ok(mut v) = serde_json::to_vec(&line) {
-                            v.push(b'\n');
-                            out.extend_from_slice(&v);
-                        }
-                    }
+                if let Some((last, _)) = rows.last() {
+                    after = last.id;
+                    let out = ndjson(rows.iter().map(|(r, _)| r));
                     return Some((
                         Ok::<_, Infallible>(Bytes::from(out)),
                         (state, ws, after, progress, source, follow),
@@ -599,4 +573,23 @@ pub(super) async fn agent_logs(
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .map_err(ApiError::internal)
+}
+
+/// Log rows as NDJSON `LogLine`s.
+fn ndjson<'a>(rows: impl Iterator<Item = &'a crate::store::LogRow>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in rows {
+        let line = LogLine {
+            id: r.id,
+            created_at: r.created_at,
+            stage: r.stage.clone(),
+            level: r.level.clone(),
+            output: r.output.clone(),
+        };
+        if let Ok(mut v) = serde_json::to_vec(&line) {
+            v.push(b'\n');
+            out.extend_from_slice(&v);
+        }
+    }
+    out
 }
