@@ -481,6 +481,41 @@ pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
             data.join("server.log").display()
         );
     }
+    // SSH: upload the user's key (making one for Outpost if there is none), then config-ssh so
+    // `ssh dev.outpost` works.
+    let ssh_dir = home.join(".ssh");
+    let existing = [
+        "id_ed25519.pub",
+        "id_ecdsa.pub",
+        "id_rsa.pub",
+        "outpost_ed25519.pub",
+    ]
+    .iter()
+    .map(|f| ssh_dir.join(f))
+    .find(|p| p.exists());
+    let pubkey = match existing {
+        Some(p) => Some(p),
+        None => {
+            let _ = std::fs::create_dir_all(&ssh_dir);
+            let key = ssh_dir.join("outpost_ed25519");
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "outpost", "-f"])
+                .arg(&key)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ok.then(|| key.with_extension("pub"))
+        }
+    };
+    if let Some(p) = pubkey {
+        let _ = Command::new(&outpost)
+            .args(["keys", "add"])
+            .arg(&p)
+            .env("OUTPOST_CONFIG_DIR", &config_dir)
+            .stderr(Stdio::null())
+            .status();
+        let _ = run_cli(&["config-ssh"]);
+    }
     let _ = run_cli(&["list"]);
     println!(
         "\nOutpost is running at {} (data in {}).",
@@ -494,7 +529,7 @@ pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
         );
     }
     println!(
-        "In another terminal:\n    export PATH={}:$PATH\n    outpost show dev        # status, health, the home directory\n    outpost list\n    outpost stop dev && outpost start dev\nPress Ctrl-C to stop the server (workspace agents keep running and reconnect when it is back).",
+        "In another terminal:\n    ssh dev.outpost         # or: scp, rsync, git, VS Code Remote-SSH to dev.outpost\n    export PATH={}:$PATH\n    outpost ssh dev         # the same through the CLI\n    outpost show dev        # status, health, the home directory\n    outpost stop dev && outpost start dev\nPress Ctrl-C to stop the server (workspace agents keep running and reconnect when it is back).",
         bin.display()
     );
     let _ = server.child.wait();
