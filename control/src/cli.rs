@@ -456,6 +456,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Logs(args) => {
+            crate::provisioner::sys::default_sigpipe();
             let client = ctx.client()?;
             if !args.build {
                 let json = ctx.json;

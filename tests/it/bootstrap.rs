@@ -30,7 +30,8 @@ fn bootstrap_basics(backend: Backend) -> R {
     );
 
     // The store keeps a hash, not the token or its secret.
-    let secret = token.rsplit('_').next().unwrap_or_default().to_string();
+    // obt_<id>_<secret>: the secret is base64url and may itself contain `_`.
+    let secret = token.splitn(3, '_').nth(2).unwrap_or_default().to_string();
     let rows = s.db_rows("SELECT id, secret_hash, workspace_id, agent_id FROM bootstrap_tokens")?;
     assert_eq!(rows.len(), 1);
     for col in &rows[0] {
@@ -61,7 +62,7 @@ fn bootstrap_basics(backend: Backend) -> R {
     // Every rejection is the same 401 with the same body.
     let wrong_secret = format!(
         "{}_{}",
-        token.rsplit_once('_').map(|(a, _)| a).unwrap_or(""),
+        token.splitn(3, '_').take(2).collect::<Vec<_>>().join("_"),
         "A".repeat(43)
     );
     let cases = [

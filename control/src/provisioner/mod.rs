@@ -3,7 +3,7 @@
 //! `outpost server` runs some in-process; `outpost provisioner start` runs one elsewhere.
 
 pub mod local;
-mod sys;
+pub(crate) mod sys;
 
 use std::time::Duration;
 

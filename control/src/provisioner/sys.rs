@@ -35,3 +35,12 @@ pub fn new_session(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Dies quietly on a closed stdout (`outpost logs -f | head`), like other Unix tools, instead
+/// of panicking in `println!`. Only for commands that do nothing but print.
+pub fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
