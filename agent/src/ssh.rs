@@ -859,45 +859,44 @@ fn sig_from_name(name: &str) -> Sig {
     }
 }
 
+/// Signal names as SSH spells them, and their numbers here.
+const SIGNALS: &[(&str, i32)] = &[
+    ("ABRT", libc::SIGABRT),
+    ("ALRM", libc::SIGALRM),
+    ("FPE", libc::SIGFPE),
+    ("HUP", libc::SIGHUP),
+    ("ILL", libc::SIGILL),
+    ("INT", libc::SIGINT),
+    ("KILL", libc::SIGKILL),
+    ("PIPE", libc::SIGPIPE),
+    ("QUIT", libc::SIGQUIT),
+    ("SEGV", libc::SIGSEGV),
+    ("TERM", libc::SIGTERM),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("WINCH", libc::SIGWINCH),
+];
+
+/// The number of a signal a client sent (unknown ones: TERM).
 fn sig_number(sig: &Sig) -> i32 {
-    match sig {
-        Sig::ABRT => libc::SIGABRT,
-        Sig::ALRM => libc::SIGALRM,
-        Sig::FPE => libc::SIGFPE,
-        Sig::HUP => libc::SIGHUP,
-        Sig::ILL => libc::SIGILL,
-        Sig::INT => libc::SIGINT,
-        Sig::KILL => libc::SIGKILL,
-        Sig::PIPE => libc::SIGPIPE,
-        Sig::QUIT => libc::SIGQUIT,
-        Sig::SEGV => libc::SIGSEGV,
-        Sig::TERM => libc::SIGTERM,
-        Sig::USR1 => libc::SIGUSR1,
-        Sig::Custom(s) => match s.as_str() {
-            "USR2" => libc::SIGUSR2,
-            "WINCH" => libc::SIGWINCH,
-            _ => libc::SIGTERM,
-        },
-    }
+    let name = match sig {
+        Sig::Custom(s) => s.clone(),
+        known => format!("{known:?}"),
+    };
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or(libc::SIGTERM)
 }
 
+/// The SSH name of a signal that ended a process.
 fn sig_of_number(n: i32) -> Sig {
-    match n {
-        libc::SIGABRT => Sig::ABRT,
-        libc::SIGALRM => Sig::ALRM,
-        libc::SIGFPE => Sig::FPE,
-        libc::SIGHUP => Sig::HUP,
-        libc::SIGILL => Sig::ILL,
-        libc::SIGINT => Sig::INT,
-        libc::SIGKILL => Sig::KILL,
-        libc::SIGPIPE => Sig::PIPE,
-        libc::SIGQUIT => Sig::QUIT,
-        libc::SIGSEGV => Sig::SEGV,
-        libc::SIGTERM => Sig::TERM,
-        libc::SIGUSR1 => Sig::USR1,
-        libc::SIGUSR2 => Sig::Custom("USR2".into()),
-        other => Sig::Custom(format!("{other}")),
-    }
+    SIGNALS
+        .iter()
+        .find(|(_, v)| *v == n)
+        .map(|(name, _)| sig_from_name(name))
+        .unwrap_or_else(|| Sig::Custom(n.to_string()))
 }
 
 /// The sftp subsystem over an in-memory pipe, so the channel ends like sshd's: exit-status 0

@@ -655,3 +655,25 @@ impl Drop for SshAgent {
         let _ = self.child.wait();
     }
 }
+
+/// `git ARGS` in `dir` with a fixed identity and `main` as the default branch; fails on error.
+pub fn git(args: &[&str], dir: &Path) -> R {
+    let o = Command::new("git")
+        .args([
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    anyhow::ensure!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
+}

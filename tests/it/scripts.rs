@@ -324,26 +324,6 @@ fn out_of(o: &std::process::Output) -> String {
 #[test]
 fn dotfiles_install_and_link() -> R {
     let s = Server::start(Backend::Sqlite)?;
-    let git = |args: &[&str], dir: &std::path::Path| -> R<()> {
-        let o = Command::new("git")
-            .args([
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "user.name=t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()?;
-        anyhow::ensure!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(())
-    };
     let make_repo = |name: &str, files: &[(&str, &str, bool)]| -> R<String> {
         let work = s.dir.path().join(format!("{name}-work"));
         let bare = s.dir.path().join(format!("{name}.git"));
@@ -516,26 +496,6 @@ fn git_over_ssh_with_the_control_held_key() -> R {
         .spawn()?;
     let work = dir.join("src");
     std::fs::create_dir_all(&work)?;
-    let git = |args: &[&str], cwd: &std::path::Path| -> R<()> {
-        let o = Command::new("git")
-            .args([
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "user.name=t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(cwd)
-            .output()?;
-        anyhow::ensure!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(())
-    };
     git(&["init", "-q"], &work)?;
     std::fs::write(work.join("README"), "from the git host\n")?;
     git(&["add", "README"], &work)?;

@@ -465,18 +465,26 @@ async fn heartbeat(
     }))
 }
 
-async fn manifest(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerIdentity>,
-) -> ApiResult<Json<AgentManifest>> {
-    let agent = authed_agent(&state, &peer, "agent.manifest")
-        .await
-        .map_err(|e| e.0)?;
+/// The calling agent (checked) and its workspace.
+async fn agent_and_workspace(
+    state: &AppState,
+    peer: &PeerIdentity,
+    action: &str,
+) -> ApiResult<(AgentRow, crate::store::WorkspaceRow)> {
+    let agent = authed_agent(state, peer, action).await.map_err(|e| e.0)?;
     let w = state
         .store
         .workspace_by_id(&agent.workspace_id)
         .await?
         .ok_or_else(generic_401)?;
+    Ok((agent, w))
+}
+
+async fn manifest(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+) -> ApiResult<Json<AgentManifest>> {
+    let (agent, w) = agent_and_workspace(&state, &peer, "agent.manifest").await?;
     let build = state
         .store
         .build(&agent.build_id)
@@ -520,14 +528,7 @@ async fn agent_user_token(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> ApiResult<Json<WorkspaceCredential>> {
-    let agent = authed_agent(&state, &peer, "agent.user_token")
-        .await
-        .map_err(|e| e.0)?;
-    let w = state
-        .store
-        .workspace_by_id(&agent.workspace_id)
-        .await?
-        .ok_or_else(generic_401)?;
+    let (_, w) = agent_and_workspace(&state, &peer, "agent.user_token").await?;
     let owner = state
         .store
         .user_by_username(&w.owner_name)
@@ -551,14 +552,7 @@ async fn agent_git_key(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> ApiResult<Json<GitSshKey>> {
-    let agent = authed_agent(&state, &peer, "agent.gitsshkey")
-        .await
-        .map_err(|e| e.0)?;
-    let w = state
-        .store
-        .workspace_by_id(&agent.workspace_id)
-        .await?
-        .ok_or_else(generic_401)?;
+    let (_, w) = agent_and_workspace(&state, &peer, "agent.gitsshkey").await?;
     let owner = w.owner_name.clone();
     let (private_key, public_key) = state
         .store
