@@ -24,6 +24,17 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq $(echo $missing | tr ' ' '\n' | sort -u) >/dev/null
 fi
 
+# ssh-audit 3.x (PyPI) knows OpenSSH's strict-kex marker, which bookworm's 2.5 does not.
+if [ ! -d /opt/ssh-audit3/ssh_audit ]; then
+  echo "ci-services: installing ssh-audit 3.3.0 into /opt/ssh-audit3 (PyPI)"
+  python3 -m pip --version >/dev/null 2>&1 || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+  }
+  python3 -m pip install -q --target /opt/ssh-audit3 ssh-audit==3.3.0 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages --target /opt/ssh-audit3 ssh-audit==3.3.0
+fi
+
 if ! command -v pg_isready >/dev/null 2>&1; then
   echo "ci-services: installing PostgreSQL (apt-get)"
   export DEBIAN_FRONTEND=noninteractive

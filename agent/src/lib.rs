@@ -4,8 +4,10 @@
 //!
 //! `main.rs` only parses flags and calls [`run::run`].
 
+pub mod apps;
 pub mod cron;
 pub mod dotfiles;
+pub mod pty;
 pub mod run;
 pub mod scripts;
 mod sftp;

@@ -705,9 +705,18 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
         tokio::spawn(crate::ssh::serve(l, ssh_config.clone(), shared.clone()));
         tracing::info!(?addr, "SSH server listening");
     }
+    let _health: Vec<AbortOnDrop> = crate::apps::start_health_checks(&manifest.apps)
+        .into_iter()
+        .map(AbortOnDrop)
+        .collect();
+    let pty = crate::pty::PtyHub::new(
+        shared.clone(),
+        Duration::from_secs(manifest.terminal_idle_timeout_secs.max(1)),
+    );
     let ctx = std::sync::Arc::new(crate::tunnel::SshCtx {
         config: ssh_config,
         shared: shared.clone(),
+        pty,
     });
     let _tunnel = AbortOnDrop(tokio::spawn(crate::tunnel::tunnel_loop(
         session.clone(),
@@ -797,6 +806,10 @@ async fn heartbeat_loop(
         st.tx_bytes = crate::ssh::COUNTERS
             .tx
             .load(std::sync::atomic::Ordering::Relaxed);
+        st.ports = tokio::task::spawn_blocking(crate::apps::listening_ports)
+            .await
+            .unwrap_or_default();
+        st.apps = crate::apps::statuses();
         let req = HeartbeatRequest {
             lifecycle: pending,
             stats: st,

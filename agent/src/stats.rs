@@ -77,6 +77,8 @@ impl StatsCollector {
             sessions,
             rx_bytes: 0,
             tx_bytes: 0,
+            ports: Vec::new(),
+            apps: Vec::new(),
         }
     }
 }

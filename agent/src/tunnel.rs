@@ -1,7 +1,7 @@
 //! The relay tunnel: the agent dials control's agent API (mTLS), upgrades the connection, then
 //! serves HTTP/2 on it, so control opens one stream per client (reversed HTTP/2). Streams:
-//! `/ssh` (an SSH connection to the agent's server) and `/tcp/PORT` (a connection to a port in
-//! the workspace). Re-established with backoff.
+//! `/ssh` (an SSH connection to the agent's server), `/tcp/PORT` (a connection to a port in
+//! the workspace) and `/pty?id=..` (a web terminal session, see `pty.rs`). Re-established with backoff.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::run::{backoff, Session, BACKOFF_BASE, BACKOFF_CAP};
 pub struct SshCtx {
     pub config: Arc<russh::server::Config>,
     pub shared: Arc<crate::ssh::SshShared>,
+    pub pty: Arc<crate::pty::PtyHub>,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -111,6 +112,15 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
     if path == "/ssh" {
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         crate::ssh::serve_stream(theirs, ssh.config.clone(), ssh.shared.clone(), None);
+        return bridge(req.into_body(), ours);
+    }
+    if path == "/pty" {
+        let attach = match crate::pty::Attach::from_query(req.uri().query().unwrap_or("")) {
+            Ok(a) => a,
+            Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
+        };
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(ssh.pty.clone().attach(attach, theirs));
         return bridge(req.into_body(), ours);
     }
     if let Some(port) = path

@@ -171,6 +171,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.provisioner_key = args.provisioner_key;
     config.agent_binary = args.agent_binary;
     config.heartbeat_secs = args.heartbeat_secs.max(1);
+    config.terminal_idle_timeout_secs = args.terminal_idle_timeout_secs.max(1);
     config.job_lease_secs = args.job_lease_secs.max(1);
     config.stop_grace_secs = args.stop_grace_secs;
     config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);

@@ -219,6 +219,13 @@ pub struct ServerArgs {
     /// Seconds between agent heartbeats.
     #[arg(long, env = "OUTPOST_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
+    /// Seconds a web terminal session lives with no browser attached.
+    #[arg(
+        long,
+        env = "OUTPOST_TERMINAL_IDLE_TIMEOUT_SECS",
+        default_value_t = 300
+    )]
+    pub terminal_idle_timeout_secs: u64,
     /// Seconds a provisioner job's lease lasts without renewal.
     #[arg(long, env = "OUTPOST_JOB_LEASE_SECS", default_value_t = 15)]
     pub job_lease_secs: u64,

@@ -18,6 +18,7 @@ use crate::bench::{first_user, machine, pct, start_server, write_results};
 
 const BENCH_USER: &str = "outpost-bench";
 const CIPHER: &str = "aes128-gcm@openssh.com";
+const CHACHA: &str = "chacha20-poly1305@openssh.com";
 const KEX: &str = "curve25519-sha256";
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -236,31 +237,17 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         connect.push(pct(&mut v, 0.5));
     }
 
-    // 2. Bulk transfer, each way.
+    // 2. Bulk transfer, each way, with AES-GCM and with chacha20-poly1305.
     let mut up = Vec::new();
     let mut down = Vec::new();
+    let mut up_chacha = Vec::new();
+    let mut down_chacha = Vec::new();
     for (name, ssh) in &targets {
-        let t = Instant::now();
-        let o = sh(&format!(
-            "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
-        ))?;
-        if !o.status.success() {
-            bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        up.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let o = sh(&format!(
-            "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
-        ))?;
-        if !o.status.success() {
-            bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        down.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
-        eprintln!(
-            "{name}: up {:.0} MiB/s, down {:.0} MiB/s",
-            up.last().unwrap_or(&0.0),
-            down.last().unwrap_or(&0.0)
-        );
+        bulk(&env_cli, name, ssh, gib, &mut up, &mut down)?;
+    }
+    for (name, ssh) in &targets {
+        let ssh = ssh.replace(&format!("Ciphers={CIPHER}"), &format!("Ciphers={CHACHA}"));
+        bulk(&env_cli, name, &ssh, gib, &mut up_chacha, &mut down_chacha)?;
     }
 
     // 3. sftp put and get of the same file (sshd runs its internal-sftp).
@@ -381,7 +368,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
 
     let title = format!(
-        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER}, kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port.",
+        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port.",
         crate::bench::date(),
         machine()
     );
@@ -408,6 +395,42 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         ("download, sshd", down[0], "MiB/s", "-", None),
         ("download, agent direct", down[1], "MiB/s", s, Some(down[0])),
         ("download, relay", down[2], "MiB/s", s, Some(down[0])),
+        ("upload chacha20, sshd", up_chacha[0], "MiB/s", "-", None),
+        (
+            "upload chacha20, agent direct",
+            up_chacha[1],
+            "MiB/s",
+            s,
+            Some(up_chacha[0]),
+        ),
+        (
+            "upload chacha20, relay",
+            up_chacha[2],
+            "MiB/s",
+            s,
+            Some(up_chacha[0]),
+        ),
+        (
+            "download chacha20, sshd",
+            down_chacha[0],
+            "MiB/s",
+            "-",
+            None,
+        ),
+        (
+            "download chacha20, agent direct",
+            down_chacha[1],
+            "MiB/s",
+            s,
+            Some(down_chacha[0]),
+        ),
+        (
+            "download chacha20, relay",
+            down_chacha[2],
+            "MiB/s",
+            s,
+            Some(down_chacha[0]),
+        ),
         ("-L forward, sshd", fwd[0], "MiB/s", "-", None),
         ("-L forward, agent direct", fwd[1], "MiB/s", s, Some(fwd[0])),
         ("-L forward, relay", fwd[2], "MiB/s", s, Some(fwd[0])),
@@ -478,6 +501,44 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         ("agent RSS, 100 sessions", rss_100, "MiB", "-", None),
     ];
     write_results("ssh", &title, &rows)
+}
+
+/// 1 GiB (or `gib`) up (`head -c | ssh 'cat > /dev/null'`) and down; rates pushed in MiB/s.
+fn bulk(
+    env_cli: &str,
+    name: &str,
+    ssh: &str,
+    gib: u64,
+    up: &mut Vec<f64>,
+    down: &mut Vec<f64>,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let o = sh(&format!(
+        "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
+    ))?;
+    if !o.status.success() {
+        bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    up.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let o = sh(&format!(
+        "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
+    ))?;
+    if !o.status.success() {
+        bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    down.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+    eprintln!(
+        "{name} ({}): up {:.0} MiB/s, down {:.0} MiB/s",
+        if ssh.contains(CHACHA) {
+            "chacha20"
+        } else {
+            "aes128-gcm"
+        },
+        up.last().unwrap_or(&0.0),
+        down.last().unwrap_or(&0.0)
+    );
+    Ok(())
 }
 
 /// `sftp ... -b BATCH DEST` from an `ssh ... DEST` command line (the destination goes last).

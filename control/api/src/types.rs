@@ -136,6 +136,94 @@ pub struct TemplateManifest {
     pub parameters: Vec<ParameterSpec>,
     #[serde(default)]
     pub scripts: Vec<ScriptSpec>,
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+}
+
+/// Who may open an app through control's proxy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareLevel {
+    /// The workspace's owner only.
+    Owner,
+    /// Any signed-in user.
+    Authenticated,
+    /// Anyone, signed in or not.
+    Public,
+}
+
+impl ShareLevel {
+    pub fn parse(s: &str) -> Option<ShareLevel> {
+        match s {
+            "owner" => Some(ShareLevel::Owner),
+            "authenticated" => Some(ShareLevel::Authenticated),
+            "public" => Some(ShareLevel::Public),
+            _ => None,
+        }
+    }
+}
+
+/// A web app inside the workspace, opened at `/@OWNER/WS/apps/SLUG/` (or an external URL).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppSpec {
+    pub slug: String,
+    pub display_name: String,
+    /// The port inside the workspace the proxy connects to.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Instead of a port: a URL the dashboard links to as it is.
+    #[serde(default)]
+    pub url: Option<String>,
+    pub share: ShareLevel,
+    #[serde(default)]
+    pub healthcheck: Option<HealthcheckSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthcheckSpec {
+    /// An http:// URL inside the workspace (e.g. `http://127.0.0.1:8000/`).
+    pub url: String,
+    pub interval_secs: u64,
+    /// Consecutive failures before the app counts as unhealthy.
+    pub threshold: u32,
+}
+
+/// An app's health as the agent sees it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AppHealth {
+    /// No health check configured.
+    Disabled,
+    /// Checked, but not healthy yet (and not failed `threshold` times in a row).
+    Initializing,
+    Healthy,
+    Unhealthy,
+}
+
+impl std::fmt::Display for AppHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AppHealth::Disabled => "disabled",
+            AppHealth::Initializing => "initializing",
+            AppHealth::Healthy => "healthy",
+            AppHealth::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppStatus {
+    pub slug: String,
+    pub health: AppHealth,
+}
+
+/// A TCP port something listens on inside the workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListeningPort {
+    pub port: u16,
+    /// The listening program's name, when the agent can see it.
+    #[serde(default)]
+    pub process: Option<String>,
 }
 
 /// A script the agent runs: on start (lifecycle starting -> ready), on stop, or both.
@@ -413,6 +501,19 @@ pub struct Workspace {
     pub agent: Option<AgentInfo>,
     pub resources: Vec<Resource>,
     pub created_at: i64,
+    /// The template's apps, with where to open them and their health.
+    #[serde(default)]
+    pub apps: Vec<WorkspaceApp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceApp {
+    pub slug: String,
+    pub display_name: String,
+    /// `/@OWNER/WS/apps/SLUG/` for a port inside the workspace, or the template's external URL.
+    pub url: String,
+    pub share: ShareLevel,
+    pub health: AppHealth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -567,6 +668,10 @@ pub struct AgentStats {
     pub sessions: SessionCounts,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Listening TCP ports in the workspace (/proc/net/tcp, tcp6), the agent's own excepted.
+    pub ports: Vec<ListeningPort>,
+    /// The template apps' health.
+    pub apps: Vec<AppStatus>,
 }
 
 /// Live sessions by kind.
@@ -660,6 +765,16 @@ pub struct AgentManifest {
     /// The workspace parameter `dotfiles_uri`, when set.
     #[serde(default)]
     pub dotfiles_uri: Option<String>,
+    /// A web terminal session nobody is attached to ends after this long.
+    #[serde(default = "default_terminal_idle")]
+    pub terminal_idle_timeout_secs: u64,
+    /// The template's apps, whose health the agent checks.
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+}
+
+fn default_terminal_idle() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

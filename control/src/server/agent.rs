@@ -514,6 +514,8 @@ async fn manifest(
             .collect(),
         ssh_listen: manifest.agent.ssh_listen,
         scripts: manifest.scripts,
+        apps: manifest.apps,
+        terminal_idle_timeout_secs: state.config.terminal_idle_timeout_secs,
         dotfiles_uri: serde_json::from_str::<std::collections::BTreeMap<String, String>>(
             &w.parameters,
         )

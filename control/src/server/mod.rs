@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub workspaces_dir: Option<PathBuf>,
     pub agent_binary: Option<PathBuf>,
     pub heartbeat_secs: u64,
+    /// A web terminal session with no client attached ends after this long.
+    pub terminal_idle_timeout_secs: u64,
     pub job_lease_secs: u64,
     pub bootstrap_token_ttl_secs: u64,
     pub agent_cert_lifetime_secs: u64,
@@ -69,6 +71,7 @@ impl ServerConfig {
             workspaces_dir: None,
             agent_binary: None,
             heartbeat_secs: 15,
+            terminal_idle_timeout_secs: 300,
             job_lease_secs: 15,
             bootstrap_token_ttl_secs: 15 * 60,
             agent_cert_lifetime_secs: 24 * 3600,

@@ -155,7 +155,35 @@ async fn relay(
                 "you have no workspace named {name:?}; see `outpost list`"
             ))
         })?;
-    let view = super::workspaces::workspace_view(&state, &w).await?;
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| {
+            ApiError::bad_request("send Connection: upgrade and Upgrade: outpost-relay")
+        })?;
+    let (tx, down) = open(&state, &w, &path).await?;
+    tokio::spawn(async move {
+        let client = match on_upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(_) => return,
+        };
+        let (crd, cwr) = tokio::io::split(client);
+        let up = tokio::spawn(outpost_agent::tunnel::reader_to_frames(crd, tx));
+        outpost_agent::tunnel::body_to_writer(down, cwr).await;
+        up.abort();
+    });
+    Ok(switching("outpost-relay"))
+}
+
+/// Opens a stream of kind `path` (`/ssh`, `/tcp/PORT`, `/pty?..`) to the workspace's agent:
+/// the sender of the bytes going up, and the body of the bytes coming down.
+pub(super) async fn open(
+    state: &AppState,
+    w: &crate::store::WorkspaceRow,
+    path: &str,
+) -> ApiResult<(FrameSender, hyper::body::Incoming)> {
+    let name = &w.name;
+    let view = super::workspaces::workspace_view(state, w).await?;
     if view.status != WorkspaceStatus::Running {
         return Err(ApiError::conflict(format!(
             "workspace {name:?} is {}: start it with `outpost start {name}`",
@@ -172,12 +200,6 @@ async fn relay(
             "the workspace's agent has no relay tunnel to control right now; retry in a moment",
         )
     })?;
-    let on_upgrade = req
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| {
-            ApiError::bad_request("send Connection: upgrade and Upgrade: outpost-relay")
-        })?;
     // Open the stream to the agent before answering, so a refused port is an error here.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
     let mut sender = sender;
@@ -188,7 +210,7 @@ async fn relay(
             "the relay tunnel closed; retry",
         )
     })?;
-    let upstream = hyper::Request::post(&path)
+    let upstream = hyper::Request::post(path)
         .body(StreamBody::new(ReceiverStream(rx)))
         .map_err(ApiError::internal)?;
     let resp = sender.send_request(upstream).await.map_err(|_| {
@@ -211,16 +233,21 @@ async fn relay(
             String::from_utf8_lossy(&msg).into_owned(),
         ));
     }
-    let down = resp.into_body();
-    tokio::spawn(async move {
-        let client = match on_upgrade.await {
-            Ok(u) => TokioIo::new(u),
-            Err(_) => return,
-        };
-        let (crd, cwr) = tokio::io::split(client);
-        let up = tokio::spawn(outpost_agent::tunnel::reader_to_frames(crd, tx));
-        outpost_agent::tunnel::body_to_writer(down, cwr).await;
-        up.abort();
-    });
-    Ok(switching("outpost-relay"))
+    Ok((tx, resp.into_body()))
 }
+
+/// [`open`], as a byte stream (for HTTP clients and the terminal bridge).
+pub(super) async fn open_io(
+    state: &AppState,
+    w: &crate::store::WorkspaceRow,
+    path: &str,
+) -> ApiResult<tokio::io::DuplexStream> {
+    let (tx, down) = open(state, w, path).await?;
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let (rd, wr) = tokio::io::split(ours);
+    tokio::spawn(outpost_agent::tunnel::reader_to_frames(rd, tx));
+    tokio::spawn(outpost_agent::tunnel::body_to_writer(down, wr));
+    Ok(theirs)
+}
+
+pub(super) type FrameSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;

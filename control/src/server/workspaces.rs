@@ -202,7 +202,33 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
             details: serde_json::from_str(&r.details).unwrap_or_default(),
         })
         .collect();
+    let health_of = |slug: &str| {
+        agent
+            .as_ref()
+            .and_then(|a| a.stats.as_ref())
+            .and_then(|s| s.apps.iter().find(|x| x.slug == slug))
+            .map(|x| x.health)
+    };
+    let apps = manifest
+        .apps
+        .iter()
+        .map(|a| WorkspaceApp {
+            slug: a.slug.clone(),
+            display_name: a.display_name.clone(),
+            url: a
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("/@{}/{}/apps/{}/", w.owner_name, w.name, a.slug)),
+            share: a.share,
+            health: health_of(&a.slug).unwrap_or(if a.healthcheck.is_some() {
+                AppHealth::Initializing
+            } else {
+                AppHealth::Disabled
+            }),
+        })
+        .collect();
     Ok(Workspace {
+        apps,
         id: w.id.clone(),
         name: w.name.clone(),
         owner: w.owner_name.clone(),

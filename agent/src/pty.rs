@@ -1,0 +1,456 @@
+//! Reconnecting PTYs for the web terminal. A session (the browser's id) owns a shell in a PTY
+//! and a terminal-state model (vt100) fed with everything the program prints. A client that
+//! attaches (first time, after a reload, a second tab) gets the current screen repainted from the
+//! model, not a replay of raw bytes, so full-screen programs (top, vim, less) come back intact;
+//! then the live output. Sessions outlive their clients; one with no client ends after the idle
+//! timeout.
+//!
+//! Wire format on the relay stream: client -> agent frames `[kind u8][len u32 BE][payload]`
+//! (kind 0: input bytes; kind 1: resize, payload `cols u16 BE, rows u16 BE`); agent -> client:
+//! terminal output bytes.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+use crate::ssh::SshShared;
+
+pub const KIND_INPUT: u8 = 0;
+pub const KIND_RESIZE: u8 = 1;
+/// Largest client frame accepted (input is typed or pasted text).
+const MAX_FRAME: usize = 1 << 20;
+const SCROLLBACK: usize = 1000;
+
+/// Live PTY sessions (the `pty` count in the heartbeat stats).
+pub static LIVE: AtomicU32 = AtomicU32::new(0);
+
+pub struct PtyHub {
+    sessions: Mutex<HashMap<String, Arc<PtySession>>>,
+    shared: Arc<SshShared>,
+    idle_timeout: Duration,
+}
+
+struct PtySession {
+    /// The screen model, and the output channel: output is fed to the model and sent under the
+    /// same lock, so an attaching client's repaint and its live stream never overlap or gap.
+    term: Mutex<vt100::Parser>,
+    out: broadcast::Sender<Bytes>,
+    input: std::sync::mpsc::SyncSender<Vec<u8>>,
+    master: Mutex<Box<dyn portable_pty::MasterPty + Send>>,
+    attached: AtomicUsize,
+    detached_at: Mutex<Instant>,
+    pid: Option<i32>,
+    exited: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for PtySession {
+    fn drop(&mut self) {
+        if let Some(p) = self.pid {
+            crate::sys::kill_group(p, libc::SIGHUP);
+        }
+    }
+}
+
+/// What a client asks for when it attaches.
+#[derive(Debug, Clone)]
+pub struct Attach {
+    pub id: String,
+    pub cols: u16,
+    pub rows: u16,
+    /// A command to run instead of the login shell (only used when the session is new).
+    pub command: Option<String>,
+}
+
+impl Attach {
+    /// From the relay stream's query: `id=..&cols=..&rows=..&command=..`.
+    pub fn from_query(q: &str) -> anyhow::Result<Attach> {
+        let mut a = Attach {
+            id: String::new(),
+            cols: 80,
+            rows: 24,
+            command: None,
+        };
+        for (k, v) in form_urlencoded_pairs(q) {
+            match k.as_str() {
+                "id" => a.id = v,
+                "cols" => a.cols = v.parse().context("cols")?,
+                "rows" => a.rows = v.parse().context("rows")?,
+                "command" if !v.is_empty() => a.command = Some(v),
+                _ => {}
+            }
+        }
+        if a.id.is_empty()
+            || a.id.len() > 64
+            || !a
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            anyhow::bail!("a session id (1-64 of A-Z a-z 0-9 - _) is required");
+        }
+        a.cols = a.cols.clamp(1, 1000);
+        a.rows = a.rows.clamp(1, 1000);
+        Ok(a)
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode(k), decode(v))
+    })
+}
+
+impl PtyHub {
+    pub fn new(shared: Arc<SshShared>, idle_timeout: Duration) -> Arc<PtyHub> {
+        let hub = Arc::new(PtyHub {
+            sessions: Mutex::new(HashMap::new()),
+            shared,
+            idle_timeout,
+        });
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(hub) = weak.upgrade() else { return };
+                hub.reap();
+            }
+        });
+        hub
+    }
+
+    /// Ends sessions whose program exited, and sessions nobody attached to for the timeout.
+    fn reap(&self) {
+        let Ok(mut map) = self.sessions.lock() else {
+            return;
+        };
+        map.retain(|id, s| {
+            let idle = s.attached.load(Ordering::SeqCst) == 0
+                && s.detached_at
+                    .lock()
+                    .map(|t| t.elapsed() >= self.idle_timeout)
+                    .unwrap_or(true);
+            let keep = !*s.exited.borrow() && !idle;
+            if !keep {
+                tracing::info!(session = %id, idle, "terminal session ended");
+                LIVE.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+    }
+
+    fn get_or_start(&self, a: &Attach) -> anyhow::Result<Arc<PtySession>> {
+        let mut map = self
+            .sessions
+            .lock()
+            .map_err(|_| anyhow::anyhow!("session table poisoned"))?;
+        if let Some(s) = map.get(&a.id) {
+            if !*s.exited.borrow() {
+                return Ok(s.clone());
+            }
+            map.remove(&a.id);
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+        let s = self.start(a)?;
+        map.insert(a.id.clone(), s.clone());
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    fn start(&self, a: &Attach) -> anyhow::Result<Arc<PtySession>> {
+        use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows: a.rows,
+                cols: a.cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .context("opening a PTY")?;
+        let sh = &self.shared;
+        let mut cmd = CommandBuilder::new(&sh.shell);
+        match &a.command {
+            Some(c) => cmd.args(["-c", c]),
+            None => cmd.arg("-l"),
+        }
+        cmd.cwd(&sh.home);
+        cmd.env_clear();
+        for (k, v) in crate::ssh::base_env(sh) {
+            cmd.env(k, v);
+        }
+        cmd.env("TERM", "xterm-256color");
+        cmd.env("OUTPOST_SESSION_KIND", "web-terminal");
+        let mut child = pair
+            .slave
+            .spawn_command(cmd)
+            .context("starting the shell")?;
+        drop(pair.slave);
+        let pid = child.process_id().map(|p| p as i32);
+        let mut reader = pair.master.try_clone_reader()?;
+        let mut writer = pair.master.take_writer()?;
+        let (out, _) = broadcast::channel(256);
+        let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(256);
+        let (exit_tx, exit_rx) = tokio::sync::watch::channel(false);
+        let s = Arc::new(PtySession {
+            term: Mutex::new(vt100::Parser::new(a.rows, a.cols, SCROLLBACK)),
+            out,
+            input: in_tx,
+            master: Mutex::new(pair.master),
+            attached: AtomicUsize::new(0),
+            detached_at: Mutex::new(Instant::now()),
+            pid,
+            exited: exit_rx,
+        });
+        let weak = Arc::downgrade(&s);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let Some(s) = weak.upgrade() else { break };
+                crate::ssh::COUNTERS
+                    .tx
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if let Ok(mut t) = s.term.lock() {
+                    t.process(&buf[..n]);
+                    let _ = s.out.send(Bytes::copy_from_slice(&buf[..n]));
+                };
+            }
+            let _ = exit_tx.send(true);
+        });
+        std::thread::spawn(move || {
+            while let Ok(data) = in_rx.recv() {
+                if writer.write_all(&data).is_err() {
+                    break;
+                }
+                let _ = writer.flush();
+            }
+        });
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(s)
+    }
+
+    /// Serves one client on a relay stream until it goes away or the program exits.
+    pub async fn attach<S>(self: Arc<Self>, a: Attach, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let s = match self.get_or_start(&a) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("\r\noutpost: cannot start the terminal: {e:#}\r\n");
+                let _ = wr.write_all(msg.as_bytes()).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+        };
+        s.attached.fetch_add(1, Ordering::SeqCst);
+        let _detach = Detach(s.clone());
+        s.resize(a.cols, a.rows);
+        let (repaint, mut live) = s.snapshot();
+        let exited = s.exited.clone();
+        let writer = async {
+            if wr.write_all(&repaint).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    r = live.recv() => match r {
+                        Ok(b) => {
+                            if wr.write_all(&b).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Too slow to keep up: repaint from the model and go on.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let (repaint, rx) = s.snapshot();
+                            live = rx;
+                            if wr.write_all(&repaint).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = wait_exit(exited.clone()) => {
+                        // Drain what is left, then end the stream.
+                        while let Ok(b) = live.try_recv() {
+                            if wr.write_all(&b).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                let mut head = [0u8; 5];
+                if rd.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                if len > MAX_FRAME {
+                    return;
+                }
+                let mut payload = vec![0u8; len];
+                if rd.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                match head[0] {
+                    KIND_INPUT => {
+                        crate::ssh::COUNTERS
+                            .rx
+                            .fetch_add(len as u64, Ordering::Relaxed);
+                        let tx = s.input.clone();
+                        if tokio::task::spawn_blocking(move || tx.send(payload))
+                            .await
+                            .map(|r| r.is_err())
+                            .unwrap_or(true)
+                        {
+                            return;
+                        }
+                    }
+                    KIND_RESIZE if len == 4 => {
+                        let cols = u16::from_be_bytes([payload[0], payload[1]]);
+                        let rows = u16::from_be_bytes([payload[2], payload[3]]);
+                        s.resize(cols.clamp(1, 1000), rows.clamp(1, 1000));
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = writer => {}
+            _ = reader => {}
+        }
+    }
+}
+
+async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Detach(Arc<PtySession>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.detached_at.lock() {
+            *t = Instant::now();
+        }
+        self.0.attached.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl PtySession {
+    fn resize(&self, cols: u16, rows: u16) {
+        if let Ok(mut t) = self.term.lock() {
+            if t.screen().size() != (rows, cols) {
+                t.screen_mut().set_size(rows, cols);
+                if let Ok(m) = self.master.lock() {
+                    let _ = m.resize(portable_pty::PtySize {
+                        rows,
+                        cols,
+                        pixel_width: 0,
+                        pixel_height: 0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The escape sequences that draw the current screen on a fresh terminal (the alternate
+    /// screen, colours, cursor, modes, title), and the live output from that point on.
+    fn snapshot(&self) -> (Vec<u8>, broadcast::Receiver<Bytes>) {
+        let Ok(t) = self.term.lock() else {
+            return (Vec::new(), self.out.subscribe());
+        };
+        (repaint(t.screen()), self.out.subscribe())
+    }
+}
+
+/// Reset, then the alternate screen if a full-screen program holds it, then the screen.
+pub fn repaint(screen: &vt100::Screen) -> Vec<u8> {
+    let mut v = b"\x1bc".to_vec();
+    if screen.alternate_screen() {
+        v.extend_from_slice(b"\x1b[?1049h");
+    }
+    v.extend_from_slice(&screen.state_formatted());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repaint_reproduces_a_full_screen_program() {
+        let mut p = vt100::Parser::new(5, 20, 0);
+        p.process(b"before\r\n\x1b[?1049h\x1b[2J\x1b[H\x1b[1mtop\x1b[0m - 10:00\r\n  PID USER");
+        let again = repaint(p.screen());
+        let mut q = vt100::Parser::new(5, 20, 0);
+        q.process(b"garbage that a reload would have shown");
+        q.process(&again);
+        assert!(q.screen().alternate_screen());
+        assert_eq!(q.screen().contents(), p.screen().contents());
+        assert_eq!(q.screen().cursor_position(), p.screen().cursor_position());
+        assert!(q.screen().cell(0, 0).is_some_and(|c| c.bold()));
+    }
+
+    #[test]
+    fn attach_query() {
+        let a = Attach::from_query("id=ab-1&cols=100&rows=30&command=top%20-d+1").unwrap();
+        assert_eq!((a.id.as_str(), a.cols, a.rows), ("ab-1", 100, 30));
+        assert_eq!(a.command.as_deref(), Some("top -d 1"));
+        assert!(Attach::from_query("cols=1").is_err());
+        assert!(Attach::from_query("id=../x").is_err());
+        assert!(Attach::from_query("id=a&cols=x").is_err());
+        assert_eq!(decode("%zz%4"), "%zz%4");
+    }
+}
