@@ -7,11 +7,12 @@ set -euo pipefail
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 
 # The clients the end-to-end tests drive: OpenSSH's ssh/scp/sftp, rsync, git, curl, openssl,
-# python3 (http.server inside workspaces).
+# python3 (http.server inside workspaces), chromium with chromedriver (the dashboard); npm fetches
+# xterm.js when the dashboard's assets are built.
 missing=""
 for tool in ssh:openssh-client scp:openssh-client sftp:openssh-client ssh-keygen:openssh-client \
             rsync:rsync git:git curl:curl openssl:openssl python3:python3 ssh-audit:ssh-audit \
-            ssh-agent:openssh-client; do
+            ssh-agent:openssh-client npm:npm chromium:chromium chromedriver:chromium-driver; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
 done
 # A loopback sshd plays the git host in the git-over-SSH test.

@@ -84,9 +84,12 @@ pub fn start_health_checks(apps: &[AppSpec]) -> Vec<tokio::task::JoinHandle<()>>
     tasks
 }
 
-/// TCP ports in LISTEN state (IPv4 and IPv6), with the owning program's name when visible.
-/// Ports the agent itself listens on are left out.
-pub fn listening_ports() -> Vec<ListeningPort> {
+/// TCP ports in LISTEN state (IPv4 and IPv6) held by the workspace's processes (those started
+/// by its sessions and scripts, which inherit `OUTPOST_WORKSPACE_ID`, orphans included), with the
+/// program's name. The agent's own ports are left out, and so is whatever else runs on the host
+/// (the local provisioner shares the host's network).
+pub fn listening_ports(workspace_id: &str) -> Vec<ListeningPort> {
+    let marker = format!("OUTPOST_WORKSPACE_ID={workspace_id}");
     let mut by_inode: HashMap<u64, u16> = HashMap::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(file) {
@@ -103,7 +106,7 @@ pub fn listening_ports() -> Vec<ListeningPort> {
                 continue;
             };
             let inodes = socket_inodes(pid);
-            if inodes.iter().any(|i| by_inode.contains_key(i)) {
+            if inodes.iter().any(|i| by_inode.contains_key(i)) && has_env(pid, &marker) {
                 let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
@@ -118,7 +121,10 @@ pub fn listening_ports() -> Vec<ListeningPort> {
         if own.contains(&inode) {
             continue;
         }
-        let name = owners.get(&inode).cloned().filter(|n| !n.is_empty());
+        let Some(name) = owners.get(&inode).cloned() else {
+            continue;
+        };
+        let name = Some(name).filter(|n| !n.is_empty());
         let e = ports.entry(port).or_insert(None);
         if e.is_none() {
             *e = name;
@@ -128,6 +134,12 @@ pub fn listening_ports() -> Vec<ListeningPort> {
         .into_iter()
         .map(|(port, process)| ListeningPort { port, process })
         .collect()
+}
+
+fn has_env(pid: u32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|e| e.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+        .unwrap_or(false)
 }
 
 fn socket_inodes(pid: u32) -> HashSet<u64> {
@@ -184,32 +196,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ports_include_a_listener_of_another_process_but_not_our_own() {
+    async fn ports_of_the_workspaces_processes_only() {
         let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let own_port = own.local_addr().unwrap().port();
-        let mut child = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
+        let listener = |ws: &str| {
+            let mut child = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)",
+                ])
+                .env("OUTPOST_WORKSPACE_ID", ws)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
             .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
-        let ports = listening_ports();
-        let _ = child.kill();
+            (child, line.trim().parse::<u16>().unwrap())
+        };
+        let (mut ours, port) = listener("ws-1");
+        let (mut theirs, other_port) = listener("ws-2");
+        let ports = listening_ports("ws-1");
+        let _ = ours.kill();
+        let _ = theirs.kill();
         assert!(
             ports
                 .iter()
                 .any(|p| p.port == port && p.process.as_deref() == Some("python3")),
             "{ports:?}"
         );
+        assert!(!ports.iter().any(|p| p.port == other_port), "{ports:?}");
         assert!(!ports.iter().any(|p| p.port == own_port), "{ports:?}");
     }
 }

@@ -508,6 +508,7 @@ fn script_env(manifest: &AgentManifest, config: &AgentConfig) -> Vec<(String, St
         cli_sock(config).display().to_string(),
     ));
     env.push(("OUTPOST_WORKSPACE".into(), manifest.workspace_name.clone()));
+    env.push(("OUTPOST_WORKSPACE_ID".into(), manifest.workspace_id.clone()));
     env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
     env.push(("OUTPOST_AGENT_NAME".into(), "main".into()));
     env
@@ -806,7 +807,8 @@ async fn heartbeat_loop(
         st.tx_bytes = crate::ssh::COUNTERS
             .tx
             .load(std::sync::atomic::Ordering::Relaxed);
-        st.ports = tokio::task::spawn_blocking(crate::apps::listening_ports)
+        let ws = session.credentials().workspace_id;
+        st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(&ws))
             .await
             .unwrap_or_default();
         st.apps = crate::apps::statuses();

@@ -1,6 +1,7 @@
 //! Outpost's end-to-end tests: one binary, a module per feature, driving the real `outpost` and
 //! `outpost-agent` binaries against real SQLite and PostgreSQL.
 
+mod browser;
 mod harness;
 
 mod bad_input;
@@ -11,3 +12,4 @@ mod lifecycle;
 mod liveness;
 mod scripts;
 mod ssh;
+mod web;

@@ -92,15 +92,89 @@ pub struct AuthUser {
     pub scoped: bool,
 }
 
+/// The browser's session cookie: an API token (`outpost_session`), HttpOnly, SameSite=Lax.
+pub const SESSION_COOKIE: &str = "outpost_session";
+/// The header a page's scripts send with every state change made with the session cookie.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The CSRF token of a browser session: derived from the session's secret, so only a page that
+/// was served to the session's holder knows it.
+pub fn csrf_token(session_token: &str) -> String {
+    sha256_hex(&format!("outpost-csrf:{session_token}"))
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
+        let (user, session) = authenticate(parts, state).await?.ok_or_else(|| {
             ApiError::unauthorized(
                 "sign in first: run `outpost login URL` (or send `Authorization: Bearer TOKEN`)",
             )
         })?;
+        // State changes made with the ambient cookie must carry the page's CSRF token.
+        if let Some(session) = session {
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            );
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !safe && !ct_eq(sent, &csrf_token(&session)) {
+                state.audit.record(
+                    "web.csrf",
+                    "rejected",
+                    &user.user.username,
+                    None,
+                    None,
+                    None,
+                    format!("{} {}", parts.method, parts.uri.path()),
+                );
+                return Err(ApiError::forbidden(
+                    "this request lacks the page's CSRF token; reload the page and try again",
+                ));
+            }
+        }
+        Ok(user)
+    }
+}
+
+/// The caller, from `Authorization: Bearer` or else the session cookie (then with the cookie's
+/// token, for CSRF checks); `None` when neither is sent. A token that is sent but not valid is
+/// an error.
+pub async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<(AuthUser, Option<String>)>, ApiError> {
+    let (token, from_cookie) = match bearer(parts) {
+        Some(t) => (t, false),
+        None => match cookie(parts, SESSION_COOKIE) {
+            Some(t) if !t.is_empty() => (t, true),
+            _ => return Ok(None),
+        },
+    };
+    let user = token_user(token, state).await?;
+    Ok(Some((user, from_cookie.then(|| token.to_string()))))
+}
+
+async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError> {
+    {
         let invalid =
             || ApiError::unauthorized("your API token is not valid; run `outpost login URL` again");
         let (id, secret) = split_token(token, API_TOKEN_PREFIX).ok_or_else(invalid)?;

@@ -7,8 +7,10 @@ mod auth;
 mod error;
 mod liveness;
 mod provisioner;
+mod proxy;
 mod relay;
 pub(crate) mod users;
+mod web;
 mod workspaces;
 
 use std::collections::HashMap;
@@ -386,6 +388,12 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/workspaces/{name}/builds", post(workspaces::build))
         .route("/api/v1/workspaces/{name}/cancel", post(workspaces::cancel))
         .route("/api/v1/workspaces/{name}/relay/ssh", get(relay::relay_ssh))
+        .route("/api/v1/workspaces/{name}/pty", get(web::pty))
+        .route("/", get(web::home))
+        .route("/login", get(web::login_page).post(web::login_submit))
+        .route("/logout", post(web::logout))
+        .route("/new", get(web::new_page))
+        .route("/assets/{name}", get(web::asset))
         .route(
             "/api/v1/workspaces/{name}/agent-logs",
             get(workspaces::agent_logs),
@@ -406,7 +414,7 @@ fn api_router(state: AppState) -> Router {
             "/api/v1/provisioner/jobs/{id}/complete",
             post(provisioner::complete),
         )
-        .fallback(|| async { ApiError::not_found("no such route; see /api/v1") })
+        .fallback(web::at_path)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }

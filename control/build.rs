@@ -1,0 +1,43 @@
+//! Embeds the dashboard's third-party browser code (xterm.js and its fit addon) from the npm
+//! registry: `npm ci` in `control/web` when `node_modules` is missing, then the files are copied
+//! into OUT_DIR for `include_bytes!`. Nothing from npm is committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FILES: &[(&str, &str)] = &[
+    ("@xterm/xterm/lib/xterm.js", "xterm.js"),
+    ("@xterm/xterm/css/xterm.css", "xterm.css"),
+    ("@xterm/addon-fit/lib/addon-fit.js", "addon-fit.js"),
+];
+
+fn main() {
+    let web =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("web");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    println!("cargo:rerun-if-changed=web/package.json");
+    println!("cargo:rerun-if-changed=web/package-lock.json");
+    let modules = web.join("node_modules");
+    if !FILES.iter().all(|(src, _)| modules.join(src).exists()) {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+            .current_dir(&web)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => panic!(
+                "the dashboard needs xterm.js from the npm registry: `npm ci` in {} failed ({other:?}); install Node.js/npm (apt-get install npm) and make sure registry.npmjs.org is reachable",
+                web.display()
+            ),
+        }
+    }
+    for (src, dst) in FILES {
+        copy(&modules.join(src), &out.join(dst));
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    if let Err(e) = std::fs::copy(from, to) {
+        panic!("copying {} to {}: {e}", from.display(), to.display());
+    }
+}

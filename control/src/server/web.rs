@@ -1,0 +1,506 @@
+//! The dashboard: server-rendered pages with a little JS (`control/web/app.js`) that drives the
+//! JSON API with the session cookie and the page's CSRF token, the web terminal's WebSocket, and
+//! the `/@OWNER/WS/...` paths (workspace page, terminal page, app and port proxy).
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::auth::{self, AuthUser, SESSION_COOKIE};
+use super::error::{ApiError, ApiResult};
+use super::AppState;
+
+const LOGIN_CSRF_COOKIE: &str = "outpost_login_csrf";
+/// Browser sessions last a week.
+const SESSION_SECS: u64 = 7 * 24 * 3600;
+
+const XTERM_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xterm.js"));
+const XTERM_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xterm.css"));
+const FIT_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/addon-fit.js"));
+const APP_JS: &str = include_str!("../../web/app.js");
+const APP_CSS: &str = include_str!("../../web/app.css");
+
+/// `/assets/NAME`: the embedded scripts and styles.
+pub(super) async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind): (&[u8], &str) = match name.as_str() {
+        "xterm.js" => (XTERM_JS, "text/javascript"),
+        "xterm.css" => (XTERM_CSS, "text/css"),
+        "addon-fit.js" => (FIT_JS, "text/javascript"),
+        "app.js" => (APP_JS.as_bytes(), "text/javascript"),
+        "app.css" => (APP_CSS.as_bytes(), "text/css"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Security headers for every page: no framing, no sniffing, scripts only from here.
+fn page(
+    title: &str,
+    page: &str,
+    data: &[(&str, &str)],
+    csrf: &str,
+    user: &str,
+    body: &str,
+) -> Response {
+    let attrs: String = data
+        .iter()
+        .map(|(k, v)| format!(" data-{k}=\"{}\"", esc(v)))
+        .collect();
+    let nav = if user.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
+            esc(user),
+            esc(csrf)
+        )
+    };
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{} · Outpost</title><meta name=\"csrf-token\" content=\"{}\"><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">Outpost</a>{nav}</header><main>{body}</main><script src=\"/assets/app.js\"></script></body></html>",
+        esc(title),
+        esc(csrf),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            ),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// The signed-in browser user and the page's CSRF token, or a redirect to the sign-in page.
+async fn browser_user(
+    parts: &axum::http::request::Parts,
+    state: &AppState,
+) -> Result<(AuthUser, String), Response> {
+    match auth::authenticate(parts, state).await {
+        Ok(Some((user, Some(session)))) => Ok((user, auth::csrf_token(&session))),
+        // API tokens are for the API; a page needs the cookie (and its CSRF token).
+        _ => {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Err(Redirect::to(&format!("/login?next={}", pct(next))).into_response())
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn secure_flag(state: &AppState) -> &'static str {
+    if state.access_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// Only same-site relative paths are followed after sign-in.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct NextQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /login`: the sign-in form (with a double-submit CSRF cookie).
+pub(super) async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let csrf = auth::random_secret();
+    let error = q
+        .error
+        .as_deref()
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><label>Username <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button id=\"signin\">Sign in</button></form>",
+        esc(&safe_next(q.next.as_deref()))
+    );
+    let mut r = page("Sign in", "login", &[], "", "", &body);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        secure_flag(&state)
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LoginForm {
+    username: String,
+    password: String,
+    csrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /login`: password -> session cookie.
+pub(super) async fn login_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.headers = headers;
+    let cookie_csrf = auth::cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
+    let next = safe_next(f.next.as_deref());
+    let back = |msg: &str| {
+        Redirect::to(&format!("/login?next={}&error={}", pct(&next), pct(msg))).into_response()
+    };
+    if cookie_csrf.is_empty() || !auth::ct_eq(cookie_csrf, &f.csrf) {
+        return back("Your sign-in form expired; try again.");
+    }
+    let user = match state.store.user_by_username(&f.username).await {
+        Ok(Some(u)) if auth::verify_password(&f.password, &u.password_hash) => u,
+        Ok(_) => {
+            state.audit.record(
+                "user.login",
+                "rejected",
+                &f.username,
+                None,
+                None,
+                None,
+                "wrong username or password (web)",
+            );
+            return back("Wrong username or password.");
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let token =
+        match super::users::issue_token(&state, &user, "browser session", SESSION_SECS).await {
+            Ok((t, _)) => t,
+            Err(e) => return e.into_response(),
+        };
+    state
+        .audit
+        .record("user.login", "ok", &user.username, None, None, None, "web");
+    let mut r = Redirect::to(&next).into_response();
+    for c in [
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
+            secure_flag(&state)
+        ),
+        format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LogoutForm {
+    csrf: String,
+}
+
+/// `POST /logout`: revokes the session's token and clears the cookie.
+pub(super) async fn logout(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let session = match auth::authenticate(&parts, &state).await {
+        Ok(Some((u, Some(s)))) => Some((u, s)),
+        _ => None,
+    };
+    if let Some((user, session)) = session {
+        let req = Request::from_parts(parts.clone(), body);
+        let Ok(Form(f)) = Form::<LogoutForm>::from_request(req, &state).await else {
+            return ApiError::bad_request("expected a form with the page's CSRF token")
+                .into_response();
+        };
+        if !auth::ct_eq(&f.csrf, &auth::csrf_token(&session)) {
+            return ApiError::forbidden(
+                "this request lacks the page's CSRF token; reload the page",
+            )
+            .into_response();
+        }
+        if let Some((id, _)) = auth::split_token(&session, auth::API_TOKEN_PREFIX) {
+            let _ = state.store.revoke_token(&user.user.id, id).await;
+        }
+    }
+    let mut r = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Max-Age=0"))
+    {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `GET /`: the user's workspaces, refreshed live by app.js.
+pub(super) async fn home(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (user, csrf) = match browser_user(&parts, &state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = "<h1>Workspaces</h1><p><a class=\"button\" id=\"new-workspace\" href=\"/new\">New workspace</a></p><table id=\"workspaces\"><thead><tr><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"5\">Loading…</td></tr></tbody></table>";
+    page(
+        "Workspaces",
+        "home",
+        &[("owner", &user.user.username)],
+        &csrf,
+        &user.user.username,
+        body,
+    )
+}
+
+/// `GET /new`: create a workspace from a template and its parameters.
+pub(super) async fn new_page(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let (user, csrf) = match browser_user(&parts, &state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let body = "<h1>New workspace</h1><form id=\"create\" class=\"card\"><label>Name <input id=\"ws-name\" name=\"name\" required pattern=\"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\" placeholder=\"dev\"></label><label>Template <select id=\"template\" name=\"template\"></select></label><p id=\"template-description\" class=\"muted\"></p><fieldset id=\"params\"><legend>Parameters</legend></fieldset><button id=\"create-button\">Create workspace</button><p class=\"error\" id=\"error\"></p></form>";
+    page(
+        "New workspace",
+        "new",
+        &[("owner", &user.user.username)],
+        &csrf,
+        &user.user.username,
+        body,
+    )
+}
+
+/// `/@OWNER/WS[/...]`: the workspace page, its terminal, and its apps and ports.
+pub(super) async fn at_path(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/@") else {
+        return ApiError::not_found("no such route; see /api/v1").into_response();
+    };
+    let mut it = rest.splitn(3, '/');
+    let owner = it.next().unwrap_or("").to_string();
+    let ws = it.next().unwrap_or("").to_string();
+    let tail = it.next().map(|t| format!("/{t}"));
+    if owner.is_empty() || ws.is_empty() {
+        return ApiError::not_found("no such page").into_response();
+    }
+    match tail.as_deref() {
+        None | Some("/") => workspace_page(state, req, owner, ws).await,
+        Some("/terminal") => terminal_page(state, req, owner, ws).await,
+        Some(t) if t.starts_with("/apps/") || t.starts_with("/ports/") => {
+            super::proxy::proxy(state, req, owner, ws, t.to_string()).await
+        }
+        _ => ApiError::not_found("no such page").into_response(),
+    }
+}
+
+async fn workspace_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
+    let (parts, _) = req.into_parts();
+    let (user, csrf) = match browser_user(&parts, &state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if user.user.username != owner {
+        return not_yours();
+    }
+    match state.store.workspace_by_name(&user.user.id, &ws).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_yours(),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let body = format!(
+        "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section><section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
+        esc(&ws),
+        esc(&owner)
+    );
+    page(
+        &ws,
+        "workspace",
+        &[("owner", &owner), ("workspace", &ws)],
+        &csrf,
+        &user.user.username,
+        &body,
+    )
+}
+
+fn not_yours() -> Response {
+    ApiError::not_found("you have no workspace by that name").into_response()
+}
+
+async fn terminal_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
+    let (parts, _) = req.into_parts();
+    let (user, csrf) = match browser_user(&parts, &state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if user.user.username != owner {
+        return not_yours();
+    }
+    match state.store.workspace_by_name(&user.user.id, &ws).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_yours(),
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let body = "<link rel=\"stylesheet\" href=\"/assets/xterm.css\"><div id=\"term-status\" class=\"muted\">connecting…</div><div id=\"terminal\"></div><script src=\"/assets/xterm.js\"></script><script src=\"/assets/addon-fit.js\"></script>";
+    page(
+        &format!("{ws} terminal"),
+        "terminal",
+        &[("owner", &owner), ("workspace", &ws)],
+        &csrf,
+        &user.user.username,
+        body,
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct PtyQuery {
+    session: String,
+    #[serde(default = "cols")]
+    cols: u16,
+    #[serde(default = "rows")]
+    rows: u16,
+    #[serde(default)]
+    command: Option<String>,
+}
+
+fn cols() -> u16 {
+    80
+}
+fn rows() -> u16 {
+    24
+}
+
+/// `GET /api/v1/workspaces/{name}/pty?session=ID&cols=&rows=[&command=]` (WebSocket): a
+/// reconnecting terminal session in the workspace. Browser -> server: binary messages
+/// `[0, input bytes...]` or `[1, cols u16 BE, rows u16 BE]` (text messages are input);
+/// server -> browser: binary terminal output.
+pub(super) async fn pty(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    Query(q): Query<PtyQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    // Cross-site WebSocket hijacking: a browser always says where the page came from.
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+        if origin_host != host && !state.access_url.starts_with(origin) {
+            return Err(ApiError::forbidden(
+                "this terminal can only be opened from Outpost's own pages",
+            ));
+        }
+    }
+    let w = state
+        .store
+        .workspace_by_name(&auth.user.id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("you have no workspace named {name:?}")))?;
+    let mut path = format!(
+        "/pty?id={}&cols={}&rows={}",
+        pct(&q.session),
+        q.cols,
+        q.rows
+    );
+    if let Some(c) = &q.command {
+        path.push_str(&format!("&command={}", pct(c)));
+    }
+    let io = super::relay::open_io(&state, &w, &path).await?;
+    Ok(ws
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| bridge(socket, io)))
+}
+
+async fn bridge(socket: WebSocket, io: tokio::io::DuplexStream) {
+    use futures_util::{SinkExt, StreamExt};
+    let (mut sink, mut stream) = socket.split();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let up = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            let (kind, payload): (u8, &[u8]) = match &msg {
+                Message::Binary(b) if !b.is_empty() => (b[0], &b[1..]),
+                Message::Text(t) => (outpost_agent::pty::KIND_INPUT, t.as_bytes()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let mut frame = Vec::with_capacity(5 + payload.len());
+            frame.push(kind);
+            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            frame.extend_from_slice(payload);
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}

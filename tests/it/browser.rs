@@ -1,0 +1,277 @@
+//! A small W3C WebDriver client for Debian's chromium + chromedriver (headless): enough to sign
+//! in, fill forms, click, type into the terminal, read the page, and save screenshots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.call("DELETE", "", None);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Where screenshots go: `target/screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    let d = bin_dir()
+        .parent()
+        .map(|p| p.join("screenshots"))
+        .unwrap_or_else(|| PathBuf::from("target/screenshots"));
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless chromium; `None` (the test is skipped) when they are
+    /// not installed, except in CI (`OUTPOST_CI=1`), where that is a failure.
+    pub fn start() -> R<Option<Browser>> {
+        let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let chromium = ["/usr/bin/chromium", "/usr/lib/chromium/chromium"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let (Some(driver_bin), Some(chromium)) = (driver_bin, chromium) else {
+            if std::env::var_os("OUTPOST_CI").is_some() {
+                anyhow::bail!("chromium and chromium-driver are required in CI (scripts/ci-services.sh installs them)");
+            }
+            eprintln!("SKIPPED (no chromium/chromedriver): browser tests");
+            return Ok(None);
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir()?;
+        let mut b = Browser {
+            driver,
+            base,
+            session: String::new(),
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(v) = b.call("GET", "/status", None) {
+                if v["ready"] == true {
+                    break;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-extensions", "--no-first-run",
+                    "--window-size=1280,860",
+                    format!("--user-data-dir={}", b._profile.path().display()),
+                ]
+            }
+        }}});
+        let v = b.call("POST", "/session", Some(caps))?;
+        b.session = v["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no session: {v}"))?
+            .to_string();
+        Ok(Some(b))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> R<Value> {
+        let url = if path == "/status" || path == "/session" {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        rt().block_on(async move {
+            let mut rb = reqwest::Client::new()
+                .request(method, &url)
+                .timeout(Duration::from_secs(60));
+            if let Some(b) = body {
+                rb = rb.json(&b);
+            }
+            let resp = rb.send().await?;
+            let status = resp.status();
+            let v: Value = resp.json().await?;
+            anyhow::ensure!(status.is_success(), "webdriver {url}: {status}: {v}");
+            Ok(v["value"].clone())
+        })
+    }
+
+    pub fn goto(&self, url: &str) -> R {
+        self.call("POST", "/url", Some(json!({ "url": url })))?;
+        Ok(())
+    }
+
+    pub fn refresh(&self) -> R {
+        self.call("POST", "/refresh", Some(json!({})))?;
+        Ok(())
+    }
+
+    pub fn url(&self) -> R<String> {
+        Ok(self
+            .call("GET", "/url", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub fn find(&self, css: &str) -> R<String> {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        )?;
+        Ok(v[ELEMENT].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Waits (up to 30 s) for an element, then returns it.
+    pub fn wait_find(&self, css: &str) -> R<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(e) = self.find(css) {
+                return Ok(e);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no {css} on {}: {}",
+                self.url()?,
+                self.text("body").unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn click(&self, css: &str) -> R {
+        let e = self.wait_find(css)?;
+        self.call("POST", &format!("/element/{e}/click"), Some(json!({})))?;
+        Ok(())
+    }
+
+    pub fn type_into(&self, css: &str, text: &str) -> R {
+        let e = self.wait_find(css)?;
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )?;
+        Ok(())
+    }
+
+    pub fn text(&self, css: &str) -> R<String> {
+        let e = self.find(css)?;
+        Ok(self
+            .call("GET", &format!("/element/{e}/text"), None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub fn exec(&self, script: &str, args: Value) -> R<Value> {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Runs `script` as an async function body (it gets its result from `await`/`return`).
+    pub fn exec_async(&self, script: &str) -> R<Value> {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1]; (async () => {{ {script} }})().then(done, (e) => done('error: ' + e));"
+        );
+        self.call(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": wrapped, "args": [] })),
+        )
+    }
+
+    /// Waits (up to `secs`) until `js` (an expression) is truthy; returns its value.
+    pub fn wait_js(&self, js: &str, secs: u64) -> R<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.exec(&format!("return {js};"), json!([]))?;
+            if !(v.is_null() || v == false || v == "" || v == 0) {
+                return Ok(v);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "waited {secs}s for `{js}` on {}; page text: {}",
+                self.url()?,
+                self.text("body").unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn set_size(&self, w: u32, h: u32) -> R {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": w, "height": h})),
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_cookies(&self) -> R {
+        self.call("DELETE", "/cookie", None)?;
+        Ok(())
+    }
+
+    /// Opens a new tab and switches to it; returns (old, new) window handles.
+    pub fn new_tab(&self) -> R<(String, String)> {
+        let old = self
+            .call("GET", "/window", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let v = self.call("POST", "/window/new", Some(json!({"type": "tab"})))?;
+        let new = v["handle"].as_str().unwrap_or_default().to_string();
+        self.switch_to(&new)?;
+        Ok((old, new))
+    }
+
+    /// Closes the current tab (switch to another one afterwards).
+    pub fn close_tab(&self) -> R {
+        self.call("DELETE", "/window", None)?;
+        Ok(())
+    }
+
+    pub fn switch_to(&self, handle: &str) -> R {
+        self.call("POST", "/window", Some(json!({ "handle": handle })))?;
+        Ok(())
+    }
+
+    pub fn screenshot(&self, name: &str) -> R {
+        let v = self.call("GET", "/screenshot", None)?;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or(""))?;
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+}
