@@ -10,6 +10,45 @@ use serde_json::json;
 use crate::browser::Browser;
 use crate::harness::*;
 
+/// A WebSocket echo server with Python's standard library only (what Jupyter's kernels and
+/// code-server need from the proxy: the upgrade passed through).
+const WS_ECHO: &str = r#"import base64, hashlib, socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+    key = [l.split(b":", 1)[1].strip() for l in data.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+    acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+    f = c.makefile("rb")
+    while True:
+        h = f.read(2)
+        if len(h) < 2:
+            return
+        op, n = h[0] & 15, h[1] & 127
+        if n == 126:
+            n = int.from_bytes(f.read(2), "big")
+        elif n == 127:
+            n = int.from_bytes(f.read(8), "big")
+        mask = f.read(4) if h[1] & 128 else bytes(4)
+        p = bytes(b ^ mask[i % 4] for i, b in enumerate(f.read(n)))
+        if op == 8:
+            return
+        if op == 1:
+            out = b"echo:" + p
+            c.sendall(bytes([0x81, len(out)]) + out)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
 fn free_port() -> R<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
@@ -257,11 +296,45 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     ))?;
     b.wait_js("document.body.innerText.trim() === 'dev'", 30)?;
 
+    // A WebSocket app started from the terminal: listed as a port, and the upgrade is passed
+    // through the proxy.
+    let ws_port = free_port()?;
+    std::fs::write(home_of(&s.workspace("dev")?).join("ws_echo.py"), WS_ECHO)?;
+    b.goto(&term_url)?;
+    b.wait_js("document.body.dataset.connected === '1'", 30)?;
+    term_type(
+        &b,
+        &format!("(nohup python3 ws_echo.py {ws_port} >/dev/null 2>&1 &)\n"),
+    )?;
+    s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["agent"]["stats"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["port"] == ws_port))
+    })?;
+    b.goto(&format!("{url}/@admin/dev"))?;
+    let echo = b.exec_async(&format!(
+        "return await new Promise((res) => {{ const ws = new WebSocket(`ws://${{location.host}}/@admin/dev/ports/{ws_port}/`); ws.onopen = () => ws.send('ping'); ws.onmessage = (e) => {{ res(e.data); ws.close(); }}; ws.onerror = () => res('error'); }});"
+    ))?;
+    assert_eq!(echo, "echo:ping");
+
+    // A terminal session can run a command instead of the login shell.
+    b.goto(&format!(
+        "{url}/@admin/dev/terminal?session=cmd-1&command=echo%20from-a-command%3B%20sleep%2030"
+    ))?;
+    wait_screen(&b, "from-a-command")?;
+
     // The shell's pid, for the idle-timeout check at the end.
     b.goto(&term_url)?;
     b.wait_js("document.body.dataset.connected === '1'", 30)?;
     term_type(&b, "echo shell-pid-$$-end\n")?;
-    let text = wait_screen(&b, "-end")?;
+    let text = b
+        .wait_js(
+            "/shell-pid-[0-9]+-end/.test(window.outpostScreen()) && window.outpostScreen()",
+            30,
+        )?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let pid: i32 = text
         .split("shell-pid-")
         .filter_map(|t| t.split("-end").next())
@@ -331,6 +404,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     s.ok(&["delete", "dev"])?;
     kill_matching(&format!("http.server {owner_port}"));
     kill_matching(&format!("http.server {public_port}"));
+    kill_matching(&format!("ws_echo.py {ws_port}"));
     Ok(())
 }
 
