@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use http_body_util::BodyExt;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 
 use crate::ssh::SshShared;
@@ -42,7 +44,10 @@ struct PtySession {
     /// same lock, so an attaching client's repaint and its live stream never overlap or gap.
     term: Mutex<vt100::Parser>,
     out: broadcast::Sender<Bytes>,
-    input: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// The PTY master, non-blocking, driven by tokio (no threads between a keystroke and it).
+    fd: Arc<AsyncFd<std::fs::File>>,
+    /// One client's input is written whole before another's.
+    writing: tokio::sync::Mutex<()>,
     master: Mutex<Box<dyn portable_pty::MasterPty + Send>>,
     attached: AtomicUsize,
     detached_at: Mutex<Instant>,
@@ -219,15 +224,18 @@ impl PtyHub {
             .context("starting the shell")?;
         drop(pair.slave);
         let pid = child.process_id().map(|p| p as i32);
-        let mut reader = pair.master.try_clone_reader()?;
-        let mut writer = pair.master.take_writer()?;
+        let raw = pair
+            .master
+            .as_raw_fd()
+            .context("the PTY has no file descriptor")?;
+        let fd = Arc::new(crate::sys::async_dup(raw)?);
         let (out, _) = broadcast::channel(256);
-        let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(256);
         let (exit_tx, exit_rx) = tokio::sync::watch::channel(false);
         let s = Arc::new(PtySession {
             term: Mutex::new(vt100::Parser::new(a.rows, a.cols, SCROLLBACK)),
             out,
-            input: in_tx,
+            fd: fd.clone(),
+            writing: tokio::sync::Mutex::new(()),
             master: Mutex::new(pair.master),
             attached: AtomicUsize::new(0),
             detached_at: Mutex::new(Instant::now()),
@@ -235,12 +243,16 @@ impl PtyHub {
             exited: exit_rx,
         });
         let weak = Arc::downgrade(&s);
-        std::thread::spawn(move || {
+        tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let Ok(mut ready) = fd.readable().await else {
+                    break;
+                };
+                let n = match ready.try_io(|f| (&*f.get_ref()).read(&mut buf)) {
+                    Ok(Ok(0)) | Ok(Err(_)) => break, // EIO: the program and its children are gone
+                    Ok(Ok(n)) => n,
+                    Err(_) => continue,
                 };
                 let Some(s) = weak.upgrade() else { break };
                 crate::ssh::COUNTERS
@@ -254,31 +266,26 @@ impl PtyHub {
             let _ = exit_tx.send(true);
         });
         std::thread::spawn(move || {
-            while let Ok(data) = in_rx.recv() {
-                if writer.write_all(&data).is_err() {
-                    break;
-                }
-                let _ = writer.flush();
-            }
-        });
-        std::thread::spawn(move || {
             let _ = child.wait();
         });
         Ok(s)
     }
 
-    /// Serves one client on a relay stream until it goes away or the program exits.
-    pub async fn attach<S>(self: Arc<Self>, a: Attach, io: S)
+    /// Serves one client on a relay stream (input frames in `body`, output through `out`)
+    /// until it goes away or the program exits.
+    pub async fn attach<B>(self: Arc<Self>, a: Attach, mut body: B, out: FrameTx)
     where
-        S: AsyncRead + AsyncWrite + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     {
-        let (mut rd, mut wr) = tokio::io::split(io);
+        let send = |b: Bytes| {
+            let out = out.clone();
+            async move { out.send(Ok(hyper::body::Frame::data(b))).await.is_ok() }
+        };
         let s = match self.get_or_start(&a) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("\r\noutpost: cannot start the terminal: {e:#}\r\n");
-                let _ = wr.write_all(msg.as_bytes()).await;
-                let _ = wr.shutdown().await;
+                send(Bytes::from(msg)).await;
                 return;
             }
         };
@@ -288,14 +295,14 @@ impl PtyHub {
         let (repaint, mut live) = s.snapshot();
         let exited = s.exited.clone();
         let writer = async {
-            if wr.write_all(&repaint).await.is_err() {
+            if !send(Bytes::from(repaint)).await {
                 return;
             }
             loop {
                 tokio::select! {
                     r = live.recv() => match r {
                         Ok(b) => {
-                            if wr.write_all(&b).await.is_err() {
+                            if !send(b).await {
                                 return;
                             }
                         }
@@ -303,7 +310,7 @@ impl PtyHub {
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             let (repaint, rx) = s.snapshot();
                             live = rx;
-                            if wr.write_all(&repaint).await.is_err() {
+                            if !send(Bytes::from(repaint)).await {
                                 return;
                             }
                         }
@@ -312,50 +319,39 @@ impl PtyHub {
                     _ = wait_exit(exited.clone()) => {
                         // Drain what is left, then end the stream.
                         while let Ok(b) = live.try_recv() {
-                            if wr.write_all(&b).await.is_err() {
+                            if !send(b).await {
                                 return;
                             }
                         }
-                        let _ = wr.shutdown().await;
                         return;
                     }
                 }
             }
         };
         let reader = async {
-            loop {
-                let mut head = [0u8; 5];
-                if rd.read_exact(&mut head).await.is_err() {
-                    return;
-                }
-                let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                if len > MAX_FRAME {
-                    return;
-                }
-                let mut payload = vec![0u8; len];
-                if rd.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                match head[0] {
-                    KIND_INPUT => {
-                        crate::ssh::COUNTERS
-                            .rx
-                            .fetch_add(len as u64, Ordering::Relaxed);
-                        let tx = s.input.clone();
-                        if tokio::task::spawn_blocking(move || tx.send(payload))
-                            .await
-                            .map(|r| r.is_err())
-                            .unwrap_or(true)
-                        {
-                            return;
+            let mut frames = Frames::default();
+            while let Some(Ok(f)) = body.frame().await {
+                let Ok(data) = f.into_data() else { continue };
+                frames.push(&data);
+                loop {
+                    match frames.next() {
+                        Ok(Some((KIND_INPUT, payload))) => {
+                            crate::ssh::COUNTERS
+                                .rx
+                                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                            if s.write_input(&payload).await.is_err() {
+                                return;
+                            }
                         }
+                        Ok(Some((KIND_RESIZE, p))) if p.len() == 4 => {
+                            let cols = u16::from_be_bytes([p[0], p[1]]);
+                            let rows = u16::from_be_bytes([p[2], p[3]]);
+                            s.resize(cols.clamp(1, 1000), rows.clamp(1, 1000));
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(()) => return,
                     }
-                    KIND_RESIZE if len == 4 => {
-                        let cols = u16::from_be_bytes([payload[0], payload[1]]);
-                        let rows = u16::from_be_bytes([payload[2], payload[3]]);
-                        s.resize(cols.clamp(1, 1000), rows.clamp(1, 1000));
-                    }
-                    _ => {}
                 }
             }
         };
@@ -377,6 +373,38 @@ async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+pub type FrameTx = tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
+
+/// Client frames (`[kind][len u32 BE][payload]`) reassembled from body chunks.
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole frame; `Err` for an oversized one (the client is cut off).
+    fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, ()> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > MAX_FRAME {
+            return Err(());
+        }
+        if self.buf.len() < 5 + len {
+            return Ok(None);
+        }
+        let kind = self.buf[0];
+        let payload = self.buf[5..5 + len].to_vec();
+        self.buf.drain(..5 + len);
+        Ok(Some((kind, payload)))
+    }
+}
+
 struct Detach(Arc<PtySession>);
 
 impl Drop for Detach {
@@ -389,6 +417,21 @@ impl Drop for Detach {
 }
 
 impl PtySession {
+    /// Writes all of `data` to the program, waiting while the PTY's input queue is full.
+    async fn write_input(&self, data: &[u8]) -> std::io::Result<()> {
+        let _one_at_a_time = self.writing.lock().await;
+        let mut off = 0;
+        while off < data.len() {
+            let mut ready = self.fd.writable().await?;
+            match ready.try_io(|f| (&*f.get_ref()).write(&data[off..])) {
+                Ok(Ok(n)) => off += n,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+
     fn resize(&self, cols: u16, rows: u16) {
         if let Ok(mut t) = self.term.lock() {
             if t.screen().size() != (rows, cols) {
@@ -441,6 +484,34 @@ mod tests {
         assert_eq!(q.screen().contents(), p.screen().contents());
         assert_eq!(q.screen().cursor_position(), p.screen().cursor_position());
         assert!(q.screen().cell(0, 0).is_some_and(|c| c.bold()));
+    }
+
+    #[test]
+    fn frames_split_anywhere() {
+        let mut wire = vec![KIND_INPUT, 0, 0, 0, 2, b'h', b'i', KIND_RESIZE, 0, 0, 0, 4, 0, 100, 0, 30];
+        wire.extend_from_slice(&[KIND_INPUT, 0, 0, 0, 0]);
+        for cut in 0..wire.len() {
+            let mut f = Frames::default();
+            let mut got = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                f.push(part);
+                while let Ok(Some(x)) = f.next() {
+                    got.push(x);
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (KIND_INPUT, b"hi".to_vec()),
+                    (KIND_RESIZE, vec![0, 100, 0, 30]),
+                    (KIND_INPUT, vec![])
+                ],
+                "cut at {cut}"
+            );
+        }
+        let mut f = Frames::default();
+        f.push(&[KIND_INPUT, 0xff, 0xff, 0xff, 0xff]);
+        assert!(f.next().is_err());
     }
 
     #[test]

@@ -30,3 +30,28 @@ pub fn quickack(fd: std::os::fd::RawFd) {
         );
     }
 }
+
+/// A non-blocking duplicate of `fd` (a PTY master), registered with tokio.
+pub fn async_dup(
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
+    let file = dup_nonblocking(fd)?;
+    // SAFETY: the File owns a valid descriptor, which nothing replaces or closes while the
+    // AsyncFd owns the File.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(file) }?)
+}
+
+fn dup_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
+    // SAFETY: `fd` is open for the duration of this call (the caller holds its owner); the
+    // duplicate is a new descriptor owned by the returned File.
+    let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&owned);
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(std::fs::File::from(owned))
+}

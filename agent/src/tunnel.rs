@@ -119,9 +119,11 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         };
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(ssh.pty.clone().attach(attach, theirs));
-        return bridge(req.into_body(), ours);
+        // No byte pipe in between: keystrokes go from the HTTP/2 body to the PTY, output from
+        // the PTY to the response's frames.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+        tokio::spawn(ssh.pty.clone().attach(attach, req.into_body(), tx));
+        return Response::new(BodyExt::boxed_unsync(StreamBody::new(tokio_stream_from(rx))));
     }
     if let Some(port) = path
         .strip_prefix("/tcp/")

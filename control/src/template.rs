@@ -712,6 +712,40 @@ mod tests {
     }
 
     #[test]
+    fn apps_validate_with_lines() {
+        let m = parse(&files(
+            "[provisioner]\ntype = \"local\"\n[[apps]]\nslug = \"code\"\ndisplay_name = \"VS Code\"\nport = 8080\nshare = \"authenticated\"\nhealthcheck = { url = \"http://127.0.0.1:8080/healthz\", interval = \"2s\", threshold = 5 }\n[[apps]]\nslug = \"docs\"\nurl = \"https://example.com/docs\"\n",
+        ))
+        .unwrap();
+        assert_eq!(m.apps.len(), 2);
+        assert_eq!(m.apps[0].share, outpost_api::ShareLevel::Authenticated);
+        let hc = m.apps[0].healthcheck.as_ref().unwrap();
+        assert_eq!((hc.interval_secs, hc.threshold), (2, 5));
+        assert_eq!(m.apps[1].share, outpost_api::ShareLevel::Owner);
+        assert_eq!(m.apps[1].display_name, "docs");
+        let bad = |body: &str| {
+            parse(&files(&format!(
+                "[provisioner]\ntype = \"local\"\n[[apps]]\n{body}"
+            )))
+            .unwrap_err()
+        };
+        let e = bad("slug = \"Bad Slug\"\nport = 1\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(4), Some("apps[0].slug")));
+        let e = bad("slug = \"a\"\nport = 70000\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("apps[0].port")));
+        let e = bad("slug = \"a\"\nport = 1\nurl = \"https://x\"\n");
+        assert_eq!(e.field.as_deref(), Some("apps[0].port"));
+        let e = bad("slug = \"a\"\nurl = \"javascript:alert(1)\"\n");
+        assert_eq!(e.field.as_deref(), Some("apps[0].url"));
+        let e = bad("slug = \"a\"\nport = 1\nshare = \"everyone\"\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(6), Some("apps[0].share")));
+        let e = bad("slug = \"a\"\nport = 1\nhealthcheck = { url = \"file:///etc/passwd\" }\n");
+        assert_eq!(e.field.as_deref(), Some("apps[0].healthcheck.url"));
+        let e = bad("slug = \"a\"\nport = 1\n[[apps]]\nslug = \"a\"\nport = 2\n");
+        assert_eq!((e.line, e.field.as_deref()), (Some(7), Some("apps[1].slug")));
+    }
+
+    #[test]
     fn parameters_resolve_and_validate() {
         let m = parse(&files(
             "[provisioner]\ntype = \"local\"\n[[parameters]]\nname = \"region\"\ntype = \"string\"\ndefault = \"eu\"\nmutable = false\n[parameters.validation]\noptions = [\"eu\", \"us\"]\n[[parameters]]\nname = \"cpus\"\ntype = \"number\"\n[parameters.validation]\nmin = 1\nmax = 8\n",

@@ -12,6 +12,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("agents") => crate::agents::main(&args[1..]),
         Some("ssh") => crate::sshbench::main(&args[1..]),
+        Some("terminal") => crate::termbench::main(&args[1..]),
         Some("lifecycle") => {
             let mut count = 20usize;
             let mut running = 100usize;
@@ -29,7 +30,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             lifecycle(&crate::root().join("target/release"), count, running, pg)
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]"
+            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]"
         ),
     }
 }
@@ -529,7 +530,8 @@ pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
         );
     }
     println!(
-        "In another terminal:\n    ssh dev.outpost         # or: scp, rsync, git, VS Code Remote-SSH to dev.outpost\n    export PATH={}:$PATH\n    outpost ssh dev         # the same through the CLI\n    outpost show dev        # status, health, the home directory\n    outpost stop dev && outpost start dev\nPress Ctrl-C to stop the server (workspace agents keep running and reconnect when it is back).",
+        "In a browser: {}/@admin/dev (sign in as admin; Terminal opens a shell in the workspace).\nIn another terminal:\n    ssh dev.outpost         # or: scp, rsync, git, VS Code Remote-SSH to dev.outpost\n    export PATH={}:$PATH\n    outpost ssh dev         # the same through the CLI\n    outpost show dev        # status, health, the home directory\n    outpost stop dev && outpost start dev\nPress Ctrl-C to stop the server (workspace agents keep running and reconnect when it is back).",
+        server.url,
         bin.display()
     );
     let _ = server.child.wait();

@@ -3,6 +3,7 @@
 mod agents;
 mod bench;
 mod sshbench;
+mod termbench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

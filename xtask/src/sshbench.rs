@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 
 use crate::bench::{first_user, machine, pct, start_server, write_results};
 
-const BENCH_USER: &str = "outpost-bench";
+pub const BENCH_USER: &str = "outpost-bench";
 const CIPHER: &str = "aes128-gcm@openssh.com";
 const CHACHA: &str = "chacha20-poly1305@openssh.com";
 const KEX: &str = "curve25519-sha256";
@@ -57,9 +57,49 @@ impl Drop for Kill {
     }
 }
 
-fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
+/// sshd for a throwaway account, and an Outpost server with one running workspace `dev` whose
+/// agent also listens directly; shared by `bench ssh` and `bench terminal`.
+pub struct Rig {
+    pub tmp: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub sshd_port: u16,
+    pub agent_port: u16,
+    pub ssh_config: std::path::PathBuf,
+    pub cli_dir: std::path::PathBuf,
+    pub token: String,
+    pub bin: std::path::PathBuf,
+    pub rt: tokio::runtime::Runtime,
+    // Dropped last: the server, then sshd.
+    pub server: crate::bench::ServerProc,
+    _sshd: Kill,
+}
+
+impl Rig {
+    pub fn outpost(&self, args: &[&str]) -> anyhow::Result<String> {
+        outpost_cli(&self.bin, &self.cli_dir, args)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+fn outpost_cli(bin: &Path, cli_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let o = Command::new(bin.join("outpost"))
+        .args(args)
+        .env("OUTPOST_CONFIG_DIR", cli_dir)
+        .output()?;
+    if !o.status.success() {
+        bail!("outpost {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
     outpost_agent::tls::install_provider();
-    let tmp = std::env::temp_dir().join(format!("outpost-bench-ssh-{}", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!("outpost-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let key = tmp.join("id_ed25519");
@@ -111,7 +151,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     // sshd insists on its privilege separation directory.
     std::fs::create_dir_all("/run/sshd")?;
     let sshd_log = std::fs::File::create(tmp.join("sshd.log"))?;
-    let _sshd = Kill(
+    let sshd = Kill(
         Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
             .arg(&cfg)
@@ -143,16 +183,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         cli_dir.join("session.json"),
         serde_json::to_vec(&serde_json::json!({"url": server.url, "token": token}))?,
     )?;
-    let outpost = |args: &[&str]| -> anyhow::Result<String> {
-        let o = Command::new(bin.join("outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG_DIR", &cli_dir)
-            .output()?;
-        if !o.status.success() {
-            bail!("outpost {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let outpost = |args: &[&str]| outpost_cli(bin, &cli_dir, args);
     outpost(&[
         "keys",
         "add",
@@ -189,6 +220,34 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         &ssh_config.display().to_string(),
     ])?;
 
+    Ok(Rig {
+        tmp,
+        key,
+        sshd_port,
+        agent_port,
+        ssh_config,
+        cli_dir,
+        token,
+        bin: bin.to_path_buf(),
+        rt,
+        server,
+        _sshd: sshd,
+    })
+}
+
+fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
+    let rig = setup(bin, "ssh")?;
+    let Rig {
+        tmp,
+        key,
+        sshd_port,
+        agent_port,
+        ssh_config,
+        cli_dir,
+        ..
+    } = &rig;
+    let (sshd_port, agent_port) = (*sshd_port, *agent_port);
+    let outpost = |args: &[&str]| rig.outpost(args);
     let common = format!(
         "-F {cfg} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o Ciphers={CIPHER} -o KexAlgorithms={KEX} -o ControlMaster=no -i {key}",
         cfg = ssh_config.display(),
@@ -364,8 +423,6 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         fwd.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
         eprintln!("{name}: -L {:.0} MiB/s", fwd.last().unwrap_or(&0.0));
     }
-    drop(server);
-    let _ = std::fs::remove_dir_all(&tmp);
 
     let title = format!(
         "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port.",

@@ -281,7 +281,11 @@ pub async fn run(
     let api = api_router(state.clone());
     let mut api_shutdown = shutdown_rx.clone();
     let api_task = tokio::spawn(async move {
-        axum::serve(listeners.api, api)
+        // Keystrokes and relay frames are small: no Nagle delay on the API listener.
+        let listener = axum::serve::ListenerExt::tap_io(listeners.api, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, api)
             .with_graceful_shutdown(async move { until_shutdown(&mut api_shutdown).await })
             .await
     });

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 
 use super::auth::{self, AuthUser, SESSION_COOKIE};
 use super::error::{ApiError, ApiResult};
@@ -454,16 +454,17 @@ pub(super) async fn pty(
     if let Some(c) = &q.command {
         path.push_str(&format!("&command={}", pct(c)));
     }
-    let io = super::relay::open_io(&state, &w, &path).await?;
+    let (tx, down) = super::relay::open(&state, &w, &path).await?;
     Ok(ws
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| bridge(socket, io)))
+        .on_upgrade(move |socket| bridge(socket, tx, down)))
 }
 
-async fn bridge(socket: WebSocket, io: tokio::io::DuplexStream) {
+/// WebSocket messages <-> the relay stream's frames, with no byte pipe in between.
+async fn bridge(socket: WebSocket, tx: super::relay::FrameSender, mut down: hyper::body::Incoming) {
     use futures_util::{SinkExt, StreamExt};
+    use http_body_util::BodyExt;
     let (mut sink, mut stream) = socket.split();
-    let (mut rd, mut wr) = tokio::io::split(io);
     let up = async {
         while let Some(Ok(msg)) = stream.next().await {
             let (kind, payload): (u8, &[u8]) = match &msg {
@@ -476,25 +477,20 @@ async fn bridge(socket: WebSocket, io: tokio::io::DuplexStream) {
             frame.push(kind);
             frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             frame.extend_from_slice(payload);
-            if wr.write_all(&frame).await.is_err() {
+            if tx
+                .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(frame))))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     };
     let down = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink
-                        .send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        while let Some(Ok(f)) = down.frame().await {
+            let Ok(data) = f.into_data() else { continue };
+            if sink.send(Message::Binary(data)).await.is_err() {
+                break;
             }
         }
         let _ = sink.send(Message::Close(None)).await;

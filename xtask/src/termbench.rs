@@ -1,0 +1,192 @@
+//! `cargo xtask bench terminal`: keystroke round trips through the web terminal (a WebSocket to
+//! control, the relay, the agent's reconnecting PTY running `cat` in raw mode), beside the same
+//! over `ssh -tt` to Debian's sshd, in one command. One byte is sent, and the clock stops when
+//! `cat` has sent it back.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench::{machine, pct, write_results};
+use crate::sshbench::{setup, BENCH_USER};
+
+/// `stty raw -echo` first: every byte goes straight to `cat` and only `cat` answers.
+const CAT: &str = "stty raw -echo; echo READY; exec cat";
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let mut n = 1000usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--keystrokes" => n = it.next().context("--keystrokes N")?.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        bail!("Debian's sshd is the anchor: install it with `apt-get install openssh-server`");
+    }
+    crate::cargo(&["build", "--release", "--bins"])?;
+    run(&crate::root().join("target/release"), n)
+}
+
+fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
+    let rig = setup(bin, "terminal")?;
+
+    // 1. sshd: `ssh -tt` with pipes for stdin/stdout.
+    let mut child = Command::new("ssh")
+        .args([
+            "-tt",
+            "-F",
+            "/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+        ])
+        .arg(&rig.key)
+        .args(["-p", &rig.sshd_port.to_string()])
+        .arg(format!("{BENCH_USER}@127.0.0.1"))
+        .arg(CAT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    wait_for(&mut stdout, b"READY")?;
+    let mut ssh_ms = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for i in 0..(n + 50) {
+        let b = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        stdin.write_all(&[b])?;
+        stdin.flush()?;
+        loop {
+            let k = stdout.read(&mut buf)?;
+            if k == 0 {
+                bail!("ssh closed");
+            }
+            if buf[..k].contains(&b) {
+                break;
+            }
+        }
+        if i >= 50 {
+            ssh_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // 2. The web terminal: a WebSocket through control and the relay.
+    let ws_url = format!(
+        "{}/api/v1/workspaces/dev/pty?session=bench&cols=80&rows=24&command={}",
+        rig.server.url.replacen("http", "ws", 1),
+        pct_encode(CAT)
+    );
+    let token = rig.token.clone();
+    let web_ms: Vec<f64> = rig.rt.block_on(async move {
+        let mut req = ws_url.into_client_request()?;
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("READY") {
+            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
+                Ok(Some(Ok(_))) => {}
+                other => bail!("the terminal did not start: {other:?}"),
+            }
+        }
+        let mut v = Vec::with_capacity(n);
+        for i in 0..(n + 50) {
+            let b = b'a' + (i % 26) as u8;
+            let t = Instant::now();
+            ws.send(Message::Binary(vec![0u8, b].into())).await?;
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(m))) if m.contains(&b) => break,
+                    Some(Ok(_)) => {}
+                    other => bail!("the terminal closed: {other:?}"),
+                }
+            }
+            if i >= 50 {
+                v.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        let _ = ws.close(None).await;
+        Ok::<_, anyhow::Error>(v)
+    })?;
+
+    let (mut s, mut w) = (ssh_ms, web_ms);
+    let (s50, s99, w50, w99) = (
+        pct(&mut s, 0.5),
+        pct(&mut s, 0.99),
+        pct(&mut w, 0.5),
+        pct(&mut w, 0.99),
+    );
+    eprintln!("ssh -tt to sshd: p50 {s50:.3} ms, p99 {s99:.3} ms");
+    eprintln!("web terminal: p50 {w50:.3} ms, p99 {w99:.3} ms");
+    let title = format!(
+        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run.",
+        crate::bench::date(),
+        machine()
+    );
+    let sshd = "ssh -tt to sshd (same run)";
+    let us = |ms: f64| ms * 1000.0;
+    let rows = vec![
+        ("keystroke p50, ssh -tt to sshd", us(s50), "µs", "-", None),
+        ("keystroke p99, ssh -tt to sshd", us(s99), "µs", "-", None),
+        ("keystroke p50, web terminal", us(w50), "µs", sshd, Some(us(s50))),
+        ("keystroke p99, web terminal", us(w99), "µs", sshd, Some(us(s99))),
+        (
+            "keystroke p50, web terminal vs the 2 ms bar",
+            us(w50),
+            "µs",
+            "bar: 2 ms (issue 6)",
+            Some(2000.0),
+        ),
+    ];
+    write_results("terminal", &title, &rows)
+}
+
+fn wait_for(r: &mut impl Read, needle: &[u8]) -> anyhow::Result<()> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        if Instant::now() > deadline {
+            bail!("no {:?} from ssh", String::from_utf8_lossy(needle));
+        }
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            bail!("ssh closed: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(&buf[..k]);
+    }
+    Ok(())
+}
+
+fn pct_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
