@@ -19,8 +19,8 @@ use anyhow::Context;
 use bytes::Bytes;
 
 use http_body_util::BodyExt;
+use hyper::body::Frame;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::broadcast;
 
 use crate::ssh::SshShared;
 
@@ -42,8 +42,7 @@ pub struct PtyHub {
 struct PtySession {
     /// The screen model, and the output channel: output is fed to the model and sent under the
     /// same lock, so an attaching client's repaint and its live stream never overlap or gap.
-    term: Mutex<vt100::Parser>,
-    out: broadcast::Sender<Bytes>,
+    term: Mutex<Term>,
     /// The PTY master, non-blocking, driven by tokio (no threads between a keystroke and it).
     fd: Arc<AsyncFd<std::fs::File>>,
     /// One client's input is written whole before another's.
@@ -229,11 +228,12 @@ impl PtyHub {
             .as_raw_fd()
             .context("the PTY has no file descriptor")?;
         let fd = Arc::new(crate::sys::async_dup(raw)?);
-        let (out, _) = broadcast::channel(256);
         let (exit_tx, exit_rx) = tokio::sync::watch::channel(false);
         let s = Arc::new(PtySession {
-            term: Mutex::new(vt100::Parser::new(a.rows, a.cols, SCROLLBACK)),
-            out,
+            term: Mutex::new(Term {
+                parser: vt100::Parser::new(a.rows, a.cols, SCROLLBACK),
+                clients: Vec::new(),
+            }),
             fd: fd.clone(),
             writing: tokio::sync::Mutex::new(()),
             master: Mutex::new(pair.master),
@@ -259,8 +259,14 @@ impl PtyHub {
                     .tx
                     .fetch_add(n as u64, Ordering::Relaxed);
                 if let Ok(mut t) = s.term.lock() {
-                    t.process(&buf[..n]);
-                    let _ = s.out.send(Bytes::copy_from_slice(&buf[..n]));
+                    t.parser.process(&buf[..n]);
+                    t.broadcast(Bytes::copy_from_slice(&buf[..n]));
+                };
+            }
+            // The streams end once their last frames are sent.
+            if let Some(s) = weak.upgrade() {
+                if let Ok(mut t) = s.term.lock() {
+                    t.clients.clear();
                 };
             }
             let _ = exit_tx.send(true);
@@ -289,42 +295,37 @@ impl PtyHub {
                 return;
             }
         };
-        s.attached.fetch_add(1, Ordering::SeqCst);
-        let _detach = Detach(s.clone());
         s.resize(a.cols, a.rows);
-        let (repaint, mut live) = s.snapshot();
-        let exited = s.exited.clone();
-        let writer = async {
-            if !send(Bytes::from(repaint)).await {
+        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        {
+            let Ok(mut t) = s.term.lock() else { return };
+            let first = repaint(t.parser.screen());
+            if out.try_send(Ok(Frame::data(Bytes::from(first)))).is_err() {
                 return;
             }
+            t.clients.push(Client {
+                id,
+                tx: out.clone(),
+                lagged: false,
+                wake: wake.clone(),
+            });
+        }
+        s.attached.fetch_add(1, Ordering::SeqCst);
+        let _detach = Detach(s.clone(), id);
+        let exited = s.exited.clone();
+        // A client too slow for the output gets the screen repainted from the model once it has
+        // room again, then the live output.
+        let repainter = async {
             loop {
-                tokio::select! {
-                    r = live.recv() => match r {
-                        Ok(b) => {
-                            if !send(b).await {
-                                return;
-                            }
-                        }
-                        // Too slow to keep up: repaint from the model and go on.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let (repaint, rx) = s.snapshot();
-                            live = rx;
-                            if !send(Bytes::from(repaint)).await {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = wait_exit(exited.clone()) => {
-                        // Drain what is left, then end the stream.
-                        while let Ok(b) = live.try_recv() {
-                            if !send(b).await {
-                                return;
-                            }
-                        }
-                        return;
-                    }
+                wake.notified().await;
+                let Ok(permit) = out.reserve().await else {
+                    return;
+                };
+                let Ok(mut t) = s.term.lock() else { return };
+                permit.send(Ok(Frame::data(Bytes::from(repaint(t.parser.screen())))));
+                if let Some(c) = t.clients.iter_mut().find(|c| c.id == id) {
+                    c.lagged = false;
                 }
             }
         };
@@ -356,8 +357,9 @@ impl PtyHub {
             }
         };
         tokio::select! {
-            _ = writer => {}
+            _ = repainter => {}
             _ = reader => {}
+            _ = wait_exit(exited) => {}
         }
     }
 }
@@ -373,7 +375,8 @@ async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-pub type FrameTx = tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
+pub type FrameTx =
+    tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
 
 /// Client frames (`[kind][len u32 BE][payload]`) reassembled from body chunks.
 #[derive(Default)]
@@ -405,10 +408,50 @@ impl Frames {
     }
 }
 
-struct Detach(Arc<PtySession>);
+/// The screen model and the attached clients, under one lock: output is fed to the model and
+/// sent to the clients together, so a client's repaint and its live stream never overlap or gap.
+struct Term {
+    parser: vt100::Parser,
+    clients: Vec<Client>,
+}
+
+struct Client {
+    id: u64,
+    tx: FrameTx,
+    /// Its channel was full: output skips it until it is repainted.
+    lagged: bool,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Term {
+    /// Output to every attached client, straight from the PTY's reader (no task in between).
+    fn broadcast(&mut self, data: Bytes) {
+        self.clients.retain_mut(|c| {
+            if c.lagged {
+                return true;
+            }
+            match c.tx.try_send(Ok(Frame::data(data.clone()))) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    c.lagged = true;
+                    c.wake.notify_one();
+                    true
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+struct Detach(Arc<PtySession>, u64);
 
 impl Drop for Detach {
     fn drop(&mut self) {
+        if let Ok(mut t) = self.0.term.lock() {
+            t.clients.retain(|c| c.id != self.1);
+        }
         if let Ok(mut t) = self.0.detached_at.lock() {
             *t = Instant::now();
         }
@@ -434,8 +477,8 @@ impl PtySession {
 
     fn resize(&self, cols: u16, rows: u16) {
         if let Ok(mut t) = self.term.lock() {
-            if t.screen().size() != (rows, cols) {
-                t.screen_mut().set_size(rows, cols);
+            if t.parser.screen().size() != (rows, cols) {
+                t.parser.screen_mut().set_size(rows, cols);
                 if let Ok(m) = self.master.lock() {
                     let _ = m.resize(portable_pty::PtySize {
                         rows,
@@ -446,15 +489,6 @@ impl PtySession {
                 }
             }
         }
-    }
-
-    /// The escape sequences that draw the current screen on a fresh terminal (the alternate
-    /// screen, colours, cursor, modes, title), and the live output from that point on.
-    fn snapshot(&self) -> (Vec<u8>, broadcast::Receiver<Bytes>) {
-        let Ok(t) = self.term.lock() else {
-            return (Vec::new(), self.out.subscribe());
-        };
-        (repaint(t.screen()), self.out.subscribe())
     }
 }
 
@@ -488,7 +522,24 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere() {
-        let mut wire = vec![KIND_INPUT, 0, 0, 0, 2, b'h', b'i', KIND_RESIZE, 0, 0, 0, 4, 0, 100, 0, 30];
+        let mut wire = vec![
+            KIND_INPUT,
+            0,
+            0,
+            0,
+            2,
+            b'h',
+            b'i',
+            KIND_RESIZE,
+            0,
+            0,
+            0,
+            4,
+            0,
+            100,
+            0,
+            30,
+        ];
         wire.extend_from_slice(&[KIND_INPUT, 0, 0, 0, 0]);
         for cut in 0..wire.len() {
             let mut f = Frames::default();

@@ -123,7 +123,9 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         // the PTY to the response's frames.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
         tokio::spawn(ssh.pty.clone().attach(attach, req.into_body(), tx));
-        return Response::new(BodyExt::boxed_unsync(StreamBody::new(tokio_stream_from(rx))));
+        return Response::new(BodyExt::boxed_unsync(StreamBody::new(tokio_stream_from(
+            rx,
+        ))));
     }
     if let Some(port) = path
         .strip_prefix("/tcp/")

@@ -730,19 +730,31 @@ mod tests {
             .unwrap_err()
         };
         let e = bad("slug = \"Bad Slug\"\nport = 1\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(4), Some("apps[0].slug")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(4), Some("apps[0].slug"))
+        );
         let e = bad("slug = \"a\"\nport = 70000\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(5), Some("apps[0].port")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(5), Some("apps[0].port"))
+        );
         let e = bad("slug = \"a\"\nport = 1\nurl = \"https://x\"\n");
         assert_eq!(e.field.as_deref(), Some("apps[0].port"));
         let e = bad("slug = \"a\"\nurl = \"javascript:alert(1)\"\n");
         assert_eq!(e.field.as_deref(), Some("apps[0].url"));
         let e = bad("slug = \"a\"\nport = 1\nshare = \"everyone\"\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(6), Some("apps[0].share")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(6), Some("apps[0].share"))
+        );
         let e = bad("slug = \"a\"\nport = 1\nhealthcheck = { url = \"file:///etc/passwd\" }\n");
         assert_eq!(e.field.as_deref(), Some("apps[0].healthcheck.url"));
         let e = bad("slug = \"a\"\nport = 1\n[[apps]]\nslug = \"a\"\nport = 2\n");
-        assert_eq!((e.line, e.field.as_deref()), (Some(7), Some("apps[1].slug")));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(7), Some("apps[1].slug"))
+        );
     }
 
     #[test]

@@ -149,8 +149,20 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     let rows = vec![
         ("keystroke p50, ssh -tt to sshd", us(s50), "µs", "-", None),
         ("keystroke p99, ssh -tt to sshd", us(s99), "µs", "-", None),
-        ("keystroke p50, web terminal", us(w50), "µs", sshd, Some(us(s50))),
-        ("keystroke p99, web terminal", us(w99), "µs", sshd, Some(us(s99))),
+        (
+            "keystroke p50, web terminal",
+            us(w50),
+            "µs",
+            sshd,
+            Some(us(s50)),
+        ),
+        (
+            "keystroke p99, web terminal",
+            us(w99),
+            "µs",
+            sshd,
+            Some(us(s99)),
+        ),
         (
             "keystroke p50, web terminal vs the 2 ms bar",
             us(w50),

@@ -8,7 +8,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
-
 use super::auth::{self, AuthUser, SESSION_COOKIE};
 use super::error::{ApiError, ApiResult};
 use super::AppState;
