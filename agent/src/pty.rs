@@ -249,7 +249,7 @@ impl PtyHub {
                 let Ok(mut ready) = fd.readable().await else {
                     break;
                 };
-                let n = match ready.try_io(|f| (&*f.get_ref()).read(&mut buf)) {
+                let n = match ready.try_io(|f| f.get_ref().read(&mut buf)) {
                     Ok(Ok(0)) | Ok(Err(_)) => break, // EIO: the program and its children are gone
                     Ok(Ok(n)) => n,
                     Err(_) => continue,
@@ -466,7 +466,7 @@ impl PtySession {
         let mut off = 0;
         while off < data.len() {
             let mut ready = self.fd.writable().await?;
-            match ready.try_io(|f| (&*f.get_ref()).write(&data[off..])) {
+            match ready.try_io(|f| f.get_ref().write(&data[off..])) {
                 Ok(Ok(n)) => off += n,
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
