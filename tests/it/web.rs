@@ -95,7 +95,7 @@ fn dashboard_terminal_and_apps() -> R {
         return Ok(());
     };
     let s = Server::start_with(Backend::Sqlite, &["--terminal-idle-timeout-secs", "6"])?;
-    let (owner_port, public_port) = (free_port()?, free_port()?);
+    let (owner_port, public_port, dead_port) = (free_port()?, free_port()?, free_port()?);
     let dir = s.dir.path().join("web-template");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
@@ -122,6 +122,17 @@ slug = "shared"
 display_name = "Shared files"
 port = {public_port}
 share = "public"
+
+[[apps]]
+slug = "team"
+display_name = "Team files"
+port = {public_port}
+share = "authenticated"
+
+[[apps]]
+slug = "broken"
+port = {dead_port}
+healthcheck = {{ url = "http://127.0.0.1:{dead_port}/", interval = "1s", threshold = 2 }}
 
 [[scripts]]
 name = "serve"
@@ -204,6 +215,37 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     let mut want = vec![owner_port as u64, public_port as u64];
     want.sort();
     assert_eq!(listed, want);
+    // Health: checked apps turn healthy or (after `threshold` failures) unhealthy; unchecked
+    // ones are disabled.
+    let (w, _) = s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["apps"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["slug"] == "broken" && x["health"] == "unhealthy")
+        })
+    })?;
+    let health: Vec<(String, String)> = w["apps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    (
+                        x["slug"].as_str().unwrap_or("").to_string(),
+                        x["health"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: Vec<(String, String)> = [
+        ("files", "healthy"),
+        ("shared", "disabled"),
+        ("team", "disabled"),
+        ("broken", "unhealthy"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(health, want);
     b.screenshot("workspace")?;
 
     // The terminal: type a command and see its output.
@@ -369,6 +411,29 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     assert!(!b.text("body")?.contains("marker"));
     b.goto(&format!("{url}/@admin/dev/apps/shared/"))?;
     b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
+    // An app for signed-in users: bob may, an anonymous client is sent to sign in.
+    b.goto(&format!("{url}/@admin/dev/apps/team/"))?;
+    b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let anon = rt().block_on(
+        no_redirects
+            .get(format!("{url}/@admin/dev/apps/team/"))
+            .send(),
+    )?;
+    assert_eq!(anon.status().as_u16(), 303);
+    assert!(anon
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|l| l.starts_with("/login?next=")));
+    let anon = rt().block_on(
+        no_redirects
+            .get(format!("{url}/@admin/dev/apps/shared/"))
+            .send(),
+    )?;
+    assert_eq!(anon.status().as_u16(), 200);
 
     // CSRF: a state change with the session cookie but without the page's token is refused
     // and changes nothing; with it, it goes through.
