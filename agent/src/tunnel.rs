@@ -110,9 +110,15 @@ fn status(code: StatusCode, msg: &str) -> Response<Body> {
 async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/ssh" {
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
-        crate::ssh::serve_stream(theirs, ssh.config.clone(), ssh.shared.clone(), None);
-        return bridge(req.into_body(), ours);
+        // The SSH server reads the request body and writes the response's frames directly.
+        let (tx, rx) = futures_channel::mpsc::channel(16);
+        let io = H2Io {
+            body: req.into_body(),
+            chunk: Bytes::new(),
+            tx,
+        };
+        crate::ssh::serve_stream(io, ssh.config.clone(), ssh.shared.clone(), None);
+        return Response::new(BodyExt::boxed_unsync(StreamBody::new(rx)));
     }
     if path == "/pty" {
         let attach = match crate::pty::Attach::from_query(req.uri().query().unwrap_or("")) {
@@ -143,6 +149,78 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         };
     }
     status(StatusCode::NOT_FOUND, "unknown stream kind")
+}
+
+type FrameResult = Result<Frame<Bytes>, Infallible>;
+
+/// One relayed stream as a byte stream: reads come from the request body's data frames, writes
+/// go out as the response's frames. No pipe and no copying task in between.
+struct H2Io {
+    body: Incoming,
+    chunk: Bytes,
+    tx: futures_channel::mpsc::Sender<FrameResult>,
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use hyper::body::Body as _;
+        use std::task::Poll;
+        while self.chunk.is_empty() {
+            match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(data) = f.into_data() {
+                        self.chunk = data;
+                    }
+                }
+                // End of the stream, or a broken one: EOF.
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = self.chunk.len().min(buf.remaining());
+        let part = self.chunk.split_to(n);
+        buf.put_slice(&part);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let gone = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        match self.tx.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(gone())),
+            Poll::Pending => return Poll::Pending,
+        }
+        self.tx
+            .start_send(Ok(Frame::data(Bytes::copy_from_slice(buf))))
+            .map_err(|_| gone())?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.tx.close_channel();
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// Request body -> `io`; `io` -> response body.
@@ -186,13 +264,18 @@ pub async fn reader_to_frames<R>(
 ) where
     R: AsyncRead + Unpin,
 {
-    let mut buf = vec![0u8; 128 * 1024];
+    // Read straight into the frames' memory (no copy out of a scratch buffer).
+    const CHUNK: usize = 256 * 1024;
+    let mut buf = bytes::BytesMut::with_capacity(CHUNK);
     loop {
-        match rd.read(&mut buf).await {
+        if buf.capacity() < CHUNK / 4 {
+            buf.reserve(CHUNK);
+        }
+        match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
+            Ok(_) => {
                 if tx
-                    .send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                    .send(Ok(Frame::data(buf.split().freeze())))
                     .await
                     .is_err()
                 {

@@ -8,4 +8,5 @@ pub mod provisioner;
 pub mod server;
 mod sshcli;
 pub mod store;
+mod sys;
 pub mod template;

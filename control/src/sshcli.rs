@@ -85,6 +85,34 @@ async fn write_known_hosts(ctx: &Ctx, client: &Client, suffix: &str) -> anyhow::
     Ok(path)
 }
 
+const RELAY_BUF: usize = 1 << 20;
+
+/// Stdin as a non-blocking pipe with a 1 MiB buffer, when it is a pipe (as under ProxyCommand).
+fn stdin_pipe() -> Option<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    crate::sys::grow_pipe(&fd, RELAY_BUF as i32);
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()
+}
+
+/// Stdout as a non-blocking pipe with a 1 MiB buffer, when it is a pipe.
+fn stdout_pipe() -> Option<tokio::net::unix::pipe::Sender> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    crate::sys::grow_pipe(&fd, RELAY_BUF as i32);
+    tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()
+}
+
+async fn copy_then_shutdown<R, W>(rd: R, mut wr: W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut rd = tokio::io::BufReader::with_capacity(RELAY_BUF, rd);
+    let _ = tokio::io::copy_buf(&mut rd, &mut wr).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+}
+
 pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
     let name = workspace_name(&a.workspace).to_string();
@@ -94,16 +122,19 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
         let stream = client
             .relay(&format!("/api/v1/workspaces/{name}/relay/ssh"))
             .await?;
-        let (rd, mut wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
         let up = tokio::spawn(async move {
-            let mut stdin = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
-            let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            // ssh's pipes are read and written directly (non-blocking, through tokio), not
+            // through tokio's blocking stdin/stdout threads.
+            match stdin_pipe() {
+                Some(pipe) => copy_then_shutdown(pipe, wr).await,
+                None => copy_then_shutdown(tokio::io::stdin(), wr).await,
+            }
         });
-        let mut stdout = tokio::io::stdout();
-        let mut rd = tokio::io::BufReader::with_capacity(256 * 1024, rd);
-        let _ = tokio::io::copy_buf(&mut rd, &mut stdout).await;
-        let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+        match stdout_pipe() {
+            Some(pipe) => copy_then_shutdown(rd, pipe).await,
+            None => copy_then_shutdown(rd, tokio::io::stdout()).await,
+        }
         up.abort();
         return Ok(());
     }
