@@ -475,6 +475,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
 
 #[test]
 fn wrong_password_and_bad_login_forms() -> R {
+    outpost_agent::tls::install_provider();
     let s = Server::start(Backend::Sqlite)?;
     let url = s.url.clone();
     // A form without the sign-in page's CSRF cookie is sent back to sign in, without a session.
@@ -559,5 +560,30 @@ fn wrong_password_and_bad_login_forms() -> R {
             .send(),
     )?;
     assert_eq!(resp.status().as_u16(), 403);
+
+    // Malformed paths and requests get clear errors, never a crash.
+    let token = s.token()?;
+    for (path, want) in [
+        ("/assets/nope.js", 404),
+        ("/@admin", 404),
+        ("/@admin/", 404),
+        ("/@nobody/dev/apps/x/", 404),
+        ("/@admin/dev/ports/99999/", 404),
+        ("/@admin/dev/ports/abc/", 404),
+        ("/@admin/dev/elsewhere", 404),
+        ("/api/v1/workspaces/dev/pty", 400),
+        ("/api/v1/workspaces/dev/pty?session=x&cols=huge", 400),
+    ] {
+        let (code, _) = http("GET", &format!("{url}{path}"), Some(&token), None)?;
+        assert_eq!(code, want, "{path}");
+    }
+    let (code, body) = http(
+        "GET",
+        &format!("{url}/api/v1/workspaces/none/pty?session=x"),
+        Some(&token),
+        None,
+    )?;
+    assert!(code == 400 || code == 404, "{code} {body}");
+    assert!(s.log().lines().all(|l| !l.contains("panicked")));
     Ok(())
 }
