@@ -145,7 +145,7 @@ async function workspacePage() {
     }, buildAbort.signal).catch(() => {});
   }
   streamLines(`${base}/agent-logs?follow=true`, (l) => {
-    agentLog.textContent += `${l.source}: ${l.output}\n`;
+    agentLog.textContent += `${l.stage}: ${l.output}\n`;
     agentLog.scrollTop = agentLog.scrollHeight;
   }).catch(() => {});
 

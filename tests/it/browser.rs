@@ -257,6 +257,18 @@ impl Browser {
         Ok((old, new))
     }
 
+    /// Accepts a confirm() dialog.
+    pub fn accept_alert(&self) -> R {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.call("POST", "/alert/accept", Some(json!({}))).is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no dialog to accept");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Closes the current tab (switch to another one afterwards).
     pub fn close_tab(&self) -> R {
         self.call("DELETE", "/window", None)?;

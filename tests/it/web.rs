@@ -138,6 +138,7 @@ healthcheck = {{ url = "http://127.0.0.1:{dead_port}/", interval = "1s", thresho
 name = "serve"
 script = """
 echo "$OUTPOST_WORKSPACE" > marker-$OUTPOST_WORKSPACE.txt
+echo "serving the home on two ports"
 nohup python3 -m http.server {owner_port} --bind 127.0.0.1 >/dev/null 2>&1 &
 nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
 """
@@ -196,6 +197,11 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     )?;
     b.wait_js(
         "document.getElementById('lifecycle').textContent === 'ready'",
+        30,
+    )?;
+    // The scripts' output streams into the page.
+    b.wait_js(
+        "document.getElementById('agent-log').textContent.includes('serve: serving the home on two ports')",
         30,
     )?;
     // Only the workspace's own listeners: the public app's port, not the host's (or the agent's).
@@ -466,7 +472,29 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
 
     // Nobody is attached to admin's terminal session any more: it ends after the idle timeout.
     eventually(|| Ok((!alive(pid)).then_some(())))?;
-    s.ok(&["delete", "dev"])?;
+
+    // The workspace page's buttons: stop, start, and delete (after the confirmation).
+    sign_in(&b, &url, "admin", "admin-password")?;
+    b.goto(&format!("{url}/@admin/dev"))?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'running'",
+        30,
+    )?;
+    b.click("button[data-action=stop]")?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'stopped'",
+        60,
+    )?;
+    b.click("button[data-action=start]")?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'running'",
+        60,
+    )?;
+    b.click("button[data-action=delete]")?;
+    b.accept_alert()?;
+    b.wait_js("location.pathname === '/'", 60)?;
+    b.wait_js("document.querySelector('#workspaces td.muted')", 60)?;
+    assert!(b.text("#workspaces")?.contains("No workspaces yet"));
     kill_matching(&format!("http.server {owner_port}"));
     kill_matching(&format!("http.server {public_port}"));
     kill_matching(&format!("ws_echo.py {ws_port}"));
