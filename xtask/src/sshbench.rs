@@ -430,133 +430,37 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         machine()
     );
     let s = "sshd (same run)";
-    let rows = vec![
-        ("connect+true, sshd", connect[0], "ms", "-", None),
-        (
-            "connect+true, agent direct",
-            connect[1],
-            "ms",
-            s,
-            Some(connect[0]),
-        ),
-        (
-            "connect+true, ssh WS.outpost via relay",
-            connect[2],
-            "ms",
-            s,
-            Some(connect[0]),
-        ),
-        ("upload, sshd", up[0], "MiB/s", "-", None),
-        ("upload, agent direct", up[1], "MiB/s", s, Some(up[0])),
-        ("upload, relay", up[2], "MiB/s", s, Some(up[0])),
-        ("download, sshd", down[0], "MiB/s", "-", None),
-        ("download, agent direct", down[1], "MiB/s", s, Some(down[0])),
-        ("download, relay", down[2], "MiB/s", s, Some(down[0])),
-        ("upload chacha20, sshd", up_chacha[0], "MiB/s", "-", None),
-        (
-            "upload chacha20, agent direct",
-            up_chacha[1],
+    let d = "agent direct (same run)";
+    // Each measured three ways: sshd (the anchor), the agent directly, the agent via the relay.
+    let mut rows: Vec<(String, f64, &str, &str, Option<f64>)> = Vec::new();
+    let mut trio = |what: &str, unit: &'static str, v: &[f64]| {
+        rows.push((format!("{what}, sshd"), v[0], unit, "-", None));
+        rows.push((format!("{what}, agent direct"), v[1], unit, s, Some(v[0])));
+        rows.push((format!("{what}, relay"), v[2], unit, s, Some(v[0])));
+    };
+    trio("connect+true", "ms", &connect);
+    trio("upload", "MiB/s", &up);
+    trio("download", "MiB/s", &down);
+    trio("upload chacha20", "MiB/s", &up_chacha);
+    trio("download chacha20", "MiB/s", &down_chacha);
+    trio("-L forward", "MiB/s", &fwd);
+    trio("sftp put", "MiB/s", &sftp_put);
+    trio("sftp get", "MiB/s", &sftp_get);
+    for (what, v) in [("upload", &up), ("download", &down), ("-L", &fwd)] {
+        rows.push((
+            format!("relay/direct, {what}"),
+            v[2],
             "MiB/s",
-            s,
-            Some(up_chacha[0]),
-        ),
-        (
-            "upload chacha20, relay",
-            up_chacha[2],
-            "MiB/s",
-            s,
-            Some(up_chacha[0]),
-        ),
-        (
-            "download chacha20, sshd",
-            down_chacha[0],
-            "MiB/s",
-            "-",
-            None,
-        ),
-        (
-            "download chacha20, agent direct",
-            down_chacha[1],
-            "MiB/s",
-            s,
-            Some(down_chacha[0]),
-        ),
-        (
-            "download chacha20, relay",
-            down_chacha[2],
-            "MiB/s",
-            s,
-            Some(down_chacha[0]),
-        ),
-        ("-L forward, sshd", fwd[0], "MiB/s", "-", None),
-        ("-L forward, agent direct", fwd[1], "MiB/s", s, Some(fwd[0])),
-        ("-L forward, relay", fwd[2], "MiB/s", s, Some(fwd[0])),
-        (
-            "sftp put, sshd (internal-sftp)",
-            sftp_put[0],
-            "MiB/s",
-            "-",
-            None,
-        ),
-        (
-            "sftp put, agent direct",
-            sftp_put[1],
-            "MiB/s",
-            s,
-            Some(sftp_put[0]),
-        ),
-        (
-            "sftp put, relay",
-            sftp_put[2],
-            "MiB/s",
-            s,
-            Some(sftp_put[0]),
-        ),
-        (
-            "sftp get, sshd (internal-sftp)",
-            sftp_get[0],
-            "MiB/s",
-            "-",
-            None,
-        ),
-        (
-            "sftp get, agent direct",
-            sftp_get[1],
-            "MiB/s",
-            s,
-            Some(sftp_get[0]),
-        ),
-        (
-            "sftp get, relay",
-            sftp_get[2],
-            "MiB/s",
-            s,
-            Some(sftp_get[0]),
-        ),
-        (
-            "relay/direct, upload",
-            up[2],
-            "MiB/s",
-            "agent direct (same run)",
-            Some(up[1]),
-        ),
-        (
-            "relay/direct, download",
-            down[2],
-            "MiB/s",
-            "agent direct (same run)",
-            Some(down[1]),
-        ),
-        (
-            "relay/direct, -L",
-            fwd[2],
-            "MiB/s",
-            "agent direct (same run)",
-            Some(fwd[1]),
-        ),
-        ("agent RSS, idle", rss_idle, "MiB", "-", None),
-        ("agent RSS, 100 sessions", rss_100, "MiB", "-", None),
-    ];
+            d,
+            Some(v[1]),
+        ));
+    }
+    rows.push(("agent RSS, idle".into(), rss_idle, "MiB", "-", None));
+    rows.push(("agent RSS, 100 sessions".into(), rss_100, "MiB", "-", None));
+    let rows: Vec<(&str, f64, &str, &str, Option<f64>)> = rows
+        .iter()
+        .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, *d, *e))
+        .collect();
     write_results("ssh", &title, &rows)
 }
 

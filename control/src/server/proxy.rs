@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
-use outpost_api::{ShareLevel, TemplateManifest, WorkspaceStatus};
+use outpost_api::{ShareLevel, WorkspaceStatus};
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), not forwarded; upgrades are re-added when asked for.
 const HOP: &[&str] = &[
@@ -87,18 +87,7 @@ async fn proxy_inner(
         }
         "apps" => {
             let view = super::workspaces::workspace_view(&state, &w).await?;
-            let b = state
-                .store
-                .build(&w.latest_build_id)
-                .await?
-                .ok_or_else(|| ApiError::internal("latest build vanished"))?;
-            let version = state
-                .store
-                .template_version(&b.template_version_id)
-                .await?
-                .ok_or_else(|| ApiError::internal("template version vanished"))?;
-            let manifest: TemplateManifest =
-                serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+            let manifest = super::workspaces::build_manifest(&state, &w.latest_build_id).await?;
             let Some(app) = manifest.apps.iter().find(|a| a.slug == key) else {
                 return Ok(not_found());
             };

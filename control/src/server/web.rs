@@ -339,19 +339,10 @@ pub(super) async fn at_path(State(state): State<AppState>, req: Request) -> Resp
 }
 
 async fn workspace_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
-    let (parts, _) = req.into_parts();
-    let (user, csrf) = match browser_user(&parts, &state).await {
+    let (user, csrf) = match own_page(&state, req, &owner, &ws).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if user.user.username != owner {
-        return not_yours();
-    }
-    match state.store.workspace_by_name(&user.user.id, &ws).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_yours(),
-        Err(e) => return ApiError::from(e).into_response(),
-    }
     let body = format!(
         "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section><section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
         esc(&ws),
@@ -367,24 +358,34 @@ async fn workspace_page(state: AppState, req: Request, owner: String, ws: String
     )
 }
 
+/// The signed-in owner of workspace `ws` (pages are the owner's only), or the answer to give.
+async fn own_page(
+    state: &AppState,
+    req: Request,
+    owner: &str,
+    ws: &str,
+) -> Result<(AuthUser, String), Response> {
+    let (parts, _) = req.into_parts();
+    let (user, csrf) = browser_user(&parts, state).await?;
+    if user.user.username != owner {
+        return Err(not_yours());
+    }
+    match state.store.workspace_by_name(&user.user.id, ws).await {
+        Ok(Some(_)) => Ok((user, csrf)),
+        Ok(None) => Err(not_yours()),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
 fn not_yours() -> Response {
     ApiError::not_found("you have no workspace by that name").into_response()
 }
 
 async fn terminal_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
-    let (parts, _) = req.into_parts();
-    let (user, csrf) = match browser_user(&parts, &state).await {
+    let (user, csrf) = match own_page(&state, req, &owner, &ws).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if user.user.username != owner {
-        return not_yours();
-    }
-    match state.store.workspace_by_name(&user.user.id, &ws).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_yours(),
-        Err(e) => return ApiError::from(e).into_response(),
-    }
     let body = "<link rel=\"stylesheet\" href=\"/assets/xterm.css\"><div id=\"term-status\" class=\"muted\">connecting…</div><div id=\"terminal\"></div><script src=\"/assets/xterm.js\"></script><script src=\"/assets/addon-fit.js\"></script>";
     page(
         &format!("{ws} terminal"),

@@ -132,6 +132,28 @@ fn agent_view(
     }
 }
 
+/// The template manifest a build was made from.
+pub(super) async fn build_manifest(
+    state: &AppState,
+    build_id: &str,
+) -> ApiResult<TemplateManifest> {
+    let b = state
+        .store
+        .build(build_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("build vanished"))?;
+    manifest_of(state, &b).await
+}
+
+async fn manifest_of(state: &AppState, b: &BuildRow) -> ApiResult<TemplateManifest> {
+    let version = state
+        .store
+        .template_version(&b.template_version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("template version vanished"))?;
+    serde_json::from_str(&version.manifest).map_err(ApiError::internal)
+}
+
 pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiResult<Workspace> {
     let b = state
         .store
@@ -139,13 +161,7 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
         .await?
         .ok_or_else(|| ApiError::internal("latest build vanished"))?;
     let build = build_view(&b)?;
-    let version = state
-        .store
-        .template_version(&b.template_version_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("template version vanished"))?;
-    let manifest: TemplateManifest =
-        serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    let manifest = manifest_of(state, &b).await?;
     let agent_row = match &w.latest_agent_id {
         Some(id) => state.store.agent(id).await?,
         None => None,
