@@ -738,12 +738,19 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
                 .await
                 .is_ok();
         }
-        tokio::time::sleep(every).await;
+        // On schedule, or at once when control says the owner's keys changed.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = KEYS_CHANGED.notified() => {}
+        }
         if let Ok(m) = session.manifest().await {
             shared.set_authorized(&m.authorized_keys);
         }
     }
 }
+
+/// Control said the owner's SSH keys changed.
+static KEYS_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 async fn poll_loop(
     session: Session,
@@ -759,6 +766,9 @@ async fn poll_loop(
                     tracing::info!("reconnected to control");
                 }
                 attempt = 0;
+                if resp.commands.contains(&AgentCommand::RefreshKeys) {
+                    KEYS_CHANGED.notify_one();
+                }
                 if resp.commands.contains(&AgentCommand::Stop) {
                     tracing::info!("control asked the agent to stop");
                     shutdown(&session, &config, &scripts).await;

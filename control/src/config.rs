@@ -187,7 +187,9 @@ pub enum CaCmd {
     },
 }
 
+/// A flag given twice takes its last value (wrappers and scripts can override defaults).
 #[derive(Args, Debug, Clone)]
+#[command(args_override_self = true)]
 pub struct ServerArgs {
     /// Where Outpost keeps its SQLite database, CA and workspaces.
     #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]

@@ -1020,3 +1020,74 @@ fn ssh_audit(port: u16) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A key added or removed reaches running agents at once (control pushes a refresh through the
+/// held poll), not at the next periodic manifest fetch (every heartbeat, 30 s here).
+#[test]
+fn key_changes_reach_running_agents_at_once() -> R {
+    let s = Server::start_with(Backend::Sqlite, &["--heartbeat-secs", "30"])?;
+    let t = s.dir.path().join("tpl");
+    std::fs::create_dir_all(&t)?;
+    std::fs::write(
+        t.join("template.toml"),
+        "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\n",
+    )?;
+    s.ok(&["templates", "push", t.to_str().unwrap_or_default()])?;
+    s.ok(&["create", "dev", "-t", "tpl"])?;
+    let (w, _) = s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["agent"]["ssh_addr"].is_string()
+    })?;
+    let port = w["agent"]["ssh_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit(':')
+        .next()
+        .unwrap_or("0")
+        .to_string();
+    let key = s.dir.path().join("late_key");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()?;
+    let ssh = || -> R<bool> {
+        Ok(Command::new("ssh")
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(&key)
+            .args(["-p", &port, "dev@127.0.0.1", "true"])
+            .status()?
+            .success())
+    };
+    assert!(!ssh()?);
+    let added = s.json(&["keys", "add", &format!("{}.pub", key.display())])?;
+    let t0 = std::time::Instant::now();
+    while !ssh()? {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the new key was not accepted within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = added["id"].as_str().unwrap_or_default().to_string();
+    s.ok(&["keys", "remove", &id])?;
+    let t0 = std::time::Instant::now();
+    while ssh()? {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the removed key still worked after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}

@@ -635,6 +635,9 @@ pub struct PollResponse {
 pub enum AgentCommand {
     /// Run shutdown work and exit cleanly.
     Stop,
+    /// The owner's SSH keys changed: fetch the manifest again.
+    #[serde(rename = "refresh_keys")]
+    RefreshKeys,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

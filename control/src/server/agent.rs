@@ -373,6 +373,7 @@ fn commands_response(cmds: &[String]) -> Response {
         .iter()
         .filter_map(|k| match k.as_str() {
             "stop" => Some(AgentCommand::Stop),
+            "refresh_keys" => Some(AgentCommand::RefreshKeys),
             _ => None,
         })
         .collect();

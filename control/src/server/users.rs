@@ -523,7 +523,28 @@ pub(super) async fn add_ssh_key(
         .store
         .add_ssh_key(&auth.user.id, &req.name, &key, &fp)
         .await?;
+    keys_changed(&state, &auth.user.id).await;
     Ok((StatusCode::CREATED, Json(key_view(row))))
+}
+
+/// Tells the user's running agents at once (through their held polls) to fetch the new keys:
+/// a key added or removed works, or stops working, right away.
+async fn keys_changed(state: &AppState, user_id: &str) {
+    let Ok(workspaces) = state.store.list_workspaces(Some(user_id)).await else {
+        return;
+    };
+    for w in workspaces {
+        for agent in state.store.live_agents(&w.id).await.unwrap_or_default() {
+            if state
+                .store
+                .enqueue_command(&agent, "refresh_keys")
+                .await
+                .is_ok()
+            {
+                state.wake_agent(&agent);
+            }
+        }
+    }
 }
 
 pub(super) async fn list_ssh_keys(
@@ -555,5 +576,6 @@ pub(super) async fn remove_ssh_key(
                 ApiError::not_found(format!("no key {id:?}; see `outpost keys list`"))
             })
         })?;
+    keys_changed(&state, &auth.user.id).await;
     Ok(Json(serde_json::json!({ "removed": id })))
 }
