@@ -257,6 +257,30 @@ impl Browser {
         Ok((old, new))
     }
 
+    pub fn current_tab(&self) -> R<String> {
+        Ok(self
+            .call("GET", "/window", None)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Waits for a tab other than `known` to appear (a link with target=_blank) and returns it.
+    pub fn wait_new_tab(&self, known: &str) -> R<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let handles = self.call("GET", "/window/handles", None)?;
+            if let Some(h) = handles
+                .as_array()
+                .and_then(|a| a.iter().filter_map(|h| h.as_str()).find(|h| *h != known))
+            {
+                return Ok(h.to_string());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no new tab opened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Accepts a confirm() dialog.
     pub fn accept_alert(&self) -> R {
         let deadline = Instant::now() + Duration::from_secs(10);

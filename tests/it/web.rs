@@ -336,9 +336,16 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
         .unwrap_or_default()
         .to_string();
     assert_eq!(href, "/@admin/dev/apps/files/");
-    b.goto(&format!("{url}{href}"))?;
+    // Clicking the link opens the app in a new tab.
+    let page_tab = b.current_tab()?;
+    b.click("#apps [data-app=\"files\"] a")?;
+    let app_tab = b.wait_new_tab(&page_tab)?;
+    b.switch_to(&app_tab)?;
     b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
+    assert!(b.url()?.ends_with("/@admin/dev/apps/files/"));
     b.screenshot("app")?;
+    b.close_tab()?;
+    b.switch_to(&page_tab)?;
     b.goto(&format!(
         "{url}/@admin/dev/ports/{owner_port}/marker-dev.txt"
     ))?;
