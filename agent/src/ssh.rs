@@ -923,7 +923,26 @@ async fn run_sftp(
     home: PathBuf,
 ) -> anyhow::Result<Ended> {
     let (ours, theirs) = tokio::io::duplex(512 * 1024);
-    russh_sftp::server::run(theirs, crate::sftp::Sftp::new(home)).await;
+    // The sftp server does its file I/O synchronously: it gets a thread and a runtime of its own,
+    // so a slow disk never stalls the agent's other sessions, heartbeats or terminals.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let handler = crate::sftp::Sftp::new(home);
+    std::thread::Builder::new()
+        .name("sftp".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                russh_sftp::server::run(theirs, handler).await;
+                // Until the session has ended (or its owner is gone).
+                let _ = done_rx.await;
+            });
+        })
+        .context("starting the sftp thread")?;
     let (mut rd, mut wr) = tokio::io::split(ours);
     let h = handle.clone();
     let out = tokio::spawn(async move {
@@ -956,6 +975,7 @@ async fn run_sftp(
     let _ = wr.shutdown().await;
     drop(wr);
     let _ = tokio::time::timeout(Duration::from_secs(5), out).await;
+    let _ = done_tx.send(());
     Ok(Ended::Code(0))
 }
 
