@@ -102,6 +102,10 @@ pub struct SshArgs {
     /// Bridge standard input/output to the workspace's SSH server (for ProxyCommand).
     #[arg(long)]
     pub stdio: bool,
+    /// With --stdio, under OpenSSH's `ProxyUseFdpass yes`: open the relay, hand ssh the
+    /// connection itself and exit, so no process copies the bytes (http:// servers only).
+    #[arg(long, requires = "stdio")]
+    pub fdpass: bool,
     /// Do not start a stopped workspace or wait for it.
     #[arg(long)]
     pub no_start: bool,

@@ -87,6 +87,61 @@ async fn write_known_hosts(ctx: &Ctx, client: &Client, suffix: &str) -> anyhow::
 
 const RELAY_BUF: usize = 1 << 20;
 
+/// Opens the relay on a plain TCP connection (the HTTP upgrade by hand), then passes the socket
+/// to ssh over stdout (`ProxyUseFdpass`): ssh then talks to control directly.
+fn fdpass(client: &outpost_api::Client, name: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let hostport = client
+        .base()
+        .strip_prefix("http://")
+        .map(|r| r.split('/').next().unwrap_or(r))
+        .context("--fdpass needs an http:// server (a TLS session cannot be handed over); run `outpost config-ssh` again")?;
+    let mut tcp = std::net::TcpStream::connect(hostport)
+        .with_context(|| format!("connecting to {hostport}"))?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        tcp,
+        "GET /api/v1/workspaces/{name}/relay/ssh HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\nConnection: upgrade\r\nUpgrade: outpost-relay\r\n\r\n",
+        client.token().unwrap_or("")
+    )?;
+    // The response head, a byte at a time: whatever follows it is ssh's.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(
+            tcp.read(&mut byte)? == 1 && head.len() < 16 * 1024,
+            "control closed the relay connection before answering"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    if status != "101" {
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())
+                    .flatten()
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len.min(64 * 1024)];
+        let _ = tcp.read_exact(&mut body);
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        anyhow::bail!("control refused the relay (HTTP {status}): {msg}");
+    }
+    tcp.set_read_timeout(None)?;
+    crate::sys::send_fd(&std::io::stdout(), tcp.as_raw_fd())
+        .context("passing the connection to ssh (is `ProxyUseFdpass yes` set?)")?;
+    Ok(())
+}
+
 /// Stdin as a non-blocking pipe with a 1 MiB buffer, when it is a pipe (as under ProxyCommand).
 fn stdin_pipe() -> Option<tokio::net::unix::pipe::Receiver> {
     use std::os::fd::AsFd;
@@ -119,6 +174,9 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
     if a.stdio {
         // ProxyCommand: bridge stdin/stdout with the relayed SSH stream.
         ensure_running(&client, &name, !a.no_start).await?;
+        if a.fdpass {
+            return fdpass(&client, &name);
+        }
         let stream = client
             .relay(&format!("/api/v1/workspaces/{name}/relay/ssh"))
             .await?;
@@ -196,8 +254,19 @@ pub(crate) async fn config_ssh(ctx: &Ctx, a: ConfigSshArgs) -> anyhow::Result<()
     let client = ctx.client()?;
     let kh = write_known_hosts(ctx, &client, &a.suffix).await?;
     let exe = std::env::current_exe().context("finding the outpost binary")?;
+    // Over plain HTTP the CLI hands ssh the relay connection and leaves the data path.
+    let fdpass = if client.base().starts_with("http://") {
+        " --fdpass"
+    } else {
+        ""
+    };
+    let use_fdpass = if fdpass.is_empty() {
+        ""
+    } else {
+        "  ProxyUseFdpass yes\n"
+    };
     let block = format!(
-        "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\nHost *.{suffix}\n  ProxyCommand {exe} --config-dir {cfg} ssh --stdio %h\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  ConnectTimeout 0\n  ServerAliveInterval 30\n{identity}{END}\n",
+        "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\nHost *.{suffix}\n  ProxyCommand {exe} --config-dir {cfg} ssh --stdio{fdpass} %h\n{use_fdpass}  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  ConnectTimeout 0\n  ServerAliveInterval 30\n{identity}{END}\n",
         identity = outpost_identity()
             .map(|k| format!("  IdentityFile {}\n", k.display()))
             .unwrap_or_default(),

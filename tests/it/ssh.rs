@@ -452,6 +452,11 @@ fn relay_config_ssh_and_port_forward() -> R {
     let text = std::fs::read_to_string(&cfg)?;
     assert_eq!(text.matches("START-OUTPOST").count(), 1, "{text}");
     assert!(text.starts_with("Host other\n"), "{text}");
+    // Over plain HTTP the CLI hands the relay connection to ssh (no process in the data path).
+    assert!(
+        text.contains("ProxyUseFdpass yes") && text.contains("ssh --stdio --fdpass %h"),
+        "{text}"
+    );
     let config_dir = s.config_dir();
     let ssh = |cmd: &str| -> R<std::process::Output> {
         Ok(Command::new("ssh")
