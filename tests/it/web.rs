@@ -94,7 +94,7 @@ fn dashboard_terminal_and_apps() -> R {
     let Some(b) = Browser::start()? else {
         return Ok(());
     };
-    let s = Server::start_with(Backend::Sqlite, &["--terminal-idle-timeout-secs", "6"])?;
+    let mut s = Server::start_with(Backend::Sqlite, &["--terminal-idle-timeout-secs", "6"])?;
     let (owner_port, public_port, dead_port) = (free_port()?, free_port()?, free_port()?);
     let dir = s.dir.path().join("web-template");
     std::fs::create_dir_all(&dir)?;
@@ -310,6 +310,17 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
         "{before_reload}\n---\n{again}"
     );
     b.screenshot("terminal-top-after-reload")?;
+
+    // Control restarts (kill -9): the page reconnects by itself, to the same session and screen.
+    s.restart()?;
+    b.wait_js("document.body.dataset.connected === ''", 20)?;
+    b.wait_js("document.body.dataset.connected === '1'", 60)?;
+    let after_restart = wait_screen(&b, "PID")?;
+    assert_eq!(
+        row_of(&after_restart, "PID"),
+        row_of(&before_reload, "PID"),
+        "{after_restart}"
+    );
 
     // A second tab on the same session sees the same screen and its input.
     let (first_tab, second_tab) = b.new_tab()?;
