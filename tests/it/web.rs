@@ -508,6 +508,17 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
         "document.getElementById('status').textContent === 'running'",
         60,
     )?;
+    let before = s.workspace("dev")?["latest_build"]["number"]
+        .as_i64()
+        .unwrap_or(0);
+    b.click("button[data-action=restart]")?;
+    s.wait_for("dev", Duration::from_secs(60), |w| {
+        w["latest_build"]["number"].as_i64().unwrap_or(0) > before && w["status"] == "running"
+    })?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'running'",
+        60,
+    )?;
     b.click("button[data-action=delete]")?;
     b.accept_alert()?;
     b.wait_js("location.pathname === '/'", 60)?;
