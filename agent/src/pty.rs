@@ -195,36 +195,22 @@ impl PtyHub {
     }
 
     fn start(&self, a: &Attach) -> anyhow::Result<Arc<PtySession>> {
-        use portable_pty::{native_pty_system, CommandBuilder, PtySize};
-        let pair = native_pty_system()
-            .openpty(PtySize {
-                rows: a.rows,
-                cols: a.cols,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .context("opening a PTY")?;
-        let sh = &self.shared;
-        let mut cmd = CommandBuilder::new(&sh.shell);
-        match &a.command {
-            Some(c) => cmd.args(["-c", c]),
-            None => cmd.arg("-l"),
-        }
-        cmd.cwd(&sh.home);
-        cmd.env_clear();
-        for (k, v) in crate::ssh::base_env(sh) {
-            cmd.env(k, v);
-        }
-        cmd.env("TERM", "xterm-256color");
-        cmd.env("OUTPOST_SESSION_KIND", "web-terminal");
-        let mut child = pair
-            .slave
-            .spawn_command(cmd)
-            .context("starting the shell")?;
-        drop(pair.slave);
+        let args: Vec<String> = match &a.command {
+            Some(c) => vec!["-c".into(), c.clone()],
+            None => vec!["-l".into()],
+        };
+        let mut vars = crate::ssh::base_env(&self.shared);
+        vars.push(("TERM".into(), "xterm-256color".into()));
+        vars.push(("OUTPOST_SESSION_KIND".into(), "web-terminal".into()));
+        let size = portable_pty::PtySize {
+            rows: a.rows,
+            cols: a.cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        };
+        let (master, mut child) = crate::ssh::spawn_in_pty(&self.shared, size, &args, &vars)?;
         let pid = child.process_id().map(|p| p as i32);
-        let raw = pair
-            .master
+        let raw = master
             .as_raw_fd()
             .context("the PTY has no file descriptor")?;
         let fd = Arc::new(crate::sys::async_dup(raw)?);
@@ -236,7 +222,7 @@ impl PtyHub {
             }),
             fd: fd.clone(),
             writing: tokio::sync::Mutex::new(()),
-            master: Mutex::new(pair.master),
+            master: Mutex::new(master),
             attached: AtomicUsize::new(0),
             detached_at: Mutex::new(Instant::now()),
             pid,

@@ -1081,6 +1081,35 @@ async fn run_piped(
     })
 }
 
+/// Starts the user's shell with `args` in the home on a new PTY, with exactly `vars` as its
+/// environment; the slave side is closed here (else the master never sees EOF).
+pub fn spawn_in_pty(
+    shared: &SshShared,
+    size: portable_pty::PtySize,
+    args: &[String],
+    vars: &[(String, String)],
+) -> anyhow::Result<(
+    Box<dyn portable_pty::MasterPty + Send>,
+    Box<dyn portable_pty::Child + Send + Sync>,
+)> {
+    let pair = portable_pty::native_pty_system()
+        .openpty(size)
+        .context("opening a PTY")?;
+    let mut cmd = portable_pty::CommandBuilder::new(&shared.shell);
+    cmd.args(args);
+    cmd.cwd(&shared.home);
+    cmd.env_clear();
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let child = pair
+        .slave
+        .spawn_command(cmd)
+        .context("starting the shell")?;
+    drop(pair.slave);
+    Ok((pair.master, child))
+}
+
 /// A process on a PTY (portable-pty, blocking: a reader thread and a writer thread).
 async fn run_pty(
     channel: &mut Channel<Msg>,
@@ -1091,34 +1120,23 @@ async fn run_pty(
     vars: &[(String, String)],
     req: PtyReq,
 ) -> anyhow::Result<Ended> {
-    use portable_pty::{native_pty_system, CommandBuilder, PtySize};
+    use portable_pty::PtySize;
     let size = |cols: u32, rows: u32| PtySize {
         rows: rows.clamp(1, 1000) as u16,
         cols: cols.clamp(1, 1000) as u16,
         pixel_width: 0,
         pixel_height: 0,
     };
-    let pair = native_pty_system()
-        .openpty(size(
+    let (master, mut child) = spawn_in_pty(
+        shared,
+        size(
             if req.cols == 0 { 80 } else { req.cols },
             if req.rows == 0 { 24 } else { req.rows },
-        ))
-        .context("opening a PTY")?;
-    let mut cmd = CommandBuilder::new(&shared.shell);
-    cmd.args(args);
-    cmd.cwd(&shared.home);
-    cmd.env_clear();
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let mut child = pair
-        .slave
-        .spawn_command(cmd)
-        .context("starting the shell")?;
-    // Without dropping the slave, the master never sees EOF.
-    drop(pair.slave);
+        ),
+        args,
+        vars,
+    )?;
     let pid = child.process_id().map(|p| p as i32);
-    let master = pair.master;
     let mut reader = master.try_clone_reader()?;
     let mut writer = master.take_writer()?;
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
