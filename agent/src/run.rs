@@ -134,10 +134,19 @@ fn new_csr() -> anyhow::Result<(rcgen::KeyPair, String)> {
 /// Exchanges the one-time token for a certificate, once (no retries). The key is made here and
 /// never leaves the agent.
 pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, ClientError> {
-    let (key, csr) = new_csr().map_err(|e| ClientError::Decode {
+    let key_csr = new_csr().map_err(|e| ClientError::Decode {
         url: bundle.agent_url.clone(),
         message: e.to_string(),
     })?;
+    bootstrap_with(bundle, &key_csr).await
+}
+
+/// One exchange with a given key. Retrying with the same key is safe: control lets the key that
+/// spent a token spend it again for two minutes, in case its answer was lost.
+async fn bootstrap_with(
+    bundle: &BootstrapBundle,
+    (key, csr): &(rcgen::KeyPair, String),
+) -> Result<Credentials, ClientError> {
     let cfg = tls::client_config(&bundle.ca_pins, None).map_err(|e| ClientError::Decode {
         url: bundle.agent_url.clone(),
         message: e.to_string(),
@@ -149,7 +158,7 @@ pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, Cli
     let client = Client::with_http(http, &bundle.agent_url, None);
     let req = BootstrapRequest {
         token: bundle.token.clone(),
-        csr_pem: csr,
+        csr_pem: csr.clone(),
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
     let r: BootstrapResponse = client.post("/agent/v1/bootstrap", &req).await?;
@@ -168,9 +177,11 @@ pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, Cli
 /// [`bootstrap_once`] with full-jitter backoff on transport and server errors. A refusal (4xx)
 /// is final: the token is used, expired or wrong.
 pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> {
+    // One key for every attempt: a retry after a lost answer is the same request again.
+    let key_csr = new_csr()?;
     let mut attempt = 0;
     loop {
-        match bootstrap_once(bundle).await {
+        match bootstrap_with(bundle, &key_csr).await {
             Ok(c) => return Ok(c),
             Err(e) if e.status().is_some_and(|s| s < 500) => {
                 bail!(

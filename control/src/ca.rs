@@ -280,6 +280,17 @@ impl Ca {
         Ok(csr)
     }
 
+    /// SHA-256 (hex) of a CSR's public key: what a bootstrap token is spent for.
+    pub fn csr_key_hash(csr_pem: &str) -> Result<String, CsrError> {
+        use rcgen::PublicKeyData;
+        use sha2::Digest;
+        let csr = Self::check_csr(csr_pem)?;
+        Ok(sha2::Sha256::digest(csr.public_key.der_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Signs an agent's CSR. Only the CSR's public key is used: subject, SANs, extensions and
     /// lifetime are chosen here.
     pub fn sign_agent_csr(

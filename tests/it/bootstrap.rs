@@ -138,3 +138,32 @@ fn bootstrap_basics(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(bootstrap_basics);
+
+/// An agent whose bootstrap answer was lost (control died mid-request) retries with the same key
+/// and gets its certificate; the spent token is still refused to any other key.
+fn bootstrap_retry_with_the_same_key(backend: Backend) -> R {
+    let s = Server::start_with(backend, &["--agent-binary", "/bin/true"])?;
+    s.json(&["create", "ws", "--no-wait"])?;
+    let b = bundle(&s, "ws", 1)?;
+    let token = b["token"].as_str().unwrap_or_default().to_string();
+    let mine = csr()?;
+    let call = |csr: &str| {
+        agent_call(
+            &b,
+            "/agent/v1/bootstrap",
+            Some(json!({"token": token, "csr_pem": csr})),
+            None,
+        )
+    };
+    let (st, first) = call(&mine)?;
+    assert_eq!(st, 200, "{first}");
+    let (st, again) = call(&mine)?;
+    assert_eq!(st, 200, "{again}");
+    let (first, again): (Value, Value) =
+        (serde_json::from_str(&first)?, serde_json::from_str(&again)?);
+    assert_eq!(first["agent_id"], again["agent_id"]);
+    let (st, _) = call(&csr()?)?;
+    assert_eq!(st, 401, "another key cannot spend the token");
+    Ok(())
+}
+both_backends!(bootstrap_retry_with_the_same_key);

@@ -220,14 +220,17 @@ async fn bootstrap(
         return Err(reject(&state, "agent.bootstrap", &peer, "malformed token"));
     };
     // Check the CSR before spending the token; a bad CSR costs the caller nothing but a 401.
-    if let Err(e) = crate::ca::Ca::check_csr(&req.csr_pem) {
-        return Err(reject(
-            &state,
-            "agent.bootstrap",
-            &peer,
-            &format!("invalid CSR: {e} (token id {token_id})"),
-        ));
-    }
+    let key_hash = match crate::ca::Ca::csr_key_hash(&req.csr_pem) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(reject(
+                &state,
+                "agent.bootstrap",
+                &peer,
+                &format!("invalid CSR: {e} (token id {token_id})"),
+            ))
+        }
+    };
     let hash = sha256_hex(secret);
     // Compare in constant time before the atomic consume (which matches the hash exactly).
     match state.store.bootstrap_token_secret_hash(token_id).await? {
@@ -251,7 +254,7 @@ async fn bootstrap(
     }
     let Some((workspace_id, agent_id)) = state
         .store
-        .consume_bootstrap_token(token_id, &hash, now_ms())
+        .consume_bootstrap_token(token_id, &hash, &key_hash, now_ms())
         .await?
     else {
         return Err(reject(

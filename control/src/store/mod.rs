@@ -46,6 +46,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (4, include_str!("m4_sqlite.sql")),
     (5, include_str!("m5_sqlite.sql")),
     (6, include_str!("m6_sqlite.sql")),
+    (7, include_str!("m7_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -54,7 +55,11 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (4, include_str!("m4_postgres.sql")),
     (5, include_str!("m5_postgres.sql")),
     (6, include_str!("m6_postgres.sql")),
+    (7, include_str!("m7_postgres.sql")),
 ];
+
+/// How long after its first use a bootstrap token can be spent again by the same key.
+pub const BOOTSTRAP_RETRY_MS: i64 = 120_000;
 
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
@@ -968,20 +973,28 @@ impl Store {
 
     /// Consumes a bootstrap token atomically: of concurrent redemptions exactly one gets the
     /// (workspace id, agent id); a used, expired, unknown or wrong-secret token gets None.
+    /// Spends a bootstrap token for the key `key_hash`. The same key may spend it again for
+    /// [`BOOTSTRAP_RETRY_MS`] after the first use: an agent whose answer was lost (control died
+    /// mid-request) retries with its key and gets a certificate for that key; any other key is
+    /// refused.
     pub async fn consume_bootstrap_token(
         &self,
         token_id: &str,
         secret_hash: &str,
+        key_hash: &str,
         now: i64,
     ) -> Result<Option<(String, String)>> {
         let row = sqlx::query(
-            "UPDATE bootstrap_tokens SET used_at = $1 \
-             WHERE id = $2 AND secret_hash = $3 AND used_at IS NULL AND expires_at > $1 \
+            "UPDATE bootstrap_tokens SET used_at = COALESCE(used_at, $1), used_key = $4 \
+             WHERE id = $2 AND secret_hash = $3 AND expires_at > $1 \
+             AND (used_at IS NULL OR (used_key = $4 AND used_at > $5)) \
              RETURNING workspace_id, agent_id",
         )
         .bind(now)
         .bind(token_id)
         .bind(secret_hash)
+        .bind(key_hash)
+        .bind(now - BOOTSTRAP_RETRY_MS)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok((r.try_get("workspace_id")?, r.try_get("agent_id")?)))

@@ -258,35 +258,59 @@ async fn bootstrap_tokens_have_one_winner(store: Store) {
         .await
         .expect("agent");
     store
-        .create_bootstrap_token("tok", "hash", &ws, &agent, now_ms() + 60_000)
+        .create_bootstrap_token("tok", "hash", &ws, &agent, now_ms() + 600_000)
         .await
         .expect("token");
     assert!(store
-        .consume_bootstrap_token("tok", "wrong", now_ms())
+        .consume_bootstrap_token("tok", "wrong", "k0", now_ms())
         .await
         .expect("c")
         .is_none());
     let mut tasks = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.consume_bootstrap_token("tok", "hash", now_ms()).await
+            s.consume_bootstrap_token("tok", "hash", &format!("k{i}"), now_ms())
+                .await
         }));
     }
-    let mut winners = 0;
-    for t in tasks {
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
         if t.await.expect("join").expect("consume").is_some() {
-            winners += 1;
+            winners.push(i);
         }
     }
-    assert_eq!(winners, 1);
+    assert_eq!(winners.len(), 1);
+    // The winning key may spend it again for a while (its answer may have been lost); no other.
+    let key = format!("k{}", winners[0]);
+    let other = format!("k{}", (winners[0] + 1) % 20);
+    assert!(store
+        .consume_bootstrap_token("tok", "hash", &key, now_ms())
+        .await
+        .expect("c")
+        .is_some());
+    assert!(store
+        .consume_bootstrap_token("tok", "hash", &other, now_ms())
+        .await
+        .expect("c")
+        .is_none());
+    assert!(store
+        .consume_bootstrap_token(
+            "tok",
+            "hash",
+            &key,
+            now_ms() + crate::store::BOOTSTRAP_RETRY_MS + 1
+        )
+        .await
+        .expect("c")
+        .is_none());
     // Expired tokens are refused.
     store
         .create_bootstrap_token("old", "h2", &ws, &agent, now_ms() - 1)
         .await
         .expect("token");
     assert!(store
-        .consume_bootstrap_token("old", "h2", now_ms())
+        .consume_bootstrap_token("old", "h2", "k0", now_ms())
         .await
         .expect("c")
         .is_none());

@@ -1,0 +1,1 @@
+ALTER TABLE bootstrap_tokens ADD COLUMN used_key TEXT
