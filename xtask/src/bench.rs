@@ -13,6 +13,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Some("agents") => crate::agents::main(&args[1..]),
         Some("ssh") => crate::sshbench::main(&args[1..]),
         Some("terminal") => crate::termbench::main(&args[1..]),
+        Some("rig") => crate::sshbench::hold(),
         Some("lifecycle") => {
             let mut count = 20usize;
             let mut running = 100usize;
@@ -555,7 +556,13 @@ pub fn write_results(
         md.push_str(&format!(
             "| {metric} | {value:.1} {unit} | {anchor} | {} | {} |\n",
             anchor_value
-                .map(|a| format!("{a:.0} {unit}"))
+                .map(|a| {
+                    if a.abs() < 100.0 {
+                        format!("{a:.1} {unit}")
+                    } else {
+                        format!("{a:.0} {unit}")
+                    }
+                })
                 .unwrap_or_else(|| "-".into()),
             ratio
                 .map(|r| format!("{r:.3}x"))

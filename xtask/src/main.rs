@@ -18,6 +18,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench lifecycle     create/stop/start/delete timings and control's RSS with 100 workspaces
   bench agents        N simulated agents (bootstrap, long poll, heartbeats) against one server
   bench ssh           the agent's SSH (direct and relayed) beside Debian's sshd, same run
+  bench terminal      web terminal keystroke latency beside `ssh -tt` to Debian's sshd
+  bench rig           set up bench ssh's servers, print how to reach them, wait for Enter
+                      (for profiling by hand: perf, strace)
 ";
 
 fn main() -> std::process::ExitCode {

@@ -235,6 +235,32 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
     })
 }
 
+/// `bench rig`: the servers of `bench ssh`, held up until Enter, for profiling by hand.
+pub fn hold() -> anyhow::Result<()> {
+    if !Path::new("/usr/sbin/sshd").exists() {
+        bail!("Debian's sshd is the anchor: install it with `apt-get install openssh-server`");
+    }
+    crate::cargo(&["build", "--release", "--bins"])?;
+    let rig = setup(&crate::root().join("target/release"), "rig")?;
+    let common = format!(
+        "-F {cfg} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o Ciphers={CIPHER} -i {key}",
+        cfg = rig.ssh_config.display(),
+        key = rig.key.display()
+    );
+    println!("export OUTPOST_CONFIG_DIR={}", rig.cli_dir.display());
+    println!(
+        "SSHD='ssh {common} -p {} {BENCH_USER}@127.0.0.1'",
+        rig.sshd_port
+    );
+    println!("DIRECT='ssh {common} -p {} dev@127.0.0.1'", rig.agent_port);
+    println!("RELAY='ssh {common} dev.outpost'");
+    println!("SERVER_PID={}", rig.server.child.id());
+    eprintln!("rig up: press Enter to tear it down");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
 fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     let rig = setup(bin, "ssh")?;
     let Rig {
@@ -297,16 +323,37 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     }
 
     // 2. Bulk transfer, each way, with AES-GCM and with chacha20-poly1305.
+    // Where the CPU goes: the client (ssh, head/cat: our children), the agent, control.
+    let w: serde_json::Value = serde_json::from_str(&outpost(&["--json", "show", "dev"])?)?;
+    let agent_pid: u32 = w["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|x| x["name"] == "agent"))
+        .and_then(|x| x["details"]["pid"].as_str())
+        .and_then(|p| p.parse().ok())
+        .context("the agent's pid")?;
+    let procs = Procs {
+        agent: agent_pid,
+        control: rig.server.child.id(),
+    };
     let mut up = Vec::new();
     let mut down = Vec::new();
     let mut up_chacha = Vec::new();
     let mut down_chacha = Vec::new();
+    let mut cpu = Vec::new();
     for (name, ssh) in &targets {
-        bulk(&env_cli, name, ssh, gib, &mut up, &mut down)?;
+        cpu.push(bulk(&env_cli, name, ssh, gib, &procs, &mut up, &mut down)?);
     }
     for (name, ssh) in &targets {
         let ssh = ssh.replace(&format!("Ciphers={CIPHER}"), &format!("Ciphers={CHACHA}"));
-        bulk(&env_cli, name, &ssh, gib, &mut up_chacha, &mut down_chacha)?;
+        bulk(
+            &env_cli,
+            name,
+            &ssh,
+            gib,
+            &procs,
+            &mut up_chacha,
+            &mut down_chacha,
+        )?;
     }
 
     // 3. sftp put and get of the same file (sshd runs its internal-sftp).
@@ -350,13 +397,6 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&blob);
 
     // 4. The agent's memory, idle and with 100 sessions open.
-    let w: serde_json::Value = serde_json::from_str(&outpost(&["--json", "show", "dev"])?)?;
-    let agent_pid: u32 = w["resources"]
-        .as_array()
-        .and_then(|r| r.iter().find(|x| x["name"] == "agent"))
-        .and_then(|x| x["details"]["pid"].as_str())
-        .and_then(|p| p.parse().ok())
-        .context("the agent's pid")?;
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = crate::bench::rss_kib(agent_pid) as f64 / 1024.0;
     let sessions: Vec<Kill> = (0..100)
@@ -455,6 +495,40 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
             Some(v[1]),
         ));
     }
+    // CPU seconds per GiB moved (aes128-gcm), summed over the processes that carry the bytes:
+    // on this machine every core is busy in a transfer, so rate follows total CPU.
+    for (i, what) in [(0, "upload"), (1, "download")] {
+        let (direct, relay) = (&cpu[1][i], &cpu[2][i]);
+        let per = |c: f64| c / gib as f64;
+        rows.push((
+            format!("{what} CPU/GiB, direct: ssh client + agent"),
+            per(direct.client + direct.agent),
+            "s",
+            "-",
+            None,
+        ));
+        rows.push((
+            format!("{what} CPU/GiB, relay: ssh client + control + agent"),
+            per(relay.client + relay.control + relay.agent),
+            "s",
+            "agent direct (same run)",
+            Some(per(direct.client + direct.agent)),
+        ));
+        rows.push((
+            format!("{what} CPU/GiB, relay: control (tunnel TLS, HTTP/2, TCP)"),
+            per(relay.control),
+            "s",
+            "-",
+            None,
+        ));
+        rows.push((
+            format!("{what} CPU/GiB, relay: agent"),
+            per(relay.agent),
+            "s",
+            "agent direct (same run)",
+            Some(per(direct.agent)),
+        ));
+    }
     rows.push(("agent RSS, idle".into(), rss_idle, "MiB", "-", None));
     rows.push(("agent RSS, 100 sessions".into(), rss_100, "MiB", "-", None));
     let rows: Vec<(&str, f64, &str, &str, Option<f64>)> = rows
@@ -464,31 +538,90 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     write_results("ssh", &title, &rows)
 }
 
-/// 1 GiB (or `gib`) up (`head -c | ssh 'cat > /dev/null'`) and down; rates pushed in MiB/s.
+struct Procs {
+    agent: u32,
+    control: u32,
+}
+
+/// CPU seconds (user + system) spent during one transfer.
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    /// Our waited-for children: ssh, head or cat, the shell.
+    client: f64,
+    /// The agent itself (not the command it runs).
+    agent: f64,
+    control: f64,
+}
+
+/// utime + stime (own, or of waited-for children) of a process, in seconds.
+fn cpu_secs(pid: &str, children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
+    let (u, s) = if children { (13, 14) } else { (11, 12) };
+    // USER_HZ is 100 on Linux.
+    (f.get(u).copied().unwrap_or(0.0) + f.get(s).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn measure(procs: &Procs, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, Cpu)> {
+    let snap = || Cpu {
+        client: cpu_secs("self", true),
+        agent: cpu_secs(&procs.agent.to_string(), false),
+        control: cpu_secs(&procs.control.to_string(), false),
+    };
+    let a = snap();
+    let t = Instant::now();
+    run()?;
+    let secs = t.elapsed().as_secs_f64();
+    let b = snap();
+    Ok((
+        secs,
+        Cpu {
+            client: b.client - a.client,
+            agent: b.agent - a.agent,
+            control: b.control - a.control,
+        },
+    ))
+}
+
+/// 1 GiB (or `gib`) up (`head -c | ssh 'cat > /dev/null'`) and down; rates pushed in MiB/s,
+/// the CPU each took returned.
 fn bulk(
     env_cli: &str,
     name: &str,
     ssh: &str,
     gib: u64,
+    procs: &Procs,
     up: &mut Vec<f64>,
     down: &mut Vec<f64>,
-) -> anyhow::Result<()> {
-    let t = Instant::now();
-    let o = sh(&format!(
-        "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
-    ))?;
-    if !o.status.success() {
-        bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    up.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    let o = sh(&format!(
-        "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
-    ))?;
-    if !o.status.success() {
-        bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    down.push(gib as f64 * 1024.0 / t.elapsed().as_secs_f64());
+) -> anyhow::Result<[Cpu; 2]> {
+    let (secs, cpu_up) = measure(procs, || {
+        let o = sh(&format!(
+            "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
+        ))?;
+        if !o.status.success() {
+            bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(())
+    })?;
+    up.push(gib as f64 * 1024.0 / secs);
+    let (secs, cpu_down) = measure(procs, || {
+        let o = sh(&format!(
+            "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
+        ))?;
+        if !o.status.success() {
+            bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(())
+    })?;
+    down.push(gib as f64 * 1024.0 / secs);
     eprintln!(
         "{name} ({}): up {:.0} MiB/s, down {:.0} MiB/s",
         if ssh.contains(CHACHA) {
@@ -499,7 +632,7 @@ fn bulk(
         up.last().unwrap_or(&0.0),
         down.last().unwrap_or(&0.0)
     );
-    Ok(())
+    Ok([cpu_up, cpu_down])
 }
 
 /// `sftp ... -b BATCH DEST` from an `ssh ... DEST` command line (the destination goes last).
