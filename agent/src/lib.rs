@@ -14,6 +14,7 @@ mod sftp;
 pub mod ssh;
 pub mod stats;
 mod sys;
+pub use sys::keep_freed_heap;
 pub mod tls;
 pub mod tunnel;
 

@@ -309,18 +309,92 @@ pub fn base_env(shared: &SshShared) -> Vec<(String, String)> {
     vars
 }
 
-/// Copies both ways, counting bytes.
-async fn pipe<A, B>(mut a: A, mut b: B)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    if let Ok((ab, ba)) =
-        tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 256 * 1024, 256 * 1024).await
-    {
-        COUNTERS.rx.fetch_add(ab, Ordering::Relaxed);
-        COUNTERS.tx.fetch_add(ba, Ordering::Relaxed);
+/// Reads `rd` in chunks that become the data's own memory (no copy out of a scratch buffer).
+struct ChunkReader<R> {
+    rd: R,
+    buf: bytes::BytesMut,
+    chunk: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
+    fn new(rd: R, chunk: usize) -> Self {
+        ChunkReader {
+            rd,
+            buf: bytes::BytesMut::new(),
+            chunk,
+        }
     }
+
+    /// The next chunk, or None at EOF or on an error.
+    async fn next(&mut self) -> Option<bytes::Bytes> {
+        if self.buf.capacity() < self.chunk / 4 {
+            self.buf.reserve(self.chunk);
+        }
+        match self.rd.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.buf.split().freeze()),
+        }
+    }
+}
+
+/// Copies both ways between an SSH channel and a local stream (forwarded ports and sockets, the
+/// auth agent), counting bytes, with half-close passed on both ways. Channel data is written to
+/// the stream as it arrives and stream reads go out as channel data, with no scratch buffer in
+/// between. A closed channel ends both ways.
+async fn pipe<S>(channel: Channel<Msg>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rx, tx) = channel.split();
+    let (rd, mut wr) = tokio::io::split(stream);
+    // Channel -> stream: (bytes, whether the channel closed rather than sent EOF).
+    let down = async {
+        let mut n = 0u64;
+        let closed = loop {
+            match rx.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    if wr.write_all(&data).await.is_err() {
+                        break false;
+                    }
+                    n += data.len() as u64;
+                }
+                Some(ChannelMsg::Eof) => break false,
+                Some(ChannelMsg::Close) | None => break true,
+                Some(_) => {}
+            }
+        };
+        let _ = wr.shutdown().await;
+        (n, closed)
+    };
+    // Stream -> channel.
+    let up = async {
+        let mut n = 0u64;
+        let mut rd = ChunkReader::new(rd, 256 * 1024);
+        while let Some(chunk) = rd.next().await {
+            n += chunk.len() as u64;
+            if tx.data_bytes(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.eof().await;
+        n
+    };
+    tokio::pin!(down, up);
+    let (mut ab, mut ba) = (None, None);
+    while ab.is_none() || ba.is_none() {
+        tokio::select! {
+            (n, closed) = &mut down, if ab.is_none() => {
+                ab = Some(n);
+                if closed {
+                    break;
+                }
+            }
+            n = &mut up, if ba.is_none() => ba = Some(n),
+        }
+    }
+    COUNTERS.rx.fetch_add(ab.unwrap_or(0), Ordering::Relaxed);
+    COUNTERS.tx.fetch_add(ba.unwrap_or(0), Ordering::Relaxed);
+    let _ = tx.close().await;
 }
 
 fn loopback_or(address: &str) -> String {
@@ -412,7 +486,7 @@ impl russh::server::Handler for Conn {
                 reply.accept().await;
                 tokio::spawn(async move {
                     let _live = Live::new(&COUNTERS.port_forward);
-                    pipe(channel.into_stream(), tcp).await;
+                    pipe(channel, tcp).await;
                 });
             }
             _ => {
@@ -436,7 +510,7 @@ impl russh::server::Handler for Conn {
                 reply.accept().await;
                 tokio::spawn(async move {
                     let _live = Live::new(&COUNTERS.port_forward);
-                    pipe(channel.into_stream(), sock).await;
+                    pipe(channel, sock).await;
                 });
             }
             Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
@@ -479,7 +553,7 @@ impl russh::server::Handler for Conn {
                         .await;
                     if let Ok(ch) = ch {
                         let _live = Live::new(&COUNTERS.port_forward);
-                        pipe(ch.into_stream(), tcp).await;
+                        pipe(ch, tcp).await;
                     }
                 });
             }
@@ -527,7 +601,7 @@ impl russh::server::Handler for Conn {
                 tokio::spawn(async move {
                     if let Ok(ch) = handle.channel_open_forwarded_streamlocal(path).await {
                         let _live = Live::new(&COUNTERS.port_forward);
-                        pipe(ch.into_stream(), sock).await;
+                        pipe(ch, sock).await;
                     }
                 });
             }
@@ -824,7 +898,7 @@ impl AgentSocket {
                 let handle = handle.clone();
                 tokio::spawn(async move {
                     if let Ok(ch) = handle.channel_open_agent().await {
-                        pipe(ch.into_stream(), sock).await;
+                        pipe(ch, sock).await;
                     }
                 });
             }
@@ -1003,40 +1077,22 @@ async fn run_piped(
     let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
     let pid = child.id().map(|p| p as i32);
     let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take().context("stdout")?;
-    let mut stderr = child.stderr.take().context("stderr")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let stderr = child.stderr.take().context("stderr")?;
     let (h1, h2) = (handle.clone(), handle.clone());
     let out_task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stdout.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if h1
-                        .data(id, bytes::Bytes::from(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        let mut rd = ChunkReader::new(stdout, 64 * 1024);
+        while let Some(chunk) = rd.next().await {
+            if h1.data(id, chunk).await.is_err() {
+                break;
             }
         }
     });
     let err_task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match stderr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if h2
-                        .extended_data(id, 1, bytes::Bytes::from(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        let mut rd = ChunkReader::new(stderr, 64 * 1024);
+        while let Some(chunk) = rd.next().await {
+            if h2.extended_data(id, 1, chunk).await.is_err() {
+                break;
             }
         }
     });
