@@ -309,6 +309,37 @@ pub fn base_env(shared: &SshShared) -> Vec<(String, String)> {
     vars
 }
 
+/// Writes every chunk of `batch` (vectored, as few calls as the socket allows), emptying it.
+async fn write_all_vectored<W>(wr: &mut W, batch: &mut Vec<bytes::Bytes>) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use bytes::Buf;
+    let mut first = 0;
+    while first < batch.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = batch[first..]
+            .iter()
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < batch.len() {
+            let len = batch[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                batch[first].advance(n);
+                n = 0;
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
 /// Reads `rd` in chunks that become the data's own memory (no copy out of a scratch buffer).
 struct ChunkReader<R> {
     rd: R,
@@ -349,14 +380,33 @@ where
     let (rd, mut wr) = tokio::io::split(stream);
     // Channel -> stream: (bytes, whether the channel closed rather than sent EOF).
     let down = async {
+        use futures_util::FutureExt;
         let mut n = 0u64;
+        // Packets that are already here go out in one write (as sshd's channel buffer does).
+        let mut batch: Vec<bytes::Bytes> = Vec::new();
+        let mut next = None;
         let closed = loop {
-            match rx.wait().await {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => rx.wait().await,
+            };
+            match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    if wr.write_all(&data).await.is_err() {
+                    batch.push(data);
+                    while batch.len() < 64 {
+                        match rx.wait().now_or_never() {
+                            Some(Some(ChannelMsg::Data { data })) => batch.push(data),
+                            Some(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    n += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                    if write_all_vectored(&mut wr, &mut batch).await.is_err() {
                         break false;
                     }
-                    n += data.len() as u64;
                 }
                 Some(ChannelMsg::Eof) => break false,
                 Some(ChannelMsg::Close) | None => break true,
@@ -395,6 +445,7 @@ where
     COUNTERS.rx.fetch_add(ab.unwrap_or(0), Ordering::Relaxed);
     COUNTERS.tx.fetch_add(ba.unwrap_or(0), Ordering::Relaxed);
     let _ = tx.close().await;
+    crate::sys::trim_heap();
 }
 
 fn loopback_or(address: &str) -> String {
@@ -1017,21 +1068,13 @@ async fn run_sftp(
             });
         })
         .context("starting the sftp thread")?;
-    let (mut rd, mut wr) = tokio::io::split(ours);
+    let (rd, mut wr) = tokio::io::split(ours);
     let h = handle.clone();
     let out = tokio::spawn(async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if h.data(id, bytes::Bytes::from(buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+        let mut rd = ChunkReader::new(rd, 256 * 1024);
+        while let Some(chunk) = rd.next().await {
+            if h.data(id, chunk).await.is_err() {
+                break;
             }
         }
     });
@@ -1050,6 +1093,7 @@ async fn run_sftp(
     drop(wr);
     let _ = tokio::time::timeout(Duration::from_secs(5), out).await;
     let _ = done_tx.send(());
+    crate::sys::trim_heap();
     Ok(Ended::Code(0))
 }
 
@@ -1129,6 +1173,7 @@ async fn run_piped(
     };
     let _ = out_task.await;
     let _ = err_task.await;
+    crate::sys::trim_heap();
     use std::os::unix::process::ExitStatusExt;
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => Ended::Code(c as u32),

@@ -62,6 +62,7 @@ fn dup_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
 /// a newly faulted, zeroed page: 12% of the agent's time in `ssh -L`. Keeping up to 32 MiB of
 /// free heap (the window is 16 MiB) ends that; the memory is reused, not leaked. Buffers up to
 /// 1 MiB (relay reads take 256 KiB) come from that heap rather than a fresh mmap each time.
+/// [`trim_heap`] gives the memory back when a session or forwarded channel ends.
 pub fn keep_freed_heap() {
     // SAFETY: mallopt(3) only sets tuning parameters of the process's allocator (it takes the
     // allocator's own lock); no memory is touched.
@@ -69,5 +70,15 @@ pub fn keep_freed_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
+/// Returns the allocator's free memory to the kernel (after a transfer, so an idle agent stays
+/// small).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim(3) only releases free memory of the allocator, under its own lock.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

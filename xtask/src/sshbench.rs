@@ -82,6 +82,9 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        // The workspace's agent outlives a stopped server (by design), so delete the workspace
+        // while the server is still up.
+        let _ = self.outpost(&["delete", "dev"]);
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
