@@ -1381,3 +1381,43 @@ pub async fn serve_git_agent(path: PathBuf, key: PrivateKey) -> anyhow::Result<(
     sealed.store(true, Ordering::SeqCst);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn vectored_writes_survive_short_writes() {
+        // A 7-byte pipe: every write is short, so chunks are split and advanced.
+        let (mut a, mut b) = tokio::io::duplex(7);
+        let mut batch: Vec<bytes::Bytes> = ["hello ", "", "vectored", " world", "!"]
+            .iter()
+            .map(|s| bytes::Bytes::from_static(s.as_bytes()))
+            .collect();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.map(|_| got)
+        });
+        write_all_vectored(&mut a, &mut batch).await.unwrap();
+        assert!(batch.is_empty());
+        drop(a);
+        assert_eq!(reader.await.unwrap().unwrap(), b"hello vectored world!");
+    }
+
+    #[tokio::test]
+    async fn chunk_reader_yields_every_byte_then_none() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let send = data.clone();
+        tokio::spawn(async move {
+            a.write_all(&send).await.unwrap();
+        });
+        let mut rd = ChunkReader::new(b, 64 * 1024);
+        let mut got = Vec::new();
+        while let Some(c) = rd.next().await {
+            assert!(!c.is_empty());
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(got, data);
+    }
+}
