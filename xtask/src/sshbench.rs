@@ -24,11 +24,13 @@ const KEX: &str = "curve25519-sha256";
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut gib = 1u64;
     let mut runs = 30usize;
+    let mut rounds = 3usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--gib" => gib = it.next().context("--gib N")?.parse()?,
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -36,7 +38,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         bail!("Debian's sshd is the anchor: install it with `apt-get install openssh-server`");
     }
     crate::cargo(&["build", "--release", "--bins"])?;
-    run(&crate::root().join("target/release"), gib, runs)
+    run(&crate::root().join("target/release"), gib, runs, rounds)
 }
 
 fn sh(cmd: &str) -> anyhow::Result<std::process::Output> {
@@ -264,7 +266,7 @@ pub fn hold() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
+fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     let rig = setup(bin, "ssh")?;
     let Rig {
         tmp,
@@ -343,10 +345,10 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     let mut up_chacha = Vec::new();
     let mut down_chacha = Vec::new();
     let mut cpu = Vec::new();
-    for (name, ssh) in &targets {
+    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
         cpu.push(bulk(&env_cli, name, ssh, gib, &procs, &mut up, &mut down)?);
     }
-    for (name, ssh) in &targets {
+    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
         let ssh = ssh.replace(&format!("Ciphers={CIPHER}"), &format!("Ciphers={CHACHA}"));
         bulk(
             &env_cli,
@@ -364,7 +366,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     sh(&format!("head -c {gib}G /dev/zero > {}", blob.display()))?;
     let mut sftp_put = Vec::new();
     let mut sftp_get = Vec::new();
-    for (name, ssh) in &targets {
+    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
         let sftp = ssh.replacen("ssh ", "sftp ", 1).replace(" -p ", " -P ");
         let batch = tmp.join("put.batch");
         std::fs::write(&batch, format!("put {} sftp-blob.bin\n", blob.display()))?;
@@ -437,7 +439,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         }
     });
     let mut fwd = Vec::new();
-    for (name, ssh) in &targets {
+    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
         let lport = free_port()?;
         let child = Command::new("sh")
             .arg("-c")
@@ -468,7 +470,7 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
     }
 
     let title = format!(
-        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port.",
+        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port. Every transfer {rounds} times, the three servers taking turns; the median of each is shown (CPU: the mean).",
         crate::bench::date(),
         machine()
     );
@@ -481,6 +483,31 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         rows.push((format!("{what}, agent direct"), v[1], unit, s, Some(v[0])));
         rows.push((format!("{what}, relay"), v[2], unit, s, Some(v[0])));
     };
+    // Transfers ran `rounds` times, the three targets taking turns: the median of each.
+    let (up, down, up_chacha, down_chacha, fwd, sftp_put, sftp_get) = (
+        per_target_median(&up),
+        per_target_median(&down),
+        per_target_median(&up_chacha),
+        per_target_median(&down_chacha),
+        per_target_median(&fwd),
+        per_target_median(&sftp_put),
+        per_target_median(&sftp_get),
+    );
+    let cpu: Vec<[Cpu; 2]> = (0..3)
+        .map(|t| {
+            let mine: Vec<&[Cpu; 2]> = cpu.iter().skip(t).step_by(3).collect();
+            let avg = |i: usize| {
+                let n = mine.len().max(1) as f64;
+                let sum = |f: fn(&Cpu) -> f64| mine.iter().map(|c| f(&c[i])).sum::<f64>() / n;
+                Cpu {
+                    client: sum(|c| c.client),
+                    agent: sum(|c| c.agent),
+                    control: sum(|c| c.control),
+                }
+            };
+            [avg(0), avg(1)]
+        })
+        .collect();
     trio("connect+true", "ms", &connect);
     trio("upload", "MiB/s", &up);
     trio("download", "MiB/s", &down);
@@ -539,6 +566,16 @@ fn run(bin: &Path, gib: u64, runs: usize) -> anyhow::Result<()> {
         .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, *d, *e))
         .collect();
     write_results("ssh", &title, &rows)
+}
+
+/// `v` holds rounds of [sshd, direct, relay]: the median of each target's values.
+fn per_target_median(v: &[f64]) -> Vec<f64> {
+    (0..3)
+        .map(|t| {
+            let mut mine: Vec<f64> = v.iter().skip(t).step_by(3).copied().collect();
+            pct(&mut mine, 0.5)
+        })
+        .collect()
 }
 
 struct Procs {
