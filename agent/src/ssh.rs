@@ -20,7 +20,7 @@ use russh::server::{
     Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Sig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// What every connection shares: the accepted keys (refreshed from control) and the user's
@@ -340,34 +340,6 @@ where
     Ok(())
 }
 
-/// Reads `rd` in chunks that become the data's own memory (no copy out of a scratch buffer).
-struct ChunkReader<R> {
-    rd: R,
-    buf: bytes::BytesMut,
-    chunk: usize,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
-    fn new(rd: R, chunk: usize) -> Self {
-        ChunkReader {
-            rd,
-            buf: bytes::BytesMut::new(),
-            chunk,
-        }
-    }
-
-    /// The next chunk, or None at EOF or on an error.
-    async fn next(&mut self) -> Option<bytes::Bytes> {
-        if self.buf.capacity() < self.chunk / 4 {
-            self.buf.reserve(self.chunk);
-        }
-        match self.rd.read_buf(&mut self.buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(self.buf.split().freeze()),
-        }
-    }
-}
-
 /// Copies both ways between an SSH channel and a local stream (forwarded ports and sockets, the
 /// auth agent), counting bytes, with half-close passed on both ways. Channel data is written to
 /// the stream as it arrives and stream reads go out as channel data, with no scratch buffer in
@@ -419,7 +391,7 @@ where
     // Stream -> channel.
     let up = async {
         let mut n = 0u64;
-        let mut rd = ChunkReader::new(rd, 256 * 1024);
+        let mut rd = crate::tunnel::ChunkReader::new(rd, 256 * 1024);
         while let Some(chunk) = rd.next().await {
             n += chunk.len() as u64;
             if tx.data_bytes(chunk).await.is_err() {
@@ -1071,7 +1043,7 @@ async fn run_sftp(
     let (rd, mut wr) = tokio::io::split(ours);
     let h = handle.clone();
     let out = tokio::spawn(async move {
-        let mut rd = ChunkReader::new(rd, 256 * 1024);
+        let mut rd = crate::tunnel::ChunkReader::new(rd, 256 * 1024);
         while let Some(chunk) = rd.next().await {
             if h.data(id, chunk).await.is_err() {
                 break;
@@ -1125,7 +1097,7 @@ async fn run_piped(
     let stderr = child.stderr.take().context("stderr")?;
     let (h1, h2) = (handle.clone(), handle.clone());
     let out_task = tokio::spawn(async move {
-        let mut rd = ChunkReader::new(stdout, 64 * 1024);
+        let mut rd = crate::tunnel::ChunkReader::new(stdout, 64 * 1024);
         while let Some(chunk) = rd.next().await {
             if h1.data(id, chunk).await.is_err() {
                 break;
@@ -1133,7 +1105,7 @@ async fn run_piped(
         }
     });
     let err_task = tokio::spawn(async move {
-        let mut rd = ChunkReader::new(stderr, 64 * 1024);
+        let mut rd = crate::tunnel::ChunkReader::new(stderr, 64 * 1024);
         while let Some(chunk) = rd.next().await {
             if h2.extended_data(id, 1, chunk).await.is_err() {
                 break;
@@ -1385,6 +1357,7 @@ pub async fn serve_git_agent(path: PathBuf, key: PrivateKey) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn vectored_writes_survive_short_writes() {
@@ -1402,22 +1375,5 @@ mod tests {
         assert!(batch.is_empty());
         drop(a);
         assert_eq!(reader.await.unwrap().unwrap(), b"hello vectored world!");
-    }
-
-    #[tokio::test]
-    async fn chunk_reader_yields_every_byte_then_none() {
-        let (mut a, b) = tokio::io::duplex(1 << 16);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        let send = data.clone();
-        tokio::spawn(async move {
-            a.write_all(&send).await.unwrap();
-        });
-        let mut rd = ChunkReader::new(b, 64 * 1024);
-        let mut got = Vec::new();
-        while let Some(c) = rd.next().await {
-            assert!(!c.is_empty());
-            got.extend_from_slice(&c);
-        }
-        assert_eq!(got, data);
     }
 }

@@ -257,31 +257,45 @@ where
     let _ = wr.shutdown().await;
 }
 
+/// Reads `rd` in chunks that become the data's own memory (no copy out of a scratch buffer).
+pub struct ChunkReader<R> {
+    rd: R,
+    buf: bytes::BytesMut,
+    chunk: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
+    pub fn new(rd: R, chunk: usize) -> Self {
+        ChunkReader {
+            rd,
+            buf: bytes::BytesMut::new(),
+            chunk,
+        }
+    }
+
+    /// The next chunk, or None at EOF or on an error.
+    pub async fn next(&mut self) -> Option<bytes::Bytes> {
+        if self.buf.capacity() < self.chunk / 4 {
+            self.buf.reserve(self.chunk);
+        }
+        match self.rd.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.buf.split().freeze()),
+        }
+    }
+}
+
 /// Reads `rd` into data frames for a streaming HTTP body, until EOF or the body is dropped.
 pub async fn reader_to_frames<R>(
-    mut rd: R,
+    rd: R,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) where
     R: AsyncRead + Unpin,
 {
-    // Read straight into the frames' memory (no copy out of a scratch buffer).
-    const CHUNK: usize = 256 * 1024;
-    let mut buf = bytes::BytesMut::with_capacity(CHUNK);
-    loop {
-        if buf.capacity() < CHUNK / 4 {
-            buf.reserve(CHUNK);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if tx
-                    .send(Ok(Frame::data(buf.split().freeze())))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+    let mut rd = ChunkReader::new(rd, 256 * 1024);
+    while let Some(chunk) = rd.next().await {
+        if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+            break;
         }
     }
 }
@@ -291,4 +305,26 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunk_reader_yields_every_byte_then_none() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let send = data.clone();
+        tokio::spawn(async move {
+            a.write_all(&send).await.unwrap();
+        });
+        let mut rd = ChunkReader::new(b, 64 * 1024);
+        let mut got = Vec::new();
+        while let Some(c) = rd.next().await {
+            assert!(!c.is_empty());
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(got, data);
+    }
 }

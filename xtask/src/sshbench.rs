@@ -642,26 +642,31 @@ fn bulk(
     up: &mut Vec<f64>,
     down: &mut Vec<f64>,
 ) -> anyhow::Result<[Cpu; 2]> {
-    let (secs, cpu_up) = measure(procs, || {
-        let o = sh(&format!(
-            "head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"
-        ))?;
-        if !o.status.success() {
-            bail!("{name} upload: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        Ok(())
-    })?;
-    up.push(gib as f64 * 1024.0 / secs);
-    let (secs, cpu_down) = measure(procs, || {
-        let o = sh(&format!(
-            "{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"
-        ))?;
-        if !o.status.success() {
-            bail!("{name} download: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        Ok(())
-    })?;
-    down.push(gib as f64 * 1024.0 / secs);
+    let cmds = [
+        (
+            "upload",
+            format!("head -c {gib}G /dev/zero | {env_cli} {ssh} 'cat > /dev/null'"),
+        ),
+        (
+            "download",
+            format!("{env_cli} {ssh} 'head -c {gib}G /dev/zero' > /dev/null"),
+        ),
+    ];
+    let mut rates = [0.0; 2];
+    let mut cpu = [Cpu::default(); 2];
+    for (i, (what, cmd)) in cmds.iter().enumerate() {
+        let (secs, c) = measure(procs, || {
+            let o = sh(cmd)?;
+            if !o.status.success() {
+                bail!("{name} {what}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            Ok(())
+        })?;
+        rates[i] = gib as f64 * 1024.0 / secs;
+        cpu[i] = c;
+    }
+    up.push(rates[0]);
+    down.push(rates[1]);
     eprintln!(
         "{name} ({}): up {:.0} MiB/s, down {:.0} MiB/s",
         if ssh.contains(CHACHA) {
@@ -669,10 +674,10 @@ fn bulk(
         } else {
             "aes128-gcm"
         },
-        up.last().unwrap_or(&0.0),
-        down.last().unwrap_or(&0.0)
+        rates[0],
+        rates[1]
     );
-    Ok([cpu_up, cpu_down])
+    Ok(cpu)
 }
 
 /// `sftp ... -b BATCH DEST` from an `ssh ... DEST` command line (the destination goes last).
