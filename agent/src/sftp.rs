@@ -16,18 +16,43 @@ enum Open {
     Dir(Option<Vec<File>>),
 }
 
+/// The order of SSH_FXP_SYMLINK's two paths. The draft (filexfer-02) sends the link's path,
+/// then its target; OpenSSH's sftp sends them the other way round, and paramiko copies it. As
+/// other servers that work with both do (asyncssh, ProFTPD), the client's version string decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymlinkOrder {
+    /// (linkpath, targetpath), as the draft says.
+    Draft,
+    /// (targetpath, linkpath): OpenSSH and paramiko.
+    OpenSsh,
+}
+
+impl SymlinkOrder {
+    /// From the client's SSH identification string (`SSH-2.0-OpenSSH_9.2p1 ...`).
+    pub fn of_client(sshid: &[u8]) -> Self {
+        let id = String::from_utf8_lossy(sshid);
+        if ["OpenSSH", "paramiko"].iter().any(|n| id.contains(n)) {
+            SymlinkOrder::OpenSsh
+        } else {
+            SymlinkOrder::Draft
+        }
+    }
+}
+
 pub struct Sftp {
     home: PathBuf,
     handles: HashMap<String, Open>,
     next: u64,
+    symlinks: SymlinkOrder,
 }
 
 impl Sftp {
-    pub fn new(home: PathBuf) -> Self {
+    pub fn new(home: PathBuf, symlinks: SymlinkOrder) -> Self {
         Sftp {
             home,
             handles: HashMap::new(),
             next: 0,
+            symlinks,
         }
     }
 
@@ -330,14 +355,45 @@ impl russh_sftp::server::Handler for Sftp {
         })
     }
 
-    /// OpenSSH sends (target, link), the reverse of the draft's order; follow OpenSSH.
+    /// russh-sftp names the two paths in the draft's order; see [`SymlinkOrder`].
     async fn symlink(
         &mut self,
         id: u32,
-        linkpath: String,
-        targetpath: String,
+        first: String,
+        second: String,
     ) -> Result<Status, Self::Error> {
-        std::os::unix::fs::symlink(&linkpath, self.path(&targetpath)).map_err(code)?;
+        let (link, target) = match self.symlinks {
+            SymlinkOrder::Draft => (first, second),
+            SymlinkOrder::OpenSsh => (second, first),
+        };
+        std::os::unix::fs::symlink(&target, self.path(&link)).map_err(code)?;
         Ok(ok(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_order_follows_the_client() {
+        for (id, order) in [
+            (
+                &b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"[..],
+                SymlinkOrder::OpenSsh,
+            ),
+            (b"SSH-2.0-OpenSSH_for_Windows_8.1", SymlinkOrder::OpenSsh),
+            (b"SSH-2.0-paramiko_2.12.0", SymlinkOrder::OpenSsh),
+            (b"SSH-2.0-AsyncSSH_2.10.1", SymlinkOrder::Draft),
+            (b"SSH-2.0-russh_0.65.1", SymlinkOrder::Draft),
+            (b"", SymlinkOrder::Draft),
+        ] {
+            assert_eq!(
+                SymlinkOrder::of_client(id),
+                order,
+                "{}",
+                String::from_utf8_lossy(id)
+            );
+        }
     }
 }

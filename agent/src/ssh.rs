@@ -476,9 +476,10 @@ impl russh::server::Handler for Conn {
         let shared = self.shared.clone();
         let handle = session.handle();
         let peer = self.peer;
+        let symlinks = crate::sftp::SymlinkOrder::of_client(session.remote_sshid());
         tokio::spawn(async move {
             let id = channel.id();
-            if let Err(e) = run_session(channel, shared, handle.clone(), peer).await {
+            if let Err(e) = run_session(channel, shared, handle.clone(), peer, symlinks).await {
                 tracing::debug!(error = %e, "ssh session channel");
                 let _ = handle.close(id).await;
             }
@@ -743,6 +744,7 @@ async fn run_session(
     shared: Arc<SshShared>,
     handle: Handle,
     peer: Option<SocketAddr>,
+    symlinks: crate::sftp::SymlinkOrder,
 ) -> anyhow::Result<()> {
     let id = channel.id();
     let mut pty: Option<PtyReq> = None;
@@ -854,7 +856,9 @@ async fn run_session(
         }
     }
     let code = match (what, pty) {
-        (What::Sftp, _) => run_sftp(&mut channel, &handle, id, shared.home.clone()).await?,
+        (What::Sftp, _) => {
+            run_sftp(&mut channel, &handle, id, shared.home.clone(), symlinks).await?
+        }
         (What::Exec(cmd), None) => {
             run_piped(
                 &mut channel,
@@ -1018,12 +1022,13 @@ async fn run_sftp(
     handle: &Handle,
     id: ChannelId,
     home: PathBuf,
+    symlinks: crate::sftp::SymlinkOrder,
 ) -> anyhow::Result<Ended> {
     let (ours, theirs) = tokio::io::duplex(512 * 1024);
     // The sftp server does its file I/O synchronously: it gets a thread and a runtime of its own,
     // so a slow disk never stalls the agent's other sessions, heartbeats or terminals.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let handler = crate::sftp::Sftp::new(home);
+    let handler = crate::sftp::Sftp::new(home, symlinks);
     std::thread::Builder::new()
         .name("sftp".into())
         .spawn(move || {

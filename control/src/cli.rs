@@ -643,15 +643,21 @@ async fn finish(
     let json = ctx.json;
     let mut build = first.clone();
     let spinner = Spinner::new(!json && std::io::stderr().is_terminal());
+    // Each build's log is streamed once: the loop below comes back here while it waits for the
+    // agent, and following the same build again would print its lines again.
+    let mut followed: Option<String> = None;
     let ws = loop {
-        client
-            .follow_build_logs(&build.id, |l| {
-                if !json {
-                    spinner.clear();
-                    eprintln!("[{}] {}", l.stage, l.output);
-                }
-            })
-            .await?;
+        if followed.as_deref() != Some(build.id.as_str()) {
+            client
+                .follow_build_logs(&build.id, |l| {
+                    if !json {
+                        spinner.clear();
+                        eprintln!("[{}] {}", l.stage, l.output);
+                    }
+                })
+                .await?;
+            followed = Some(build.id.clone());
+        }
         let w = match client.workspace(name).await {
             Ok(w) => w,
             Err(e) if e.status() == Some(404) && build.transition == Transition::Delete => {

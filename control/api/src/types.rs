@@ -419,6 +419,9 @@ impl std::fmt::Display for WorkspaceStatus {
 pub enum AgentStatus {
     Connecting,
     Connected,
+    /// Heard from recently, but its relay tunnel to control is not (yet) back: control
+    /// restarted or the connection dropped. SSH and terminals wait for it.
+    Reconnecting,
     Disconnected,
     Timeout,
 }

@@ -109,6 +109,8 @@ pub struct Inner {
     /// Per-agent wake-ups for held long polls.
     agent_wakers: Mutex<HashMap<String, Arc<Notify>>>,
     pub shutdown: watch::Receiver<bool>,
+    /// When this process started (ms): agents that connected before it must reopen their tunnel.
+    pub started_at: i64,
 }
 
 impl std::ops::Deref for AppState {
@@ -262,6 +264,7 @@ pub async fn run(
         progress: watch::channel(0).0,
         agent_wakers: Mutex::new(HashMap::new()),
         shutdown: shutdown_rx.clone(),
+        started_at: crate::store::now_ms(),
     }));
 
     users::ensure_builtin_templates(&state).await?;

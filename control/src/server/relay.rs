@@ -23,10 +23,11 @@ use outpost_api::WorkspaceStatus;
 
 type Sender = hyper::client::conn::http2::SendRequest<StreamBody<ReceiverStream>>;
 
-/// The live tunnels, by agent id.
+/// The live tunnels, by agent id, and the agents whose tunnel went down in this process.
 #[derive(Default)]
 pub struct Tunnels {
     map: Mutex<HashMap<String, (u64, Sender)>>,
+    lost: Mutex<std::collections::HashSet<String>>,
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -39,12 +40,18 @@ impl Tunnels {
         if let Ok(mut m) = self.map.lock() {
             m.insert(agent.to_string(), (id, s));
         }
+        if let Ok(mut l) = self.lost.lock() {
+            l.remove(agent);
+        }
         id
     }
     fn remove(&self, agent: &str, id: u64) {
         if let Ok(mut m) = self.map.lock() {
             if m.get(agent).is_some_and(|(i, _)| *i == id) {
                 m.remove(agent);
+                if let Ok(mut l) = self.lost.lock() {
+                    l.insert(agent.to_string());
+                }
             }
         }
     }
@@ -52,6 +59,17 @@ impl Tunnels {
         if let Ok(mut m) = self.map.lock() {
             m.remove(agent);
         }
+        if let Ok(mut l) = self.lost.lock() {
+            l.remove(agent);
+        }
+    }
+    /// Does this process hold the agent's tunnel?
+    pub fn is_up(&self, agent: &str) -> bool {
+        self.map.lock().is_ok_and(|m| m.contains_key(agent))
+    }
+    /// Did the agent's tunnel go down in this process (and not come back yet)?
+    pub fn was_lost(&self, agent: &str) -> bool {
+        self.lost.lock().is_ok_and(|l| l.contains(agent))
     }
 }
 

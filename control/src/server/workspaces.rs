@@ -100,6 +100,16 @@ fn agent_view(
         AgentStatus::Disconnected
     } else {
         match (a.first_connected_at, last_seen) {
+            // Alive, but no relay tunnel here: it went down, or control restarted since the
+            // agent connected. SSH and terminals wait for it to come back (a fresh agent opens
+            // its tunnel right after its first poll and reads as connected meanwhile).
+            (Some(first), Some(seen))
+                if now - seen <= 3 * hb
+                    && !state.tunnels.is_up(&a.id)
+                    && (first < state.started_at || state.tunnels.was_lost(&a.id)) =>
+            {
+                AgentStatus::Reconnecting
+            }
             (Some(_), Some(seen)) if now - seen <= 3 * hb => AgentStatus::Connected,
             (Some(_), _) => AgentStatus::Disconnected,
             (None, _) => {
