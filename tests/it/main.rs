@@ -1,6 +1,7 @@
 //! Outpost's end-to-end tests: one binary, a module per feature, driving the real `outpost` and
 //! `outpost-agent` binaries against real SQLite and PostgreSQL.
 
+mod account;
 mod browser;
 mod harness;
 
@@ -12,4 +13,5 @@ mod lifecycle;
 mod liveness;
 mod scripts;
 mod ssh;
+mod ssh_user;
 mod web;
