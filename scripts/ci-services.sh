@@ -25,6 +25,15 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq $(echo $missing | tr ' ' '\n' | sort -u) >/dev/null
 fi
 
+# Two SFTP client libraries that are not OpenSSH (the sftp interoperability test), for Debian's
+# python3 (a pyenv python3 may come first on PATH; the test runs /usr/bin/python3).
+if ! /usr/bin/python3 -c 'import paramiko, asyncssh' >/dev/null 2>&1; then
+  echo "ci-services: installing python3-paramiko python3-asyncssh (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3-paramiko python3-asyncssh >/dev/null
+fi
+
 # ssh-audit 3.x (PyPI) knows OpenSSH's strict-kex marker, which bookworm's 2.5 does not.
 if [ ! -d /opt/ssh-audit3/ssh_audit ]; then
   echo "ci-services: installing ssh-audit 3.3.0 into /opt/ssh-audit3 (PyPI)"

@@ -116,10 +116,16 @@ const KEX: &[russh::kex::Name] = &[
     russh::kex::EXTENSION_SUPPORT_AS_SERVER,
     russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
 ];
+/// OpenSSH's own server list: the AEAD ciphers, then AES-CTR (with the encrypt-then-MAC MACs
+/// below) for clients without them, such as paramiko (Ansible, Fabric), which has neither GCM
+/// nor chacha20. Clients pick by their own preference, so OpenSSH still lands on chacha20.
 const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::CHACHA20_POLY1305,
     russh::cipher::AES_128_GCM,
     russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_256_CTR,
 ];
 const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
 
