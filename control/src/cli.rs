@@ -1101,7 +1101,9 @@ async fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
-            ctx.print(&k, || println!("added {} ({})", k.fingerprint, k.name))
+            ctx.print(&k, || println!("added {} ({})", k.fingerprint, k.name))?;
+            crate::sshcli::refresh_after_key_change(ctx).await;
+            Ok(())
         }
         KeysCmd::List => {
             let list: Vec<SshKey> = client.get("/api/v1/users/me/keys").await?;
@@ -1124,7 +1126,9 @@ async fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
             let v: serde_json::Value = client
                 .delete(&format!("/api/v1/users/me/keys/{id}"))
                 .await?;
-            ctx.print(&v, || println!("removed {id}"))
+            ctx.print(&v, || println!("removed {id}"))?;
+            crate::sshcli::refresh_after_key_change(ctx).await;
+            Ok(())
         }
     }
 }

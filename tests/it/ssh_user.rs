@@ -272,6 +272,33 @@ fn existing_keys_and_agent_only_keys() -> R {
     );
     drop(agent);
 
+    // A key uploaded after config-ssh and the old one removed: `keys add`/`remove` rewrite the
+    // block, so plain ssh offers the new key without config-ssh again.
+    let listed: serde_json::Value = serde_json::from_str(&t.outpost(&["--json", "keys", "list"])?)?;
+    let old_id = listed[0]["id"].as_str().unwrap_or_default().to_string();
+    let second = t.acct.keygen("laptop2")?;
+    t.outpost(&["keys", "add", &format!("{}.pub", second.display())])?;
+    t.outpost(&["keys", "remove", &old_id])?;
+    let cfg = std::fs::read_to_string(t.acct.home().join(".ssh/config"))?;
+    assert!(
+        cfg.contains("laptop2") && !cfg.contains("id_ed25519"),
+        "{cfg}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = t.ssh(&["dev.outpost", "echo id4"], None)?;
+        if o.status.success() {
+            expect(&o, 0, "id4\n");
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "new key refused: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Only an ssh-agent holds the uploaded key: the private file is gone.
     let hw = t.acct.keygen("hardware")?;
     let listed: serde_json::Value = serde_json::from_str(&t.outpost(&["--json", "keys", "list"])?)?;

@@ -139,24 +139,56 @@ pub(crate) async fn config_ssh(ctx: &Ctx, a: ConfigSshArgs) -> anyhow::Result<()
         });
     }
     let client = ctx.client()?;
+    let written = write_block(ctx, &client, &path, &without, &a.suffix).await?;
+    if written.identities.is_empty() {
+        eprintln!("outpost: {}", identities::NO_KEY_HINT);
+    }
+    let (names, kh) = (written.hosts, written.known_hosts);
+    ctx.print(
+        &serde_json::json!({"config": path, "known_hosts": kh, "hosts": names, "identities": written.identities}),
+        || {
+            println!(
+                "wrote {} (hosts: {}); try `ssh {}`; workspaces you create later are reachable the same way",
+                path.display(),
+                names.join(", "),
+                names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("NAME.{}", a.suffix))
+            );
+        },
+    )
+}
+
+struct Written {
+    hosts: Vec<String>,
+    known_hosts: PathBuf,
+    identities: Vec<PathBuf>,
+}
+
+/// Writes Outpost's block (for `*.SUFFIX`) at the end of `without` (the config minus any old
+/// block) into `path`, and every workspace's host key into known_hosts.
+async fn write_block(
+    ctx: &Ctx,
+    client: &Client,
+    path: &Path,
+    without: &str,
+    suffix: &str,
+) -> anyhow::Result<Written> {
     let workspaces = client.workspaces().await?;
     let kh = known_hosts_path(ctx);
     let entries: Vec<(String, String)> = workspaces
         .iter()
         .filter_map(|w| {
             let key = w.agent.as_ref()?.ssh_host_key.clone()?;
-            Some((format!("{}.{}", w.name, a.suffix), key))
+            Some((format!("{}.{suffix}", w.name), key))
         })
         .collect();
     known_hosts::replace_all(&kh, &entries)?;
-    let identities = identities::find(&client, &agent_keys_dir(ctx)).await?;
-    if identities.is_empty() {
-        eprintln!("outpost: {}", identities::NO_KEY_HINT);
-    }
-    let fdpass = fdpass_for(&client);
+    let identities = identities::find(client, &agent_keys_dir(ctx)).await?;
+    let fdpass = fdpass_for(client);
     let mut block = format!(
         "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\n# Host keys come from control: the ProxyCommand updates the known_hosts file before ssh reads it.\nHost *.{suffix}\n  ProxyCommand {proxy}\n  ProxyUseFdpass {fd}\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  CheckHostIP no\n  ConnectTimeout 0\n  ServerAliveInterval 30\n",
-        suffix = a.suffix,
         proxy = proxy_command(ctx, fdpass, "")?,
         fd = if fdpass { "yes" } else { "no" },
         kh = identities::config_path(&kh),
@@ -176,25 +208,62 @@ pub(crate) async fn config_ssh(ctx: &Ctx, a: ConfigSshArgs) -> anyhow::Result<()
         content.push_str("\n\n");
     }
     content.push_str(&block);
-    write_config(&path, &content)?;
-    let names: Vec<String> = workspaces
-        .iter()
-        .map(|w| format!("{}.{}", w.name, a.suffix))
-        .collect();
-    ctx.print(
-        &serde_json::json!({"config": path, "known_hosts": kh, "hosts": names, "identities": identities}),
-        || {
-            println!(
-                "wrote {} (hosts: {}); try `ssh {}`; workspaces you create later are reachable the same way",
-                path.display(),
-                names.join(", "),
-                names
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| format!("NAME.{}", a.suffix))
-            );
-        },
-    )
+    write_config(path, &content)?;
+    Ok(Written {
+        hosts: workspaces
+            .iter()
+            .map(|w| format!("{}.{suffix}", w.name))
+            .collect(),
+        known_hosts: kh,
+        identities,
+    })
+}
+
+/// After the user's uploaded keys changed: rewrite the block in ~/.ssh/config, if config-ssh put
+/// one there, so plain ssh offers the keys Outpost now accepts. Says so on stderr; a failure
+/// here only warns (the key change itself succeeded).
+pub(crate) async fn refresh_after_key_change(ctx: &Ctx) {
+    let res: anyhow::Result<Option<PathBuf>> = async {
+        let path = identities::ssh_home()?.join(".ssh/config");
+        let Ok(existing) = std::fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let Some(suffix) = block_suffix(&existing) else {
+            return Ok(None);
+        };
+        let client = ctx.client()?;
+        write_block(ctx, &client, &path, &remove_block(&existing), &suffix).await?;
+        Ok(Some(path))
+    }
+    .await;
+    match res {
+        Ok(Some(path)) if !ctx.json => eprintln!(
+            "Updated Outpost's block in {} (the keys ssh offers)",
+            path.display()
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("outpost: could not update your ssh config: {e:#}; run `outpost config-ssh`")
+        }
+    }
+}
+
+/// The SUFFIX of `Host *.SUFFIX` inside Outpost's block, if there is a block.
+fn block_suffix(config: &str) -> Option<String> {
+    let mut inside = false;
+    for line in config.lines() {
+        match line.trim() {
+            l if l == BEGIN => inside = true,
+            l if l == END => inside = false,
+            l if inside => {
+                if let Some(s) = l.strip_prefix("Host *.") {
+                    return Some(s.trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn remove_block(s: &str) -> String {
