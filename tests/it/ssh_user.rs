@@ -107,12 +107,10 @@ fn expect(o: &Output, code: i32, stdout: &str) {
     );
 }
 
-/// The three breaks a new user hit, in the order they hit them: `outpost ssh` with the key that
-/// `login --create-ssh-key` made; `outpost ssh` after config-ssh put `ProxyUseFdpass` in the
-/// user's ssh config; plain ssh to a workspace made after config-ssh, and to one deleted and made
-/// again (a new host key) under the same name. Also: create prints each build log line once;
-/// an ssh-agent full of other keys and an `IdentitiesOnly` config change nothing.
-fn new_user_outpost_ssh_and_config_ssh(backend: Backend) -> R {
+/// Break 1: `outpost ssh` offers the key that `login --create-ssh-key` made (not one of
+/// OpenSSH's default names), with no ssh config at all, also beside an ssh-agent holding more
+/// unknown keys than the server allows attempts. And: `create` prints each build log line once.
+fn break1_outpost_ssh_offers_the_login_key(backend: Backend) -> R {
     let Some(t) = Setup::start(backend, &[], &["--create-ssh-key"])? else {
         return Ok(());
     };
@@ -163,6 +161,20 @@ fn new_user_outpost_ssh_and_config_ssh(backend: Backend) -> R {
         "in-2\n",
     );
 
+    Ok(())
+}
+both_backends!(break1_outpost_ssh_offers_the_login_key);
+
+/// Break 2: `outpost ssh` works beside config-ssh's block (`ProxyUseFdpass yes`) in the user's
+/// ~/.ssh/config; plain ssh too, with and without an ssh-agent full of other keys, and for a
+/// user whose own config says `IdentitiesOnly yes` for every host.
+fn break2_outpost_ssh_beside_the_config_ssh_block(backend: Backend) -> R {
+    let Some(t) = Setup::start(backend, &[], &["--create-ssh-key"])? else {
+        return Ok(());
+    };
+    let home = t.acct.home();
+    t.outpost(&["create", "dev", "--template", "base"])?;
+    let agent = t.agent_with_other_keys(12, &[])?;
     // Break 2: with config-ssh's block (ProxyUseFdpass) in the user's ~/.ssh/config.
     t.outpost(&["config-ssh"])?;
     let cfg = std::fs::read_to_string(home.join(".ssh/config"))?;
@@ -198,6 +210,20 @@ fn new_user_outpost_ssh_and_config_ssh(backend: Backend) -> R {
         "only2\n",
     );
 
+    Ok(())
+}
+both_backends!(break2_outpost_ssh_beside_the_config_ssh_block);
+
+/// Break 3: plain ssh to a workspace made after config-ssh, and to one deleted and made again
+/// under the same name (a new host key), with strict host-key checking and no warning; a key
+/// that is not control's is still refused.
+fn break3_workspaces_made_after_config_ssh(backend: Backend) -> R {
+    let Some(t) = Setup::start(backend, &[], &["--create-ssh-key"])? else {
+        return Ok(());
+    };
+    let home = t.acct.home();
+    t.outpost(&["create", "dev", "--template", "base"])?;
+    t.outpost(&["config-ssh"])?;
     // Break 3: a workspace made after config-ssh is reachable with strict checking.
     t.outpost(&["create", "dev2", "--template", "base"])?;
     expect(
@@ -245,7 +271,7 @@ fn new_user_outpost_ssh_and_config_ssh(backend: Backend) -> R {
     assert!(String::from_utf8_lossy(&o.stderr).contains("Host key verification failed"));
     Ok(())
 }
-both_backends!(new_user_outpost_ssh_and_config_ssh);
+both_backends!(break3_workspaces_made_after_config_ssh);
 
 /// A user who already had `~/.ssh/id_ed25519` and uploaded it; then one whose only uploaded key
 /// lives in an ssh-agent (no file): `outpost ssh` and plain ssh offer it by its public half.
@@ -340,14 +366,16 @@ fn existing_keys_and_agent_only_keys() -> R {
     Ok(())
 }
 
-/// Plain OpenSSH tools through config-ssh, as the account: scp both ways, an sftp batch, rsync
-/// and git over `dev.outpost`.
+/// Plain OpenSSH tools through config-ssh, as the account with an ssh-agent full of other keys:
+/// scp both ways, an sftp batch, rsync and git over `dev.outpost`.
 fn tools_through_config_ssh(backend: Backend) -> R {
     let Some(t) = Setup::start(backend, &[], &["--create-ssh-key"])? else {
         return Ok(());
     };
     t.outpost(&["create", "dev", "--template", "base"])?;
     t.outpost(&["config-ssh"])?;
+    // Every tool runs beside an ssh-agent holding more unknown keys than attempts allowed.
+    let agent = t.agent_with_other_keys(12, &[])?;
     let ws_home = t.ssh(&["dev.outpost", "pwd"], None)?;
     let ws_home = std::path::PathBuf::from(String::from_utf8_lossy(&ws_home.stdout).trim());
     assert!(ws_home.is_dir(), "{}", ws_home.display());
@@ -358,7 +386,7 @@ fn tools_through_config_ssh(backend: Backend) -> R {
     std::fs::write(t.acct.home().join("blob.bin"), &blob)?;
     let run = |prog: &str, args: &[&str]| -> R {
         let mut c = t.acct.cmd(prog);
-        c.args(args);
+        c.args(args).env("SSH_AUTH_SOCK", &agent.sock);
         t.acct.ok(c).map(|_| ())
     };
     run("scp", &["-q", "blob.bin", "dev.outpost:up.bin"])?;
@@ -392,6 +420,7 @@ fn tools_through_config_ssh(backend: Backend) -> R {
             "init.defaultBranch=main",
         ])
         .args(args)
+        .env("SSH_AUTH_SOCK", &agent.sock)
         .current_dir(t.acct.home().join(dir));
         t.acct.ok(c).map(|_| ())
     };

@@ -31,11 +31,22 @@ fn key_id(line: &str) -> Option<String> {
         .then(|| format!("{kind} {blob}"))
 }
 
+/// [`find`], or none (ssh then falls back to its defaults) with a warning when the keys cannot
+/// be listed: naming keys is a help, never a reason to refuse to connect.
+pub(crate) async fn find_or_warn(client: &Client, agent_dir: &Path) -> Vec<PathBuf> {
+    find(client, agent_dir).await.unwrap_or_else(|e| {
+        eprintln!(
+            "outpost: could not work out which SSH keys to offer ({e:#}); ssh uses its defaults"
+        );
+        Vec::new()
+    })
+}
+
 /// The key files to offer, best first: private keys in `~/.ssh` whose public half is uploaded,
 /// then uploaded keys that only the ssh-agent holds (their public halves are written to
 /// `agent_dir`: OpenSSH signs with the agent's copy of a key named by a public-key file).
 /// Empty when none of the user's keys is uploaded.
-pub(crate) async fn find(client: &Client, agent_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+async fn find(client: &Client, agent_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let uploaded: Vec<SshKey> = client.get("/api/v1/users/me/keys").await?;
     let uploaded: HashSet<String> = uploaded
         .iter()

@@ -23,7 +23,7 @@ fn known_hosts_path(ctx: &Ctx) -> PathBuf {
     ctx.config_dir.join("known_hosts")
 }
 
-/// Where exported public halves of agent-held keys go (see `identities::find`).
+/// Where exported public halves of agent-held keys go (see `identities::find_or_warn`).
 fn agent_keys_dir(ctx: &Ctx) -> PathBuf {
     ctx.config_dir.join("agent-keys")
 }
@@ -61,7 +61,7 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
     }
     let mut patience = proxy::Patience::new(proxy::OUTAGE_WAIT);
     proxy::ensure_running(&client, &name, !a.no_start, &mut patience).await?;
-    let identities = identities::find(&client, &agent_keys_dir(ctx)).await?;
+    let identities = identities::find_or_warn(&client, &agent_keys_dir(ctx)).await;
     if identities.is_empty() {
         eprintln!("outpost: {}", identities::NO_KEY_HINT);
     }
@@ -185,7 +185,7 @@ async fn write_block(
         })
         .collect();
     known_hosts::replace_all(&kh, &entries)?;
-    let identities = identities::find(client, &agent_keys_dir(ctx)).await?;
+    let identities = identities::find_or_warn(client, &agent_keys_dir(ctx)).await;
     let fdpass = fdpass_for(client);
     let mut block = format!(
         "{BEGIN}\n# Written by `outpost config-ssh`; `outpost config-ssh --remove` takes it out.\n# Host keys come from control: the ProxyCommand updates the known_hosts file before ssh reads it.\nHost *.{suffix}\n  ProxyCommand {proxy}\n  ProxyUseFdpass {fd}\n  UserKnownHostsFile {kh}\n  StrictHostKeyChecking yes\n  CheckHostIP no\n  ConnectTimeout 0\n  ServerAliveInterval 30\n",
