@@ -5,7 +5,6 @@
 //! `main.rs` only parses flags and calls [`run::run`].
 
 pub mod apps;
-pub mod cron;
 pub mod dotfiles;
 pub mod pty;
 pub mod run;
@@ -15,7 +14,6 @@ pub mod ssh;
 pub mod stats;
 mod sys;
 pub use sys::keep_freed_heap;
-pub mod tls;
 pub mod tunnel;
 
 pub use run::{run, AgentConfig, Exit};

@@ -5,23 +5,48 @@ use clap::Parser;
 
 /// The Outpost workspace agent.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The bootstrap bundle (JSON) from control; or set OUTPOST_BOOTSTRAP to its contents.
     #[arg(long, env = "OUTPOST_BOOTSTRAP_FILE")]
     bootstrap_file: Option<PathBuf>,
-    /// Where the agent keeps its key and certificate.
+    /// Where the agent keeps its key and certificate (required to run the agent).
     #[arg(long, env = "OUTPOST_AGENT_STATE_DIR")]
-    state_dir: PathBuf,
+    state_dir: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Apply a dotfiles repository to your home (clone or pull, then its install script, or
+    /// link its dotfiles keeping `.bak` copies): what workspaces do on start with `dotfiles_uri`.
+    Dotfiles {
+        /// A git URL.
+        uri: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     outpost_agent::keep_freed_heap();
     let args = Args::parse();
+    if let Some(Command::Dotfiles { uri }) = &args.command {
+        let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
+            eprintln!("outpost-agent: HOME is not set");
+            return std::process::ExitCode::from(2);
+        };
+        return match outpost_agent::dotfiles::apply(uri, &home, &mut |l| eprintln!("{l}")) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("outpost-agent: applying the dotfiles: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
@@ -60,9 +85,12 @@ async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
+    let state_dir = args
+        .state_dir
+        .context("pass --state-dir (or OUTPOST_AGENT_STATE_DIR): where the agent keeps its key")?;
     let config = outpost_agent::AgentConfig {
         bundle,
-        state_dir: args.state_dir,
+        state_dir,
         home,
     };
     tokio::select! {

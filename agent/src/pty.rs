@@ -5,9 +5,7 @@
 //! then the live output. Sessions outlive their clients; one with no client ends after the idle
 //! timeout.
 //!
-//! Wire format on the relay stream: client -> agent frames `[kind u8][len u32 BE][payload]`
-//! (kind 0: input bytes; kind 1: resize, payload `cols u16 BE, rows u16 BE`); agent -> client:
-//! terminal output bytes.
+//! Wire format on the relay stream: `outpost_api::relay::pty`.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -24,10 +22,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::ssh::SshShared;
 
-pub const KIND_INPUT: u8 = 0;
-pub const KIND_RESIZE: u8 = 1;
-/// Largest client frame accepted (input is typed or pasted text).
-const MAX_FRAME: usize = 1 << 20;
+use outpost_api::relay::pty::{Frames, KIND_INPUT, KIND_RESIZE};
+
 const SCROLLBACK: usize = 1000;
 
 /// Live PTY sessions (the `pty` count in the heartbeat stats).
@@ -321,7 +317,7 @@ impl PtyHub {
                 let Ok(data) = f.into_data() else { continue };
                 frames.push(&data);
                 loop {
-                    match frames.next() {
+                    match frames.next_frame() {
                         Ok(Some((KIND_INPUT, payload))) => {
                             crate::ssh::COUNTERS
                                 .rx
@@ -337,7 +333,7 @@ impl PtyHub {
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => break,
-                        Err(()) => return,
+                        Err(_) => return,
                     }
                 }
             }
@@ -363,36 +359,6 @@ async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
 
 pub type FrameTx =
     tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
-
-/// Client frames (`[kind][len u32 BE][payload]`) reassembled from body chunks.
-#[derive(Default)]
-struct Frames {
-    buf: Vec<u8>,
-}
-
-impl Frames {
-    fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next whole frame; `Err` for an oversized one (the client is cut off).
-    fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, ()> {
-        if self.buf.len() < 5 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(());
-        }
-        if self.buf.len() < 5 + len {
-            return Ok(None);
-        }
-        let kind = self.buf[0];
-        let payload = self.buf[5..5 + len].to_vec();
-        self.buf.drain(..5 + len);
-        Ok(Some((kind, payload)))
-    }
-}
 
 /// The screen model and the attached clients, under one lock: output is fed to the model and
 /// sent to the clients together, so a client's repaint and its live stream never overlap or gap.
@@ -504,51 +470,6 @@ mod tests {
         assert_eq!(q.screen().contents(), p.screen().contents());
         assert_eq!(q.screen().cursor_position(), p.screen().cursor_position());
         assert!(q.screen().cell(0, 0).is_some_and(|c| c.bold()));
-    }
-
-    #[test]
-    fn frames_split_anywhere() {
-        let mut wire = vec![
-            KIND_INPUT,
-            0,
-            0,
-            0,
-            2,
-            b'h',
-            b'i',
-            KIND_RESIZE,
-            0,
-            0,
-            0,
-            4,
-            0,
-            100,
-            0,
-            30,
-        ];
-        wire.extend_from_slice(&[KIND_INPUT, 0, 0, 0, 0]);
-        for cut in 0..wire.len() {
-            let mut f = Frames::default();
-            let mut got = Vec::new();
-            for part in [&wire[..cut], &wire[cut..]] {
-                f.push(part);
-                while let Ok(Some(x)) = f.next() {
-                    got.push(x);
-                }
-            }
-            assert_eq!(
-                got,
-                vec![
-                    (KIND_INPUT, b"hi".to_vec()),
-                    (KIND_RESIZE, vec![0, 100, 0, 30]),
-                    (KIND_INPUT, vec![])
-                ],
-                "cut at {cut}"
-            );
-        }
-        let mut f = Frames::default();
-        f.push(&[KIND_INPUT, 0xff, 0xff, 0xff, 0xff]);
-        assert!(f.next().is_err());
     }
 
     #[test]

@@ -12,7 +12,9 @@ use outpost_api::*;
 use rand::Rng;
 
 use crate::stats::StatsCollector;
-use crate::tls;
+use outpost_common::clock::{backoff, now_ms, BACKOFF_BASE, BACKOFF_CAP};
+use outpost_common::fs::write_private;
+use outpost_common::tls;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -47,24 +49,6 @@ pub enum Exit {
     Expired,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Full-jitter exponential backoff: a random wait in [0, min(cap, base * 2^attempt)].
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16));
-    let max = exp.min(cap);
-    let ms = rand::thread_rng().gen_range(0..=max.as_millis() as u64);
-    Duration::from_millis(ms.max(50))
-}
-
-pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
-
 fn http(config: rustls::ClientConfig, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
@@ -73,24 +57,6 @@ fn http(config: rustls::ClientConfig, timeout: Duration) -> anyhow::Result<reqwe
         .pool_max_idle_per_host(2)
         .build()
         .context("building the HTTP client")
-}
-
-/// Writes a file readable only by its owner, atomically (a temporary file, synced, renamed).
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 impl Credentials {
@@ -605,7 +571,7 @@ async fn cron_loop(
     let Some(schedule) = s
         .cron
         .as_deref()
-        .and_then(|c| crate::cron::Schedule::parse(c).ok())
+        .and_then(|c| outpost_common::cron::Schedule::parse(c).ok())
     else {
         return;
     };

@@ -9,7 +9,8 @@ use outpost_api::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
-use crate::run::{now_ms, Session};
+use crate::run::Session;
+use outpost_common::clock::now_ms;
 
 /// The agent's lifecycle, reported with the next heartbeat (sent at once on change).
 #[derive(Default)]

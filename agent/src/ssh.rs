@@ -72,7 +72,7 @@ pub fn host_key(dir: &Path) -> anyhow::Result<PrivateKey> {
     let pem = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .context("encoding the SSH host key")?;
-    crate::run::write_private(&path, pem.as_bytes())?;
+    outpost_common::fs::write_private(&path, pem.as_bytes())?;
     Ok(key)
 }
 
@@ -397,7 +397,7 @@ where
     // Stream -> channel.
     let up = async {
         let mut n = 0u64;
-        let mut rd = crate::tunnel::ChunkReader::new(rd, 256 * 1024);
+        let mut rd = outpost_common::pump::ChunkReader::new(rd, 256 * 1024);
         while let Some(chunk) = rd.next().await {
             n += chunk.len() as u64;
             if tx.data_bytes(chunk).await.is_err() {
@@ -1054,7 +1054,7 @@ async fn run_sftp(
     let (rd, mut wr) = tokio::io::split(ours);
     let h = handle.clone();
     let out = tokio::spawn(async move {
-        let mut rd = crate::tunnel::ChunkReader::new(rd, 256 * 1024);
+        let mut rd = outpost_common::pump::ChunkReader::new(rd, 256 * 1024);
         while let Some(chunk) = rd.next().await {
             if h.data(id, chunk).await.is_err() {
                 break;
@@ -1108,7 +1108,7 @@ async fn run_piped(
     let stderr = child.stderr.take().context("stderr")?;
     let (h1, h2) = (handle.clone(), handle.clone());
     let out_task = tokio::spawn(async move {
-        let mut rd = crate::tunnel::ChunkReader::new(stdout, 64 * 1024);
+        let mut rd = outpost_common::pump::ChunkReader::new(stdout, 64 * 1024);
         while let Some(chunk) = rd.next().await {
             if h1.data(id, chunk).await.is_err() {
                 break;
@@ -1116,7 +1116,7 @@ async fn run_piped(
         }
     });
     let err_task = tokio::spawn(async move {
-        let mut rd = crate::tunnel::ChunkReader::new(stderr, 64 * 1024);
+        let mut rd = outpost_common::pump::ChunkReader::new(stderr, 64 * 1024);
         while let Some(chunk) = rd.next().await {
             if h2.extended_data(id, 1, chunk).await.is_err() {
                 break;
@@ -1310,22 +1310,6 @@ fn signal_short(desc: &str) -> String {
         "Segmentation fault" => "SEGV".into(),
         other => other.to_uppercase(),
     }
-}
-
-/// A new ed25519 key: (OpenSSH private key PEM, `ssh-ed25519 AAAA... comment` line).
-pub fn new_ed25519(comment: &str) -> Option<(String, String)> {
-    let mut seed = [0u8; 32];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut seed);
-    let mut key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
-        &seed,
-    ));
-    key.set_comment(comment);
-    let private = key
-        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-        .ok()?
-        .to_string();
-    let public = key.public_key().to_openssh().ok()?;
-    Some((private, public))
 }
 
 /// Serves an ssh-agent socket holding only `key` (git over SSH inside the workspace signs with

@@ -14,9 +14,12 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use outpost_api::relay;
+use outpost_common::pump::{body_to_writer, reader_to_frames};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::run::{backoff, Session, BACKOFF_BASE, BACKOFF_CAP};
+use crate::run::Session;
+use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 
 pub struct SshCtx {
     pub config: Arc<russh::server::Config>,
@@ -50,7 +53,8 @@ async fn connect_and_serve(
 ) -> anyhow::Result<()> {
     let creds = session.credentials();
     let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
-    let mut cfg = crate::tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
+    let mut cfg =
+        outpost_common::tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let authority = agent_url
         .split_once("://")
@@ -76,10 +80,10 @@ async fn connect_and_serve(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let req = Request::get("/agent/v1/tunnel")
+    let req = Request::get(relay::TUNNEL_PATH)
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::CONNECTION, "upgrade")
-        .header(hyper::header::UPGRADE, "outpost-tunnel")
+        .header(hyper::header::UPGRADE, relay::UPGRADE_TUNNEL)
         .body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -92,9 +96,9 @@ async fn connect_and_serve(
         async move { Ok::<_, Infallible>(handle(req, ssh).await) }
     });
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(4 * 1024 * 1024)
-        .initial_connection_window_size(16 * 1024 * 1024)
-        .max_frame_size(256 * 1024)
+        .initial_stream_window_size(relay::STREAM_WINDOW)
+        .initial_connection_window_size(relay::CONNECTION_WINDOW)
+        .max_frame_size(relay::MAX_FRAME_SIZE)
         .serve_connection(upgraded, svc)
         .await?;
     Ok(())
@@ -109,7 +113,7 @@ fn status(code: StatusCode, msg: &str) -> Response<Body> {
 
 async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if path == "/ssh" {
+    if path == relay::stream::SSH {
         // The SSH server reads the request body and writes the response's frames directly.
         let (tx, rx) = futures_channel::mpsc::channel(16);
         let io = H2Io {
@@ -120,7 +124,7 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         crate::ssh::serve_stream(io, ssh.config.clone(), ssh.shared.clone(), None);
         return Response::new(BodyExt::boxed_unsync(StreamBody::new(rx)));
     }
-    if path == "/pty" {
+    if path == relay::stream::PTY {
         let attach = match crate::pty::Attach::from_query(req.uri().query().unwrap_or("")) {
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
@@ -133,10 +137,7 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
             rx,
         ))));
     }
-    if let Some(port) = path
-        .strip_prefix("/tcp/")
-        .and_then(|p| p.parse::<u16>().ok())
-    {
+    if let Some(port) = relay::stream::tcp_port(&path) {
         return match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
@@ -236,95 +237,9 @@ where
     Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
 }
 
-/// Writes an HTTP body's data frames to `wr`, then shuts it down (half-close).
-pub async fn body_to_writer<B, W>(mut body: B, mut wr: W)
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
-                    if wr.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
-/// Reads `rd` in chunks that become the data's own memory (no copy out of a scratch buffer).
-pub struct ChunkReader<R> {
-    rd: R,
-    buf: bytes::BytesMut,
-    chunk: usize,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
-    pub fn new(rd: R, chunk: usize) -> Self {
-        ChunkReader {
-            rd,
-            buf: bytes::BytesMut::new(),
-            chunk,
-        }
-    }
-
-    /// The next chunk, or None at EOF or on an error.
-    pub async fn next(&mut self) -> Option<bytes::Bytes> {
-        if self.buf.capacity() < self.chunk / 4 {
-            self.buf.reserve(self.chunk);
-        }
-        match self.rd.read_buf(&mut self.buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(self.buf.split().freeze()),
-        }
-    }
-}
-
-/// Reads `rd` into data frames for a streaming HTTP body, until EOF or the body is dropped.
-pub async fn reader_to_frames<R>(
-    rd: R,
-    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-) where
-    R: AsyncRead + Unpin,
-{
-    let mut rd = ChunkReader::new(rd, 256 * 1024);
-    while let Some(chunk) = rd.next().await {
-        if tx.send(Ok(Frame::data(chunk))).await.is_err() {
-            break;
-        }
-    }
-}
-
 fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
         .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn chunk_reader_yields_every_byte_then_none() {
-        let (mut a, b) = tokio::io::duplex(1 << 16);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        let send = data.clone();
-        tokio::spawn(async move {
-            a.write_all(&send).await.unwrap();
-        });
-        let mut rd = ChunkReader::new(b, 64 * 1024);
-        let mut got = Vec::new();
-        while let Some(c) = rd.next().await {
-            assert!(!c.is_empty());
-            got.extend_from_slice(&c);
-        }
-        assert_eq!(got, data);
-    }
 }

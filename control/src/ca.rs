@@ -80,7 +80,7 @@ impl CaSet {
                     .with_context(|| format!("reading {}", p.display()))?;
                 let der = CertificateDer::from_pem_slice(pem.as_bytes())
                     .with_context(|| format!("parsing {}", p.display()))?;
-                if let Some(pin) = outpost_agent::tls::spki_pin(&der) {
+                if let Some(pin) = outpost_common::tls::spki_pin(&der) {
                     pins.push(pin);
                 }
                 trusted.push(der);
@@ -200,7 +200,7 @@ impl Ca {
     fn from_parts(cert_pem: String, key: KeyPair) -> anyhow::Result<Ca> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .context("parsing the CA certificate")?;
-        let pin = outpost_agent::tls::spki_pin(&cert_der).context("CA certificate has no SPKI")?;
+        let pin = outpost_common::tls::spki_pin(&cert_der).context("CA certificate has no SPKI")?;
         Ok(Ca {
             cert_pem,
             cert_der,
@@ -250,7 +250,7 @@ impl Ca {
         let chain = vec![cert.der().clone(), self.cert_der.clone()];
         let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
 
-        let provider = outpost_agent::tls::provider();
+        let provider = outpost_common::tls::provider();
         let mut roots = rustls::RootCertStore::empty();
         for ca in trusted {
             roots.add(ca.clone())?;
@@ -338,7 +338,7 @@ impl Ca {
     }
 }
 
-pub use outpost_agent::run::write_private;
+pub use outpost_common::fs::write_private;
 
 #[cfg(test)]
 mod tests {

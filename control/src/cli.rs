@@ -14,7 +14,7 @@ use crate::config::*;
 /// Entry point of the `outpost` binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,13 +65,6 @@ async fn shutdown_signal() {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
-        Command::Dotfiles { uri } => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .context("HOME is not set")?;
-            outpost_agent::dotfiles::apply(&uri, &home, &mut |l| eprintln!("{l}"))
-                .context("applying the dotfiles")
-        }
         Command::Ca(cmd) => {
             let (what, dir) = match &cmd {
                 CaCmd::Rotate { data_dir } => ("rotate", data_dir),
@@ -105,7 +98,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             agent_binary,
         }) => {
             init_logs(false);
-            outpost_agent::tls::install_provider();
+            outpost_common::tls::install_provider();
             let url = cli
                 .url
                 .context("pass --url (or OUTPOST_URL): the server to take jobs from")?;
@@ -141,7 +134,7 @@ fn hostname() -> String {
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     init_logs(args.log_json);
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let api = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -497,10 +490,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
         Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
         Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
-        Command::Server(_)
-        | Command::Provisioner(_)
-        | Command::Ca(_)
-        | Command::Dotfiles { .. } => unreachable_command(),
+        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
     }
 }
 

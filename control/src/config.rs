@@ -79,12 +79,6 @@ pub enum Command {
     ConfigSsh(ConfigSshArgs),
     /// Forward local TCP ports to ports inside a workspace, through the relay.
     PortForward(PortForwardArgs),
-    /// Apply a dotfiles repository to your home (clone or pull, then its install script, or
-    /// link its dotfiles keeping `.bak` copies). What workspaces do on start with `dotfiles_uri`.
-    Dotfiles {
-        /// A git URL.
-        uri: String,
-    },
     /// Print your git SSH public key (control holds the private half; workspaces use it for git).
     Publickey,
     /// Read the audit log (admins only).

@@ -420,7 +420,7 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
         }
         let cron = match s.cron {
             Some(c) => {
-                outpost_agent::cron::Schedule::parse(c.get_ref())
+                outpost_common::cron::Schedule::parse(c.get_ref())
                     .map_err(|e| err(MANIFEST_FILE, at(c.span()), Some(&field("cron")), e))?;
                 Some(c.into_inner())
             }

@@ -102,7 +102,7 @@ fn attack_matrix(backend: Backend) -> R {
     let mut big = b"{\"token\": \"".to_vec();
     big.extend(std::iter::repeat_n(b'x', 1 << 20));
     let pins: Vec<String> = vec![b["ca_pins"][0].as_str().unwrap_or_default().to_string()];
-    let cfg = outpost_agent::tls::client_config(&pins, None)?;
+    let cfg = outpost_common::tls::client_config(&pins, None)?;
     let url = format!(
         "{}/agent/v1/bootstrap",
         b["agent_url"].as_str().unwrap_or_default()
@@ -367,7 +367,7 @@ fn concurrent_redemptions(backend: Backend) -> R {
     let statuses: Vec<u16> = rt().block_on(async move {
         let mut tasks = Vec::new();
         for c in csrs {
-            let cfg = outpost_agent::tls::client_config(&pins, None)?;
+            let cfg = outpost_common::tls::client_config(&pins, None)?;
             let client = reqwest::Client::builder()
                 .use_preconfigured_tls(cfg)
                 .build()?;
@@ -563,7 +563,7 @@ fn agent_aborts_on_wrong_ca() -> R {
     let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
     let keyder = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let cfg = rustls::ServerConfig::builder_with_provider(outpost_agent::tls::provider())
+    let cfg = rustls::ServerConfig::builder_with_provider(outpost_common::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, keyder)?;
@@ -596,7 +596,8 @@ fn agent_aborts_on_wrong_ca() -> R {
     let other = KeyPair::generate()?;
     let mut op = CertificateParams::new(Vec::<String>::new())?;
     op.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other_pin = outpost_agent::tls::spki_pin(op.self_signed(&other)?.der()).unwrap_or_default();
+    let other_pin =
+        outpost_common::tls::spki_pin(op.self_signed(&other)?.der()).unwrap_or_default();
     let dir = tempfile::tempdir()?;
     let secret = "S3CRETS3CRETS3CRETS3CRETS3CRETS3CRETxxxxxx";
     let bundle = json!({

@@ -13,7 +13,7 @@ pub type R<T = ()> = anyhow::Result<T>;
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        outpost_agent::tls::install_provider();
+        outpost_common::tls::install_provider();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -588,7 +588,7 @@ pub fn agent_call(
         .iter()
         .filter_map(|p| p.as_str().map(String::from))
         .collect();
-    let cfg = outpost_agent::tls::client_config(&pins, cert)?;
+    let cfg = outpost_common::tls::client_config(&pins, cert)?;
     let url = format!("{}{path}", b["agent_url"].as_str().unwrap_or_default());
     rt().block_on(async move {
         let c = reqwest::Client::builder()

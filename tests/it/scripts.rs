@@ -320,7 +320,7 @@ fn out_of(o: &std::process::Output) -> String {
 
 /// Dotfiles from a local bare repository (a file URL): with an install script it runs; without
 /// one the dotfiles are linked into the home and what they replace is kept as `.bak`.
-/// `outpost dotfiles URL` does the same by hand.
+/// `outpost-agent dotfiles URL` does the same by hand.
 #[test]
 fn dotfiles_install_and_link() -> R {
     let s = Server::start(Backend::Sqlite)?;
@@ -407,7 +407,7 @@ fn dotfiles_install_and_link() -> R {
     // By hand.
     let by_hand = s.dir.path().join("hand-home");
     std::fs::create_dir_all(&by_hand)?;
-    let o = Command::new(bin("outpost"))
+    let o = Command::new(bin("outpost-agent"))
         .args(["dotfiles", &plain])
         .env("HOME", &by_hand)
         .output()?;

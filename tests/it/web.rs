@@ -532,7 +532,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
 
 #[test]
 fn wrong_password_and_bad_login_forms() -> R {
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let s = Server::start(Backend::Sqlite)?;
     let url = s.url.clone();
     // A form without the sign-in page's CSRF cookie is sent back to sign in, without a session.

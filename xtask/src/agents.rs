@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use outpost_agent::run::{backoff, bootstrap_once, Session, BACKOFF_BASE, BACKOFF_CAP};
+use outpost_agent::run::{bootstrap_once, Session};
 use outpost_api::*;
+use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 use serde_json::json;
 
 use crate::bench::{
@@ -92,11 +93,11 @@ struct Shared {
 }
 
 fn now_ms() -> u64 {
-    outpost_agent::run::now_ms() as u64
+    outpost_common::clock::now_ms() as u64
 }
 
 fn run(o: Opts) -> anyhow::Result<()> {
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let bin = crate::root().join("target/release");
     let tmp = std::env::temp_dir().join(format!("outpost-bench-agents-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);

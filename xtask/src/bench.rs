@@ -204,7 +204,7 @@ pub fn machine() -> String {
 }
 
 fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> anyhow::Result<()> {
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let tmp = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let mut extra: Vec<&str> = vec!["--provisioner-daemons", "4"];
@@ -432,7 +432,7 @@ pub fn date() -> String {
 /// `cargo xtask demo`: the embedded defaults (SQLite, the local provisioner), the first admin,
 /// a running workspace `dev`, and the server left in the foreground.
 pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let fresh = !data.join("outpost.db").exists();
     let mut server = start_server_q(bin, data, ("127.0.0.1:7080", "127.0.0.1:7443"), &[], true)?;
     let home = std::env::var_os("HOME")

@@ -103,7 +103,7 @@ fn outpost_cli(bin: &Path, cli_dir: &Path, args: &[&str]) -> anyhow::Result<Stri
 }
 
 pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
-    outpost_agent::tls::install_provider();
+    outpost_common::tls::install_provider();
     let tmp = std::env::temp_dir().join(format!("outpost-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;

@@ -128,7 +128,7 @@ impl Client {
         let resp = self
             .request(Method::GET, path)
             .header(reqwest::header::CONNECTION, "upgrade")
-            .header(reqwest::header::UPGRADE, "outpost-relay")
+            .header(reqwest::header::UPGRADE, crate::relay::UPGRADE_RELAY)
             .send()
             .await
             .map_err(|source| ClientError::Transport {

@@ -4,6 +4,7 @@
 //! does no I/O beyond its HTTP client.
 
 mod client;
+pub mod relay;
 pub mod types;
 
 pub use client::{Client, ClientError};

@@ -53,7 +53,10 @@ pub(super) fn router(state: AppState) -> Router {
             "/agent/v1/logs",
             post(agent_logs).layer(DefaultBodyLimit::max(LOGS_BODY_LIMIT)),
         )
-        .route("/agent/v1/tunnel", get(super::relay::agent_tunnel))
+        .route(
+            outpost_api::relay::TUNNEL_PATH,
+            get(super::relay::agent_tunnel),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(only_own_identity))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -563,7 +566,7 @@ async fn agent_git_key(
     let (private_key, public_key) = state
         .store
         .git_key(&w.owner_id, || {
-            outpost_agent::ssh::new_ed25519(&format!("outpost-{owner}"))
+            outpost_common::sshkey::new_ed25519(&format!("outpost-{owner}"))
         })
         .await?;
     Ok(Json(GitSshKey {
@@ -637,7 +640,7 @@ async fn report_ssh(
     let agent = authed_agent(&state, &peer, "agent.ssh")
         .await
         .map_err(|e| e.0)?;
-    if crate::server::users::parse_public_key(&req.host_key).is_err() {
+    if outpost_common::sshkey::parse_public_key(&req.host_key).is_err() {
         return Err(ApiError::bad_request(
             "host_key is not an OpenSSH public key",
         ));

@@ -106,7 +106,7 @@ async fn proxy_inner(
         }
         _ => return Ok(not_found()),
     };
-    let io = super::relay::open_io(&state, &w, &format!("/tcp/{port}")).await?;
+    let io = super::relay::open_io(&state, &w, &outpost_api::relay::stream::tcp(port)).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", e.to_string()))?;

@@ -19,7 +19,7 @@ use super::agent::PeerIdentity;
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
 use super::AppState;
-use outpost_api::WorkspaceStatus;
+use outpost_api::{relay, WorkspaceStatus};
 
 type Sender = hyper::client::conn::http2::SendRequest<StreamBody<ReceiverStream>>;
 
@@ -115,10 +115,10 @@ pub(super) async fn agent_tunnel(
         };
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
-            .initial_stream_window_size(4 * 1024 * 1024)
-            .initial_connection_window_size(16 * 1024 * 1024)
-            .max_frame_size(256 * 1024)
-            .keep_alive_interval(std::time::Duration::from_secs(20))
+            .initial_stream_window_size(relay::STREAM_WINDOW)
+            .initial_connection_window_size(relay::CONNECTION_WINDOW)
+            .max_frame_size(relay::MAX_FRAME_SIZE)
+            .keep_alive_interval(relay::KEEPALIVE)
             .handshake::<_, StreamBody<ReceiverStream>>(upgraded)
             .await;
         let (sender, conn) = match handshake {
@@ -134,7 +134,7 @@ pub(super) async fn agent_tunnel(
         st.tunnels.remove(&agent.id, id);
         tracing::info!(agent = %agent.id, "relay tunnel down");
     });
-    Ok(switching("outpost-tunnel"))
+    Ok(switching(relay::UPGRADE_TUNNEL))
 }
 
 /// `GET /api/v1/workspaces/{name}/relay/ssh` (upgrade): an SSH connection to the workspace.
@@ -144,7 +144,7 @@ pub(super) async fn relay_ssh(
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    relay(state, auth, name, "/ssh".to_string(), req).await
+    relay(state, auth, name, relay::stream::SSH.to_string(), req).await
 }
 
 /// `GET /api/v1/workspaces/{name}/relay/tcp/{port}` (upgrade): a TCP connection to a port.
@@ -154,7 +154,7 @@ pub(super) async fn relay_tcp(
     Path((name, port)): Path<(String, u16)>,
     req: Request,
 ) -> ApiResult<Response> {
-    relay(state, auth, name, format!("/tcp/{port}"), req).await
+    relay(state, auth, name, relay::stream::tcp(port), req).await
 }
 
 async fn relay(
@@ -186,11 +186,11 @@ async fn relay(
             Err(_) => return,
         };
         let (crd, cwr) = tokio::io::split(client);
-        let up = tokio::spawn(outpost_agent::tunnel::reader_to_frames(crd, tx));
-        outpost_agent::tunnel::body_to_writer(down, cwr).await;
+        let up = tokio::spawn(outpost_common::pump::reader_to_frames(crd, tx));
+        outpost_common::pump::body_to_writer(down, cwr).await;
         up.abort();
     });
-    Ok(switching("outpost-relay"))
+    Ok(switching(relay::UPGRADE_RELAY))
 }
 
 /// Opens a stream of kind `path` (`/ssh`, `/tcp/PORT`, `/pty?..`) to the workspace's agent:
@@ -263,8 +263,8 @@ pub(super) async fn open_io(
     let (tx, down) = open(state, w, path).await?;
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
     let (rd, wr) = tokio::io::split(ours);
-    tokio::spawn(outpost_agent::tunnel::reader_to_frames(rd, tx));
-    tokio::spawn(outpost_agent::tunnel::body_to_writer(down, wr));
+    tokio::spawn(outpost_common::pump::reader_to_frames(rd, tx));
+    tokio::spawn(outpost_common::pump::body_to_writer(down, wr));
     Ok(theirs)
 }
 

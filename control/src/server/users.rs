@@ -442,7 +442,7 @@ pub(super) async fn git_ssh_key(
     let (_, public_key) = state
         .store
         .git_key(&auth.user.id, || {
-            outpost_agent::ssh::new_ed25519(&format!("outpost-{}", auth.user.username))
+            outpost_common::sshkey::new_ed25519(&format!("outpost-{}", auth.user.username))
         })
         .await?;
     Ok(Json(GitSshKey {
@@ -452,51 +452,6 @@ pub(super) async fn git_ssh_key(
 }
 
 // ---------------------------------------------------------------- SSH keys
-
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "ssh-rsa",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
-/// Checks one OpenSSH public key line; returns (normalised `TYPE BASE64`, SHA256 fingerprint).
-pub(crate) fn parse_public_key(line: &str) -> Result<(String, String), String> {
-    use base64::Engine;
-    let mut parts = line.split_whitespace();
-    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
-        return Err("expected `TYPE BASE64 [COMMENT]`, as in ~/.ssh/id_ed25519.pub".into());
-    };
-    if !KEY_TYPES.contains(&kind) {
-        return Err(format!(
-            "unsupported key type {kind:?}; use one of {}",
-            KEY_TYPES.join(", ")
-        ));
-    }
-    let blob = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| "the key's base64 is invalid".to_string())?;
-    // The blob starts with the length-prefixed key type.
-    let ok = blob.len() > 4 + kind.len() && {
-        let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-        n == kind.len() && &blob[4..4 + n] == kind.as_bytes()
-    };
-    if !ok {
-        return Err("the key's blob does not match its type".into());
-    }
-    let fp = {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(&blob);
-        format!(
-            "SHA256:{}",
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
-        )
-    };
-    Ok((format!("{kind} {b64}"), fp))
-}
 
 fn key_view(r: crate::store::SshKeyRow) -> SshKey {
     SshKey {
@@ -518,7 +473,9 @@ pub(super) async fn add_ssh_key(
             "key names are 1-64 printable characters",
         ));
     }
-    let (key, fp) = parse_public_key(&req.public_key).map_err(ApiError::bad_request)?;
+    let parsed = outpost_common::sshkey::parse_public_key(&req.public_key)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (key, fp) = (parsed.canonical, parsed.fingerprint);
     let row = state
         .store
         .add_ssh_key(&auth.user.id, &req.name, &key, &fp)

@@ -446,7 +446,8 @@ pub(super) async fn pty(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("you have no workspace named {name:?}")))?;
     let mut path = format!(
-        "/pty?id={}&cols={}&rows={}",
+        "{}?id={}&cols={}&rows={}",
+        outpost_api::relay::stream::PTY,
         pct(&q.session),
         q.cols,
         q.rows
@@ -464,19 +465,17 @@ pub(super) async fn pty(
 async fn bridge(socket: WebSocket, tx: super::relay::FrameSender, mut down: hyper::body::Incoming) {
     use futures_util::{SinkExt, StreamExt};
     use http_body_util::BodyExt;
+    use outpost_api::relay::pty as relay_pty;
     let (mut sink, mut stream) = socket.split();
     let up = async {
         while let Some(Ok(msg)) = stream.next().await {
             let (kind, payload): (u8, &[u8]) = match &msg {
                 Message::Binary(b) if !b.is_empty() => (b[0], &b[1..]),
-                Message::Text(t) => (outpost_agent::pty::KIND_INPUT, t.as_bytes()),
+                Message::Text(t) => (relay_pty::KIND_INPUT, t.as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let mut frame = Vec::with_capacity(5 + payload.len());
-            frame.push(kind);
-            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            frame.extend_from_slice(payload);
+            let frame = relay_pty::encode(kind, payload);
             if tx
                 .send(Ok(hyper::body::Frame::data(bytes::Bytes::from(frame))))
                 .await

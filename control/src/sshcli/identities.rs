@@ -25,10 +25,9 @@ pub(crate) fn ssh_home() -> anyhow::Result<PathBuf> {
 
 /// `TYPE BASE64` of an OpenSSH public key line (the comment dropped), or None.
 fn key_id(line: &str) -> Option<String> {
-    let mut parts = line.split_whitespace();
-    let (kind, blob) = (parts.next()?, parts.next()?);
-    (kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
-        .then(|| format!("{kind} {blob}"))
+    outpost_common::sshkey::parse_public_key(line)
+        .ok()
+        .map(|k| k.canonical)
 }
 
 /// [`find`], or none (ssh then falls back to its defaults) with a warning when the keys cannot
@@ -144,14 +143,9 @@ mod tests {
 
     #[test]
     fn key_ids_ignore_comments_and_reject_junk() {
-        assert_eq!(
-            key_id("ssh-ed25519 AAAAC3Nz me@laptop").as_deref(),
-            Some("ssh-ed25519 AAAAC3Nz")
-        );
-        assert_eq!(
-            key_id("ecdsa-sha2-nistp256 AAAAE2 x").as_deref(),
-            Some("ecdsa-sha2-nistp256 AAAAE2")
-        );
+        let (_, public) = outpost_common::sshkey::new_ed25519("me@laptop").unwrap_or_default();
+        let blob = public.split_whitespace().nth(1).unwrap_or_default();
+        assert_eq!(key_id(&public), Some(format!("ssh-ed25519 {blob}")));
         assert_eq!(key_id("-----BEGIN OPENSSH PRIVATE KEY-----"), None);
         assert_eq!(key_id(""), None);
     }

@@ -197,8 +197,9 @@ fn open_raw(client: &Client, name: &str) -> Result<std::net::TcpStream, Refused>
         .map_err(io)?;
     write!(
         tcp,
-        "GET /api/v1/workspaces/{name}/relay/ssh HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\nConnection: upgrade\r\nUpgrade: outpost-relay\r\n\r\n",
-        client.token().unwrap_or("")
+        "GET /api/v1/workspaces/{name}/relay/ssh HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\nConnection: upgrade\r\nUpgrade: {}\r\n\r\n",
+        client.token().unwrap_or(""),
+        outpost_api::relay::UPGRADE_RELAY
     )
     .map_err(io)?;
     // The response head, a byte at a time: whatever follows it is ssh's.
