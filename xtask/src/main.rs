@@ -4,6 +4,7 @@ mod agents;
 mod bench;
 mod sshbench;
 mod termbench;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,10 @@ use anyhow::{bail, Context};
 
 const USAGE: &str = "usage: cargo xtask <command>
 
-  ci                  fmt --check, clippy -D warnings, build, every test (what .ci/run runs)
+  ci                  fmt --check, tidy, clippy -D warnings, build, every test (what .ci/run
+                      runs); ends with one line: N passed, M failed, K skipped
+  tidy                crates depend only downward, no source file past 800 lines unexplained,
+                      ARCHITECTURE.md's code map names only paths that exist
   test                build the binaries and run every test
   demo                run Outpost on its embedded defaults with a running workspace `dev`
   bench lifecycle     create/stop/start/delete timings and control's RSS with 100 workspaces
@@ -27,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("tidy") => tidy::main(),
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench::main(&args[1..]),
@@ -53,6 +58,19 @@ pub fn root() -> PathBuf {
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
+    let st = cargo_command()
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    if !st.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// A `cargo` command without the variables `cargo run` set for xtask's own crate.
+pub(crate) fn cargo_command() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     // `cargo run` gives us the variables it sets for xtask's own crate; build scripts (ring's)
     // watch some of them, so pass them on and every nested build would rebuild from scratch.
@@ -71,19 +89,12 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
             cmd.env_remove(k.as_ref());
         }
     }
-    let st = cmd
-        .args(args)
-        .current_dir(root())
-        .status()
-        .context("running cargo")?;
-    if !st.success() {
-        bail!("`cargo {}` failed", args.join(" "));
-    }
-    Ok(())
+    cmd
 }
 
 fn ci() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    tidy::main()?;
     cargo(&[
         "clippy",
         "--workspace",
@@ -98,7 +109,70 @@ fn ci() -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     // The end-to-end tests drive the real binaries: build them first.
     cargo(&["build", "--workspace", "--bins"])?;
-    cargo(&["test", "--workspace"])
+    let counts = cargo_test(&["test", "--workspace", "--no-fail-fast"])?;
+    // One plain line that counts every test run (cargo's last lines are doc-test runs of 0).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if counts.failed > 0 || !counts.ok {
+        bail!("tests failed");
+    }
+    if counts.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    ok: bool,
+}
+
+/// Runs `cargo ARGS` (a test run), passing its output through while adding up its
+/// `test result:` lines.
+fn cargo_test(args: &[&str]) -> anyhow::Result<Counts> {
+    use std::io::BufRead;
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = cargo_command()
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo")?;
+    let mut counts = Counts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            add_result_line(&mut counts, &line);
+        }
+    }
+    counts.ok = child.wait()?.success();
+    Ok(counts)
+}
+
+/// Adds `test result: ok. 3 passed; 1 failed; 2 ignored; ...` to `c`.
+fn add_result_line(c: &mut Counts, line: &str) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(what), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => c.passed += n,
+            "failed" => c.failed += n,
+            "ignored" => c.ignored += n,
+            _ => {}
+        }
+    }
 }
 
 fn demo() -> anyhow::Result<()> {
@@ -108,4 +182,18 @@ fn demo() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join(".outpost"));
     bench::demo(&bin, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_add_up() {
+        let mut c = Counts::default();
+        add_result_line(&mut c, "test result: ok. 13 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.18s");
+        add_result_line(&mut c, "test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 1s");
+        add_result_line(&mut c, "running 6 tests");
+        assert_eq!((c.passed, c.failed, c.ignored), (18, 1, 2));
+    }
 }

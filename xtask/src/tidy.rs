@@ -1,0 +1,245 @@
+//! `cargo xtask tidy` (and the first step of `cargo xtask ci`): the structural rules a reviewer
+//! would otherwise have to remember, as rust-analyzer's `xtask/src/tidy.rs` keeps them.
+//!
+//! - Crates depend only downward: `outpost-api` and `outpost-common` on neither side; control
+//!   never on the agent (nor on the SSH, PTY and statistics crates only the agent needs); the
+//!   agent never on control or the server's crates (sqlx, axum).
+//! - No source file passes [`MAX_LINES`] lines unless [`LONG_FILES`] names it and says why (and
+//!   an entry whose file has shrunk back must go).
+//! - Every path that ARCHITECTURE.md's code map names exists.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+pub const MAX_LINES: usize = 800;
+
+/// Source files allowed past [`MAX_LINES`], each with the reason.
+pub const LONG_FILES: &[(&str, &str)] = &[
+    (
+        "control/src/store/mod.rs",
+        "every store area in one file; splitting it into one file per area with its row types is the next step of issue 12",
+    ),
+    (
+        "agent/src/ssh.rs",
+        "the SSH server's handler, sessions, exec, forwarding and git agent; splitting ssh/ by job is the next step of issue 12",
+    ),
+    (
+        "control/src/cli.rs",
+        "every user command group; splitting cli/ by command group is the next step of issue 12",
+    ),
+    (
+        "agent/src/run.rs",
+        "credentials, the control session and the agent's loops; splitting them around one Agent state is the next step of issue 12",
+    ),
+    (
+        "control/api/src/types.rs",
+        "every wire type of /api/v1 and /agent/v1; one module per route group is the next step of issue 12",
+    ),
+    (
+        "tests/it/ssh.rs",
+        "the direct-listener SSH scenarios share one fixture (SshWs); each test is one scenario",
+    ),
+];
+
+/// What each crate must not depend on (directly or through another crate).
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "outpost-control",
+        &[
+            "outpost-agent",
+            "russh",
+            "russh-sftp",
+            "portable-pty",
+            "vt100",
+            "sysinfo",
+        ],
+    ),
+    ("outpost-agent", &["outpost-control", "sqlx", "axum"]),
+    (
+        "outpost-common",
+        &["outpost-agent", "outpost-control", "sqlx", "axum", "russh"],
+    ),
+    (
+        "outpost-api",
+        &[
+            "outpost-agent",
+            "outpost-control",
+            "outpost-common",
+            "sqlx",
+            "axum",
+            "russh",
+        ],
+    ),
+];
+
+/// Where the source files live (`target` and `node_modules` are skipped).
+const SOURCE_DIRS: &[&str] = &["agent", "common", "control", "xtask", "tests"];
+
+pub fn main() -> anyhow::Result<()> {
+    let root = crate::root();
+    let mut problems = Vec::new();
+    for (krate, banned) in FORBIDDEN {
+        let tree = cargo_tree(&root, krate)?;
+        problems.extend(forbidden_deps(krate, &tree, banned));
+    }
+    problems.extend(long_files(&root)?);
+    let arch =
+        std::fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
+    problems.extend(
+        code_map_paths(&arch)
+            .into_iter()
+            .filter(|p| !root.join(p).exists())
+            .map(|p| format!("ARCHITECTURE.md's code map names `{p}`, which does not exist")),
+    );
+    if problems.is_empty() {
+        eprintln!("tidy: crates depend only downward, no file past {MAX_LINES} lines unexplained, the code map is true");
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("tidy: {p}");
+    }
+    bail!("tidy found {} problem(s)", problems.len())
+}
+
+/// `cargo tree` of one package's normal dependencies, one crate name per line.
+fn cargo_tree(root: &Path, krate: &str) -> anyhow::Result<String> {
+    let out = crate::cargo_command()
+        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none"])
+        .args(["--format", "{p}"])
+        .current_dir(root)
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree -p {krate}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The banned crates that `tree` (cargo tree's `{p}` lines) shows `krate` depending on.
+fn forbidden_deps(krate: &str, tree: &str, banned: &[&str]) -> Vec<String> {
+    let mut found: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| banned.contains(name))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+        .into_iter()
+        .map(|b| format!("{krate} depends on {b} (see ARCHITECTURE.md: API boundaries)"))
+        .collect()
+}
+
+fn long_files(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for dir in SOURCE_DIRS {
+        collect_rs(&root.join(dir), &mut files)?;
+    }
+    for f in files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
+        let lines = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading {rel}"))?
+            .lines()
+            .count();
+        let allowed = LONG_FILES.iter().any(|(p, _)| *p == rel);
+        if lines > MAX_LINES && !allowed {
+            problems.push(format!(
+                "{rel} has {lines} lines (more than {MAX_LINES}): split it by job, or add it to LONG_FILES in xtask/src/tidy.rs saying why"
+            ));
+        }
+        if lines <= MAX_LINES && allowed {
+            problems.push(format!(
+                "{rel} is down to {lines} lines: take it out of LONG_FILES in xtask/src/tidy.rs"
+            ));
+        }
+    }
+    for (p, _) in LONG_FILES {
+        if !root.join(p).exists() {
+            problems.push(format!(
+                "LONG_FILES names {p}, which does not exist: take it out"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let path = e.path();
+        let name = e.file_name();
+        if e.file_type()?.is_dir() {
+            if name != "target" && name != "node_modules" {
+                collect_rs(&path, out)?;
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The repository paths named in backticks in ARCHITECTURE.md's "Code map" section: spans with a
+/// slash that do not start with one (routes such as `/api/v1` do), with no spaces or patterns.
+fn code_map_paths(arch: &str) -> Vec<String> {
+    let mut in_map = false;
+    let mut paths = Vec::new();
+    for line in arch.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            in_map = h.trim() == "Code map";
+            continue;
+        }
+        if !in_map {
+            continue;
+        }
+        for (i, span) in line.split('`').enumerate() {
+            let path_like = !span.is_empty()
+                && span.contains('/')
+                && !span.starts_with('/')
+                && !span.starts_with("http")
+                && span
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+            if i % 2 == 1 && path_like {
+                paths.push(span.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_banned_crates_once_each() {
+        let tree = "outpost-control v0.1.0 (/x/control)\nrussh v0.65.1\nsqlx v0.8.6\nrussh v0.65.1 (*)\nvt100 v0.16.2\n";
+        assert_eq!(
+            forbidden_deps("outpost-control", tree, &["russh", "vt100", "axum"]),
+            vec![
+                "outpost-control depends on russh (see ARCHITECTURE.md: API boundaries)",
+                "outpost-control depends on vt100 (see ARCHITECTURE.md: API boundaries)",
+            ]
+        );
+        assert!(forbidden_deps("outpost-agent", "tokio v1\n", &["sqlx"]).is_empty());
+    }
+
+    #[test]
+    fn code_map_paths_are_repository_paths_only() {
+        let arch = "## Bird's-eye view\n`agent/not-here.rs`\n## Code map\n- `control/api/` (crate `outpost-api`): `/api/v1` routes, `run(listener)`, `agent/src/ssh.rs`\n## Invariants\n`x/y.rs`\n";
+        assert_eq!(
+            code_map_paths(arch),
+            vec!["control/api".to_string(), "agent/src/ssh.rs".to_string()]
+        );
+    }
+}
