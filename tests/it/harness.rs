@@ -426,8 +426,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-        // Agents live in sessions of their own: find ours by their bootstrap path.
-        kill_matching(&self.dir.path().display().to_string());
+        // What this server started for its workspaces: agents (in sessions of their own, so
+        // they outlive control) and everything they started, orphans included. All by pid.
+        for pid in self.workspace_pids() {
+            signal(pid, libc::SIGKILL);
+        }
         if let Backend::Postgres(url) = &self.backend {
             let admin =
                 std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
@@ -446,32 +449,81 @@ impl Drop for Server {
     }
 }
 
-/// SIGKILLs every process whose command line mentions `needle`.
-pub fn kill_matching(needle: &str) {
-    for pid in pids_matching(needle) {
-        // SAFETY-free: libc::kill is called through a safe wrapper below.
-        signal(pid, libc::SIGKILL);
+impl Server {
+    /// The ids of every workspace this server made, deleted ones included (the store keeps
+    /// them), and of the workspace directories its local provisioner holds.
+    fn workspace_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .db_rows("SELECT id FROM workspaces")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(self.data().join("workspaces")) {
+            ids.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Every live process this server started for its workspaces: each agent (its pid file)
+    /// and every process carrying a workspace's `OUTPOST_WORKSPACE_ID`, which the agent gives
+    /// to all it starts (sessions, scripts, and what they leave behind).
+    pub fn workspace_pids(&self) -> Vec<i32> {
+        let ids = self.workspace_ids();
+        let mut pids: Vec<i32> = ids
+            .iter()
+            .filter_map(|id| {
+                std::fs::read_to_string(self.data().join("workspaces").join(id).join("agent.pid"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .filter(|p| alive(*p))
+            .collect();
+        for id in &ids {
+            pids.extend(processes_of_workspace(id));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 }
 
-pub fn pids_matching(needle: &str) -> Vec<i32> {
+/// Live processes whose environment carries `OUTPOST_WORKSPACE_ID=id`.
+pub fn processes_of_workspace(id: &str) -> Vec<i32> {
+    let marker = format!("OUTPOST_WORKSPACE_ID={id}");
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if pid == std::process::id() as i32 {
+            if pid == std::process::id() as i32 || !alive(pid) {
                 continue;
             }
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                if String::from_utf8_lossy(&cmd).contains(needle) {
+            if let Ok(env) = std::fs::read(e.path().join("environ")) {
+                if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
                     out.push(pid);
                 }
             }
         }
     }
     out
+}
+
+/// The command lines of a workspace's live processes.
+pub fn commands_of_workspace(id: &str) -> Vec<String> {
+    processes_of_workspace(id)
+        .into_iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect()
 }
 
 #[allow(unsafe_code)]

@@ -93,9 +93,13 @@ fn start_scripts_lifecycle_and_logs() -> R {
     let (w, _) = s.wait_for("late", T, |w| w["agent"]["lifecycle"] == "start_timeout")?;
     assert!(w["health"]["reasons"].to_string().contains("timed out"));
     std::thread::sleep(Duration::from_millis(300));
+    let id = w["id"].as_str().unwrap_or_default().to_string();
     assert!(
-        pids_matching("sleep 120").is_empty(),
-        "the timed-out script's sleep was killed"
+        !commands_of_workspace(&id)
+            .iter()
+            .any(|c| c.contains("sleep 120")),
+        "the timed-out script's sleep was killed: {:?}",
+        commands_of_workspace(&id)
     );
 
     // --follow streams new lines as they come.
