@@ -53,7 +53,7 @@ struct PtySession {
 impl Drop for PtySession {
     fn drop(&mut self) {
         if let Some(p) = self.pid {
-            crate::sys::kill_group(p, libc::SIGHUP);
+            outpost_common::process::signal_group(p, nix::sys::signal::Signal::SIGHUP);
         }
     }
 }

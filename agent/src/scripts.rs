@@ -238,7 +238,7 @@ async fn run_one(
     let outcome = match waited {
         Err(_) => {
             if let Some(p) = pgid {
-                crate::sys::kill_group(p, libc::SIGKILL);
+                outpost_common::process::signal_group(p, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.wait().await;
             sink.line(

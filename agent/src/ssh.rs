@@ -1000,6 +1000,13 @@ const SIGNALS: &[(&str, i32)] = &[
 ];
 
 /// The number of a signal a client sent (unknown ones: TERM).
+/// Sends signal number `n` to process group `pgid`.
+fn signal_group(pgid: i32, n: i32) {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(n) {
+        outpost_common::process::signal_group(pgid, sig);
+    }
+}
+
 fn sig_number(sig: &Sig) -> i32 {
     let name = match sig {
         Sig::Custom(s) => s.clone(),
@@ -1138,14 +1145,14 @@ async fn run_piped(
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     if let Some(p) = pid {
-                        crate::sys::kill_group(p, sig_number(&signal));
+                        signal_group(p, sig_number(&signal));
                     }
                 }
                 Some(_) => {}
                 None => {
                     // The client went away: end the process group.
                     if let Some(p) = pid {
-                        crate::sys::kill_group(p, libc::SIGHUP);
+                        signal_group(p, libc::SIGHUP);
                     }
                     let _ = child.kill().await;
                     return Ok(Ended::Code(255));
@@ -1270,13 +1277,13 @@ async fn run_pty(
                 }
                 Some(ChannelMsg::Signal { signal }) => {
                     if let Some(p) = pid {
-                        crate::sys::kill_group(p, sig_number(&signal));
+                        signal_group(p, sig_number(&signal));
                     }
                 }
                 Some(_) => {}
                 None => {
                     if let Some(p) = pid {
-                        crate::sys::kill_group(p, libc::SIGHUP);
+                        signal_group(p, libc::SIGHUP);
                     }
                     return Ok(Ended::Code(255));
                 }

@@ -19,6 +19,8 @@ pub struct TemplateError {
     pub message: String,
 }
 
+impl std::error::Error for TemplateError {}
+
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;

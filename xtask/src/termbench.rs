@@ -94,7 +94,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     let ws_url = format!(
         "{}/api/v1/workspaces/dev/pty?session=bench&cols=80&rows=24&command={}",
         rig.server.url.replacen("http", "ws", 1),
-        pct_encode(CAT)
+        outpost_api::percent_encode(CAT)
     );
     let token = rig.token.clone();
     let web_ms: Vec<f64> = rig.rt.block_on(async move {
@@ -189,16 +189,4 @@ fn wait_for(r: &mut impl Read, needle: &[u8]) -> anyhow::Result<()> {
         seen.extend_from_slice(&buf[..k]);
     }
     Ok(())
-}
-
-fn pct_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -205,16 +205,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let mut path = format!("/api/v1/workspaces/{workspace}/agent-logs?follow={follow}");
         if let Some(s) = source {
-            let enc: String = s
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
+            let enc = crate::percent_encode(s);
             path.push_str(&format!("&source={enc}"));
         }
         self.ndjson(&path, on_line).await

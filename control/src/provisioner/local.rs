@@ -218,7 +218,7 @@ impl LocalProvisioner {
         let Some(pgid) = state.agent_pid else {
             return Ok(());
         };
-        if !sys::group_alive(pgid) {
+        if !outpost_common::process::group_alive(pgid) {
             return Ok(());
         }
         if !grace.is_zero() {
@@ -238,7 +238,7 @@ impl LocalProvisioner {
             format!("sending SIGTERM to the agent's process group {pgid}"),
         )
         .await;
-        sys::signal_group(pgid, libc::SIGTERM);
+        outpost_common::process::signal_group(pgid, nix::sys::signal::Signal::SIGTERM);
         if wait_gone(pgid, Duration::from_secs(3), None).await {
             return Ok(());
         }
@@ -248,7 +248,7 @@ impl LocalProvisioner {
             format!("sending SIGKILL to process group {pgid}"),
         )
         .await;
-        sys::signal_group(pgid, libc::SIGKILL);
+        outpost_common::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
         if !wait_gone(pgid, Duration::from_secs(2), None).await {
             bail!("the agent's process group {pgid} survived SIGKILL");
         }
@@ -260,7 +260,7 @@ impl LocalProvisioner {
 async fn wait_gone(pgid: i32, within: Duration, cancel: Option<&watch::Receiver<bool>>) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if !sys::group_alive(pgid) {
+        if !outpost_common::process::group_alive(pgid) {
             return true;
         }
         if tokio::time::Instant::now() >= deadline || cancel.is_some_and(|c| *c.borrow()) {

@@ -1,26 +1,6 @@
 //! The few system calls the local provisioner needs, behind safe functions.
 #![allow(unsafe_code)]
 
-/// Is any process of group `pgid` alive?
-pub fn group_alive(pgid: i32) -> bool {
-    if pgid <= 1 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(-pgid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Sends `sig` to every process of group `pgid`.
-pub fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: plain kill(2) on a process group we started.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
-
 /// Makes the child the leader of a new session (and process group) before it execs, so it
 /// outlives control and gets no signal meant for control's terminal.
 pub fn new_session(cmd: &mut std::process::Command) {

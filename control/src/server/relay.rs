@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -32,44 +32,39 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Sender)>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn lost(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.lost.lock().unwrap_or_else(PoisonError::into_inner)
+    }
     fn get(&self, agent: &str) -> Option<Sender> {
-        self.map.lock().ok()?.get(agent).map(|(_, s)| s.clone())
+        self.map().get(agent).map(|(_, s)| s.clone())
     }
     fn insert(&self, agent: &str, s: Sender) -> u64 {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut m) = self.map.lock() {
-            m.insert(agent.to_string(), (id, s));
-        }
-        if let Ok(mut l) = self.lost.lock() {
-            l.remove(agent);
-        }
+        self.map().insert(agent.to_string(), (id, s));
+        self.lost().remove(agent);
         id
     }
     fn remove(&self, agent: &str, id: u64) {
-        if let Ok(mut m) = self.map.lock() {
-            if m.get(agent).is_some_and(|(i, _)| *i == id) {
-                m.remove(agent);
-                if let Ok(mut l) = self.lost.lock() {
-                    l.insert(agent.to_string());
-                }
-            }
+        let mut m = self.map();
+        if m.get(agent).is_some_and(|(i, _)| *i == id) {
+            m.remove(agent);
+            self.lost().insert(agent.to_string());
         }
     }
     pub fn forget(&self, agent: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(agent);
-        }
-        if let Ok(mut l) = self.lost.lock() {
-            l.remove(agent);
-        }
+        self.map().remove(agent);
+        self.lost().remove(agent);
     }
     /// Does this process hold the agent's tunnel?
     pub fn is_up(&self, agent: &str) -> bool {
-        self.map.lock().is_ok_and(|m| m.contains_key(agent))
+        self.map().contains_key(agent)
     }
     /// Did the agent's tunnel go down in this process (and not come back yet)?
     pub fn was_lost(&self, agent: &str) -> bool {
-        self.lost.lock().is_ok_and(|l| l.contains(agent))
+        self.lost().contains(agent)
     }
 }
 

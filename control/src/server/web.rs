@@ -120,17 +120,7 @@ async fn browser_user(
 }
 
 /// Percent-encodes everything but unreserved characters.
-pub fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+pub use outpost_api::percent_encode as pct;
 
 fn secure_flag(state: &AppState) -> &'static str {
     if state.access_url.starts_with("https://") {

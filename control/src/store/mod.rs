@@ -64,13 +64,7 @@ pub const BOOTSTRAP_RETRY_MS: i64 = 120_000;
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// Control's clock: wall time plus an offset that tests can move (`--test-clock-file`).
-pub fn now_ms() -> i64 {
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    wall + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
-}
+pub use outpost_common::clock::now_ms;
 
 /// Moves control's clock (tests only; the server reads it from `--test-clock-file`).
 pub fn set_clock_offset_ms(offset: i64) {
