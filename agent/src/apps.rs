@@ -1,38 +1,20 @@
 //! Template apps' health checks, and the listening TCP ports of the workspace.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_api::{AppHealth, AppSpec, AppStatus, ListeningPort};
+use outpost_api::{AppHealth, AppSpec, ListeningPort};
 
-/// The apps' latest health, by slug, as the heartbeat reports it.
-static HEALTH: Mutex<BTreeMap<String, AppHealth>> = Mutex::new(BTreeMap::new());
-
-pub fn statuses() -> Vec<AppStatus> {
-    HEALTH
-        .lock()
-        .map(|m| {
-            m.iter()
-                .map(|(slug, h)| AppStatus {
-                    slug: slug.clone(),
-                    health: *h,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set(slug: &str, h: AppHealth) {
-    if let Ok(mut m) = HEALTH.lock() {
-        m.insert(slug.to_string(), h);
-    }
-}
+use crate::state::Agent;
 
 /// Starts one checker per app with a health check; apps without one are `disabled`. A check is an
 /// HTTP GET that must answer below 400 within the interval (at most 10 s); the app is healthy
 /// after a success and unhealthy after `threshold` failures in a row (initializing until then).
-pub fn start_health_checks(apps: &[AppSpec]) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start_health_checks(
+    apps: &[AppSpec],
+    agent: &Arc<Agent>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let client = match reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -47,12 +29,13 @@ pub fn start_health_checks(apps: &[AppSpec]) -> Vec<tokio::task::JoinHandle<()>>
     let mut tasks = Vec::new();
     for app in apps {
         let Some(hc) = app.healthcheck.clone() else {
-            set(&app.slug, AppHealth::Disabled);
+            agent.set_app_health(&app.slug, AppHealth::Disabled);
             continue;
         };
-        set(&app.slug, AppHealth::Initializing);
+        agent.set_app_health(&app.slug, AppHealth::Initializing);
         let slug = app.slug.clone();
         let client = client.clone();
+        let agent = agent.clone();
         tasks.push(tokio::spawn(async move {
             let every = Duration::from_secs(hc.interval_secs.max(1));
             let mut failures = 0u32;
@@ -68,13 +51,13 @@ pub fn start_health_checks(apps: &[AppSpec]) -> Vec<tokio::task::JoinHandle<()>>
                 if ok {
                     failures = 0;
                     ever_healthy = true;
-                    set(&slug, AppHealth::Healthy);
+                    agent.set_app_health(&slug, AppHealth::Healthy);
                 } else {
                     failures = failures.saturating_add(1);
                     if failures >= hc.threshold {
-                        set(&slug, AppHealth::Unhealthy);
+                        agent.set_app_health(&slug, AppHealth::Unhealthy);
                     } else if !ever_healthy {
-                        set(&slug, AppHealth::Initializing);
+                        agent.set_app_health(&slug, AppHealth::Initializing);
                     }
                 }
                 tokio::time::sleep(every).await;

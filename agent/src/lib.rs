@@ -5,15 +5,19 @@
 //! `main.rs` only parses flags and calls [`run::run`].
 
 pub mod apps;
+pub mod credentials;
 pub mod dotfiles;
 pub mod pty;
 pub mod run;
 pub mod scripts;
+pub mod session;
 mod sftp;
 pub mod ssh;
+pub mod state;
 pub mod stats;
 mod sys;
 pub use sys::keep_freed_heap;
 pub mod tunnel;
+mod user;
 
 pub use run::{run, AgentConfig, Exit};

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,18 +21,17 @@ use hyper::body::Frame;
 use tokio::io::unix::AsyncFd;
 
 use crate::ssh::SshShared;
+use crate::state::{Agent, Live, SessionKind};
 
 use outpost_api::relay::pty::{Frames, KIND_INPUT, KIND_RESIZE};
 
 const SCROLLBACK: usize = 1000;
 
-/// Live PTY sessions (the `pty` count in the heartbeat stats).
-pub static LIVE: AtomicU32 = AtomicU32::new(0);
-
 pub struct PtyHub {
     sessions: Mutex<HashMap<String, Arc<PtySession>>>,
     shared: Arc<SshShared>,
     idle_timeout: Duration,
+    next_client: AtomicU64,
 }
 
 struct PtySession {
@@ -48,6 +47,9 @@ struct PtySession {
     detached_at: Mutex<Instant>,
     pid: Option<i32>,
     exited: tokio::sync::watch::Receiver<bool>,
+    /// Counts the session (the heartbeat's `pty`) while it lives, and its bytes.
+    _live: Live,
+    agent: Arc<Agent>,
 }
 
 impl Drop for PtySession {
@@ -139,6 +141,7 @@ impl PtyHub {
             sessions: Mutex::new(HashMap::new()),
             shared,
             idle_timeout,
+            next_client: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&hub);
         tokio::spawn(async move {
@@ -166,7 +169,6 @@ impl PtyHub {
             let keep = !*s.exited.borrow() && !idle;
             if !keep {
                 tracing::info!(session = %id, idle, "terminal session ended");
-                LIVE.fetch_sub(1, Ordering::Relaxed);
             }
             keep
         });
@@ -182,11 +184,9 @@ impl PtyHub {
                 return Ok(s.clone());
             }
             map.remove(&a.id);
-            LIVE.fetch_sub(1, Ordering::Relaxed);
         }
         let s = self.start(a)?;
         map.insert(a.id.clone(), s.clone());
-        LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(s)
     }
 
@@ -223,6 +223,8 @@ impl PtyHub {
             detached_at: Mutex::new(Instant::now()),
             pid,
             exited: exit_rx,
+            _live: self.shared.agent.live(SessionKind::Pty),
+            agent: self.shared.agent.clone(),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -237,9 +239,7 @@ impl PtyHub {
                     Err(_) => continue,
                 };
                 let Some(s) = weak.upgrade() else { break };
-                crate::ssh::COUNTERS
-                    .tx
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                s.agent.add_bytes(0, n as u64);
                 if let Ok(mut t) = s.term.lock() {
                     t.parser.process(&buf[..n]);
                     t.broadcast(Bytes::copy_from_slice(&buf[..n]));
@@ -278,7 +278,7 @@ impl PtyHub {
             }
         };
         s.resize(a.cols, a.rows);
-        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(tokio::sync::Notify::new());
         {
             let Ok(mut t) = s.term.lock() else { return };
@@ -319,9 +319,7 @@ impl PtyHub {
                 loop {
                     match frames.next_frame() {
                         Ok(Some((KIND_INPUT, payload))) => {
-                            crate::ssh::COUNTERS
-                                .rx
-                                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                            s.agent.add_bytes(payload.len() as u64, 0);
                             if s.write_input(&payload).await.is_err() {
                                 return;
                             }
@@ -374,8 +372,6 @@ struct Client {
     lagged: bool,
     wake: Arc<tokio::sync::Notify>,
 }
-
-static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Term {
     /// Output to every attached client, straight from the PTY's reader (no task in between).

@@ -1,19 +1,20 @@
-//! The agent's main loop: credentials (bootstrap or stored), long poll, heartbeats, renewal.
-//!
-//! The pieces ([`bootstrap`], [`Session`]) are public so the load benchmark drives thousands of
-//! simulated agents with exactly this code.
+//! The agent's main loop: credentials (stored, or bootstrapped), then the long poll, heartbeats,
+//! renewal, scripts, SSH and the relay tunnel, all sharing one [`crate::state::Agent`].
+//! (`credentials` and `session` are public so the load benchmark drives thousands of simulated
+//! agents with exactly this code.)
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use outpost_api::*;
-use rand::Rng;
 
+use crate::credentials::{bootstrap, Credentials};
+use crate::session::Session;
+use crate::state::Agent;
 use crate::stats::StatsCollector;
+use crate::user::login_shell;
 use outpost_common::clock::{backoff, now_ms, BACKOFF_BASE, BACKOFF_CAP};
-use outpost_common::fs::write_private;
 use outpost_common::tls;
 
 #[derive(Debug, Clone)]
@@ -25,19 +26,6 @@ pub struct AgentConfig {
     pub home: PathBuf,
 }
 
-/// The agent's mTLS identity and the CA pins it trusts.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Credentials {
-    pub workspace_id: String,
-    pub agent_id: String,
-    pub certificate_pem: String,
-    pub key_pem: String,
-    pub ca_pem: String,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    pub ca_pins: Vec<String>,
-}
-
 /// How the agent ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -47,212 +35,6 @@ pub enum Exit {
     Rejected,
     /// Its certificate expired before it could renew it.
     Expired,
-}
-
-fn http(config: rustls::ClientConfig, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(2)
-        .build()
-        .context("building the HTTP client")
-}
-
-impl Credentials {
-    fn path(dir: &Path) -> PathBuf {
-        dir.join("credentials.json")
-    }
-
-    /// Stored credentials, if any (expired ones too: the caller decides).
-    pub fn load(dir: &Path) -> Option<Credentials> {
-        let bytes = std::fs::read(Self::path(dir)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Writes the credentials atomically (temp file + rename), 0600 in a 0700 dir.
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        write_private(&Self::path(dir), &serde_json::to_vec(self)?)
-    }
-
-    pub fn expired(&self) -> bool {
-        self.expires_at <= now_ms()
-    }
-
-    /// When to renew: at about 2/3 of the certificate's life, jittered by ±5% of it.
-    pub fn renew_at(&self) -> i64 {
-        let life = (self.expires_at - self.issued_at).max(1);
-        let jitter = rand::thread_rng().gen_range(-(life / 20)..=(life / 20));
-        self.issued_at + life * 2 / 3 + jitter
-    }
-}
-
-fn new_csr() -> anyhow::Result<(rcgen::KeyPair, String)> {
-    let key = rcgen::KeyPair::generate().context("generating a key")?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
-        .serialize_request(&key)?
-        .pem()?;
-    Ok((key, csr))
-}
-
-/// Exchanges the one-time token for a certificate, once (no retries). The key is made here and
-/// never leaves the agent.
-pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, ClientError> {
-    let key_csr = new_csr().map_err(|e| ClientError::Decode {
-        url: bundle.agent_url.clone(),
-        message: e.to_string(),
-    })?;
-    bootstrap_with(bundle, &key_csr).await
-}
-
-/// One exchange with a given key. Retrying with the same key is safe: control lets the key that
-/// spent a token spend it again for two minutes, in case its answer was lost.
-async fn bootstrap_with(
-    bundle: &BootstrapBundle,
-    (key, csr): &(rcgen::KeyPair, String),
-) -> Result<Credentials, ClientError> {
-    let cfg = tls::client_config(&bundle.ca_pins, None).map_err(|e| ClientError::Decode {
-        url: bundle.agent_url.clone(),
-        message: e.to_string(),
-    })?;
-    let http = http(cfg, Duration::from_secs(30)).map_err(|e| ClientError::Decode {
-        url: bundle.agent_url.clone(),
-        message: e.to_string(),
-    })?;
-    let client = Client::with_http(http, &bundle.agent_url, None);
-    let req = BootstrapRequest {
-        token: bundle.token.clone(),
-        csr_pem: csr.clone(),
-        version: Some(env!("CARGO_PKG_VERSION").to_string()),
-    };
-    let r: BootstrapResponse = client.post("/agent/v1/bootstrap", &req).await?;
-    Ok(Credentials {
-        workspace_id: r.workspace_id,
-        agent_id: r.agent_id,
-        certificate_pem: r.certificate_pem,
-        key_pem: key.serialize_pem(),
-        ca_pem: r.ca_pem,
-        issued_at: now_ms(),
-        expires_at: r.expires_at,
-        ca_pins: bundle.ca_pins.clone(),
-    })
-}
-
-/// [`bootstrap_once`] with full-jitter backoff on transport and server errors. A refusal (4xx)
-/// is final: the token is used, expired or wrong.
-pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> {
-    // One key for every attempt: a retry after a lost answer is the same request again.
-    let key_csr = new_csr()?;
-    let mut attempt = 0;
-    loop {
-        match bootstrap_with(bundle, &key_csr).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.status().is_some_and(|s| s < 500) => {
-                bail!(
-                    "control refused the bootstrap token ({e}); a new start build issues a new one"
-                )
-            }
-            Err(e) => {
-                let wait = backoff(attempt, BACKOFF_BASE, BACKOFF_CAP);
-                tracing::warn!(error = %e, retry_in = ?wait, "bootstrap failed; retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-        }
-    }
-}
-
-/// An authenticated (mTLS) connection to the agent API. Cheap to clone; [`Session::swap`]
-/// replaces the identity or pins for every clone.
-#[derive(Clone)]
-pub struct Session {
-    url: String,
-    inner: Arc<Mutex<(Credentials, Client)>>,
-}
-
-impl Session {
-    pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<Session> {
-        let client = Self::client_for(agent_url, &creds)?;
-        Ok(Session {
-            url: agent_url.to_string(),
-            inner: Arc::new(Mutex::new((creds, client))),
-        })
-    }
-
-    fn client_for(url: &str, creds: &Credentials) -> anyhow::Result<Client> {
-        let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
-        let cfg = tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
-        Ok(Client::with_http(
-            http(cfg, Duration::from_secs(40))?,
-            url,
-            None,
-        ))
-    }
-
-    fn client(&self) -> Client {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
-    }
-
-    pub fn credentials(&self) -> Credentials {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
-    }
-
-    /// Uses new credentials from now on.
-    pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
-        let client = Self::client_for(&self.url, &creds)?;
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (creds, client);
-        Ok(())
-    }
-
-    /// Long poll: returns commands, or none after control's hold (~25 s).
-    pub async fn poll(&self) -> Result<PollResponse, ClientError> {
-        self.client().get("/agent/v1/poll").await
-    }
-
-    pub async fn heartbeat(
-        &self,
-        req: &HeartbeatRequest,
-    ) -> Result<HeartbeatResponse, ClientError> {
-        self.client().post("/agent/v1/heartbeat", req).await
-    }
-
-    pub async fn client_post_logs(
-        &self,
-        req: &AgentLogsRequest,
-    ) -> Result<AgentLogsResponse, ClientError> {
-        self.client().post("/agent/v1/logs", req).await
-    }
-
-    pub async fn manifest(&self) -> Result<AgentManifest, ClientError> {
-        self.client().get("/agent/v1/manifest").await
-    }
-
-    /// A new key and certificate for the same identity. Returns the new credentials (not yet
-    /// swapped in).
-    pub async fn renew(&self) -> anyhow::Result<Credentials> {
-        let (key, csr) = new_csr()?;
-        let r: RenewResponse = self
-            .client()
-            .post("/agent/v1/renew", &RenewRequest { csr_pem: csr })
-            .await?;
-        let mut c = self.credentials();
-        c.certificate_pem = r.certificate_pem;
-        c.ca_pem = r.ca_pem;
-        c.key_pem = key.serialize_pem();
-        c.issued_at = now_ms();
-        c.expires_at = r.expires_at;
-        Ok(c)
-    }
 }
 
 /// Runs the agent until control stops it, refuses its credentials, or they expire.
@@ -275,9 +57,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         }
     };
     let session = Session::new(&config.bundle.agent_url, creds)?;
+    let agent = Arc::new(Agent::default());
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(true);
-    let ssh = tokio::spawn(ssh_loop(session.clone(), config.clone(), gate_rx));
+    let ssh = tokio::spawn(ssh_loop(
+        session.clone(),
+        config.clone(),
+        gate_rx,
+        agent.clone(),
+    ));
     let scripts = std::sync::Arc::new(crate::scripts::Scripts {
         login_gate: gate_tx,
         lifecycle: std::sync::Arc::new(crate::scripts::Lifecycle::default()),
@@ -294,6 +82,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         session.clone(),
         config.clone(),
         scripts.lifecycle.clone(),
+        agent.clone(),
     ));
     let renew = tokio::spawn(renew_loop(
         session.clone(),
@@ -305,6 +94,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         config.clone(),
         exit_tx,
         scripts.clone(),
+        agent,
     ));
     let exit = exit_rx.recv().await.unwrap_or(Exit::Stopped);
     start.abort();
@@ -321,22 +111,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The login shell of the user running the agent.
-fn login_shell() -> String {
-    #[allow(unsafe_code)]
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
-        for line in passwd.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[6].is_empty() {
-                return f[6].to_string();
-            }
-        }
-    }
-    std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())
 }
 
 /// Starts the SSH server when the workspace's template asks for a direct listen address, reports
@@ -392,19 +166,6 @@ async fn fetch_manifest(session: &Session) -> AgentManifest {
     }
 }
 
-/// PATH for sessions and scripts: the agent's own directory first (the `outpost` CLI ships next
-/// to `outpost-agent`), then the agent's PATH.
-pub fn session_path() -> String {
-    let base = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    match std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|p| p.display().to_string()))
-    {
-        Some(dir) => format!("{dir}:{base}"),
-        None => base,
-    }
-}
-
 /// Where the `outpost` CLI inside the workspace gets a short-lived credential (under run/).
 fn cli_sock(config: &AgentConfig) -> std::path::PathBuf {
     config.state_dir.join("cli.sock")
@@ -432,11 +193,7 @@ async fn serve_cli_credentials(session: Session, config: AgentConfig) {
                 .as_ref()
                 .is_some_and(|k| k.expires_at - now_ms() > 5 * 60_000);
             if !fresh {
-                match session
-                    .client()
-                    .post::<_, WorkspaceCredential>("/agent/v1/user-token", &serde_json::json!({}))
-                    .await
-                {
+                match session.user_token().await {
                     Ok(k) => *c = Some(k),
                     Err(e) => tracing::warn!(error = %e, "workspace credential"),
                 }
@@ -457,7 +214,7 @@ fn git_agent_sock(config: &AgentConfig) -> std::path::PathBuf {
 }
 
 async fn start_git_agent(session: &Session, config: &AgentConfig) {
-    let key: Result<GitSshKey, _> = session.client().get("/agent/v1/gitsshkey").await;
+    let key = session.git_ssh_key().await;
     let Some(pem) = key.ok().and_then(|k| k.private_key) else {
         tracing::warn!("no git SSH key from control; git over SSH will use the user's own keys");
         return;
@@ -643,7 +400,12 @@ async fn run_personalize(
     }
 }
 
-async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watch::Receiver<bool>) {
+async fn ssh_loop(
+    session: Session,
+    config: AgentConfig,
+    gate: tokio::sync::watch::Receiver<bool>,
+    agent: Arc<Agent>,
+) {
     let manifest = fetch_manifest(&session).await;
     let key = match crate::ssh::host_key(&config.home.join(".outpost")) {
         Ok(k) => k,
@@ -671,6 +433,7 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
     let env = script_env(&manifest, &config);
     let shared = std::sync::Arc::new(crate::ssh::SshShared {
         authorized: std::sync::RwLock::new(Vec::new()),
+        agent: agent.clone(),
         home: config.home.clone(),
         shell: login_shell(),
         user: std::env::var("USER").unwrap_or_else(|_| manifest.owner.clone()),
@@ -683,7 +446,7 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
         tokio::spawn(crate::ssh::serve(l, ssh_config.clone(), shared.clone()));
         tracing::info!(?addr, "SSH server listening");
     }
-    let _health: Vec<AbortOnDrop> = crate::apps::start_health_checks(&manifest.apps)
+    let _health: Vec<AbortOnDrop> = crate::apps::start_health_checks(&manifest.apps, &agent)
         .into_iter()
         .map(AbortOnDrop)
         .collect();
@@ -709,16 +472,12 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
     let every = Duration::from_secs(config.bundle.heartbeat_secs.clamp(1, 15));
     loop {
         if !reported {
-            reported = session
-                .client()
-                .post::<_, serde_json::Value>("/agent/v1/ssh", &report)
-                .await
-                .is_ok();
+            reported = session.report_ssh(&report).await.is_ok();
         }
         // On schedule, or at once when control says the owner's keys changed.
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = KEYS_CHANGED.notified() => {}
+            _ = agent.keys_changed.notified() => {}
         }
         if let Ok(m) = session.manifest().await {
             shared.set_authorized(&m.authorized_keys);
@@ -726,14 +485,12 @@ async fn ssh_loop(session: Session, config: AgentConfig, gate: tokio::sync::watc
     }
 }
 
-/// Control said the owner's SSH keys changed.
-static KEYS_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 async fn poll_loop(
     session: Session,
     config: AgentConfig,
     exit: tokio::sync::mpsc::Sender<Exit>,
     scripts: std::sync::Arc<crate::scripts::Scripts>,
+    agent: Arc<Agent>,
 ) {
     let mut attempt = 0u32;
     loop {
@@ -744,7 +501,7 @@ async fn poll_loop(
                 }
                 attempt = 0;
                 if resp.commands.contains(&AgentCommand::RefreshKeys) {
-                    KEYS_CHANGED.notify_one();
+                    agent.keys_changed.notify_one();
                 }
                 if resp.commands.contains(&AgentCommand::Stop) {
                     tracing::info!("control asked the agent to stop");
@@ -782,23 +539,19 @@ async fn heartbeat_loop(
     session: Session,
     config: AgentConfig,
     lifecycle: std::sync::Arc<crate::scripts::Lifecycle>,
+    agent: Arc<Agent>,
 ) {
     let every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
     let mut stats = StatsCollector::new(config.home.clone());
     loop {
         let pending = lifecycle.pending();
-        let mut st = stats.collect(crate::ssh::COUNTERS.sessions());
-        st.rx_bytes = crate::ssh::COUNTERS
-            .rx
-            .load(std::sync::atomic::Ordering::Relaxed);
-        st.tx_bytes = crate::ssh::COUNTERS
-            .tx
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut st = stats.collect(agent.sessions());
+        (st.rx_bytes, st.tx_bytes) = agent.bytes();
         let ws = session.credentials().workspace_id;
         st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(&ws))
             .await
             .unwrap_or_default();
-        st.apps = crate::apps::statuses();
+        st.apps = agent.app_statuses();
         let req = HeartbeatRequest {
             lifecycle: pending,
             stats: st,

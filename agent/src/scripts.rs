@@ -9,7 +9,7 @@ use outpost_api::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
-use crate::run::Session;
+use crate::session::Session;
 use outpost_common::clock::now_ms;
 
 /// The agent's lifecycle, reported with the next heartbeat (sent at once on change).
@@ -184,7 +184,7 @@ async fn run_one(
     let bin_dir = state_dir.join("bin");
     let _ = std::fs::create_dir_all(&data_dir);
     let _ = std::fs::create_dir_all(&bin_dir);
-    let path = format!("{}:{}", bin_dir.display(), crate::run::session_path());
+    let path = format!("{}:{}", bin_dir.display(), crate::user::session_path());
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&s.script)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,13 +20,16 @@ use russh::server::{
     Auth, ChannelOpenHandle, Handle, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelMsg, MethodKind, MethodSet, Sig};
+
+use crate::state::{Agent, SessionKind};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-/// What every connection shares: the accepted keys (refreshed from control) and the user's
-/// environment.
+/// What every connection shares: the accepted keys (refreshed from control), the agent's state
+/// (session counts) and the user's environment.
 pub struct SshShared {
     pub authorized: RwLock<Vec<PublicKey>>,
+    pub agent: Arc<Agent>,
     pub home: PathBuf,
     pub shell: String,
     pub user: String,
@@ -236,68 +239,21 @@ impl Drop for Conn {
     }
 }
 
-/// Live sessions by kind, and bytes, for the heartbeat's statistics.
-pub struct Counters {
-    pub ssh: AtomicU32,
-    pub vscode: AtomicU32,
-    pub jetbrains: AtomicU32,
-    pub port_forward: AtomicU32,
-    pub rx: AtomicU64,
-    pub tx: AtomicU64,
-}
-
-pub static COUNTERS: Counters = Counters {
-    ssh: AtomicU32::new(0),
-    vscode: AtomicU32::new(0),
-    jetbrains: AtomicU32::new(0),
-    port_forward: AtomicU32::new(0),
-    rx: AtomicU64::new(0),
-    tx: AtomicU64::new(0),
-};
-
-impl Counters {
-    pub fn sessions(&self) -> outpost_api::SessionCounts {
-        outpost_api::SessionCounts {
-            ssh: self.ssh.load(Ordering::Relaxed),
-            vscode: self.vscode.load(Ordering::Relaxed),
-            jetbrains: self.jetbrains.load(Ordering::Relaxed),
-            pty: crate::pty::LIVE.load(Ordering::Relaxed),
-            port_forward: self.port_forward.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Counts one live session of a kind while it lives.
-struct Live(&'static AtomicU32);
-
-impl Live {
-    fn new(c: &'static AtomicU32) -> Live {
-        c.fetch_add(1, Ordering::Relaxed);
-        Live(c)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What kind of client a session is, from Outpost's marker or the IDEs' well-known commands.
-fn session_kind(marker: Option<&str>, command: Option<&str>) -> &'static AtomicU32 {
+fn session_kind(marker: Option<&str>, command: Option<&str>) -> SessionKind {
     match marker {
-        Some("vscode") => return &COUNTERS.vscode,
-        Some("jetbrains") => return &COUNTERS.jetbrains,
+        Some("vscode") => return SessionKind::Vscode,
+        Some("jetbrains") => return SessionKind::Jetbrains,
         _ => {}
     }
     let c = command.unwrap_or("");
     if c.contains("vscode-server") || c.contains(".vscode") || c.contains("code-server") {
-        &COUNTERS.vscode
+        SessionKind::Vscode
     } else if c.contains("jetbrains") || c.contains("remote-dev-server") || c.contains("JetBrains")
     {
-        &COUNTERS.jetbrains
+        SessionKind::Jetbrains
     } else {
-        &COUNTERS.ssh
+        SessionKind::Ssh
     }
 }
 
@@ -309,7 +265,7 @@ pub fn base_env(shared: &SshShared) -> Vec<(String, String)> {
         ("USER".into(), shared.user.clone()),
         ("LOGNAME".into(), shared.user.clone()),
         ("SHELL".into(), shared.shell.clone()),
-        ("PATH".into(), crate::run::session_path()),
+        ("PATH".into(), crate::user::session_path()),
     ];
     vars.extend(shared.env.iter().cloned());
     vars
@@ -350,7 +306,7 @@ where
 /// auth agent), counting bytes, with half-close passed on both ways. Channel data is written to
 /// the stream as it arrives and stream reads go out as channel data, with no scratch buffer in
 /// between. A closed channel ends both ways.
-async fn pipe<S>(channel: Channel<Msg>, stream: S)
+async fn pipe<S>(channel: Channel<Msg>, stream: S, agent: Arc<Agent>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -420,8 +376,7 @@ where
             n = &mut up, if ba.is_none() => ba = Some(n),
         }
     }
-    COUNTERS.rx.fetch_add(ab.unwrap_or(0), Ordering::Relaxed);
-    COUNTERS.tx.fetch_add(ba.unwrap_or(0), Ordering::Relaxed);
+    agent.add_bytes(ab.unwrap_or(0), ba.unwrap_or(0));
     let _ = tx.close().await;
     crate::sys::trim_heap();
 }
@@ -514,9 +469,10 @@ impl russh::server::Handler for Conn {
             Ok(Ok(tcp)) => {
                 let _ = tcp.set_nodelay(true);
                 reply.accept().await;
+                let agent = self.shared.agent.clone();
                 tokio::spawn(async move {
-                    let _live = Live::new(&COUNTERS.port_forward);
-                    pipe(channel, tcp).await;
+                    let _live = agent.live(SessionKind::PortForward);
+                    pipe(channel, tcp, agent.clone()).await;
                 });
             }
             _ => {
@@ -538,9 +494,10 @@ impl russh::server::Handler for Conn {
         match tokio::net::UnixStream::connect(socket_path).await {
             Ok(sock) => {
                 reply.accept().await;
+                let agent = self.shared.agent.clone();
                 tokio::spawn(async move {
-                    let _live = Live::new(&COUNTERS.port_forward);
-                    pipe(channel, sock).await;
+                    let _live = agent.live(SessionKind::PortForward);
+                    pipe(channel, sock, agent.clone()).await;
                 });
             }
             Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
@@ -569,9 +526,10 @@ impl russh::server::Handler for Conn {
         *port = u32::from(bound);
         let handle = session.handle();
         let addr = address.to_string();
+        let agent = self.shared.agent.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, peer)) = listener.accept().await {
-                let (handle, addr) = (handle.clone(), addr.clone());
+                let (handle, addr, agent) = (handle.clone(), addr.clone(), agent.clone());
                 tokio::spawn(async move {
                     let ch = handle
                         .channel_open_forwarded_tcpip(
@@ -582,8 +540,8 @@ impl russh::server::Handler for Conn {
                         )
                         .await;
                     if let Ok(ch) = ch {
-                        let _live = Live::new(&COUNTERS.port_forward);
-                        pipe(ch, tcp).await;
+                        let _live = agent.live(SessionKind::PortForward);
+                        pipe(ch, tcp, agent.clone()).await;
                     }
                 });
             }
@@ -625,13 +583,14 @@ impl russh::server::Handler for Conn {
         };
         let handle = session.handle();
         let path = socket_path.to_string();
+        let agent = self.shared.agent.clone();
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (handle, path) = (handle.clone(), path.clone());
+                let (handle, path, agent) = (handle.clone(), path.clone(), agent.clone());
                 tokio::spawn(async move {
                     if let Ok(ch) = handle.channel_open_forwarded_streamlocal(path).await {
-                        let _live = Live::new(&COUNTERS.port_forward);
-                        pipe(ch, sock).await;
+                        let _live = agent.live(SessionKind::PortForward);
+                        pipe(ch, sock, agent.clone()).await;
                     }
                 });
             }
@@ -781,7 +740,7 @@ async fn run_session(
             }
             Some(ChannelMsg::AgentForward { .. }) => {
                 if agent_sock.is_none() {
-                    match AgentSocket::start(handle.clone()) {
+                    match AgentSocket::start(handle.clone(), shared.agent.clone()) {
                         Ok(s) => agent_sock = Some(s),
                         Err(e) => tracing::warn!(error = %e, "agent forwarding"),
                     }
@@ -844,10 +803,11 @@ async fn run_session(
     };
     let _live = match what {
         What::Sftp => None,
-        _ => Some(Live::new(session_kind(
-            marker.as_deref(),
-            command.as_deref(),
-        ))),
+        _ => Some(
+            shared
+                .agent
+                .live(session_kind(marker.as_deref(), command.as_deref())),
+        ),
     };
     // The message of the day for interactive login shells, unless ~/.hushlogin exists.
     if matches!(what, What::Shell) && pty.is_some() && !shared.home.join(".hushlogin").exists() {
@@ -920,7 +880,7 @@ struct AgentSocket {
 }
 
 impl AgentSocket {
-    fn start(handle: Handle) -> anyhow::Result<AgentSocket> {
+    fn start(handle: Handle, agent: Arc<Agent>) -> anyhow::Result<AgentSocket> {
         let dir = std::env::temp_dir().join(format!("outpost-ssh-{}", uuid_like()));
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
@@ -928,10 +888,10 @@ impl AgentSocket {
         let listener = tokio::net::UnixListener::bind(&path)?;
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let handle = handle.clone();
+                let (handle, agent) = (handle.clone(), agent.clone());
                 tokio::spawn(async move {
                     if let Ok(ch) = handle.channel_open_agent().await {
-                        pipe(ch, sock).await;
+                        pipe(ch, sock, agent).await;
                     }
                 });
             }

@@ -18,7 +18,7 @@ use outpost_api::relay;
 use outpost_common::pump::{body_to_writer, reader_to_frames};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::run::Session;
+use crate::session::Session;
 use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 
 pub struct SshCtx {

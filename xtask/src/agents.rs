@@ -1,5 +1,5 @@
 //! `cargo xtask bench agents`: N simulated agents in this one process, each running the agent's
-//! own bootstrap / long-poll / heartbeat code (`outpost_agent::run`) over real mTLS against one
+//! own bootstrap / long-poll / heartbeat code (`outpost_agent::credentials`, `::session`) over real mTLS against one
 //! `outpost server`. This process is also the provisioner daemon: it takes the start jobs through
 //! the provisioner API and hands each bundle to a simulated agent instead of spawning a process.
 
@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use outpost_agent::run::{bootstrap_once, Session};
+use outpost_agent::credentials::bootstrap_once;
+use outpost_agent::session::Session;
 use outpost_api::*;
 use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 use serde_json::json;

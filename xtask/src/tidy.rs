@@ -7,6 +7,7 @@
 //! - No source file passes [`MAX_LINES`] lines unless [`LONG_FILES`] names it and says why (and
 //!   an entry whose file has shrunk back must go).
 //! - Every path that ARCHITECTURE.md's code map names exists.
+//! - No two modules of the agent import each other, directly or around a loop (`crate::x` uses).
 
 use std::path::Path;
 
@@ -27,10 +28,6 @@ pub const LONG_FILES: &[(&str, &str)] = &[
     (
         "control/src/cli.rs",
         "every user command group; splitting cli/ by command group is the next step of issue 12",
-    ),
-    (
-        "agent/src/run.rs",
-        "credentials, the control session and the agent's loops; splitting them around one Agent state is the next step of issue 12",
     ),
     (
         "control/api/src/types.rs",
@@ -92,8 +89,9 @@ pub fn main() -> anyhow::Result<()> {
             .filter(|p| !root.join(p).exists())
             .map(|p| format!("ARCHITECTURE.md's code map names `{p}`, which does not exist")),
     );
+    problems.extend(module_cycles(&root.join("agent/src"))?);
     if problems.is_empty() {
-        eprintln!("tidy: crates depend only downward, no file past {MAX_LINES} lines unexplained, the code map is true");
+        eprintln!("tidy: crates depend only downward, no file past {MAX_LINES} lines unexplained, the code map is true, no module loops in the agent");
         return Ok(());
     }
     for p in &problems {
@@ -188,6 +186,90 @@ fn collect_rs(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Loops among a crate's top-level modules (a directory module counts as one), found from
+/// `crate::NAME` uses in each module's files.
+fn module_cycles(src: &Path) -> anyhow::Result<Vec<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut files = Vec::new();
+    collect_rs(src, &mut files)?;
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(src).unwrap_or(f);
+        let Some(first) = rel.components().next() else {
+            continue;
+        };
+        let module = first
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(f)?;
+        let deps = graph.entry(module.clone()).or_default();
+        for (i, _) in text.match_indices("crate::") {
+            let name: String = text[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                deps.insert(name);
+            }
+        }
+    }
+    Ok(find_cycles(&graph)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "agent modules import each other in a loop: {}",
+                c.join(" -> ")
+            )
+        })
+        .collect())
+}
+
+/// Every loop in `graph`, each reported once (from where the search first meets it).
+fn find_cycles(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Vec<Vec<String>> {
+    fn visit(
+        u: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+        out: &mut Vec<Vec<String>>,
+    ) {
+        state.insert(u.to_string(), 1);
+        stack.push(u.to_string());
+        for v in graph.get(u).into_iter().flatten() {
+            if !graph.contains_key(v) {
+                continue;
+            }
+            match state.get(v.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let start = stack.iter().position(|x| x == v).unwrap_or(0);
+                    let mut c = stack[start..].to_vec();
+                    c.push(v.clone());
+                    out.push(c);
+                }
+                0 => visit(v, graph, state, stack, out),
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(u.to_string(), 2);
+    }
+    let mut state = std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for u in graph.keys() {
+        if state.get(u.as_str()).copied().unwrap_or(0) == 0 {
+            visit(u, graph, &mut state, &mut Vec::new(), &mut out);
+        }
+    }
+    out
+}
+
 /// The repository paths named in backticks in ARCHITECTURE.md's "Code map" section: spans with a
 /// slash that do not start with one (routes such as `/api/v1` do), with no spaces or patterns.
 fn code_map_paths(arch: &str) -> Vec<String> {
@@ -232,6 +314,24 @@ mod tests {
             ]
         );
         assert!(forbidden_deps("outpost-agent", "tokio v1\n", &["sqlx"]).is_empty());
+    }
+
+    #[test]
+    fn loops_are_found_and_chains_are_not() {
+        let g = |edges: &[(&str, &str)]| {
+            let mut m: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+                Default::default();
+            for (a, b) in edges {
+                m.entry(a.to_string()).or_default().insert(b.to_string());
+                m.entry(b.to_string()).or_default();
+            }
+            m
+        };
+        assert!(find_cycles(&g(&[("run", "ssh"), ("ssh", "user"), ("run", "user")])).is_empty());
+        assert_eq!(
+            find_cycles(&g(&[("run", "ssh"), ("ssh", "pty"), ("pty", "run")])),
+            vec![vec!["pty", "run", "ssh", "pty"]]
+        );
     }
 
     #[test]

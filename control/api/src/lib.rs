@@ -5,6 +5,21 @@
 
 mod client;
 pub mod relay;
+
+/// The agent API's routes (on its own TLS listener; all but BOOTSTRAP need the agent's client
+/// certificate). The agent's control session and control's router both use these.
+pub mod agent_routes {
+    pub const BOOTSTRAP: &str = "/agent/v1/bootstrap";
+    pub const RENEW: &str = "/agent/v1/renew";
+    pub const POLL: &str = "/agent/v1/poll";
+    pub const HEARTBEAT: &str = "/agent/v1/heartbeat";
+    pub const MANIFEST: &str = "/agent/v1/manifest";
+    pub const SSH: &str = "/agent/v1/ssh";
+    pub const GIT_SSH_KEY: &str = "/agent/v1/gitsshkey";
+    pub const USER_TOKEN: &str = "/agent/v1/user-token";
+    pub const LOGS: &str = "/agent/v1/logs";
+    pub use crate::relay::TUNNEL_PATH as TUNNEL;
+}
 pub mod types;
 
 pub use client::{Client, ClientError};

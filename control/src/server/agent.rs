@@ -41,16 +41,16 @@ fn generic_401() -> ApiError {
 pub(super) fn router(state: AppState) -> Router {
     use axum::routing::{get, post};
     Router::new()
-        .route("/agent/v1/bootstrap", post(bootstrap))
-        .route("/agent/v1/renew", post(renew))
-        .route("/agent/v1/poll", get(poll))
-        .route("/agent/v1/heartbeat", post(heartbeat))
-        .route("/agent/v1/manifest", get(manifest))
-        .route("/agent/v1/ssh", post(report_ssh))
-        .route("/agent/v1/gitsshkey", get(agent_git_key))
-        .route("/agent/v1/user-token", post(agent_user_token))
+        .route(agent_routes::BOOTSTRAP, post(bootstrap))
+        .route(agent_routes::RENEW, post(renew))
+        .route(agent_routes::POLL, get(poll))
+        .route(agent_routes::HEARTBEAT, post(heartbeat))
+        .route(agent_routes::MANIFEST, get(manifest))
+        .route(agent_routes::SSH, post(report_ssh))
+        .route(agent_routes::GIT_SSH_KEY, get(agent_git_key))
+        .route(agent_routes::USER_TOKEN, post(agent_user_token))
         .route(
-            "/agent/v1/logs",
+            agent_routes::LOGS,
             post(agent_logs).layer(DefaultBodyLimit::max(LOGS_BODY_LIMIT)),
         )
         .route(

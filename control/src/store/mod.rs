@@ -64,7 +64,9 @@ pub const BOOTSTRAP_RETRY_MS: i64 = 120_000;
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// Control's clock: wall time plus an offset that tests can move (`--test-clock-file`).
-pub use outpost_common::clock::now_ms;
+pub fn now_ms() -> i64 {
+    outpost_common::clock::now_ms() + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Moves control's clock (tests only; the server reads it from `--test-clock-file`).
 pub fn set_clock_offset_ms(offset: i64) {

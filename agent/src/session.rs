@@ -1,0 +1,119 @@
+//! The control session: an authenticated (mTLS) client of the agent API with one typed method
+//! per route; nothing else in the agent names an agent API path.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use outpost_api::*;
+
+use crate::credentials::{http, new_csr, Credentials};
+use outpost_common::clock::now_ms;
+use outpost_common::tls;
+
+/// An authenticated (mTLS) connection to the agent API. Cheap to clone; [`Session::swap`]
+/// replaces the identity or pins for every clone.
+#[derive(Clone)]
+pub struct Session {
+    url: String,
+    inner: Arc<Mutex<(Credentials, Client)>>,
+}
+
+impl Session {
+    pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<Session> {
+        let client = Self::client_for(agent_url, &creds)?;
+        Ok(Session {
+            url: agent_url.to_string(),
+            inner: Arc::new(Mutex::new((creds, client))),
+        })
+    }
+
+    fn client_for(url: &str, creds: &Credentials) -> anyhow::Result<Client> {
+        let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
+        let cfg = tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
+        Ok(Client::with_http(
+            http(cfg, Duration::from_secs(40))?,
+            url,
+            None,
+        ))
+    }
+
+    /// The agent's own SSH server: its host key and listen address, for control to show.
+    pub async fn report_ssh(&self, report: &SshReport) -> Result<serde_json::Value, ClientError> {
+        self.client().post(agent_routes::SSH, report).await
+    }
+
+    /// The owner's git SSH key (control holds it; the agent serves it from an ssh-agent socket).
+    pub async fn git_ssh_key(&self) -> Result<GitSshKey, ClientError> {
+        self.client().get(agent_routes::GIT_SSH_KEY).await
+    }
+
+    /// A short-lived, workspace-scoped credential for the `outpost` CLI inside the workspace.
+    pub async fn user_token(&self) -> Result<WorkspaceCredential, ClientError> {
+        self.client()
+            .post(agent_routes::USER_TOKEN, &serde_json::json!({}))
+            .await
+    }
+
+    fn client(&self) -> Client {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Uses new credentials from now on.
+    pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
+        let client = Self::client_for(&self.url, &creds)?;
+        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = (creds, client);
+        Ok(())
+    }
+
+    /// Long poll: returns commands, or none after control's hold (~25 s).
+    pub async fn poll(&self) -> Result<PollResponse, ClientError> {
+        self.client().get(agent_routes::POLL).await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.client().post(agent_routes::HEARTBEAT, req).await
+    }
+
+    pub async fn client_post_logs(
+        &self,
+        req: &AgentLogsRequest,
+    ) -> Result<AgentLogsResponse, ClientError> {
+        self.client().post(agent_routes::LOGS, req).await
+    }
+
+    pub async fn manifest(&self) -> Result<AgentManifest, ClientError> {
+        self.client().get(agent_routes::MANIFEST).await
+    }
+
+    /// A new key and certificate for the same identity. Returns the new credentials (not yet
+    /// swapped in).
+    pub async fn renew(&self) -> anyhow::Result<Credentials> {
+        let (key, csr) = new_csr()?;
+        let r: RenewResponse = self
+            .client()
+            .post(agent_routes::RENEW, &RenewRequest { csr_pem: csr })
+            .await?;
+        let mut c = self.credentials();
+        c.certificate_pem = r.certificate_pem;
+        c.ca_pem = r.ca_pem;
+        c.key_pem = key.serialize_pem();
+        c.issued_at = now_ms();
+        c.expires_at = r.expires_at;
+        Ok(c)
+    }
+}
