@@ -11,7 +11,6 @@ pub mod pty;
 pub mod run;
 pub mod scripts;
 pub mod session;
-mod sftp;
 pub mod ssh;
 pub mod state;
 pub mod stats;

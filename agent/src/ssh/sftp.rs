@@ -7,9 +7,15 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::server::Msg;
+use russh::{Channel, ChannelId, ChannelMsg};
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
+use tokio::io::AsyncWriteExt;
 
 enum Open {
     File(FsFile),
@@ -369,6 +375,65 @@ impl russh_sftp::server::Handler for Sftp {
         std::os::unix::fs::symlink(&target, self.path(&link)).map_err(code)?;
         Ok(ok(id))
     }
+}
+
+/// The sftp subsystem over an in-memory pipe, so the channel ends like sshd's: exit-status 0
+/// once the client is done (scp checks it).
+pub(super) async fn run_sftp(
+    channel: &mut Channel<Msg>,
+    handle: &russh::server::Handle,
+    id: ChannelId,
+    home: PathBuf,
+    symlinks: super::sftp::SymlinkOrder,
+) -> anyhow::Result<super::exec::Ended> {
+    let (ours, theirs) = tokio::io::duplex(512 * 1024);
+    // The sftp server does its file I/O synchronously: it gets a thread and a runtime of its own,
+    // so a slow disk never stalls the agent's other sessions, heartbeats or terminals.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let handler = Sftp::new(home, symlinks);
+    std::thread::Builder::new()
+        .name("sftp".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                russh_sftp::server::run(theirs, handler).await;
+                // Until the session has ended (or its owner is gone).
+                let _ = done_rx.await;
+            });
+        })
+        .context("starting the sftp thread")?;
+    let (rd, mut wr) = tokio::io::split(ours);
+    let h = handle.clone();
+    let out = tokio::spawn(async move {
+        let mut rd = outpost_common::pump::ChunkReader::new(rd, 256 * 1024);
+        while let Some(chunk) = rd.next().await {
+            if h.data(id, chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Data { data }) => {
+                if wr.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Some(ChannelMsg::Eof) | None => break,
+            Some(_) => {}
+        }
+    }
+    let _ = wr.shutdown().await;
+    drop(wr);
+    let _ = tokio::time::timeout(Duration::from_secs(5), out).await;
+    let _ = done_tx.send(());
+    crate::sys::trim_heap();
+    Ok(super::exec::Ended::Code(0))
 }
 
 #[cfg(test)]
