@@ -22,10 +22,6 @@ pub const LONG_FILES: &[(&str, &str)] = &[
         "every store area in one file; splitting it into one file per area with its row types is the next step of issue 12",
     ),
     (
-        "control/src/cli.rs",
-        "every user command group; splitting cli/ by command group is the next step of issue 12",
-    ),
-    (
         "control/api/src/types.rs",
         "every wire type of /api/v1 and /agent/v1; one module per route group is the next step of issue 12",
     ),

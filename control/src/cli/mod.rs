@@ -1,0 +1,221 @@
+//! The `outpost` command: dispatches to the server, the provisioner daemon or a user command.
+//! User commands live by group: `workspaces.rs`, `users.rs` (sign-in, users, tokens, keys,
+//! audit), `templates.rs`; `ctx.rs` holds the signed-in context and output helpers; the SSH
+//! commands are in `crate::sshcli`.
+
+mod ctx;
+mod templates;
+mod users;
+mod workspaces;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use outpost_api::*;
+
+pub(crate) use ctx::Ctx;
+
+use crate::config::*;
+
+/// Entry point of the `outpost` binary.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    outpost_common::tls::install_provider();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut term) = signal(SignalKind::terminate()) {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(args) => server(args).await,
+        Command::Ca(cmd) => {
+            let (what, dir) = match &cmd {
+                CaCmd::Rotate { data_dir } => ("rotate", data_dir),
+                CaCmd::Promote { data_dir } => ("promote", data_dir),
+                CaCmd::Retire { data_dir } => ("retire", data_dir),
+            };
+            let msg = match what {
+                "rotate" => format!(
+                    "staged a new CA (pin {}); restart the server: agents learn the pin from their heartbeats. Then run `outpost ca promote`.",
+                    crate::ca::rotate(dir)?
+                ),
+                "promote" => format!(
+                    "the new CA (pin {}) signs from now on; the old one stays trusted. Restart the server; once agents have renewed, run `outpost ca retire`.",
+                    crate::ca::promote(dir)?
+                ),
+                _ => {
+                    crate::ca::retire(dir)?;
+                    "the previous CA is no longer trusted; restart the server.".to_string()
+                }
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "done": what, "message": msg }));
+            } else {
+                println!("{msg}");
+            }
+            Ok(())
+        }
+        Command::Provisioner(ProvisionerCmd::Start {
+            key,
+            workspaces_dir,
+            agent_binary,
+        }) => {
+            init_logs(false);
+            outpost_common::tls::install_provider();
+            let url = cli
+                .url
+                .context("pass --url (or OUTPOST_URL): the server to take jobs from")?;
+            let daemon = crate::provisioner::Daemon {
+                client: Client::new(&url, Some(key)),
+                id: format!("external-{}-{}", hostname(), std::process::id()),
+                local: crate::provisioner::local::LocalProvisioner {
+                    root: workspaces_dir,
+                    agent_binary,
+                    stop_grace: Duration::from_secs(10),
+                },
+            };
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            daemon.run(rx).await;
+            Ok(())
+        }
+        command => {
+            let ctx = Ctx::new(cli.json, cli.url, cli.token, cli.config_dir)?;
+            user_command(&ctx, command).await
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    init_logs(args.log_json);
+    outpost_common::tls::install_provider();
+    let api = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another server running? use --listen)",
+                args.listen
+            )
+        })?;
+    let agent = tokio::net::TcpListener::bind(&args.agent_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --agent-listen)",
+                args.agent_listen
+            )
+        })?;
+    let data_dir = if args.data_dir.is_absolute() {
+        args.data_dir.clone()
+    } else {
+        std::env::current_dir()?.join(&args.data_dir)
+    };
+    let mut config = crate::server::ServerConfig::new(data_dir);
+    config.postgres_url = args.postgres_url;
+    config.access_url = args.access_url;
+    config.agent_url = args.agent_url;
+    config.provisioner_daemons = args.provisioner_daemons;
+    config.provisioner_key = args.provisioner_key;
+    config.agent_binary = args.agent_binary;
+    config.heartbeat_secs = args.heartbeat_secs.max(1);
+    config.terminal_idle_timeout_secs = args.terminal_idle_timeout_secs.max(1);
+    config.job_lease_secs = args.job_lease_secs.max(1);
+    config.stop_grace_secs = args.stop_grace_secs;
+    config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);
+    config.agent_cert_lifetime_secs = args.agent_cert_lifetime_secs.max(2);
+    config.test_clock_file = args.test_clock_file;
+    crate::server::run(
+        crate::server::Listeners { api, agent },
+        config,
+        shutdown_signal(),
+    )
+    .await
+}
+
+async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login(args) => users::login(ctx, args).await,
+        Command::Whoami => users::whoami(ctx).await,
+        Command::Users(UsersCmd::Create {
+            username,
+            admin,
+            password_stdin,
+        }) => users::create_user(ctx, username, admin, password_stdin).await,
+        Command::Templates(cmd) => templates::templates(ctx, cmd).await,
+        Command::Create(args) => workspaces::create(ctx, args).await,
+        Command::List => workspaces::list(ctx).await,
+        Command::Show { name } => workspaces::show(ctx, &name).await,
+        Command::Start(a) => workspaces::action(ctx, a, WorkspaceAction::Start).await,
+        Command::Stop(a) => workspaces::action(ctx, a, WorkspaceAction::Stop).await,
+        Command::Restart(a) => workspaces::action(ctx, a, WorkspaceAction::Restart).await,
+        Command::Update(a) => workspaces::action(ctx, a, WorkspaceAction::Update).await,
+        Command::Delete(a) => workspaces::action(ctx, a, WorkspaceAction::Delete).await,
+        Command::Cancel { name } => workspaces::cancel(ctx, &name).await,
+        Command::Logs(args) => workspaces::logs(ctx, args).await,
+        Command::Tokens(cmd) => users::tokens(ctx, cmd).await,
+        Command::Audit(a) => users::audit(ctx, a).await,
+        Command::Publickey => users::publickey(ctx).await,
+        Command::Keys(k) => users::keys(ctx, k).await,
+        Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
+        Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
+        Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
+        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
+    }
+}
+
+fn unreachable_command() -> anyhow::Result<()> {
+    bail!("this command is handled elsewhere")
+}

@@ -1,0 +1,309 @@
+//! Who you are: sign-in, users, API tokens, SSH keys, the git key, and the audit log.
+
+use anyhow::Context;
+use outpost_api::*;
+
+use super::ctx::*;
+use crate::config::*;
+
+pub(crate) async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
+    let url = args.server.trim_end_matches('/').to_string();
+    let client = Client::new(&url, None);
+    let username = match args.username {
+        Some(u) => u,
+        None => read_line("Username: ")?,
+    };
+    let resp: LoginResponse = if args.first_user {
+        let setup_token = match args.setup_token {
+            Some(t) => t,
+            None => read_line("Setup token (printed by `outpost server`): ")?,
+        };
+        let password = read_password(args.password_stdin, "Choose a password: ")?;
+        client
+            .post(
+                "/api/v1/setup",
+                &SetupRequest {
+                    setup_token,
+                    username,
+                    password,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        let password = read_password(args.password_stdin, "Password: ")?;
+        client
+            .post("/api/v1/login", &LoginRequest { username, password })
+            .await?
+    };
+    ctx.save(&Session {
+        url: url.clone(),
+        token: resp.token.clone(),
+    })?;
+    let key_file = if args.create_ssh_key {
+        Some(crate::sshcli::create_ssh_key()?)
+    } else {
+        args.ssh_key
+    };
+    if let Some(pubkey) = key_file {
+        let authed = Client::new(&url, Some(resp.token.clone()));
+        let line = std::fs::read_to_string(&pubkey)
+            .with_context(|| format!("reading {}", pubkey.display()))?;
+        let line = line.lines().next().unwrap_or_default().to_string();
+        let name = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("outpost")
+            .to_string();
+        match authed
+            .post::<_, SshKey>(
+                "/api/v1/users/me/keys",
+                &AddSshKeyRequest {
+                    name,
+                    public_key: line,
+                },
+            )
+            .await
+        {
+            Ok(k) => eprintln!("Uploaded SSH key {} ({})", k.fingerprint, pubkey.display()),
+            Err(e) if e.status() == Some(409) => {
+                eprintln!("SSH key {} is already uploaded", pubkey.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.print(&resp.user, || {
+        println!(
+            "Signed in to {url} as {}. Next: `outpost create dev --template base`",
+            resp.user.username
+        )
+    })
+}
+
+pub(crate) async fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
+    let me = ctx.client()?.me().await?;
+    ctx.print(&me, || {
+        println!(
+            "{} ({}) at {}",
+            me.username,
+            if me.admin { "admin" } else { "member" },
+            ctx.url.clone().unwrap_or_default()
+        )
+    })
+}
+
+pub(crate) async fn create_user(
+    ctx: &Ctx,
+    username: String,
+    admin: bool,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let password = read_password(password_stdin, "Password for the new user: ")?;
+    let u: User = ctx
+        .client()?
+        .post(
+            "/api/v1/users",
+            &CreateUserRequest {
+                username,
+                password,
+                admin,
+            },
+        )
+        .await?;
+    ctx.print(&u, || println!("created user {}", u.username))
+}
+
+pub(crate) async fn publickey(ctx: &Ctx) -> anyhow::Result<()> {
+    let k: GitSshKey = ctx.client()?.get("/api/v1/users/me/gitsshkey").await?;
+    ctx.print(&k, || {
+        println!("{}", k.public_key);
+        eprintln!("Add this key to your git host; git inside your workspaces signs with it.");
+    })
+}
+
+pub(crate) async fn tokens(ctx: &Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        TokensCmd::Create { name, lifetime } => {
+            let lifetime_secs = lifetime
+                .map(|l| humantime::parse_duration(&l).map(|d| d.as_secs()))
+                .transpose()
+                .context("--lifetime takes a duration like 30d or 12h")?;
+            let r: CreateTokenResponse = client
+                .post(
+                    "/api/v1/tokens",
+                    &CreateTokenRequest {
+                        name,
+                        lifetime_secs,
+                    },
+                )
+                .await?;
+            ctx.print(&r, || {
+                println!("{}", r.token);
+                eprintln!(
+                    "token {} ({}); it is shown only once",
+                    r.info.id, r.info.name
+                );
+            })
+        }
+        TokensCmd::List => {
+            let list: Vec<TokenInfo> = client.get("/api/v1/tokens").await?;
+            ctx.print(&list, || {
+                let mut rows = vec![["ID", "NAME", "CREATED", "EXPIRES", "LAST USED"]
+                    .map(String::from)
+                    .to_vec()];
+                let now = crate::store::now_ms();
+                for t in &list {
+                    rows.push(vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        ago(t.created_at),
+                        format!("in {}d", (t.expires_at - now).max(0) / 86_400_000),
+                        t.last_used_at.map(ago).unwrap_or_else(|| "never".into()),
+                    ]);
+                }
+                print_table(rows);
+            })
+        }
+        TokensCmd::Revoke { id } => {
+            let v: serde_json::Value = client.delete(&format!("/api/v1/tokens/{id}")).await?;
+            ctx.print(&v, || println!("revoked token {id}"))
+        }
+    }
+}
+
+pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let mut q: Vec<(String, String)> = vec![("limit".into(), a.limit.to_string())];
+    if let Some(x) = a.action {
+        q.push(("action".into(), x));
+    }
+    if let Some(x) = a.outcome {
+        q.push(("outcome".into(), x));
+    }
+    if let Some(w) = a.workspace {
+        // A name of one of your workspaces, or an id.
+        let id = match client.workspace(&w).await {
+            Ok(ws) => ws.id,
+            Err(_) => w,
+        };
+        q.push(("workspace".into(), id));
+    }
+    if let Some(s) = a.since {
+        let d = humantime::parse_duration(&s).context("--since takes a duration like 1h or 30m")?;
+        q.push((
+            "since".into(),
+            (crate::store::now_ms() - d.as_millis() as i64).to_string(),
+        ));
+    }
+    let qs: Vec<String> = q
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.replace('%', "%25")
+                    .replace('&', "%26")
+                    .replace('+', "%2B")
+                    .replace(' ', "%20")
+            )
+        })
+        .collect();
+    let events: Vec<AuditEventView> = client
+        .get(&format!("/api/v1/audit?{}", qs.join("&")))
+        .await?;
+    ctx.print(&events, || {
+        let mut rows = vec![[
+            "WHEN",
+            "ACTION",
+            "OUTCOME",
+            "ACTOR",
+            "WORKSPACE",
+            "AGENT",
+            "DETAILS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for e in &events {
+            rows.push(vec![
+                ago(e.created_at),
+                e.action.clone(),
+                e.outcome.clone(),
+                e.actor.clone(),
+                e.workspace_id
+                    .clone()
+                    .unwrap_or_else(|| "-".into())
+                    .chars()
+                    .take(8)
+                    .collect(),
+                e.agent_id
+                    .clone()
+                    .unwrap_or_else(|| "-".into())
+                    .chars()
+                    .take(8)
+                    .collect(),
+                e.details.clone(),
+            ]);
+        }
+        print_table(rows);
+    })
+}
+
+pub(crate) async fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        KeysCmd::Add { file, name } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .context("the key file is empty")?;
+            let name = name
+                .or_else(|| line.split_whitespace().nth(2).map(str::to_string))
+                .unwrap_or_else(|| "key".into());
+            let k: SshKey = client
+                .post(
+                    "/api/v1/users/me/keys",
+                    &AddSshKeyRequest {
+                        name,
+                        public_key: line.to_string(),
+                    },
+                )
+                .await?;
+            ctx.print(&k, || println!("added {} ({})", k.fingerprint, k.name))?;
+            crate::sshcli::refresh_after_key_change(ctx).await;
+            Ok(())
+        }
+        KeysCmd::List => {
+            let list: Vec<SshKey> = client.get("/api/v1/users/me/keys").await?;
+            ctx.print(&list, || {
+                let mut rows = vec![["ID", "NAME", "FINGERPRINT", "ADDED"]
+                    .map(String::from)
+                    .to_vec()];
+                for k in &list {
+                    rows.push(vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        k.fingerprint.clone(),
+                        ago(k.created_at),
+                    ]);
+                }
+                print_table(rows);
+            })
+        }
+        KeysCmd::Remove { id } => {
+            let v: serde_json::Value = client
+                .delete(&format!("/api/v1/users/me/keys/{id}"))
+                .await?;
+            ctx.print(&v, || println!("removed {id}"))?;
+            crate::sshcli::refresh_after_key_change(ctx).await;
+            Ok(())
+        }
+    }
+}
