@@ -1,0 +1,173 @@
+//! Templates and their immutable versions.
+
+use super::*;
+
+pub(super) const TEMPLATE_SELECT: &str =
+    "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, v.version AS active_version \
+     FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id";
+
+#[derive(Debug, Clone)]
+pub struct TemplateRow {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub active_version_id: Option<String>,
+    pub active_version: Option<i64>,
+    pub created_at: i64,
+}
+
+impl TemplateRow {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(TemplateRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            description: r.try_get("description")?,
+            active_version_id: r.try_get("active_version_id")?,
+            active_version: r.try_get("active_version")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+pub(super) const VERSION_SELECT: &str =
+    "SELECT v.id, v.template_id, v.version, v.manifest, v.files, v.created_at, t.name AS template_name, \
+            t.active_version_id AS active_version_id \
+     FROM template_versions v JOIN templates t ON t.id = v.template_id";
+
+#[derive(Debug, Clone)]
+pub struct TemplateVersionRow {
+    pub id: String,
+    pub template_id: String,
+    pub template_name: String,
+    pub version: i64,
+    pub active: bool,
+    pub manifest: String,
+    pub files: String,
+    pub created_at: i64,
+}
+
+impl TemplateVersionRow {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
+        let id: String = r.try_get("id")?;
+        let active: Option<String> = r.try_get("active_version_id")?;
+        Ok(TemplateVersionRow {
+            active: active.as_deref() == Some(id.as_str()),
+            id,
+            template_id: r.try_get("template_id")?,
+            template_name: r.try_get("template_name")?,
+            version: r.try_get("version")?,
+            manifest: r.try_get("manifest")?,
+            files: r.try_get("files")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+impl Store {
+    // ------------------------------------------------------------ templates
+
+    pub async fn template_by_name(&self, name: &str) -> Result<Option<TemplateRow>> {
+        let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| TemplateRow::from_row(&r)).transpose()
+    }
+
+    pub async fn list_templates(&self) -> Result<Vec<TemplateRow>> {
+        let rows = sqlx::query(&format!("{TEMPLATE_SELECT} ORDER BY t.name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(TemplateRow::from_row).collect()
+    }
+
+    /// Adds an immutable version to template `name` (creating the template), optionally making
+    /// it the active version. Returns the new version.
+    pub async fn push_template_version(
+        &self,
+        name: &str,
+        description: &str,
+        manifest_json: &str,
+        files_json: &str,
+        activate: bool,
+        created_by: Option<&str>,
+    ) -> Result<TemplateVersionRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT id FROM templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let template_id: String = match existing {
+            Some(r) => r.try_get("id")?,
+            None => {
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO templates (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(name)
+                .bind(description)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unique_to_conflict(e, "template was created concurrently; retry"))?;
+                id
+            }
+        };
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM template_versions WHERE template_id = $1",
+        )
+        .bind(&template_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version: i64 = row.try_get::<i64, _>("v")? + 1;
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO template_versions (id, template_id, version, manifest, files, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&template_id)
+        .bind(version)
+        .bind(manifest_json)
+        .bind(files_json)
+        .bind(created_by.map(str::to_string))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_to_conflict(e, "a version was pushed concurrently; retry"))?;
+        if activate {
+            sqlx::query(
+                "UPDATE templates SET active_version_id = $1, description = $2 WHERE id = $3",
+            )
+            .bind(&id)
+            .bind(description)
+            .bind(&template_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.template_version(&id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn template_version(&self, id: &str) -> Result<Option<TemplateVersionRow>> {
+        let row = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| TemplateVersionRow::from_row(&r)).transpose()
+    }
+
+    pub async fn template_versions(&self, template_id: &str) -> Result<Vec<TemplateVersionRow>> {
+        let rows = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.template_id = $1 ORDER BY v.version"
+        ))
+        .bind(template_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(TemplateVersionRow::from_row).collect()
+    }
+}

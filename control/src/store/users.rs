@@ -1,0 +1,214 @@
+//! Users and API tokens.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+impl UserRow {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(UserRow {
+            id: r.try_get("id")?,
+            username: r.try_get("username")?,
+            password_hash: r.try_get("password_hash")?,
+            admin: flag(r, "is_admin")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// `workspace:<id>` for the short-lived tokens agents hand to the CLI inside a workspace.
+    pub scope: Option<String>,
+}
+
+impl TokenRow {
+    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(TokenRow {
+            id: r.try_get("id")?,
+            user_id: r.try_get("user_id")?,
+            name: r.try_get("name")?,
+            secret_hash: r.try_get("secret_hash")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+            scope: r.try_get("scope")?,
+        })
+    }
+}
+
+impl Store {
+    // ------------------------------------------------------------ users and tokens
+
+    pub async fn count_users(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Creates a user. With `only_if_first`, fails with Conflict unless there are no users yet
+    /// (atomically: two concurrent setups cannot both win).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        admin: bool,
+        only_if_first: bool,
+    ) -> Result<UserRow> {
+        let id = new_id();
+        let now = now_ms();
+        let sql = if only_if_first {
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM users)"
+        } else {
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)"
+        };
+        let res = sqlx::query(sql)
+            .bind(&id)
+            .bind(username)
+            .bind(password_hash)
+            .bind(b(admin))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| unique_to_conflict(e, &format!("user {username:?} already exists")))?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::Conflict("the first user already exists".into()));
+        }
+        Ok(UserRow {
+            id,
+            username: username.to_string(),
+            password_hash: password_hash.to_string(),
+            admin,
+            created_at: now,
+        })
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| UserRow::from_row(&r)).transpose()
+    }
+
+    pub async fn create_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        secret_hash: &str,
+        expires_at: i64,
+    ) -> Result<TokenRow> {
+        let row = TokenRow {
+            id: new_id_short(),
+            user_id: user_id.to_string(),
+            name: name.to_string(),
+            secret_hash: secret_hash.to_string(),
+            created_at: now_ms(),
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            scope: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.name)
+        .bind(&row.secret_hash)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// The token and its user, whatever the token's state (the caller checks expiry/revocation).
+    pub async fn token_with_user(&self, token_id: &str) -> Result<Option<(TokenRow, UserRow)>> {
+        let row = sqlx::query(
+            "SELECT t.id AS t_id, t.user_id AS t_user_id, t.name AS t_name, t.secret_hash AS t_secret_hash, \
+                    t.created_at AS t_created_at, t.expires_at AS t_expires_at, t.last_used_at AS t_last_used_at, \
+                    t.revoked_at AS t_revoked_at, t.scope AS t_scope, u.* \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let t = TokenRow {
+            id: r.try_get("t_id")?,
+            user_id: r.try_get("t_user_id")?,
+            name: r.try_get("t_name")?,
+            secret_hash: r.try_get("t_secret_hash")?,
+            created_at: r.try_get("t_created_at")?,
+            expires_at: r.try_get("t_expires_at")?,
+            last_used_at: r.try_get("t_last_used_at")?,
+            revoked_at: r.try_get("t_revoked_at")?,
+            scope: r.try_get("t_scope")?,
+        };
+        Ok(Some((t, UserRow::from_row(&r)?)))
+    }
+
+    /// Marks a token as scoped to a workspace (its own user's operations only: no admin rights,
+    /// no new tokens).
+    pub async fn scope_token(&self, token_id: &str, scope: &str) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET scope = $1 WHERE id = $2")
+            .bind(scope)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn touch_token(&self, token_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_tokens(&self, user_id: &str) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(TokenRow::from_row).collect()
+    }
+
+    pub async fn revoke_token(&self, user_id: &str, token_id: &str) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(token_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
