@@ -544,7 +544,7 @@ async fn agent_user_token(
         .await?
         .ok_or_else(generic_401)?;
     let (token, info) =
-        super::users::issue_token(&state, &owner, &format!("workspace {}", w.name), 3600).await?;
+        super::tokens::issue_token(&state, &owner, &format!("workspace {}", w.name), 3600).await?;
     state
         .store
         .scope_token(&info.id, &format!("workspace:{}", w.id))

@@ -4,7 +4,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::Json;
+use outpost_api::AuditEventView;
 use tokio::sync::mpsc;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+use super::AppState;
 
 use crate::store::{now_ms, AuditEvent, Store};
 
@@ -67,4 +74,50 @@ impl Audit {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+// ---------------------------------------------------------------- `GET /api/v1/audit`
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    action: Option<String>,
+    outcome: Option<String>,
+    workspace: Option<String>,
+    since: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Audit events, newest first (admins only). `workspace` takes a workspace id.
+pub(super) async fn audit(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden("only admins can read the audit log"));
+    }
+    let f = crate::store::AuditFilter {
+        action: q.action,
+        outcome: q.outcome,
+        workspace_id: q.workspace,
+        since: q.since,
+        limit: q.limit.unwrap_or(100),
+    };
+    let rows = state.store.list_audit(&f).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| AuditEventView {
+                id: e.id,
+                created_at: e.created_at,
+                action: e.action,
+                outcome: e.outcome,
+                actor: e.actor,
+                workspace_id: e.workspace_id,
+                agent_id: e.agent_id,
+                remote_addr: e.remote_addr,
+                details: e.details,
+            })
+            .collect(),
+    ))
 }

@@ -5,11 +5,14 @@ mod agent;
 mod audit;
 mod auth;
 mod error;
+mod keys;
 mod liveness;
 mod provisioner;
 mod proxy;
 mod relay;
-pub(crate) mod users;
+mod templates;
+mod tokens;
+mod users;
 mod web;
 mod workspaces;
 
@@ -267,7 +270,7 @@ pub async fn run(
         started_at: crate::store::now_ms(),
     }));
 
-    users::ensure_builtin_templates(&state).await?;
+    templates::ensure_builtin_templates(&state).await?;
     users::announce_setup(&state, &access_url).await?;
 
     let info = ServerInfo {
@@ -372,21 +375,21 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/users/me", get(users::me))
         .route(
             "/api/v1/users/me/keys",
-            get(users::list_ssh_keys).post(users::add_ssh_key),
+            get(keys::list_ssh_keys).post(keys::add_ssh_key),
         )
-        .route("/api/v1/users/me/keys/{id}", delete(users::remove_ssh_key))
-        .route("/api/v1/users/me/gitsshkey", get(users::git_ssh_key))
+        .route("/api/v1/users/me/keys/{id}", delete(keys::remove_ssh_key))
+        .route("/api/v1/users/me/gitsshkey", get(keys::git_ssh_key))
         .route(
             "/api/v1/tokens",
-            get(users::list_tokens).post(users::create_token),
+            get(tokens::list_tokens).post(tokens::create_token),
         )
-        .route("/api/v1/tokens/{id}", delete(users::revoke_token))
-        .route("/api/v1/templates", get(users::list_templates))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke_token))
+        .route("/api/v1/templates", get(templates::list_templates))
         .route(
             "/api/v1/templates/push",
-            post(users::push_template).layer(DefaultBodyLimit::max(TEMPLATE_BODY_LIMIT)),
+            post(templates::push_template).layer(DefaultBodyLimit::max(TEMPLATE_BODY_LIMIT)),
         )
-        .route("/api/v1/templates/{name}", get(users::show_template))
+        .route("/api/v1/templates/{name}", get(templates::show_template))
         .route(
             "/api/v1/workspaces",
             get(workspaces::list).post(workspaces::create),
@@ -411,7 +414,7 @@ fn api_router(state: AppState) -> Router {
         )
         .route("/api/v1/builds/{id}", get(workspaces::get_build))
         .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
-        .route("/api/v1/audit", get(users::audit))
+        .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/provisioner/acquire", post(provisioner::acquire))
         .route(
             "/api/v1/provisioner/jobs/{id}/update",

@@ -211,7 +211,7 @@ pub(super) async fn login_submit(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let token =
-        match super::users::issue_token(&state, &user, "browser session", SESSION_SECS).await {
+        match super::tokens::issue_token(&state, &user, "browser session", SESSION_SECS).await {
             Ok((t, _)) => t,
             Err(e) => return e.into_response(),
         };

@@ -1,0 +1,115 @@
+//! SSH keys (`/api/v1/users/me/keys`) and the control-held git key (`/api/v1/users/me/gitsshkey`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use outpost_api::*;
+
+use super::auth::AuthUser;
+use super::error::{store_or, ApiError, ApiJson, ApiResult};
+use super::AppState;
+
+// ---------------------------------------------------------------- git SSH key
+
+/// The caller's git SSH key (made on first use); add the public key to your git host.
+pub(super) async fn git_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<GitSshKey>> {
+    let (_, public_key) = state
+        .store
+        .git_key(&auth.user.id, || {
+            outpost_common::sshkey::new_ed25519(&format!("outpost-{}", auth.user.username))
+        })
+        .await?;
+    Ok(Json(GitSshKey {
+        public_key,
+        private_key: None,
+    }))
+}
+
+// ---------------------------------------------------------------- SSH keys
+
+fn key_view(r: crate::store::SshKeyRow) -> SshKey {
+    SshKey {
+        id: r.id,
+        name: r.name,
+        public_key: r.public_key,
+        fingerprint: r.fingerprint,
+        created_at: r.created_at,
+    }
+}
+
+pub(super) async fn add_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<AddSshKeyRequest>,
+) -> ApiResult<(StatusCode, Json<SshKey>)> {
+    if req.name.is_empty() || req.name.len() > 64 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "key names are 1-64 printable characters",
+        ));
+    }
+    let parsed = outpost_common::sshkey::parse_public_key(&req.public_key)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (key, fp) = (parsed.canonical, parsed.fingerprint);
+    let row = state
+        .store
+        .add_ssh_key(&auth.user.id, &req.name, &key, &fp)
+        .await?;
+    keys_changed(&state, &auth.user.id).await;
+    Ok((StatusCode::CREATED, Json(key_view(row))))
+}
+
+/// Tells the user's running agents at once (through their held polls) to fetch the new keys:
+/// a key added or removed works, or stops working, right away.
+async fn keys_changed(state: &AppState, user_id: &str) {
+    let Ok(workspaces) = state.store.list_workspaces(Some(user_id)).await else {
+        return;
+    };
+    for w in workspaces {
+        for agent in state.store.live_agents(&w.id).await.unwrap_or_default() {
+            if state
+                .store
+                .enqueue_command(&agent, "refresh_keys")
+                .await
+                .is_ok()
+            {
+                state.wake_agent(&agent);
+            }
+        }
+    }
+}
+
+pub(super) async fn list_ssh_keys(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<Vec<SshKey>>> {
+    Ok(Json(
+        state
+            .store
+            .ssh_keys(&auth.user.id)
+            .await?
+            .into_iter()
+            .map(key_view)
+            .collect(),
+    ))
+}
+
+pub(super) async fn remove_ssh_key(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    state
+        .store
+        .remove_ssh_key(&auth.user.id, &id)
+        .await
+        .map_err(|e| {
+            store_or(e, || {
+                ApiError::not_found(format!("no key {id:?}; see `outpost keys list`"))
+            })
+        })?;
+    keys_changed(&state, &auth.user.id).await;
+    Ok(Json(serde_json::json!({ "removed": id })))
+}

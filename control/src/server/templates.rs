@@ -1,0 +1,147 @@
+//! Templates (`/api/v1/templates`): pushes (each an immutable version), listing, showing, and
+//! the built-in templates pushed on first start.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use outpost_api::*;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+use crate::store::{TemplateRow, TemplateVersionRow};
+use crate::template;
+
+/// Templates compiled into the binary, pushed on first start.
+const BUILTIN_TEMPLATES: &[(&str, &[(&str, &str)])] = &[(
+    "base",
+    &[(
+        "template.toml",
+        include_str!("../../../templates/base/template.toml"),
+    )],
+)];
+
+pub(super) async fn ensure_builtin_templates(state: &AppState) -> anyhow::Result<()> {
+    for (name, files) in BUILTIN_TEMPLATES {
+        if state.store.template_by_name(name).await?.is_some() {
+            continue;
+        }
+        let files: BTreeMap<String, String> = files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+        let manifest = template::parse(&files)
+            .map_err(|e| anyhow::anyhow!("built-in template {name}: {e}"))?;
+        let res = state
+            .store
+            .push_template_version(
+                name,
+                &manifest.description,
+                &serde_json::to_string(&manifest)?,
+                &serde_json::to_string(&files)?,
+                true,
+                None,
+            )
+            .await;
+        match res {
+            Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn template_view(t: &TemplateRow) -> Template {
+    Template {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        active_version: t.active_version,
+        active_version_id: t.active_version_id.clone(),
+        created_at: t.created_at,
+    }
+}
+
+pub(super) fn version_view(v: &TemplateVersionRow) -> ApiResult<TemplateVersion> {
+    let manifest: TemplateManifest =
+        serde_json::from_str(&v.manifest).map_err(ApiError::internal)?;
+    let files: BTreeMap<String, String> =
+        serde_json::from_str(&v.files).map_err(ApiError::internal)?;
+    Ok(TemplateVersion {
+        id: v.id.clone(),
+        template_id: v.template_id.clone(),
+        template_name: v.template_name.clone(),
+        version: v.version,
+        active: v.active,
+        manifest,
+        files: files.into_keys().collect(),
+        created_at: v.created_at,
+    })
+}
+
+pub(super) fn validate_template_name(name: &str) -> ApiResult<()> {
+    if !crate::server::workspaces::is_dns_label(name) {
+        return Err(ApiError::bad_request(format!(
+            "invalid template name {name:?}: use 1-63 lowercase letters, digits and -, not starting or ending with -"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn push_template(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<PushTemplateRequest>,
+) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden("only admins can push templates"));
+    }
+    validate_template_name(&req.name)?;
+    let manifest = template::parse(&req.files)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string()))?;
+    let row = state
+        .store
+        .push_template_version(
+            &req.name,
+            &manifest.description,
+            &serde_json::to_string(&manifest).map_err(ApiError::internal)?,
+            &serde_json::to_string(&req.files).map_err(ApiError::internal)?,
+            req.activate,
+            Some(&auth.user.id),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(version_view(&row)?)))
+}
+
+pub(super) async fn list_templates(
+    State(state): State<AppState>,
+    _auth: AuthUser,
+) -> ApiResult<Json<Vec<Template>>> {
+    let rows = state.store.list_templates().await?;
+    Ok(Json(rows.iter().map(template_view).collect()))
+}
+
+pub(super) async fn show_template(
+    State(state): State<AppState>,
+    _auth: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TemplateDetail>> {
+    let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no template {name:?}; see `outpost templates list`"
+        ))
+    })?;
+    let versions = state
+        .store
+        .template_versions(&t.id)
+        .await?
+        .iter()
+        .map(version_view)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(TemplateDetail {
+        template: template_view(&t),
+        versions,
+    }))
+}
