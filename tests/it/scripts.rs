@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::both_backends;
 use crate::harness::*;
 
 const T: Duration = Duration::from_secs(40);
@@ -19,9 +20,8 @@ fn push(s: &Server, name: &str, toml: &str) -> R {
     Ok(())
 }
 
-#[test]
-fn start_scripts_lifecycle_and_logs() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn start_scripts_lifecycle_and_logs(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     push(&s, "good", "[[scripts]]\nname = \"setup\"\nscript = \"for i in 1 2 3 4 5; do echo line-$i; done; echo to-stderr >&2; (sleep 60 &) ; echo $OUTPOST_WORKSPACE $OUTPOST_SCRIPT_NAME\"\ntimeout = \"30s\"\n")?;
     push(
         &s,
@@ -140,10 +140,10 @@ fn start_scripts_lifecycle_and_logs() -> R {
     );
     Ok(())
 }
+both_backends!(start_scripts_lifecycle_and_logs);
 
-#[test]
-fn shutdown_scripts_and_log_cap() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn shutdown_scripts_and_log_cap(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     push(&s, "stopper", "[[scripts]]\nname = \"save\"\nscript = \"echo saving at stop; date +%s > $HOME/saved-at-stop\"\nrun_on_start = false\nrun_on_stop = true\ntimeout = \"3s\"\n")?;
     push(&s, "noisy", "[[scripts]]\nname = \"flood\"\nscript = \"head -c 100000000 /dev/zero | tr '\\\\0' 'x' | fold -w 100\"\n")?;
 
@@ -204,13 +204,13 @@ fn shutdown_scripts_and_log_cap() -> R {
     })?;
     Ok(())
 }
+both_backends!(shutdown_scripts_and_log_cap);
 
 /// A blocking start script holds SSH sessions back (with a message) until it finishes;
 /// `OUTPOST_NO_WAIT=1` (what `outpost ssh --no-wait` sends) proceeds at once. `~/personalize`
 /// runs after the start scripts on every start.
-#[test]
-fn blocking_login_and_personalize() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn blocking_login_and_personalize(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     let key = s.dir.path().join("id_ed25519");
     Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -317,6 +317,7 @@ fn blocking_login_and_personalize() -> R {
     })?;
     Ok(())
 }
+both_backends!(blocking_login_and_personalize);
 
 fn out_of(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -325,9 +326,8 @@ fn out_of(o: &std::process::Output) -> String {
 /// Dotfiles from a local bare repository (a file URL): with an install script it runs; without
 /// one the dotfiles are linked into the home and what they replace is kept as `.bak`.
 /// `outpost-agent dotfiles URL` does the same by hand.
-#[test]
-fn dotfiles_install_and_link() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn dotfiles_install_and_link(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     let make_repo = |name: &str, files: &[(&str, &str, bool)]| -> R<String> {
         let work = s.dir.path().join(format!("{name}-work"));
         let bare = s.dir.path().join(format!("{name}.git"));
@@ -419,11 +419,11 @@ fn dotfiles_install_and_link() -> R {
     assert!(by_hand.join(".vimrc").is_symlink());
     Ok(())
 }
+both_backends!(dotfiles_install_and_link);
 
 /// A cron script (with a seconds field) runs on its schedule, starting after the start scripts.
-#[test]
-fn cron_scripts() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn cron_scripts(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     push(&s, "cronny", "[[scripts]]\nname = \"first\"\nscript = \"sleep 2; date +%s%N > $HOME/start-done\"\n[[scripts]]\nname = \"tick\"\nscript = \"date +%s%N >> $HOME/ticks\"\ncron = \"*/1 * * * * *\"\n")?;
     s.ok(&["create", "c", "-t", "cronny"])?;
     let (w, _) = s.wait_for("c", T, |w| w["agent"]["lifecycle"] == "ready")?;
@@ -464,13 +464,13 @@ fn cron_scripts() -> R {
     );
     Ok(())
 }
+both_backends!(cron_scripts);
 
 /// git over SSH with the user's git key held by control: inside the workspace `GIT_SSH_COMMAND`
 /// points at the agent's in-memory ssh-agent; a loopback sshd that trusts only that key serves
 /// the repository. Without the agent the same clone is refused. No secret lands in the home.
-#[test]
-fn git_over_ssh_with_the_control_held_key() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn git_over_ssh_with_the_control_held_key(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     let public = s.ok(&["publickey"])?;
     assert!(public.starts_with("ssh-ed25519 "), "{public}");
     assert_eq!(s.ok(&["publickey"])?, public, "the same key every time");
@@ -559,13 +559,13 @@ fn git_over_ssh_with_the_control_held_key() -> R {
     );
     Ok(())
 }
+both_backends!(git_over_ssh_with_the_control_held_key);
 
 /// Inside a workspace the `outpost` CLI works without logging in: the agent hands it a
 /// short-lived credential scoped to the workspace's owner (no admin rights, no new tokens), and
 /// nothing is written into the home.
-#[test]
-fn cli_inside_a_workspace_without_login() -> R {
-    let s = Server::start(Backend::Sqlite)?;
+fn cli_inside_a_workspace_without_login(backend: Backend) -> R {
+    let s = Server::start(backend)?;
     push(
         &s,
         "inside",
@@ -601,3 +601,4 @@ fn cli_inside_a_workspace_without_login() -> R {
     );
     Ok(())
 }
+both_backends!(cli_inside_a_workspace_without_login);

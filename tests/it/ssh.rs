@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::both_backends;
 use crate::harness::*;
 
 struct SshWs {
@@ -17,8 +18,8 @@ struct SshWs {
 }
 
 impl SshWs {
-    fn start() -> R<SshWs> {
-        let s = Server::start(Backend::Sqlite)?;
+    fn start(backend: Backend) -> R<SshWs> {
+        let s = Server::start(backend)?;
         let key = s.dir.path().join("id_ed25519");
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -102,9 +103,8 @@ fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn ssh_exec_pty_env_signals() -> R {
-    let w = SshWs::start()?;
+fn ssh_exec_pty_env_signals(backend: Backend) -> R {
+    let w = SshWs::start(backend)?;
     for code in [0, 1, 42] {
         let o = w.ssh(&[], &format!("exit {code}"), "")?;
         assert_eq!(
@@ -229,10 +229,10 @@ fn ssh_exec_pty_env_signals() -> R {
     );
     Ok(())
 }
+both_backends!(ssh_exec_pty_env_signals);
 
-#[test]
-fn ssh_files_and_forwarding() -> R {
-    let w = SshWs::start()?;
+fn ssh_files_and_forwarding(backend: Backend) -> R {
+    let w = SshWs::start(backend)?;
     let local = w.s.dir.path().join("local");
     std::fs::create_dir_all(&local)?;
     let blob: Vec<u8> = (0..3_000_000u32)
@@ -420,12 +420,12 @@ fn ssh_files_and_forwarding() -> R {
     assert_eq!(body, "7000", "fetched through -L");
     Ok(())
 }
+both_backends!(ssh_files_and_forwarding);
 
 /// The sftp subsystem with two SFTP client libraries that are not OpenSSH, over every SFTP v3
 /// operation: paramiko (OpenSSH's swapped SSH_FXP_SYMLINK order) and asyncssh (the draft's order,
 /// since this server is not OpenSSH). The symlinks each leaves behind point the right way on disk.
-#[test]
-fn sftp_with_paramiko_and_asyncssh() -> R {
+fn sftp_with_paramiko_and_asyncssh(backend: Backend) -> R {
     // Debian's python3, where apt installs python3-paramiko and python3-asyncssh (a pyenv
     // python3 may come first on PATH).
     const DEBIAN_PYTHON: &str = "/usr/bin/python3";
@@ -439,7 +439,7 @@ fn sftp_with_paramiko_and_asyncssh() -> R {
         eprintln!("SKIPPED (no paramiko/asyncssh): sftp with non-OpenSSH clients");
         return Ok(());
     }
-    let w = SshWs::start()?;
+    let w = SshWs::start(backend)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/it/sftp_clients.py");
     for lib in ["paramiko", "asyncssh"] {
         let o = Command::new(DEBIAN_PYTHON)
@@ -488,13 +488,13 @@ fn sftp_with_paramiko_and_asyncssh() -> R {
     }
     Ok(())
 }
+both_backends!(sftp_with_paramiko_and_asyncssh);
 
 /// Remote forwarding with port 0, Unix-socket forwarding both ways, agent forwarding used by a
 /// command inside, ControlMaster with 10 sessions on one connection, VS Code's SOCKS pattern,
 /// MOTD and .hushlogin, and session accounting in the heartbeat statistics.
-#[test]
-fn ssh_forwards_agent_multiplexing() -> R {
-    let w = SshWs::start()?;
+fn ssh_forwards_agent_multiplexing(backend: Backend) -> R {
+    let w = SshWs::start(backend)?;
     let port = w.port.to_string();
     let dir = w.s.dir.path().to_path_buf();
 
@@ -776,6 +776,7 @@ fn ssh_forwards_agent_multiplexing() -> R {
     assert!(!out(&o).contains("Welcome to the workspace"));
     Ok(())
 }
+both_backends!(ssh_forwards_agent_multiplexing);
 
 /// ssh-audit finds no failure and no warning. Debian bookworm's ssh-audit (2.5) predates the
 /// Terrapin fix and calls its strict-kex marker an unknown algorithm (for Debian's own sshd as
@@ -829,9 +830,8 @@ fn ssh_audit(port: u16) -> anyhow::Result<()> {
 
 /// A key added or removed reaches running agents at once (control pushes a refresh through the
 /// held poll), not at the next periodic manifest fetch (every heartbeat, 30 s here).
-#[test]
-fn key_changes_reach_running_agents_at_once() -> R {
-    let s = Server::start_with(Backend::Sqlite, &["--heartbeat-secs", "30"])?;
+fn key_changes_reach_running_agents_at_once(backend: Backend) -> R {
+    let s = Server::start_with(backend, &["--heartbeat-secs", "30"])?;
     let t = s.dir.path().join("tpl");
     std::fs::create_dir_all(&t)?;
     std::fs::write(
@@ -897,3 +897,4 @@ fn key_changes_reach_running_agents_at_once() -> R {
     }
     Ok(())
 }
+both_backends!(key_changes_reach_running_agents_at_once);

@@ -275,9 +275,8 @@ both_backends!(break3_workspaces_made_after_config_ssh);
 
 /// A user who already had `~/.ssh/id_ed25519` and uploaded it; then one whose only uploaded key
 /// lives in an ssh-agent (no file): `outpost ssh` and plain ssh offer it by its public half.
-#[test]
-fn existing_keys_and_agent_only_keys() -> R {
-    let Some(t) = Setup::start(Backend::Sqlite, &[], &[])? else {
+fn existing_keys_and_agent_only_keys(backend: Backend) -> R {
+    let Some(t) = Setup::start(backend, &[], &[])? else {
         return Ok(());
     };
     let id = t.acct.keygen("id_ed25519")?;
@@ -365,6 +364,7 @@ fn existing_keys_and_agent_only_keys() -> R {
     );
     Ok(())
 }
+both_backends!(existing_keys_and_agent_only_keys);
 
 /// Plain OpenSSH tools through config-ssh, as the account with an ssh-agent full of other keys:
 /// scp both ways, an sftp batch, rsync and git over `dev.outpost`.
@@ -569,9 +569,8 @@ both_backends!(ssh_rides_out_a_control_restart);
 /// is idempotent and removable; plain `ssh dev.outpost`; `outpost ssh` starts a stopped
 /// workspace (key in an ssh-agent); `outpost port-forward`; another user's token cannot reach
 /// the workspace; the tunnel is back after a control restart.
-#[test]
-fn relay_config_ssh_and_port_forward() -> R {
-    let Some(mut t) = Setup::start(Backend::Sqlite, &[], &[])? else {
+fn relay_config_ssh_and_port_forward(backend: Backend) -> R {
+    let Some(mut t) = Setup::start(backend, &[], &[])? else {
         return Ok(());
     };
     let key = t.acct.keygen("id_ed25519")?;
@@ -695,3 +694,4 @@ fn relay_config_ssh_and_port_forward() -> R {
     );
     Ok(())
 }
+both_backends!(relay_config_ssh_and_port_forward);

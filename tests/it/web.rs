@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::both_backends;
 use crate::browser::Browser;
 use crate::harness::*;
 
@@ -89,12 +90,11 @@ fn sign_in(b: &Browser, url: &str, user: &str, password: &str) -> R {
     Ok(())
 }
 
-#[test]
-fn dashboard_terminal_and_apps() -> R {
+fn dashboard_terminal_and_apps(backend: Backend) -> R {
     let Some(b) = Browser::start()? else {
         return Ok(());
     };
-    let mut s = Server::start_with(Backend::Sqlite, &["--terminal-idle-timeout-secs", "6"])?;
+    let mut s = Server::start_with(backend, &["--terminal-idle-timeout-secs", "6"])?;
     let (owner_port, public_port, dead_port) = (free_port()?, free_port()?, free_port()?);
     let dir = s.dir.path().join("web-template");
     std::fs::create_dir_all(&dir)?;
@@ -527,11 +527,11 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     // The web servers started inside the workspace go with the server (Server's drop, by pid).
     Ok(())
 }
+both_backends!(dashboard_terminal_and_apps);
 
-#[test]
-fn wrong_password_and_bad_login_forms() -> R {
+fn wrong_password_and_bad_login_forms(backend: Backend) -> R {
     outpost_common::tls::install_provider();
-    let s = Server::start(Backend::Sqlite)?;
+    let s = Server::start(backend)?;
     let url = s.url.clone();
     // A form without the sign-in page's CSRF cookie is sent back to sign in, without a session.
     let client = reqwest::Client::builder()
@@ -642,3 +642,4 @@ fn wrong_password_and_bad_login_forms() -> R {
     assert!(s.log().lines().all(|l| !l.contains("panicked")));
     Ok(())
 }
+both_backends!(wrong_password_and_bad_login_forms);

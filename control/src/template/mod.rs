@@ -153,7 +153,9 @@ mod tests {
 
     #[test]
     fn base_template_parses() {
-        let m = parse(&files(include_str!("../../../templates/base/template.toml")));
+        let m = parse(&files(include_str!(
+            "../../../templates/base/template.toml"
+        )));
         assert!(m.is_ok(), "{m:?}");
     }
 
