@@ -7,6 +7,7 @@
 //!
 //! Wire format on the relay stream: `outpost_api::relay::pty`.
 
+use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,15 +158,10 @@ impl PtyHub {
 
     /// Ends sessions whose program exited, and sessions nobody attached to for the timeout.
     fn reap(&self) {
-        let Ok(mut map) = self.sessions.lock() else {
-            return;
-        };
+        let mut map = self.sessions.locked();
         map.retain(|id, s| {
             let idle = s.attached.load(Ordering::SeqCst) == 0
-                && s.detached_at
-                    .lock()
-                    .map(|t| t.elapsed() >= self.idle_timeout)
-                    .unwrap_or(true);
+                && s.detached_at.locked().elapsed() >= self.idle_timeout;
             let keep = !*s.exited.borrow() && !idle;
             if !keep {
                 tracing::info!(session = %id, idle, "terminal session ended");
@@ -175,10 +171,7 @@ impl PtyHub {
     }
 
     fn get_or_start(&self, a: &Attach) -> anyhow::Result<Arc<PtySession>> {
-        let mut map = self
-            .sessions
-            .lock()
-            .map_err(|_| anyhow::anyhow!("session table poisoned"))?;
+        let mut map = self.sessions.locked();
         if let Some(s) = map.get(&a.id) {
             if !*s.exited.borrow() {
                 return Ok(s.clone());
@@ -240,16 +233,15 @@ impl PtyHub {
                 };
                 let Some(s) = weak.upgrade() else { break };
                 s.agent.add_bytes(0, n as u64);
-                if let Ok(mut t) = s.term.lock() {
+                {
+                    let mut t = s.term.locked();
                     t.parser.process(&buf[..n]);
                     t.broadcast(Bytes::copy_from_slice(&buf[..n]));
                 };
             }
             // The streams end once their last frames are sent.
             if let Some(s) = weak.upgrade() {
-                if let Ok(mut t) = s.term.lock() {
-                    t.clients.clear();
-                };
+                s.term.locked().clients.clear();
             }
             let _ = exit_tx.send(true);
         });
@@ -281,7 +273,7 @@ impl PtyHub {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let wake = Arc::new(tokio::sync::Notify::new());
         {
-            let Ok(mut t) = s.term.lock() else { return };
+            let mut t = s.term.locked();
             let first = repaint(t.parser.screen());
             if out.try_send(Ok(Frame::data(Bytes::from(first)))).is_err() {
                 return;
@@ -304,7 +296,7 @@ impl PtyHub {
                 let Ok(permit) = out.reserve().await else {
                     return;
                 };
-                let Ok(mut t) = s.term.lock() else { return };
+                let mut t = s.term.locked();
                 permit.send(Ok(Frame::data(Bytes::from(repaint(t.parser.screen())))));
                 if let Some(c) = t.clients.iter_mut().find(|c| c.id == id) {
                     c.lagged = false;
@@ -397,10 +389,12 @@ struct Detach(Arc<PtySession>, u64);
 
 impl Drop for Detach {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.0.term.lock() {
+        {
+            let mut t = self.0.term.locked();
             t.clients.retain(|c| c.id != self.1);
         }
-        if let Ok(mut t) = self.0.detached_at.lock() {
+        {
+            let mut t = self.0.detached_at.locked();
             *t = Instant::now();
         }
         self.0.attached.fetch_sub(1, Ordering::SeqCst);
@@ -424,10 +418,12 @@ impl PtySession {
     }
 
     fn resize(&self, cols: u16, rows: u16) {
-        if let Ok(mut t) = self.term.lock() {
+        {
+            let mut t = self.term.locked();
             if t.parser.screen().size() != (rows, cols) {
                 t.parser.screen_mut().set_size(rows, cols);
-                if let Ok(m) = self.master.lock() {
+                {
+                    let m = self.master.locked();
                     let _ = m.resize(portable_pty::PtySize {
                         rows,
                         cols,

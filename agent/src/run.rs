@@ -3,6 +3,7 @@
 //! (`credentials` and `session` are public so the load benchmark drives thousands of simulated
 //! agents with exactly this code.)
 
+use outpost_common::LockExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use outpost_api::*;
 
 use crate::credentials::{bootstrap, Credentials};
-use crate::session::Session;
+use crate::session::ControlSession;
 use crate::state::Agent;
 use crate::stats::StatsCollector;
 use crate::user::login_shell;
@@ -56,7 +57,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
             c
         }
     };
-    let session = Session::new(&config.bundle.agent_url, creds)?;
+    let session = ControlSession::new(&config.bundle.agent_url, creds)?;
     let agent = Arc::new(Agent::default());
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel::<Exit>(4);
     let (gate_tx, gate_rx) = tokio::sync::watch::channel(true);
@@ -116,11 +117,15 @@ impl Drop for AbortOnDrop {
 /// Starts the SSH server when the workspace's template asks for a direct listen address, reports
 /// its host key, and keeps the accepted keys in step with the owner's keys at control.
 /// Stop: shutting_down, the stop scripts (within their timeouts), then off (or why not).
-async fn shutdown(session: &Session, config: &AgentConfig, scripts: &crate::scripts::Scripts) {
+async fn shutdown(
+    session: &ControlSession,
+    config: &AgentConfig,
+    scripts: &crate::scripts::Scripts,
+) {
     scripts.lifecycle.set(AgentLifecycle::ShuttingDown);
     crate::scripts::report_shutdown(session, AgentLifecycle::ShuttingDown).await;
     // The agent is revoked as the stop is queued: it runs the scripts it learned at start.
-    let cached = scripts.cached.lock().map(|c| c.clone()).unwrap_or_default();
+    let cached = scripts.cached.locked().clone();
     let end = match cached {
         Some((list, env)) if list.iter().any(|s| s.run_on_stop) => {
             match crate::scripts::run_all(
@@ -152,7 +157,7 @@ async fn shutdown(session: &Session, config: &AgentConfig, scripts: &crate::scri
 }
 
 /// The manifest, retried with backoff until control answers.
-async fn fetch_manifest(session: &Session) -> AgentManifest {
+async fn fetch_manifest(session: &ControlSession) -> AgentManifest {
     let mut attempt = 0u32;
     loop {
         match session.manifest().await {
@@ -173,7 +178,7 @@ fn cli_sock(config: &AgentConfig) -> std::path::PathBuf {
 
 /// Serves the CLI socket: each connection gets `{url, token, expires_at}` (a fresh workspace
 /// credential from control, reused until 5 minutes before it expires).
-async fn serve_cli_credentials(session: Session, config: AgentConfig) {
+async fn serve_cli_credentials(session: ControlSession, config: AgentConfig) {
     let path = cli_sock(&config);
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
@@ -213,7 +218,7 @@ fn git_agent_sock(config: &AgentConfig) -> std::path::PathBuf {
     config.state_dir.join("git-agent.sock")
 }
 
-async fn start_git_agent(session: &Session, config: &AgentConfig) {
+async fn start_git_agent(session: &ControlSession, config: &AgentConfig) {
     let key = session.git_ssh_key().await;
     let Some(pem) = key.ok().and_then(|k| k.private_key) else {
         tracing::warn!("no git SSH key from control; git over SSH will use the user's own keys");
@@ -250,14 +255,15 @@ fn script_env(manifest: &AgentManifest, config: &AgentConfig) -> Vec<(String, St
 
 /// Runs the start scripts: lifecycle starting -> ready | start_error | start_timeout.
 async fn start_scripts(
-    session: Session,
+    session: ControlSession,
     config: AgentConfig,
     scripts: std::sync::Arc<crate::scripts::Scripts>,
 ) {
     let manifest = fetch_manifest(&session).await;
     start_git_agent(&session, &config).await;
     tokio::spawn(serve_cli_credentials(session.clone(), config.clone()));
-    if let Ok(mut c) = scripts.cached.lock() {
+    {
+        let mut c = scripts.cached.locked();
         *c = Some((manifest.scripts.clone(), script_env(&manifest, &config)));
     }
     let lifecycle = &scripts.lifecycle;
@@ -401,7 +407,7 @@ async fn run_personalize(
 }
 
 async fn ssh_loop(
-    session: Session,
+    session: ControlSession,
     config: AgentConfig,
     gate: tokio::sync::watch::Receiver<bool>,
     agent: Arc<Agent>,
@@ -432,7 +438,7 @@ async fn ssh_loop(
         .map(|a| a.to_string());
     let env = script_env(&manifest, &config);
     let shared = std::sync::Arc::new(crate::ssh::SshShared {
-        authorized: std::sync::RwLock::new(Vec::new()),
+        authorized: std::sync::RwLock::new(Default::default()),
         agent: agent.clone(),
         home: config.home.clone(),
         shell: login_shell(),
@@ -486,7 +492,7 @@ async fn ssh_loop(
 }
 
 async fn poll_loop(
-    session: Session,
+    session: ControlSession,
     config: AgentConfig,
     exit: tokio::sync::mpsc::Sender<Exit>,
     scripts: std::sync::Arc<crate::scripts::Scripts>,
@@ -536,7 +542,7 @@ async fn poll_loop(
 }
 
 async fn heartbeat_loop(
-    session: Session,
+    session: ControlSession,
     config: AgentConfig,
     lifecycle: std::sync::Arc<crate::scripts::Lifecycle>,
     agent: Arc<Agent>,
@@ -583,7 +589,11 @@ async fn heartbeat_loop(
     }
 }
 
-async fn renew_loop(session: Session, state_dir: PathBuf, exit: tokio::sync::mpsc::Sender<Exit>) {
+async fn renew_loop(
+    session: ControlSession,
+    state_dir: PathBuf,
+    exit: tokio::sync::mpsc::Sender<Exit>,
+) {
     let mut attempt = 0u32;
     loop {
         let creds = session.credentials();

@@ -1,6 +1,7 @@
 //! Template scripts (start and stop), their lifecycle, and shipping their output to control as
 //! agent logs: in batches, per source, in order, with timestamps, up to control's cap.
 
+use outpost_common::LockExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use outpost_api::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
-use crate::session::Session;
+use crate::session::ControlSession;
 use outpost_common::clock::now_ms;
 
 /// The agent's lifecycle, reported with the next heartbeat (sent at once on change).
@@ -21,7 +22,8 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     pub fn set(&self, l: AgentLifecycle) {
-        if let Ok(mut s) = self.state.lock() {
+        {
+            let mut s = self.state.locked();
             *s = Some((l, true));
         }
         self.changed.notify_one();
@@ -29,12 +31,12 @@ impl Lifecycle {
     /// The lifecycle to report, if it changed since the last successful report.
     pub fn pending(&self) -> Option<AgentLifecycle> {
         self.state
-            .lock()
-            .ok()
-            .and_then(|s| s.and_then(|(l, dirty)| dirty.then_some(l)))
+            .locked()
+            .and_then(|(l, dirty)| dirty.then_some(l))
     }
     pub fn reported(&self, l: AgentLifecycle) {
-        if let Ok(mut s) = self.state.lock() {
+        {
+            let mut s = self.state.locked();
             if let Some((cur, dirty)) = s.as_mut() {
                 if *cur == l {
                     *dirty = false;
@@ -43,7 +45,7 @@ impl Lifecycle {
         }
     }
     pub fn current(&self) -> Option<AgentLifecycle> {
-        self.state.lock().ok().and_then(|s| s.map(|(l, _)| l))
+        self.state.locked().map(|(l, _)| l)
     }
 }
 
@@ -67,7 +69,7 @@ impl LogSink {
 
 /// Starts the shipper: batches of up to 1000 lines, every 250 ms. Once control says the cap is
 /// reached, lines are read and dropped (a noisy script never blocks on its pipe).
-pub fn start_shipper(session: Session) -> LogSink {
+pub fn start_shipper(session: ControlSession) -> LogSink {
     let (tx, mut rx) = mpsc::channel::<AgentLogLine>(10_000);
     tokio::spawn(async move {
         let mut over = false;
@@ -322,7 +324,7 @@ pub struct Scripts {
 }
 
 /// Reports a shutdown lifecycle through the logs route (heartbeats are refused once revoked).
-pub async fn report_shutdown(session: &Session, lifecycle: AgentLifecycle) {
+pub async fn report_shutdown(session: &ControlSession, lifecycle: AgentLifecycle) {
     let req = AgentLogsRequest {
         lines: Vec::new(),
         lifecycle: Some(lifecycle),

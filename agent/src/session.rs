@@ -1,7 +1,8 @@
 //! The control session: an authenticated (mTLS) client of the agent API with one typed method
 //! per route; nothing else in the agent names an agent API path.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use outpost_common::LockExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_api::*;
@@ -10,18 +11,18 @@ use crate::credentials::{http, new_csr, Credentials};
 use outpost_common::clock::now_ms;
 use outpost_common::tls;
 
-/// An authenticated (mTLS) connection to the agent API. Cheap to clone; [`Session::swap`]
+/// An authenticated (mTLS) connection to the agent API. Cheap to clone; [`ControlSession::swap`]
 /// replaces the identity or pins for every clone.
 #[derive(Clone)]
-pub struct Session {
+pub struct ControlSession {
     url: String,
     inner: Arc<Mutex<(Credentials, Client)>>,
 }
 
-impl Session {
-    pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<Session> {
+impl ControlSession {
+    pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<ControlSession> {
         let client = Self::client_for(agent_url, &creds)?;
-        Ok(Session {
+        Ok(ControlSession {
             url: agent_url.to_string(),
             inner: Arc::new(Mutex::new((creds, client))),
         })
@@ -55,25 +56,17 @@ impl Session {
     }
 
     fn client(&self) -> Client {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .clone()
+        self.inner.locked().1.clone()
     }
 
     pub fn credentials(&self) -> Credentials {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .clone()
+        self.inner.locked().0.clone()
     }
 
     /// Uses new credentials from now on.
     pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
         let client = Self::client_for(&self.url, &creds)?;
-        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = (creds, client);
+        *self.inner.locked() = (creds, client);
         Ok(())
     }
 

@@ -2,9 +2,10 @@
 //! reports (live sessions by kind, bytes, apps' health) and what one part signals another (the
 //! owner's keys changed). No process-wide statics.
 
+use outpost_common::LockExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use outpost_api::{AppHealth, AppStatus, SessionCounts};
 
@@ -78,17 +79,13 @@ impl Agent {
     }
 
     pub fn set_app_health(&self, slug: &str, h: AppHealth) {
-        self.apps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(slug.to_string(), h);
+        self.apps.locked().insert(slug.to_string(), h);
     }
 
     /// The apps' latest health, by slug, as the heartbeat reports it.
     pub fn app_statuses(&self) -> Vec<AppStatus> {
         self.apps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .iter()
             .map(|(slug, h)| AppStatus {
                 slug: slug.clone(),

@@ -18,7 +18,7 @@ use outpost_api::relay;
 use outpost_common::pump::{body_to_writer, reader_to_frames};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::session::Session;
+use crate::session::ControlSession;
 use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 
 pub struct SshCtx {
@@ -30,7 +30,7 @@ pub struct SshCtx {
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Keeps one tunnel up for the life of the agent.
-pub async fn tunnel_loop(session: Session, agent_url: String, ssh: Arc<SshCtx>) {
+pub async fn tunnel_loop(session: ControlSession, agent_url: String, ssh: Arc<SshCtx>) {
     let mut attempt = 0u32;
     loop {
         let started = std::time::Instant::now();
@@ -47,7 +47,7 @@ pub async fn tunnel_loop(session: Session, agent_url: String, ssh: Arc<SshCtx>) 
 }
 
 async fn connect_and_serve(
-    session: &Session,
+    session: &ControlSession,
     agent_url: &str,
     ssh: Arc<SshCtx>,
 ) -> anyhow::Result<()> {

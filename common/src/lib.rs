@@ -9,3 +9,17 @@ pub mod process;
 pub mod pump;
 pub mod sshkey;
 pub mod tls;
+
+/// The one way Outpost treats a poisoned lock: go on with the data. What these mutexes guard is
+/// plain state that no holder leaves half-written (no await or fallible step inside), so a panic
+/// elsewhere is no reason to stop serving.
+pub trait LockExt<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T> LockExt<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

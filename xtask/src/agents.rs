@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use outpost_agent::credentials::bootstrap_once;
-use outpost_agent::session::Session;
+use outpost_agent::session::ControlSession;
 use outpost_api::*;
 use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 use serde_json::json;
@@ -246,7 +246,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
         for (i, name, b, c) in creds {
             let sim = Arc::new(Sim { ok: AtomicBool::new(false), failed_since_kill: AtomicBool::new(false), stop_received_ms: AtomicU64::new(0) });
             sims.push((name, sim.clone()));
-            let session = Session::new(&b.agent_url, c)?;
+            let session = ControlSession::new(&b.agent_url, c)?;
             let (shared2, sim2, s2) = (shared.clone(), sim.clone(), session.clone());
             tokio::spawn(async move {
                 let offset = rand::random::<u64>() % 15_000;

@@ -26,7 +26,7 @@ pub use session::base_env;
 use session::*;
 use sftp::run_sftp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ use crate::state::{Agent, SessionKind};
 /// What every connection shares: the accepted keys (refreshed from control), the agent's state
 /// (session counts) and the user's environment.
 pub struct SshShared {
-    pub authorized: RwLock<Vec<PublicKey>>,
+    pub authorized: RwLock<HashSet<String>>,
     pub agent: Arc<Agent>,
     pub home: PathBuf,
     pub shell: String,
@@ -61,21 +61,31 @@ pub struct SshShared {
 
 impl SshShared {
     /// Replaces the accepted keys with `lines` (OpenSSH format); unparsable lines are skipped.
+    /// Keys are kept as `TYPE BASE64`, parsed by the one parser control uses too.
     pub fn set_authorized(&self, lines: &[String]) {
-        let keys: Vec<PublicKey> = lines
+        let keys: HashSet<String> = lines
             .iter()
-            .filter_map(|l| PublicKey::from_openssh(l.trim()).ok())
+            .filter_map(|l| outpost_common::sshkey::parse_public_key(l).ok())
+            .map(|k| k.canonical)
             .collect();
-        if let Ok(mut a) = self.authorized.write() {
-            *a = keys;
-        }
+        *self
+            .authorized
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 
     fn accepts(&self, key: &PublicKey) -> bool {
+        let Some(offered) = key
+            .to_openssh()
+            .ok()
+            .and_then(|l| outpost_common::sshkey::parse_public_key(&l).ok())
+        else {
+            return false;
+        };
         self.authorized
             .read()
-            .map(|a| a.iter().any(|k| k.key_data() == key.key_data()))
-            .unwrap_or(false)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&offered.canonical)
     }
 }
 

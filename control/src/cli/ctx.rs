@@ -10,7 +10,8 @@ use anyhow::Context;
 use outpost_api::*;
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
-pub(crate) struct Session {
+/// What `outpost login` keeps in the config dir (`session.json`): the server and the API token.
+pub(crate) struct SavedLogin {
     pub(crate) url: String,
     pub(crate) token: String,
 }
@@ -37,7 +38,7 @@ impl Ctx {
                 PathBuf::from(home).join(".config").join("outpost")
             }
         };
-        let mut saved: Option<Session> = std::fs::read(config_dir.join("session.json"))
+        let mut saved: Option<SavedLogin> = std::fs::read(config_dir.join("session.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         // Inside a workspace, without a session of its own: the agent hands out a short-lived,
@@ -62,7 +63,7 @@ impl Ctx {
         Ok(Client::new(url, self.token.clone()))
     }
 
-    pub(crate) fn save(&self, session: &Session) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, session: &SavedLogin) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.config_dir)?;
         crate::ca::write_private(
             &self.config_dir.join("session.json"),
@@ -84,14 +85,14 @@ impl Ctx {
     }
 }
 
-pub(crate) fn workspace_credential(sock: &std::path::Path) -> Option<Session> {
+pub(crate) fn workspace_credential(sock: &std::path::Path) -> Option<SavedLogin> {
     use std::io::Read;
     let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let c: WorkspaceCredential = serde_json::from_str(buf.trim()).ok()?;
-    Some(Session {
+    Some(SavedLogin {
         url: c.url,
         token: c.token,
     })

@@ -36,7 +36,7 @@ pub(crate) async fn login(ctx: &Ctx, args: LoginArgs) -> anyhow::Result<()> {
             .post("/api/v1/login", &LoginRequest { username, password })
             .await?
     };
-    ctx.save(&Session {
+    ctx.save(&SavedLogin {
         url: url.clone(),
         token: resp.token.clone(),
     })?;

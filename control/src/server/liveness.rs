@@ -1,6 +1,7 @@
 //! Agent liveness in memory, written to the store in batches: tens of thousands of agents polling
 //! and heartbeating must not mean tens of thousands of single-row writes.
 
+use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,7 +31,7 @@ impl Liveness {
         stats: Option<String>,
     ) {
         {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self.pending.locked();
             let e = p.entry(agent_id.to_string()).or_default();
             e.last_seen = e.last_seen.max(now);
             if lifecycle.is_some() {
@@ -40,34 +41,24 @@ impl Liveness {
                 e.stats = stats;
             }
         }
-        let mut l = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.latest.locked();
         let v = l.entry(agent_id.to_string()).or_insert(now);
         *v = (*v).max(now);
     }
 
     pub fn last_seen(&self, agent_id: &str) -> Option<i64> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(agent_id)
-            .copied()
+        self.latest.locked().get(agent_id).copied()
     }
 
     /// A revoked agent's pending updates are dropped.
     pub fn forget(&self, agent_id: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(agent_id);
-        self.latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(agent_id);
+        self.pending.locked().remove(agent_id);
+        self.latest.locked().remove(agent_id);
     }
 
     pub async fn flush(&self, store: &Store) {
         let batch: Vec<(String, i64, Option<String>, Option<String>)> = {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self.pending.locked();
             p.drain()
                 .map(|(id, s)| (id, s.last_seen, s.lifecycle, s.stats))
                 .collect()

@@ -16,6 +16,7 @@ mod users;
 mod web;
 mod workspaces;
 
+use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -129,7 +130,7 @@ impl Inner {
     }
 
     pub fn agent_waker(&self, agent_id: &str) -> Arc<Notify> {
-        let mut map = self.agent_wakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.agent_wakers.locked();
         map.entry(agent_id.to_string()).or_default().clone()
     }
 
@@ -139,7 +140,7 @@ impl Inner {
 
     /// The agent was revoked: end its held polls and drop its pending liveness.
     pub fn forget_agent(&self, agent_id: &str) {
-        let mut map = self.agent_wakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.agent_wakers.locked();
         if let Some(n) = map.remove(agent_id) {
             n.notify_waiters();
         }

@@ -2,9 +2,10 @@
 //! agent serves HTTP/2); a client stream (`outpost ssh --stdio`, `outpost port-forward`) is
 //! authorised here, then bridged to a new HTTP/2 stream on its workspace's tunnel.
 
+use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -33,10 +34,10 @@ pub struct Tunnels {
 
 impl Tunnels {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Sender)>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        self.map.locked()
     }
     fn lost(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.lost.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lost.locked()
     }
     fn get(&self, agent: &str) -> Option<Sender> {
         self.map().get(agent).map(|(_, s)| s.clone())

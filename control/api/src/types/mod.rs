@@ -1,0 +1,29 @@
+//! Wire types for `/api/v1` (users, templates, workspaces, builds, provisioners) and `/agent/v1`.
+//!
+//! Request types reject unknown fields. Timestamps are Unix milliseconds.
+
+mod agent;
+mod provisioner;
+mod templates;
+mod users;
+mod workspaces;
+
+pub use agent::*;
+pub use provisioner::*;
+pub use templates::*;
+pub use users::*;
+pub use workspaces::*;
+
+use serde::{Deserialize, Serialize};
+
+/// Error body: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
