@@ -47,19 +47,7 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    outpost_common::logs::init(args.log_json);
     match real_main(args).await {
         Ok(outpost_agent::Exit::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(outpost_agent::Exit::Rejected) => std::process::ExitCode::from(3),

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod cron;
 pub mod fs;
+pub mod logs;
 pub mod process;
 pub mod pump;
 pub mod sshkey;

@@ -101,17 +101,8 @@ impl Account {
     }
 
     /// Runs `c` with `stdin`, returning its output.
-    pub fn run(&self, mut c: Command, stdin: &str) -> R<Output> {
-        use std::io::Write;
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut i) = child.stdin.take() {
-            i.write_all(stdin.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+    pub fn run(&self, c: Command, stdin: &str) -> R<Output> {
+        run_with_stdin(c, stdin)
     }
 
     /// Runs `c`, requires success, returns stdout.

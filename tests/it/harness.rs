@@ -260,20 +260,12 @@ impl Server {
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> R<Output> {
-        use std::io::Write;
-        let mut child = Command::new(bin("outpost"))
-            .args(args)
+        let mut c = Command::new(bin("outpost"));
+        c.args(args)
             .env("OUTPOST_CONFIG_DIR", self.config_dir())
             .env_remove("OUTPOST_URL")
-            .env_remove("OUTPOST_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let Some(mut i) = child.stdin.take() {
-            i.write_all(stdin.as_bytes())?;
-        }
-        Ok(child.wait_with_output()?)
+            .env_remove("OUTPOST_TOKEN");
+        run_with_stdin(c, stdin)
     }
 
     /// Runs the CLI, requires success, returns stdout.
@@ -344,75 +336,63 @@ impl Server {
 
     /// Row counts and contents that a rejected request must not change.
     pub fn db_snapshot(&self) -> R<String> {
-        let url = match &self.backend {
-            Backend::Sqlite => format!("sqlite://{}", self.data().join("outpost.db").display()),
-            Backend::Postgres(u) => u.clone(),
-        };
-        rt().block_on(async {
-            use sqlx::{Connection, Row};
-            sqlx::any::install_default_drivers();
-            let mut c = sqlx::AnyConnection::connect(&url).await?;
-            let mut out = String::new();
-            for (t, cols) in [
-                ("users", "id, username, is_admin"),
-                ("api_tokens", "id, revoked_at, expires_at"),
-                ("templates", "id, name, active_version_id"),
-                ("template_versions", "id, version"),
-                ("workspaces", "id, name, parameters, deleted"),
-                ("workspace_builds", "id, number, transition"),
-                ("provisioner_jobs", "id, status"),
-                ("agents", "id, revoked_at"),
-                ("bootstrap_tokens", "id, used_at"),
-            ] {
-                let rows = sqlx::query(&format!("SELECT {cols} FROM {t} ORDER BY id"))
-                    .fetch_all(&mut c)
-                    .await?;
-                out.push_str(&format!("{t}: {}\n", rows.len()));
-                for r in rows {
-                    let mut vals = Vec::new();
-                    for i in 0..r.len() {
-                        let s = r
-                            .try_get::<Option<String>, _>(i)
-                            .map(|v| v.unwrap_or_else(|| "NULL".into()))
-                            .or_else(|_| {
-                                r.try_get::<Option<i64>, _>(i).map(|v| {
-                                    v.map(|n| n.to_string()).unwrap_or_else(|| "NULL".into())
-                                })
-                            })
-                            .unwrap_or_else(|_| "?".into());
-                        vals.push(s);
-                    }
-                    out.push_str(&format!("  {}\n", vals.join("|")));
-                }
+        let mut out = String::new();
+        for (t, cols) in [
+            ("users", "id, username, is_admin"),
+            ("api_tokens", "id, revoked_at, expires_at"),
+            ("templates", "id, name, active_version_id"),
+            ("template_versions", "id, version"),
+            ("workspaces", "id, name, parameters, deleted"),
+            ("workspace_builds", "id, number, transition"),
+            ("provisioner_jobs", "id, status"),
+            ("agents", "id, revoked_at"),
+            ("bootstrap_tokens", "id, used_at"),
+        ] {
+            let rows = self.db_cells(&format!("SELECT {cols} FROM {t} ORDER BY id"))?;
+            out.push_str(&format!("{t}: {}\n", rows.len()));
+            for r in rows {
+                let vals: Vec<String> = r
+                    .into_iter()
+                    .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                    .collect();
+                out.push_str(&format!("  {}\n", vals.join("|")));
             }
-            c.close().await?;
-            Ok::<_, anyhow::Error>(out)
-        })
+        }
+        Ok(out)
     }
 
-    /// Rows of a table, as strings, for assertions on what the store holds.
+    /// Rows of a table, as strings (NULL as ""), for assertions on what the store holds.
     pub fn db_rows(&self, sql: &str) -> R<Vec<Vec<String>>> {
+        Ok(self
+            .db_cells(sql)?
+            .into_iter()
+            .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
+            .collect())
+    }
+
+    /// Rows of a query against this server's store; each cell as text, None for NULL.
+    fn db_cells(&self, sql: &str) -> R<Vec<Vec<Option<String>>>> {
         let url = match &self.backend {
             Backend::Sqlite => format!("sqlite://{}", self.data().join("outpost.db").display()),
             Backend::Postgres(u) => u.clone(),
         };
-        rt().block_on(async {
+        let sql = sql.to_string();
+        rt().block_on(async move {
             use sqlx::{Connection, Row};
             sqlx::any::install_default_drivers();
             let mut c = sqlx::AnyConnection::connect(&url).await?;
-            let rows = sqlx::query(sql).fetch_all(&mut c).await?;
+            let rows = sqlx::query(&sql).fetch_all(&mut c).await?;
             let out = rows
                 .iter()
                 .map(|r| {
                     (0..r.len())
                         .map(|i| {
                             r.try_get::<Option<String>, _>(i)
-                                .map(|v| v.unwrap_or_default())
                                 .or_else(|_| {
                                     r.try_get::<Option<i64>, _>(i)
-                                        .map(|v| v.map(|n| n.to_string()).unwrap_or_default())
+                                        .map(|v| v.map(|n| n.to_string()))
                                 })
-                                .unwrap_or_default()
+                                .unwrap_or_else(|_| Some("?".into()))
                         })
                         .collect()
                 })
@@ -708,17 +688,34 @@ impl Drop for SshAgent {
     }
 }
 
-/// `git ARGS` in `dir` with a fixed identity and `main` as the default branch; fails on error.
+/// Runs `c` with `stdin` written to it, collecting its output.
+pub fn run_with_stdin(mut c: Command, stdin: &str) -> R<Output> {
+    use std::io::Write;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// git's options for tests: a fixed identity and `main` as the default branch.
+pub const GIT_IDENTITY: [&str; 6] = [
+    "-c",
+    "user.email=t@example.com",
+    "-c",
+    "user.name=t",
+    "-c",
+    "init.defaultBranch=main",
+];
+
+/// `git ARGS` in `dir` with [`GIT_IDENTITY`]; fails on error.
 pub fn git(args: &[&str], dir: &Path) -> R {
     let o = Command::new("git")
-        .args([
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "user.name=t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
+        .args(GIT_IDENTITY)
         .args(args)
         .current_dir(dir)
         .output()?;

@@ -331,14 +331,7 @@ fn ssh_files_and_forwarding(backend: Backend) -> R {
     std::fs::create_dir_all(&wc)?;
     let git = |args: &[&str], dir: &std::path::Path| -> R<()> {
         let o = Command::new("git")
-            .args([
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "user.name=t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
+            .args(GIT_IDENTITY)
             .args(args)
             .current_dir(dir)
             .env("GIT_SSH_COMMAND", w.ssh_command())

@@ -411,17 +411,10 @@ fn tools_through_config_ssh(backend: Backend) -> R {
     git(&["init", "-q", "--bare", "repo.git"], &ws_home)?;
     let acct_git = |args: &[&str], dir: &str| -> R {
         let mut c = t.acct.cmd("git");
-        c.args([
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "user.name=t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .env("SSH_AUTH_SOCK", &agent.sock)
-        .current_dir(t.acct.home().join(dir));
+        c.args(GIT_IDENTITY)
+            .args(args)
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .current_dir(t.acct.home().join(dir));
         t.acct.ok(c).map(|_| ())
     };
     t.acct.write("wc/README", "hello from git\n")?;

@@ -42,19 +42,7 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    outpost_common::logs::init(json);
 }
 
 async fn shutdown_signal() {
