@@ -7,7 +7,7 @@
 pub mod apps;
 pub mod credentials;
 pub mod dotfiles;
-pub mod pty;
+pub mod terminal;
 pub mod run;
 pub mod scripts;
 pub mod session;

@@ -456,7 +456,7 @@ async fn ssh_loop(
         .into_iter()
         .map(AbortOnDrop)
         .collect();
-    let pty = crate::pty::PtyHub::new(
+    let pty = crate::terminal::PtyHub::new(
         shared.clone(),
         Duration::from_secs(manifest.terminal_idle_timeout_secs.max(1)),
     );

@@ -24,7 +24,7 @@ use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
 pub struct SshCtx {
     pub config: Arc<russh::server::Config>,
     pub shared: Arc<crate::ssh::SshShared>,
-    pub pty: Arc<crate::pty::PtyHub>,
+    pub pty: Arc<crate::terminal::PtyHub>,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -125,7 +125,7 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         return Response::new(BodyExt::boxed_unsync(StreamBody::new(rx)));
     }
     if path == relay::stream::PTY {
-        let attach = match crate::pty::Attach::from_query(req.uri().query().unwrap_or("")) {
+        let attach = match crate::terminal::Attach::from_query(req.uri().query().unwrap_or("")) {
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         };
