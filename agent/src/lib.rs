@@ -7,7 +7,6 @@
 pub mod apps;
 pub mod credentials;
 pub mod dotfiles;
-pub mod terminal;
 pub mod run;
 pub mod scripts;
 pub mod session;
@@ -15,6 +14,7 @@ pub mod ssh;
 pub mod state;
 pub mod stats;
 mod sys;
+pub mod terminal;
 pub use sys::keep_freed_heap;
 pub mod tunnel;
 mod user;
