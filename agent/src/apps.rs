@@ -72,7 +72,7 @@ pub fn start_health_checks(
 /// program's name. The agent's own ports are left out, and so is whatever else runs on the host
 /// (the local provisioner shares the host's network).
 pub fn listening_ports(workspace_id: &str) -> Vec<ListeningPort> {
-    let marker = format!("OUTPOST_WORKSPACE_ID={workspace_id}");
+    let marker = outpost_common::process::workspace_marker(workspace_id);
     let mut by_inode: HashMap<u64, u16> = HashMap::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(file) {
@@ -89,7 +89,9 @@ pub fn listening_ports(workspace_id: &str) -> Vec<ListeningPort> {
                 continue;
             };
             let inodes = socket_inodes(pid);
-            if inodes.iter().any(|i| by_inode.contains_key(i)) && has_env(pid, &marker) {
+            if inodes.iter().any(|i| by_inode.contains_key(i))
+                && outpost_common::process::has_env(pid, &marker)
+            {
                 let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
@@ -117,12 +119,6 @@ pub fn listening_ports(workspace_id: &str) -> Vec<ListeningPort> {
         .into_iter()
         .map(|(port, process)| ListeningPort { port, process })
         .collect()
-}
-
-fn has_env(pid: u32, entry: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|e| e.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
-        .unwrap_or(false)
 }
 
 fn socket_inodes(pid: u32) -> HashSet<u64> {

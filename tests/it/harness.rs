@@ -477,24 +477,7 @@ impl Server {
 
 /// Live processes whose environment carries `OUTPOST_WORKSPACE_ID=id`.
 pub fn processes_of_workspace(id: &str) -> Vec<i32> {
-    let marker = format!("OUTPOST_WORKSPACE_ID={id}");
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if pid == std::process::id() as i32 || !alive(pid) {
-                continue;
-            }
-            if let Ok(env) = std::fs::read(e.path().join("environ")) {
-                if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
+    outpost_common::process::pids_with_env(&outpost_common::process::workspace_marker(id))
 }
 
 /// The command lines of a workspace's live processes.

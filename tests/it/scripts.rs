@@ -138,6 +138,26 @@ fn start_scripts_lifecycle_and_logs(backend: Backend) -> R {
         text.matches("line-5").count() >= 2,
         "the second start's lines streamed: {text}"
     );
+
+    // The setup script's `(sleep 60 &)` left its session; the restart ended the first run's
+    // copy (one is left, from the second start), and a stop ends them all.
+    let id = s.workspace("ok")?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sleeps = || {
+        commands_of_workspace(&id)
+            .iter()
+            .filter(|c| c.contains("sleep 60"))
+            .count()
+    };
+    eventually(|| Ok((sleeps() == 1).then_some(())))?;
+    s.ok(&["stop", "ok"])?;
+    assert!(
+        commands_of_workspace(&id).is_empty(),
+        "a stopped workspace runs nothing: {:?}",
+        commands_of_workspace(&id)
+    );
     Ok(())
 }
 both_backends!(start_scripts_lifecycle_and_logs);

@@ -89,6 +89,7 @@ impl LocalProvisioner {
             Transition::Start => {
                 self.stop_agent(&state, log, Duration::ZERO, &cancel)
                     .await?;
+                end_leftovers(&job.workspace_id, log).await;
                 if *cancel.borrow() {
                     bail!("canceled before start");
                 }
@@ -142,6 +143,7 @@ impl LocalProvisioner {
             Transition::Stop => {
                 self.stop_agent(&state, log, self.stop_grace, &cancel)
                     .await?;
+                end_leftovers(&job.workspace_id, log).await;
                 remove_file(&pid_file)?;
                 remove_dir(&run)?;
                 log.info(
@@ -157,6 +159,7 @@ impl LocalProvisioner {
             Transition::Delete => {
                 self.stop_agent(&state, log, self.stop_grace, &cancel)
                     .await?;
+                end_leftovers(&job.workspace_id, log).await;
                 remove_dir(&run)?;
                 log.info("provision", format!("removed {}", run.display()))
                     .await;
@@ -189,6 +192,9 @@ impl LocalProvisioner {
             .current_dir(home)
             .env("HOME", home)
             .env("OUTPOST_WORKSPACE", &job.workspace_name)
+            // Everything of the workspace carries it (the agent passes it on): how stop and
+            // start find what a previous run left behind.
+            .env("OUTPOST_WORKSPACE_ID", &job.workspace_id)
             .env("OUTPOST_WORKSPACE_OWNER", &job.owner)
             .env_remove("OUTPOST_BOOTSTRAP")
             .stdin(std::process::Stdio::null())
@@ -257,6 +263,21 @@ impl LocalProvisioner {
 }
 
 /// True once the group is gone; false at the deadline or on cancel.
+/// Ends what the agent's process group did not hold: processes a session or script started in a
+/// session of their own (`nohup ... &`, `setsid`), and an agent orphaned by a control crash
+/// between starting it and recording its pid. They all carry the workspace's marker.
+async fn end_leftovers(workspace_id: &str, log: &JobLog) {
+    let marker = outpost_common::process::workspace_marker(workspace_id);
+    let n = outpost_common::process::kill_all_with_env(&marker);
+    if n > 0 {
+        log.info(
+            "agent",
+            format!("ended {n} leftover process(es) of the workspace"),
+        )
+        .await;
+    }
+}
+
 async fn wait_gone(pgid: i32, within: Duration, cancel: Option<&watch::Receiver<bool>>) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {

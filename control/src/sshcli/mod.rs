@@ -69,41 +69,33 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
     // user's ~/.ssh/config (which may hold config-ssh's block for the same hosts, or
     // IdentitiesOnly, or a ProxyUseFdpass that must match our ProxyCommand).
     let fdpass = fdpass_for(&client);
-    let mut cmd = std::process::Command::new("ssh");
-    let opt = |cmd: &mut std::process::Command, o: String| {
-        cmd.arg("-o").arg(o);
-    };
-    opt(
-        &mut cmd,
+    let mut opts = vec![
         format!(
             "ProxyCommand={}",
             proxy_command(ctx, fdpass, " --no-start")?
         ),
-    );
-    opt(
-        &mut cmd,
         format!("ProxyUseFdpass={}", if fdpass { "yes" } else { "no" }),
-    );
-    opt(
-        &mut cmd,
         format!(
             "UserKnownHostsFile={}",
             identities::config_path(&known_hosts_path(ctx))
         ),
-    );
-    opt(&mut cmd, "StrictHostKeyChecking=yes".into());
-    opt(&mut cmd, "CheckHostIP=no".into());
+        "StrictHostKeyChecking=yes".into(),
+        "CheckHostIP=no".into(),
+    ];
     if !identities.is_empty() {
-        opt(&mut cmd, "IdentitiesOnly=yes".into());
-        for f in &identities {
-            opt(
-                &mut cmd,
-                format!("IdentityFile={}", identities::config_path(f)),
-            );
-        }
+        opts.push("IdentitiesOnly=yes".into());
+        opts.extend(
+            identities
+                .iter()
+                .map(|f| format!("IdentityFile={}", identities::config_path(f))),
+        );
     }
     if a.no_wait {
-        opt(&mut cmd, "SetEnv=OUTPOST_NO_WAIT=1".into());
+        opts.push("SetEnv=OUTPOST_NO_WAIT=1".into());
+    }
+    let mut cmd = std::process::Command::new("ssh");
+    for o in opts {
+        cmd.arg("-o").arg(o);
     }
     cmd.arg(format!("{name}@{name}.outpost"));
     if !a.command.is_empty() {
