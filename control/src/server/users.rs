@@ -89,21 +89,23 @@ pub(super) async fn setup(
         .await?;
     state.store.delete_setting(SETUP_TOKEN_KEY).await?;
     let _ = std::fs::remove_file(state.config.data_dir.join("setup-token"));
+    Ok((StatusCode::CREATED, Json(signed_in(&state, &user).await?)))
+}
+
+/// A signed-in user's answer: a new CLI token (the default lifetime) and who they are.
+async fn signed_in(state: &AppState, user: &UserRow) -> ApiResult<LoginResponse> {
     let (token, info) = super::tokens::issue_token(
-        &state,
-        &user,
+        state,
+        user,
         "cli",
         super::tokens::DEFAULT_TOKEN_LIFETIME_SECS,
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(LoginResponse {
-            token,
-            token_id: info.id,
-            user: user_view(&user),
-        }),
-    ))
+    Ok(LoginResponse {
+        token,
+        token_id: info.id,
+        user: user_view(user),
+    })
 }
 
 pub(super) async fn login(
@@ -131,18 +133,7 @@ pub(super) async fn login(
     state
         .audit
         .record("user.login", "ok", &user.username, None, None, None, "");
-    let (token, info) = super::tokens::issue_token(
-        &state,
-        &user,
-        "cli",
-        super::tokens::DEFAULT_TOKEN_LIFETIME_SECS,
-    )
-    .await?;
-    Ok(Json(LoginResponse {
-        token,
-        token_id: info.id,
-        user: user_view(&user),
-    }))
+    Ok(Json(signed_in(&state, &user).await?))
 }
 
 pub(super) async fn create_user(
