@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentRow {
     pub id: String,
     pub workspace_id: String,
@@ -18,27 +18,6 @@ pub struct AgentRow {
     pub revoked_at: Option<i64>,
     pub ssh_host_key: Option<String>,
     pub ssh_addr: Option<String>,
-}
-
-impl AgentRow {
-    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(AgentRow {
-            id: r.try_get("id")?,
-            workspace_id: r.try_get("workspace_id")?,
-            build_id: r.try_get("build_id")?,
-            created_at: r.try_get("created_at")?,
-            first_connected_at: r.try_get("first_connected_at")?,
-            last_seen_at: r.try_get("last_seen_at")?,
-            lifecycle: r.try_get("lifecycle")?,
-            version: r.try_get("version")?,
-            cert_serial: r.try_get("cert_serial")?,
-            cert_expires_at: r.try_get("cert_expires_at")?,
-            stats: r.try_get("stats")?,
-            revoked_at: r.try_get("revoked_at")?,
-            ssh_host_key: r.try_get("ssh_host_key")?,
-            ssh_addr: r.try_get("ssh_addr")?,
-        })
-    }
 }
 
 impl Store {
@@ -176,7 +155,7 @@ impl Store {
             .bind(agent_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| AgentRow::from_row(&r)).transpose()
+        Ok(row.map(|r| AgentRow::from_row(&r)).transpose()?)
     }
 
     /// Records that the agent was seen; the first time also sets `first_connected_at`.

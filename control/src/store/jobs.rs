@@ -27,25 +27,13 @@ impl JobRow {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LogRow {
     pub id: i64,
     pub created_at: i64,
     pub stage: String,
     pub level: String,
     pub output: String,
-}
-
-impl LogRow {
-    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(LogRow {
-            id: r.try_get("id")?,
-            created_at: r.try_get("created_at")?,
-            stage: r.try_get("stage")?,
-            level: r.try_get("level")?,
-            output: r.try_get("output")?,
-        })
-    }
 }
 
 impl Store {
@@ -301,6 +289,9 @@ impl Store {
         .bind(after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(LogRow::from_row).collect()
+        Ok(rows
+            .iter()
+            .map(LogRow::from_row)
+            .collect::<sqlx::Result<_>>()?)
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SshKeyRow {
     pub id: String,
     pub name: String,
@@ -84,17 +84,7 @@ impl Store {
                 .bind(user_id)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SshKeyRow {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    public_key: r.try_get("public_key")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(SshKeyRow::from_row(r)?)).collect()
     }
 
     pub async fn remove_ssh_key(&self, user_id: &str, id: &str) -> Result<()> {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 
 mod agent_logs;
 mod agents;

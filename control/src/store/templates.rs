@@ -6,7 +6,7 @@ pub(super) const TEMPLATE_SELECT: &str =
     "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, v.version AS active_version \
      FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TemplateRow {
     pub id: String,
     pub name: String,
@@ -14,19 +14,6 @@ pub struct TemplateRow {
     pub active_version_id: Option<String>,
     pub active_version: Option<i64>,
     pub created_at: i64,
-}
-
-impl TemplateRow {
-    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(TemplateRow {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            description: r.try_get("description")?,
-            active_version_id: r.try_get("active_version_id")?,
-            active_version: r.try_get("active_version")?,
-            created_at: r.try_get("created_at")?,
-        })
-    }
 }
 
 pub(super) const VERSION_SELECT: &str =
@@ -71,14 +58,17 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| TemplateRow::from_row(&r)).transpose()
+        Ok(row.map(|r| TemplateRow::from_row(&r)).transpose()?)
     }
 
     pub async fn list_templates(&self) -> Result<Vec<TemplateRow>> {
         let rows = sqlx::query(&format!("{TEMPLATE_SELECT} ORDER BY t.name"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(TemplateRow::from_row).collect()
+        Ok(rows
+            .iter()
+            .map(TemplateRow::from_row)
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// Adds an immutable version to template `name` (creating the template), optionally making

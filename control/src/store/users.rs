@@ -23,7 +23,7 @@ impl UserRow {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
     pub id: String,
     pub user_id: String,
@@ -35,22 +35,6 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
     /// `workspace:<id>` for the short-lived tokens agents hand to the CLI inside a workspace.
     pub scope: Option<String>,
-}
-
-impl TokenRow {
-    pub(super) fn from_row(r: &AnyRow) -> Result<Self> {
-        Ok(TokenRow {
-            id: r.try_get("id")?,
-            user_id: r.try_get("user_id")?,
-            name: r.try_get("name")?,
-            secret_hash: r.try_get("secret_hash")?,
-            created_at: r.try_get("created_at")?,
-            expires_at: r.try_get("expires_at")?,
-            last_used_at: r.try_get("last_used_at")?,
-            revoked_at: r.try_get("revoked_at")?,
-            scope: r.try_get("scope")?,
-        })
-    }
 }
 
 impl Store {
@@ -194,7 +178,10 @@ impl Store {
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(TokenRow::from_row).collect()
+        Ok(rows
+            .iter()
+            .map(TokenRow::from_row)
+            .collect::<sqlx::Result<_>>()?)
     }
 
     pub async fn revoke_token(&self, user_id: &str, token_id: &str) -> Result<()> {
