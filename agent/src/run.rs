@@ -250,6 +250,10 @@ fn script_env(manifest: &AgentManifest, config: &AgentConfig) -> Vec<(String, St
     env.push(("OUTPOST_WORKSPACE_ID".into(), manifest.workspace_id.clone()));
     env.push(("OUTPOST_WORKSPACE_OWNER".into(), manifest.owner.clone()));
     env.push(("OUTPOST_AGENT_NAME".into(), "main".into()));
+    // Set by the provisioner on the agent itself: where the template's files were delivered.
+    if let Ok(dir) = std::env::var(outpost_api::TEMPLATE_DIR_ENV) {
+        env.push((outpost_api::TEMPLATE_DIR_ENV.into(), dir));
+    }
     env
 }
 

@@ -73,6 +73,39 @@ pub fn kill_all_with_env(entry: &str) -> usize {
     pids.len()
 }
 
+/// SIGKILLs every live process whose real uid is `uid` (never root's); returns how many.
+pub fn kill_all_of_uid(uid: u32) -> usize {
+    if uid == 0 {
+        return 0;
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse::<u32>().ok());
+        let zombie = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if real == Some(uid) && !zombie {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,9 +213,18 @@ pub struct ServerArgs {
     /// Key that external provisioner daemons present (random when absent).
     #[arg(long, env = "OUTPOST_PROVISIONER_KEY", hide_env_values = true)]
     pub provisioner_key: Option<String>,
-    /// The outpost-agent binary the local provisioner starts (default: next to `outpost`).
+    /// The outpost-agent binary the provisioners start (default: next to `outpost`).
     #[arg(long, env = "OUTPOST_AGENT_BINARY")]
     pub agent_binary: Option<PathBuf>,
+    /// Where `local` workspaces live (default: DATA_DIR-workspaces, beside the data dir).
+    #[arg(long, env = "OUTPOST_WORKSPACES_DIR")]
+    pub workspaces_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
+    /// Serve workspaces of several users even though `local` workspaces run as the server's
+    /// own Unix user (not root), so each can read the others' homes and secrets.
+    #[arg(long, env = "OUTPOST_ALLOW_UNISOLATED_USERS")]
+    pub allow_unisolated_users: bool,
     /// Seconds between agent heartbeats.
     #[arg(long, env = "OUTPOST_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,
@@ -262,7 +271,39 @@ pub enum ProvisionerCmd {
         workspaces_dir: PathBuf,
         #[arg(long, env = "OUTPOST_AGENT_BINARY")]
         agent_binary: Option<PathBuf>,
+        #[command(flatten)]
+        isolation: IsolationArgs,
     },
+}
+
+/// How provisioners keep workspaces apart (server and provisioner daemons).
+#[derive(Args, Debug, Clone)]
+pub struct IsolationArgs {
+    /// `user`: each local workspace runs as a Unix user of its own (needs root); `none`: as
+    /// this process's user. Default: `user` when run as root, else `none`.
+    #[arg(long = "isolation", env = "OUTPOST_ISOLATION", value_parser = ["user", "none"])]
+    pub local: Option<String>,
+    /// The agent API URL containers use (default: the agent URL with its host replaced by
+    /// host.docker.internal, the Docker host's gateway; control must listen there).
+    #[arg(long, env = "OUTPOST_DOCKER_AGENT_URL")]
+    pub docker_agent_url: Option<String>,
+}
+
+impl IsolationArgs {
+    /// The local isolation to use, or why it cannot be had.
+    pub fn local_isolation(&self) -> anyhow::Result<crate::provisioner::local::Isolation> {
+        use crate::provisioner::local::Isolation;
+        match self.local.as_deref() {
+            None => Ok(Isolation::detect()),
+            Some(s) => {
+                let want = Isolation::parse(s).unwrap_or(Isolation::None);
+                if want == Isolation::User && Isolation::detect() != Isolation::User {
+                    anyhow::bail!("--isolation user needs root (it makes a Unix user per workspace); run as root or use --isolation none");
+                }
+                Ok(want)
+            }
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -435,7 +435,7 @@ fn bad_input(backend: Backend) -> R {
     std::fs::create_dir_all(&tdir)?;
     std::fs::write(
         tdir.join("template.toml"),
-        "[provisioner]\ntype = \"docker\"\n",
+        "[provisioner]\ntype = \"kubernetes\"\n",
     )?;
     let out = s.cli(&["templates", "push", tdir.to_str().unwrap_or_default()])?;
     assert!(!out.status.success());

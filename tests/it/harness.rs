@@ -124,7 +124,21 @@ pub struct Server {
     pub agent_url: String,
     child: Option<Child>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The address the agent API listens on (127.0.0.1, or the Docker bridge's gateway).
+    agent_host: String,
     listen: Option<(String, String)>,
+}
+
+/// How to start a server beyond the defaults.
+#[derive(Default)]
+pub struct Opts<'a> {
+    pub extra: &'a [&'a str],
+    /// Environment of the server process (secrets that must not reach workspaces, say).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Listen for agents on this address instead of 127.0.0.1 (containers reach the host
+    /// through the Docker bridge's gateway).
+    pub agent_host: Option<String>,
 }
 
 impl Server {
@@ -134,7 +148,23 @@ impl Server {
 
     /// Starts a server with extra flags and signs in the first admin (`admin`).
     pub fn start_with(backend: Backend, extra: &[&str]) -> R<Server> {
+        Self::start_opts(
+            backend,
+            Opts {
+                extra,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn start_opts(backend: Backend, opts: Opts) -> R<Server> {
+        let extra = opts.extra;
         let dir = tempfile::tempdir()?;
+        // Workspace users (the server runs as root in CI) pass through to their homes.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let mut s = Server {
             dir,
             backend,
@@ -142,6 +172,12 @@ impl Server {
             agent_url: String::new(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: opts
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            agent_host: opts.agent_host.unwrap_or_else(|| "127.0.0.1".into()),
             listen: None,
         };
         s.spawn()?;
@@ -171,6 +207,11 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// Where the server's local provisioner keeps workspaces (`--workspaces-dir`).
+    pub fn workspaces(&self) -> PathBuf {
+        self.dir.path().join("workspaces")
+    }
+
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("cli")
     }
@@ -179,7 +220,7 @@ impl Server {
         let (api, agent) = self
             .listen
             .clone()
-            .unwrap_or_else(|| ("127.0.0.1:0".into(), "127.0.0.1:0".into()));
+            .unwrap_or_else(|| ("127.0.0.1:0".into(), format!("{}:0", self.agent_host)));
         let _ = std::fs::remove_file(self.data().join("server.json"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -189,6 +230,8 @@ impl Server {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data())
+            .arg("--workspaces-dir")
+            .arg(self.workspaces())
             .args(["--listen", &api, "--agent-listen", &agent])
             .args([
                 "--heartbeat-secs",
@@ -199,6 +242,7 @@ impl Server {
                 "5",
             ])
             .args(&self.extra)
+            .envs(self.env.iter().cloned())
             .env("OUTPOST_LOG", "info,outpost_control=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -232,9 +276,14 @@ impl Server {
         let port = |u: &str| u.rsplit(':').next().unwrap_or("0").to_string();
         self.listen = Some((
             format!("127.0.0.1:{}", port(&self.url)),
-            format!("127.0.0.1:{}", port(&self.agent_url)),
+            format!("{}:{}", self.agent_host, port(&self.agent_url)),
         ));
         Ok(())
+    }
+
+    /// The server's pid (for tests that check a workspace cannot signal it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {
@@ -439,7 +488,7 @@ impl Server {
             .into_iter()
             .filter_map(|r| r.into_iter().next())
             .collect();
-        if let Ok(rd) = std::fs::read_dir(self.data().join("workspaces")) {
+        if let Ok(rd) = std::fs::read_dir(self.workspaces()) {
             ids.extend(
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned()),
@@ -458,7 +507,7 @@ impl Server {
         let mut pids: Vec<i32> = ids
             .iter()
             .filter_map(|id| {
-                std::fs::read_to_string(self.data().join("workspaces").join(id).join("agent.pid"))
+                std::fs::read_to_string(self.workspaces().join(id).join("agent.pid"))
                     .ok()?
                     .trim()
                     .parse()
@@ -708,4 +757,59 @@ pub fn git(args: &[&str], dir: &Path) -> R {
         String::from_utf8_lossy(&o.stderr)
     );
     Ok(())
+}
+
+/// Gives `path` and everything under it to the owner of the workspace home `home`: what a test
+/// puts into a home stands for what the workspace's user made there (with isolation the
+/// workspace runs as a user of its own, and git refuses repositories of other owners).
+pub fn give_to_home_owner(path: &Path, home: &Path) -> R {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(home)?;
+    fn walk(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if p.symlink_metadata()?.is_dir() {
+            for e in std::fs::read_dir(p)?.flatten() {
+                walk(&e.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(path, md.uid(), md.gid())?;
+    Ok(())
+}
+
+/// `git daemon` serving the bare repositories in `base` read-only on loopback: a git host any
+/// workspace user may clone from (`git://127.0.0.1:PORT/NAME.git`). Killed when dropped.
+pub struct GitDaemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> R<GitDaemon> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let d = GitDaemon { child, port };
+        eventually(|| Ok(std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())))?;
+        Ok(d)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -3,12 +3,14 @@
 
 mod account;
 mod browser;
+mod clients;
 mod harness;
 
 mod bad_input;
 mod bootstrap;
 mod crash;
 mod credentials;
+mod isolation;
 mod lifecycle;
 mod liveness;
 mod scripts;

@@ -348,6 +348,9 @@ fn out_of(o: &std::process::Output) -> String {
 /// `outpost-agent dotfiles URL` does the same by hand.
 fn dotfiles_install_and_link(backend: Backend) -> R {
     let s = Server::start(backend)?;
+    // The dotfiles repositories live on a git host (workspace users may not open another
+    // user's repository by path).
+    let daemon = GitDaemon::start(s.dir.path())?;
     let make_repo = |name: &str, files: &[(&str, &str, bool)]| -> R<String> {
         let work = s.dir.path().join(format!("{name}-work"));
         let bare = s.dir.path().join(format!("{name}.git"));
@@ -374,7 +377,7 @@ fn dotfiles_install_and_link(backend: Backend) -> R {
             ],
             s.dir.path(),
         )?;
-        Ok(format!("file://{}", bare.display()))
+        Ok(daemon.url(&format!("{name}.git")))
     };
     let with_install = make_repo(
         "inst",

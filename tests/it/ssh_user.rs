@@ -409,6 +409,7 @@ fn tools_through_config_ssh(backend: Backend) -> R {
         "file 5\n"
     );
     git(&["init", "-q", "--bare", "repo.git"], &ws_home)?;
+    give_to_home_owner(&ws_home.join("repo.git"), &ws_home)?;
     let acct_git = |args: &[&str], dir: &str| -> R {
         let mut c = t.acct.cmd("git");
         c.args(GIT_IDENTITY)

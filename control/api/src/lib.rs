@@ -22,6 +22,19 @@ pub mod agent_routes {
 }
 pub mod types;
 
+/// The workspace environment variable naming the directory the template's files are delivered
+/// to (read-only, on every start); `script = "./x.sh"` runs the file from there.
+pub const TEMPLATE_DIR_ENV: &str = "OUTPOST_TEMPLATE_DIR";
+
+/// The prefix of the environment variables carrying parameter values: `OUTPOST_PARAM_MEMORY`.
+pub const PARAM_ENV_PREFIX: &str = "OUTPOST_PARAM_";
+
+/// `OUTPOST_PARAM_<NAME>` for parameter `name` (parameter names are lowercase letters, digits
+/// and `_`).
+pub fn param_env_name(name: &str) -> String {
+    format!("{PARAM_ENV_PREFIX}{}", name.to_ascii_uppercase())
+}
+
 pub use client::{Client, ClientError};
 
 /// Percent-encodes `s` for a URL path segment or query value (RFC 3986 unreserved characters

@@ -91,6 +91,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             key,
             workspaces_dir,
             agent_binary,
+            isolation,
         }) => {
             init_logs(false);
             outpost_common::tls::install_provider();
@@ -100,12 +101,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let daemon = crate::provisioner::Daemon {
                 client: Client::new(&url, Some(key)),
                 id: format!("external-{}-{}", hostname(), std::process::id()),
-                local: crate::provisioner::local::LocalProvisioner {
+                local: std::sync::Arc::new(crate::provisioner::local::LocalProvisioner {
                     root: workspaces_dir,
-                    agent_binary,
+                    agent_binary: agent_binary.clone(),
                     stop_grace: Duration::from_secs(10),
-                },
+                    isolation: isolation.local_isolation()?,
+                    setup_lock: Default::default(),
+                }),
+                docker: std::sync::Arc::new(crate::provisioner::docker::DockerProvisioner::new(
+                    agent_binary,
+                    isolation.docker_agent_url.clone(),
+                    Duration::from_secs(10),
+                )),
             };
+            daemon.local.prepare_root()?;
             let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -158,6 +167,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.provisioner_daemons = args.provisioner_daemons;
     config.provisioner_key = args.provisioner_key;
     config.agent_binary = args.agent_binary;
+    config.workspaces_dir = args.workspaces_dir;
+    config.isolation = args.isolation.local_isolation()?;
+    config.allow_unisolated_users = args.allow_unisolated_users;
+    config.docker_agent_url = args.isolation.docker_agent_url;
     config.heartbeat_secs = args.heartbeat_secs.max(1);
     config.terminal_idle_timeout_secs = args.terminal_idle_timeout_secs.max(1);
     config.job_lease_secs = args.job_lease_secs.max(1);

@@ -202,6 +202,9 @@ pub(crate) fn print_workspace(w: &Workspace) {
         }
         None => println!("Agent      -"),
     }
+    if let Some(i) = &w.isolation {
+        println!("Isolation  {i}");
+    }
     for (k, v) in &w.parameters {
         println!("Parameter  {k} = {v:?}");
     }

@@ -2,8 +2,10 @@
 //! their logs while renewing the job's lease, and report the resources they made.
 //! `outpost server` runs some in-process; `outpost provisioner start` runs one elsewhere.
 
+pub mod docker;
 pub mod local;
 pub(crate) mod sys;
+pub mod workspace_env;
 
 use std::time::Duration;
 
@@ -35,8 +37,12 @@ impl JobLog {
 pub struct Daemon {
     pub client: Client,
     pub id: String,
-    pub local: local::LocalProvisioner,
+    pub local: std::sync::Arc<local::LocalProvisioner>,
+    pub docker: std::sync::Arc<docker::DockerProvisioner>,
 }
+
+/// The provisioner types a daemon takes jobs for.
+pub const TYPES: &[&str] = &["local", "docker"];
 
 impl Daemon {
     /// Takes and runs jobs until `shutdown`. A job in hand is finished first.
@@ -48,7 +54,7 @@ impl Daemon {
             }
             let req = AcquireJobRequest {
                 daemon_id: self.id.clone(),
-                provisioners: vec!["local".to_string()],
+                provisioners: TYPES.iter().map(|t| t.to_string()).collect(),
             };
             let acquired = tokio::select! {
                 r = self.client.post::<_, Option<ProvisionerJob>>("/api/v1/provisioner/acquire", &req) => r,
@@ -112,7 +118,15 @@ impl Daemon {
             }
         });
 
-        let outcome = match self.local.run(&job, &log, cancel_rx.clone()).await {
+        let ran = match job.manifest.provisioner.as_str() {
+            "local" => self.local.run(&job, &log, cancel_rx.clone()).await,
+            "docker" => self.docker.run(&job, &log, cancel_rx.clone()).await,
+            other => Err(anyhow::anyhow!(
+                "provisioner {other:?} is not supported by this daemon (it runs {})",
+                TYPES.join(", ")
+            )),
+        };
+        let outcome = match ran {
             Ok(_) if *cancel_rx.borrow() => JobOutcome::Canceled,
             Ok((resources, state)) => {
                 log.info("done", format!("{} succeeded", job.transition.as_str()))

@@ -504,12 +504,19 @@ async fn manifest(
         .ok_or_else(generic_401)?;
     let manifest: TemplateManifest =
         serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    let parameters: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&w.parameters).unwrap_or_default();
+    // The template's environment, then every parameter value as OUTPOST_PARAM_<NAME>.
+    let mut env = manifest.agent.env;
+    for (name, value) in &parameters {
+        env.insert(outpost_api::param_env_name(name), value.clone());
+    }
     Ok(Json(AgentManifest {
         workspace_id: w.id,
         workspace_name: w.name,
         owner: w.owner_name,
         agent_id: agent.id,
-        env: manifest.agent.env,
+        env,
         heartbeat_secs: state.config.heartbeat_secs,
         ca_pins: state.ca.pins(),
         authorized_keys: state
@@ -523,12 +530,10 @@ async fn manifest(
         scripts: manifest.scripts,
         apps: manifest.apps,
         terminal_idle_timeout_secs: state.config.terminal_idle_timeout_secs,
-        dotfiles_uri: serde_json::from_str::<std::collections::BTreeMap<String, String>>(
-            &w.parameters,
-        )
-        .ok()
-        .and_then(|p| p.get("dotfiles_uri").cloned())
-        .filter(|u| !u.trim().is_empty()),
+        dotfiles_uri: parameters
+            .get("dotfiles_uri")
+            .cloned()
+            .filter(|u| !u.trim().is_empty()),
     }))
 }
 

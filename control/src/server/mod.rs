@@ -52,6 +52,12 @@ pub struct ServerConfig {
     /// Key for external provisioner daemons; a random one is used when absent.
     pub provisioner_key: Option<String>,
     pub workspaces_dir: Option<PathBuf>,
+    /// Who `local` workspaces run as.
+    pub isolation: crate::provisioner::local::Isolation,
+    /// Without isolation, serve workspaces of more than one user anyway.
+    pub allow_unisolated_users: bool,
+    /// The agent API URL containers use (see `--docker-agent-url`).
+    pub docker_agent_url: Option<String>,
     pub agent_binary: Option<PathBuf>,
     pub heartbeat_secs: u64,
     /// A web terminal session with no client attached ends after this long.
@@ -75,6 +81,9 @@ impl ServerConfig {
             provisioner_daemons: 2,
             provisioner_key: None,
             workspaces_dir: None,
+            isolation: crate::provisioner::local::Isolation::detect(),
+            allow_unisolated_users: false,
+            docker_agent_url: None,
             agent_binary: None,
             heartbeat_secs: 15,
             terminal_idle_timeout_secs: 300,
@@ -195,6 +204,50 @@ fn url_for(addr: SocketAddr, scheme: &str) -> String {
     format!("{scheme}://{host}:{}", addr.port())
 }
 
+/// Where `local` workspaces live: `--workspaces-dir`, else `DATA_DIR-workspaces` beside the
+/// data dir (never inside it: workspace users must not get near control's files). A data dir
+/// from before that holds `workspaces/` keeps using it, so no home goes missing.
+fn workspaces_dir(config: &ServerConfig) -> PathBuf {
+    if let Some(d) = &config.workspaces_dir {
+        return d.clone();
+    }
+    let legacy = config.data_dir.join("workspaces");
+    if legacy.is_dir() {
+        tracing::warn!(dir = %legacy.display(), "workspaces are inside the data dir; stop the server, move them and pass --workspaces-dir");
+        return legacy;
+    }
+    let mut name = config
+        .data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "outpost".into());
+    name.push("-workspaces");
+    config.data_dir.with_file_name(name)
+}
+
+fn announce_isolation(config: &ServerConfig, root: &std::path::Path) {
+    use crate::provisioner::local::Isolation;
+    match config.isolation {
+        Isolation::User => tracing::info!(workspaces = %root.display(), "local workspaces run as a Unix user each"),
+        Isolation::None => {
+            let me = nix::unistd::User::from_uid(nix::unistd::Uid::current())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| "this user".into());
+            eprintln!(
+                "\nNote: local workspaces run as {me}, the server's own user, with no isolation between them (run the server as root for a Unix user per workspace).{}\n",
+                if config.allow_unisolated_users {
+                    " --allow-unisolated-users: several users' workspaces are served anyway."
+                } else {
+                    " Only one user may have local workspaces (--allow-unisolated-users lifts that)."
+                }
+            );
+            tracing::warn!(user = %me, workspaces = %root.display(), "isolation: none");
+        }
+    }
+}
+
 /// Runs the control service until `shutdown` resolves.
 pub async fn run(
     listeners: Listeners,
@@ -203,6 +256,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Only control reads its data dir: the database, the CA key, the setup token.
+    std::fs::set_permissions(
+        &config.data_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("making {} private", config.data_dir.display()))?;
     let db_url = match &config.postgres_url {
         Some(u) => u.clone(),
         None => format!(
@@ -216,6 +275,12 @@ pub async fn run(
             Some(_) => "connecting to PostgreSQL (check --postgres-url)".to_string(),
             None => format!("opening SQLite in {}", config.data_dir.display()),
         })?;
+    for f in ["outpost.db", "outpost.db-wal", "outpost.db-shm"] {
+        let p = config.data_dir.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
+    }
     let ca = CaSet::load(&config.data_dir)?;
     if let Some(f) = config.test_clock_file.clone() {
         tracing::warn!(file = %f.display(), "the clock follows a test offset file");
@@ -243,7 +308,13 @@ pub async fn run(
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
+        crate::provisioner::docker::HOST_GATEWAY_NAME.to_string(),
     ];
+    if let Some(h) = config.docker_agent_url.as_deref().and_then(host_of) {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
     hosts.extend(config.agent_hosts.iter().cloned());
     if let Some(h) = host_of(&agent_url) {
         if !hosts.contains(&h) {
@@ -307,19 +378,26 @@ pub async fn run(
     let flusher = tokio::spawn(liveness::Liveness::run(state.clone(), flush_every));
 
     let mut daemons = Vec::new();
-    let workspaces_dir = config
-        .workspaces_dir
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("workspaces"));
+    let local = Arc::new(crate::provisioner::local::LocalProvisioner {
+        root: workspaces_dir(&config),
+        agent_binary: config.agent_binary.clone(),
+        stop_grace: Duration::from_secs(config.stop_grace_secs),
+        isolation: config.isolation,
+        setup_lock: Default::default(),
+    });
+    local.prepare_root()?;
+    announce_isolation(&config, &local.root);
+    let docker = Arc::new(crate::provisioner::docker::DockerProvisioner::new(
+        config.agent_binary.clone(),
+        config.docker_agent_url.clone(),
+        Duration::from_secs(config.stop_grace_secs),
+    ));
     for i in 0..config.provisioner_daemons {
         let daemon = crate::provisioner::Daemon {
             client: outpost_api::Client::new(&access_url, Some(provisioner_key.clone())),
             id: format!("embedded-{}-{i}", std::process::id()),
-            local: crate::provisioner::local::LocalProvisioner {
-                root: workspaces_dir.clone(),
-                agent_binary: config.agent_binary.clone(),
-                stop_grace: Duration::from_secs(config.stop_grace_secs),
-            },
+            local: local.clone(),
+            docker: docker.clone(),
         };
         daemons.push(tokio::spawn(daemon.run(shutdown_rx.clone())));
     }

@@ -109,11 +109,13 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
         workspace_id: w.id,
         workspace_name: w.name,
         owner: w.owner_name,
+        template: w.template_name,
         parameters: serde_json::from_str(&w.parameters).unwrap_or_default(),
         manifest,
         bootstrap,
         state: serde_json::from_str(&w.provisioner_state).unwrap_or(serde_json::Value::Null),
         lease_secs: state.config.job_lease_secs,
+        files: serde_json::from_str(&v.files).map_err(ApiError::internal)?,
     })
 }
 

@@ -216,7 +216,7 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
         ));
     }
     // Resources: those of the latest successful build (stop keeps the persistent ones).
-    let resources = state
+    let resources: Vec<Resource> = state
         .store
         .resources(&b.id)
         .await?
@@ -253,8 +253,12 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
             }),
         })
         .collect();
+    let isolation = resources
+        .iter()
+        .find_map(|r| r.details.get("isolation").cloned());
     Ok(Workspace {
         apps,
+        isolation,
         id: w.id.clone(),
         name: w.name.clone(),
         owner: w.owner_name.clone(),
@@ -284,6 +288,36 @@ async fn own_workspace(state: &AppState, auth: &AuthUser, name: &str) -> ApiResu
                 "you have no workspace named {name:?}; see `outpost list`"
             ))
         })
+}
+
+/// Without isolation (control not root) every `local` workspace runs as one Unix user and can
+/// read every other: one person's machine. A second user's local workspace is refused unless
+/// the admin started the server with `--allow-unisolated-users`.
+async fn refuse_unisolated_second_user(
+    state: &AppState,
+    manifest: &TemplateManifest,
+    user_id: &str,
+) -> ApiResult<()> {
+    use crate::provisioner::local::Isolation;
+    if manifest.provisioner != "local"
+        || state.config.isolation != Isolation::None
+        || state.config.allow_unisolated_users
+    {
+        return Ok(());
+    }
+    let others = state
+        .store
+        .list_workspaces(None)
+        .await?
+        .into_iter()
+        .find(|w| w.owner_id != user_id);
+    if let Some(w) = others {
+        return Err(ApiError::conflict(format!(
+            "this server runs local workspaces without isolation (it is not root), so they could read each other's files, and {} already has workspaces here: run the server as root for a Unix user per workspace, use a docker template, or have the admin pass --allow-unisolated-users",
+            w.owner_name
+        )));
+    }
+    Ok(())
 }
 
 pub(super) async fn create(
@@ -319,6 +353,7 @@ pub(super) async fn create(
         serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
     let params = template::resolve_parameters(&manifest, &req.parameters, None)
         .map_err(ApiError::bad_request)?;
+    refuse_unisolated_second_user(&state, &manifest, &auth.user.id).await?;
     let id = state
         .store
         .create_workspace(

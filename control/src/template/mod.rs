@@ -9,6 +9,7 @@ mod apps;
 mod parameters;
 mod raw;
 mod scripts;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,7 +43,7 @@ impl fmt::Display for TemplateError {
     }
 }
 
-pub const PROVISIONERS: &[&str] = &["local"];
+pub const PROVISIONERS: &[&str] = &["local", "docker"];
 const MAX_FILES: usize = 256;
 const DEFAULT_CONNECTION_TIMEOUT_SECS: u64 = 120;
 
@@ -131,13 +132,15 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
 
     let agent = agent::validate(&m, raw.agent)?;
     let parameters = parameters::validate(&m, raw.parameters)?;
-    let scripts = scripts::validate(&m, raw.scripts)?;
+    let provisioner_settings = settings::validate(&m, prov, &parameters)?;
+    let scripts = scripts::validate(&m, raw.scripts, files)?;
     let apps = apps::validate(&m, raw.apps)?;
     Ok(TemplateManifest {
         scripts,
         apps,
         description: raw.description,
         provisioner: prov.kind.get_ref().clone(),
+        provisioner_settings,
         agent,
         parameters,
     })

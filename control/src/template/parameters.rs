@@ -216,5 +216,10 @@ pub fn resolve_parameters(
         validate_value(spec, &value).map_err(|m| format!("parameter {:?}: {m}", spec.name))?;
         out.insert(spec.name.clone(), value);
     }
+    // Values that fill the provisioner's settings must make sense there too (a memory
+    // limit, an image name): a value that would fail the build never reaches one.
+    if manifest.provisioner == "docker" {
+        super::settings::resolve(&manifest.provisioner_settings, &out)?;
+    }
     Ok(out)
 }

@@ -69,6 +69,16 @@ pub(super) struct RawScript {
 pub(super) struct RawProvisioner {
     #[serde(rename = "type")]
     pub(super) kind: Spanned<String>,
+    #[serde(default)]
+    pub(super) image: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) uid: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) cpus: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) memory: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,8 @@
 //! `[[scripts]]`: names, when they run (start, stop, cron), timeouts, login blocking.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use outpost_api::ScriptSpec;
+use outpost_api::{ScriptSpec, TEMPLATE_DIR_ENV as TEMPLATE_DIR_VAR};
 
 use super::raw::RawScript;
 use super::{Manifest, TemplateError};
@@ -10,6 +10,7 @@ use super::{Manifest, TemplateError};
 pub(super) fn validate(
     m: &Manifest,
     raw: Vec<RawScript>,
+    files: &BTreeMap<String, String>,
 ) -> Result<Vec<ScriptSpec>, TemplateError> {
     let mut scripts = Vec::new();
     let mut names = BTreeSet::new();
@@ -56,9 +57,27 @@ pub(super) fn validate(
                 .as_secs(),
             None => 0,
         };
+        let script = match file_reference(&s.script) {
+            Some(path) => {
+                let Some(body) = files.get(path) else {
+                    return Err(m.err(
+                        m.at(s.name.span()),
+                        Some(&field("script")),
+                        format!("{:?} is not among the template's files (paths are relative to template.toml)", s.script.trim()),
+                    ));
+                };
+                // Delivered files keep no mode: one with a #! line is made executable.
+                if body.starts_with("#!") {
+                    format!("exec \"${TEMPLATE_DIR_VAR}/{path}\"")
+                } else {
+                    format!("exec /bin/sh \"${TEMPLATE_DIR_VAR}/{path}\"")
+                }
+            }
+            None => s.script,
+        };
         scripts.push(ScriptSpec {
             name,
-            script: s.script,
+            script,
             run_on_start,
             run_on_stop: s.run_on_stop,
             timeout_secs,
@@ -68,4 +87,16 @@ pub(super) fn validate(
     }
 
     Ok(scripts)
+}
+
+/// `./scripts/setup.sh`: a script that is one of the template's files, not inline text.
+fn file_reference(script: &str) -> Option<&str> {
+    let t = script.trim();
+    let path = t.strip_prefix("./")?;
+    let plain = !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+        && !path.split('/').any(|c| c.is_empty() || c == "..");
+    plain.then_some(path)
 }

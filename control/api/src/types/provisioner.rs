@@ -22,6 +22,9 @@ pub struct ProvisionerJob {
     pub workspace_id: String,
     pub workspace_name: String,
     pub owner: String,
+    /// The template's name (labels on what the provisioner makes).
+    #[serde(default)]
+    pub template: String,
     pub manifest: TemplateManifest,
     pub parameters: BTreeMap<String, String>,
     /// Present for start builds.
@@ -29,6 +32,10 @@ pub struct ProvisionerJob {
     /// What the provisioner reported as state for the previous build of this workspace.
     pub state: serde_json::Value,
     pub lease_secs: u64,
+    /// The template version's files (`template.toml` included): delivered read-only into the
+    /// workspace on every start.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

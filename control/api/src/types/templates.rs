@@ -51,6 +51,10 @@ pub struct TemplateDetail {
 pub struct TemplateManifest {
     pub description: String,
     pub provisioner: String,
+    /// The `[provisioner]` fields beyond `type`; values may hold `${param.NAME}` placeholders,
+    /// filled in with the workspace's parameter values at each build.
+    #[serde(default)]
+    pub provisioner_settings: ProvisionerSettings,
     pub agent: AgentSettings,
     pub parameters: Vec<ParameterSpec>,
     #[serde(default)]
@@ -193,4 +197,24 @@ pub struct ParameterSpec {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub options: Vec<String>,
+}
+
+/// `[provisioner]` settings. `docker` uses all of them; `local` takes none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProvisionerSettings {
+    /// The container image (docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The workspace user's name inside the container (docker; default `dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The workspace user's uid and gid inside the container (docker; default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// CPU limit, in CPUs (`"1.5"`), or a placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// Memory limit (`"512m"`, `"2g"`, bytes), or a placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }

@@ -235,6 +235,10 @@ pub struct Workspace {
     /// The template's apps, with where to open them and their health.
     #[serde(default)]
     pub apps: Vec<WorkspaceApp>,
+    /// How the workspace is kept apart from others and from the server, as its provisioner
+    /// reported it: `container`, `user NAME (uid N)`, or `none` (runs as the server's user).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
