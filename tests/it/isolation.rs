@@ -159,7 +159,7 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
         .unwrap_or("")
         .to_string();
     assert!(nix::unistd::User::from_name(&user)?.is_some());
-    a.ok(&["delete", "a", "--yes"])?;
+    a.ok(&["delete", "a"])?;
     eventually(|| Ok(nix::unistd::User::from_name(&user)?.is_none().then_some(())))?;
     assert!(!a_home.exists());
     Ok(())
@@ -169,6 +169,14 @@ both_backends!(workspace_users_cannot_reach_each_other_or_control);
 /// Without root (here: `--isolation none`), workspaces run as control's user: the server says
 /// so, `show` says `isolation: none`, and a second user's workspace is refused unless the admin
 /// allows it.
+/// A new, empty database of the same kind (a dropped server drops its PostgreSQL database).
+fn fresh(backend: &Backend) -> Backend {
+    match backend {
+        Backend::Sqlite => Backend::Sqlite,
+        Backend::Postgres(_) => postgres().unwrap_or(Backend::Sqlite),
+    }
+}
+
 fn without_isolation_one_user_only(backend: Backend) -> R {
     let s = Server::start_with(backend.clone(), &["--isolation", "none"])?;
     assert!(
@@ -198,7 +206,10 @@ fn without_isolation_one_user_only(backend: Backend) -> R {
     assert_eq!(s.db_snapshot()?, before, "a refused create changes nothing");
     drop(s);
 
-    let s = Server::start_with(backend, &["--isolation", "none", "--allow-unisolated-users"])?;
+    let s = Server::start_with(
+        fresh(&backend),
+        &["--isolation", "none", "--allow-unisolated-users"],
+    )?;
     let a = Client::admin(&s)?;
     a.ok(&["create", "a"])?;
     let b = Client::new_user(&s, "bob")?;
@@ -254,10 +265,10 @@ blocks_login = true
     assert!(!out.contains("WRITABLE") && !out.contains("REMOVABLE"), "read-only: {out}");
 
     // A value that fails validation never reaches a build.
-    let builds = s.db_rows("SELECT count(*) FROM builds")?;
+    let builds = s.db_rows("SELECT count(*) FROM workspace_builds")?;
     let o = run_with_stdin(a.command(&["restart", "ws", "-p", "greeting=NOT OK"]), "")?;
     assert!(!o.status.success());
-    assert_eq!(s.db_rows("SELECT count(*) FROM builds")?, builds);
+    assert_eq!(s.db_rows("SELECT count(*) FROM workspace_builds")?, builds);
 
     // A new value rebuilds with it.
     a.ok(&["restart", "ws", "-p", "greeting=salut"])?;

@@ -10,6 +10,7 @@ mod bad_input;
 mod bootstrap;
 mod crash;
 mod credentials;
+mod docker;
 mod isolation;
 mod lifecycle;
 mod liveness;

@@ -327,6 +327,7 @@ fn ssh_files_and_forwarding(backend: Backend) -> R {
             w.home.join("repo.git").display().to_string(),
         ],
     )?;
+    give_to_home_owner(&w.home.join("repo.git"), &w.home)?;
     let wc = local.join("wc");
     std::fs::create_dir_all(&wc)?;
     let git = |args: &[&str], dir: &std::path::Path| -> R<()> {
@@ -554,6 +555,8 @@ fn ssh_forwards_agent_multiplexing(backend: Backend) -> R {
     // -L to a Unix socket inside the workspace.
     let inside_sock = w.home.join("app.sock");
     let listener = std::os::unix::net::UnixListener::bind(&inside_sock)?;
+    // A server in the workspace is the workspace user's.
+    give_to_home_owner(&inside_sock, &w.home)?;
     std::thread::spawn(move || {
         if let Ok((mut c, _)) = listener.accept() {
             use std::io::Write;
