@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are up: PostgreSQL on 127.0.0.1:5432 with a
-# database `test` that the current user can reach without a password (trust auth).
+# database `test` that the current user can reach without a password (trust auth), and a
+# Docker engine on its local socket.
 # Installs PostgreSQL from Debian's packages when it is missing.
 set -euo pipefail
 
@@ -24,6 +25,23 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   apt-get install -y -qq $(echo $missing | tr ' ' '\n' | sort -u) >/dev/null
 fi
+
+# Docker: the docker provisioner's tests run workspaces as containers on a local engine, in
+# an image built here from Debian's packages (debootstrap; no registry is needed).
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+  echo "ci-services: installing docker.io debootstrap (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq docker.io debootstrap >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "ci-services: starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/outpost-ci-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null 2>&1 || { echo "ci-services: dockerd did not start (see /var/log/outpost-ci-dockerd.log)" >&2; exit 1; }
+echo "ci-services: Docker $(docker version --format '{{.Server.Version}}') ready"
 
 # Two SFTP client libraries that are not OpenSSH (the sftp interoperability test), for Debian's
 # python3 (a pyenv python3 may come first on PATH; the test runs /usr/bin/python3).

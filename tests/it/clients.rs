@@ -85,10 +85,11 @@ impl Client {
         Ok(serde_json::from_str(&self.ok(&a)?)?)
     }
 
-    /// Runs `cmd` in workspace `ws` over SSH through the relay, as a user would.
+    /// Runs `cmd` in workspace `ws` over SSH through the relay, as a user would (the
+    /// ProxyCommand waits for an agent that is still connecting, and starts a stopped one).
     pub fn ssh(&self, ws: &str, cmd: &str) -> R<Output> {
         let proxy = format!(
-            "{} ssh --stdio --no-start %h",
+            "{} ssh --stdio %h",
             bin("outpost").display()
         );
         let o = Command::new("ssh")

@@ -13,6 +13,7 @@ fn stats_and_disconnection(backend: Backend) -> R {
     // Real statistics arrive with the heartbeats (every second here).
     let (w, _) = s.wait_for("dev", T, |w| {
         w["agent"]["stats"]["cpu_cores"].as_u64().unwrap_or(0) > 0
+            && w["agent"]["lifecycle"] == "ready"
     })?;
     let st = &w["agent"]["stats"];
     assert!(

@@ -18,20 +18,34 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             let mut count = 20usize;
             let mut running = 100usize;
             let mut pg: Option<String> = None;
+            let mut provisioner = "local".to_string();
             let mut it = args[1..].iter();
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "--count" => count = it.next().context("--count N")?.parse()?,
                     "--running" => running = it.next().context("--running N")?.parse()?,
                     "--postgres-url" => pg = Some(it.next().context("--postgres-url URL")?.clone()),
+                    "--provisioner" => {
+                        provisioner = it.next().context("--provisioner local|docker")?.clone()
+                    }
                     other => bail!("unknown flag {other}"),
                 }
             }
+            anyhow::ensure!(
+                provisioner == "local" || provisioner == "docker",
+                "--provisioner local|docker"
+            );
             crate::cargo(&["build", "--release", "--bins"])?;
-            lifecycle(&crate::root().join("target/release"), count, running, pg)
+            lifecycle(
+                &crate::root().join("target/release"),
+                count,
+                running,
+                pg,
+                &provisioner,
+            )
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]"
+            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]"
         ),
     }
 }
@@ -203,8 +217,25 @@ pub fn machine() -> String {
     format!("{cores} cores ({cpu}), {} GiB RAM", mem / 1024 / 1024)
 }
 
-fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> anyhow::Result<()> {
+fn lifecycle(
+    bin: &Path,
+    count: usize,
+    running: usize,
+    pg: Option<String>,
+    provisioner: &str,
+) -> anyhow::Result<()> {
     outpost_common::tls::install_provider();
+    let docker = provisioner == "docker";
+    // The docker run measures the anchor first, side by side with ours in the same command.
+    let (image, mut anchor_run) = if docker {
+        let image = crate::dockerbench::image()?;
+        eprintln!("anchor: docker run --rm {image} true, {count} times");
+        let a = crate::dockerbench::anchor(&image, count)?;
+        (Some(image), a)
+    } else {
+        (None, Vec::new())
+    };
+    let running = if docker { 0 } else { running };
     let tmp = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let mut extra: Vec<&str> = vec!["--provisioner-daemons", "4"];
@@ -212,7 +243,13 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
         extra.push("--postgres-url");
         extra.push(u);
     }
-    let server = start_server_q(bin, &tmp, ("127.0.0.1:0", "127.0.0.1:0"), &extra, true)?;
+    let agent_listen = if docker {
+        format!("{}:0", crate::dockerbench::bridge_gateway()?)
+    } else {
+        "127.0.0.1:0".to_string()
+    };
+    let server = start_server_q(bin, &tmp, ("127.0.0.1:0", &agent_listen), &extra, true)?;
+    let template = if docker { "docker" } else { "base" };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -220,6 +257,18 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
     let result = rt.block_on(async {
         let token = first_user(&server.url, &server.data, "bench-password").await?;
         let c = Client::new(&server.url, Some(token));
+        if let Some(image) = &image {
+            let _: serde_json::Value = c
+                .post(
+                    "/api/v1/templates/push",
+                    &PushTemplateRequest {
+                        name: "docker".into(),
+                        files: crate::dockerbench::template_files(image)?,
+                        activate: true,
+                    },
+                )
+                .await?;
+        }
         let (mut create, mut stop, mut start, mut delete) = (vec![], vec![], vec![], vec![]);
         for i in 0..count {
             let name = format!("b{i}");
@@ -229,7 +278,7 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
                     "/api/v1/workspaces",
                     &CreateWorkspaceRequest {
                         name: name.clone(),
-                        template: "base".into(),
+                        template: template.into(),
                         parameters: Default::default(),
                     },
                 )
@@ -335,12 +384,16 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
     let _ = std::fs::remove_dir_all(&tmp);
     let (mut create, mut stop, mut start, mut delete, rss_idle, rss, all_up, agent_rss) = result?;
 
-    let bar = 1000.0;
     let mut metrics = Vec::new();
     let mut md = format!(
-        "### bench lifecycle ({store}), {}\n\nMachine: {}. {count} workspaces through create, stop, start, delete, one at a time; then {running} created at once.\n\n| metric | value | anchor | anchor value | ratio |\n|---|---|---|---|---|\n",
+        "### bench lifecycle ({provisioner}, {store}), {}\n\nMachine: {}. {count} workspaces through create, stop, start, delete, one at a time{}.\n\n| metric | value | anchor | anchor value | ratio |\n|---|---|---|---|---|\n",
         date(),
-        machine()
+        machine(),
+        if docker {
+            format!("; the anchor, `docker run --rm {} true`, {count} times in the same run", image.as_deref().unwrap_or(""))
+        } else {
+            format!("; then {running} created at once")
+        }
     );
     let mut row = |metric: &str,
                    value: f64,
@@ -348,31 +401,56 @@ fn lifecycle(bin: &Path, count: usize, running: usize, pg: Option<String>) -> an
                    anchor: &str,
                    anchor_value: Option<f64>| {
         let ratio = anchor_value.map(|a| value / a);
-        metrics.push(json!({"metric": metric, "value": round(value), "unit": unit, "anchor": anchor, "anchor_value": anchor_value, "ratio": ratio.map(round)}));
+        metrics.push(json!({"metric": metric, "value": round(value), "unit": unit, "anchor": anchor, "anchor_value": anchor_value.map(round), "ratio": ratio.map(round)}));
         md.push_str(&format!(
             "| {metric} | {:.1} {unit} | {anchor} | {} | {} |\n",
             value,
             anchor_value
-                .map(|a| format!("{a} {unit}"))
+                .map(|a| format!("{a:.1} {unit}"))
                 .unwrap_or_else(|| "-".into()),
             ratio
                 .map(|r| format!("{r:.3}x"))
                 .unwrap_or_else(|| "-".into())
         ));
     };
+    let docker_run = (!anchor_run.is_empty()).then(|| pct(&mut anchor_run, 0.5));
     for (name, v) in [
         ("create->running", &mut create),
         ("stop", &mut stop),
         ("start->running", &mut start),
         ("delete", &mut delete),
     ] {
-        let (anchor, av) = if name == "create->running" {
-            ("bar: 1 s (issue 2)", Some(bar))
-        } else {
-            ("-", None)
-        };
-        row(&format!("{name} median"), pct(v, 0.5), "ms", anchor, av);
+        let median = pct(v, 0.5);
+        match (name, docker_run) {
+            ("create->running" | "start->running", Some(a)) => {
+                row(&format!("{name} median"), median, "ms", "docker run --rm IMAGE true (median)", Some(a))
+            }
+            ("create->running", None) => {
+                row(&format!("{name} median"), median, "ms", "bar: 100 ms (issue 13)", Some(100.0))
+            }
+            _ => row(&format!("{name} median"), median, "ms", "-", None),
+        }
         row(&format!("{name} p95"), pct(v, 0.95), "ms", "-", None);
+    }
+    if let Some(a) = docker_run {
+        let c = pct(&mut create, 0.5);
+        row("create->running median minus the anchor (bar: <= 500 ms)", c - a, "ms", "bar", Some(500.0));
+        eprintln!(
+            "bar create->running <= docker run + 500 ms: {} ({:.0} ms vs {:.0} + 500 ms)",
+            if c <= a + 500.0 { "met" } else { "MISSED" },
+            c,
+            a
+        );
+    }
+    if docker {
+        println!("{md}");
+        let out = crate::root().join("target/bench");
+        std::fs::create_dir_all(&out)?;
+        let file = out.join(if pg.is_some() { "lifecycle-docker-postgres.json" } else { "lifecycle-docker.json" });
+        std::fs::write(&file, serde_json::to_vec_pretty(&metrics)?)?;
+        std::fs::write(file.with_extension("md"), md)?;
+        eprintln!("wrote {}", file.display());
+        return Ok(());
     }
     row(
         "control RSS, idle after the runs",

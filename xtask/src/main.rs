@@ -2,6 +2,7 @@
 
 mod agents;
 mod bench;
+mod dockerbench;
 mod sshbench;
 mod termbench;
 mod tidy;

@@ -110,6 +110,9 @@ pub(crate) async fn ensure_running(
                     w.status
                 )
             }
+            WorkspaceStatus::Running if !start => bail!(
+                "workspace {name} is running but its agent has not connected yet; try again in a moment (without --no-start, `outpost ssh` waits)"
+            ),
             _ if !start => bail!("workspace {name} is {}; wait for it or start it", w.status),
             _ => {}
         }
