@@ -42,7 +42,11 @@ impl Client {
             c.command(&["login", &s.url, "--username", name, "--password-stdin"]),
             &format!("{password}\n"),
         )?;
-        anyhow::ensure!(o.status.success(), "login: {}", String::from_utf8_lossy(&o.stderr));
+        anyhow::ensure!(
+            o.status.success(),
+            "login: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         c.add_key()?;
         Ok(c)
     }
@@ -88,10 +92,7 @@ impl Client {
     /// Runs `cmd` in workspace `ws` over SSH through the relay, as a user would (the
     /// ProxyCommand waits for an agent that is still connecting, and starts a stopped one).
     pub fn ssh(&self, ws: &str, cmd: &str) -> R<Output> {
-        let proxy = format!(
-            "{} ssh --stdio %h",
-            bin("outpost").display()
-        );
+        let proxy = format!("{} ssh --stdio %h", bin("outpost").display());
         let o = Command::new("ssh")
             .args([
                 "-o",

@@ -34,10 +34,6 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
         eprintln!("SKIPPED (isolation): needs root for a Unix user per workspace");
         return Ok(());
     }
-    let pg_url = match &backend {
-        Backend::Postgres(u) => u.clone(),
-        Backend::Sqlite => "postgres://not-used-but-secret@127.0.0.1/x".into(),
-    };
     let s = Server::start_opts(
         backend,
         Opts {
@@ -56,7 +52,10 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
     let wb = b.json(&["show", "b"])?;
     assert!(running(&wb), "{wb}");
     assert!(
-        wa["isolation"].as_str().unwrap_or("").starts_with("user ws-"),
+        wa["isolation"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("user ws-"),
         "each workspace runs as a user of its own: {}",
         wa["isolation"]
     );
@@ -66,7 +65,10 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
     let b_home = home_of(&wb);
     let b_run = b_home.parent().expect("workspace dir").join("run");
     let b_agent = agent_pid(&wb).expect("b's agent pid");
-    b.sh("b", "echo bob-secret > ~/secret.txt && chmod 644 ~/secret.txt")?;
+    b.sh(
+        "b",
+        "echo bob-secret > ~/secret.txt && chmod 644 ~/secret.txt",
+    )?;
     let a_home = home_of(&wa);
     assert!(
         !a_home.starts_with(s.data()),
@@ -90,7 +92,13 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
     let d = data.display();
     let mut script = String::new();
     // 1. control's data dir, by absolute path and by the old relative one.
-    for f in ["ca.key", "ca.crt", "outpost.db", "setup-token", "server.json"] {
+    for f in [
+        "ca.key",
+        "ca.crt",
+        "outpost.db",
+        "setup-token",
+        "server.json",
+    ] {
         script += &attack(&format!("read {f}"), &format!("cat {d}/{f}"));
     }
     script += &attack("list the data dir", &format!("ls {d}"));
@@ -117,7 +125,10 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
         "B's git-agent socket",
         &format!("SSH_AUTH_SOCK={br}/agent/git-agent.sock ssh-add -l"),
     );
-    script += &attack("B's credentials", &format!("cat {br}/agent/credentials.json"));
+    script += &attack(
+        "B's credentials",
+        &format!("cat {br}/agent/credentials.json"),
+    );
     script += &attack("B's bootstrap bundle", &format!("cat {br}/bootstrap.json"));
     script += &attack("list B's run dir", &format!("ls {br}"));
     // 4. control's environment in this one.
@@ -141,10 +152,16 @@ fn workspace_users_cannot_reach_each_other_or_control(backend: Backend) -> R {
     let lines: Vec<&str> = own.lines().collect();
     assert!(lines[0].starts_with("ws-"), "{own}");
     assert_eq!(lines[1], a_home.display().to_string());
-    assert!(own.contains("admin"), "the CLI inside uses A's own socket: {own}");
+    assert!(
+        own.contains("admin"),
+        "the CLI inside uses A's own socket: {own}"
+    );
 
     // Nothing leaked or changed: B's file intact and still B's, B and control alive.
-    assert_eq!(std::fs::read_to_string(b_home.join("secret.txt"))?, "bob-secret\n");
+    assert_eq!(
+        std::fs::read_to_string(b_home.join("secret.txt"))?,
+        "bob-secret\n"
+    );
     assert!(!b_home.join("pwned").exists());
     assert!(alive(b_agent), "B's agent lives");
     assert!(running(&b.json(&["show", "b"])?));
@@ -169,14 +186,6 @@ both_backends!(workspace_users_cannot_reach_each_other_or_control);
 /// Without root (here: `--isolation none`), workspaces run as control's user: the server says
 /// so, `show` says `isolation: none`, and a second user's workspace is refused unless the admin
 /// allows it.
-/// A new, empty database of the same kind (a dropped server drops its PostgreSQL database).
-fn fresh(backend: &Backend) -> Backend {
-    match backend {
-        Backend::Sqlite => Backend::Sqlite,
-        Backend::Postgres(_) => postgres().unwrap_or(Backend::Sqlite),
-    }
-}
-
 fn without_isolation_one_user_only(backend: Backend) -> R {
     let s = Server::start_with(backend.clone(), &["--isolation", "none"])?;
     assert!(
@@ -261,8 +270,14 @@ blocks_login = true
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "bonjour", "{out}");
     assert_eq!(lines[1], "shipped with the template");
-    assert!(lines[2].starts_with("bonjour from /") && lines[2].ends_with("/scripts/setup.sh"), "{out}");
-    assert!(!out.contains("WRITABLE") && !out.contains("REMOVABLE"), "read-only: {out}");
+    assert!(
+        lines[2].starts_with("bonjour from /") && lines[2].ends_with("/scripts/setup.sh"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("WRITABLE") && !out.contains("REMOVABLE"),
+        "read-only: {out}"
+    );
 
     // A value that fails validation never reaches a build.
     let builds = s.db_rows("SELECT count(*) FROM workspace_builds")?;
@@ -273,14 +288,25 @@ blocks_login = true
     // A new value rebuilds with it.
     a.ok(&["restart", "ws", "-p", "greeting=salut"])?;
     s.wait_for("ws", T, running)?;
-    assert_eq!(a.sh("ws", "echo $OUTPOST_PARAM_GREETING; cat ~/setup-ran.txt")?.lines().next(), Some("salut"));
+    assert_eq!(
+        a.sh("ws", "echo $OUTPOST_PARAM_GREETING; cat ~/setup-ran.txt")?
+            .lines()
+            .next(),
+        Some("salut")
+    );
 
     // A script naming a file the template lacks is refused at push, with the field.
     std::fs::remove_file(t.join("scripts/setup.sh"))?;
-    let o = run_with_stdin(a.command(&["templates", "push", t.to_str().unwrap_or_default()]), "")?;
+    let o = run_with_stdin(
+        a.command(&["templates", "push", t.to_str().unwrap_or_default()]),
+        "",
+    )?;
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("scripts[0].script") && err.contains("not among the template's files"), "{err}");
+    assert!(
+        err.contains("scripts[0].script") && err.contains("not among the template's files"),
+        "{err}"
+    );
     Ok(())
 }
 both_backends!(templates_drive_the_workspace);

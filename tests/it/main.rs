@@ -4,6 +4,7 @@
 mod account;
 mod browser;
 mod clients;
+mod fixtures;
 mod harness;
 
 mod bad_input;

@@ -422,19 +422,33 @@ fn lifecycle(
     ] {
         let median = pct(v, 0.5);
         match (name, docker_run) {
-            ("create->running" | "start->running", Some(a)) => {
-                row(&format!("{name} median"), median, "ms", "docker run --rm IMAGE true (median)", Some(a))
-            }
-            ("create->running", None) => {
-                row(&format!("{name} median"), median, "ms", "bar: 100 ms (issue 13)", Some(100.0))
-            }
+            ("create->running" | "start->running", Some(a)) => row(
+                &format!("{name} median"),
+                median,
+                "ms",
+                "docker run --rm IMAGE true (median)",
+                Some(a),
+            ),
+            ("create->running", None) => row(
+                &format!("{name} median"),
+                median,
+                "ms",
+                "bar: 100 ms (issue 13)",
+                Some(100.0),
+            ),
             _ => row(&format!("{name} median"), median, "ms", "-", None),
         }
         row(&format!("{name} p95"), pct(v, 0.95), "ms", "-", None);
     }
     if let Some(a) = docker_run {
         let c = pct(&mut create, 0.5);
-        row("create->running median minus the anchor (bar: <= 500 ms)", c - a, "ms", "bar", Some(500.0));
+        row(
+            "create->running median minus the anchor (bar: <= 500 ms)",
+            c - a,
+            "ms",
+            "bar",
+            Some(500.0),
+        );
         eprintln!(
             "bar create->running <= docker run + 500 ms: {} ({:.0} ms vs {:.0} + 500 ms)",
             if c <= a + 500.0 { "met" } else { "MISSED" },
@@ -446,7 +460,11 @@ fn lifecycle(
         println!("{md}");
         let out = crate::root().join("target/bench");
         std::fs::create_dir_all(&out)?;
-        let file = out.join(if pg.is_some() { "lifecycle-docker-postgres.json" } else { "lifecycle-docker.json" });
+        let file = out.join(if pg.is_some() {
+            "lifecycle-docker-postgres.json"
+        } else {
+            "lifecycle-docker.json"
+        });
         std::fs::write(&file, serde_json::to_vec_pretty(&metrics)?)?;
         std::fs::write(file.with_extension("md"), md)?;
         eprintln!("wrote {}", file.display());

@@ -24,7 +24,9 @@ pub fn image() -> anyhow::Result<String> {
 
 /// The `docker0` address: control's agent API listens there for the containers.
 pub fn bridge_gateway() -> anyhow::Result<String> {
-    let o = Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output()?;
+    let o = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()?;
     let text = String::from_utf8_lossy(&o.stdout);
     text.split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -37,8 +39,10 @@ pub fn bridge_gateway() -> anyhow::Result<String> {
 /// The repository's docker template with `image` as its default image.
 pub fn template_files(image: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let dir = crate::root().join("templates/docker");
-    let manifest = std::fs::read_to_string(dir.join("template.toml"))?
-        .replace("default = \"outpost-dev:latest\"", &format!("default = {image:?}"));
+    let manifest = std::fs::read_to_string(dir.join("template.toml"))?.replace(
+        "default = \"outpost-dev:latest\"",
+        &format!("default = {image:?}"),
+    );
     Ok(BTreeMap::from([
         ("template.toml".to_string(), manifest),
         (
@@ -53,7 +57,9 @@ pub fn anchor(image: &str, n: usize) -> anyhow::Result<Vec<f64>> {
     let mut v = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        let st = Command::new("docker").args(["run", "--rm", image, "true"]).status()?;
+        let st = Command::new("docker")
+            .args(["run", "--rm", image, "true"])
+            .status()?;
         anyhow::ensure!(st.success(), "docker run --rm {image} true failed");
         v.push(t.elapsed().as_secs_f64() * 1000.0);
     }

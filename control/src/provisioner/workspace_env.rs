@@ -57,7 +57,10 @@ pub fn write_template_files(dir: &Path, files: &BTreeMap<String, String>) -> any
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for (rel, body) in files {
         // Paths were checked at push (relative, no `..`); check again: this writes as control.
-        if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") || rel.starts_with('/')
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+            || rel.starts_with('/')
         {
             anyhow::bail!("template file {rel:?} has an unsafe path");
         }

@@ -204,9 +204,12 @@ fn url_for(addr: SocketAddr, scheme: &str) -> String {
     format!("{scheme}://{host}:{}", addr.port())
 }
 
-/// Where `local` workspaces live: `--workspaces-dir`, else `DATA_DIR-workspaces` beside the
-/// data dir (never inside it: workspace users must not get near control's files). A data dir
-/// from before that holds `workspaces/` keeps using it, so no home goes missing.
+/// Where `local` workspaces live: `--workspaces-dir`, else beside the data dir (never inside
+/// it: workspace users must not get near control's files): `DATA_DIR-workspaces`, or, with a
+/// Unix user per workspace (root), `/var/lib/outpost-workspaces/NAME-HASH` (the data dir's
+/// name and a hash of its path), which every workspace user may pass through wherever the data
+/// dir is. A data dir from before that holds `workspaces/` keeps using it, so no home goes
+/// missing.
 fn workspaces_dir(config: &ServerConfig) -> PathBuf {
     if let Some(d) = &config.workspaces_dir {
         return d.clone();
@@ -216,19 +219,27 @@ fn workspaces_dir(config: &ServerConfig) -> PathBuf {
         tracing::warn!(dir = %legacy.display(), "workspaces are inside the data dir; stop the server, move them and pass --workspaces-dir");
         return legacy;
     }
-    let mut name = config
+    let name = config
         .data_dir
         .file_name()
-        .map(|n| n.to_os_string())
+        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+        .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "outpost".into());
-    name.push("-workspaces");
-    config.data_dir.with_file_name(name)
+    if config.isolation == crate::provisioner::local::Isolation::User {
+        let hash = sha256_hex(&config.data_dir.display().to_string());
+        return PathBuf::from("/var/lib/outpost-workspaces").join(format!("{name}-{}", &hash[..8]));
+    }
+    let mut dir = config.data_dir.as_os_str().to_os_string();
+    dir.push("-workspaces");
+    PathBuf::from(dir)
 }
 
 fn announce_isolation(config: &ServerConfig, root: &std::path::Path) {
     use crate::provisioner::local::Isolation;
     match config.isolation {
-        Isolation::User => tracing::info!(workspaces = %root.display(), "local workspaces run as a Unix user each"),
+        Isolation::User => {
+            tracing::info!(workspaces = %root.display(), "local workspaces run as a Unix user each")
+        }
         Isolation::None => {
             let me = nix::unistd::User::from_uid(nix::unistd::Uid::current())
                 .ok()

@@ -57,7 +57,9 @@ pub(super) fn validate(
                 format!("only a `docker` provisioner takes `{name}`"),
             ));
         }
-        for p in placeholders(v.get_ref()).map_err(|e| m.err(m.at(v.span()), Some(&field(name)), e))? {
+        for p in
+            placeholders(v.get_ref()).map_err(|e| m.err(m.at(v.span()), Some(&field(name)), e))?
+        {
             if !parameters.iter().any(|spec| spec.name == p) {
                 return Err(m.err(
                     m.at(v.span()),
@@ -137,7 +139,9 @@ fn fill(v: &str, params: &BTreeMap<String, String>) -> Result<String, String> {
     while let Some(at) = rest.find("${") {
         out.push_str(&rest[..at]);
         let after = &rest[at + 2..];
-        let end = after.find('}').ok_or_else(|| format!("{v:?}: unclosed `${{`"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{v:?}: unclosed `${{`"))?;
         let name = after[..end].trim().trim_start_matches("param.");
         let value = params
             .get(name)
@@ -183,13 +187,14 @@ pub fn resolve(
 fn check_image(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 255
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!("{v:?} is not an image reference like \"outpost-dev:latest\""))
+        Err(format!(
+            "{v:?} is not an image reference like \"outpost-dev:latest\""
+        ))
     }
 }
 
@@ -197,8 +202,7 @@ fn check_user(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 32
         && v.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if v == "root" {
         return Err("the workspace user is never root".into());
@@ -206,7 +210,9 @@ fn check_user(v: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{v:?} is not a Unix user name (lowercase letters, digits, _ and -)"))
+        Err(format!(
+            "{v:?} is not a Unix user name (lowercase letters, digits, _ and -)"
+        ))
     }
 }
 

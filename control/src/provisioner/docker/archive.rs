@@ -77,6 +77,12 @@ pub struct Archive {
     tar: tar::Builder<Vec<u8>>,
 }
 
+impl Default for Archive {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Archive {
     pub fn new() -> Self {
         let mut tar = tar::Builder::new(Vec::new());
@@ -93,7 +99,11 @@ impl Archive {
         h.set_gid(uid.into());
         h.set_mtime(0);
         self.tar
-            .append_data(&mut h, format!("{}/", path.trim_end_matches('/')), std::io::empty())
+            .append_data(
+                &mut h,
+                format!("{}/", path.trim_end_matches('/')),
+                std::io::empty(),
+            )
             .with_context(|| format!("adding {path}"))?;
         Ok(())
     }
@@ -119,7 +129,10 @@ impl Archive {
         self.dir(&root, 0, 0o555)?;
         let mut dirs = std::collections::BTreeSet::new();
         for rel in files.keys() {
-            if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            if rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+            {
                 bail!("template file {rel:?} has an unsafe path");
             }
             let parts: Vec<&str> = rel.split('/').collect();
@@ -168,7 +181,8 @@ mod tests {
         let p = p.unwrap();
         assert!(p.ends_with("dev:x:1000:1000:Outpost workspace user:/home/dev:/bin/bash\n"));
         assert!(g.unwrap().ends_with("dev:x:1000:\n"));
-        let (p2, g2) = account_lines(&p, "root:x:0:\ndev:x:1000:\n", "dev", 1000, "/bin/bash").unwrap();
+        let (p2, g2) =
+            account_lines(&p, "root:x:0:\ndev:x:1000:\n", "dev", 1000, "/bin/bash").unwrap();
         assert!(p2.is_none() && g2.is_none());
     }
 

@@ -79,7 +79,11 @@ fn engine_is_local() -> bool {
 }
 
 impl DockerProvisioner {
-    pub fn new(agent_binary: Option<PathBuf>, agent_url: Option<String>, stop_grace: Duration) -> Self {
+    pub fn new(
+        agent_binary: Option<PathBuf>,
+        agent_url: Option<String>,
+        stop_grace: Duration,
+    ) -> Self {
         DockerProvisioner {
             agent_binary,
             agent_url,
@@ -92,7 +96,7 @@ impl DockerProvisioner {
         self.engine
             .get_or_try_init(|| async {
                 let d = Docker::connect_with_defaults()
-                    .and_then(|d| Ok(d.negotiate_version()))
+                    .map(|d| d.negotiate_version())
                     .map_err(anyhow::Error::from);
                 let d = match d {
                     Ok(fut) => fut.await.map_err(anyhow::Error::from),
@@ -126,12 +130,19 @@ impl DockerProvisioner {
                 if *cancel.borrow() {
                     bail!("canceled before start");
                 }
-                if self.remove_container(docker, &cname, Duration::ZERO).await? {
-                    log.info("provision", format!("removed container {cname} left by an earlier try"))
-                        .await;
+                if self
+                    .remove_container(docker, &cname, Duration::ZERO)
+                    .await?
+                {
+                    log.info(
+                        "provision",
+                        format!("removed container {cname} left by an earlier try"),
+                    )
+                    .await;
                 }
                 self.ensure_volume(docker, job, &vname, log).await?;
-                self.create_container(docker, job, &s, &cname, &vname, log).await?;
+                self.create_container(docker, job, &s, &cname, &vname, log)
+                    .await?;
                 docker
                     .start_container(&cname, None::<q::StartContainerOptions>)
                     .await
@@ -152,8 +163,10 @@ impl DockerProvisioner {
                 ))
             }
             Transition::Stop => {
-                log.info("agent", format!("stopping container {cname}")).await;
-                self.remove_container(docker, &cname, self.stop_grace).await?;
+                log.info("agent", format!("stopping container {cname}"))
+                    .await;
+                self.remove_container(docker, &cname, self.stop_grace)
+                    .await?;
                 log.info(
                     "provision",
                     format!("removed container {cname}; volume {vname} is kept"),
@@ -168,7 +181,8 @@ impl DockerProvisioner {
                 ))
             }
             Transition::Delete => {
-                self.remove_container(docker, &cname, self.stop_grace).await?;
+                self.remove_container(docker, &cname, self.stop_grace)
+                    .await?;
                 // Whatever else carries the workspace's id: what a crashed build left.
                 let filters = HashMap::from([(
                     "label".to_string(),
@@ -186,7 +200,8 @@ impl DockerProvisioner {
                         self.remove_container(docker, &cid, Duration::ZERO).await?;
                     }
                 }
-                log.info("provision", format!("removed container {cname}")).await;
+                log.info("provision", format!("removed container {cname}"))
+                    .await;
                 let mut volumes = vec![vname.clone()];
                 if let Some(vs) = docker
                     .list_volumes(Some(q::ListVolumesOptions {
@@ -217,13 +232,15 @@ impl DockerProvisioner {
     async fn ensure_image(&self, docker: &Docker, image: &str, log: &JobLog) -> anyhow::Result<()> {
         match docker.inspect_image(image).await {
             Ok(_) => {
-                log.info("provision", format!("image {image} is present")).await;
+                log.info("provision", format!("image {image} is present"))
+                    .await;
                 return Ok(());
             }
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("inspecting image {image}")),
         }
-        log.info("provision", format!("pulling image {image}")).await;
+        log.info("provision", format!("pulling image {image}"))
+            .await;
         let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
             Some((n, t)) => (n.to_string(), t.to_string()),
             None => (image.to_string(), "latest".to_string()),
@@ -278,7 +295,8 @@ impl DockerProvisioner {
                 if v.labels.get(LABEL_WORKSPACE_ID) != Some(&job.workspace_id) {
                     bail!("a volume named {vname} exists that is not this workspace's home; remove it or rename it");
                 }
-                log.info("provision", format!("home (persistent): volume {vname}")).await;
+                log.info("provision", format!("home (persistent): volume {vname}"))
+                    .await;
                 Ok(())
             }
             Err(e) if not_found(&e) => {
@@ -290,7 +308,11 @@ impl DockerProvisioner {
                     })
                     .await
                     .with_context(|| format!("creating volume {vname}"))?;
-                log.info("provision", format!("home (persistent): created volume {vname}")).await;
+                log.info(
+                    "provision",
+                    format!("home (persistent): created volume {vname}"),
+                )
+                .await;
                 Ok(())
             }
             Err(e) => Err(e).with_context(|| format!("inspecting volume {vname}")),
@@ -312,7 +334,9 @@ impl DockerProvisioner {
             .context("start job without a bootstrap bundle")?;
         let mut bundle = bundle.clone();
         bundle.agent_url = self.container_agent_url(&bundle.agent_url);
-        if let Some(h) = host_of(&bundle.agent_url).filter(|h| h == "127.0.0.1" || h == "localhost" || h == "::1") {
+        if let Some(h) = host_of(&bundle.agent_url)
+            .filter(|h| h == "127.0.0.1" || h == "localhost" || h == "::1")
+        {
             log.line("provision", "warn", format!("agents reach control at {h}, which is the container itself: start the server with --docker-agent-url (and --agent-listen on the Docker bridge)")).await;
         }
         let bin = super::local::find_agent_binary(self.agent_binary.as_deref())?;
@@ -372,11 +396,20 @@ impl DockerProvisioner {
                 body,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("creating container {cname} from {}: {}", s.image, docker_error_text(&e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "creating container {cname} from {}: {}",
+                    s.image,
+                    docker_error_text(&e)
+                )
+            })?;
 
         // The image's accounts, with the workspace user added.
         let passwd = self.read_file(docker, cname, "/etc/passwd").await?;
-        let group = self.read_file(docker, cname, "/etc/group").await.unwrap_or_default();
+        let group = self
+            .read_file(docker, cname, "/etc/group")
+            .await
+            .unwrap_or_default();
         let shell = if self.read_file(docker, cname, "/bin/bash").await.is_ok() {
             "/bin/bash"
         } else {
@@ -426,8 +459,12 @@ impl DockerProvisioner {
                 s.image,
                 s.user,
                 s.uid,
-                s.nano_cpus.map(|n| format!("{}", n as f64 / 1e9)).unwrap_or_else(|| "unlimited".into()),
-                s.memory_bytes.map(|m| format!("{} MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
+                s.nano_cpus
+                    .map(|n| format!("{}", n as f64 / 1e9))
+                    .unwrap_or_else(|| "unlimited".into()),
+                s.memory_bytes
+                    .map(|m| format!("{} MiB", m >> 20))
+                    .unwrap_or_else(|| "unlimited".into()),
             ),
         )
         .await;
@@ -450,7 +487,12 @@ impl DockerProvisioner {
     }
 
     /// Stops (after `grace`, SIGTERM first) and removes a container; false when there was none.
-    async fn remove_container(&self, docker: &Docker, name: &str, grace: Duration) -> anyhow::Result<bool> {
+    async fn remove_container(
+        &self,
+        docker: &Docker,
+        name: &str,
+        grace: Duration,
+    ) -> anyhow::Result<bool> {
         if !grace.is_zero() {
             match docker
                 .stop_container(
@@ -465,7 +507,9 @@ impl DockerProvisioner {
                 Ok(()) => {}
                 Err(e) if not_found(&e) => return Ok(false),
                 // 304: already stopped.
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
                 Err(e) => return Err(e).with_context(|| format!("stopping container {name}")),
             }
         }
@@ -510,7 +554,11 @@ fn host_of(url: &str) -> Option<String> {
     let authority = rest.split('/').next()?;
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next()?.to_string(),
-        None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority).to_string(),
+        None => authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+            .to_string(),
     };
     Some(host)
 }
@@ -566,8 +614,14 @@ mod tests {
 
     #[test]
     fn hosts_of_urls() {
-        assert_eq!(host_of("https://127.0.0.1:7443").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            host_of("https://127.0.0.1:7443").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(host_of("https://[::1]:7443/x").as_deref(), Some("::1"));
-        assert_eq!(host_of("https://ctl.example").as_deref(), Some("ctl.example"));
+        assert_eq!(
+            host_of("https://ctl.example").as_deref(),
+            Some("ctl.example")
+        );
     }
 }

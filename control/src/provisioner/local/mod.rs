@@ -139,7 +139,11 @@ impl LocalProvisioner {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let copy = dir.join("outpost-agent");
         copy_if_changed(&bin, &copy)?;
-        if let Some(cli) = bin.parent().map(|d| d.join("outpost")).filter(|p| p.exists()) {
+        if let Some(cli) = bin
+            .parent()
+            .map(|d| d.join("outpost"))
+            .filter(|p| p.exists())
+        {
             copy_if_changed(&cli, &dir.join("outpost"))?;
         }
         tracing::debug!(user = %run_as.user, copy = %copy.display(), "agent binary copied for workspace users");
@@ -162,7 +166,10 @@ impl LocalProvisioner {
                 let uid = Uid::current();
                 let me = nix::unistd::User::from_uid(uid).ok().flatten();
                 Ok(RunAs {
-                    user: me.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| uid.to_string()),
+                    user: me
+                        .as_ref()
+                        .map(|u| u.name.clone())
+                        .unwrap_or_else(|| uid.to_string()),
                     uid,
                     gid: Gid::current(),
                     shell: me
@@ -250,7 +257,8 @@ impl LocalProvisioner {
                 crate::ca::write_private(&bundle_path, &serde_json::to_vec(bundle)?)?;
                 own(&bundle_path, &run_as)?;
                 let bin = self.agent_binary_for(&run_as).await?;
-                let pid = self.spawn_agent(job, &bin, &run_as, &home, &run, &template, &bundle_path)?;
+                let pid =
+                    self.spawn_agent(job, &bin, &run_as, &home, &run, &template, &bundle_path)?;
                 std::fs::write(&pid_file, pid.to_string())?;
                 log.info(
                     "agent",
@@ -435,7 +443,6 @@ impl LocalProvisioner {
     }
 }
 
-
 /// The `outpost-agent` binary: `given`, else next to this executable, else on PATH.
 pub fn find_agent_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
@@ -492,7 +499,11 @@ fn reachable_by_others(path: &Path) -> bool {
     let Ok(abs) = std::fs::canonicalize(path) else {
         return false;
     };
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
     mode(&abs) & 0o005 == 0o005 && abs.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
 }
 

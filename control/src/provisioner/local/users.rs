@@ -63,8 +63,7 @@ pub async fn ensure(workspace_id: &str, home: &Path) -> anyhow::Result<Workspace
 }
 
 fn lookup(name: &str, workspace_id: &str) -> anyhow::Result<Option<WorkspaceUser>> {
-    let Some(u) = User::from_name(name).with_context(|| format!("looking up user {name}"))?
-    else {
+    let Some(u) = User::from_name(name).with_context(|| format!("looking up user {name}"))? else {
         return Ok(None);
     };
     let comment = u.gecos.to_string_lossy().to_string();
