@@ -437,7 +437,8 @@ fn read_clock_offset(f: &std::path::Path) {
     }
 }
 
-fn host_of(url: &str) -> Option<String> {
+/// The host of `scheme://host:port/...` (without brackets for IPv6).
+pub(crate) fn host_of(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
     let host = if let Some(v6) = authority.strip_prefix('[') {

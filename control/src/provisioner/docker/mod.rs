@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, OnceCell};
 
 use super::{workspace_env, JobLog};
+use crate::server::host_of;
 use crate::template::settings::{self, Resolved};
 
 pub const LABEL_WORKSPACE_ID: &str = "outpost.workspace_id";
@@ -241,14 +242,16 @@ impl DockerProvisioner {
         }
         log.info("provision", format!("pulling image {image}"))
             .await;
+        // NAME:TAG, NAME (latest) or NAME@sha256:DIGEST (pulled as written).
         let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((n, t)) => (n.to_string(), t.to_string()),
-            None => (image.to_string(), "latest".to_string()),
+            _ if image.contains('@') => (image.to_string(), None),
+            Some((n, t)) => (n.to_string(), Some(t.to_string())),
+            None => (image.to_string(), Some("latest".to_string())),
         };
         let mut pull = docker.create_image(
             Some(q::CreateImageOptions {
                 from_image: Some(name),
-                tag: Some(tag),
+                tag,
                 ..Default::default()
             }),
             None,
@@ -546,21 +549,6 @@ fn docker_error_text(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
     }
-}
-
-/// The host of `scheme://host:port/...`.
-fn host_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?.to_string(),
-        None => authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(authority)
-            .to_string(),
-    };
-    Some(host)
 }
 
 fn labels(job: &ProvisionerJob, role: &str) -> HashMap<String, String> {
