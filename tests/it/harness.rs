@@ -469,6 +469,10 @@ impl Drop for Server {
         for pid in self.workspace_pids() {
             signal(pid, libc::SIGKILL);
         }
+        // The Unix users and Docker objects it made for workspaces it did not delete.
+        for id in self.workspace_ids() {
+            remove_workspace_leftovers(&id);
+        }
         if let Backend::Postgres(url) = &self.backend {
             let admin =
                 std::env::var("OUTPOST_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
@@ -530,6 +534,42 @@ impl Server {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+}
+
+/// Removes what a test server's workspace `id` may have left on the machine: its Unix user (only
+/// one whose comment names the id, as the provisioner makes them) and Docker containers and
+/// volumes labelled with the id.
+fn remove_workspace_leftovers(id: &str) {
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(20)
+        .collect();
+    let name = format!("ws-{}", hex.to_ascii_lowercase());
+    if let Ok(Some(u)) = nix::unistd::User::from_name(&name) {
+        if u.gecos.to_string_lossy() == format!("outpost workspace {id}") {
+            let _ = Command::new("userdel").arg(&name).output();
+        }
+    }
+    let filter = format!("label=outpost.workspace_id={id}");
+    for (list, rm) in [
+        (vec!["ps", "-aq", "--filter", &filter], vec!["rm", "-f"]),
+        (
+            vec!["volume", "ls", "-q", "--filter", &filter],
+            vec!["volume", "rm", "-f"],
+        ),
+    ] {
+        let Ok(o) = Command::new("docker").args(&list).output() else {
+            return;
+        };
+        let names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !names.is_empty() {
+            let _ = Command::new("docker").args(&rm).args(&names).output();
+        }
     }
 }
 
