@@ -472,3 +472,76 @@ fn docker_failures_and_crashes(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(docker_failures_and_crashes);
+
+/// A missing image is pulled, with the pull's progress in the build log: from a registry on
+/// loopback (`registry.py`) serving the test image, under a tag this run made up.
+fn docker_pulls_a_missing_image(backend: Backend) -> R {
+    let Some(image) = image()? else { return Ok(()) };
+    let s = server(backend)?;
+    let a = Client::admin(&s)?;
+    push_template(&s, &a, &image)?;
+    let saved = s.dir.path().join("image.tar");
+    let st = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&saved)
+        .arg(&image)
+        .status()?;
+    anyhow::ensure!(st.success(), "docker save");
+    let tag = format!("t{}", uuid_like());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("it/registry.py");
+    let mut registry = Killed(
+        Command::new("python3")
+            .arg(&script)
+            .arg(&saved)
+            .args(["outpost/pulled", &tag])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?,
+    );
+    let mut port = String::new();
+    if let Some(out) = registry.0.stdout.as_mut() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut port)?;
+    }
+    let reference = format!("127.0.0.1:{}/outpost/pulled:{tag}", port.trim());
+    let result = (|| -> R {
+        let o = a
+            .command(&[
+                "create",
+                "pulled",
+                "-t",
+                "docker",
+                "-p",
+                &format!("image={reference}"),
+            ])
+            .output()?;
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        assert!(log.contains(&format!("pulling image {reference}")), "{log}");
+        assert!(
+            log.contains("Pulling fs layer") && log.contains("Pull complete"),
+            "each layer's progress in the build log: {log}"
+        );
+        s.wait_for("pulled", T, running)?;
+        assert_eq!(
+            a.sh("pulled", "id -un; cat /etc/outpost-pulled")?,
+            format!("dev\noutpost/pulled:{tag}\n")
+        );
+        a.ok(&["delete", "pulled"])?;
+        Ok(())
+    })();
+    drop(registry);
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &reference])
+        .output();
+    result
+}
+both_backends!(docker_pulls_a_missing_image);
+
+/// A child process killed (and reaped) when dropped, a failed assertion included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

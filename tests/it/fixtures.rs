@@ -100,8 +100,11 @@ impl GitDaemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // The daemon itself, not `git daemon`: killing the wrapper would leave it running.
+        let exec_path = Command::new("git").arg("--exec-path").output()?;
+        let daemon =
+            Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
             .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))

@@ -172,9 +172,19 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("parameters[0].default"));
         let e = parse(&files("[provisioner]\ntype = \"local\"\nbogus = 1\n")).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
-        let e = parse(&files("[provisioner]\ntype = \"docker\"\n")).unwrap_err();
+        let e = parse(&files("[provisioner]\ntype = \"kubernetes\"\n")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("provisioner.type"));
         assert_eq!(e.line, Some(2));
+        let e = parse(&files("[provisioner]\ntype = \"docker\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("provisioner.image"));
+        let e = parse(&files("[provisioner]\ntype = \"local\"\nmemory = \"1g\"\n")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("provisioner.memory"));
+        let e = parse(&files(
+            "[provisioner]\ntype = \"docker\"\nimage = \"${param.nope}\"\n",
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("names no parameter"), "{e}");
+        assert_eq!(e.line, Some(3));
         let e = parse(&files(
             "[provisioner]\ntype = \"local\"\n[[parameters]]\nname = \"r\"\ntype = \"string\"\n[parameters.validation]\nregex = \"([\"\n",
         ))
