@@ -502,6 +502,8 @@ fn docker_pulls_a_missing_image(backend: Backend) -> R {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut port)?;
     }
     let reference = format!("127.0.0.1:{}/outpost/pulled:{tag}", port.trim());
+    // The pulled image goes when the test ends, however it ends.
+    let _pulled = RemovedImage(reference.clone());
     let result = (|| -> R {
         let o = a
             .command(&[
@@ -529,9 +531,6 @@ fn docker_pulls_a_missing_image(backend: Backend) -> R {
         Ok(())
     })();
     drop(registry);
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", &reference])
-        .output();
     result
 }
 both_backends!(docker_pulls_a_missing_image);
@@ -543,5 +542,14 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// An image removed from the engine when dropped.
+struct RemovedImage(String);
+
+impl Drop for RemovedImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
     }
 }
