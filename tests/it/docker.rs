@@ -315,6 +315,31 @@ fn docker_workspace_life(backend: Backend) -> R {
         "{out}"
     );
 
+    // Another user's workspace, with a server on all its addresses: reachable from inside
+    // it, not from A's (the workspaces' network has inter-container traffic off).
+    let b = Client::new_user(&s, "bob")?;
+    b.ok(&["create", "bobs", "-t", "docker"])?;
+    let wb = b.json(&["show", "bobs"])?;
+    assert!(running(&wb), "{wb}");
+    b.sh(
+        "bobs",
+        "(setsid nohup python3 -m http.server 8766 --bind 0.0.0.0 --directory /tmp >/dev/null 2>&1 &)",
+    )?;
+    let cb = &docker_json(&[
+        "inspect",
+        &format!("outpost-{}", wb["id"].as_str().unwrap_or("")),
+    ])?[0];
+    let b_ip = cb["NetworkSettings"]["Networks"]["outpost-workspaces"]["IPAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!b_ip.is_empty(), "on the workspaces' network: {cb}");
+    let probe = format!("curl -s -o /dev/null -m 3 http://{b_ip}:8766/");
+    eventually(|| Ok(b.ssh("bobs", &probe)?.status.success().then_some(())))?;
+    let o = a.ssh("dev", &probe)?;
+    assert!(!o.status.success(), "A reached B's port at {b_ip}:8766");
+    b.ok(&["delete", "bobs"])?;
+
     // A server inside listens: it is listed as a port and reachable through control's proxy
     // as for a local workspace (nothing is published on the host).
     a.sh(

@@ -34,6 +34,12 @@ pub const LABEL_OWNER: &str = "outpost.owner";
 pub const LABEL_TEMPLATE: &str = "outpost.template";
 pub const LABEL_ROLE: &str = "outpost.role";
 
+/// The network every workspace container joins: a bridge with inter-container traffic off, so
+/// one workspace cannot reach another's ports (they reach control and the outside through the
+/// host).
+pub const NETWORK: &str = "outpost-workspaces";
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 /// The host name containers reach control's agent API at (Docker's `host-gateway`).
 pub const HOST_GATEWAY_NAME: &str = "host.docker.internal";
 
@@ -44,6 +50,8 @@ pub struct DockerProvisioner {
     pub agent_url: Option<String>,
     pub stop_grace: Duration,
     pub engine: OnceCell<Docker>,
+    /// The id of the [`NETWORK`] in use.
+    network: OnceCell<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -90,7 +98,75 @@ impl DockerProvisioner {
             agent_url,
             stop_grace,
             engine: OnceCell::new(),
+            network: OnceCell::new(),
         }
+    }
+
+    /// The workspaces' network, made when missing. Servers racing to make it may make two of
+    /// the same name (Docker allows that): all settle on the lowest id and remove the others.
+    async fn network(&self, docker: &Docker) -> anyhow::Result<String> {
+        self.network
+            .get_or_try_init(|| async {
+                let list = |docker: &Docker| {
+                    let docker = docker.clone();
+                    async move {
+                        let all = docker
+                            .list_networks(Some(q::ListNetworksOptions {
+                                filters: Some(HashMap::from([(
+                                    "name".to_string(),
+                                    vec![NETWORK.to_string()],
+                                )])),
+                            }))
+                            .await?;
+                        let mut ours: Vec<_> = all
+                            .into_iter()
+                            .filter(|n| n.name.as_deref() == Some(NETWORK))
+                            .collect();
+                        ours.sort_by(|a, b| a.id.cmp(&b.id));
+                        Ok::<_, bollard::errors::Error>(ours)
+                    }
+                };
+                if list(docker).await?.is_empty() {
+                    let made = docker
+                        .create_network(bollard::models::NetworkCreateRequest {
+                            name: NETWORK.to_string(),
+                            driver: Some("bridge".into()),
+                            options: Some(HashMap::from([(
+                                ICC_OPTION.to_string(),
+                                "false".to_string(),
+                            )])),
+                            labels: Some(HashMap::from([(
+                                LABEL_ROLE.to_string(),
+                                "network".to_string(),
+                            )])),
+                            ..Default::default()
+                        })
+                        .await;
+                    if let Err(e) = made {
+                        tracing::debug!(error = %e, "creating the workspaces' network");
+                    }
+                }
+                let ours = list(docker).await?;
+                let Some(keep) = ours.first() else {
+                    bail!("could not make the Docker network {NETWORK}");
+                };
+                for extra in &ours[1..] {
+                    if let Some(id) = &extra.id {
+                        let _ = docker.remove_network(id).await;
+                    }
+                }
+                let icc = keep
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.get(ICC_OPTION))
+                    .map(String::as_str);
+                if icc != Some("false") {
+                    bail!("the Docker network {NETWORK} lets containers reach each other; remove it (docker network rm {NETWORK}) and Outpost makes it again without");
+                }
+                keep.id.clone().context("a Docker network without an id")
+            })
+            .await
+            .cloned()
     }
 
     async fn engine(&self) -> anyhow::Result<&Docker> {
@@ -343,6 +419,7 @@ impl DockerProvisioner {
             log.line("provision", "warn", format!("agents reach control at {h}, which is the container itself: start the server with --docker-agent-url (and --agent-listen on the Docker bridge)")).await;
         }
         let bin = super::local::find_agent_binary(self.agent_binary.as_deref())?;
+        let network = self.network(docker).await?;
         let mount_agent = engine_is_local();
         let home = format!("/home/{}", s.user);
         let mut binds = vec![format!("{vname}:{home}")];
@@ -386,6 +463,7 @@ impl DockerProvisioner {
                 nano_cpus: s.nano_cpus,
                 pids_limit: Some(4096),
                 extra_hosts: Some(vec![format!("{HOST_GATEWAY_NAME}:host-gateway")]),
+                network_mode: Some(network),
                 ..Default::default()
             }),
             ..Default::default()
