@@ -310,3 +310,38 @@ blocks_login = true
     Ok(())
 }
 both_backends!(templates_drive_the_workspace);
+
+/// An agent binary workspace users cannot reach (under a 0700 directory, as in root's
+/// ~/.cargo/bin) is copied into the workspaces dir, root's and read-only, and runs from there.
+fn agent_binary_out_of_reach_is_copied(backend: Backend) -> R {
+    if !is_root() {
+        eprintln!("SKIPPED (isolation): needs root for a Unix user per workspace");
+        return Ok(());
+    }
+    let private = tempfile::tempdir()?;
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    let bin_path = private.path().join("outpost-agent");
+    std::fs::copy(bin("outpost-agent"), &bin_path)?;
+    let s = Server::start_with(
+        backend,
+        &["--agent-binary", bin_path.to_str().unwrap_or("")],
+    )?;
+    s.ok(&["create", "a"])?;
+    let (w, _) = s.wait_for("a", T, running)?;
+    let pid = agent_pid(&w).expect("agent pid");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let copy = s.workspaces().join(".agent/outpost-agent");
+    assert_eq!(exe, copy, "the agent runs from the copy");
+    let md = std::fs::metadata(&copy)?;
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (md.uid(), md.mode() & 0o777),
+        (0, 0o755),
+        "root's, not writable by others"
+    );
+    Ok(())
+}
+both_backends!(agent_binary_out_of_reach_is_copied);
