@@ -151,8 +151,8 @@ async fn shutdown(
         stats: stats.collect(SessionCounts::default()),
     };
     let _ = session.heartbeat(&req).await;
-    // Give the log shipper a moment to send the last lines, then say how the stop ended.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The last lines reach control, then say how the stop ended.
+    scripts.sink.flush(Duration::from_secs(2)).await;
     crate::scripts::report_shutdown(session, end).await;
 }
 

@@ -49,31 +49,47 @@ impl Lifecycle {
     }
 }
 
-/// Where script output goes: a bounded queue drained by [`ship`].
+/// What the shipper is handed: a line, or a request to send what it holds now and say so.
+enum Shipped {
+    Line(AgentLogLine),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Where script output goes: a bounded queue drained by the shipper ([`start_shipper`]).
 #[derive(Clone)]
-pub struct LogSink(mpsc::Sender<AgentLogLine>);
+pub struct LogSink(mpsc::Sender<Shipped>);
 
 impl LogSink {
     pub async fn line(&self, source: &str, level: &str, output: String) {
         let _ = self
             .0
-            .send(AgentLogLine {
+            .send(Shipped::Line(AgentLogLine {
                 source: source.to_string(),
                 level: level.to_string(),
                 output,
                 created_at: now_ms(),
-            })
+            }))
             .await;
+    }
+
+    /// Returns once every line queued before it has been sent to control (or given up on), or
+    /// after `within`: the last lines of a stop reach control before the agent exits.
+    pub async fn flush(&self, within: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.0.send(Shipped::Flush(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(within, rx).await;
+        }
     }
 }
 
 /// Starts the shipper: batches of up to 1000 lines, every 250 ms. Once control says the cap is
 /// reached, lines are read and dropped (a noisy script never blocks on its pipe).
 pub fn start_shipper(session: ControlSession) -> LogSink {
-    let (tx, mut rx) = mpsc::channel::<AgentLogLine>(10_000);
+    let (tx, mut rx) = mpsc::channel::<Shipped>(10_000);
     tokio::spawn(async move {
         let mut over = false;
         let mut batch: Vec<AgentLogLine> = Vec::new();
+        let mut flushed: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
         loop {
             let deadline = tokio::time::sleep(Duration::from_millis(250));
             tokio::pin!(deadline);
@@ -83,10 +99,11 @@ pub fn start_shipper(session: ControlSession) -> LogSink {
             while batch.len() < 1000 && bytes < 256 * 1024 {
                 tokio::select! {
                     l = rx.recv() => match l {
-                        Some(l) => if !over {
+                        Some(Shipped::Line(l)) => if !over {
                             bytes += l.output.len() + l.source.len() + 64;
                             batch.push(l);
                         },
+                        Some(Shipped::Flush(ack)) => { flushed.push(ack); break; }
                         None => { open = false; break; }
                     },
                     _ = &mut deadline => break,
@@ -110,6 +127,9 @@ pub fn start_shipper(session: ControlSession) -> LogSink {
                         }
                     }
                 }
+            }
+            for ack in flushed.drain(..) {
+                let _ = ack.send(());
             }
             if !open {
                 return;
