@@ -107,26 +107,7 @@ impl DockerProvisioner {
     async fn network(&self, docker: &Docker) -> anyhow::Result<String> {
         self.network
             .get_or_try_init(|| async {
-                let list = |docker: &Docker| {
-                    let docker = docker.clone();
-                    async move {
-                        let all = docker
-                            .list_networks(Some(q::ListNetworksOptions {
-                                filters: Some(HashMap::from([(
-                                    "name".to_string(),
-                                    vec![NETWORK.to_string()],
-                                )])),
-                            }))
-                            .await?;
-                        let mut ours: Vec<_> = all
-                            .into_iter()
-                            .filter(|n| n.name.as_deref() == Some(NETWORK))
-                            .collect();
-                        ours.sort_by(|a, b| a.id.cmp(&b.id));
-                        Ok::<_, bollard::errors::Error>(ours)
-                    }
-                };
-                if list(docker).await?.is_empty() {
+                if networks_named(docker).await?.is_empty() {
                     let made = docker
                         .create_network(bollard::models::NetworkCreateRequest {
                             name: NETWORK.to_string(),
@@ -146,7 +127,7 @@ impl DockerProvisioner {
                         tracing::debug!(error = %e, "creating the workspaces' network");
                     }
                 }
-                let ours = list(docker).await?;
+                let ours = networks_named(docker).await?;
                 let Some(keep) = ours.first() else {
                     bail!("could not make the Docker network {NETWORK}");
                 };
@@ -172,14 +153,10 @@ impl DockerProvisioner {
     async fn engine(&self) -> anyhow::Result<&Docker> {
         self.engine
             .get_or_try_init(|| async {
-                let d = Docker::connect_with_defaults()
-                    .map(|d| d.negotiate_version())
-                    .map_err(anyhow::Error::from);
-                let d = match d {
-                    Ok(fut) => fut.await.map_err(anyhow::Error::from),
-                    Err(e) => Err(e),
+                let connected = async {
+                    Docker::connect_with_defaults()?.negotiate_version().await
                 };
-                d.with_context(|| {
+                connected.await.with_context(|| {
                     format!(
                         "cannot reach Docker at {}: start dockerd there, or set DOCKER_HOST (and DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) for the provisioner",
                         docker_host()
@@ -620,6 +597,27 @@ impl DockerProvisioner {
             None => control_agent_url.to_string(),
         }
     }
+}
+
+/// The networks named exactly [`NETWORK`] (Docker's name filter also matches substrings),
+/// lowest id first.
+async fn networks_named(
+    docker: &Docker,
+) -> Result<Vec<bollard::models::Network>, bollard::errors::Error> {
+    let all = docker
+        .list_networks(Some(q::ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![NETWORK.to_string()],
+            )])),
+        }))
+        .await?;
+    let mut ours: Vec<_> = all
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(NETWORK))
+        .collect();
+    ours.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(ours)
 }
 
 fn docker_error_text(e: &bollard::errors::Error) -> String {

@@ -121,15 +121,11 @@ impl LocalProvisioner {
         Ok(())
     }
 
-    fn agent_binary(&self) -> anyhow::Result<PathBuf> {
-        find_agent_binary(self.agent_binary.as_deref())
-    }
-
     /// The agent binary as a workspace user can run it: the original when everyone may read
     /// it and pass through its directories, else a root-owned copy in `ROOT/.agent/` (made
     /// again when the original changes). The `outpost` CLI next to it goes along.
     async fn agent_binary_for(&self, run_as: &RunAs) -> anyhow::Result<PathBuf> {
-        let bin = self.agent_binary()?;
+        let bin = find_agent_binary(self.agent_binary.as_deref())?;
         if self.isolation == Isolation::None || reachable_by_others(&bin) {
             return Ok(bin);
         }
