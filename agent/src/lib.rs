@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod credentials;
 pub mod dotfiles;
+pub mod procs;
 pub mod run;
 pub mod scripts;
 pub mod session;

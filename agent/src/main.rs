@@ -18,6 +18,11 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     log_json: bool,
+    /// Whose listening sockets are the workspace's ports (the relay reaches only those):
+    /// `uid`, any process of the agent's user (a workspace with a user or container of its
+    /// own), or `tree`, only processes below the agent (a workspace sharing its user).
+    #[arg(long, env = "OUTPOST_AGENT_PORT_OWNERS", default_value = "uid")]
+    port_owners: outpost_agent::procs::PortOwners,
 }
 
 #[derive(clap::Subcommand)]
@@ -60,7 +65,16 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
+    let state_dir = args
+        .state_dir
+        .context("pass --state-dir (or OUTPOST_AGENT_STATE_DIR): where the agent keeps its key")?;
+    // The bundle file is deleted once its token is spent; a restarted agent finds the rest of
+    // it (never the token) in its state dir.
+    let kept = outpost_agent::run::kept_bundle_path(&state_dir);
     let raw = match (&args.bootstrap_file, std::env::var("OUTPOST_BOOTSTRAP")) {
+        (Some(p), _) if !p.exists() && kept.exists() => {
+            std::fs::read_to_string(&kept).with_context(|| format!("reading {}", kept.display()))?
+        }
         (Some(p), _) => std::fs::read_to_string(p)
             .with_context(|| format!("reading the bootstrap bundle {}", p.display()))?,
         (None, Ok(v)) => v,
@@ -73,13 +87,12 @@ async fn real_main(args: Args) -> anyhow::Result<outpost_agent::Exit> {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let state_dir = args
-        .state_dir
-        .context("pass --state-dir (or OUTPOST_AGENT_STATE_DIR): where the agent keeps its key")?;
     let config = outpost_agent::AgentConfig {
+        bootstrap_file: args.bootstrap_file.clone(),
         bundle,
         state_dir,
         home,
+        port_owners: args.port_owners,
     };
     tokio::select! {
         r = outpost_agent::run(config) => r,

@@ -21,10 +21,14 @@ use outpost_common::tls;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub bundle: BootstrapBundle,
+    /// The file the bundle came from: deleted once its token is spent.
+    pub bootstrap_file: Option<PathBuf>,
     /// Where the key, certificate and identity are kept (0600), for a restarted agent process.
     pub state_dir: PathBuf,
     /// The workspace home (for disk statistics).
     pub home: PathBuf,
+    /// Whose listening sockets are the workspace's ports (set by the provisioner).
+    pub port_owners: crate::procs::PortOwners,
 }
 
 /// How the agent ended.
@@ -36,6 +40,30 @@ pub enum Exit {
     Rejected,
     /// Its certificate expired before it could renew it.
     Expired,
+}
+
+/// Where the agent keeps its bundle without the token, for its own restarts.
+pub fn kept_bundle_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("bundle.json")
+}
+
+/// The token is spent: keep the rest of the bundle in the state dir (0600) and delete the file
+/// it came from, so nothing in the workspace can read the token afterwards.
+fn consume_bundle(config: &AgentConfig) {
+    let mut kept = config.bundle.clone();
+    kept.token = String::new();
+    if let Err(e) = serde_json::to_vec(&kept)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| outpost_common::fs::write_private(&kept_bundle_path(&config.state_dir), &b))
+    {
+        tracing::warn!(error = %e, "could not keep the bootstrap bundle");
+        return;
+    }
+    if let Some(f) = &config.bootstrap_file {
+        if let Err(e) = std::fs::remove_file(f) {
+            tracing::warn!(error = %e, file = %f.display(), "could not delete the spent bootstrap bundle");
+        }
+    }
 }
 
 /// Runs the agent until control stops it, refuses its credentials, or they expire.
@@ -53,6 +81,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         None => {
             let c = bootstrap(&config.bundle).await?;
             c.save(&config.state_dir)?;
+            consume_bundle(&config);
             tracing::info!(agent = %c.agent_id, workspace = %c.workspace_id, expires_at = c.expires_at, "bootstrapped");
             c
         }
@@ -219,18 +248,25 @@ fn git_agent_sock(config: &AgentConfig) -> std::path::PathBuf {
 }
 
 async fn start_git_agent(session: &ControlSession, config: &AgentConfig) {
-    let key = session.git_ssh_key().await;
-    let Some(pem) = key.ok().and_then(|k| k.private_key) else {
-        tracing::warn!("no git SSH key from control; git over SSH will use the user's own keys");
-        return;
-    };
-    match russh::keys::PrivateKey::from_openssh(&pem) {
-        Ok(k) => {
-            if let Err(e) = crate::ssh::serve_git_agent(git_agent_sock(config), k).await {
-                tracing::warn!(error = %e, "git ssh-agent");
-            }
+    let key = match session.git_ssh_key().await {
+        Ok(k) => k.public_key,
+        Err(e) => {
+            tracing::warn!(error = %e, "no git SSH key from control; git over SSH will use the user's own keys");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "the git SSH key from control does not parse"),
+    };
+    let s = session.clone();
+    let signer: crate::ssh::GitSigner = std::sync::Arc::new(move |data: Vec<u8>| {
+        let s = s.clone();
+        Box::pin(async move {
+            s.git_sign(&data)
+                .await
+                .map_err(|e| tracing::warn!(error = %e, "git key signature"))
+                .ok()
+        })
+    });
+    if let Err(e) = crate::ssh::serve_git_agent(git_agent_sock(config), key, signer).await {
+        tracing::warn!(error = %e, "git ssh-agent");
     }
 }
 
@@ -468,6 +504,7 @@ async fn ssh_loop(
         config: ssh_config,
         shared: shared.clone(),
         pty,
+        port_owners: config.port_owners,
     });
     let _tunnel = AbortOnDrop(tokio::spawn(crate::tunnel::tunnel_loop(
         session.clone(),
@@ -557,8 +594,8 @@ async fn heartbeat_loop(
         let pending = lifecycle.pending();
         let mut st = stats.collect(agent.sessions());
         (st.rx_bytes, st.tx_bytes) = agent.bytes();
-        let ws = session.credentials().workspace_id;
-        st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(&ws))
+        let owners = config.port_owners;
+        st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(owners))
             .await
             .unwrap_or_default();
         st.apps = agent.app_statuses();

@@ -43,9 +43,29 @@ impl ControlSession {
         self.client().post(agent_routes::SSH, report).await
     }
 
-    /// The owner's git SSH key (control holds it; the agent serves it from an ssh-agent socket).
+    /// The owner's git SSH public key (control holds the private key and signs for us).
     pub async fn git_ssh_key(&self) -> Result<GitSshKey, ClientError> {
         self.client().get(agent_routes::GIT_SSH_KEY).await
+    }
+
+    /// A signature with the owner's git key over `data`: the SSH signature blob.
+    pub async fn git_sign(&self, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let r: GitSignResponse = self
+            .client()
+            .post(
+                agent_routes::GIT_SIGN,
+                &GitSignRequest {
+                    data: b64.encode(data),
+                },
+            )
+            .await?;
+        b64.decode(r.signature.as_bytes())
+            .map_err(|e| ClientError::Decode {
+                url: agent_routes::GIT_SIGN.to_string(),
+                message: format!("the signature is not base64: {e}"),
+            })
     }
 
     /// A short-lived, workspace-scoped credential for the `outpost` CLI inside the workspace.

@@ -104,6 +104,17 @@ impl Attach {
     }
 }
 
+/// A resize frame's payload, `cols u16 BE, rows u16 BE`, each clamped to 1-1000; `None` for a
+/// payload of any other length (the frame is ignored).
+pub fn resize_payload(p: &[u8]) -> Option<(u16, u16)> {
+    let &[c0, c1, r0, r1] = p else {
+        return None;
+    };
+    let cols = u16::from_be_bytes([c0, c1]);
+    let rows = u16::from_be_bytes([r0, r1]);
+    Some((cols.clamp(1, 1000), rows.clamp(1, 1000)))
+}
+
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
@@ -316,10 +327,10 @@ impl PtyHub {
                                 return;
                             }
                         }
-                        Ok(Some((KIND_RESIZE, p))) if p.len() == 4 => {
-                            let cols = u16::from_be_bytes([p[0], p[1]]);
-                            let rows = u16::from_be_bytes([p[2], p[3]]);
-                            s.resize(cols.clamp(1, 1000), rows.clamp(1, 1000));
+                        Ok(Some((KIND_RESIZE, p))) => {
+                            if let Some((cols, rows)) = resize_payload(&p) {
+                                s.resize(cols, rows);
+                            }
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => break,

@@ -25,6 +25,7 @@ pub struct SshCtx {
     pub config: Arc<russh::server::Config>,
     pub shared: Arc<crate::ssh::SshShared>,
     pub pty: Arc<crate::terminal::PtyHub>,
+    pub port_owners: crate::procs::PortOwners,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -138,6 +139,19 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         ))));
     }
     if let Some(port) = relay::stream::tcp_port(&path) {
+        // Only the workspace's own listeners, checked now: never a port of the host or of
+        // another workspace that happens to share the network.
+        let owners = ssh.port_owners;
+        let ours =
+            tokio::task::spawn_blocking(move || crate::procs::is_workspace_port(owners, port))
+                .await
+                .unwrap_or(false);
+        if !ours {
+            return status(
+                StatusCode::FORBIDDEN,
+                &format!("port {port} is not listened on by a process of this workspace"),
+            );
+        }
         return match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);

@@ -25,6 +25,8 @@ pub enum KeyError {
     Base64,
     #[error("the key's blob does not match its type")]
     Blob,
+    #[error("the private key does not parse or cannot sign")]
+    Private,
 }
 
 /// A parsed public key: `TYPE BASE64` without the comment, and its OpenSSH fingerprint.
@@ -79,6 +81,25 @@ pub fn new_ed25519(comment: &str) -> Option<(String, String)> {
     Some((private, public))
 }
 
+/// Signs `data` with an OpenSSH private key (what an ssh-agent answers to a sign request):
+/// the SSH signature blob (`string algorithm, string signature`) and the key's public blob.
+/// Control signs for workspaces this way, so the git key itself never leaves it.
+pub fn sign(private_openssh: &str, data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
+    use ssh_key::encoding::Encode;
+    fn sign_with<K: ssh_key::SigningKey>(k: &K, data: &[u8]) -> Option<ssh_key::Signature> {
+        k.try_sign(data).ok()
+    }
+    let key = ssh_key::PrivateKey::from_openssh(private_openssh).map_err(|_| KeyError::Private)?;
+    let sig = sign_with(&key, data).ok_or(KeyError::Private)?;
+    let blob = sig.encode_vec().map_err(|_| KeyError::Private)?;
+    let public = key
+        .public_key()
+        .key_data()
+        .encode_vec()
+        .map_err(|_| KeyError::Private)?;
+    Ok((blob, public))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +111,29 @@ mod tests {
         let parsed = parse_public_key(&public).expect("parses");
         assert!(parsed.canonical.starts_with("ssh-ed25519 ") && !parsed.canonical.contains("me@"));
         assert!(parsed.fingerprint.starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key() {
+        use ssh_key::encoding::Decode;
+        let (private, public) = new_ed25519("git").expect("key");
+        let (blob, key_blob) = sign(&private, b"to be signed").expect("signs");
+        let sig = ssh_key::Signature::decode(&mut blob.as_slice()).expect("decodes");
+        let pk = ssh_key::PublicKey::from_openssh(&public).expect("public");
+        assert_eq!(
+            ssh_key::encoding::Encode::encode_vec(pk.key_data()).expect("blob"),
+            key_blob
+        );
+        fn verify<K: signature::Verifier<ssh_key::Signature>>(
+            k: &K,
+            m: &[u8],
+            s: &ssh_key::Signature,
+        ) -> bool {
+            k.verify(m, s).is_ok()
+        }
+        assert!(verify(pk.key_data(), b"to be signed", &sig));
+        assert!(!verify(pk.key_data(), b"something else", &sig));
+        assert_eq!(sign("junk", b"x"), Err(KeyError::Private));
     }
 
     #[test]

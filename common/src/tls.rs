@@ -131,7 +131,7 @@ pub fn client_config(
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     use rustls::pki_types::pem::PemObject;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(pins.to_vec())));
     let mut config = match client_cert {

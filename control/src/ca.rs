@@ -58,6 +58,24 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, String)> {
     None
 }
 
+/// A certificate's serial number as lowercase hex without leading zeros (DER drops them), the
+/// form [`same_serial`] compares.
+pub fn serial_from_cert(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(
+        cert.raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )
+}
+
+/// Whether two hex serials are the same number.
+pub fn same_serial(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
+    !a.is_empty() && norm(a) == norm(b)
+}
+
 /// The CAs control knows: the one that signs, plus a staged next one and a previous one that
 /// are still trusted during a rotation (`outpost ca rotate|promote|retire`).
 pub struct CaSet {
@@ -261,8 +279,9 @@ impl Ca {
         )
         .allow_unauthenticated()
         .build()?;
+        // TLS 1.3 only: before 1.3 a client certificate travels in clear, naming the workspace.
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain, key_der)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -341,6 +341,11 @@ pub enum UsersCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Suspend a user at once: their tokens and browser sessions are revoked, their SSH
+    /// relays, terminals and app connections end, their workspaces stop.
+    Suspend { username: String },
+    /// Let a suspended user sign in again (their workspaces stay stopped until started).
+    Unsuspend { username: String },
 }
 
 #[derive(Subcommand, Debug)]

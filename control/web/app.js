@@ -241,7 +241,9 @@ function terminalPage() {
   function connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const q = new URLSearchParams({ session, cols: term.cols, rows: term.rows });
-    if (params.get("command")) q.set("command", params.get("command"));
+    // A command runs only once the user confirmed it on this page; the server also wants the
+    // page's CSRF token with it, so a link alone can never run anything.
+    if (command) { q.set("command", command); q.set("csrf", csrf); }
     ws = new WebSocket(`${proto}://${location.host}/api/v1/workspaces/${encodeURIComponent(workspace)}/pty?${q}`);
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { attempt = 0; status.textContent = "connected"; document.body.dataset.connected = "1"; };
@@ -258,8 +260,44 @@ function terminalPage() {
   term.onBinary((d) => send(0, Uint8Array.from(d, (c) => c.charCodeAt(0))));
   term.onResize(() => sendSize());
   window.addEventListener("resize", () => fit.fit());
-  connect();
-  term.focus();
+  let command = null;
+  const asked = params.get("command");
+  if (!asked) {
+    connect();
+    term.focus();
+    return;
+  }
+  // A link asked for a command: show it and run it only if the user says so.
+  const box = document.createElement("div");
+  box.id = "command-confirm";
+  box.className = "card";
+  const title = document.createElement("p");
+  title.textContent = `This link wants to run a command in ${workspace}:`;
+  const text = document.createElement("pre");
+  text.id = "command-text";
+  text.textContent = asked;
+  const run = document.createElement("button");
+  run.id = "command-run";
+  run.className = "danger";
+  run.textContent = "Run this command";
+  const shell = document.createElement("button");
+  shell.id = "command-shell";
+  shell.textContent = "Open a shell instead";
+  box.append(title, text, run, " ", shell);
+  status.after(box);
+  status.textContent = "waiting for you to confirm the command";
+  const go = (withCommand) => {
+    box.remove();
+    command = withCommand ? asked : null;
+    if (!withCommand) {
+      params.delete("command");
+      history.replaceState(null, "", `${location.pathname}?${params}`);
+    }
+    connect();
+    term.focus();
+  };
+  run.addEventListener("click", () => go(true));
+  shell.addEventListener("click", () => go(false));
 }
 
 const pages = { home: homePage, new: newPage, workspace: workspacePage, terminal: terminalPage };

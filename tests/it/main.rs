@@ -16,6 +16,7 @@ mod isolation;
 mod lifecycle;
 mod liveness;
 mod scripts;
+mod security;
 mod ssh;
 mod ssh_user;
 mod web;

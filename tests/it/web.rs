@@ -383,11 +383,26 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     ))?;
     assert_eq!(echo, "echo:ping");
 
-    // A terminal session can run a command instead of the login shell.
+    // A terminal session can run a command instead of the login shell, but a link alone never
+    // runs it: the page shows the command and waits for a click.
+    let pwned = home_of(&s.workspace("dev")?).join("pwned-by-link");
     b.goto(&format!(
-        "{url}/@admin/dev/terminal?session=cmd-1&command=echo%20from-a-command%3B%20sleep%2030"
+        "{url}/@admin/dev/terminal?session=cmd-1&command=touch%20pwned-by-link%3B%20echo%20from-a-command%3B%20sleep%2030"
     ))?;
+    b.wait_find("#command-confirm")?;
+    let shown = b.text("#command-text")?;
+    assert_eq!(shown, "touch pwned-by-link; echo from-a-command; sleep 30");
+    // The same request straight at the WebSocket (what a hostile page on our origin or a
+    // script could try): refused without the page's CSRF token, even from our own origin.
+    let raw = b.exec_async(
+        "return await new Promise((res) => { const ws = new WebSocket(`ws://${location.host}/api/v1/workspaces/dev/pty?session=cmd-2&command=touch%20pwned-by-link`); ws.onopen = () => res('open'); ws.onerror = () => res('refused'); });",
+    )?;
+    assert_eq!(raw, "refused");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!pwned.exists(), "a link ran a command without a click");
+    b.click("#command-run")?;
     wait_screen(&b, "from-a-command")?;
+    assert!(pwned.exists());
 
     // The shell's pid, for the idle-timeout check at the end.
     b.goto(&term_url)?;

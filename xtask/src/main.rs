@@ -1,8 +1,9 @@
-//! `cargo xtask`: ci, test, demo, bench.
+//! `cargo xtask`: ci, test, demo, bench, fuzz.
 
 mod agents;
 mod bench;
 mod dockerbench;
+mod fuzz;
 mod sshbench;
 mod termbench;
 mod tidy;
@@ -26,6 +27,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench terminal      web terminal keystroke latency beside `ssh -tt` to Debian's sshd
   bench rig           set up bench ssh's servers, print how to reach them, wait for Enter
                       (for profiling by hand: perf, strace)
+  fuzz [--seconds N] [TARGET...]
+                      run the cargo-fuzz targets in fuzz/ (default: all, 600 s each) with
+                      RUSTC_BOOTSTRAP=1; writes target/bench/fuzz.json, fails on a crash
 ";
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench::main(&args[1..]),
+        Some("fuzz") => fuzz::main(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             return std::process::ExitCode::from(2);

@@ -10,7 +10,7 @@
 //! handler. `session.rs` runs a session channel (environment, shell, command or subsystem);
 //! `exec.rs` runs its process (pipes or a PTY) and signals; `forward.rs` pipes forwarded
 //! channels and the auth agent; `sftp.rs` the sftp subsystem; `gitagent.rs` the git key's
-//! ssh-agent.
+//! ssh-agent (signatures made by control).
 
 mod exec;
 mod forward;
@@ -21,7 +21,7 @@ mod sftp;
 pub use exec::spawn_in_pty;
 use exec::*;
 use forward::*;
-pub use gitagent::serve_git_agent;
+pub use gitagent::{serve_git_agent, GitSigner};
 pub use session::base_env;
 use session::*;
 use sftp::run_sftp;
@@ -30,7 +30,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 

@@ -16,6 +16,7 @@ pub mod agent_routes {
     pub const MANIFEST: &str = "/agent/v1/manifest";
     pub const SSH: &str = "/agent/v1/ssh";
     pub const GIT_SSH_KEY: &str = "/agent/v1/gitsshkey";
+    pub const GIT_SIGN: &str = "/agent/v1/gitsign";
     pub const USER_TOKEN: &str = "/agent/v1/user-token";
     pub const LOGS: &str = "/agent/v1/logs";
     pub use crate::relay::TUNNEL_PATH as TUNNEL;

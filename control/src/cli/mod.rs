@@ -195,6 +195,12 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             admin,
             password_stdin,
         }) => users::create_user(ctx, username, admin, password_stdin).await,
+        Command::Users(UsersCmd::Suspend { username }) => {
+            users::suspend(ctx, &username, true).await
+        }
+        Command::Users(UsersCmd::Unsuspend { username }) => {
+            users::suspend(ctx, &username, false).await
+        }
         Command::Templates(cmd) => templates::templates(ctx, cmd).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
         Command::List => workspaces::list(ctx).await,

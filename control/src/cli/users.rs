@@ -113,6 +113,30 @@ pub(crate) async fn create_user(
     ctx.print(&u, || println!("created user {}", u.username))
 }
 
+pub(crate) async fn suspend(ctx: &Ctx, username: &str, suspend: bool) -> anyhow::Result<()> {
+    let verb = if suspend { "suspend" } else { "unsuspend" };
+    let u: User = ctx
+        .client()?
+        .post(
+            &format!(
+                "/api/v1/users/{}/{verb}",
+                outpost_api::percent_encode(username)
+            ),
+            &serde_json::json!({}),
+        )
+        .await?;
+    ctx.print(&u, || {
+        if suspend {
+            println!(
+                "suspended {}: their tokens are revoked, their connections ended, their workspaces stopping",
+                u.username
+            )
+        } else {
+            println!("{} may sign in again", u.username)
+        }
+    })
+}
+
 pub(crate) async fn publickey(ctx: &Ctx) -> anyhow::Result<()> {
     let k: GitSshKey = ctx.client()?.get("/api/v1/users/me/gitsshkey").await?;
     ctx.print(&k, || {

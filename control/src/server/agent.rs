@@ -31,6 +31,9 @@ const POLL_HOLD: Duration = Duration::from_secs(25);
 #[derive(Clone, Debug)]
 pub struct PeerIdentity {
     pub id: Option<(String, String)>,
+    /// The client certificate's serial (hex): only the agent's current one, or the one before
+    /// it during renewal's overlap, is accepted.
+    pub serial: Option<String>,
     pub addr: SocketAddr,
 }
 
@@ -48,6 +51,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route(agent_routes::MANIFEST, get(manifest))
         .route(agent_routes::SSH, post(report_ssh))
         .route(agent_routes::GIT_SSH_KEY, get(agent_git_key))
+        .route(agent_routes::GIT_SIGN, post(agent_git_sign))
         .route(agent_routes::USER_TOKEN, post(agent_user_token))
         .route(
             agent_routes::LOGS,
@@ -137,13 +141,10 @@ pub(super) async fn serve_tls(
                     }
                     Err(_) => return,
                 };
-            let id = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::ca::identity_from_cert(c));
-            let identity = PeerIdentity { id, addr };
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let id = leaf.and_then(|c| crate::ca::identity_from_cert(c));
+            let serial = leaf.and_then(|c| crate::ca::serial_from_cert(c));
+            let identity = PeerIdentity { id, serial, addr };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(identity.clone());
                 router.clone().oneshot(req.map(axum::body::Body::new))
@@ -197,6 +198,21 @@ async fn authed_agent(
             reject(state, action, peer, "certificate does not match an agent"),
             None,
         ));
+    }
+    // Bound to the serial last issued (or the one before it, briefly): a copied or superseded
+    // certificate stops working at renewal, not at its expiry.
+    let sent = peer.serial.as_deref().unwrap_or("");
+    let current = agent
+        .cert_serial
+        .as_deref()
+        .is_some_and(|s| crate::ca::same_serial(sent, s));
+    let previous = agent
+        .prev_cert_serial
+        .as_deref()
+        .is_some_and(|s| crate::ca::same_serial(sent, s))
+        && agent.prev_cert_until.is_some_and(|t| now_ms() < t);
+    if !current && !previous {
+        return Err((reject(state, action, peer, "superseded certificate"), None));
     }
     if agent.revoked_at.is_some() {
         return Err((reject(state, action, peer, "agent revoked"), Some(agent)));
@@ -324,6 +340,13 @@ async fn bootstrap(
     }))
 }
 
+/// How long the certificate a renewal replaces keeps working (requests already on their way):
+/// a sixth of a certificate's life, between 2 s and 2 minutes.
+fn renewal_overlap(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.agent_cert_lifetime_secs / 6)
+        .clamp(Duration::from_secs(2), Duration::from_secs(120))
+}
+
 /// A new certificate for the same identity and a new key. Needs a valid (unexpired, unrevoked)
 /// certificate: an expired one fails the TLS handshake and can only be replaced by a new start.
 async fn renew(
@@ -345,7 +368,12 @@ async fn renew(
     };
     if !state
         .store
-        .renew_agent_certificate(&agent.id, &issued.serial, issued.expires_at_ms)
+        .renew_agent_certificate(
+            &agent.id,
+            &issued.serial,
+            issued.expires_at_ms,
+            now_ms() + renewal_overlap(&state).as_millis() as i64,
+        )
         .await?
     {
         return Err(reject(
@@ -561,14 +589,15 @@ async fn agent_user_token(
     }))
 }
 
-/// The workspace owner's git SSH key, for the agent's in-memory ssh-agent.
+/// The workspace owner's git SSH public key, for the agent's ssh-agent to list. The private
+/// key stays here: the agent asks for each signature ([`agent_git_sign`]).
 async fn agent_git_key(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> ApiResult<Json<GitSshKey>> {
     let (_, w) = agent_and_workspace(&state, &peer, "agent.gitsshkey").await?;
     let owner = w.owner_name.clone();
-    let (private_key, public_key) = state
+    let (_, public_key) = state
         .store
         .git_key(&w.owner_id, || {
             outpost_common::sshkey::new_ed25519(&format!("outpost-{owner}"))
@@ -576,7 +605,41 @@ async fn agent_git_key(
         .await?;
     Ok(Json(GitSshKey {
         public_key,
-        private_key: Some(private_key),
+        private_key: None,
+    }))
+}
+
+/// Signs with the owner's git key for a live agent of one of the owner's workspaces (git over
+/// SSH inside the workspace): the workspace gets signatures while it runs, never the key.
+async fn agent_git_sign(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerIdentity>,
+    ApiJson(req): ApiJson<GitSignRequest>,
+) -> ApiResult<Json<GitSignResponse>> {
+    use base64::Engine;
+    let (_, w) = agent_and_workspace(&state, &peer, "agent.gitsign").await?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(req.data.as_bytes())
+        .map_err(|_| ApiError::bad_request("data is not base64"))?;
+    if data.len() > GIT_SIGN_MAX {
+        return Err(ApiError::bad_request(format!(
+            "at most {GIT_SIGN_MAX} bytes are signed"
+        )));
+    }
+    let owner = w.owner_name.clone();
+    let (private_key, _) = state
+        .store
+        .git_key(&w.owner_id, || {
+            outpost_common::sshkey::new_ed25519(&format!("outpost-{owner}"))
+        })
+        .await?;
+    let (signature, _) =
+        tokio::task::spawn_blocking(move || outpost_common::sshkey::sign(&private_key, &data))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+    Ok(Json(GitSignResponse {
+        signature: base64::engine::general_purpose::STANDARD.encode(signature),
     }))
 }
 
@@ -645,11 +708,11 @@ async fn report_ssh(
     let agent = authed_agent(&state, &peer, "agent.ssh")
         .await
         .map_err(|e| e.0)?;
-    if outpost_common::sshkey::parse_public_key(&req.host_key).is_err() {
-        return Err(ApiError::bad_request(
-            "host_key is not an OpenSSH public key",
-        ));
-    }
+    // Only `TYPE BASE64` is kept: users' known_hosts files get this text, so no comment, no
+    // second line, no control character an agent sends ever reaches them.
+    let host_key = outpost_common::sshkey::parse_public_key(&req.host_key)
+        .map_err(|_| ApiError::bad_request("host_key is not an OpenSSH public key"))?
+        .canonical;
     if let Some(l) = &req.listen {
         if l.parse::<std::net::SocketAddr>().is_err() {
             return Err(ApiError::bad_request("listen is not a socket address"));
@@ -657,7 +720,7 @@ async fn report_ssh(
     }
     state
         .store
-        .set_agent_ssh(&agent.id, req.host_key.trim(), req.listen.as_deref())
+        .set_agent_ssh(&agent.id, &host_key, req.listen.as_deref())
         .await?;
     state.bump_progress();
     Ok(Json(serde_json::json!({})))

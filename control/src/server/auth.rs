@@ -87,9 +87,84 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// The user behind the request's API token.
 pub struct AuthUser {
     pub user: UserRow,
-    /// A workspace credential (minted for the CLI inside a workspace): the user's own
-    /// operations only, never admin rights or new tokens.
-    pub scoped: bool,
+    /// A workspace credential (minted for the CLI inside a workspace): the id of the one
+    /// workspace it may act on. Such a caller reaches only [`SCOPED_ROUTES`], for that
+    /// workspace alone, and never with admin rights.
+    pub workspace_scope: Option<String>,
+}
+
+impl AuthUser {
+    pub fn scoped(&self) -> bool {
+        self.workspace_scope.is_some()
+    }
+
+    /// Whether this caller may act on workspace `id` at all (a scoped credential: only its own).
+    pub fn may_touch(&self, workspace_id: &str) -> bool {
+        self.workspace_scope
+            .as_deref()
+            .is_none_or(|w| w == workspace_id)
+    }
+}
+
+/// What a workspace credential may call (method, route): its own workspace's view, logs and
+/// builds, its own stop/restart (checked in the handler), who it acts for. Nothing about keys,
+/// tokens, users, templates, audit, relays or other workspaces.
+pub const SCOPED_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/users/me"),
+    ("GET", "/api/v1/workspaces"),
+    ("GET", "/api/v1/workspaces/{name}"),
+    ("POST", "/api/v1/workspaces/{name}/builds"),
+    ("GET", "/api/v1/workspaces/{name}/agent-logs"),
+    ("GET", "/api/v1/builds/{id}"),
+    ("GET", "/api/v1/builds/{id}/logs"),
+];
+
+/// A workspace credential's request: refused unless the route is in [`SCOPED_ROUTES`] and any
+/// `{name}` in it is the credential's own workspace.
+async fn check_scope(parts: &mut Parts, state: &AppState, auth: &AuthUser) -> Result<(), ApiError> {
+    let Some(scope) = auth.workspace_scope.as_deref() else {
+        return Ok(());
+    };
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let refused = || {
+        state.audit.record(
+            "token.scope",
+            "rejected",
+            &auth.user.username,
+            Some(scope),
+            None,
+            None,
+            format!("{method} {path}"),
+        );
+        ApiError::forbidden(
+            "a workspace credential only reaches its own workspace (show, logs, stop, restart); run `outpost login` for a full session",
+        )
+    };
+    if !SCOPED_ROUTES
+        .iter()
+        .any(|(m, r)| *m == method && *r == route)
+    {
+        return Err(refused());
+    }
+    if route.contains("{name}") {
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|_| refused())?;
+        let name = params.get("name").map(String::as_str).unwrap_or("");
+        let w = state.store.workspace_by_name(&auth.user.id, name).await?;
+        if !w.is_some_and(|w| w.id == scope) {
+            return Err(refused());
+        }
+    }
+    Ok(())
 }
 
 /// The browser's session cookie: an API token (`outpost_session`), HttpOnly, SameSite=Lax.
@@ -107,6 +182,18 @@ pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The session cookie's token in `headers`, if one is sent.
+pub fn cookie_session(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == SESSION_COOKIE && !v.is_empty())
         .map(|(_, v)| v)
 }
 
@@ -151,6 +238,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 ));
             }
         }
+        check_scope(parts, state, &user).await?;
         Ok(user)
     }
 }
@@ -196,12 +284,28 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
         if row.last_used_at.is_none_or(|t| now - t > 60_000) {
             state.store.touch_token(id, now).await?;
         }
-        let scoped = row.scope.is_some();
+        if user.suspended_at.is_some() {
+            return Err(ApiError::unauthorized(
+                "your account is suspended; ask an admin to reinstate it",
+            ));
+        }
+        let workspace_scope = match row.scope.as_deref() {
+            None => None,
+            Some(s) => Some(
+                s.strip_prefix("workspace:")
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(invalid)?
+                    .to_string(),
+            ),
+        };
         let mut user = user;
-        if scoped {
+        if workspace_scope.is_some() {
             user.admin = false;
         }
-        Ok(AuthUser { user, scoped })
+        Ok(AuthUser {
+            user,
+            workspace_scope,
+        })
     }
 }
 

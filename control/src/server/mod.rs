@@ -9,6 +9,7 @@ mod keys;
 mod liveness;
 mod provisioner;
 mod proxy;
+mod ratelimit;
 mod relay;
 mod templates;
 mod tokens;
@@ -124,6 +125,11 @@ pub struct Inner {
     pub shutdown: watch::Receiver<bool>,
     /// When this process started (ms): agents that connected before it must reopen their tunnel.
     pub started_at: i64,
+    /// Sign-in lockouts and the password-hashing cap.
+    pub login_guard: ratelimit::LoginGuard,
+    /// Per user, a flag that ends their live connections (relays, terminals, app WebSockets)
+    /// when set: a suspension.
+    user_cuts: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -141,6 +147,26 @@ impl Inner {
     pub fn agent_waker(&self, agent_id: &str) -> Arc<Notify> {
         let mut map = self.agent_wakers.locked();
         map.entry(agent_id.to_string()).or_default().clone()
+    }
+
+    /// Resolves when `user_id`'s connections must end (see [`Inner::cut_user`]).
+    pub fn user_cut(&self, user_id: &str) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self
+            .user_cuts
+            .locked()
+            .entry(user_id.to_string())
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+
+    /// Ends every live connection of `user_id` now.
+    pub fn cut_user(&self, user_id: &str) {
+        if let Some(tx) = self.user_cuts.locked().remove(user_id) {
+            let _ = tx.send(true);
+        }
     }
 
     pub fn wake_agent(&self, agent_id: &str) {
@@ -351,6 +377,8 @@ pub async fn run(
         agent_wakers: Mutex::new(HashMap::new()),
         shutdown: shutdown_rx.clone(),
         started_at: crate::store::now_ms(),
+        login_guard: ratelimit::LoginGuard::new().map_err(|e| anyhow::anyhow!(e.message))?,
+        user_cuts: Mutex::new(HashMap::new()),
     }));
 
     templates::ensure_builtin_templates(&state).await?;
@@ -374,9 +402,12 @@ pub async fn run(
         let listener = axum::serve::ListenerExt::tap_io(listeners.api, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, api)
-            .with_graceful_shutdown(async move { until_shutdown(&mut api_shutdown).await })
-            .await
+        axum::serve(
+            listener,
+            api.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { until_shutdown(&mut api_shutdown).await })
+        .await
     });
     let agent_task = tokio::spawn(agent::serve_tls(
         listeners.agent,
@@ -464,6 +495,8 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/users", post(users::create_user))
         .route("/api/v1/users/me", get(users::me))
+        .route("/api/v1/users/{username}/suspend", post(users::suspend))
+        .route("/api/v1/users/{username}/unsuspend", post(users::unsuspend))
         .route(
             "/api/v1/users/me/keys",
             get(keys::list_ssh_keys).post(keys::add_ssh_key),

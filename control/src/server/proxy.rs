@@ -65,6 +65,14 @@ async fn proxy_inner(
             .unwrap_or_default();
         return Ok(Redirect::permanent(&format!("{prefix}/{q}")).into_response());
     };
+    // A WebSocket to an app: only from a page of the same origin (whole origin compared).
+    if parts.headers.contains_key(header::UPGRADE)
+        && !super::web::websocket_origin_ok(&state, &parts.headers)
+    {
+        return Err(ApiError::forbidden(
+            "this WebSocket may only be opened from the app's own pages",
+        ));
+    }
     let caller = auth::authenticate(&parts, &state).await.ok().flatten();
     let Some(owner_row) = state.store.user_by_username(&owner).await? else {
         return Ok(not_found());
@@ -74,7 +82,8 @@ async fn proxy_inner(
     };
     let is_owner = caller
         .as_ref()
-        .is_some_and(|(u, _)| u.user.id == owner_row.id && !u.scoped);
+        .is_some_and(|(u, _)| u.user.id == owner_row.id && !u.scoped());
+    let caller_id = caller.as_ref().map(|(u, _)| u.user.id.clone());
     let port = match kind {
         "ports" => {
             let Ok(port) = key.parse::<u16>() else {
@@ -178,13 +187,26 @@ async fn proxy_inner(
         };
         let app_upgrade = hyper::upgrade::on(&mut resp);
         let (rparts, _) = resp.into_parts();
+        // A suspension of the visitor (or of the workspace's owner) ends it at once.
+        let visitor_cut = caller_id.map(|id| state.user_cut(&id));
+        let owner_cut = state.user_cut(&w.owner_id);
         tokio::spawn(async move {
             let (Ok(client), Ok(app)) = (client_upgrade.await, app_upgrade.await) else {
                 return;
             };
             let mut client = TokioIo::new(client);
             let mut app = TokioIo::new(app);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
+            let visitor_cut = async move {
+                match visitor_cut {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut app) => {}
+                _ = visitor_cut => {}
+                _ = owner_cut => {}
+            }
         });
         let mut r = Response::from_parts(rparts, Body::empty());
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -6,6 +6,7 @@ use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -176,6 +177,8 @@ async fn relay(
             ApiError::bad_request("send Connection: upgrade and Upgrade: outpost-relay")
         })?;
     let (tx, down) = open(&state, &w, &path).await?;
+    // A suspension of the caller ends the relay at once.
+    let cut = state.user_cut(&auth.user.id);
     tokio::spawn(async move {
         let client = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -183,11 +186,17 @@ async fn relay(
         };
         let (crd, cwr) = tokio::io::split(client);
         let up = tokio::spawn(outpost_common::pump::reader_to_frames(crd, tx));
-        outpost_common::pump::body_to_writer(down, cwr).await;
+        tokio::select! {
+            _ = outpost_common::pump::body_to_writer(down, cwr) => {}
+            _ = cut => {}
+        }
         up.abort();
     });
     Ok(switching(relay::UPGRADE_RELAY))
 }
+
+/// The most of an agent's refusal text control reads.
+const RELAY_ERROR_BODY_MAX: usize = 4096;
 
 /// Opens a stream of kind `path` (`/ssh`, `/tcp/PORT`, `/pty?..`) to the workspace's agent:
 /// the sender of the bytes going up, and the body of the bytes coming down.
@@ -235,16 +244,32 @@ pub(super) async fn open(
         )
     })?;
     if resp.status() != StatusCode::OK {
-        let msg = resp
-            .into_body()
-            .collect()
+        // The agent's reason, read with a cap on size and time: the agent is not trusted to
+        // keep it short.
+        let refused = resp.status() == StatusCode::FORBIDDEN;
+        let body = http_body_util::Limited::new(resp.into_body(), RELAY_ERROR_BODY_MAX);
+        let msg = tokio::time::timeout(Duration::from_secs(5), body.collect())
             .await
+            .ok()
+            .and_then(Result::ok)
             .map(|b| b.to_bytes())
             .unwrap_or_default();
+        let msg: String = String::from_utf8_lossy(&msg)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
         return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
+            if refused {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_GATEWAY
+            },
             "upstream_refused",
-            String::from_utf8_lossy(&msg).into_owned(),
+            if msg.is_empty() {
+                "the agent refused the stream".to_string()
+            } else {
+                msg
+            },
         ));
     }
     Ok((tx, resp.into_body()))

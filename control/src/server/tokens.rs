@@ -47,7 +47,7 @@ pub(super) async fn create_token(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTokenResponse>)> {
-    if auth.scoped {
+    if auth.scoped() {
         return Err(ApiError::forbidden(
             "a workspace credential cannot create tokens; run `outpost login` for a full session",
         ));

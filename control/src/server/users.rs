@@ -1,11 +1,13 @@
 //! First-run setup, sign-in and users (`/api/v1/setup`, `/api/v1/login`, `/api/v1/users`).
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
 
-use super::auth::{ct_eq, hash_password, random_secret, sha256_hex, verify_password, AuthUser};
+use super::auth::{ct_eq, hash_password, random_secret, sha256_hex, AuthUser};
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
 use crate::store::UserRow;
@@ -26,8 +28,15 @@ pub(super) async fn announce_setup(state: &AppState, access_url: &str) -> anyhow
         .set_setting(SETUP_TOKEN_KEY, &sha256_hex(&token))
         .await?;
     crate::ca::write_private(&path, token.as_bytes())?;
+    // The token itself only ever goes to a terminal: logs (a service's journal, `docker logs`)
+    // are shipped and kept, so there the command reads the 0600 file instead.
+    let arg = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        token
+    } else {
+        format!("\"$(cat {})\"", path.display())
+    };
     eprintln!(
-        "\nOutpost has no users yet. Create the first admin with:\n\n    outpost login {access_url} --first-user --setup-token {token}\n\n(the token is also in {}; it works once)\n",
+        "\nOutpost has no users yet. Create the first admin with:\n\n    outpost login {access_url} --first-user --setup-token {arg}\n\n(the token is in {}, readable by the server's user only; it works once)\n",
         path.display()
     );
     Ok(())
@@ -39,6 +48,7 @@ pub(super) fn user_view(u: &UserRow) -> User {
         username: u.username.clone(),
         admin: u.admin,
         created_at: u.created_at,
+        suspended: u.suspended_at.is_some(),
     }
 }
 
@@ -110,30 +120,175 @@ async fn signed_in(state: &AppState, user: &UserRow) -> ApiResult<LoginResponse>
 
 pub(super) async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let bad = || {
+    let user = check_password(&state, peer, &req.username, &req.password, "").await?;
+    Ok(Json(signed_in(&state, &user).await?))
+}
+
+/// A password sign-in (API or web, `how` says which in the audit log): lockouts by source and
+/// username first, then the password checked on the hashing pool (an unknown name costs the
+/// same), then the account's suspension.
+pub(super) async fn check_password(
+    state: &AppState,
+    peer: SocketAddr,
+    username: &str,
+    password: &str,
+    how: &str,
+) -> ApiResult<UserRow> {
+    let wrong = || ApiError::unauthorized("wrong username or password");
+    let Some(name) = super::ratelimit::plausible_username(username) else {
         state.audit.record(
             "user.login",
             "rejected",
-            &req.username,
+            "(invalid username)",
             None,
             None,
-            None,
-            "wrong username or password",
+            Some(peer.ip().to_string()),
+            format!("an over-long or unprintable username {how}")
+                .trim_end()
+                .to_string(),
         );
-        ApiError::unauthorized("wrong username or password")
+        return Err(wrong());
     };
-    let Some(user) = state.store.user_by_username(&req.username).await? else {
-        return Err(bad());
-    };
-    if !verify_password(&req.password, &user.password_hash) {
-        return Err(bad());
+    if let Err(e) = state.login_guard.check(peer.ip(), name) {
+        state.audit.record(
+            "user.login",
+            "rate_limited",
+            name,
+            None,
+            None,
+            Some(peer.ip().to_string()),
+            how,
+        );
+        return Err(e);
     }
-    state
-        .audit
-        .record("user.login", "ok", &user.username, None, None, None, "");
-    Ok(Json(signed_in(&state, &user).await?))
+    let user = state.store.user_by_username(name).await?;
+    let ok = state
+        .login_guard
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
+    let Some(user) = user.filter(|_| ok) else {
+        state.login_guard.failed(peer.ip(), name);
+        state.audit.record(
+            "user.login",
+            "rejected",
+            name,
+            None,
+            None,
+            Some(peer.ip().to_string()),
+            format!("wrong username or password {how}")
+                .trim_end()
+                .to_string(),
+        );
+        return Err(wrong());
+    };
+    state.login_guard.succeeded(name);
+    if user.suspended_at.is_some() {
+        state.audit.record(
+            "user.login",
+            "rejected",
+            name,
+            None,
+            None,
+            Some(peer.ip().to_string()),
+            format!("suspended {how}").trim_end().to_string(),
+        );
+        return Err(ApiError::forbidden(
+            "your account is suspended; ask an admin to reinstate it",
+        ));
+    }
+    state.audit.record(
+        "user.login",
+        "ok",
+        &user.username,
+        None,
+        None,
+        Some(peer.ip().to_string()),
+        how,
+    );
+    Ok(user)
+}
+
+/// `POST /api/v1/users/{username}/suspend` (admins): every token of the user is revoked, their
+/// relays, terminals and app WebSockets end at once, their workspaces stop.
+pub(super) async fn suspend(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(username): Path<String>,
+) -> ApiResult<Json<User>> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden("only admins can suspend users"));
+    }
+    let user = state
+        .store
+        .user_by_username(&username)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {username:?}; see the audit log")))?;
+    if user.id == auth.user.id {
+        return Err(ApiError::bad_request(
+            "you cannot suspend yourself; have another admin do it",
+        ));
+    }
+    let now = crate::store::now_ms();
+    state.store.set_suspended(&user.id, Some(now)).await?;
+    state.cut_user(&user.id);
+    let mut stopped = 0;
+    for w in state.store.list_workspaces(Some(&user.id)).await? {
+        let reason = format!(
+            "owner {} suspended by {}",
+            user.username, auth.user.username
+        );
+        if super::workspaces::stop_now(&state, &w, &auth.user, &reason).await? {
+            stopped += 1;
+        }
+    }
+    state.audit.record(
+        "user.suspend",
+        "ok",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        format!(
+            "{}: tokens revoked, {stopped} workspace(s) stopping",
+            user.username
+        ),
+    );
+    let mut view = user_view(&user);
+    view.suspended = true;
+    Ok(Json(view))
+}
+
+/// `POST /api/v1/users/{username}/unsuspend` (admins): the user may sign in again (their old
+/// tokens stay revoked; their workspaces stay stopped until they start them).
+pub(super) async fn unsuspend(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(username): Path<String>,
+) -> ApiResult<Json<User>> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden("only admins can reinstate users"));
+    }
+    let user = state
+        .store
+        .user_by_username(&username)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {username:?}")))?;
+    state.store.set_suspended(&user.id, None).await?;
+    state.audit.record(
+        "user.unsuspend",
+        "ok",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        user.username.clone(),
+    );
+    let mut view = user_view(&user);
+    view.suspended = false;
+    Ok(Json(view))
 }
 
 pub(super) async fn create_user(

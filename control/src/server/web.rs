@@ -122,18 +122,69 @@ async fn browser_user(
 /// Percent-encodes everything but unreserved characters.
 pub use outpost_api::percent_encode as pct;
 
-fn secure_flag(state: &AppState) -> &'static str {
-    if state.access_url.starts_with("https://") {
+/// `; Secure` when the browser reached us over TLS: the access URL is https, or the
+/// TLS-terminating proxy in front says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`).
+fn secure_flag(state: &AppState, headers: &HeaderMap) -> &'static str {
+    let header_says_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        })
+        || headers
+            .get("forwarded")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split([';', ','])
+                    .any(|kv| kv.trim().eq_ignore_ascii_case("proto=https"))
+            });
+    if state.access_url.starts_with("https://") || header_says_https {
         "; Secure"
     } else {
         ""
     }
 }
 
-/// Only same-site relative paths are followed after sign-in.
+/// `%XX` decoded once (invalid escapes kept as they are), for checks only.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Only same-origin paths are followed after sign-in: `/` then printable ASCII, never a second
+/// `/` or a `\` up front (a scheme-relative URL), nothing a browser strips or rewrites before
+/// parsing (tabs, newlines, other control characters, backslashes, spaces, non-ASCII), and the
+/// same again once percent-decoded. Anything else goes to `/`.
 fn safe_next(next: Option<&str>) -> String {
+    fn plain(n: &str) -> bool {
+        n.len() <= 2048
+            && n.starts_with('/')
+            && !n[1..].starts_with(['/', '\\'])
+            && n.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\')
+    }
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n) if plain(n) && plain(&percent_decode(n)) => n.to_string(),
         _ => "/".to_string(),
     }
 }
@@ -147,6 +198,7 @@ pub(super) struct NextQuery {
 /// `GET /login`: the sign-in form (with a double-submit CSRF cookie).
 pub(super) async fn login_page(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Response {
     let csrf = auth::random_secret();
@@ -162,7 +214,7 @@ pub(super) async fn login_page(
     let mut r = page("Sign in", "login", &[], "", "", &body);
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
-        secure_flag(&state)
+        secure_flag(&state, &headers)
     )) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -181,6 +233,7 @@ pub(super) struct LoginForm {
 /// `POST /login`: password -> session cookie.
 pub(super) async fn login_submit(
     State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -194,35 +247,24 @@ pub(super) async fn login_submit(
     if cookie_csrf.is_empty() || !auth::ct_eq(cookie_csrf, &f.csrf) {
         return back("Your sign-in form expired; try again.");
     }
-    let user = match state.store.user_by_username(&f.username).await {
-        Ok(Some(u)) if auth::verify_password(&f.password, &u.password_hash) => u,
-        Ok(_) => {
-            state.audit.record(
-                "user.login",
-                "rejected",
-                &f.username,
-                None,
-                None,
-                None,
-                "wrong username or password (web)",
-            );
-            return back("Wrong username or password.");
-        }
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    let user =
+        match super::users::check_password(&state, peer, &f.username, &f.password, "(web)").await {
+            Ok(u) => u,
+            Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => {
+                return back("Wrong username or password.")
+            }
+            Err(e) => return back(&e.message),
+        };
     let token =
         match super::tokens::issue_token(&state, &user, "browser session", SESSION_SECS).await {
             Ok((t, _)) => t,
             Err(e) => return e.into_response(),
         };
-    state
-        .audit
-        .record("user.login", "ok", &user.username, None, None, None, "web");
     let mut r = Redirect::to(&next).into_response();
     for c in [
         format!(
             "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
-            secure_flag(&state)
+            secure_flag(&state, &parts.headers)
         ),
         format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0"),
     ] {
@@ -396,6 +438,8 @@ pub(super) struct PtyQuery {
     rows: u16,
     #[serde(default)]
     command: Option<String>,
+    #[serde(default)]
+    csrf: Option<String>,
 }
 
 fn cols() -> u16 {
@@ -418,15 +462,20 @@ pub(super) async fn pty(
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     // Cross-site WebSocket hijacking: a browser always says where the page came from.
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
-        if origin_host != host && !state.access_url.starts_with(origin) {
+    if !websocket_origin_ok(&state, &headers) {
+        return Err(ApiError::forbidden(
+            "this terminal can only be opened from Outpost's own pages",
+        ));
+    }
+    // A command session runs what the URL says: only Outpost's own page may ask, with its
+    // CSRF token (a link alone never runs anything; the page asks first).
+    if q.command.is_some() && auth::cookie_session(&headers).is_some() {
+        let ok = q.csrf.as_deref().is_some_and(|c| {
+            auth::cookie_session(&headers).is_some_and(|s| auth::ct_eq(c, &auth::csrf_token(s)))
+        });
+        if !ok {
             return Err(ApiError::forbidden(
-                "this terminal can only be opened from Outpost's own pages",
+                "a terminal command needs the page's CSRF token: open it from the workspace page and confirm it",
             ));
         }
     }
@@ -446,9 +495,46 @@ pub(super) async fn pty(
         path.push_str(&format!("&command={}", pct(c)));
     }
     let (tx, down) = super::relay::open(&state, &w, &path).await?;
+    let cut = state.user_cut(&auth.user.id);
     Ok(ws
         .max_message_size(1 << 20)
-        .on_upgrade(move |socket| bridge(socket, tx, down)))
+        .on_upgrade(move |socket| async move {
+            tokio::select! {
+                _ = bridge(socket, tx, down) => {}
+                _ = cut => {}
+            }
+        }))
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, without its path.
+fn origin_of(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).map(|i| scheme.len() + 3 + i);
+            &url[..end.unwrap_or(url.len())]
+        }
+        None => url,
+    }
+}
+
+/// A WebSocket upgrade's `Origin` is one of ours, compared whole (never as a prefix): the
+/// access URL's origin or the origin of the `Host` the browser sent. A browser always sends an
+/// Origin; a request riding the session cookie without one is refused. API clients (a bearer
+/// token, no cookie) may omit it.
+pub(super) fn websocket_origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return auth::cookie_session(headers).is_none();
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin == origin_of(&state.access_url)
+        || (!host.is_empty()
+            && (origin == format!("http://{host}") || origin == format!("https://{host}")))
 }
 
 /// WebSocket messages <-> the relay stream's frames, with no byte pipe in between.
@@ -487,5 +573,42 @@ async fn bridge(socket: WebSocket, tx: super::relay::FrameSender, mut down: hype
     tokio::select! {
         _ = up => {}
         _ = down => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn sign_in_only_returns_to_our_own_paths() {
+        for ok in [
+            "/",
+            "/@admin/dev",
+            "/@admin/dev/terminal?session=a%20b",
+            "/new?x=1#y",
+        ] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%09/evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            " /x",
+            "/ é",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }

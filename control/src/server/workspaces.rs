@@ -283,6 +283,7 @@ async fn own_workspace(state: &AppState, auth: &AuthUser, name: &str) -> ApiResu
         .store
         .workspace_by_name(&auth.user.id, name)
         .await?
+        .filter(|w| auth.may_touch(&w.id))
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "you have no workspace named {name:?}; see `outpost list`"
@@ -380,7 +381,7 @@ pub(super) async fn list(
 ) -> ApiResult<Json<Vec<Workspace>>> {
     let rows = state.store.list_workspaces(Some(&auth.user.id)).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for w in &rows {
+    for w in rows.iter().filter(|w| auth.may_touch(&w.id)) {
         out.push(workspace_view(&state, w).await?);
     }
     Ok(Json(out))
@@ -404,6 +405,11 @@ pub(super) async fn build(
     use WorkspaceAction as A;
     use WorkspaceStatus as W;
     let w = own_workspace(&state, &auth, &name).await?;
+    if auth.scoped() && !matches!(req.action, A::Stop | A::Restart) {
+        return Err(ApiError::forbidden(
+            "a workspace credential may only stop or restart its own workspace; run `outpost login` for a full session",
+        ));
+    }
     let view = workspace_view(&state, &w).await?;
     let status = view.status;
     let latest = &view.latest_build;
@@ -458,20 +464,54 @@ pub(super) async fn build(
     } else {
         None
     };
+    let b = queue(
+        &state,
+        &w,
+        Queued {
+            after: latest.number,
+            transition,
+            version_id: &version_id,
+            then_start,
+            actor: &auth.user,
+            provisioner: &manifest.provisioner,
+            params: params_json.as_deref(),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(build_view(&b)?)))
+}
+
+/// A build to queue after build number `after`.
+pub(super) struct Queued<'a> {
+    pub after: i64,
+    pub transition: &'a str,
+    pub version_id: &'a str,
+    pub then_start: bool,
+    pub actor: &'a crate::store::UserRow,
+    pub provisioner: &'a str,
+    pub params: Option<&'a str>,
+}
+
+/// Queues a build; for a stop or delete, tells the agent to shut down and revokes it at once.
+pub(super) async fn queue(
+    state: &AppState,
+    w: &WorkspaceRow,
+    q: Queued<'_>,
+) -> ApiResult<BuildRow> {
     let build_id = state
         .store
         .queue_build(
             &w.id,
-            latest.number,
-            transition,
-            &version_id,
-            then_start,
-            Some(&auth.user.id),
-            &manifest.provisioner,
-            params_json.as_deref(),
+            q.after,
+            q.transition,
+            q.version_id,
+            q.then_start,
+            Some(&q.actor.id),
+            q.provisioner,
+            q.params,
         )
         .await?;
-    if transition != "start" {
+    if q.transition != "start" {
         // Tell the agent to shut down, then revoke it at once: it may still collect that stop
         // order, nothing else. The provisioner cleans up whatever remains.
         for agent_id in state.store.live_agents(&w.id).await? {
@@ -480,18 +520,64 @@ pub(super) async fn build(
         state
             .revoke_workspace_agents(
                 &w.id,
-                &format!("{transition} requested by {}", auth.user.username),
+                &format!("{} requested by {}", q.transition, q.actor.username),
             )
             .await?;
     }
     state.jobs_changed.notify_waiters();
     state.bump_progress();
-    let b = state
+    state
         .store
         .build(&build_id)
         .await?
-        .ok_or_else(|| ApiError::internal("build vanished"))?;
-    Ok((StatusCode::CREATED, Json(build_view(&b)?)))
+        .ok_or_else(|| ApiError::internal("build vanished"))
+}
+
+/// Stops a workspace that is up (a suspended owner's, say); its agents are revoked whatever
+/// its state, so nothing of it keeps talking to control. True when a stop was queued.
+pub(super) async fn stop_now(
+    state: &AppState,
+    w: &WorkspaceRow,
+    actor: &crate::store::UserRow,
+    reason: &str,
+) -> ApiResult<bool> {
+    let view = workspace_view(state, w).await?;
+    let latest = &view.latest_build;
+    let up = matches!(
+        view.status,
+        WorkspaceStatus::Running | WorkspaceStatus::Starting
+    );
+    if !up || !latest.status.is_final() {
+        state.revoke_workspace_agents(&w.id, reason).await?;
+        return Ok(false);
+    }
+    let provisioner = match state
+        .store
+        .template_version(&latest.template_version_id)
+        .await?
+    {
+        Some(v) => {
+            serde_json::from_str::<TemplateManifest>(&v.manifest)
+                .map_err(ApiError::internal)?
+                .provisioner
+        }
+        None => return Err(ApiError::internal("template version vanished")),
+    };
+    queue(
+        state,
+        w,
+        Queued {
+            after: latest.number,
+            transition: "stop",
+            version_id: &latest.template_version_id,
+            then_start: false,
+            actor,
+            provisioner: &provisioner,
+            params: None,
+        },
+    )
+    .await?;
+    Ok(true)
 }
 
 pub(super) async fn cancel(
@@ -535,7 +621,7 @@ async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> ApiResult<Bui
         .workspace_by_id(&b.workspace_id)
         .await?
         .ok_or_else(nf)?;
-    if w.owner_id != auth.user.id && !auth.user.admin {
+    if (w.owner_id != auth.user.id && !auth.user.admin) || !auth.may_touch(&w.id) {
         return Err(nf());
     }
     Ok(b)

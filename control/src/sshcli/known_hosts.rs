@@ -9,9 +9,25 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// Replaces every line of `text` for `host` by `host key`; None when that is already so.
+/// `host key` as one known_hosts line, or None when either is not what it claims to be: the
+/// host a DNS name (what `config-ssh` makes), the key `TYPE BASE64` (its comment dropped). Text
+/// from the server never adds a line, a marker (`@cert-authority`) or a control character.
+fn entry(host: &str, key: &str) -> Option<String> {
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let key = outpost_common::sshkey::parse_public_key(key)
+        .ok()?
+        .canonical;
+    host_ok.then(|| format!("{host} {key}"))
+}
+
+/// Replaces every line of `text` for `host` by `host key`; None when that is already so (or
+/// when the entry is not a valid one).
 fn with_host(text: &str, host: &str, key: &str) -> Option<String> {
-    let wanted = format!("{host} {}", key.trim());
+    let wanted = entry(host, key)?;
     let mut out = String::with_capacity(text.len() + wanted.len() + 1);
     let mut present = false;
     let mut changed = false;
@@ -70,8 +86,9 @@ pub(crate) fn set(path: &Path, host: &str, key: &str) -> anyhow::Result<()> {
 /// Replaces the whole file (config-ssh: every workspace the user has).
 pub(crate) fn replace_all(path: &Path, entries: &[(String, String)]) -> anyhow::Result<()> {
     let mut text = String::new();
-    for (host, key) in entries {
-        text.push_str(&format!("{host} {}\n", key.trim()));
+    for line in entries.iter().filter_map(|(host, key)| entry(host, key)) {
+        text.push_str(&line);
+        text.push('\n');
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -91,12 +108,19 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> String {
+        // A real key's public line, its comment dropped (what control stores).
+        let (_, public) = outpost_common::sshkey::new_ed25519(&format!("k{n}")).expect("key");
+        outpost_common::sshkey::parse_public_key(&public)
+            .expect("parses")
+            .canonical
+    }
+
     #[test]
     fn adds_replaces_and_keeps_others() {
-        let k1 = "ssh-ed25519 AAAA1";
-        let k2 = "ssh-ed25519 AAAA2";
+        let (k1, k2) = (&key(1), &key(2));
         let t = with_host("", "dev.outpost", k1).unwrap_or_default();
-        assert_eq!(t, "dev.outpost ssh-ed25519 AAAA1\n");
+        assert_eq!(t, format!("dev.outpost {k1}\n"));
         assert_eq!(with_host(&t, "dev.outpost", k1), None, "already right");
         let t2 = with_host(&t, "dev2.outpost", k2).unwrap_or_default();
         assert_eq!(t2, format!("{t}dev2.outpost {k2}\n"));
@@ -112,19 +136,43 @@ mod tests {
     }
 
     #[test]
+    fn server_text_never_adds_lines_or_markers() {
+        let k = key(1);
+        // A comment carrying a second line, a CA marker, control characters: only TYPE BASE64.
+        let hostile = format!("{k} x\n@cert-authority * {k}\r\u{1b}[2J");
+        assert_eq!(
+            with_host("", "dev.outpost", &hostile).unwrap_or_default(),
+            format!("dev.outpost {k}\n")
+        );
+        assert_eq!(with_host("", "dev.outpost", "@cert-authority * x"), None);
+        assert_eq!(with_host("", "dev.outpost\n* ", &k), None);
+        assert_eq!(with_host("", "*", &k), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("known_hosts");
+        replace_all(
+            &path,
+            &[
+                ("a.outpost".into(), hostile.clone()),
+                ("b.outpost\n@revoked *".into(), k.clone()),
+            ],
+        )
+        .expect("writes");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("a.outpost {k}\n")
+        );
+    }
+
+    #[test]
     fn concurrent_setters_lose_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("known_hosts");
+        let keys: Vec<String> = (0..16u8).map(key).collect();
         let threads: Vec<_> = (0..16)
             .map(|i| {
                 let path = path.clone();
-                std::thread::spawn(move || {
-                    set(
-                        &path,
-                        &format!("w{i}.outpost"),
-                        &format!("ssh-ed25519 K{i}"),
-                    )
-                })
+                let k = keys[i].clone();
+                std::thread::spawn(move || set(&path, &format!("w{i}.outpost"), &k))
             })
             .collect();
         for t in threads {
@@ -133,7 +181,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         for i in 0..16 {
             assert!(
-                text.contains(&format!("w{i}.outpost ssh-ed25519 K{i}\n")),
+                text.contains(&format!("w{i}.outpost {}\n", keys[i])),
                 "{text}"
             );
         }

@@ -18,6 +18,10 @@ pub struct AgentRow {
     pub revoked_at: Option<i64>,
     pub ssh_host_key: Option<String>,
     pub ssh_addr: Option<String>,
+    /// The certificate before the current one, accepted until `prev_cert_until` (renewal's
+    /// overlap); any older one is refused.
+    pub prev_cert_serial: Option<String>,
+    pub prev_cert_until: Option<i64>,
 }
 
 impl Store {
@@ -132,16 +136,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records a renewed certificate (same identity) unless the agent was revoked meanwhile.
+    /// Records a renewed certificate (same identity) unless the agent was revoked meanwhile; the
+    /// one it replaces stays valid until `overlap_until`.
     pub async fn renew_agent_certificate(
         &self,
         agent_id: &str,
         serial: &str,
         expires_at: i64,
+        overlap_until: i64,
     ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE agents SET cert_serial = $1, cert_expires_at = $2 WHERE id = $3 AND revoked_at IS NULL",
+            "UPDATE agents SET prev_cert_serial = cert_serial, prev_cert_until = $1, cert_serial = $2, cert_expires_at = $3 WHERE id = $4 AND revoked_at IS NULL",
         )
+        .bind(overlap_until)
         .bind(serial)
         .bind(expires_at)
         .bind(agent_id)

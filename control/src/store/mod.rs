@@ -61,6 +61,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (5, include_str!("m5_sqlite.sql")),
     (6, include_str!("m6_sqlite.sql")),
     (7, include_str!("m7_sqlite.sql")),
+    (8, include_str!("m8_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -70,6 +71,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (5, include_str!("m5_postgres.sql")),
     (6, include_str!("m6_postgres.sql")),
     (7, include_str!("m7_postgres.sql")),
+    (8, include_str!("m8_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

@@ -9,6 +9,8 @@ pub struct UserRow {
     pub password_hash: String,
     pub admin: bool,
     pub created_at: i64,
+    /// Set by an admin: no sign-in, no token works, no workspace runs.
+    pub suspended_at: Option<i64>,
 }
 
 impl UserRow {
@@ -19,6 +21,7 @@ impl UserRow {
             password_hash: r.try_get("password_hash")?,
             admin: flag(r, "is_admin")?,
             created_at: r.try_get("created_at")?,
+            suspended_at: r.try_get("suspended_at")?,
         })
     }
 }
@@ -82,7 +85,30 @@ impl Store {
             password_hash: password_hash.to_string(),
             admin,
             created_at: now,
+            suspended_at: None,
         })
+    }
+
+    /// Suspends (`Some(now)`) or reinstates (`None`) a user; a suspension also revokes every
+    /// token the user has. False when there is no such user.
+    pub async fn set_suspended(&self, user_id: &str, at: Option<i64>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query("UPDATE users SET suspended_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(t) = at {
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(t)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(res.rows_affected() == 1)
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {

@@ -142,13 +142,31 @@ pub struct WorkspaceCredential {
     pub expires_at: i64,
 }
 
-/// A user's git SSH key: control holds it; workspaces sign with it through the agent.
+/// A user's git SSH key: control holds it; workspaces sign with it through the agent, which
+/// asks control for each signature ([`GitSignRequest`]): the private key never leaves control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GitSshKey {
     pub public_key: String,
-    /// Only on the agent API, to that user's workspace agents.
+    /// Never sent any more; kept so an older client still parses the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
+}
+
+/// An ssh-agent sign request for the owner's git key, forwarded by the agent to control.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSignRequest {
+    /// The data to sign, base64 (at most [`GIT_SIGN_MAX`] bytes decoded).
+    pub data: String,
+}
+
+/// The largest payload control signs (an SSH userauth request is a few hundred bytes).
+pub const GIT_SIGN_MAX: usize = 16 * 1024;
+
+/// The SSH signature blob (`string algorithm, string signature`), base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GitSignResponse {
+    pub signature: String,
 }
 
 /// The agent's SSH server, reported to control.

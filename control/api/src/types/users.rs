@@ -30,6 +30,9 @@ pub struct User {
     pub username: String,
     pub admin: bool,
     pub created_at: i64,
+    /// An admin suspended the account: no sign-in, no token, no running workspace.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

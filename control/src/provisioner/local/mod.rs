@@ -360,6 +360,12 @@ impl LocalProvisioner {
             .arg(bundle)
             .arg("--state-dir")
             .arg(run.join("agent"))
+            // Sharing control's user, only the agent's own process tree is the workspace's.
+            .arg("--port-owners")
+            .arg(match self.isolation {
+                Isolation::User => "uid",
+                Isolation::None => "tree",
+            })
             .current_dir(home)
             // Nothing of control's environment but the allowlist.
             .env_clear()

@@ -1,0 +1,234 @@
+//! Attacks on the edges between users, read as an attacker would: what a process inside a
+//! workspace can do with the credentials it finds there (the CLI's workspace credential, the
+//! agent's own certificate), and what a superseded agent certificate still opens. Each attack
+//! runs against the real binaries, fails, changes nothing, and the legitimate use still works.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::clients::Client;
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn running(w: &Value) -> bool {
+    w["status"] == "running" && w["agent"]["status"] == "connected"
+}
+
+/// A shell script run inside the workspace over SSH: each line `NAME RC` is one attempt with
+/// the CLI's workspace credential (what any process in the workspace gets from cli.sock).
+const ATTEMPTS: &str = r#"
+try() { name=$1; shift; "$@" >$HOME/attempt.out 2>&1; rc=$?; echo "$name $rc"; head -c 300 $HOME/attempt.out | tr "\n" " " | sed "s/^/# /"; echo; }
+echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl planted' > $HOME/planted.pub
+try keys-add outpost keys add $HOME/planted.pub
+try keys-list outpost keys list
+try tokens-list outpost tokens list
+try tokens-create outpost tokens create more
+try publickey outpost publickey
+try users-create sh -c 'echo password-123 | outpost users create eve --password-stdin'
+try templates-list outpost templates list
+try audit outpost audit
+try show-other outpost show other
+try stop-other outpost stop other --no-wait
+try delete-other outpost delete other --no-wait
+try start-self outpost start w --no-wait
+try delete-self outpost delete w --no-wait
+try ssh-other outpost ssh other -- true
+try relay-raw python3 -c '
+import json, os, socket, sys, urllib.request
+s = socket.socket(socket.AF_UNIX); s.connect(os.environ["OUTPOST_AGENT_SOCKET"])
+cred = json.loads(s.makefile().readline())
+for path in ["/api/v1/workspaces/other/relay/tcp/22", "/api/v1/workspaces/other/relay/ssh", "/api/v1/users/me/gitsshkey", "/api/v1/workspaces/w/relay/ssh"]:
+    req = urllib.request.Request(cred["url"] + path, headers={"Authorization": "Bearer " + cred["token"], "Connection": "upgrade", "Upgrade": "outpost-relay"})
+    try:
+        urllib.request.urlopen(req)
+        sys.exit(0)
+    except urllib.error.HTTPError as e:
+        if e.code != 403:
+            sys.exit(0)
+sys.exit(1)
+'
+try show-self outpost --json show w
+try list-self sh -c 'outpost --json list > $HOME/list.json'
+"#;
+
+/// The workspace credential reaches its own workspace (show, list, logs, stop, restart) and
+/// nothing else: no keys, tokens, users, templates, audit, relays, or the owner's other
+/// workspaces. The git key never leaves control: the agent's own certificate gets the public
+/// key and signatures, never the private key.
+fn workspace_credential_is_scoped(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    let admin = Client::admin(&s)?;
+    admin.ok(&["create", "other"])?;
+    admin.ok(&["create", "w"])?;
+    s.wait_for("w", T, running)?;
+    let keys_before = admin.json(&["keys", "list"])?;
+    let tokens_before = s.db_rows("SELECT COUNT(*) FROM api_tokens WHERE scope IS NULL")?;
+    let out = admin.sh("w", ATTEMPTS)?;
+    let rc: std::collections::HashMap<&str, &str> =
+        out.lines().filter_map(|l| l.rsplit_once(' ')).collect();
+    for refused in [
+        "keys-add",
+        "keys-list",
+        "tokens-list",
+        "tokens-create",
+        "publickey",
+        "users-create",
+        "templates-list",
+        "audit",
+        "show-other",
+        "stop-other",
+        "delete-other",
+        "start-self",
+        "delete-self",
+        "ssh-other",
+        "relay-raw",
+    ] {
+        assert_ne!(
+            rc.get(refused).copied(),
+            Some("0"),
+            "{refused} worked with a workspace credential:\n{out}"
+        );
+        assert!(rc.contains_key(refused), "{refused} did not run:\n{out}");
+    }
+    assert_eq!(rc.get("show-self").copied(), Some("0"), "{out}");
+    assert_eq!(rc.get("list-self").copied(), Some("0"), "{out}");
+    let listed: Value = serde_json::from_str(&admin.sh("w", "cat $HOME/list.json")?)?;
+    let names: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, vec!["w"], "only its own workspace is listed");
+    // The refusal says what to do.
+    let err = admin.sh("w", "outpost keys list 2>&1 || true")?;
+    assert!(err.contains("outpost login"), "{err}");
+
+    // Nothing changed: the other workspace runs, no key, token or user was added.
+    assert!(running(&s.workspace("other")?));
+    assert_eq!(admin.json(&["keys", "list"])?, keys_before);
+    assert_eq!(
+        s.db_rows("SELECT COUNT(*) FROM api_tokens WHERE scope IS NULL")?,
+        tokens_before
+    );
+    assert!(s
+        .db_rows("SELECT id FROM users WHERE username = 'eve'")?
+        .is_empty());
+    eventually(|| {
+        let refusals = s.json(&["audit", "--action", "token.scope", "--outcome", "rejected"])?;
+        Ok((refusals.as_array().map(Vec::len).unwrap_or(0) >= 5).then_some(()))
+    })?;
+
+    // The agent's own certificate (readable by the workspace's user): the git key's public
+    // half, and signatures, never the private key.
+    let probe = admin.sh(
+        "w",
+        r#"python3 - <<'EOF'
+import json, os, ssl, http.client
+state = os.path.dirname(os.environ["OUTPOST_AGENT_SOCKET"])
+c = json.load(open(os.path.join(state, "credentials.json")))
+open(os.path.expanduser("~/c.pem"), "w").write(c["certificate_pem"] + c["ca_pem"])
+open(os.path.expanduser("~/k.pem"), "w").write(c["key_pem"])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain(os.path.expanduser("~/c.pem"), os.path.expanduser("~/k.pem"))
+import urllib.parse
+u = urllib.parse.urlparse(json.load(open(os.path.join(state, "bundle.json")))["agent_url"])
+conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx)
+conn.request("GET", "/agent/v1/gitsshkey")
+print(conn.getresponse().read().decode())
+EOF"#,
+    )?;
+    let key: Value = serde_json::from_str(probe.trim())?;
+    assert!(
+        key["public_key"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ssh-ed25519 "),
+        "{probe}"
+    );
+    assert!(
+        key.get("private_key").is_none() && !probe.contains("PRIVATE KEY"),
+        "the private key left control: {probe}"
+    );
+
+    // Its own stop, from inside, is allowed.
+    let _ = admin.ssh("w", "outpost stop w --no-wait");
+    s.wait_for("w", T, |w| w["status"] == "stopped")?;
+    assert!(running(&s.workspace("other")?));
+    Ok(())
+}
+both_backends!(workspace_credential_is_scoped);
+
+/// Each renewal binds the agent to its new certificate: the one before it works for a short
+/// overlap, anything older is refused at once (a copied certificate dies at the next renewal,
+/// not at its expiry).
+fn superseded_certificates_are_refused(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    s.ok(&["create", "ws"])?;
+    let (w, _) = s.wait_for("ws", T, running)?;
+    let run = resource_path(&w, "run").expect("run dir");
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
+        run.join("agent/credentials.json"),
+    )?)?;
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
+    assert_eq!(bundle["token"], "", "the kept bundle has no token");
+    assert!(
+        !run.join("bootstrap.json").exists(),
+        "the spent bootstrap bundle is deleted"
+    );
+    let chain = |c: &Value| {
+        format!(
+            "{}{}",
+            c["certificate_pem"].as_str().unwrap_or(""),
+            c["ca_pem"].as_str().unwrap_or("")
+        )
+    };
+    let key_a = creds["key_pem"].as_str().unwrap_or("").to_string();
+    let cert_a = chain(&creds);
+    let manifest = |cert: &str, key: &str| -> R<u16> {
+        Ok(agent_call(&bundle, "/agent/v1/manifest", None, Some((cert, key)))?.0)
+    };
+    assert_eq!(manifest(&cert_a, &key_a)?, 200);
+    // Renew twice with fresh keys, as a copy of the certificate would.
+    let renew = |cert: &str, key: &str| -> R<(String, String)> {
+        let k = rcgen::KeyPair::generate()?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+            .serialize_request(&k)?
+            .pem()?;
+        let (code, body) = agent_call(
+            &bundle,
+            "/agent/v1/renew",
+            Some(json!({ "csr_pem": csr })),
+            Some((cert, key)),
+        )?;
+        anyhow::ensure!(code == 200, "renew: {code} {body}");
+        let r: Value = serde_json::from_str(&body)?;
+        Ok((chain(&r), k.serialize_pem()))
+    };
+    let (cert_b, key_b) = renew(&cert_a, &key_a)?;
+    assert_eq!(manifest(&cert_a, &key_a)?, 200, "the previous one, briefly");
+    let (cert_c, key_c) = renew(&cert_b, &key_b)?;
+    assert_eq!(
+        manifest(&cert_a, &key_a)?,
+        401,
+        "two renewals back: refused, though not expired"
+    );
+    assert_eq!(manifest(&cert_b, &key_b)?, 200);
+    assert_eq!(manifest(&cert_c, &key_c)?, 200);
+    eventually(|| {
+        let audit = s.json(&[
+            "audit",
+            "--action",
+            "agent.manifest",
+            "--outcome",
+            "rejected",
+        ])?;
+        Ok(audit.to_string().contains("superseded").then_some(()))
+    })?;
+    Ok(())
+}
+both_backends!(superseded_certificates_are_refused);
