@@ -8,6 +8,7 @@ pub mod apps;
 pub mod credentials;
 pub mod dotfiles;
 pub mod procs;
+pub mod reaper;
 pub mod run;
 pub mod scripts;
 pub mod session;

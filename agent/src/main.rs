@@ -35,10 +35,30 @@ enum Command {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
-    outpost_agent::keep_freed_heap();
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Sharing its user with others, the workspace's processes are those below the agent: the
+    // process the provisioner started stays above them all as their subreaper.
+    if args.command.is_none()
+        && args.port_owners == outpost_agent::procs::PortOwners::Tree
+        && !outpost_agent::reaper::is_worker()
+    {
+        return outpost_agent::reaper::supervise();
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(agent_main(args)),
+        Err(e) => {
+            eprintln!("outpost-agent: cannot start the runtime: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn agent_main(args: Args) -> std::process::ExitCode {
+    outpost_agent::keep_freed_heap();
     if let Some(Command::Dotfiles { uri }) = &args.command {
         let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else {
             eprintln!("outpost-agent: HOME is not set");

@@ -63,7 +63,10 @@ pub fn workspace_ports(owners: PortOwners) -> BTreeMap<u16, Option<String>> {
     }
     let candidates: Vec<u32> = match owners {
         PortOwners::Uid => all_pids().into_iter().filter(|p| *p != me).collect(),
-        PortOwners::Tree => descendants(me),
+        PortOwners::Tree => descendants(crate::reaper::tree_root())
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect(),
     };
     for pid in candidates {
         let held: Vec<u16> = socket_inodes(pid)

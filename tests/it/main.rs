@@ -7,6 +7,7 @@ mod clients;
 mod fixtures;
 mod harness;
 
+mod abuse;
 mod bad_input;
 mod bootstrap;
 mod crash;

@@ -232,3 +232,198 @@ fn superseded_certificates_are_refused(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(superseded_certificates_are_refused);
+
+fn free_port() -> R<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `GET /@admin/WS/ports/PORT/PATH` as the owner: status and body.
+fn through_ports_proxy(s: &Server, ws: &str, port: u16, path: &str) -> R<(u16, String)> {
+    let url = format!("{}/@admin/{ws}/ports/{port}/{path}", s.url);
+    let token = s.token()?;
+    rt().block_on(async move {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    })
+}
+
+/// The relay's `/tcp/PORT` (the ports proxy, `outpost port-forward`) reaches the workspace's own
+/// listeners, a daemon that detached from its shell included, and nothing else on the machine:
+/// not PostgreSQL on the host's loopback, not control's own port, not a host process of the
+/// same user, not another user's workspace. Checked at connect time, from what the kernel says.
+fn relay_reaches_only_own_ports(backend: Backend, isolation: &str) -> R {
+    if isolation == "user" && !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED (relay ports, isolation user): needs root");
+        return Ok(());
+    }
+    let s = Server::start_with(backend, &["--isolation", isolation])?;
+    let admin = Client::admin(&s)?;
+    admin.ok(&["create", "w"])?;
+    s.wait_for("w", T, running)?;
+    let own = free_port()?;
+    admin.sh(
+        "w",
+        &format!("cd ~ && echo from-the-workspace > marker.txt && (setsid nohup python3 -m http.server {own} --bind 127.0.0.1 >/dev/null 2>&1 &)"),
+    )?;
+    s.wait_for("w", T, |w| {
+        w["agent"]["stats"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["port"] == own))
+    })?;
+    let (code, body) = through_ports_proxy(&s, "w", own, "marker.txt")?;
+    assert_eq!((code, body.trim()), (200, "from-the-workspace"));
+
+    // A listener of the host (this test, control's user or root), control's own port and
+    // PostgreSQL's (another user): refused, and the refusal says why.
+    let host = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let host_port = host.local_addr()?.port();
+    let api_port: u16 = s.url.rsplit(':').next().unwrap_or("0").parse()?;
+    let mut targets = vec![host_port, api_port];
+    if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() {
+        targets.push(5432);
+    }
+    for port in targets {
+        let (code, body) = through_ports_proxy(&s, "w", port, "")?;
+        assert_eq!(code, 403, "port {port}: {body}");
+        assert!(
+            body.contains("not listened on by a process of this workspace"),
+            "{body}"
+        );
+    }
+    if isolation == "user" {
+        // Another user's workspace listener, same loopback: refused from admin's.
+        let bob = Client::new_user(&s, "bob")?;
+        bob.ok(&["create", "b"])?;
+        let theirs = free_port()?;
+        bob.sh(
+            "b",
+            &format!("(setsid nohup python3 -m http.server {theirs} --bind 127.0.0.1 >/dev/null 2>&1 &); sleep 1"),
+        )?;
+        let (code, _) = through_ports_proxy(&s, "w", theirs, "")?;
+        assert_eq!(code, 403);
+    }
+    Ok(())
+}
+
+fn relay_ports_with_a_user_per_workspace(backend: Backend) -> R {
+    relay_reaches_only_own_ports(backend, "user")
+}
+both_backends!(relay_ports_with_a_user_per_workspace);
+
+fn relay_ports_without_isolation(backend: Backend) -> R {
+    relay_reaches_only_own_ports(backend, "none")
+}
+both_backends!(relay_ports_without_isolation);
+
+/// What an agent reports ends up in users' known_hosts: a process in the workspace holding the
+/// agent's certificate reports its host key with a second line (a CA marker for every host) and
+/// control characters. Control keeps `TYPE BASE64` only; the client's known_hosts gets one line
+/// for the workspace and SSH still checks the real key.
+fn agent_reported_text_is_normalised(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    let admin = Client::admin(&s)?;
+    admin.ok(&["create", "w"])?;
+    let (w, _) = s.wait_for("w", T, |w| {
+        running(w) && w["agent"]["ssh_host_key"].is_string()
+    })?;
+    let real = w["agent"]["ssh_host_key"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let hostile = format!("{real} x\n@cert-authority * {real}\n\u{1b}]0;owned\u{7}");
+    let script = format!(
+        r#"python3 - <<'EOF'
+import json, os, ssl, http.client, urllib.parse
+state = os.path.dirname(os.environ["OUTPOST_AGENT_SOCKET"])
+c = json.load(open(os.path.join(state, "credentials.json")))
+open(os.path.expanduser("~/c.pem"), "w").write(c["certificate_pem"] + c["ca_pem"])
+open(os.path.expanduser("~/k.pem"), "w").write(c["key_pem"])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.load_cert_chain(os.path.expanduser("~/c.pem"), os.path.expanduser("~/k.pem"))
+u = urllib.parse.urlparse(json.load(open(os.path.join(state, "bundle.json")))["agent_url"])
+for key in [{key}, "not a key\n@revoked * x"]:
+    conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx)
+    conn.request("POST", "/agent/v1/ssh", json.dumps({{"host_key": key, "listen": None}}), {{"content-type": "application/json"}})
+    print(conn.getresponse().status)
+EOF"#,
+        key = serde_json::to_string(&hostile)?
+    );
+    let out = admin.sh("w", &script)?;
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["200", "400"],
+        "{out}"
+    );
+    let stored = s.workspace("w")?["agent"]["ssh_host_key"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(stored, real, "only TYPE BASE64 is kept");
+    // The client writes known_hosts before ssh reads it: one clean line for the workspace,
+    // and the connection is checked against the real key.
+    let o = std::process::Command::new("ssh")
+        .args([
+            "-o",
+            &format!("ProxyCommand={} ssh --stdio %h", bin("outpost").display()),
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            admin.config_dir.join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+        ])
+        .arg(&admin.key)
+        .args(["admin@w", "echo checked"])
+        .env("OUTPOST_CONFIG_DIR", &admin.config_dir)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "checked",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let kh = std::fs::read_to_string(admin.config_dir.join("known_hosts"))?;
+    assert_eq!(kh, format!("w {real}\n"), "{kh:?}");
+    Ok(())
+}
+both_backends!(agent_reported_text_is_normalised);
+
+/// The setup token is printed to a terminal only: a server whose output is a log file (as under
+/// a service manager) prints the command reading the 0600 file instead.
+fn setup_token_stays_out_of_logs(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    let log = s.log();
+    assert!(log.contains("--setup-token \"$(cat "), "{log}");
+    let data = s.data();
+    let path = data.join("setup-token");
+    // The harness used the token to make the admin, so it is gone; a fresh server with no users
+    // shows the file's mode.
+    assert!(!path.exists(), "a used setup token is deleted");
+    assert!(
+        !log.lines().any(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "--setup-token")
+                .nth(1)
+                .is_some_and(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        }),
+        "{log}"
+    );
+    Ok(())
+}
+both_backends!(setup_token_stays_out_of_logs);

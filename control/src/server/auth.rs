@@ -160,7 +160,7 @@ async fn check_scope(parts: &mut Parts, state: &AppState, auth: &AuthUser) -> Re
         .map_err(|_| refused())?;
         let name = params.get("name").map(String::as_str).unwrap_or("");
         let w = state.store.workspace_by_name(&auth.user.id, name).await?;
-        if !w.is_some_and(|w| w.id == scope) {
+        if w.is_none_or(|w| w.id != scope) {
             return Err(refused());
         }
     }
@@ -270,6 +270,11 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
         if !ct_eq(&row.secret_hash, &sha256_hex(secret)) {
             return Err(invalid());
         }
+        if user.suspended_at.is_some() {
+            return Err(ApiError::unauthorized(
+                "your account is suspended; ask an admin to reinstate it",
+            ));
+        }
         if row.revoked_at.is_some() {
             return Err(ApiError::unauthorized(
                 "your API token was revoked; run `outpost login URL` again",
@@ -283,11 +288,6 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
         }
         if row.last_used_at.is_none_or(|t| now - t > 60_000) {
             state.store.touch_token(id, now).await?;
-        }
-        if user.suspended_at.is_some() {
-            return Err(ApiError::unauthorized(
-                "your account is suspended; ask an admin to reinstate it",
-            ));
         }
         let workspace_scope = match row.scope.as_deref() {
             None => None,

@@ -183,8 +183,13 @@ fn safe_next(next: Option<&str>) -> String {
             && !n[1..].starts_with(['/', '\\'])
             && n.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'\\')
     }
+    fn decoded_ok(d: &str) -> bool {
+        d.starts_with('/')
+            && !d[1..].starts_with(['/', '\\'])
+            && !d.chars().any(|c| c.is_control() || c == '\\')
+    }
     match next {
-        Some(n) if plain(n) && plain(&percent_decode(n)) => n.to_string(),
+        Some(n) if plain(n) && decoded_ok(&percent_decode(n)) => n.to_string(),
         _ => "/".to_string(),
     }
 }

@@ -179,11 +179,8 @@ mod tests {
             t.join().expect("thread").expect("set");
         }
         let text = std::fs::read_to_string(&path).expect("read");
-        for i in 0..16 {
-            assert!(
-                text.contains(&format!("w{i}.outpost {}\n", keys[i])),
-                "{text}"
-            );
+        for (i, k) in keys.iter().enumerate() {
+            assert!(text.contains(&format!("w{i}.outpost {k}\n")), "{text}");
         }
         assert_eq!(text.lines().count(), 16);
     }
