@@ -227,6 +227,16 @@ pub struct ServerArgs {
     /// own Unix user (not root), so each can read the others' homes and secrets.
     #[arg(long, env = "OUTPOST_ALLOW_UNISOLATED_USERS")]
     pub allow_unisolated_users: bool,
+    /// Serve apps on hosts of their own: `*.apps.example.com` (a wildcard DNS name pointing
+    /// at this server, same scheme and port as the access URL). There, each app is its own
+    /// origin and the templates' share levels apply.
+    #[arg(long, env = "OUTPOST_APPS_DOMAIN")]
+    pub apps_domain: Option<String>,
+    /// Let path-based apps (`/@OWNER/WS/apps/SLUG/`, on the dashboard's own origin) be shared
+    /// with other users. Dangerous: such an app's scripts run with its visitors' sessions.
+    /// Without it they are the owner's only; share through --apps-domain instead.
+    #[arg(long, env = "OUTPOST_DANGEROUS_ALLOW_PATH_APP_SHARING")]
+    pub dangerous_allow_path_app_sharing: bool,
     /// Seconds between agent heartbeats.
     #[arg(long, env = "OUTPOST_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,

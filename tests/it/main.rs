@@ -8,6 +8,7 @@ mod fixtures;
 mod harness;
 
 mod abuse;
+mod apps;
 mod bad_input;
 mod bootstrap;
 mod crash;

@@ -94,7 +94,18 @@ fn dashboard_terminal_and_apps(backend: Backend) -> R {
     let Some(b) = Browser::start()? else {
         return Ok(());
     };
-    let mut s = Server::start_with(backend, &["--terminal-idle-timeout-secs", "6"])?;
+    // Apps on hosts of their own under *.apps.localhost (Chromium resolves it to loopback).
+    let mut s = Server::start_with(
+        backend,
+        &[
+            "--terminal-idle-timeout-secs",
+            "6",
+            "--apps-domain",
+            "*.apps.localhost",
+        ],
+    )?;
+    let port = s.url.rsplit(':').next().unwrap_or_default().to_string();
+    let app_host = |slug: &str| format!("http://{slug}--dev--admin.apps.localhost:{port}");
     let (owner_port, public_port, dead_port) = (free_port()?, free_port()?, free_port()?);
     let dir = s.dir.path().join("web-template");
     std::fs::create_dir_all(&dir)?;
@@ -346,14 +357,24 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert_eq!(href, "/@admin/dev/apps/files/");
-    // Clicking the link opens the app in a new tab.
+    assert_eq!(href, format!("{}/", app_host("files")));
+    // Clicking the link opens the app in a new tab, on its own host: signed in through the
+    // dashboard (the app host gets a cookie of its own).
     let page_tab = b.current_tab()?;
     b.click("#apps [data-app=\"files\"] a")?;
     let app_tab = b.wait_new_tab(&page_tab)?;
     b.switch_to(&app_tab)?;
     b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
-    assert!(b.url()?.ends_with("/@admin/dev/apps/files/"));
+    assert_eq!(b.url()?, format!("{}/", app_host("files")));
+    // The app's scripts run in another origin: the dashboard's API answers them without the
+    // session (nothing to read, nothing to act as).
+    let probe = b.exec_async(&format!(
+        "try {{ const r = await fetch('{url}/api/v1/users/me', {{credentials: 'include'}}); return 'status ' + r.status; }} catch (e) {{ return 'blocked'; }}"
+    ))?;
+    assert!(
+        probe == "blocked" || probe == "status 401",
+        "an app read the dashboard: {probe}"
+    );
     b.screenshot("app")?;
     b.close_tab()?;
     b.switch_to(&page_tab)?;
@@ -448,10 +469,19 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     );
     b.goto(&format!("{url}/@admin/dev/ports/{owner_port}/"))?;
     assert!(!b.text("body")?.contains("marker"));
+    // Shared apps are not shared on the dashboard's own origin (an app there could act as its
+    // visitors), only on their own hosts.
     b.goto(&format!("{url}/@admin/dev/apps/shared/"))?;
+    let body = b.text("body")?;
+    assert!(
+        body.contains("no such app") && !body.contains("marker"),
+        "{body}"
+    );
+    b.goto(&format!("{}/", app_host("shared")))?;
     b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
-    // An app for signed-in users: bob may, an anonymous client is sent to sign in.
-    b.goto(&format!("{url}/@admin/dev/apps/team/"))?;
+    // An app for signed-in users: bob may (signed in through the dashboard), an anonymous
+    // client is sent to sign in.
+    b.goto(&format!("{}/", app_host("team")))?;
     b.wait_js("document.body.innerText.includes('marker-dev.txt')", 30)?;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -472,7 +502,11 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
             .get(format!("{url}/@admin/dev/apps/shared/"))
             .send(),
     )?;
-    assert_eq!(anon.status().as_u16(), 200);
+    assert_eq!(
+        anon.status().as_u16(),
+        303,
+        "not shared on the dashboard's origin"
+    );
 
     // CSRF: a state change with the session cookie but without the page's token is refused
     // and changes nothing; with it, it goes through.

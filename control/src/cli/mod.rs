@@ -170,6 +170,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.workspaces_dir = args.workspaces_dir;
     config.isolation = args.isolation.local_isolation()?;
     config.allow_unisolated_users = args.allow_unisolated_users;
+    config.apps_domain = match args.apps_domain.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => {
+            let d = d
+                .trim_start_matches("*.")
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            if d.is_empty() || d.contains(['/', ':', '*']) {
+                bail!("--apps-domain takes a wildcard name like '*.apps.example.com'");
+            }
+            Some(d)
+        }
+    };
+    config.allow_path_app_sharing = args.dangerous_allow_path_app_sharing;
     config.docker_agent_url = args.isolation.docker_agent_url;
     config.heartbeat_secs = args.heartbeat_secs.max(1);
     config.terminal_idle_timeout_secs = args.terminal_idle_timeout_secs.max(1);

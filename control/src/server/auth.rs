@@ -309,6 +309,20 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
     }
 }
 
+/// The user behind an app-host cookie's token: valid, unexpired, unrevoked, its user not
+/// suspended, and minted for exactly this app host (`app:LABEL`). Such a token is good for
+/// nothing else: the API refuses any scope but a workspace's.
+pub async fn app_token_user(token: &str, state: &AppState, label: &str) -> Option<UserRow> {
+    let (id, secret) = split_token(token, API_TOKEN_PREFIX)?;
+    let (row, user) = state.store.token_with_user(id).await.ok()??;
+    let ok = ct_eq(&row.secret_hash, &sha256_hex(secret))
+        && row.revoked_at.is_none()
+        && row.expires_at > now_ms()
+        && user.suspended_at.is_none()
+        && row.scope.as_deref() == Some(&format!("app:{label}"));
+    ok.then_some(user)
+}
+
 /// A provisioner daemon holding the server's provisioner key.
 pub struct ProvisionerAuth;
 

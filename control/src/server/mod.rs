@@ -2,6 +2,7 @@
 //! provisioner daemons, in one process. Tests call [`run`] with listeners bound to port 0.
 
 mod agent;
+mod apps_domain;
 mod audit;
 mod auth;
 mod error;
@@ -57,6 +58,12 @@ pub struct ServerConfig {
     pub isolation: crate::provisioner::local::Isolation,
     /// Without isolation, serve workspaces of more than one user anyway.
     pub allow_unisolated_users: bool,
+    /// Apps on hosts of their own under this domain (`apps.example.com`, from
+    /// `--apps-domain '*.apps.example.com'`).
+    pub apps_domain: Option<String>,
+    /// Honour `authenticated`/`public` share levels for path-based apps on the dashboard's own
+    /// origin (where an app's scripts can act as its visitors).
+    pub allow_path_app_sharing: bool,
     /// The agent API URL containers use (see `--docker-agent-url`).
     pub docker_agent_url: Option<String>,
     pub agent_binary: Option<PathBuf>,
@@ -84,6 +91,8 @@ impl ServerConfig {
             workspaces_dir: None,
             isolation: crate::provisioner::local::Isolation::detect(),
             allow_unisolated_users: false,
+            apps_domain: None,
+            allow_path_app_sharing: false,
             docker_agent_url: None,
             agent_binary: None,
             heartbeat_secs: 15,
@@ -548,7 +557,12 @@ fn api_router(state: AppState) -> Router {
             "/api/v1/provisioner/jobs/{id}/complete",
             post(provisioner::complete),
         )
+        .route("/api/v1/apps/auth", get(apps_domain::auth_start))
         .fallback(web::at_path)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            apps_domain::route_app_hosts,
+        ))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }

@@ -1,7 +1,15 @@
-//! Path-based proxy to web apps inside workspaces: `/@OWNER/WS/apps/SLUG/...` (the template's
-//! share level decides who may open it) and `/@OWNER/WS/ports/PORT/...` (the owner only), over
-//! the relay, WebSocket upgrades passed through. The dashboard's session cookie and any
-//! Authorization header never reach the app.
+//! The proxy to web apps inside workspaces, over the relay, WebSocket upgrades passed through.
+//!
+//! Path-based: `/@OWNER/WS/apps/SLUG/...` and `/@OWNER/WS/ports/PORT/...` on the dashboard's
+//! own origin. An app there could read a visitor's CSRF token and act as them, so path-based
+//! apps are the owner's only unless the admin passed `--dangerous-allow-path-app-sharing`, and
+//! every response carries a sandboxing CSP (the page runs in an opaque origin).
+//!
+//! Subdomain (`--apps-domain '*.apps.example.com'`, `apps_domain.rs`): each app and port on a
+//! host of its own, where sharing is safe; the template's share level applies there.
+//!
+//! In both: Outpost's cookies and any Authorization header never reach the app, and a
+//! `Set-Cookie` for one of Outpost's cookie names never reaches the browser.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -25,7 +33,7 @@ const HOP: &[&str] = &[
     "upgrade",
 ];
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     ApiError::not_found("no such app, or you may not open it").into_response()
 }
 
@@ -41,6 +49,11 @@ pub(super) async fn proxy(
         Err(e) => e.into_response(),
     }
 }
+
+/// The sandbox path-app pages run in: scripts, forms, popups and downloads work, but the page
+/// has an opaque origin, so it cannot read the dashboard's pages, cookies or storage.
+const PATH_APP_CSP: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox allow-downloads allow-modals";
 
 async fn proxy_inner(
     state: AppState,
@@ -84,38 +97,93 @@ async fn proxy_inner(
         .as_ref()
         .is_some_and(|(u, _)| u.user.id == owner_row.id && !u.scoped());
     let caller_id = caller.as_ref().map(|(u, _)| u.user.id.clone());
-    let port = match kind {
-        "ports" => {
-            let Ok(port) = key.parse::<u16>() else {
-                return Ok(not_found());
-            };
-            if !is_owner {
-                return Ok(login_or_404(caller.is_none(), &parts));
-            }
-            port
-        }
+    let Some(port) = target(&state, &w, kind, &key, is_owner, caller.is_some(), true).await? else {
+        return Ok(login_or_404(caller.is_none(), &parts));
+    };
+    let path_q = match parts.uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    forward(
+        &state,
+        Forward {
+            parts,
+            body,
+            w: &w,
+            port,
+            path_q,
+            prefix: &prefix,
+            caller_id,
+            sandbox: true,
+        },
+    )
+    .await
+}
+
+/// The port a request for app `key` (or port `key`) of `w` goes to, or None when the caller
+/// may not open it. On the dashboard's origin (`path_based`) sharing beyond the owner needs
+/// the admin's `--dangerous-allow-path-app-sharing`.
+pub(super) async fn target(
+    state: &AppState,
+    w: &crate::store::WorkspaceRow,
+    kind: &str,
+    key: &str,
+    is_owner: bool,
+    signed_in: bool,
+    path_based: bool,
+) -> Result<Option<u16>, ApiError> {
+    match kind {
+        "ports" => Ok(key.parse::<u16>().ok().filter(|_| is_owner)),
         "apps" => {
-            let manifest = super::workspaces::build_manifest(&state, &w.latest_build_id).await?;
+            let manifest = super::workspaces::build_manifest(state, &w.latest_build_id).await?;
             let Some(app) = manifest.apps.iter().find(|a| a.slug == key) else {
-                return Ok(not_found());
+                return Ok(None);
             };
-            let allowed = match app.share {
+            let share = if path_based && !state.config.allow_path_app_sharing {
+                ShareLevel::Owner
+            } else {
+                app.share
+            };
+            let allowed = match share {
                 ShareLevel::Owner => is_owner,
-                ShareLevel::Authenticated => caller.is_some(),
+                ShareLevel::Authenticated => signed_in,
                 ShareLevel::Public => true,
             };
-            if !allowed {
-                return Ok(login_or_404(caller.is_none(), &parts));
-            }
-            // A stopped workspace: the relay answers 409 saying so.
-            let Some(port) = app.port else {
-                return Ok(not_found());
-            };
-            port
+            Ok(app.port.filter(|_| allowed))
         }
-        _ => return Ok(not_found()),
-    };
-    let io = super::relay::open_io(&state, &w, &outpost_api::relay::stream::tcp(port)).await?;
+        _ => Ok(None),
+    }
+}
+
+/// One request on its way to an app.
+pub(super) struct Forward<'a> {
+    pub parts: axum::http::request::Parts,
+    pub body: Body,
+    pub w: &'a crate::store::WorkspaceRow,
+    pub port: u16,
+    /// The path and query the app sees.
+    pub path_q: String,
+    /// Where the app is mounted on our side ("" on its own host).
+    pub prefix: &'a str,
+    /// Who is visiting (their suspension ends a WebSocket).
+    pub caller_id: Option<String>,
+    /// Send the sandboxing CSP (path-based apps).
+    pub sandbox: bool,
+}
+
+/// Sends the request to the app over the relay and its answer back.
+pub(super) async fn forward(state: &AppState, f: Forward<'_>) -> Result<Response, ApiError> {
+    let Forward {
+        parts,
+        body,
+        w,
+        port,
+        path_q,
+        prefix,
+        caller_id,
+        sandbox,
+    } = f;
+    let io = super::relay::open_io(state, w, &outpost_api::relay::stream::tcp(port)).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "upstream", e.to_string()))?;
@@ -123,10 +191,6 @@ async fn proxy_inner(
         let _ = conn.with_upgrades().await;
     });
 
-    let path_q = match parts.uri.query() {
-        Some(q) => format!("/{rest}?{q}"),
-        None => format!("/{rest}"),
-    };
     let mut up = hyper::Request::builder()
         .method(parts.method.clone())
         .uri(path_q);
@@ -146,7 +210,7 @@ async fn proxy_inner(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty() && !c.starts_with("outpost_"))
+        .filter(|c| !c.is_empty() && !is_outpost_cookie(c))
         .collect();
     if !cookies.is_empty() {
         up = up.header(header::COOKIE, cookies.join("; "));
@@ -158,16 +222,17 @@ async fn proxy_inner(
                 .header(header::CONNECTION, "upgrade");
         }
     }
-    up = up
-        .header(
-            "x-forwarded-proto",
-            if state.access_url.starts_with("https") {
-                "https"
-            } else {
-                "http"
-            },
-        )
-        .header("x-forwarded-prefix", prefix.as_str());
+    up = up.header(
+        "x-forwarded-proto",
+        if state.access_url.starts_with("https") {
+            "https"
+        } else {
+            "http"
+        },
+    );
+    if !prefix.is_empty() {
+        up = up.header("x-forwarded-prefix", prefix);
+    }
     if let Some(h) = parts.headers.get(header::HOST) {
         up = up.header("x-forwarded-host", h);
     }
@@ -216,19 +281,45 @@ async fn proxy_inner(
     for h in HOP {
         rparts.headers.remove(*h);
     }
+    // The app may set cookies of its own, never one of ours (a session fixation).
+    let kept: Vec<HeaderValue> = rparts
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !v.to_str().is_ok_and(is_outpost_cookie) && v.to_str().is_ok())
+        .cloned()
+        .collect();
+    rparts.headers.remove(header::SET_COOKIE);
+    for v in kept {
+        rparts.headers.append(header::SET_COOKIE, v);
+    }
+    if sandbox {
+        rparts.headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PATH_APP_CSP),
+        );
+    }
     // A redirect to the app's root stays under the proxy prefix.
     if let Some(loc) = rparts
         .headers
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
     {
-        if loc.starts_with('/') && !loc.starts_with("//") {
+        if !prefix.is_empty() && loc.starts_with('/') && !loc.starts_with("//") {
             if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{loc}")) {
                 rparts.headers.insert(header::LOCATION, v);
             }
         }
     }
     Ok(Response::from_parts(rparts, Body::new(rbody)))
+}
+
+/// `name=...` (a Cookie pair or a Set-Cookie value) for one of Outpost's own cookies: any
+/// name starting `outpost_` (case and surrounding spaces ignored, as browsers do).
+fn is_outpost_cookie(c: &str) -> bool {
+    c.split(['=', ';'])
+        .next()
+        .is_some_and(|n| n.trim().to_ascii_lowercase().starts_with("outpost_"))
 }
 
 /// Anonymous browsers are sent to sign in; signed-in users who may not open it get a 404.

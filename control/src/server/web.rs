@@ -176,7 +176,7 @@ fn percent_decode(s: &str) -> String {
 /// `/` or a `\` up front (a scheme-relative URL), nothing a browser strips or rewrites before
 /// parsing (tabs, newlines, other control characters, backslashes, spaces, non-ASCII), and the
 /// same again once percent-decoded. Anything else goes to `/`.
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     fn plain(n: &str) -> bool {
         n.len() <= 2048
             && n.starts_with('/')

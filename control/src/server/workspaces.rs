@@ -241,10 +241,10 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
         .map(|a| WorkspaceApp {
             slug: a.slug.clone(),
             display_name: a.display_name.clone(),
-            url: a
-                .url
-                .clone()
-                .unwrap_or_else(|| format!("/@{}/{}/apps/{}/", w.owner_name, w.name, a.slug)),
+            url: a.url.clone().unwrap_or_else(|| {
+                super::apps_domain::app_url(state, &w.owner_name, &w.name, &a.slug)
+                    .unwrap_or_else(|| format!("/@{}/{}/apps/{}/", w.owner_name, w.name, a.slug))
+            }),
             share: a.share,
             health: health_of(&a.slug).unwrap_or(if a.healthcheck.is_some() {
                 AppHealth::Initializing
