@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::secrets::Keyring;
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -87,8 +88,8 @@ pub struct CaSet {
 
 impl CaSet {
     /// Loads `ca.*` (created on first start), `ca-next.*` and `ca-prev.crt` from `dir`.
-    pub fn load(dir: &Path) -> anyhow::Result<CaSet> {
-        let signing = Ca::load_or_create_named(dir, "ca")?;
+    pub fn load(dir: &Path, keys: &Keyring) -> anyhow::Result<CaSet> {
+        let signing = Ca::load_or_create_named(dir, "ca", keys)?;
         let mut trusted = vec![signing.cert_der.clone()];
         let mut pins = vec![signing.pin.clone()];
         for name in ["ca-next.crt", "ca-prev.crt"] {
@@ -142,16 +143,16 @@ impl CaSet {
 }
 
 /// `outpost ca rotate`: stage a new CA next to the current one.
-pub fn rotate(dir: &Path) -> anyhow::Result<String> {
+pub fn rotate(dir: &Path, keys: &Keyring) -> anyhow::Result<String> {
     if dir.join("ca-next.crt").exists() {
         anyhow::bail!("a next CA is already staged; run `outpost ca promote` first");
     }
-    let next = Ca::load_or_create_named(dir, "ca-next")?;
+    let next = Ca::load_or_create_named(dir, "ca-next", keys)?;
     Ok(next.pin)
 }
 
 /// `outpost ca promote`: the staged CA signs from now on; the old one stays trusted as previous.
-pub fn promote(dir: &Path) -> anyhow::Result<String> {
+pub fn promote(dir: &Path, keys: &Keyring) -> anyhow::Result<String> {
     if !dir.join("ca-next.crt").exists() {
         anyhow::bail!("no next CA is staged; run `outpost ca rotate` first");
     }
@@ -162,7 +163,16 @@ pub fn promote(dir: &Path) -> anyhow::Result<String> {
     std::fs::remove_file(dir.join("ca.key"))?;
     std::fs::rename(dir.join("ca-next.key"), dir.join("ca.key"))?;
     std::fs::rename(dir.join("ca-next.crt"), dir.join("ca.crt"))?;
-    Ok(Ca::load_or_create_named(dir, "ca")?.pin)
+    Ok(Ca::load_or_create_named(dir, "ca", keys)?.pin)
+}
+
+/// The CA key files that exist in `dir` (what `outpost secrets rotate` re-seals).
+pub fn key_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    ["ca.key", "ca-next.key"]
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// `outpost ca retire`: stop trusting the previous CA.
@@ -177,16 +187,24 @@ pub fn retire(dir: &Path) -> anyhow::Result<()> {
 
 impl Ca {
     /// Loads the CA from `dir`, creating it on first start.
-    pub fn load_or_create(dir: &Path) -> anyhow::Result<Ca> {
-        Self::load_or_create_named(dir, "ca")
+    pub fn load_or_create(dir: &Path, keys: &Keyring) -> anyhow::Result<Ca> {
+        Self::load_or_create_named(dir, "ca", keys)
     }
 
-    fn load_or_create_named(dir: &Path, name: &str) -> anyhow::Result<Ca> {
+    /// The CA's key file is sealed with the secrets key ([`crate::secrets`]); one written
+    /// before sealing existed is sealed on first load.
+    fn load_or_create_named(dir: &Path, name: &str, keys: &Keyring) -> anyhow::Result<Ca> {
         let key_path = dir.join(format!("{name}.key"));
         let cert_path = dir.join(format!("{name}.crt"));
         if key_path.exists() && cert_path.exists() {
-            let key_pem = std::fs::read_to_string(&key_path)
+            let stored = std::fs::read_to_string(&key_path)
                 .with_context(|| format!("reading {}", key_path.display()))?;
+            let key_pem = keys.open_str(&stored).with_context(|| {
+                format!("opening {} (keys from {})", key_path.display(), keys.source)
+            })?;
+            if !keys.is_current(&stored) {
+                write_private(&key_path, keys.seal(key_pem.as_bytes()).as_bytes())?;
+            }
             let cert_pem = std::fs::read_to_string(&cert_path)
                 .with_context(|| format!("reading {}", cert_path.display()))?;
             let key = KeyPair::from_pem(&key_pem).context("parsing the CA key")?;
@@ -209,7 +227,10 @@ impl Ca {
         params.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         params.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
         let cert = params.self_signed(&key).context("self-signing the CA")?;
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        write_private(
+            &key_path,
+            keys.seal(key.serialize_pem().as_bytes()).as_bytes(),
+        )?;
         std::fs::write(&cert_path, cert.pem())
             .with_context(|| format!("writing {}", cert_path.display()))?;
         Ca::from_parts(cert.pem(), key)
@@ -366,7 +387,10 @@ mod tests {
     #[test]
     fn signs_only_what_control_chooses() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let ca = Ca::load_or_create(dir.path())?;
+        let keys = Keyring::load(None, &Keyring::default_file(dir.path()))?;
+        let ca = Ca::load_or_create(dir.path(), &keys)?;
+        // The key file is sealed.
+        assert!(!std::fs::read_to_string(dir.path().join("ca.key"))?.contains("PRIVATE KEY"));
         // A CSR asking for a DNS SAN and CA rights.
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["evil.example".to_string()])?;
@@ -382,7 +406,7 @@ mod tests {
             .map(|s| s.value.general_names.len());
         assert_eq!(sans, Some(1));
         // Reloading gives the same CA.
-        let again = Ca::load_or_create(dir.path())?;
+        let again = Ca::load_or_create(dir.path(), &keys)?;
         assert_eq!(again.pin(), ca.pin());
         let mode = std::fs::metadata(dir.path().join("ca.key"))?.permissions();
         assert_eq!(
@@ -395,7 +419,8 @@ mod tests {
     #[test]
     fn refuses_rsa_and_garbage() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let ca = Ca::load_or_create(dir.path())?;
+        let keys = Keyring::load(None, &Keyring::default_file(dir.path()))?;
+        let ca = Ca::load_or_create(dir.path(), &keys)?;
         assert!(matches!(
             ca.sign_agent_csr("not a csr", "w", "a", std::time::Duration::from_secs(60)),
             Err(CsrError::Invalid)

@@ -89,6 +89,53 @@ pub enum Command {
     /// restart the server).
     #[command(subcommand)]
     Ca(CaCmd),
+    /// The key that seals secrets at rest (git keys, CA keys): `outpost secrets rotate`.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+/// Where the key sealing secrets at rest comes from.
+#[derive(Args, Debug, Clone)]
+pub struct SecretsArgs {
+    /// The key-encryption key sealing git keys and CA keys at rest, as base64 of 32 bytes
+    /// (from a secret manager; several, comma-separated, during a rotation). Wins over the file.
+    #[arg(
+        long = "secrets-key",
+        env = "OUTPOST_SECRETS_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub key: Option<String>,
+    /// The file holding that key (made on first start, 0600). Keep it out of database backups.
+    /// Default: DATA_DIR/secrets.key.
+    #[arg(long = "secrets-key-file", env = "OUTPOST_SECRETS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl SecretsArgs {
+    pub fn keyring(&self, data_dir: &std::path::Path) -> anyhow::Result<crate::secrets::Keyring> {
+        let file = self
+            .key_file
+            .clone()
+            .unwrap_or_else(|| crate::secrets::Keyring::default_file(data_dir));
+        crate::secrets::Keyring::load(self.key.as_deref(), &file)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Make a new secrets key and re-seal every secret with it (git keys in the store, CA keys
+    /// in the data dir). Stop the server first; start it again afterwards. With
+    /// OUTPOST_SECRETS_KEY, pass the new key in OUTPOST_NEW_SECRETS_KEY and set
+    /// OUTPOST_SECRETS_KEY to it afterwards.
+    Rotate {
+        #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
+        data_dir: PathBuf,
+        #[arg(long, env = "OUTPOST_POSTGRES_URL")]
+        postgres_url: Option<String>,
+        #[command(flatten)]
+        secrets: SecretsArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -174,11 +221,15 @@ pub enum CaCmd {
     Rotate {
         #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Sign with the staged CA from now on; the old one stays trusted until `retire`.
     Promote {
         #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        secrets: SecretsArgs,
     },
     /// Stop trusting the previous CA (after agents have renewed onto the new one).
     Retire {
@@ -223,6 +274,8 @@ pub struct ServerArgs {
     pub workspaces_dir: Option<PathBuf>,
     #[command(flatten)]
     pub isolation: IsolationArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
     /// Serve workspaces of several users even though `local` workspaces run as the server's
     /// own Unix user (not root), so each can read the others' homes and secrets.
     #[arg(long, env = "OUTPOST_ALLOW_UNISOLATED_USERS")]

@@ -307,6 +307,14 @@ impl Server {
         }
     }
 
+    /// Sets (or with `None` removes) an environment variable for the next (re)start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// Starts the server again on the same data dir, database and ports.
     pub fn restart(&mut self) -> R {
         self.kill();

@@ -4,6 +4,7 @@
 //! commands are in `crate::sshcli`.
 
 mod ctx;
+mod secrets;
 mod templates;
 mod users;
 mod workspaces;
@@ -61,29 +62,42 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
         Command::Ca(cmd) => {
-            let (what, dir) = match &cmd {
-                CaCmd::Rotate { data_dir } => ("rotate", data_dir),
-                CaCmd::Promote { data_dir } => ("promote", data_dir),
-                CaCmd::Retire { data_dir } => ("retire", data_dir),
-            };
-            let msg = match what {
-                "rotate" => format!(
+            let msg = match &cmd {
+                CaCmd::Rotate { data_dir, secrets } => format!(
                     "staged a new CA (pin {}); restart the server: agents learn the pin from their heartbeats. Then run `outpost ca promote`.",
-                    crate::ca::rotate(dir)?
+                    crate::ca::rotate(data_dir, &secrets.keyring(data_dir)?)?
                 ),
-                "promote" => format!(
+                CaCmd::Promote { data_dir, secrets } => format!(
                     "the new CA (pin {}) signs from now on; the old one stays trusted. Restart the server; once agents have renewed, run `outpost ca retire`.",
-                    crate::ca::promote(dir)?
+                    crate::ca::promote(data_dir, &secrets.keyring(data_dir)?)?
                 ),
-                _ => {
-                    crate::ca::retire(dir)?;
+                CaCmd::Retire { data_dir } => {
+                    crate::ca::retire(data_dir)?;
                     "the previous CA is no longer trusted; restart the server.".to_string()
                 }
+            };
+            let what = match cmd {
+                CaCmd::Rotate { .. } => "rotate",
+                CaCmd::Promote { .. } => "promote",
+                CaCmd::Retire { .. } => "retire",
             };
             if cli.json {
                 println!("{}", serde_json::json!({ "done": what, "message": msg }));
             } else {
                 println!("{msg}");
+            }
+            Ok(())
+        }
+        Command::Secrets(SecretsCmd::Rotate {
+            data_dir,
+            postgres_url,
+            secrets,
+        }) => {
+            let r = secrets::rotate(&data_dir, postgres_url.as_deref(), &secrets).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", r.message);
             }
             Ok(())
         }
@@ -170,6 +184,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.workspaces_dir = args.workspaces_dir;
     config.isolation = args.isolation.local_isolation()?;
     config.allow_unisolated_users = args.allow_unisolated_users;
+    config.secrets = args.secrets.clone();
     config.apps_domain = match args.apps_domain.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(d) => {
@@ -233,7 +248,9 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
         Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
         Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
-        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) => unreachable_command(),
+        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) | Command::Secrets(_) => {
+            unreachable_command()
+        }
     }
 }
 

@@ -596,13 +596,7 @@ async fn agent_git_key(
     Extension(peer): Extension<PeerIdentity>,
 ) -> ApiResult<Json<GitSshKey>> {
     let (_, w) = agent_and_workspace(&state, &peer, "agent.gitsshkey").await?;
-    let owner = w.owner_name.clone();
-    let (_, public_key) = state
-        .store
-        .git_key(&w.owner_id, || {
-            outpost_common::sshkey::new_ed25519(&format!("outpost-{owner}"))
-        })
-        .await?;
+    let (_, public_key) = super::keys::git_key(&state, &w.owner_id, &w.owner_name).await?;
     Ok(Json(GitSshKey {
         public_key,
         private_key: None,
@@ -626,13 +620,11 @@ async fn agent_git_sign(
             "at most {GIT_SIGN_MAX} bytes are signed"
         )));
     }
-    let owner = w.owner_name.clone();
-    let (private_key, _) = state
-        .store
-        .git_key(&w.owner_id, || {
-            outpost_common::sshkey::new_ed25519(&format!("outpost-{owner}"))
-        })
-        .await?;
+    let (sealed, _) = super::keys::git_key(&state, &w.owner_id, &w.owner_name).await?;
+    let private_key = state
+        .secrets
+        .open_str(&sealed)
+        .map_err(ApiError::internal)?;
     let (signature, _) =
         tokio::task::spawn_blocking(move || outpost_common::sshkey::sign(&private_key, &data))
             .await

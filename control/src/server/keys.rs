@@ -16,16 +16,27 @@ pub(super) async fn git_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<GitSshKey>> {
-    let (_, public_key) = state
-        .store
-        .git_key(&auth.user.id, || {
-            outpost_common::sshkey::new_ed25519(&format!("outpost-{}", auth.user.username))
-        })
-        .await?;
+    let (_, public_key) = git_key(&state, &auth.user.id, &auth.user.username).await?;
     Ok(Json(GitSshKey {
         public_key,
         private_key: None,
     }))
+}
+
+/// A user's git key as stored (the private half sealed) and its public half; made on first use.
+pub(super) async fn git_key(
+    state: &AppState,
+    user_id: &str,
+    username: &str,
+) -> ApiResult<(String, String)> {
+    let keys = &state.secrets;
+    Ok(state
+        .store
+        .git_key(user_id, || {
+            outpost_common::sshkey::new_ed25519(&format!("outpost-{username}"))
+                .map(|(private, public)| (keys.seal(private.as_bytes()), public))
+        })
+        .await?)
 }
 
 // ---------------------------------------------------------------- SSH keys

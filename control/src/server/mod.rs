@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// Apps on hosts of their own under this domain (`apps.example.com`, from
     /// `--apps-domain '*.apps.example.com'`).
     pub apps_domain: Option<String>,
+    /// Where the key sealing secrets at rest comes from.
+    pub secrets: crate::config::SecretsArgs,
     /// Honour `authenticated`/`public` share levels for path-based apps on the dashboard's own
     /// origin (where an app's scripts can act as its visitors).
     pub allow_path_app_sharing: bool,
@@ -92,6 +94,10 @@ impl ServerConfig {
             isolation: crate::provisioner::local::Isolation::detect(),
             allow_unisolated_users: false,
             apps_domain: None,
+            secrets: crate::config::SecretsArgs {
+                key: None,
+                key_file: None,
+            },
             allow_path_app_sharing: false,
             docker_agent_url: None,
             agent_binary: None,
@@ -117,6 +123,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub store: Store,
     pub ca: CaSet,
+    /// Seals and opens secrets at rest (the users' git keys).
+    pub secrets: crate::secrets::Keyring,
     pub audit: audit::Audit,
     pub liveness: liveness::Liveness,
     pub tunnels: relay::Tunnels,
@@ -327,7 +335,15 @@ pub async fn run(
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         }
     }
-    let ca = CaSet::load(&config.data_dir)?;
+    let secrets = config.secrets.keyring(&config.data_dir)?;
+    let ca = CaSet::load(&config.data_dir, &secrets)?;
+    let resealed = crate::secrets::reseal_store(&store, &secrets).await?;
+    if resealed > 0 {
+        tracing::info!(
+            count = resealed,
+            "sealed git keys stored before sealing (or under an older key)"
+        );
+    }
     if let Some(f) = config.test_clock_file.clone() {
         tracing::warn!(file = %f.display(), "the clock follows a test offset file");
         read_clock_offset(&f);
@@ -377,6 +393,7 @@ pub async fn run(
         tunnels: relay::Tunnels::default(),
         store,
         ca,
+        secrets,
         config: config.clone(),
         agent_url: agent_url.clone(),
         access_url: access_url.clone(),

@@ -47,6 +47,29 @@ impl Store {
         get().await?.ok_or(StoreError::NotFound)
     }
 
+    /// Every user's git private key as stored (sealed, or plain from before sealing).
+    pub async fn git_private_keys(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT user_id, private_key FROM user_git_keys")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("user_id")?, r.try_get("private_key")?)))
+            .collect()
+    }
+
+    /// Replaces a git private key's stored form, if it is still `old`.
+    pub async fn set_git_private_key(&self, user_id: &str, old: &str, new: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE user_git_keys SET private_key = $1 WHERE user_id = $2 AND private_key = $3",
+        )
+        .bind(new)
+        .bind(user_id)
+        .bind(old)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------ SSH
 
     pub async fn add_ssh_key(
