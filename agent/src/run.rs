@@ -485,6 +485,7 @@ async fn ssh_loop(
         user: std::env::var("USER").unwrap_or_else(|_| manifest.owner.clone()),
         env,
         login_gate: gate,
+        login_grace: Duration::from_secs(manifest.ssh_login_grace_secs.max(1)),
     });
     shared.set_authorized(&manifest.authorized_keys);
     let ssh_config = std::sync::Arc::new(crate::ssh::config(key));

@@ -300,6 +300,35 @@ pub struct ServerArgs {
         default_value_t = 300
     )]
     pub terminal_idle_timeout_secs: u64,
+    /// Seconds an SSH connection to a workspace may take to log in before it is closed.
+    #[arg(long, env = "OUTPOST_SSH_LOGIN_GRACE_SECS", default_value_t = 30)]
+    pub ssh_login_grace_secs: u64,
+    /// The most connections one address may hold open to the API and dashboard at once (and
+    /// TLS handshakes in progress to the agent API).
+    #[arg(
+        long,
+        env = "OUTPOST_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 256
+    )]
+    pub max_connections_per_source: usize,
+    /// Seconds a client may take to send a request's headers (slow senders are cut off).
+    #[arg(long, env = "OUTPOST_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Audit events older than this are deleted (e.g. 90d, 12h).
+    #[arg(long, env = "OUTPOST_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub audit_retention: std::time::Duration,
+    /// At most this many audit events are kept (the oldest go first).
+    #[arg(long, env = "OUTPOST_AUDIT_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub audit_max_events: i64,
+    /// Agent log lines (script output) older than this are deleted.
+    #[arg(long, env = "OUTPOST_AGENT_LOG_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub agent_log_retention: std::time::Duration,
+    /// At most this many agent log lines are kept, over all workspaces (the oldest go first).
+    #[arg(long, env = "OUTPOST_AGENT_LOG_MAX_LINES", default_value_t = 1_000_000)]
+    pub agent_log_max_lines: i64,
+    /// How often audit events and agent logs are pruned.
+    #[arg(long, env = "OUTPOST_RETENTION_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention_interval: std::time::Duration,
     /// Seconds a provisioner job's lease lasts without renewal.
     #[arg(long, env = "OUTPOST_JOB_LEASE_SECS", default_value_t = 15)]
     pub job_lease_secs: u64,

@@ -382,3 +382,179 @@ fn web_edges_hold(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(web_edges_hold);
+
+/// Idle bytes from `addr` on `c` until it is closed (true) or `wait` passes (false).
+fn closed_within(c: &mut std::net::TcpStream, wait: Duration) -> bool {
+    let _ = c.set_read_timeout(Some(wait));
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// A TCP connection to `url` from `source` (a loopback address).
+fn connect_from(url: &str, source: &str) -> R<std::net::TcpStream> {
+    let target: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .parse()?;
+    let src: std::net::SocketAddr = format!("{source}:0").parse()?;
+    let tcp = rt().block_on(async move {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(src)?;
+        sock.connect(target).await
+    })?;
+    let std = tcp.into_std()?;
+    std.set_nonblocking(false)?;
+    Ok(std)
+}
+
+/// Slow and numerous connections: a client that never finishes its headers is cut off after
+/// the header timeout; one address holding its quota of connections gets no more, on the API
+/// and on the agent API's handshakes, while other addresses and the workspace's agent are
+/// served; an SSH connection that does not log in is closed after the login grace; one agent
+/// cannot hold many polls, flood heartbeats or mint credentials without end.
+fn listeners_have_limits(backend: Backend) -> R {
+    let s = Server::start_with(
+        backend,
+        &[
+            "--max-connections-per-source",
+            "8",
+            "--header-read-timeout-secs",
+            "2",
+            "--ssh-login-grace-secs",
+            "2",
+        ],
+    )?;
+    let admin = Client::admin(&s)?;
+    admin.ok(&["create", "w"])?;
+    let (w, _) = s.wait_for("w", T, |w| {
+        w["status"] == "running" && w["agent"]["status"] == "connected"
+    })?;
+
+    // Eight slow senders from one address: the ninth connection is closed at once.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut c = connect_from(&s.url, "127.0.0.2")?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
+        slow.push(c);
+    }
+    let mut ninth = connect_from(&s.url, "127.0.0.2")?;
+    assert!(
+        closed_within(&mut ninth, Duration::from_secs(2)),
+        "a ninth connection was kept"
+    );
+    // Others are served meanwhile.
+    let t = Instant::now();
+    let (code, _) = http("GET", &format!("{}/healthz", s.url), None, None)?;
+    assert_eq!(code, 200);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // The slow senders are cut off at the header deadline, and the address may connect again.
+    for c in &mut slow {
+        assert!(
+            closed_within(c, Duration::from_secs(6)),
+            "a slow sender was kept"
+        );
+    }
+    let mut again = connect_from(&s.url, "127.0.0.2")?;
+    again.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    again.read_to_string(&mut reply)?;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // The agent API: eight handshakes held open from one address, the ninth is closed; the
+    // workspace's agent (another address's quota) stays connected.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(&s.agent_url, "127.0.0.3")?);
+    }
+    let mut ninth = connect_from(&s.agent_url, "127.0.0.3")?;
+    assert!(closed_within(&mut ninth, Duration::from_secs(2)));
+    assert_eq!(s.workspace("w")?["agent"]["status"], "connected");
+    drop(held);
+
+    // SSH through the relay that never logs in: closed after the grace.
+    let token = s.token()?;
+    let mut relay = std::net::TcpStream::connect(s.url.trim_start_matches("http://"))?;
+    relay.write_all(
+        format!("GET /api/v1/workspaces/w/relay/ssh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: outpost-relay\r\n\r\n").as_bytes(),
+    )?;
+    relay.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = [0u8; 12];
+    relay.read_exact(&mut head)?;
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let t = Instant::now();
+    assert!(closed_within(&mut relay, Duration::from_secs(10)));
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(admin.sh("w", "echo logged-in")?.trim(), "logged-in");
+
+    // One agent's credential (readable in its workspace): polls, heartbeats, mints are capped.
+    let run = resource_path(&w, "run").expect("run dir");
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
+        run.join("agent/credentials.json"),
+    )?)?;
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
+    let chain = format!(
+        "{}{}",
+        creds["certificate_pem"].as_str().unwrap_or(""),
+        creds["ca_pem"].as_str().unwrap_or("")
+    );
+    let key = creds["key_pem"].as_str().unwrap_or("").to_string();
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        codes.push(
+            agent_call(
+                &bundle,
+                "/agent/v1/heartbeat",
+                Some(json!({"lifecycle": null, "stats": {}})),
+                Some((&chain, &key)),
+            )?
+            .0,
+        );
+    }
+    assert!(codes.contains(&429), "heartbeats: {codes:?}");
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(
+            agent_call(
+                &bundle,
+                "/agent/v1/user-token",
+                Some(json!({})),
+                Some((&chain, &key)),
+            )?
+            .0,
+        );
+    }
+    assert!(
+        codes.iter().filter(|c| **c == 200).count() <= 5,
+        "mints: {codes:?}"
+    );
+    assert!(codes.contains(&429), "mints: {codes:?}");
+    // Polls: the agent holds one; two more at once, and one of them is refused.
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let (b, c, k) = (bundle.clone(), chain.clone(), key.clone());
+            std::thread::spawn(move || agent_call(&b, "/agent/v1/poll", None, Some((&c, &k))))
+        })
+        .collect();
+    let codes: Vec<u16> = polls
+        .into_iter()
+        .filter_map(|h| h.join().ok().and_then(|r| r.ok()).map(|r| r.0))
+        .collect();
+    assert!(codes.contains(&429), "polls: {codes:?}");
+    // The workspace's own agent is still served.
+    s.wait_for("w", T, |w| w["agent"]["status"] == "connected")?;
+    assert_eq!(admin.sh("w", "echo still")?.trim(), "still");
+    Ok(())
+}
+both_backends!(listeners_have_limits);

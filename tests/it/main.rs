@@ -17,6 +17,7 @@ mod docker;
 mod isolation;
 mod lifecycle;
 mod liveness;
+mod retention;
 mod scripts;
 mod security;
 mod ssh;

@@ -56,6 +56,8 @@ pub struct SshShared {
     pub env: Vec<(String, String)>,
     /// Closed (false) while a start script that blocks login runs.
     pub login_gate: tokio::sync::watch::Receiver<bool>,
+    /// A connection that has not logged in after this long is closed.
+    pub login_grace: Duration,
 }
 
 impl SshShared {
@@ -170,21 +172,38 @@ pub fn serve_stream<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (login_tx, login_rx) = tokio::sync::oneshot::channel();
+    let grace = shared.login_grace;
     let handler = Conn {
         shared,
         peer,
+        login: Some(login_tx),
         tcp_forwards: HashMap::new(),
         unix_forwards: HashMap::new(),
     };
     tokio::spawn(async move {
-        match russh::server::run_stream(config, io, handler).await {
-            Ok(session) => {
-                if let Err(e) = session.await {
-                    tracing::debug!(error = ?e, ?peer, "ssh session ended");
+        let run = async move {
+            match russh::server::run_stream(config, io, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::debug!(error = ?e, ?peer, "ssh session ended");
+                    }
+                }
+                Err(e) => tracing::debug!(error = ?e, ?peer, "ssh handshake failed"),
+            }
+        };
+        tokio::pin!(run);
+        // Before login a connection gets `grace`; dropping `run` closes it.
+        tokio::select! {
+            _ = &mut run => return,
+            r = tokio::time::timeout(grace, login_rx) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::info!(?peer, ?grace, "ssh connection closed: no login in time");
+                    return;
                 }
             }
-            Err(e) => tracing::debug!(error = ?e, ?peer, "ssh handshake failed"),
         }
+        run.await;
     });
 }
 
@@ -234,6 +253,7 @@ pub async fn serve(
     config: Arc<russh::server::Config>,
     shared: Arc<SshShared>,
 ) {
+    let per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -243,14 +263,110 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
+            tracing::info!(%peer, "ssh connection refused: too many from this address");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        serve_stream(QuickAck(tcp), config.clone(), shared.clone(), Some(peer));
+        serve_stream(
+            Counted {
+                io: QuickAck(tcp),
+                _slot: slot,
+            },
+            config.clone(),
+            shared.clone(),
+            Some(peer),
+        );
+    }
+}
+
+/// Connections one address may hold open on the direct SSH listener.
+const SSH_CONNECTIONS_PER_SOURCE: usize = 32;
+
+/// One of an address's connection slots, given back when dropped.
+struct SourceSlot {
+    map: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<SourceSlot> {
+        let mut m = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= SSH_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A stream holding its source's slot for as long as it lives.
+struct Counted<S> {
+    io: S,
+    _slot: SourceSlot,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 struct Conn {
     shared: Arc<SshShared>,
     peer: Option<SocketAddr>,
+    /// Told once the connection logs in (ends its pre-login grace).
+    login: Option<tokio::sync::oneshot::Sender<()>>,
     /// Remote forwards (-R) of this connection: TCP (address, port) and Unix socket paths.
     tcp_forwards: HashMap<(String, u32), tokio::task::AbortHandle>,
     unix_forwards: HashMap<String, tokio::task::AbortHandle>,
@@ -297,6 +413,9 @@ impl russh::server::Handler for Conn {
     ) -> Result<Auth, Self::Error> {
         if self.shared.accepts(key.public_key) {
             tracing::info!(user, peer = ?self.peer, "ssh login");
+            if let Some(tx) = self.login.take() {
+                let _ = tx.send(());
+            }
             Ok(Auth::Accept)
         } else {
             tracing::info!(user, peer = ?self.peer, "ssh key refused");

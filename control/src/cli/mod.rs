@@ -185,6 +185,18 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.isolation = args.isolation.local_isolation()?;
     config.allow_unisolated_users = args.allow_unisolated_users;
     config.secrets = args.secrets.clone();
+    config.ssh_login_grace_secs = args.ssh_login_grace_secs;
+    config.max_connections_per_source = args.max_connections_per_source.max(1);
+    config.header_read_timeout_secs = args.header_read_timeout_secs.max(1);
+    config.retention = crate::server::Retention {
+        audit_age: args.audit_retention,
+        audit_max: args.audit_max_events.max(1),
+        agent_log_age: args.agent_log_retention,
+        agent_log_max: args.agent_log_max_lines.max(1),
+        every: args
+            .retention_interval
+            .max(std::time::Duration::from_secs(1)),
+    };
     config.apps_domain = match args.apps_domain.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(d) => {

@@ -112,8 +112,10 @@ pub(super) async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: (super::listen::SourceSlots, Duration),
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (handshakes, header_timeout) = limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -126,6 +128,12 @@ pub(super) async fn serve_tls(
                 }
             },
             _ = crate::server::until_shutdown(&mut shutdown) => return,
+        };
+        // Handshakes in progress are capped per address (agents are many behind one address,
+        // but each holds its slot only for the handshake).
+        let Some(slot) = handshakes.take(addr.ip()) else {
+            tracing::debug!(%addr, "agent API: too many handshakes from this address");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -141,6 +149,7 @@ pub(super) async fn serve_tls(
                     }
                     Err(_) => return,
                 };
+            drop(slot);
             let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
             let id = leaf.and_then(|c| crate::ca::identity_from_cert(c));
             let serial = leaf.and_then(|c| crate::ca::serial_from_cert(c));
@@ -149,7 +158,11 @@ pub(super) async fn serve_tls(
                 req.extensions_mut().insert(identity.clone());
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -441,6 +454,7 @@ async fn poll(
         state.liveness.record(&agent.id, now, None, None);
     }
     let waker = state.agent_waker(&agent.id);
+    let _held = state.agent_limits.hold_poll(&agent.id)?;
     let deadline = tokio::time::Instant::now() + POLL_HOLD;
     let mut shutdown = state.shutdown.clone();
     loop {
@@ -482,6 +496,7 @@ async fn heartbeat(
     let agent = authed_agent(&state, &peer, "agent.heartbeat")
         .await
         .map_err(|e| e.0)?;
+    state.agent_limits.heartbeat(&agent.id)?;
     let lifecycle = req
         .lifecycle
         .and_then(|l| serde_json::to_value(l).ok())
@@ -558,6 +573,7 @@ async fn manifest(
         scripts: manifest.scripts,
         apps: manifest.apps,
         terminal_idle_timeout_secs: state.config.terminal_idle_timeout_secs,
+        ssh_login_grace_secs: state.config.ssh_login_grace_secs,
         dotfiles_uri: parameters
             .get("dotfiles_uri")
             .cloned()
@@ -570,7 +586,8 @@ async fn agent_user_token(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> ApiResult<Json<WorkspaceCredential>> {
-    let (_, w) = agent_and_workspace(&state, &peer, "agent.user_token").await?;
+    let (agent, w) = agent_and_workspace(&state, &peer, "agent.user_token").await?;
+    state.agent_limits.mint(&agent.id)?;
     let owner = state
         .store
         .user_by_username(&w.owner_name)
@@ -687,6 +704,7 @@ async fn agent_logs(
             .unwrap_or_default();
         state.store.set_agent_lifecycle(&agent.id, &name).await?;
     }
+    state.touch(&super::workspaces::agent_logs_topic(&agent.workspace_id));
     state.bump_progress();
     Ok(Json(AgentLogsResponse { over_limit: over }))
 }

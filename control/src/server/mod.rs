@@ -7,11 +7,13 @@ mod audit;
 mod auth;
 mod error;
 mod keys;
+mod listen;
 mod liveness;
 mod provisioner;
 mod proxy;
 mod ratelimit;
 mod relay;
+mod retention;
 mod templates;
 mod tokens;
 mod users;
@@ -37,6 +39,7 @@ use crate::store::Store;
 
 pub use auth::{random_secret, sha256_hex};
 pub use error::{ApiError, ApiResult};
+pub use retention::Retention;
 
 /// Everything `outpost server` needs, parsed from flags, `OUTPOST_*` env and the config file.
 #[derive(Debug, Clone)]
@@ -72,6 +75,14 @@ pub struct ServerConfig {
     pub heartbeat_secs: u64,
     /// A web terminal session with no client attached ends after this long.
     pub terminal_idle_timeout_secs: u64,
+    /// An SSH connection to an agent that has not logged in after this long is closed.
+    pub ssh_login_grace_secs: u64,
+    /// The most connections one address may hold to the API at once.
+    pub max_connections_per_source: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// How long and how many audit events and agent log lines are kept.
+    pub retention: Retention,
     pub job_lease_secs: u64,
     pub bootstrap_token_ttl_secs: u64,
     pub agent_cert_lifetime_secs: u64,
@@ -103,6 +114,10 @@ impl ServerConfig {
             agent_binary: None,
             heartbeat_secs: 15,
             terminal_idle_timeout_secs: 300,
+            ssh_login_grace_secs: 30,
+            max_connections_per_source: 256,
+            header_read_timeout_secs: 10,
+            retention: Retention::default(),
             job_lease_secs: 15,
             bootstrap_token_ttl_secs: 15 * 60,
             agent_cert_lifetime_secs: 24 * 3600,
@@ -144,6 +159,13 @@ pub struct Inner {
     pub started_at: i64,
     /// Sign-in lockouts and the password-hashing cap.
     pub login_guard: ratelimit::LoginGuard,
+    /// Per-agent caps on held polls, heartbeats and credential mints.
+    pub agent_limits: ratelimit::AgentLimits,
+    /// Log streams each user may follow at once.
+    pub follows: listen::Slots<String>,
+    /// Per topic (`job:ID`, `agent-logs:WORKSPACE_ID`), a counter bumped when it changes: log
+    /// followers wait on their own topic, not on every change anywhere.
+    topics: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Per user, a flag that ends their live connections (relays, terminals, app WebSockets)
     /// when set: a suspension.
     user_cuts: Mutex<HashMap<String, watch::Sender<bool>>>,
@@ -164,6 +186,26 @@ impl Inner {
     pub fn agent_waker(&self, agent_id: &str) -> Arc<Notify> {
         let mut map = self.agent_wakers.locked();
         map.entry(agent_id.to_string()).or_default().clone()
+    }
+
+    /// Waits for a change of `topic` (see [`Inner::touch`]).
+    pub fn subscribe(&self, topic: &str) -> watch::Receiver<u64> {
+        self.topics
+            .locked()
+            .entry(topic.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// `topic` changed: wakes its followers (and forgets topics nobody follows any more).
+    pub fn touch(&self, topic: &str) {
+        let mut m = self.topics.locked();
+        if let Some(tx) = m.get(topic) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+            if tx.receiver_count() == 0 {
+                m.remove(topic);
+            }
+        }
     }
 
     /// Resolves when `user_id`'s connections must end (see [`Inner::cut_user`]).
@@ -405,6 +447,9 @@ pub async fn run(
         started_at: crate::store::now_ms(),
         login_guard: ratelimit::LoginGuard::new().map_err(|e| anyhow::anyhow!(e.message))?,
         user_cuts: Mutex::new(HashMap::new()),
+        agent_limits: ratelimit::AgentLimits::default(),
+        follows: listen::Slots::new(FOLLOWS_PER_USER),
+        topics: Mutex::new(HashMap::new()),
     }));
 
     templates::ensure_builtin_templates(&state).await?;
@@ -422,26 +467,25 @@ pub async fn run(
     tracing::info!(api = %access_url, agent_api = %agent_url, "outpost server listening");
 
     let api = api_router(state.clone());
-    let mut api_shutdown = shutdown_rx.clone();
-    let api_task = tokio::spawn(async move {
-        // Keystrokes and relay frames are small: no Nagle delay on the API listener.
-        let listener = axum::serve::ListenerExt::tap_io(listeners.api, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            api.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { until_shutdown(&mut api_shutdown).await })
-        .await
-    });
+    let api_task = tokio::spawn(listen::serve_http(
+        listeners.api,
+        api,
+        listen::SourceSlots::new(config.max_connections_per_source),
+        Duration::from_secs(config.header_read_timeout_secs),
+        shutdown_rx.clone(),
+    ));
     let agent_task = tokio::spawn(agent::serve_tls(
         listeners.agent,
         tls,
         agent::router(state.clone()),
+        (
+            listen::SourceSlots::new(config.max_connections_per_source),
+            Duration::from_secs(config.header_read_timeout_secs),
+        ),
         shutdown_rx.clone(),
     ));
     let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
+    let pruner = tokio::spawn(retention::run(state.clone()));
     let flush_every = Duration::from_millis((config.heartbeat_secs * 1000 / 2).clamp(200, 2000));
     let flusher = tokio::spawn(liveness::Liveness::run(state.clone(), flush_every));
 
@@ -478,6 +522,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
     }
     reaper.abort();
+    pruner.abort();
     flusher.abort();
     state.liveness.flush(&state.store).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
@@ -511,6 +556,8 @@ pub(crate) fn host_of(url: &str) -> Option<String> {
 }
 
 const API_BODY_LIMIT: usize = 1 << 20;
+/// Log streams (`follow=true`) one user may hold open at once.
+pub const FOLLOWS_PER_USER: usize = 16;
 pub const TEMPLATE_BODY_LIMIT: usize = 8 << 20;
 
 fn api_router(state: AppState) -> Router {

@@ -155,6 +155,7 @@ pub(super) async fn update(
         .job_update(&job_id, &req.daemon_id, lease_ms, &logs)
         .await
         .map_err(|e| store_or(e, not_held))?;
+    state.touch(&format!("job:{job_id}"));
     state.bump_progress();
     Ok(Json(JobUpdateResponse {
         canceled: job.cancel_requested,
@@ -202,6 +203,7 @@ pub(super) async fn complete(
         )
         .await
         .map_err(|e| store_or(e, not_held))?;
+    state.touch(&format!("job:{job_id}"));
     after_job_end(&state, &job.build_id, status).await?;
     Ok(Json(serde_json::json!({ "status": status })))
 }
@@ -296,6 +298,7 @@ async fn reap_once(state: &AppState) -> Result<(), StoreError> {
             tracing::warn!(job = %job_id, "lease expired: failed");
             let _ = after_job_end(state, &build_id, "failed").await;
         }
+        state.touch(&format!("job:{job_id}"));
         state.bump_progress();
     }
     Ok(())

@@ -155,6 +155,121 @@ impl LoginGuard {
     }
 }
 
+/// Keys tracked by one set of buckets (an agent each: room for 50,000 and more).
+const MAX_BUCKETS: usize = 200_000;
+
+/// Token buckets by key: `capacity` requests at once, refilled at `per_sec`.
+pub struct Buckets {
+    map: Mutex<HashMap<String, (f64, Instant)>>,
+    capacity: f64,
+    per_sec: f64,
+}
+
+impl Buckets {
+    pub fn new(capacity: u32, per_sec: f64) -> Self {
+        Buckets {
+            map: Mutex::default(),
+            capacity: f64::from(capacity),
+            per_sec,
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is there.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut m = self.map.locked();
+        if m.len() >= MAX_BUCKETS && !m.contains_key(key) {
+            let full = self.capacity;
+            let rate = self.per_sec;
+            m.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < full);
+            if m.len() >= MAX_BUCKETS {
+                m.clear();
+            }
+        }
+        let (tokens, at) = m.entry(key.to_string()).or_insert((self.capacity, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.capacity);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+        }
+    }
+}
+
+/// What one agent may ask of the agent API at once, or per second.
+pub struct AgentLimits {
+    polls: Mutex<HashMap<String, usize>>,
+    heartbeats: Buckets,
+    mints: Buckets,
+}
+
+/// Long polls one agent may hold at once (its own, plus one left over from a reconnect).
+const POLLS_PER_AGENT: usize = 2;
+
+/// A held poll; dropping it frees the place.
+pub struct HeldPoll<'a> {
+    limits: &'a AgentLimits,
+    agent: String,
+}
+
+impl Drop for HeldPoll<'_> {
+    fn drop(&mut self) {
+        let mut m = self.limits.polls.locked();
+        if let Some(n) = m.get_mut(&self.agent) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.agent);
+            }
+        }
+    }
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            polls: Mutex::default(),
+            // Heartbeats come every few seconds: a burst of 10, then 2 a second.
+            heartbeats: Buckets::new(10, 2.0),
+            // The CLI's credential is cached for most of its hour: 5, then one a minute.
+            mints: Buckets::new(5, 1.0 / 60.0),
+        }
+    }
+}
+
+fn too_many(what: &str, wait: Duration) -> ApiError {
+    ApiError::too_many_requests(format!("too many {what} from this agent; slow down"), wait)
+}
+
+impl AgentLimits {
+    pub fn hold_poll(&self, agent: &str) -> Result<HeldPoll<'_>, ApiError> {
+        let mut m = self.polls.locked();
+        let n = m.entry(agent.to_string()).or_insert(0);
+        if *n >= POLLS_PER_AGENT {
+            return Err(too_many("held polls", Duration::from_secs(1)));
+        }
+        *n += 1;
+        Ok(HeldPoll {
+            limits: self,
+            agent: agent.to_string(),
+        })
+    }
+
+    pub fn heartbeat(&self, agent: &str) -> Result<(), ApiError> {
+        self.heartbeats
+            .take(agent)
+            .map_err(|w| too_many("heartbeats", w))
+    }
+
+    pub fn mint(&self, agent: &str) -> Result<(), ApiError> {
+        self.mints
+            .take(agent)
+            .map_err(|w| too_many("token mints", w))
+    }
+}
+
 /// A username as it may be looked up and written to the audit log: at most [`MAX_USERNAME`]
 /// bytes and no control characters, or `None`.
 pub fn plausible_username(name: &str) -> Option<&str> {
@@ -186,6 +301,22 @@ mod tests {
         assert!(c.locked_for("x", now).is_some());
         c.clear("x");
         assert!(c.locked_for("x", now).is_none());
+    }
+
+    #[test]
+    fn buckets_refill_and_polls_are_given_back() {
+        let b = Buckets::new(2, 1000.0);
+        assert!(b.take("a").is_ok() && b.take("a").is_ok());
+        assert!(b.take("a").is_err());
+        assert!(b.take("b").is_ok(), "per key");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(b.take("a").is_ok(), "refilled");
+        let l = AgentLimits::default();
+        let p1 = l.hold_poll("x").expect("one");
+        let _p2 = l.hold_poll("x").expect("two");
+        assert!(l.hold_poll("x").is_err());
+        drop(p1);
+        assert!(l.hold_poll("x").is_ok());
     }
 
     #[test]

@@ -604,6 +604,7 @@ pub(super) async fn cancel(
         .store
         .append_log(&b.job_id, "cancel", "warn", "build canceled by user")
         .await?;
+    state.touch(&format!("job:{}", b.job_id));
     state.bump_progress();
     let b = state
         .store
@@ -644,6 +645,38 @@ pub(super) struct LogsQuery {
     after: i64,
 }
 
+/// A follower re-reads the store when its own topic changes, or after this long regardless.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(15);
+
+/// The topic agent log lines of workspace `id` are announced on.
+pub(super) fn agent_logs_topic(id: &str) -> String {
+    format!("agent-logs:{id}")
+}
+
+/// One of the user's follow slots when `follow` is asked for (429 past the cap).
+fn follow_slot(
+    state: &AppState,
+    auth: &AuthUser,
+    follow: bool,
+) -> ApiResult<Option<super::listen::Slot<String>>> {
+    if !follow {
+        return Ok(None);
+    }
+    state
+        .follows
+        .take(auth.user.id.clone())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::too_many_requests(
+                format!(
+                    "you follow {} log streams already; close one first",
+                    super::FOLLOWS_PER_USER
+                ),
+                Duration::from_secs(5),
+            )
+        })
+}
+
 /// NDJSON log lines; with `follow=true` the response stays open until the job ends.
 pub(super) async fn build_logs(
     State(state): State<AppState>,
@@ -653,15 +686,17 @@ pub(super) async fn build_logs(
 ) -> ApiResult<Response> {
     let b = own_build(&state, &auth, &id).await?;
     let job_id = b.job_id.clone();
-    let progress = state.progress.subscribe();
+    let slot = follow_slot(&state, &auth, q.follow)?;
+    let progress = state.subscribe(&format!("job:{job_id}"));
     let stream = futures_util::stream::unfold(
-        (state, job_id, q.after, progress, false),
-        move |(state, job_id, mut after, mut progress, done)| async move {
+        (state, job_id, q.after, progress, false, slot),
+        move |(state, job_id, mut after, mut progress, done, slot)| async move {
             if done {
                 return None;
             }
             loop {
                 progress.mark_unchanged();
+                tracing::debug!(job = %job_id, "build log follower reads the store");
                 // Read the job's status before its logs so no line written before the end is missed.
                 let finished = match state.store.job(&job_id).await {
                     Ok(Some(j)) => JobStatus::parse(&j.status).is_none_or(JobStatus::is_final),
@@ -679,13 +714,14 @@ pub(super) async fn build_logs(
                     let end = !q.follow || (finished && !more);
                     return Some((
                         Ok::<_, Infallible>(Bytes::from(out)),
-                        (state, job_id, after, progress, end),
+                        (state, job_id, after, progress, end, slot),
                     ));
                 }
                 if !q.follow || finished || *state.shutdown.borrow() {
                     return None;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), progress.changed()).await;
+                // Woken by this job's own changes; the timeout only covers a missed wake-up.
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, progress.changed()).await;
             }
         },
     );
@@ -715,13 +751,15 @@ pub(super) async fn agent_logs(
     Query(q): Query<AgentLogsQuery>,
 ) -> ApiResult<Response> {
     let w = own_workspace(&state, &auth, &name).await?;
-    let progress = state.progress.subscribe();
+    let slot = follow_slot(&state, &auth, q.follow)?;
+    let progress = state.subscribe(&agent_logs_topic(&w.id));
     let ws = w.id.clone();
     let stream = futures_util::stream::unfold(
-        (state, ws, q.after, progress, q.source, q.follow),
-        |(state, ws, mut after, mut progress, source, follow)| async move {
+        (state, ws, q.after, progress, q.source, q.follow, slot),
+        |(state, ws, mut after, mut progress, source, follow, slot)| async move {
             loop {
                 progress.mark_unchanged();
+                tracing::debug!(workspace = %ws, "agent log follower reads the store");
                 let rows = state
                     .store
                     .agent_logs_after(&ws, source.as_deref(), after)
@@ -732,13 +770,13 @@ pub(super) async fn agent_logs(
                     let out = ndjson(rows.iter().map(|(r, _)| r));
                     return Some((
                         Ok::<_, Infallible>(Bytes::from(out)),
-                        (state, ws, after, progress, source, follow),
+                        (state, ws, after, progress, source, follow, slot),
                     ));
                 }
                 if !follow || *state.shutdown.borrow() {
                     return None;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), progress.changed()).await;
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, progress.changed()).await;
             }
         },
     );

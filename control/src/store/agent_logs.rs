@@ -83,4 +83,9 @@ impl Store {
             .map(|r| Ok((LogRow::from_row(r)?, r.try_get("source")?)))
             .collect()
     }
+
+    /// Retention: agent log lines older than `before` (ms), then all but the newest `keep`.
+    pub async fn prune_agent_logs(&self, before: i64, keep: i64) -> Result<u64> {
+        super::audit::prune(&self.pool, "agent_logs", before, keep).await
+    }
 }

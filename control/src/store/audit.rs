@@ -83,4 +83,33 @@ impl Store {
             })
             .collect()
     }
+
+    /// Retention: deletes audit events older than `before` (ms), then all but the newest
+    /// `keep` (at least one kept). How many went.
+    pub async fn prune_audit(&self, before: i64, keep: i64) -> Result<u64> {
+        prune(&self.pool, "audit_events", before, keep).await
+    }
+}
+
+/// Deletes rows of `table` (one of ours, with `id` and `created_at`) older than `before`, then
+/// beyond the newest `keep`.
+pub(super) async fn prune(
+    pool: &sqlx::AnyPool,
+    table: &'static str,
+    before: i64,
+    keep: i64,
+) -> Result<u64> {
+    let by_age = sqlx::query(&format!("DELETE FROM {table} WHERE created_at < $1"))
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let by_size = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET $1)"
+    ))
+    .bind(keep.max(1))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(by_age + by_size)
 }

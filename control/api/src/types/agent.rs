@@ -199,6 +199,9 @@ pub struct AgentManifest {
     /// A web terminal session nobody is attached to ends after this long.
     #[serde(default = "default_terminal_idle")]
     pub terminal_idle_timeout_secs: u64,
+    /// An SSH connection that has not logged in after this long is closed.
+    #[serde(default = "default_ssh_login_grace_secs")]
+    pub ssh_login_grace_secs: u64,
     /// The template's apps, whose health the agent checks.
     #[serde(default)]
     pub apps: Vec<AppSpec>,
@@ -245,4 +248,8 @@ pub struct AuditEventView {
     pub agent_id: Option<String>,
     pub remote_addr: Option<String>,
     pub details: String,
+}
+
+fn default_ssh_login_grace_secs() -> u64 {
+    30
 }

@@ -1,0 +1,149 @@
+//! Accepting connections with limits: at most N open connections per source address (the
+//! (N+1)th is closed at once), a deadline for each request's headers (a slow sender is cut
+//! off), graceful shutdown. The API uses [`serve_http`]; the agent API counts its TLS
+//! handshakes per source with [`SourceSlots`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use outpost_common::LockExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// Things held at once per key (connections per source address, log followers per user),
+/// with a cap.
+#[derive(Clone)]
+pub struct Slots<K: std::hash::Hash + Eq + Clone> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    cap: usize,
+}
+
+/// Open connections per source address.
+pub type SourceSlots = Slots<IpAddr>;
+
+/// A held slot; dropping it frees it.
+pub struct Slot<K: std::hash::Hash + Eq + Clone> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
+    pub fn new(cap: usize) -> Self {
+        Slots {
+            counts: Arc::default(),
+            cap,
+        }
+    }
+
+    /// A slot for `key`, or None when it holds `cap` already.
+    pub fn take(&self, key: K) -> Option<Slot<K>> {
+        let mut m = self.counts.locked();
+        let n = m.entry(key.clone()).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            counts: self.counts.clone(),
+            key,
+        })
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut m = self.counts.locked();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 with upgrades) until `shutdown` is set.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    slots: SourceSlots,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API listener accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = super::until_shutdown(&mut shutdown) => break,
+        };
+        let Some(slot) = slots.take(addr.ip()) else {
+            tracing::debug!(%addr, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
+        // Keystrokes and relay frames are small: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let mut shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = super::until_shutdown(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+        // Reap finished connection tasks so the set stays small.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_capped_per_address_and_given_back() {
+        let s = SourceSlots::new(2);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "127.0.0.3".parse().expect("ip");
+        let one = s.take(a).expect("first");
+        let _two = s.take(a).expect("second");
+        assert!(s.take(a).is_none());
+        assert!(s.take(b).is_some(), "another address is not affected");
+        drop(one);
+        assert!(s.take(a).is_some());
+    }
+}
