@@ -704,7 +704,7 @@ async fn agent_logs(
             .unwrap_or_default();
         state.store.set_agent_lifecycle(&agent.id, &name).await?;
     }
-    state.touch(&super::workspaces::agent_logs_topic(&agent.workspace_id));
+    state.touch(&super::logs::agent_logs_topic(&agent.workspace_id));
     state.bump_progress();
     Ok(Json(AgentLogsResponse { over_limit: over }))
 }

@@ -9,6 +9,7 @@ mod error;
 mod keys;
 mod listen;
 mod liveness;
+mod logs;
 mod provisioner;
 mod proxy;
 mod ratelimit;
@@ -603,14 +604,14 @@ fn api_router(state: AppState) -> Router {
         .route("/assets/{name}", get(web::asset))
         .route(
             "/api/v1/workspaces/{name}/agent-logs",
-            get(workspaces::agent_logs),
+            get(logs::agent_logs),
         )
         .route(
             "/api/v1/workspaces/{name}/relay/tcp/{port}",
             get(relay::relay_tcp),
         )
         .route("/api/v1/builds/{id}", get(workspaces::get_build))
-        .route("/api/v1/builds/{id}/logs", get(workspaces::build_logs))
+        .route("/api/v1/builds/{id}/logs", get(logs::build_logs))
         .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/provisioner/acquire", post(provisioner::acquire))
         .route(

@@ -1,13 +1,10 @@
-//! Workspaces and builds: create, list, show, start/stop/restart/update/delete, cancel, logs.
+//! Workspaces and builds: create, list, show, start/stop/restart/update/delete, cancel (log
+//! streams are in `logs.rs`).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
 
@@ -278,7 +275,11 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
     })
 }
 
-async fn own_workspace(state: &AppState, auth: &AuthUser, name: &str) -> ApiResult<WorkspaceRow> {
+pub(super) async fn own_workspace(
+    state: &AppState,
+    auth: &AuthUser,
+    name: &str,
+) -> ApiResult<WorkspaceRow> {
     state
         .store
         .workspace_by_name(&auth.user.id, name)
@@ -614,7 +615,7 @@ pub(super) async fn cancel(
     Ok(Json(build_view(&b)?))
 }
 
-async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> ApiResult<BuildRow> {
+pub(super) async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> ApiResult<BuildRow> {
     let nf = || ApiError::not_found(format!("no build {id:?}"));
     let b = state.store.build(id).await?.ok_or_else(nf)?;
     let w = state
@@ -635,172 +636,4 @@ pub(super) async fn get_build(
 ) -> ApiResult<Json<Build>> {
     let b = own_build(&state, &auth, &id).await?;
     Ok(Json(build_view(&b)?))
-}
-
-#[derive(serde::Deserialize)]
-pub(super) struct LogsQuery {
-    #[serde(default)]
-    follow: bool,
-    #[serde(default)]
-    after: i64,
-}
-
-/// A follower re-reads the store when its own topic changes, or after this long regardless.
-const FOLLOW_RECHECK: Duration = Duration::from_secs(15);
-
-/// The topic agent log lines of workspace `id` are announced on.
-pub(super) fn agent_logs_topic(id: &str) -> String {
-    format!("agent-logs:{id}")
-}
-
-/// One of the user's follow slots when `follow` is asked for (429 past the cap).
-fn follow_slot(
-    state: &AppState,
-    auth: &AuthUser,
-    follow: bool,
-) -> ApiResult<Option<super::listen::Slot<String>>> {
-    if !follow {
-        return Ok(None);
-    }
-    state
-        .follows
-        .take(auth.user.id.clone())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::too_many_requests(
-                format!(
-                    "you follow {} log streams already; close one first",
-                    super::FOLLOWS_PER_USER
-                ),
-                Duration::from_secs(5),
-            )
-        })
-}
-
-/// NDJSON log lines; with `follow=true` the response stays open until the job ends.
-pub(super) async fn build_logs(
-    State(state): State<AppState>,
-    auth: AuthUser,
-    Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
-) -> ApiResult<Response> {
-    let b = own_build(&state, &auth, &id).await?;
-    let job_id = b.job_id.clone();
-    let slot = follow_slot(&state, &auth, q.follow)?;
-    let progress = state.subscribe(&format!("job:{job_id}"));
-    let stream = futures_util::stream::unfold(
-        (state, job_id, q.after, progress, false, slot),
-        move |(state, job_id, mut after, mut progress, done, slot)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                progress.mark_unchanged();
-                tracing::debug!(job = %job_id, "build log follower reads the store");
-                // Read the job's status before its logs so no line written before the end is missed.
-                let finished = match state.store.job(&job_id).await {
-                    Ok(Some(j)) => JobStatus::parse(&j.status).is_none_or(JobStatus::is_final),
-                    _ => true,
-                };
-                let rows = state
-                    .store
-                    .logs_after(&job_id, after)
-                    .await
-                    .unwrap_or_default();
-                if let Some(last) = rows.last() {
-                    after = last.id;
-                    let out = ndjson(rows.iter());
-                    let more = rows.len() >= 1000;
-                    let end = !q.follow || (finished && !more);
-                    return Some((
-                        Ok::<_, Infallible>(Bytes::from(out)),
-                        (state, job_id, after, progress, end, slot),
-                    ));
-                }
-                if !q.follow || finished || *state.shutdown.borrow() {
-                    return None;
-                }
-                // Woken by this job's own changes; the timeout only covers a missed wake-up.
-                let _ = tokio::time::timeout(FOLLOW_RECHECK, progress.changed()).await;
-            }
-        },
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .map_err(ApiError::internal)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AgentLogsQuery {
-    #[serde(default)]
-    follow: bool,
-    #[serde(default)]
-    after: i64,
-    #[serde(default)]
-    source: Option<String>,
-}
-
-/// The workspace's agent logs (script output), NDJSON, in order; `follow=true` keeps streaming
-/// new lines until the client leaves.
-pub(super) async fn agent_logs(
-    State(state): State<AppState>,
-    auth: AuthUser,
-    Path(name): Path<String>,
-    Query(q): Query<AgentLogsQuery>,
-) -> ApiResult<Response> {
-    let w = own_workspace(&state, &auth, &name).await?;
-    let slot = follow_slot(&state, &auth, q.follow)?;
-    let progress = state.subscribe(&agent_logs_topic(&w.id));
-    let ws = w.id.clone();
-    let stream = futures_util::stream::unfold(
-        (state, ws, q.after, progress, q.source, q.follow, slot),
-        |(state, ws, mut after, mut progress, source, follow, slot)| async move {
-            loop {
-                progress.mark_unchanged();
-                tracing::debug!(workspace = %ws, "agent log follower reads the store");
-                let rows = state
-                    .store
-                    .agent_logs_after(&ws, source.as_deref(), after)
-                    .await
-                    .unwrap_or_default();
-                if let Some((last, _)) = rows.last() {
-                    after = last.id;
-                    let out = ndjson(rows.iter().map(|(r, _)| r));
-                    return Some((
-                        Ok::<_, Infallible>(Bytes::from(out)),
-                        (state, ws, after, progress, source, follow, slot),
-                    ));
-                }
-                if !follow || *state.shutdown.borrow() {
-                    return None;
-                }
-                let _ = tokio::time::timeout(FOLLOW_RECHECK, progress.changed()).await;
-            }
-        },
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .map_err(ApiError::internal)
-}
-
-/// Log rows as NDJSON `LogLine`s.
-fn ndjson<'a>(rows: impl Iterator<Item = &'a crate::store::LogRow>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for r in rows {
-        let line = LogLine {
-            id: r.id,
-            created_at: r.created_at,
-            stage: r.stage.clone(),
-            level: r.level.clone(),
-            output: r.output.clone(),
-        };
-        if let Ok(mut v) = serde_json::to_vec(&line) {
-            v.push(b'\n');
-            out.extend_from_slice(&v);
-        }
-    }
-    out
 }
