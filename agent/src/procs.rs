@@ -62,7 +62,12 @@ pub fn workspace_ports(owners: PortOwners) -> BTreeMap<u16, Option<String>> {
         return ports;
     }
     let candidates: Vec<u32> = match owners {
-        PortOwners::Uid => all_pids().into_iter().filter(|p| *p != me).collect(),
+        // Only processes of our user can be ours (the owner of /proc/PID is its euid): a stat
+        // each, and the fds of the workspace's own processes only.
+        PortOwners::Uid => all_pids()
+            .into_iter()
+            .filter(|p| *p != me && owner_of(*p) == Some(my_uid))
+            .collect(),
         PortOwners::Tree => descendants(crate::reaper::tree_root())
             .into_iter()
             .filter(|p| *p != me)
@@ -103,6 +108,12 @@ fn all_pids() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The effective uid of `pid` (the owner of its /proc directory).
+fn owner_of(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
 }
 
 /// The parent of `pid`, from /proc/PID/stat (the field after the command's closing paren).
