@@ -52,8 +52,12 @@ fn forge(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// Control's CA, as an attacker who stole the data dir and its secrets key would hold it.
 fn our_ca(s: &Server) -> R<Issuer<'static, KeyPair>> {
-    let key = KeyPair::from_pem(&std::fs::read_to_string(s.data().join("ca.key"))?)?;
+    let key = KeyPair::from_pem(&crate::secrets::open_sealed(
+        &std::fs::read_to_string(s.data().join("ca.key"))?,
+        &std::fs::read_to_string(s.data().join("secrets.key"))?,
+    )?)?;
     Ok(Issuer::from_ca_cert_pem(
         &std::fs::read_to_string(s.data().join("ca.crt"))?,
         key,

@@ -19,6 +19,7 @@ mod lifecycle;
 mod liveness;
 mod retention;
 mod scripts;
+mod secrets;
 mod security;
 mod ssh;
 mod ssh_user;

@@ -428,105 +428,119 @@ fn setup_token_stays_out_of_logs(backend: Backend) -> R {
 }
 both_backends!(setup_token_stays_out_of_logs);
 
-/// Secrets at rest: the data dir is private, the database holds every user's git key only
-/// sealed, the CA key file is sealed, and the key that opens them lives apart (its own 0600
-/// file here). `outpost secrets rotate` re-seals everything under a new key; the server comes
-/// back with its agents and git signatures working. A server started with the wrong key
-/// refuses to start, says why, and changes nothing.
-fn secrets_are_sealed_at_rest(backend: Backend) -> R {
-    use std::os::unix::fs::PermissionsExt;
-    let mut s = Server::start(backend)?;
+/// What control reads from an agent is capped: a process holding the agent's certificate
+/// opens its own relay tunnel and answers every stream with an error and an endless body.
+/// Control reads a few KiB of it, answers the user at once with a short error, and its memory
+/// does not grow.
+fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
+    use http_body_util::BodyExt;
+    let s = Server::start(backend)?;
     s.ok(&["create", "w"])?;
-    s.wait_for("w", T, running)?;
-    let data = s.data();
-    let mode =
-        |p: &std::path::Path| -> R<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
-    assert_eq!(mode(&data)?, 0o700);
-    assert_eq!(mode(&data.join("secrets.key"))?, 0o600);
-    assert_eq!(mode(&data.join("ca.key"))?, 0o600);
-    if data.join("outpost.db").exists() {
-        assert_eq!(mode(&data.join("outpost.db"))?, 0o600);
-    }
-    let sealed = |s: &Server| -> R<Vec<String>> {
-        let rows = eventually(|| {
-            let r = s.db_rows("SELECT private_key FROM user_git_keys")?;
-            Ok((!r.is_empty()).then_some(r))
+    let (w, _) = s.wait_for("w", T, running)?;
+    let run = resource_path(&w, "run").expect("run dir");
+    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
+        run.join("agent/credentials.json"),
+    )?)?;
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
+    let chain = format!(
+        "{}{}",
+        creds["certificate_pem"].as_str().unwrap_or(""),
+        creds["ca_pem"].as_str().unwrap_or("")
+    );
+    let pins: Vec<String> = bundle["ca_pins"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut cfg = outpost_common::tls::client_config(
+        &pins,
+        Some((&chain, creds["key_pem"].as_str().unwrap_or(""))),
+    )?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let authority = s.agent_url.trim_start_matches("https://").to_string();
+    // The hostile tunnel: every stream gets a 500 and a body that never ends.
+    rt().spawn(async move {
+        let run = async {
+            let tcp = tokio::net::TcpStream::connect(&authority).await?;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(name, tcp)
+                .await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            let req = hyper::Request::get(outpost_api::relay::TUNNEL_PATH)
+                .header("host", authority.as_str())
+                .header("connection", "upgrade")
+                .header("upgrade", outpost_api::relay::UPGRADE_TUNNEL)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let resp = sender.send_request(req).await?;
+            anyhow::ensure!(resp.status() == 101, "{}", resp.status());
+            let upgraded = hyper::upgrade::on(resp).await?;
+            let svc =
+                hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+                    let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                    let endless = futures_util::stream::repeat_with(move || {
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+                    });
+                    let body = http_body_util::StreamBody::new(endless).boxed();
+                    let mut r = hyper::Response::new(body);
+                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(upgraded, svc)
+                .await?;
+            anyhow::Ok(())
+        };
+        let _ = run.await;
+    });
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let pid = s.pid().expect("server pid");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss(pid);
+    let token = s.token()?;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let url = format!("{}/@admin/w/ports/9/", s.url);
+        let token = token.clone();
+        let (code, body) = rt().block_on(async move {
+            let r = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
         })?;
-        Ok(rows.into_iter().map(|r| r[0].clone()).collect())
-    };
-    let before = sealed(&s)?;
-    for k in &before {
+        assert!(code >= 500, "{code}");
         assert!(
-            k.starts_with("enc:v1:") && !k.contains("PRIVATE KEY"),
-            "{k}"
+            body.len() < 8 * 1024,
+            "{} bytes of an agent's body reached the user",
+            body.len()
         );
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
-    let ca_before = std::fs::read_to_string(data.join("ca.key"))?;
-    assert!(ca_before.starts_with("enc:v1:") && !ca_before.contains("PRIVATE KEY"));
-    let sign = |s: &Server| -> R<u16> {
-        let w = s.workspace("w")?;
-        let run = resource_path(&w, "run").expect("run dir");
-        let creds: Value = serde_json::from_str(&std::fs::read_to_string(
-            run.join("agent/credentials.json"),
-        )?)?;
-        let bundle: Value =
-            serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
-        let chain = format!(
-            "{}{}",
-            creds["certificate_pem"].as_str().unwrap_or(""),
-            creds["ca_pem"].as_str().unwrap_or("")
-        );
-        let (code, body) = agent_call(
-            &bundle,
-            "/agent/v1/gitsign",
-            Some(json!({ "data": "aGVsbG8=" })),
-            Some((&chain, creds["key_pem"].as_str().unwrap_or(""))),
-        )?;
-        anyhow::ensure!(code != 200 || body.contains("signature"), "{body}");
-        Ok(code)
-    };
-    assert_eq!(sign(&s)?, 200);
-
-    // Rotation, with the server stopped (it refuses while the server runs).
-    let mut rotate = std::process::Command::new(bin("outpost"));
-    rotate
-        .args(["--json", "secrets", "rotate", "--data-dir"])
-        .arg(&data);
-    if let Backend::Postgres(url) = &s.backend {
-        rotate.args(["--postgres-url", url]);
-    }
-    let o = rotate.output()?;
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("stop it first"));
-    let key_before = std::fs::read_to_string(data.join("secrets.key"))?;
-    s.kill();
-    let o = rotate.output()?;
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = serde_json::from_slice(&o.stdout)?;
-    let id = r["key_id"].as_str().unwrap_or_default().to_string();
-    assert_eq!(r["ca_keys"], 1, "{r}");
-    assert!(r["git_keys"].as_u64().unwrap_or(0) >= 1, "{r}");
-    assert_ne!(
-        std::fs::read_to_string(data.join("secrets.key"))?,
-        key_before
+    let after = rss(pid);
+    assert!(
+        after < before + 64 * 1024,
+        "control grew from {before} to {after} KiB"
     );
-    assert_eq!(mode(&data.join("secrets.key"))?, 0o600);
-    assert!(std::fs::read_to_string(data.join("ca.key"))?.starts_with(&format!("enc:v1:{id}:")));
-    for k in sealed(&s)? {
-        assert!(k.starts_with(&format!("enc:v1:{id}:")), "{k}");
-    }
-
-    // The wrong key: the server refuses to start and says which key it needs.
-    s.set_env(
-        "OUTPOST_SECRETS_KEY",
-        Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
-    );
-    let err = s.restart().err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("OUTPOST_SECRETS_KEY"), "{err}");
-    s.set_env("OUTPOST_SECRETS_KEY", None);
-    s.restart()?;
-    s.wait_for("w", T, running)?;
-    assert_eq!(sign(&s)?, 200);
     Ok(())
 }
-both_backends!(secrets_are_sealed_at_rest);
+both_backends!(hostile_agent_bodies_are_capped);
