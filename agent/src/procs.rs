@@ -113,7 +113,9 @@ fn all_pids() -> Vec<u32> {
 /// The effective uid of `pid` (the owner of its /proc directory).
 fn owner_of(pid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
 }
 
 /// The parent of `pid`, from /proc/PID/stat (the field after the command's closing paren).
