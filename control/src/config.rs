@@ -303,8 +303,8 @@ pub struct ServerArgs {
     /// Seconds an SSH connection to a workspace may take to log in before it is closed.
     #[arg(long, env = "OUTPOST_SSH_LOGIN_GRACE_SECS", default_value_t = 30)]
     pub ssh_login_grace_secs: u64,
-    /// The most connections one address may hold open to the API and dashboard at once (and
-    /// TLS handshakes in progress to the agent API).
+    /// The most connections one address may hold open to the API and dashboard at once (TLS
+    /// handshakes in progress to the agent API: four times this).
     #[arg(
         long,
         env = "OUTPOST_MAX_CONNECTIONS_PER_SOURCE",
