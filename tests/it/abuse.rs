@@ -471,14 +471,14 @@ fn listeners_have_limits(backend: Backend) -> R {
     again.read_to_string(&mut reply)?;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
-    // The agent API: eight handshakes held open from one address, the ninth is closed; the
-    // workspace's agent (another address's quota) stays connected.
+    // The agent API: handshakes in progress from one address get four times the quota (32
+    // here), the next is closed; the workspace's agent (another address) stays connected.
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..32 {
         held.push(connect_from(&s.agent_url, "127.0.0.3")?);
     }
-    let mut ninth = connect_from(&s.agent_url, "127.0.0.3")?;
-    assert!(closed_within(&mut ninth, Duration::from_secs(2)));
+    let mut next = connect_from(&s.agent_url, "127.0.0.3")?;
+    assert!(closed_within(&mut next, Duration::from_secs(2)));
     assert_eq!(s.workspace("w")?["agent"]["status"], "connected");
     drop(held);
 
@@ -558,3 +558,53 @@ fn listeners_have_limits(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(listeners_have_limits);
+
+/// An agent's direct SSH listener (`[agent] ssh_listen`): one address gets 32 connections,
+/// the 33rd is closed at once while another address is served; a connection that sends its
+/// banner and never logs in is closed after the login grace.
+fn direct_ssh_listener_has_limits(backend: Backend) -> R {
+    let s = Server::start_with(backend, &["--ssh-login-grace-secs", "2"])?;
+    let dir = s.dir.path().join("direct");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("template.toml"),
+        "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\n",
+    )?;
+    s.ok(&["templates", "push", &dir.display().to_string()])?;
+    s.ok(&["create", "d", "-t", "direct"])?;
+    let (w, _) = s.wait_for("d", T, |w| w["agent"]["ssh_addr"].is_string())?;
+    let addr = format!(
+        "http://{}",
+        w["agent"]["ssh_addr"].as_str().unwrap_or_default()
+    );
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(connect_from(&addr, "127.0.0.2")?);
+    }
+    let mut extra = connect_from(&addr, "127.0.0.2")?;
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)),
+        "a 33rd connection was kept"
+    );
+    // Another address: the server's banner, then closed after the grace (no login).
+    let mut other = connect_from(&addr, "127.0.0.3")?;
+    other.write_all(b"SSH-2.0-OpenSSH_9.2\r\n")?;
+    let t = Instant::now();
+    assert!(closed_within(&mut other, Duration::from_secs(10)));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500) && t.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        t.elapsed()
+    );
+    // The held ones are closed after the grace too, and the address may connect again.
+    for c in &mut held {
+        assert!(closed_within(c, Duration::from_secs(8)));
+    }
+    let mut again = connect_from(&addr, "127.0.0.2")?;
+    again.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut banner = [0u8; 8];
+    again.read_exact(&mut banner)?;
+    assert_eq!(&banner, b"SSH-2.0-");
+    Ok(())
+}
+both_backends!(direct_ssh_listener_has_limits);

@@ -15,6 +15,7 @@
 mod exec;
 mod forward;
 mod gitagent;
+mod limits;
 mod session;
 mod sftp;
 
@@ -22,6 +23,7 @@ pub use exec::spawn_in_pty;
 use exec::*;
 use forward::*;
 pub use gitagent::{serve_git_agent, GitSigner};
+use limits::{Counted, Killable, SourceSlot};
 pub use session::base_env;
 use session::*;
 use sftp::run_sftp;
@@ -181,29 +183,26 @@ pub fn serve_stream<S>(
         tcp_forwards: HashMap::new(),
         unix_forwards: HashMap::new(),
     };
+    // Before login a connection gets `grace`, from its first byte; then it is cut (russh runs
+    // the session in a task of its own, so the stream itself is what we end).
+    let (io, kill) = Killable::new(io);
     tokio::spawn(async move {
-        let run = async move {
-            match russh::server::run_stream(config, io, handler).await {
-                Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(error = ?e, ?peer, "ssh session ended");
-                    }
-                }
-                Err(e) => tracing::debug!(error = ?e, ?peer, "ssh handshake failed"),
+        if !matches!(tokio::time::timeout(grace, login_rx).await, Ok(Ok(()))) {
+            if !kill.is_done() {
+                tracing::info!(?peer, ?grace, "ssh connection closed: no login in time");
             }
-        };
-        tokio::pin!(run);
-        // Before login a connection gets `grace`; dropping `run` closes it.
-        tokio::select! {
-            _ = &mut run => return,
-            r = tokio::time::timeout(grace, login_rx) => {
-                if !matches!(r, Ok(Ok(()))) {
-                    tracing::info!(?peer, ?grace, "ssh connection closed: no login in time");
-                    return;
-                }
-            }
+            kill.kill();
         }
-        run.await;
+    });
+    tokio::spawn(async move {
+        match russh::server::run_stream(config, io, handler).await {
+            Ok(session) => {
+                if let Err(e) = session.await {
+                    tracing::debug!(error = ?e, ?peer, "ssh session ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = ?e, ?peer, "ssh handshake failed"),
+        }
     });
 }
 
@@ -277,88 +276,6 @@ pub async fn serve(
             shared.clone(),
             Some(peer),
         );
-    }
-}
-
-/// Connections one address may hold open on the direct SSH listener.
-const SSH_CONNECTIONS_PER_SOURCE: usize = 32;
-
-/// One of an address's connection slots, given back when dropped.
-struct SourceSlot {
-    map: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    fn take(
-        map: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-        ip: std::net::IpAddr,
-    ) -> Option<SourceSlot> {
-        let mut m = map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(ip).or_insert(0);
-        if *n >= SSH_CONNECTIONS_PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            map: map.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// A stream holding its source's slot for as long as it lives.
-struct Counted<S> {
-    io: S,
-    _slot: SourceSlot,
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
