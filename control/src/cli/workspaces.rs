@@ -263,14 +263,25 @@ pub(crate) async fn finish(
     let mut followed: Option<String> = None;
     let ws = loop {
         if followed.as_deref() != Some(build.id.as_str()) {
-            client
+            let streamed = client
                 .follow_build_logs(&build.id, |l| {
                     if !json {
                         spinner.clear();
                         eprintln!("[{}] {}", l.stage, l.output);
                     }
                 })
-                .await?;
+                .await;
+            match streamed {
+                Ok(()) => {}
+                // Too many log streams open already (other terminals): wait without one.
+                Err(e) if e.status() == Some(429) => {
+                    if !json {
+                        spinner.clear();
+                        eprintln!("(not streaming the build log: {e}; `outpost logs {name} --build` shows it)");
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
             followed = Some(build.id.clone());
         }
         let w = match client.workspace(name).await {
