@@ -481,6 +481,44 @@ fn listeners_have_limits(backend: Backend) -> R {
     assert!(closed_within(&mut next, Duration::from_secs(2)));
     assert_eq!(s.workspace("w")?["agent"]["status"], "connected");
     drop(held);
+    // A slow sender on the agent API, past its TLS handshake: cut off at the header deadline.
+    let bundle_pins: Vec<String> = serde_json::from_str::<Value>(&std::fs::read_to_string(
+        resource_path(&w, "run")
+            .expect("run dir")
+            .join("agent/bundle.json"),
+    )?)?["ca_pins"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let agent_addr = s.agent_url.trim_start_matches("https://").to_string();
+    let cut_off = rt().block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cfg = outpost_common::tls::client_config(&bundle_pins, None)?;
+        let tcp = tokio::net::TcpStream::connect(&agent_addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET /agent/v1/poll HTTP/1.1\r\nHost: x\r\n")
+            .await?;
+        let t = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return anyhow::Ok(Some(t.elapsed())),
+                Ok(Ok(_)) => continue,
+                Err(_) => return anyhow::Ok(None),
+            }
+        }
+    })?;
+    assert!(
+        cut_off.is_some_and(|d| d < Duration::from_secs(6)),
+        "agent API slow sender: {cut_off:?}"
+    );
 
     // SSH through the relay that never logs in: closed after the grace.
     let token = s.token()?;
