@@ -304,7 +304,8 @@ pub struct ServerArgs {
     #[arg(long, env = "OUTPOST_SSH_LOGIN_GRACE_SECS", default_value_t = 30)]
     pub ssh_login_grace_secs: u64,
     /// The most connections one address may hold open to the API and dashboard at once (TLS
-    /// handshakes in progress to the agent API: four times this).
+    /// handshakes in progress to the agent API: four times this, where a connection past the
+    /// cap waits up to 5 s for its turn).
     #[arg(
         long,
         env = "OUTPOST_MAX_CONNECTIONS_PER_SOURCE",

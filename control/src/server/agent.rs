@@ -112,7 +112,7 @@ pub(super) async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    limits: (super::listen::SourceSlots, Duration),
+    limits: (super::listen::WaitingSlots, Duration),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (handshakes, header_timeout) = limits;
@@ -129,17 +129,18 @@ pub(super) async fn serve_tls(
             },
             _ = crate::server::until_shutdown(&mut shutdown) => return,
         };
-        // Handshakes in progress are capped per address (agents are many behind one address,
-        // but each holds its slot only for the handshake).
-        let Some(slot) = handshakes.take(addr.ip()) else {
-            tracing::debug!(%addr, "agent API: too many handshakes from this address");
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         let mut shutdown = shutdown.clone();
+        let handshakes = handshakes.clone();
         tokio::spawn(async move {
+            // Handshakes in progress are capped per address: past the cap a connection waits
+            // a little for its turn (agents of one host reconnect together), then is closed.
+            let Some(slot) = handshakes.take(addr.ip(), Duration::from_secs(5)).await else {
+                tracing::debug!(%addr, "agent API: too many handshakes from this address");
+                return;
+            };
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,

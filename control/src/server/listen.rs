@@ -68,6 +68,46 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
+/// Per-address permits that a connection may wait for (a few seconds) instead of being
+/// refused at once: a host's agents reconnecting together queue for their turn, while one
+/// address holding many slow handshakes only ever delays itself.
+#[derive(Clone)]
+pub struct WaitingSlots {
+    map: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>>,
+    cap: usize,
+}
+
+impl WaitingSlots {
+    pub fn new(cap: usize) -> Self {
+        WaitingSlots {
+            map: Arc::default(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// A permit for `ip` within `wait`, or None.
+    pub async fn take(
+        &self,
+        ip: IpAddr,
+        wait: Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut m = self.map.locked();
+            if m.len() >= 10_000 && !m.contains_key(&ip) {
+                let cap = self.cap;
+                m.retain(|_, s| s.available_permits() < cap);
+            }
+            m.entry(ip)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.cap)))
+                .clone()
+        };
+        tokio::time::timeout(wait, sem.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// Serves `router` on `listener` (HTTP/1.1 with upgrades) until `shutdown` is set.
 pub async fn serve_http(
     listener: TcpListener,
@@ -133,6 +173,26 @@ pub async fn serve_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn waiting_slots_queue_then_give_up() {
+        let s = WaitingSlots::new(1);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let first = s.take(a, Duration::from_millis(10)).await.expect("first");
+        assert!(
+            s.take(a, Duration::from_millis(20)).await.is_none(),
+            "gives up"
+        );
+        let s2 = s.clone();
+        let waiter =
+            tokio::spawn(async move { s2.take(a, Duration::from_secs(5)).await.is_some() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        assert!(
+            waiter.await.expect("joined"),
+            "the waiter got the freed permit"
+        );
+    }
 
     #[test]
     fn slots_are_capped_per_address_and_given_back() {

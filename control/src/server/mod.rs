@@ -482,7 +482,7 @@ pub async fn run(
         (
             // Agents of one host (local workspaces) share an address and reconnect together
             // after a restart: handshakes in progress get four times the API's quota.
-            listen::SourceSlots::new(config.max_connections_per_source.saturating_mul(4)),
+            listen::WaitingSlots::new(config.max_connections_per_source.saturating_mul(4)),
             Duration::from_secs(config.header_read_timeout_secs),
         ),
         shutdown_rx.clone(),
