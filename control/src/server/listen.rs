@@ -73,8 +73,14 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
 /// address holding many slow handshakes only ever delays itself.
 #[derive(Clone)]
 pub struct WaitingSlots {
-    map: Arc<Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>>,
+    map: Arc<Mutex<HashMap<IpAddr, Arc<PerSource>>>>,
     cap: usize,
+}
+
+struct PerSource {
+    permits: tokio::sync::Semaphore,
+    /// Connections waiting for a permit (each holds a socket): at most four times the cap.
+    waiting: Slots<()>,
 }
 
 impl WaitingSlots {
@@ -86,25 +92,44 @@ impl WaitingSlots {
     }
 
     /// A permit for `ip` within `wait`, or None.
-    pub async fn take(
-        &self,
-        ip: IpAddr,
-        wait: Duration,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let sem = {
+    pub async fn take(&self, ip: IpAddr, wait: Duration) -> Option<Permit> {
+        let src = {
             let mut m = self.map.locked();
             if m.len() >= 10_000 && !m.contains_key(&ip) {
                 let cap = self.cap;
-                m.retain(|_, s| s.available_permits() < cap);
+                m.retain(|_, s| s.permits.available_permits() < cap);
             }
+            let cap = self.cap;
             m.entry(ip)
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.cap)))
+                .or_insert_with(|| {
+                    Arc::new(PerSource {
+                        permits: tokio::sync::Semaphore::new(cap),
+                        waiting: Slots::new(cap.saturating_mul(4)),
+                    })
+                })
                 .clone()
         };
-        tokio::time::timeout(wait, sem.acquire_owned())
+        let immediate = src.permits.try_acquire().map(|p| p.forget()).is_ok();
+        if immediate {
+            return Some(Permit(src));
+        }
+        // Past the cap: wait a little, unless too many from this address wait already.
+        let _waiting = src.waiting.take(())?;
+        tokio::time::timeout(wait, src.permits.acquire())
             .await
             .ok()?
-            .ok()
+            .ok()?
+            .forget();
+        Some(Permit(src.clone()))
+    }
+}
+
+/// A handshake permit of one address; dropping it gives it back.
+pub struct Permit(Arc<PerSource>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.permits.add_permits(1);
     }
 }
 
