@@ -205,26 +205,28 @@ fn run_cargo_fuzz(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 /// Runs one target for `o.seconds`, passing its output through while reading it; whether it
 /// ended well.
 fn run_target(root: &Path, t: &str, corpus: &Path, o: &Options) -> anyhow::Result<(Outcome, bool)> {
-    let mut cmd = crate::cargo_command();
-    cmd.args([
-        "fuzz",
-        "run",
-        "--fuzz-dir",
-        "fuzz",
-        "--sanitizer",
-        &o.sanitizer,
-        t,
-    ])
-    .arg(corpus)
-    .arg("--")
-    .arg(format!("-max_total_time={}", o.seconds))
-    .arg("-print_final_stats=1")
-    .env("RUSTC_BOOTSTRAP", "1")
-    .current_dir(root)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    eprintln!("$ RUSTC_BOOTSTRAP=1 {cmd:?}");
-    let mut child = cmd.spawn().context("running cargo fuzz run")?;
+    let args = [
+        "fuzz".to_string(),
+        "run".into(),
+        "--fuzz-dir".into(),
+        "fuzz".into(),
+        "--sanitizer".into(),
+        o.sanitizer.clone(),
+        t.into(),
+        corpus.to_string_lossy().into_owned(),
+        "--".into(),
+        format!("-max_total_time={}", o.seconds),
+        "-print_final_stats=1".into(),
+    ];
+    eprintln!("$ RUSTC_BOOTSTRAP=1 cargo {}", args.join(" "));
+    let mut child = crate::cargo_command()
+        .args(&args)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running cargo fuzz run")?;
     // cargo-fuzz names the failing input on stdout, libFuzzer reports on stderr: read both.
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || -> Vec<String> {

@@ -27,7 +27,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench terminal      web terminal keystroke latency beside `ssh -tt` to Debian's sshd
   bench rig           set up bench ssh's servers, print how to reach them, wait for Enter
                       (for profiling by hand: perf, strace)
-  fuzz [--seconds N] [TARGET...]
+  fuzz [--seconds N] [--sanitizer address|none] [TARGET...]
                       run the cargo-fuzz targets in fuzz/ (default: all, 600 s each) with
                       RUSTC_BOOTSTRAP=1; writes target/bench/fuzz.json, fails on a crash
 ";
