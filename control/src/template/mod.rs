@@ -113,7 +113,13 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
     };
     let raw: raw::Raw = toml::from_str(src).map_err(|e| {
         let line = e.span().map(|s| line_of(src, s.start));
-        err(MANIFEST_FILE, line, None, e.message().trim().to_string())
+        // toml has no words for some syntax errors (a carriage return without a line feed, a
+        // control character in a comment): say what such a line holds instead of nothing.
+        let msg = match e.message().trim() {
+            "" => "invalid TOML: a carriage return without a line feed, or a control character, on this line (save the file with Unix line endings and printable text)".to_string(),
+            m => m.to_string(),
+        };
+        err(MANIFEST_FILE, line, None, msg)
     })?;
     let m = Manifest { src };
 
@@ -160,6 +166,16 @@ mod tests {
             "../../../templates/base/template.toml"
         )));
         assert!(m.is_ok(), "{m:?}");
+    }
+
+    #[test]
+    fn silent_toml_errors_get_words() {
+        // Found by `cargo xtask fuzz` (template_parse): toml gives these no message.
+        for src in ["\r", " \r", "#\r", "#\u{12}", "#\0"] {
+            let e = parse(&files(src)).unwrap_err();
+            assert!(e.message.contains("carriage return"), "{src:?}: {e}");
+            assert_eq!(e.line, Some(1));
+        }
     }
 
     #[test]
