@@ -512,14 +512,10 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
             .unwrap_or(0)
     };
     let pid = s.pid().expect("server pid");
-    std::thread::sleep(Duration::from_millis(500));
-    let before = rss(pid);
     let token = s.token()?;
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
+    let get = |token: String| -> R<(u16, String)> {
         let url = format!("{}/@admin/w/ports/9/", s.url);
-        let token = token.clone();
-        let (code, body) = rt().block_on(async move {
+        rt().block_on(async move {
             let r = reqwest::Client::new()
                 .get(&url)
                 .bearer_auth(token)
@@ -527,7 +523,22 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
                 .send()
                 .await?;
             anyhow::Ok((r.status().as_u16(), r.text().await?))
-        })?;
+        })
+    };
+    // Until the hostile tunnel has taken the agent's place, the real agent answers (403: port
+    // 9 is not the workspace's).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get(token.clone())?.0 < 500 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the hostile tunnel never took over"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = rss(pid);
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (code, body) = get(token.clone())?;
         assert!(code >= 500, "{code}");
         assert!(
             body.len() < 8 * 1024,
