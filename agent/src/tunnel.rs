@@ -122,7 +122,7 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
             chunk: Bytes::new(),
             tx,
         };
-        crate::ssh::serve_stream(io, ssh.config.clone(), ssh.shared.clone(), None);
+        crate::ssh::serve_stream(io, ssh.config.clone(), ssh.shared.clone(), None, None);
         return Response::new(BodyExt::boxed_unsync(StreamBody::new(rx)));
     }
     if path == relay::stream::PTY {

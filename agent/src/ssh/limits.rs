@@ -1,6 +1,6 @@
-//! What an SSH connection may hold before it logs in: a few connections per address on the
-//! direct listener ([`SourceSlot`], [`Counted`]), and a grace after which a connection that has
-//! not logged in is cut ([`Killable`]).
+//! What an SSH connection may hold before it logs in: a bounded number of connections per
+//! address not logged in yet on the direct listener ([`SourceSlot`], given back at login), and a
+//! grace after which a connection that has not logged in is cut ([`Killable`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,8 +12,9 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Connections one address may hold open on the direct SSH listener.
-const SSH_CONNECTIONS_PER_SOURCE: usize = 32;
+/// Connections one address may hold on the direct SSH listener before they log in (OpenSSH's
+/// MaxStartups counts the same; logged-in sessions are not limited).
+const SSH_CONNECTIONS_PER_SOURCE: usize = 128;
 
 type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
@@ -51,38 +52,6 @@ impl Drop for SourceSlot {
                 m.remove(&self.ip);
             }
         }
-    }
-}
-
-/// A stream holding its source's slot for as long as it lives.
-pub struct Counted<S> {
-    pub io: S,
-    pub _slot: SourceSlot,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -23,7 +23,8 @@ pub use exec::spawn_in_pty;
 use exec::*;
 use forward::*;
 pub use gitagent::{serve_git_agent, GitSigner};
-use limits::{Counted, Killable, SourceSlot};
+use limits::Killable;
+pub use limits::SourceSlot;
 pub use session::base_env;
 use session::*;
 use sftp::run_sftp;
@@ -166,11 +167,13 @@ const CIPHERS: &[russh::cipher::Name] = &[
 const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
 
 /// Serves one SSH connection over any byte stream (a TCP connection, or a relayed stream).
+/// `pre_login` is the address's slot (direct listener), held until the connection logs in.
 pub fn serve_stream<S>(
     io: S,
     config: Arc<russh::server::Config>,
     shared: Arc<SshShared>,
     peer: Option<SocketAddr>,
+    pre_login: Option<SourceSlot>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -187,6 +190,7 @@ pub fn serve_stream<S>(
     // the session in a task of its own, so the stream itself is what we end).
     let (io, kill) = Killable::new(io);
     tokio::spawn(async move {
+        let _slot = pre_login;
         if !matches!(tokio::time::timeout(grace, login_rx).await, Ok(Ok(()))) {
             if !kill.is_done() {
                 tracing::info!(?peer, ?grace, "ssh connection closed: no login in time");
@@ -263,18 +267,16 @@ pub async fn serve(
             }
         };
         let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
-            tracing::info!(%peer, "ssh connection refused: too many from this address");
+            tracing::info!(%peer, "ssh connection refused: too many from this address not logged in");
             continue;
         };
         let _ = tcp.set_nodelay(true);
         serve_stream(
-            Counted {
-                io: QuickAck(tcp),
-                _slot: slot,
-            },
+            QuickAck(tcp),
             config.clone(),
             shared.clone(),
             Some(peer),
+            Some(slot),
         );
     }
 }
