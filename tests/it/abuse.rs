@@ -541,18 +541,7 @@ fn listeners_have_limits(backend: Backend) -> R {
     assert_eq!(admin.sh("w", "echo logged-in")?.trim(), "logged-in");
 
     // One agent's credential (readable in its workspace): polls, heartbeats, mints are capped.
-    let run = resource_path(&w, "run").expect("run dir");
-    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
-        run.join("agent/credentials.json"),
-    )?)?;
-    let bundle: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
-    let chain = format!(
-        "{}{}",
-        creds["certificate_pem"].as_str().unwrap_or(""),
-        creds["ca_pem"].as_str().unwrap_or("")
-    );
-    let key = creds["key_pem"].as_str().unwrap_or("").to_string();
+    let AgentCreds { bundle, chain, key } = agent_creds(&w)?;
     let mut codes = Vec::new();
     for _ in 0..30 {
         codes.push(

@@ -696,6 +696,30 @@ pub fn csr() -> R<String> {
         .pem()?)
 }
 
+/// What a process in a local workspace can read of its agent (run/agent/): the kept bundle
+/// (agent URL, CA pins), and the client certificate chain and its key.
+pub struct AgentCreds {
+    pub bundle: Value,
+    pub chain: String,
+    pub key: String,
+}
+
+pub fn agent_creds(w: &Value) -> R<AgentCreds> {
+    let run = resource_path(w, "run").ok_or_else(|| anyhow::anyhow!("no run dir: {w}"))?;
+    let raw: Value = serde_json::from_str(&std::fs::read_to_string(
+        run.join("agent/credentials.json"),
+    )?)?;
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
+    let chain = format!(
+        "{}{}",
+        raw["certificate_pem"].as_str().unwrap_or(""),
+        raw["ca_pem"].as_str().unwrap_or("")
+    );
+    let key = raw["key_pem"].as_str().unwrap_or("").to_string();
+    Ok(AgentCreds { bundle, chain, key })
+}
+
 /// POSTs to the agent API trusting only the pinned CA, optionally with a client certificate.
 pub fn agent_call(
     b: &Value,

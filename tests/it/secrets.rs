@@ -85,22 +85,12 @@ fn secrets_are_sealed_at_rest(backend: Backend) -> R {
     assert!(ca_before.starts_with("enc:v1:") && !ca_before.contains("PRIVATE KEY"));
     let sign = |s: &Server| -> R<u16> {
         let w = s.workspace("w")?;
-        let run = resource_path(&w, "run").expect("run dir");
-        let creds: Value = serde_json::from_str(&std::fs::read_to_string(
-            run.join("agent/credentials.json"),
-        )?)?;
-        let bundle: Value =
-            serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
-        let chain = format!(
-            "{}{}",
-            creds["certificate_pem"].as_str().unwrap_or(""),
-            creds["ca_pem"].as_str().unwrap_or("")
-        );
+        let AgentCreds { bundle, chain, key } = agent_creds(&w)?;
         let (code, body) = agent_call(
             &bundle,
             "/agent/v1/gitsign",
             Some(json!({ "data": "aGVsbG8=" })),
-            Some((&chain, creds["key_pem"].as_str().unwrap_or(""))),
+            Some((&chain, &key)),
         )?;
         anyhow::ensure!(code != 200 || body.contains("signature"), "{body}");
         Ok(code)

@@ -437,17 +437,7 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
     let s = Server::start(backend)?;
     s.ok(&["create", "w"])?;
     let (w, _) = s.wait_for("w", T, running)?;
-    let run = resource_path(&w, "run").expect("run dir");
-    let creds: Value = serde_json::from_str(&std::fs::read_to_string(
-        run.join("agent/credentials.json"),
-    )?)?;
-    let bundle: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("agent/bundle.json"))?)?;
-    let chain = format!(
-        "{}{}",
-        creds["certificate_pem"].as_str().unwrap_or(""),
-        creds["ca_pem"].as_str().unwrap_or("")
-    );
+    let AgentCreds { bundle, chain, key } = agent_creds(&w)?;
     let pins: Vec<String> = bundle["ca_pins"]
         .as_array()
         .map(|a| {
@@ -456,10 +446,7 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
                 .collect()
         })
         .unwrap_or_default();
-    let mut cfg = outpost_common::tls::client_config(
-        &pins,
-        Some((&chain, creds["key_pem"].as_str().unwrap_or(""))),
-    )?;
+    let mut cfg = outpost_common::tls::client_config(&pins, Some((&chain, &key)))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let authority = s.agent_url.trim_start_matches("https://").to_string();
     // The hostile tunnel: every stream gets a 500 and a body that never ends.
