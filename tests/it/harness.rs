@@ -696,6 +696,18 @@ pub fn csr() -> R<String> {
         .pem()?)
 }
 
+/// Pushes a local template `name` whose template.toml is `[provisioner] type = "local"` + `toml`.
+pub fn push_local_template(s: &Server, name: &str, toml: &str) -> R {
+    let dir = s.dir.path().join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("template.toml"),
+        format!("[provisioner]\ntype = \"local\"\n{toml}"),
+    )?;
+    s.ok(&["templates", "push", dir.to_str().unwrap_or_default()])?;
+    Ok(())
+}
+
 /// What a process in a local workspace can read of its agent (run/agent/): the kept bundle
 /// (agent URL, CA pins), and the client certificate chain and its key.
 pub struct AgentCreds {

@@ -10,16 +10,7 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn push(s: &Server, name: &str, toml: &str) -> R {
-    let dir = s.dir.path().join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
-        format!("[provisioner]\ntype = \"local\"\n{toml}"),
-    )?;
-    s.ok(&["templates", "push", dir.to_str().unwrap_or_default()])?;
-    Ok(())
-}
+use crate::harness::push_local_template as push;
 
 /// Opens a follow stream (status only; the response is kept open until dropped).
 fn follow(url: &str, token: &str) -> R<(u16, reqwest::Response)> {

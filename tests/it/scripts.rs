@@ -9,16 +9,7 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(40);
 
-fn push(s: &Server, name: &str, toml: &str) -> R {
-    let dir = s.dir.path().join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
-        format!("[provisioner]\ntype = \"local\"\n{toml}"),
-    )?;
-    s.ok(&["templates", "push", dir.to_str().unwrap_or_default()])?;
-    Ok(())
-}
+use crate::harness::push_local_template as push;
 
 fn start_scripts_lifecycle_and_logs(backend: Backend) -> R {
     let s = Server::start(backend)?;
