@@ -155,7 +155,13 @@ async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
         return match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(tcp) => {
                 let _ = tcp.set_nodelay(true);
-                bridge(req.into_body(), tcp)
+                // A relayed port (`outpost port-forward`, an app) is a session: it keeps the
+                // workspace from its autostop while it is open.
+                let live = ssh
+                    .shared
+                    .agent
+                    .live(crate::state::SessionKind::PortForward);
+                bridge(req.into_body(), tcp, live)
             }
             Err(e) => status(
                 StatusCode::BAD_GATEWAY,
@@ -239,14 +245,19 @@ impl AsyncWrite for H2Io {
 }
 
 /// Request body -> `io`; `io` -> response body.
-fn bridge<S>(body: Incoming, io: S) -> Response<Body>
+fn bridge<S>(body: Incoming, io: S, live: crate::state::Live) -> Response<Body>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(io);
-    tokio::spawn(body_to_writer(body, wr));
+    let down = tokio::spawn(body_to_writer(body, wr));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-    tokio::spawn(reader_to_frames(rd, tx));
+    let up = tokio::spawn(reader_to_frames(rd, tx));
+    // The session lasts while either direction still flows.
+    tokio::spawn(async move {
+        let _ = tokio::join!(down, up);
+        drop(live);
+    });
     let stream = tokio_stream_from(rx);
     Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)))
 }

@@ -66,6 +66,11 @@ pub enum Command {
     Delete(ActionArgs),
     /// Cancel a workspace's pending or running build.
     Cancel { name: String },
+    /// Autostart and autostop of a workspace: show, start, stop, extend.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Wake a dormant workspace so it can start again.
+    Activate { name: String },
     /// Show the build log of a workspace's latest build.
     Logs(LogsArgs),
     /// Create, list and revoke API tokens.
@@ -346,6 +351,21 @@ pub struct ServerArgs {
     /// Tests only: a file holding a clock offset in milliseconds.
     #[arg(long, hide = true)]
     pub test_clock_file: Option<PathBuf>,
+    /// When the autostop requirement stops workspaces of users who set no quiet hours:
+    /// `CRON_TZ=ZONE MINUTE HOUR * * *`.
+    #[arg(
+        long,
+        env = "OUTPOST_DEFAULT_QUIET_HOURS_SCHEDULE",
+        default_value = "CRON_TZ=UTC 0 0 * * *"
+    )]
+    pub default_quiet_hours_schedule: String,
+    /// Let users choose their own quiet hours (when false they see the default, and custom ones
+    /// are ignored).
+    #[arg(long, env = "OUTPOST_ALLOW_CUSTOM_QUIET_HOURS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_custom_quiet_hours: bool,
+    /// How often the scheduler looks for workspaces to stop, start, mark dormant or delete.
+    #[arg(long, env = "OUTPOST_SCHEDULE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub schedule_interval: std::time::Duration,
     /// Seconds a bootstrap token stays valid.
     #[arg(long, env = "OUTPOST_BOOTSTRAP_TOKEN_TTL_SECS", default_value_t = 900)]
     pub bootstrap_token_ttl_secs: u64,
@@ -439,6 +459,15 @@ pub enum UsersCmd {
     Suspend { username: String },
     /// Let a suspended user sign in again (their workspaces stay stopped until started).
     Unsuspend { username: String },
+    /// Show or set your quiet hours, when the autostop requirement may stop your workspaces:
+    /// `outpost users quiet-hours 'CRON_TZ=America/Chicago 30 2 * * *'`.
+    QuietHours {
+        /// `CRON_TZ=ZONE MINUTE HOUR * * *`; none shows the current one.
+        schedule: Option<String>,
+        /// Go back to the server's default.
+        #[arg(long, conflicts_with = "schedule")]
+        reset: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -457,6 +486,57 @@ pub enum TemplatesCmd {
     Show {
         name: String,
     },
+    /// Change a template's schedule (admins). Durations like `8h`, `30m`, `7d`; `0` or `off`
+    /// turns a setting off.
+    Edit(TemplateEditArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TemplateEditArgs {
+    pub name: String,
+    /// Time without activity before a workspace is stopped.
+    #[arg(long, value_name = "DURATION")]
+    pub default_autostop: Option<String>,
+    /// How far activity pushes a workspace's deadline (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub activity_bump: Option<String>,
+    /// Days on which workspaces must stop in their owner's quiet hours: daily, saturday,
+    /// sunday or off.
+    #[arg(long, value_name = "DAYS")]
+    pub autostop_requirement: Option<String>,
+    /// Every how many weeks (1-16; 1 with daily).
+    #[arg(long, value_name = "N")]
+    pub autostop_requirement_weeks: Option<u32>,
+    /// Days on which autostart may start workspaces (`mon,tue,wed,thu,fri`, or `all`).
+    #[arg(long, value_name = "DAYS")]
+    pub autostart_days: Option<String>,
+    #[arg(long, value_name = "BOOL")]
+    pub allow_user_autostart: Option<bool>,
+    #[arg(long, value_name = "BOOL")]
+    pub allow_user_autostop: Option<bool>,
+    /// Time in `failed` before a workspace is stopped.
+    #[arg(long, value_name = "DURATION")]
+    pub failure_cleanup: Option<String>,
+    /// Time without any use before a workspace becomes dormant.
+    #[arg(long, value_name = "DURATION")]
+    pub dormancy_threshold: Option<String>,
+    /// Time dormant before a workspace is deleted, home and all.
+    #[arg(long, value_name = "DURATION")]
+    pub dormancy_auto_deletion: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCmd {
+    /// Show a workspace's autostart, autostop, deadline and the next automatic action.
+    Show { name: String },
+    /// Set when the workspace starts by itself: a cron with a time zone
+    /// (`'CRON_TZ=Europe/Berlin 30 8 * * 1-5'`), or `manual` for never.
+    Start { name: String, schedule: String },
+    /// Set how long the workspace runs without activity before it stops (`8h`), `manual` for
+    /// never, or `default` for the template's.
+    Stop { name: String, duration: String },
+    /// Keep a running workspace up until now + DURATION (`2h`).
+    Extend { name: String, duration: String },
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod provisioner;
+pub mod schedule;
 pub mod secrets;
 pub mod server;
 mod sshcli;

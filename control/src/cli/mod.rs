@@ -4,6 +4,7 @@
 //! commands are in `crate::sshcli`.
 
 mod ctx;
+mod schedule;
 mod secrets;
 mod templates;
 mod users;
@@ -219,6 +220,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);
     config.agent_cert_lifetime_secs = args.agent_cert_lifetime_secs.max(2);
     config.test_clock_file = args.test_clock_file;
+    config.default_quiet_hours =
+        crate::schedule::TzCron::parse_quiet_hours(&args.default_quiet_hours_schedule)
+            .map_err(|e| anyhow::anyhow!("--default-quiet-hours-schedule: {e}"))?
+            .text;
+    config.allow_custom_quiet_hours = args.allow_custom_quiet_hours;
+    if args.schedule_interval < std::time::Duration::from_millis(100) {
+        bail!("--schedule-interval must be at least 100ms");
+    }
+    config.schedule_interval = args.schedule_interval;
     crate::server::run(
         crate::server::Listeners { api, agent },
         config,
@@ -242,7 +252,13 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Users(UsersCmd::Unsuspend { username }) => {
             users::suspend(ctx, &username, false).await
         }
+        Command::Users(UsersCmd::QuietHours { schedule, reset }) => {
+            schedule::quiet_hours(ctx, schedule, reset).await
+        }
+        Command::Templates(TemplatesCmd::Edit(a)) => schedule::edit_template(ctx, a).await,
         Command::Templates(cmd) => templates::templates(ctx, cmd).await,
+        Command::Schedule(cmd) => schedule::schedule(ctx, cmd).await,
+        Command::Activate { name } => schedule::activate(ctx, &name).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
         Command::List => workspaces::list(ctx).await,
         Command::Show { name } => workspaces::show(ctx, &name).await,

@@ -65,6 +65,8 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
             let d: TemplateDetail = client.get(&format!("/api/v1/templates/{name}")).await?;
             ctx.print(&d, || {
                 println!("Template  {}: {}", d.template.name, d.template.description);
+                super::schedule::print_template_schedule(&d.template.schedule);
+                println!("Versions");
                 for v in &d.versions {
                     println!(
                         "  v{}{}  provisioner={}  parameters: {}",
@@ -81,6 +83,7 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
                 }
             })
         }
+        TemplatesCmd::Edit(_) => bail!("handled by `outpost templates edit`"),
     }
 }
 

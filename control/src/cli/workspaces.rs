@@ -154,10 +154,15 @@ pub(crate) fn print_workspace(w: &Workspace) {
     );
     let b = &w.latest_build;
     println!(
-        "Build      #{} {} {}{}",
+        "Build      #{} {} {} ({}){}",
         b.number,
         b.transition.as_str(),
         b.status.as_str(),
+        match (&b.initiator, b.reason.as_str()) {
+            (Some(who), "initiator") => format!("by {who}"),
+            (None, "initiator") => "by control".to_string(),
+            (_, reason) => format!("{reason}, by the scheduler"),
+        },
         b.error
             .as_ref()
             .map(|e| format!(": {e}"))
@@ -205,6 +210,7 @@ pub(crate) fn print_workspace(w: &Workspace) {
     if let Some(i) = &w.isolation {
         println!("Isolation  {i}");
     }
+    super::schedule::print_schedule(w);
     for (k, v) in &w.parameters {
         println!("Parameter  {k} = {v:?}");
     }

@@ -508,6 +508,10 @@ async fn heartbeat(
         state.store.agent_seen(&agent.id, now).await?;
         state.bump_progress();
     }
+    let s = &req.stats.sessions;
+    if s.ssh + s.vscode + s.jetbrains + s.pty + s.port_forward > 0 {
+        state.liveness.activity(&agent.workspace_id, now);
+    }
     state
         .liveness
         .record(&agent.id, now, lifecycle, Some(stats));

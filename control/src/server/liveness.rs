@@ -20,6 +20,8 @@ pub struct Liveness {
     pending: Mutex<HashMap<String, Seen>>,
     /// The newest last-seen of every agent, flushed or not (for status derivation).
     latest: Mutex<HashMap<String, i64>>,
+    /// Workspaces with activity (sessions, relays, app traffic) since the last flush, and when.
+    activity: Mutex<HashMap<String, i64>>,
 }
 
 impl Liveness {
@@ -44,6 +46,17 @@ impl Liveness {
         let mut l = self.latest.locked();
         let v = l.entry(agent_id.to_string()).or_insert(now);
         *v = (*v).max(now);
+    }
+
+    /// Someone used workspace `workspace_id` at `now` (its deadline is bumped at the flush).
+    pub fn activity(&self, workspace_id: &str, now: i64) {
+        let mut a = self.activity.locked();
+        let v = a.entry(workspace_id.to_string()).or_insert(now);
+        *v = (*v).max(now);
+    }
+
+    pub fn take_activity(&self) -> Vec<(String, i64)> {
+        self.activity.locked().drain().collect()
     }
 
     pub fn last_seen(&self, agent_id: &str) -> Option<i64> {
@@ -75,6 +88,7 @@ impl Liveness {
         loop {
             tokio::time::sleep(every).await;
             state.liveness.flush(&state.store).await;
+            super::scheduler::flush_activity(&state).await;
         }
     }
 }

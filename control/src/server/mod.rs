@@ -15,6 +15,8 @@ mod proxy;
 mod ratelimit;
 mod relay;
 mod retention;
+mod schedule;
+pub mod scheduler;
 mod templates;
 mod tokens;
 mod users;
@@ -90,6 +92,12 @@ pub struct ServerConfig {
     pub stop_grace_secs: u64,
     /// Tests only: a file holding a clock offset in milliseconds, re-read continuously.
     pub test_clock_file: Option<PathBuf>,
+    /// Quiet hours of users who set none (checked `CRON_TZ=ZONE MIN HOUR * * *`).
+    pub default_quiet_hours: String,
+    /// Users may set their own quiet hours.
+    pub allow_custom_quiet_hours: bool,
+    /// How often the scheduler ticks.
+    pub schedule_interval: Duration,
 }
 
 impl ServerConfig {
@@ -124,6 +132,9 @@ impl ServerConfig {
             agent_cert_lifetime_secs: 24 * 3600,
             stop_grace_secs: 10,
             test_clock_file: None,
+            default_quiet_hours: crate::schedule::DEFAULT_QUIET_HOURS.into(),
+            allow_custom_quiet_hours: true,
+            schedule_interval: Duration::from_secs(60),
         }
     }
 }
@@ -489,6 +500,7 @@ pub async fn run(
     ));
     let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
     let pruner = tokio::spawn(retention::run(state.clone()));
+    let scheduler = tokio::spawn(scheduler::run(state.clone()));
     let flush_every = Duration::from_millis((config.heartbeat_secs * 1000 / 2).clamp(200, 2000));
     let flusher = tokio::spawn(liveness::Liveness::run(state.clone(), flush_every));
 
@@ -526,8 +538,10 @@ pub async fn run(
     }
     reaper.abort();
     pruner.abort();
+    scheduler.abort();
     flusher.abort();
     state.liveness.flush(&state.store).await;
+    scheduler::flush_activity(&state).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
     Ok(())
@@ -580,6 +594,10 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/users/me/keys/{id}", delete(keys::remove_ssh_key))
         .route("/api/v1/users/me/gitsshkey", get(keys::git_ssh_key))
         .route(
+            "/api/v1/users/me/quiet-hours",
+            get(schedule::get_quiet_hours).put(schedule::set_quiet_hours),
+        )
+        .route(
             "/api/v1/tokens",
             get(tokens::list_tokens).post(tokens::create_token),
         )
@@ -590,6 +608,23 @@ fn api_router(state: AppState) -> Router {
             post(templates::push_template).layer(DefaultBodyLimit::max(TEMPLATE_BODY_LIMIT)),
         )
         .route("/api/v1/templates/{name}", get(templates::show_template))
+        .route(
+            "/api/v1/templates/{name}/schedule",
+            axum::routing::patch(schedule::edit_template_schedule),
+        )
+        .route(
+            "/api/v1/workspaces/{name}/autostart",
+            axum::routing::put(schedule::set_autostart),
+        )
+        .route(
+            "/api/v1/workspaces/{name}/autostop",
+            axum::routing::put(schedule::set_autostop),
+        )
+        .route("/api/v1/workspaces/{name}/extend", post(schedule::extend))
+        .route(
+            "/api/v1/workspaces/{name}/activate",
+            post(schedule::activate),
+        )
         .route(
             "/api/v1/workspaces",
             get(workspaces::list).post(workspaces::create),

@@ -216,6 +216,9 @@ async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiRes
         .build(build_id)
         .await?
         .ok_or(StoreError::NotFound)?;
+    if status == "succeeded" && b.transition == "start" {
+        super::schedule::on_started(state, &b.workspace_id, b.number).await?;
+    }
     if status == "succeeded" && b.transition != "start" {
         state
             .revoke_workspace_agents(
@@ -238,6 +241,7 @@ async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiRes
                     None,
                     &b.provisioner,
                     None,
+                    &b.reason,
                 )
                 .await?;
             state.jobs_changed.notify_waiters();

@@ -216,6 +216,8 @@ pub(super) async fn open(
     let agent = view
         .agent
         .ok_or_else(|| ApiError::conflict("the workspace has no agent"))?;
+    // SSH, terminals, port forwards and app traffic all come through here: activity.
+    state.liveness.activity(&w.id, crate::store::now_ms());
     let sender = state.tunnels.get(&agent.id).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -61,6 +61,7 @@ fn template_view(t: &TemplateRow) -> Template {
         active_version: t.active_version,
         active_version_id: t.active_version_id.clone(),
         created_at: t.created_at,
+        schedule: crate::schedule::template_schedule(t.schedule.as_deref()),
     }
 }
 

@@ -36,6 +36,8 @@ pub(super) fn build_view(b: &BuildRow) -> ApiResult<Build> {
         job_id: b.job_id.clone(),
         error: b.job_error.clone(),
         then_start: b.then_start,
+        reason: b.reason.clone(),
+        initiator: b.initiator.clone(),
         created_at: b.created_at,
         started_at: b.started_at,
         completed_at: b.completed_at,
@@ -253,7 +255,9 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
     let isolation = resources
         .iter()
         .find_map(|r| r.details.get("isolation").cloned());
+    let schedule = super::schedule::workspace_schedule(w, status, build.completed_at);
     Ok(Workspace {
+        schedule,
         apps,
         isolation,
         id: w.id.clone(),
@@ -439,6 +443,14 @@ pub(super) async fn build(
             )))
         }
     };
+    if transition == "start" || then_start {
+        if let Some(since) = w.times.dormant_at {
+            return Err(ApiError::conflict(format!(
+                "workspace {name:?} is dormant (unused until {}): activate it first with `outpost activate {name}`",
+                crate::schedule::fmt_time(since)
+            )));
+        }
+    }
     let version_id = if to_active {
         w.active_version_id
             .clone()
@@ -473,9 +485,10 @@ pub(super) async fn build(
             transition,
             version_id: &version_id,
             then_start,
-            actor: &auth.user,
+            actor: Some(&auth.user),
             provisioner: &manifest.provisioner,
             params: params_json.as_deref(),
+            reason: "initiator",
         },
     )
     .await?;
@@ -488,9 +501,12 @@ pub(super) struct Queued<'a> {
     pub transition: &'a str,
     pub version_id: &'a str,
     pub then_start: bool,
-    pub actor: &'a crate::store::UserRow,
+    /// The person asking; `None` for the scheduler.
+    pub actor: Option<&'a crate::store::UserRow>,
     pub provisioner: &'a str,
     pub params: Option<&'a str>,
+    /// `initiator`, or the scheduler's reason.
+    pub reason: &'a str,
 }
 
 /// Queues a build; for a stop or delete, tells the agent to shut down and revokes it at once.
@@ -499,30 +515,41 @@ pub(super) async fn queue(
     w: &WorkspaceRow,
     q: Queued<'_>,
 ) -> ApiResult<BuildRow> {
+    queue_for(state, &w.id, q).await
+}
+
+/// [`queue`], by workspace id.
+pub(super) async fn queue_for(
+    state: &AppState,
+    workspace_id: &str,
+    q: Queued<'_>,
+) -> ApiResult<BuildRow> {
     let build_id = state
         .store
         .queue_build(
-            &w.id,
+            workspace_id,
             q.after,
             q.transition,
             q.version_id,
             q.then_start,
-            Some(&q.actor.id),
+            q.actor.map(|a| a.id.as_str()),
             q.provisioner,
             q.params,
+            q.reason,
         )
         .await?;
     if q.transition != "start" {
         // Tell the agent to shut down, then revoke it at once: it may still collect that stop
         // order, nothing else. The provisioner cleans up whatever remains.
-        for agent_id in state.store.live_agents(&w.id).await? {
+        for agent_id in state.store.live_agents(workspace_id).await? {
             state.store.enqueue_command(&agent_id, "stop").await?;
         }
+        let by = match q.actor {
+            Some(a) => format!("requested by {}", a.username),
+            None => format!("by the scheduler ({})", q.reason),
+        };
         state
-            .revoke_workspace_agents(
-                &w.id,
-                &format!("{} requested by {}", q.transition, q.actor.username),
-            )
+            .revoke_workspace_agents(workspace_id, &format!("{} {by}", q.transition))
             .await?;
     }
     state.jobs_changed.notify_waiters();
@@ -572,9 +599,10 @@ pub(super) async fn stop_now(
             transition: "stop",
             version_id: &latest.template_version_id,
             then_start: false,
-            actor,
+            actor: Some(actor),
             provisioner: &provisioner,
             params: None,
+            reason: "initiator",
         },
     )
     .await?;

@@ -15,6 +15,7 @@ mod agents;
 mod audit;
 mod jobs;
 mod keys;
+mod schedule;
 mod templates;
 mod users;
 mod workspaces;
@@ -23,9 +24,10 @@ pub use agents::AgentRow;
 pub use audit::{AuditEvent, AuditFilter};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
+pub use schedule::DueRow;
 pub use templates::{TemplateRow, TemplateVersionRow};
 pub use users::{TokenRow, UserRow};
-pub use workspaces::{BuildRow, ResourceRow, WorkspaceRow};
+pub use workspaces::{BuildRow, ResourceRow, ScheduleTimes, WorkspaceRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,6 +64,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (6, include_str!("m6_sqlite.sql")),
     (7, include_str!("m7_sqlite.sql")),
     (8, include_str!("m8_sqlite.sql")),
+    (9, include_str!("m9_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -72,6 +75,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("m6_postgres.sql")),
     (7, include_str!("m7_postgres.sql")),
     (8, include_str!("m8_postgres.sql")),
+    (9, include_str!("m9_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.
@@ -256,12 +260,13 @@ async fn insert_build(
     then_start: bool,
     initiator: Option<&str>,
     provisioner: &str,
+    reason: &str,
     now: i64,
 ) -> Result<String> {
     let build_id = new_id();
     sqlx::query(
-        "INSERT INTO workspace_builds (id, workspace_id, number, transition, template_version_id, then_start, initiator_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO workspace_builds (id, workspace_id, number, transition, template_version_id, then_start, initiator_id, created_at, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&build_id)
     .bind(workspace_id)
@@ -271,6 +276,7 @@ async fn insert_build(
     .bind(b(then_start))
     .bind(initiator.map(str::to_string))
     .bind(now)
+    .bind(reason)
     .execute(&mut **tx)
     .await?;
     sqlx::query(
@@ -283,6 +289,19 @@ async fn insert_build(
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    // No deadline while a build runs: a start build sets one when it succeeds.
+    sqlx::query("UPDATE workspaces SET deadline = NULL, max_deadline = NULL WHERE id = $1")
+        .bind(workspace_id)
+        .execute(&mut **tx)
+        .await?;
+    if reason == "initiator" && initiator.is_some() {
+        // A person asking for a build is using the workspace (dormancy counts from it).
+        sqlx::query("UPDATE workspaces SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(workspace_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(build_id)
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) const TEMPLATE_SELECT: &str =
-    "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, v.version AS active_version \
+    "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, t.schedule, v.version AS active_version \
      FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -14,6 +14,8 @@ pub struct TemplateRow {
     pub active_version_id: Option<String>,
     pub active_version: Option<i64>,
     pub created_at: i64,
+    /// The template's schedule settings as JSON (`NULL`: the defaults).
+    pub schedule: Option<String>,
 }
 
 pub(super) const VERSION_SELECT: &str =
@@ -56,6 +58,14 @@ impl Store {
     pub async fn template_by_name(&self, name: &str) -> Result<Option<TemplateRow>> {
         let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.name = $1"))
             .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| TemplateRow::from_row(&r)).transpose()?)
+    }
+
+    pub async fn template_by_id(&self, id: &str) -> Result<Option<TemplateRow>> {
+        let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.id = $1"))
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| TemplateRow::from_row(&r)).transpose()?)

@@ -130,7 +130,17 @@ async fn workspace_names_unique_per_owner(store: Store) {
     // A concurrent second build on the same number conflicts.
     assert!(matches!(
         store
-            .queue_build(&id, 0, "stop", &v.id, false, None, "local", None)
+            .queue_build(
+                &id,
+                0,
+                "stop",
+                &v.id,
+                false,
+                None,
+                "local",
+                None,
+                "initiator"
+            )
             .await,
         Err(StoreError::Conflict(_))
     ));

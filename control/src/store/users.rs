@@ -11,6 +11,8 @@ pub struct UserRow {
     pub created_at: i64,
     /// Set by an admin: no sign-in, no token works, no workspace runs.
     pub suspended_at: Option<i64>,
+    /// The user's own quiet hours (`CRON_TZ=ZONE MIN HOUR * * *`), when set.
+    pub quiet_hours: Option<String>,
 }
 
 impl UserRow {
@@ -22,6 +24,7 @@ impl UserRow {
             admin: flag(r, "is_admin")?,
             created_at: r.try_get("created_at")?,
             suspended_at: r.try_get("suspended_at")?,
+            quiet_hours: r.try_get("quiet_hours")?,
         })
     }
 }
@@ -86,6 +89,7 @@ impl Store {
             admin,
             created_at: now,
             suspended_at: None,
+            quiet_hours: None,
         })
     }
 

@@ -3,7 +3,8 @@
 use super::*;
 
 pub(super) const BUILD_SELECT: &str =
-    "SELECT b.id, b.workspace_id, b.number, b.transition, b.template_version_id, b.then_start, b.created_at, \
+    "SELECT b.id, b.workspace_id, b.number, b.transition, b.template_version_id, b.then_start, b.created_at, b.reason, \
+            (SELECT iu.username FROM users iu WHERE iu.id = b.initiator_id) AS initiator_name, \
             v.version AS template_version, j.id AS job_id, j.status AS job_status, j.error AS job_error, \
             j.started_at AS job_started_at, j.completed_at AS job_completed_at, j.provisioner AS provisioner \
      FROM workspace_builds b JOIN provisioner_jobs j ON j.build_id = b.id \
@@ -18,6 +19,9 @@ pub struct BuildRow {
     pub template_version_id: String,
     pub template_version: i64,
     pub then_start: bool,
+    /// `initiator` (a person) or the scheduler's reason.
+    pub reason: String,
+    pub initiator: Option<String>,
     pub created_at: i64,
     pub job_id: String,
     pub job_status: String,
@@ -37,6 +41,10 @@ impl BuildRow {
             template_version_id: r.try_get("template_version_id")?,
             template_version: r.try_get("template_version")?,
             then_start: flag(r, "then_start")?,
+            reason: r
+                .try_get::<Option<String>, _>("reason")?
+                .unwrap_or_else(|| "initiator".into()),
+            initiator: r.try_get("initiator_name")?,
             created_at: r.try_get("created_at")?,
             job_id: r.try_get("job_id")?,
             job_status: r.try_get("job_status")?,
@@ -51,7 +59,8 @@ impl BuildRow {
 /// A workspace with its owner, template and the ids of its latest build and newest agent.
 pub(super) const WORKSPACE_SELECT: &str =
     "SELECT w.id, w.owner_id, w.name, w.template_id, w.parameters, w.provisioner_state, w.deleted, w.created_at, \
-            u.username AS owner_name, t.name AS template_name, t.active_version_id AS active_version_id, \
+            w.autostart, w.autostop_ms, w.next_start_at, w.deadline, w.max_deadline, w.last_used_at, w.dormant_at, \
+            u.username AS owner_name, t.name AS template_name, t.active_version_id AS active_version_id, t.schedule AS template_schedule, \
             (SELECT b.id FROM workspace_builds b WHERE b.workspace_id = w.id ORDER BY b.number DESC LIMIT 1) AS latest_build_id, \
             (SELECT a.id FROM agents a WHERE a.workspace_id = w.id ORDER BY a.created_at DESC LIMIT 1) AS latest_agent_id \
      FROM workspaces w JOIN users u ON u.id = w.owner_id JOIN templates t ON t.id = w.template_id";
@@ -71,6 +80,21 @@ pub struct WorkspaceRow {
     pub created_at: i64,
     pub latest_build_id: String,
     pub latest_agent_id: Option<String>,
+    /// The template's schedule settings (JSON; `NULL`: the defaults).
+    pub template_schedule: Option<String>,
+    pub times: ScheduleTimes,
+}
+
+/// A workspace's schedule columns.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleTimes {
+    pub autostart: Option<String>,
+    pub autostop_ms: Option<i64>,
+    pub next_start_at: Option<i64>,
+    pub deadline: Option<i64>,
+    pub max_deadline: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub dormant_at: Option<i64>,
 }
 
 impl WorkspaceRow {
@@ -91,6 +115,16 @@ impl WorkspaceRow {
             latest_build_id: latest
                 .ok_or_else(|| StoreError::Corrupt("workspace without a build".into()))?,
             latest_agent_id: r.try_get("latest_agent_id")?,
+            template_schedule: r.try_get("template_schedule")?,
+            times: ScheduleTimes {
+                autostart: r.try_get("autostart")?,
+                autostop_ms: r.try_get("autostop_ms")?,
+                next_start_at: r.try_get("next_start_at")?,
+                deadline: r.try_get("deadline")?,
+                max_deadline: r.try_get("max_deadline")?,
+                last_used_at: r.try_get("last_used_at")?,
+                dormant_at: r.try_get("dormant_at")?,
+            },
         })
     }
 }
@@ -131,8 +165,8 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO workspaces (id, owner_id, name, template_id, parameters, provisioner_state, deleted, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'null', 0, $6)",
+            "INSERT INTO workspaces (id, owner_id, name, template_id, parameters, provisioner_state, deleted, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, 'null', 0, $6, $6)",
         )
         .bind(&id)
         .bind(owner_id)
@@ -152,6 +186,7 @@ impl Store {
             false,
             Some(owner_id),
             provisioner,
+            "initiator",
             now,
         )
         .await?;
@@ -171,6 +206,7 @@ impl Store {
         initiator: Option<&str>,
         provisioner: &str,
         parameters_json: Option<&str>,
+        reason: &str,
     ) -> Result<String> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -191,6 +227,7 @@ impl Store {
             then_start,
             initiator,
             provisioner,
+            reason,
             now,
         )
         .await

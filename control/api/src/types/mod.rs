@@ -4,12 +4,14 @@
 
 mod agent;
 mod provisioner;
+mod schedule;
 mod templates;
 mod users;
 mod workspaces;
 
 pub use agent::*;
 pub use provisioner::*;
+pub use schedule::*;
 pub use templates::*;
 pub use users::*;
 pub use workspaces::*;

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::TemplateSchedule;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushTemplateRequest {
@@ -26,6 +28,8 @@ pub struct Template {
     pub active_version: Option<i64>,
     pub active_version_id: Option<String>,
     pub created_at: i64,
+    #[serde(default)]
+    pub schedule: TemplateSchedule,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

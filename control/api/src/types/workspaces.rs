@@ -181,6 +181,13 @@ pub struct Build {
     pub error: Option<String>,
     /// A start build follows when this (stop) build succeeds: restart and update.
     pub then_start: bool,
+    /// Who or what asked for it: `initiator` (a person) or the scheduler's reason
+    /// (`BUILD_REASONS`).
+    #[serde(default = "initiator")]
+    pub reason: String,
+    /// The username of the person who asked for it, when a person did.
+    #[serde(default)]
+    pub initiator: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
@@ -239,6 +246,13 @@ pub struct Workspace {
     /// reported it: `container`, `user NAME (uid N)`, or `none` (runs as the server's user).
     #[serde(default)]
     pub isolation: Option<String>,
+    /// Autostart, autostop, dormancy and what the scheduler does next.
+    #[serde(default)]
+    pub schedule: WorkspaceSchedule,
+}
+
+fn initiator() -> String {
+    "initiator".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

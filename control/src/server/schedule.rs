@@ -1,0 +1,322 @@
+//! Schedule settings through the API: a template's schedule (admins), a user's quiet hours, a
+//! workspace's autostart, autostop, extension and activation; and the schedule part of a
+//! workspace's view. What the scheduler does with them is in `scheduler.rs`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use outpost_api::*;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiJson, ApiResult};
+use super::AppState;
+use crate::schedule::{self, fmt_duration, fmt_time, TzCron};
+use crate::store::{now_ms, UserRow, WorkspaceRow};
+
+/// The quiet hours in force for `user`: theirs when the server allows custom ones.
+pub(super) fn quiet_hours_of(state: &AppState, user: &UserRow) -> TzCron {
+    user.quiet_hours
+        .as_deref()
+        .filter(|_| state.config.allow_custom_quiet_hours)
+        .and_then(|s| TzCron::parse_quiet_hours(s).ok())
+        .or_else(|| TzCron::parse_quiet_hours(&state.config.default_quiet_hours).ok())
+        .unwrap_or_else(TzCron::utc_midnight)
+}
+
+fn quiet_view(state: &AppState, user: &UserRow) -> QuietHours {
+    let q = quiet_hours_of(state, user);
+    QuietHours {
+        schedule: q.text.clone(),
+        custom: user.quiet_hours.clone(),
+        user_can_set: state.config.allow_custom_quiet_hours,
+        timezone: q.zone.clone(),
+        next_at: q.next_after(now_ms()),
+    }
+}
+
+/// `GET /api/v1/users/me/quiet-hours`.
+pub(super) async fn get_quiet_hours(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<QuietHours>> {
+    Ok(Json(quiet_view(&state, &auth.user)))
+}
+
+/// `PUT /api/v1/users/me/quiet-hours`.
+pub(super) async fn set_quiet_hours(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(req): ApiJson<SetQuietHours>,
+) -> ApiResult<Json<QuietHours>> {
+    let text = match req.schedule.as_deref() {
+        Some(s) => Some(
+            TzCron::parse_quiet_hours(s)
+                .map_err(ApiError::bad_request)?
+                .text,
+        ),
+        None => None,
+    };
+    state
+        .store
+        .set_quiet_hours(&auth.user.id, text.as_deref())
+        .await?;
+    state.audit.record(
+        "user.quiet_hours",
+        "changed",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        text.clone().unwrap_or_else(|| "default".into()),
+    );
+    let mut user = auth.user.clone();
+    user.quiet_hours = text;
+    Ok(Json(quiet_view(&state, &user)))
+}
+
+/// `PATCH /api/v1/templates/{name}/schedule` (admins).
+pub(super) async fn edit_template_schedule(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<TemplateScheduleUpdate>,
+) -> ApiResult<Json<TemplateSchedule>> {
+    if !auth.user.admin {
+        return Err(ApiError::forbidden(
+            "only admins can change a template's schedule",
+        ));
+    }
+    let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no template {name:?}; see `outpost templates list`"
+        ))
+    })?;
+    let current = schedule::template_schedule(t.schedule.as_deref());
+    let new = schedule::apply_update(&current, &req).map_err(ApiError::bad_request)?;
+    let json = serde_json::to_string(&new).map_err(ApiError::internal)?;
+    state.store.set_template_schedule(&t.id, &json).await?;
+    state.audit.record(
+        "template.schedule",
+        "changed",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        format!("{name}: {json}"),
+    );
+    Ok(Json(new))
+}
+
+async fn owned(state: &AppState, auth: &AuthUser, name: &str) -> ApiResult<WorkspaceRow> {
+    super::workspaces::own_workspace(state, auth, name).await
+}
+
+/// `PUT /api/v1/workspaces/{name}/autostart`.
+pub(super) async fn set_autostart(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SetAutostart>,
+) -> ApiResult<Json<Workspace>> {
+    let w = owned(&state, &auth, &name).await?;
+    let t = schedule::template_schedule(w.template_schedule.as_deref());
+    let (text, next) = match req.schedule.as_deref() {
+        Some(s) => {
+            let c = schedule::check_autostart(s, &t).map_err(ApiError::bad_request)?;
+            let next = c.next_after(now_ms());
+            (Some(c.text), next)
+        }
+        None => (None, None),
+    };
+    state
+        .store
+        .set_autostart(&w.id, text.as_deref(), next)
+        .await?;
+    audit_change(
+        &state,
+        &auth,
+        &w,
+        "autostart",
+        text.as_deref().unwrap_or("off"),
+    );
+    view(&state, &w.id).await
+}
+
+/// `PUT /api/v1/workspaces/{name}/autostop`.
+pub(super) async fn set_autostop(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SetAutostop>,
+) -> ApiResult<Json<Workspace>> {
+    let w = owned(&state, &auth, &name).await?;
+    let t = schedule::template_schedule(w.template_schedule.as_deref());
+    if !t.allow_user_autostop {
+        return Err(ApiError::bad_request(
+            "this template does not let users set their autostop; it stops workspaces after its default",
+        ));
+    }
+    if let Some(v) = req.autostop_ms {
+        if !(0..=366 * 86_400_000).contains(&v) {
+            return Err(ApiError::bad_request(
+                "autostop must be between 0 (never) and 366 days",
+            ));
+        }
+    }
+    state.store.set_autostop(&w.id, req.autostop_ms).await?;
+    audit_change(
+        &state,
+        &auth,
+        &w,
+        "autostop",
+        &req.autostop_ms
+            .map(|v| format!("{v} ms"))
+            .unwrap_or_else(|| "template default".into()),
+    );
+    view(&state, &w.id).await
+}
+
+/// `POST /api/v1/workspaces/{name}/extend`: the deadline becomes now + the duration (within
+/// the autostop requirement's next stop).
+pub(super) async fn extend(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<ExtendRequest>,
+) -> ApiResult<Json<Workspace>> {
+    let w = owned(&state, &auth, &name).await?;
+    if !(60_000..=366 * 86_400_000).contains(&req.duration_ms) {
+        return Err(ApiError::bad_request(
+            "extend by at least a minute and at most 366 days",
+        ));
+    }
+    if w.times.deadline.is_none() {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} has no deadline to extend: it is not running, or it has no autostop"
+        )));
+    }
+    let target = now_ms() + req.duration_ms;
+    if let Some(max) = w.times.max_deadline {
+        if target > max {
+            return Err(ApiError::bad_request(format!(
+                "the template's autostop requirement stops this workspace at {} (your quiet hours); extend by at most {}",
+                fmt_time(max),
+                fmt_duration(max - now_ms())
+            )));
+        }
+    }
+    if !state.store.set_deadline(&w.id, target).await? {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} stopped meanwhile"
+        )));
+    }
+    audit_change(&state, &auth, &w, "deadline", &fmt_time(target));
+    view(&state, &w.id).await
+}
+
+/// `POST /api/v1/workspaces/{name}/activate`: a dormant workspace may start again.
+pub(super) async fn activate(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Workspace>> {
+    let w = owned(&state, &auth, &name).await?;
+    if !state.store.activate(&w.id, now_ms()).await? {
+        return Err(ApiError::conflict(format!(
+            "workspace {name:?} is not dormant"
+        )));
+    }
+    state.audit.record(
+        "workspace.activate",
+        "activated",
+        &auth.user.username,
+        Some(&w.id),
+        None,
+        None,
+        format!("{} activated by its owner", w.name),
+    );
+    view(&state, &w.id).await
+}
+
+fn audit_change(state: &AppState, auth: &AuthUser, w: &WorkspaceRow, what: &str, value: &str) {
+    state.audit.record(
+        &format!("workspace.{what}"),
+        "changed",
+        &auth.user.username,
+        Some(&w.id),
+        None,
+        None,
+        format!("{}: {what} {value}", w.name),
+    );
+}
+
+async fn view(state: &AppState, id: &str) -> ApiResult<Json<Workspace>> {
+    let w = state
+        .store
+        .workspace_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::internal("workspace vanished"))?;
+    Ok(Json(super::workspaces::workspace_view(state, &w).await?))
+}
+
+/// The schedule part of a workspace's view.
+pub(super) fn workspace_schedule(
+    w: &WorkspaceRow,
+    status: WorkspaceStatus,
+    failed_at: Option<i64>,
+) -> WorkspaceSchedule {
+    let t = schedule::template_schedule(w.template_schedule.as_deref());
+    let times = schedule::WorkspaceTimes {
+        running: matches!(status, WorkspaceStatus::Running | WorkspaceStatus::Starting),
+        stopped: status == WorkspaceStatus::Stopped,
+        failed_at: failed_at.filter(|_| status == WorkspaceStatus::Failed),
+        deadline: w.times.deadline,
+        max_deadline: w.times.max_deadline,
+        next_autostart_at: w.times.next_start_at.filter(|_| t.allow_user_autostart),
+        last_used_at: w.times.last_used_at,
+        dormant_at: w.times.dormant_at,
+    };
+    WorkspaceSchedule {
+        autostart: w.times.autostart.clone(),
+        autostop_ms: w.times.autostop_ms,
+        effective_autostop_ms: schedule::effective_autostop(&t, w.times.autostop_ms),
+        deadline: w.times.deadline,
+        max_deadline: w.times.max_deadline,
+        next_autostart_at: times.next_autostart_at,
+        last_used_at: w.times.last_used_at,
+        dormant_at: w.times.dormant_at,
+        deleting_at: w
+            .times
+            .dormant_at
+            .filter(|_| t.dormancy_auto_deletion_ms > 0)
+            .map(|d| d + t.dormancy_auto_deletion_ms),
+        next: schedule::next_action(&t, &times),
+    }
+}
+
+/// A start build succeeded: the workspace's deadline and the autostop requirement's stop.
+pub(super) async fn on_started(
+    state: &AppState,
+    workspace_id: &str,
+    build_number: i64,
+) -> ApiResult<()> {
+    let Some(w) = state.store.workspace_by_id(workspace_id).await? else {
+        return Ok(());
+    };
+    let Some(owner) = state.store.user_by_username(&w.owner_name).await? else {
+        return Ok(());
+    };
+    let t = schedule::template_schedule(w.template_schedule.as_deref());
+    let now = now_ms();
+    let quiet = quiet_hours_of(state, &owner);
+    let max = schedule::next_required_stop(&quiet, t.autostop_requirement, now);
+    let (deadline, max) = schedule::deadlines_at_start(
+        now,
+        schedule::effective_autostop(&t, w.times.autostop_ms),
+        max,
+    );
+    state
+        .store
+        .set_deadlines(workspace_id, build_number, deadline, max)
+        .await?;
+    Ok(())
+}
