@@ -34,16 +34,22 @@ pub(super) async fn run(state: AppState) {
     let every = state.config.schedule_interval;
     loop {
         tokio::time::sleep(every).await;
+        let started = std::time::Instant::now();
         match tick(&state, now_ms()).await {
-            Ok(r) if r.queued > 0 || r.dormant > 0 => {
-                tracing::info!(
-                    examined = r.examined,
-                    queued = r.queued,
-                    dormant = r.dormant,
-                    "schedule tick"
-                )
+            Ok(r) => {
+                let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                if r.examined > 0 {
+                    tracing::info!(
+                        examined = r.examined,
+                        queued = r.queued,
+                        dormant = r.dormant,
+                        elapsed_ms,
+                        "schedule tick"
+                    )
+                } else {
+                    tracing::debug!(elapsed_ms, "schedule tick: nothing due")
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "schedule tick failed"),
         }
     }
