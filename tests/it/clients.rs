@@ -92,30 +92,36 @@ impl Client {
     /// Runs `cmd` in workspace `ws` over SSH through the relay, as a user would (the
     /// ProxyCommand waits for an agent that is still connecting, and starts a stopped one).
     pub fn ssh(&self, ws: &str, cmd: &str) -> R<Output> {
-        let proxy = format!("{} ssh --stdio %h", bin("outpost").display());
-        let o = Command::new("ssh")
-            .args([
-                "-o",
-                &format!("ProxyCommand={proxy}"),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-i",
-            ])
-            .arg(&self.key)
-            .arg(format!("{}@{ws}", self.name))
-            .arg(cmd)
-            .env("OUTPOST_CONFIG_DIR", &self.config_dir)
+        Ok(self
+            .ssh_command(ws, cmd)
             .stdin(std::process::Stdio::null())
-            .output()?;
-        Ok(o)
+            .output()?)
+    }
+
+    /// The `ssh` command [`Client::ssh`] runs (to spawn a session that stays open).
+    pub fn ssh_command(&self, ws: &str, cmd: &str) -> Command {
+        let proxy = format!("{} ssh --stdio %h", bin("outpost").display());
+        let mut c = Command::new("ssh");
+        c.args([
+            "-o",
+            &format!("ProxyCommand={proxy}"),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+        ])
+        .arg(&self.key)
+        .arg(format!("{}@{ws}", self.name))
+        .arg(cmd)
+        .env("OUTPOST_CONFIG_DIR", &self.config_dir);
+        c
     }
 
     /// `ssh` that must succeed; its stdout.

@@ -697,6 +697,13 @@ pub fn csr() -> R<String> {
 }
 
 /// Pushes a local template `name` whose template.toml is `[provisioner] type = "local"` + `toml`.
+/// A TCP port free on loopback right now.
+pub fn free_port() -> R<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 pub fn push_local_template(s: &Server, name: &str, toml: &str) -> R {
     let dir = s.dir.path().join(name);
     std::fs::create_dir_all(&dir)?;

@@ -18,6 +18,7 @@ mod isolation;
 mod lifecycle;
 mod liveness;
 mod retention;
+mod schedule;
 mod scripts;
 mod secrets;
 mod security;

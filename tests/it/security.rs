@@ -233,12 +233,6 @@ fn superseded_certificates_are_refused(backend: Backend) -> R {
 }
 both_backends!(superseded_certificates_are_refused);
 
-fn free_port() -> R<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// `GET /@admin/WS/ports/PORT/PATH` as the owner: status and body.
 fn through_ports_proxy(s: &Server, ws: &str, port: u16, path: &str) -> R<(u16, String)> {
     let url = format!("{}/@admin/{ws}/ports/{port}/{path}", s.url);

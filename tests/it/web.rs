@@ -50,11 +50,6 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-fn free_port() -> R<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Types into the terminal (xterm.js's hidden textarea takes the keys).
 fn term_type(b: &Browser, text: &str) -> R {
     b.type_into(".xterm-helper-textarea", text)

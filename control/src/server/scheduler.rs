@@ -158,6 +158,33 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
     let mut report = TickReport::default();
     let n = parallel(state);
 
+    // Unused workspaces become dormant first: one that does now must not autostart below.
+    for (tid, t) in &ctx.templates {
+        if t.dormancy_threshold_ms > 0 {
+            let cutoff = now - t.dormancy_threshold_ms;
+            let due = state.store.unused_since(tid, cutoff).await?;
+            report.examined += due.len();
+            for w in &due {
+                if state.store.mark_dormant(&w.id, now, cutoff).await? {
+                    report.dormant += 1;
+                    state.audit.record(
+                        "workspace.dormant",
+                        "dormant",
+                        "scheduler",
+                        Some(&w.id),
+                        None,
+                        None,
+                        format!(
+                            "{}: unused for {} (dormancy threshold)",
+                            w.name,
+                            crate::schedule::fmt_duration(now - w.last_used_at.unwrap_or(now))
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     let due = state.store.due_stops(now).await?;
     report.examined += due.len();
     let c = &ctx;
@@ -208,29 +235,6 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
                     .await?
                 {
                     report.queued += 1;
-                }
-            }
-        }
-        if t.dormancy_threshold_ms > 0 {
-            let cutoff = now - t.dormancy_threshold_ms;
-            let due = state.store.unused_since(tid, cutoff).await?;
-            report.examined += due.len();
-            for w in &due {
-                if state.store.mark_dormant(&w.id, now, cutoff).await? {
-                    report.dormant += 1;
-                    state.audit.record(
-                        "workspace.dormant",
-                        "dormant",
-                        "scheduler",
-                        Some(&w.id),
-                        None,
-                        None,
-                        format!(
-                            "{}: unused for {} (dormancy threshold)",
-                            w.name,
-                            crate::schedule::fmt_duration(now - w.last_used_at.unwrap_or(now))
-                        ),
-                    );
                 }
             }
         }

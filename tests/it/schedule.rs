@@ -1,0 +1,726 @@
+//! Workspace schedules against the real server, with control's clock moved by the test
+//! (`--test-clock-file`) and the scheduler ticking every 250 ms: autostop with activity bumps
+//! (SSH, a terminal, a port forward, app traffic), the autostop requirement in the owner's
+//! quiet hours (daily across a DST change; every two weeks in step), quiet hours the server
+//! refuses, autostart on allowed days only, failure cleanup, dormancy then deletion, bad input.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::clients::Client;
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(60);
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Control's clock, as the test moves it (`--test-clock-file`).
+struct Clock {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    offset: std::cell::Cell<i64>,
+}
+
+impl Clock {
+    fn new() -> R<Clock> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("clock");
+        std::fs::write(&path, "0")?;
+        Ok(Clock {
+            _dir: dir,
+            path,
+            offset: 0.into(),
+        })
+    }
+    fn now(&self) -> i64 {
+        real_now() + self.offset.get()
+    }
+    /// Control's clock reads `at` now (and runs on from there).
+    fn set(&self, at: i64) -> R {
+        self.offset.set(at - real_now());
+        std::fs::write(&self.path, self.offset.get().to_string())?;
+        // The server re-reads the file every 20 ms; let it, and let a tick run.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    }
+    fn advance(&self, ms: i64) -> R {
+        self.set(self.now() + ms)
+    }
+}
+
+/// Signs the admin in again: a jump of weeks outlives the CLI's session.
+fn relogin(s: &Server) -> R {
+    let o = s.cli_stdin(
+        &["login", &s.url, "--username", "admin", "--password-stdin"],
+        "admin-password\n",
+    )?;
+    anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+/// A server whose clock the test moves, ticking every 250 ms, agent certificates long enough
+/// for a jump of a year.
+fn server(backend: Backend, extra: &[&str]) -> R<(Server, Clock)> {
+    let clock = Clock::new()?;
+    let path = clock.path.display().to_string();
+    let mut args = vec![
+        "--test-clock-file",
+        &path,
+        "--schedule-interval",
+        "250ms",
+        "--agent-cert-lifetime-secs",
+        "40000000",
+    ];
+    args.extend_from_slice(extra);
+    let s = Server::start_with(backend, &args)?;
+    Ok((s, clock))
+}
+
+fn ts(s: &str) -> i64 {
+    // `YYYY-MM-DDTHH:MM:SSZ` to ms, with `date` (GNU coreutils).
+    let o = Command::new("date")
+        .args(["-u", "-d", s, "+%s"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse::<i64>()
+        .expect("date output")
+        * 1000
+}
+
+fn sched(s: &Server, ws: &str) -> R<Value> {
+    Ok(s.workspace(ws)?["schedule"].clone())
+}
+
+fn wait_stopped_by(s: &Server, ws: &str, reason: &str) -> R<Value> {
+    let (w, _) = s.wait_for(ws, T, |w| {
+        w["status"] == "stopped" && w["latest_build"]["reason"] == reason
+    })?;
+    assert!(w["latest_build"]["initiator"].is_null(), "{w:#}");
+    Ok(w)
+}
+
+fn still_running(s: &Server, ws: &str) -> R {
+    // Two ticks and a liveness flush.
+    std::thread::sleep(Duration::from_millis(700));
+    let w = s.workspace(ws)?;
+    assert_eq!(w["status"], "running", "{ws}: {:#}", w["schedule"]);
+    Ok(())
+}
+
+fn cli_fails(s: &Server, args: &[&str]) -> R<String> {
+    let o = s.cli(args)?;
+    assert!(
+        !o.status.success(),
+        "`outpost {}` succeeded",
+        args.join(" ")
+    );
+    Ok(String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A template `name` whose start script serves HTTP on `port` (and the app `web` on it).
+fn serving_template(s: &Server, name: &str, port: u16) -> R {
+    push_local_template(
+        s,
+        name,
+        &format!(
+            "[[apps]]\nslug = \"web\"\nport = {port}\n\n[[scripts]]\nname = \"serve\"\nscript = \"nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &\"\n"
+        ),
+    )
+}
+
+fn wait_port(s: &Server, ws: &str, port: u16) -> R {
+    s.wait_for(ws, T, |w| {
+        w["agent"]["stats"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["port"] == port))
+    })?;
+    Ok(())
+}
+
+/// A web terminal session held open: the WebSocket upgrade, then nothing more.
+fn open_terminal(s: &Server, ws: &str) -> R<std::net::TcpStream> {
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr)?;
+    c.write_all(format!(
+        "GET /api/v1/workspaces/{ws}/pty?session=held HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        s.token()?
+    ).as_bytes())?;
+    c.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut buf = [0u8; 512];
+    let n = c.read(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
+    Ok(c)
+}
+
+/// Activity keeps a workspace up past its autostop: an SSH session, a web terminal, a port
+/// forward and app traffic each count; a workspace with none stops at its deadline; each of
+/// the others stops an autostop after its activity ends.
+fn activity_bumps_the_deadline(backend: Backend) -> R {
+    let (s, clock) = server(backend, &["--terminal-idle-timeout-secs", "2"])?;
+    let admin = Client::admin(&s)?;
+    let (p1, p2) = (free_port()?, free_port()?);
+    push_local_template(&s, "plain", "")?;
+    serving_template(&s, "fwd-t", p1)?;
+    serving_template(&s, "app-t", p2)?;
+    for t in ["plain", "fwd-t", "app-t"] {
+        s.ok(&[
+            "templates",
+            "edit",
+            t,
+            "--default-autostop",
+            "1h",
+            "--activity-bump",
+            "1h",
+        ])?;
+    }
+    let shown = s.json(&["templates", "show", "plain"])?;
+    assert_eq!(shown["template"]["schedule"]["default_autostop_ms"], HOUR);
+    for (ws, t) in [
+        ("idle", "plain"),
+        ("sshd", "plain"),
+        ("term", "plain"),
+        ("fwd", "fwd-t"),
+        ("app", "app-t"),
+    ] {
+        s.ok(&["create", ws, "-t", t])?;
+    }
+    for ws in ["idle", "sshd", "term", "fwd", "app"] {
+        s.wait_for(ws, T, |w| w["status"] == "running")?;
+    }
+    wait_port(&s, "fwd", p1)?;
+    wait_port(&s, "app", p2)?;
+    let sc = sched(&s, "idle")?;
+    let deadline = sc["deadline"].as_i64().unwrap_or_default();
+    assert!((deadline - (clock.now() + HOUR)).abs() < 2 * MIN, "{sc:#}");
+    assert_eq!(sc["next"]["reason"], "autostop", "{sc:#}");
+    assert_eq!(sc["next"]["action"], "stop");
+
+    // The sessions.
+    let mut ssh: Child = admin
+        .ssh_command("sshd", "sleep 3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let term = open_terminal(&s, "term")?;
+    let local = free_port()?;
+    let mut forward = Command::new(bin("outpost"))
+        .args(["port-forward", "fwd", "--tcp", &format!("{local}:{p1}")])
+        .env("OUTPOST_CONFIG_DIR", s.config_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let held = eventually(|| Ok(std::net::TcpStream::connect(("127.0.0.1", local)).ok()))?;
+    let app_url = format!("{}/@admin/app/apps/web/", s.url);
+    let token = s.token()?;
+    let app_get = || -> R<u16> {
+        let (url, token) = (app_url.clone(), token.clone());
+        rt().block_on(async move {
+            Ok(reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await?
+                .status()
+                .as_u16())
+        })
+    };
+    // Each session has reached its agent and been reported.
+    eventually(|| {
+        let w = s.workspace("sshd")?;
+        Ok((w["agent"]["stats"]["sessions"]["ssh"].as_u64() == Some(1)).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 100 minutes in 20-minute steps: only `idle` stops, at its deadline.
+    for _ in 0..5 {
+        clock.advance(20 * MIN)?;
+        assert_eq!(app_get()?, 200);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let w = wait_stopped_by(&s, "idle", "autostop")?;
+    assert_eq!(w["latest_build"]["transition"], "stop");
+    for ws in ["sshd", "term", "fwd", "app"] {
+        let w = s.workspace(ws)?;
+        assert_eq!(w["status"], "running", "{ws}: {:#}", w["schedule"]);
+        let d = w["schedule"]["deadline"].as_i64().unwrap_or_default();
+        assert!(
+            d > clock.now() + 30 * MIN,
+            "{ws}: deadline not bumped: {:#}",
+            w["schedule"]
+        );
+    }
+    let shown = s.ok(&["show", "idle"])?;
+    assert!(shown.contains("autostop, by the scheduler"), "{shown}");
+
+    // Activity ends: each stops an hour later.
+    let _ = ssh.kill();
+    let _ = ssh.wait();
+    drop(term);
+    drop(held);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    // The agents report the sessions gone (the terminal's after its idle timeout).
+    eventually(|| {
+        let all_quiet = ["sshd", "term", "fwd"].iter().all(|ws| {
+            s.workspace(ws)
+                .map(|w| {
+                    let n = &w["agent"]["stats"]["sessions"];
+                    ["ssh", "pty", "port_forward"]
+                        .iter()
+                        .all(|k| n[k].as_u64() == Some(0))
+                })
+                .unwrap_or(false)
+        });
+        Ok(all_quiet.then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    clock.advance(61 * MIN)?;
+    for ws in ["sshd", "term", "fwd", "app"] {
+        wait_stopped_by(&s, ws, "autostop")?;
+    }
+    let audit = s.json(&["audit", "--action", "workspace.autostop"])?;
+    assert!(
+        audit.as_array().map(Vec::len).unwrap_or(0) >= 5,
+        "{audit:#}"
+    );
+    Ok(())
+}
+both_backends!(activity_bumps_the_deadline);
+
+/// The autostop requirement (daily) stops a workspace at the start of its owner's quiet hours
+/// in their time zone, `CRON_TZ=America/Chicago 30 2 * * *`: 02:30 CDT before the clocks fall
+/// back, 02:30 CST after, whatever its open SSH session.
+fn daily_requirement_in_quiet_hours(backend: Backend) -> R {
+    let (s, clock) = server(backend, &[])?;
+    let admin = Client::admin(&s)?;
+    s.ok(&["users", "quiet-hours", "CRON_TZ=America/Chicago 30 2 * * *"])?;
+    let q = s.json(&["users", "quiet-hours"])?;
+    assert_eq!(q["schedule"], "CRON_TZ=America/Chicago 30 2 * * *", "{q:#}");
+    s.ok(&[
+        "templates",
+        "edit",
+        "base",
+        "--autostop-requirement",
+        "daily",
+    ])?;
+    // Friday 2027-11-05, noon in Chicago; the clocks fall back on Sunday 2027-11-07.
+    clock.set(ts("2027-11-05T17:00:00Z"))?;
+    relogin(&s)?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", T, |w| w["status"] == "running")?;
+    let sc = sched(&s, "dev")?;
+    assert_eq!(sc["max_deadline"], ts("2027-11-06T07:30:00Z"), "{sc:#}");
+    assert_eq!(sc["deadline"], ts("2027-11-06T07:30:00Z"), "{sc:#}");
+    assert_eq!(sc["next"]["reason"], "autostop requirement", "{sc:#}");
+
+    let mut ssh = admin
+        .ssh_command("dev", "sleep 3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    eventually(|| {
+        let w = s.workspace("dev")?;
+        Ok((w["agent"]["stats"]["sessions"]["ssh"].as_u64() == Some(1)).then_some(()))
+    })?;
+    clock.set(ts("2027-11-06T07:29:00Z"))?;
+    still_running(&s, "dev")?;
+    clock.set(ts("2027-11-06T07:30:30Z"))?;
+    wait_stopped_by(&s, "dev", "autostop requirement")?;
+    // The SSH session ended with the workspace.
+    eventually(|| Ok(ssh.try_wait()?.map(|_| ())))?;
+
+    s.ok(&["start", "dev"])?;
+    s.wait_for("dev", T, |w| w["status"] == "running")?;
+    let sc = sched(&s, "dev")?;
+    assert_eq!(
+        sc["max_deadline"],
+        ts("2027-11-07T08:30:00Z"),
+        "after DST: {sc:#}"
+    );
+    clock.set(ts("2027-11-07T08:29:00Z"))?;
+    still_running(&s, "dev")?;
+    clock.set(ts("2027-11-07T08:30:30Z"))?;
+    wait_stopped_by(&s, "dev", "autostop requirement")?;
+    let audit = s.json(&["audit", "--action", "workspace.autostop_requirement"])?;
+    assert_eq!(audit.as_array().map(Vec::len), Some(2), "{audit:#}");
+    Ok(())
+}
+both_backends!(daily_requirement_in_quiet_hours);
+
+/// `saturday` every 2 weeks: two workspaces created in different weeks stop on the same
+/// Saturday (the template's weeks are counted from one fixed Monday for all of them).
+fn weekly_requirement_in_step(backend: Backend) -> R {
+    let (s, clock) = server(backend, &[])?;
+    s.ok(&[
+        "templates",
+        "edit",
+        "base",
+        "--autostop-requirement",
+        "saturday",
+        "--autostop-requirement-weeks",
+        "2",
+    ])?;
+    // A Monday, at least a week ahead, in an odd week counted from Monday 1970-01-05 (day 4).
+    let mut day = real_now() / DAY + 7;
+    while (day - 4) % 7 != 0 || ((day - 4) / 7) % 2 != 1 {
+        day += 1;
+    }
+    clock.set(day * DAY + 12 * HOUR)?;
+    relogin(&s)?;
+    s.ok(&["create", "first"])?;
+    s.wait_for("first", T, |w| w["status"] == "running")?;
+    clock.set((day + 7) * DAY + 12 * HOUR)?;
+    relogin(&s)?;
+    s.ok(&["create", "second"])?;
+    s.wait_for("second", T, |w| w["status"] == "running")?;
+    // The Saturday of the second (even) week, at the default quiet hours (00:00 UTC).
+    let saturday = (day + 7 + 5) * DAY;
+    for ws in ["first", "second"] {
+        assert_eq!(sched(&s, ws)?["max_deadline"], saturday, "{ws}");
+    }
+    clock.set(saturday - MIN)?;
+    still_running(&s, "first")?;
+    clock.set(saturday + 30_000)?;
+    for ws in ["first", "second"] {
+        wait_stopped_by(&s, ws, "autostop requirement")?;
+    }
+    Ok(())
+}
+both_backends!(weekly_requirement_in_step);
+
+/// `--allow-custom-quiet-hours=false`: users still see (and may store) their own quiet hours,
+/// but the server's default decides when their workspaces must stop.
+fn custom_quiet_hours_can_be_ignored(backend: Backend) -> R {
+    let (s, _clock) = server(
+        backend,
+        &[
+            "--allow-custom-quiet-hours=false",
+            "--default-quiet-hours-schedule",
+            "CRON_TZ=UTC 0 3 * * *",
+        ],
+    )?;
+    let q = s.json(&["users", "quiet-hours", "CRON_TZ=America/Chicago 30 2 * * *"])?;
+    assert_eq!(q["schedule"], "CRON_TZ=UTC 0 3 * * *", "{q:#}");
+    assert_eq!(q["user_can_set"], false);
+    assert_eq!(q["custom"], "CRON_TZ=America/Chicago 30 2 * * *");
+    let text = s.ok(&["users", "quiet-hours"])?;
+    assert!(text.contains("is ignored"), "{text}");
+    s.ok(&[
+        "templates",
+        "edit",
+        "base",
+        "--autostop-requirement",
+        "daily",
+    ])?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", T, |w| w["status"] == "running")?;
+    let max = sched(&s, "dev")?["max_deadline"]
+        .as_i64()
+        .unwrap_or_default();
+    assert_eq!(max % DAY, 3 * HOUR, "stops at 03:00 UTC, not 02:30 Chicago");
+    Ok(())
+}
+both_backends!(custom_quiet_hours_can_be_ignored);
+
+/// Autostart starts a stopped workspace at its time on the days the template allows, on the
+/// template's active version; never on a forbidden day, never a dormant workspace.
+fn autostart_on_allowed_days(backend: Backend) -> R {
+    let (s, clock) = server(backend, &[])?;
+    push_local_template(&s, "daily", "")?;
+    push_local_template(&s, "sleepy", "")?;
+    s.ok(&[
+        "templates",
+        "edit",
+        "daily",
+        "--autostart-days",
+        "mon,tue,wed,thu,fri",
+    ])?;
+    s.ok(&["templates", "edit", "sleepy", "--dormancy-threshold", "12h"])?;
+    // Thursday, 12:00 UTC, a week or more ahead.
+    let mut day = real_now() / DAY + 7;
+    while (day - 4) % 7 != 3 {
+        day += 1;
+    }
+    clock.set(day * DAY + 12 * HOUR)?;
+    relogin(&s)?;
+    s.ok(&["create", "work", "-t", "daily"])?;
+    s.ok(&["create", "nap", "-t", "sleepy"])?;
+    for ws in ["work", "nap"] {
+        s.wait_for(ws, T, |w| w["status"] == "running")?;
+    }
+    // Every day is refused where the template allows weekdays only.
+    let e = cli_fails(&s, &["schedule", "start", "work", "CRON_TZ=UTC 0 9 * * *"])?;
+    assert!(e.contains("saturday, sunday"), "{e}");
+    assert!(sched(&s, "work")?["autostart"].is_null());
+    s.ok(&["schedule", "start", "work", "CRON_TZ=UTC 0 9 * * 1-5"])?;
+    s.ok(&["schedule", "start", "nap", "CRON_TZ=UTC 0 9 * * *"])?;
+    s.ok(&["stop", "work"])?;
+    s.ok(&["stop", "nap"])?;
+    for ws in ["work", "nap"] {
+        s.wait_for(ws, T, |w| w["status"] == "stopped")?;
+    }
+    let sc = sched(&s, "work")?;
+    assert_eq!(
+        sc["next_autostart_at"],
+        (day + 1) * DAY + 9 * HOUR,
+        "{sc:#}"
+    );
+    assert_eq!(sc["next"]["reason"], "autostart");
+    // The template drops Friday meanwhile, and gets a new version.
+    s.ok(&[
+        "templates",
+        "edit",
+        "daily",
+        "--autostart-days",
+        "mon,tue,wed,thu",
+    ])?;
+    push_local_template(
+        &s,
+        "daily",
+        "[[scripts]]\nname = \"v2\"\nscript = \"true\"\n",
+    )?;
+    // Friday 09:00: not allowed any more. `nap` has been unused for 21 hours: dormant (since
+    // midnight), so its autostart is skipped too.
+    clock.set((day + 1) * DAY + 9 * HOUR + 30_000)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let w = s.workspace("work")?;
+    assert_eq!(w["status"], "stopped", "{w:#}\n{}", s.log());
+    let nap = s.workspace("nap")?;
+    assert_eq!(nap["status"], "stopped");
+    assert!(
+        nap["schedule"]["dormant_at"].is_i64(),
+        "{:#}",
+        nap["schedule"]
+    );
+    let skipped = s.json(&[
+        "audit",
+        "--action",
+        "workspace.autostart",
+        "--outcome",
+        "skipped",
+    ])?;
+    let text = skipped.to_string();
+    assert!(
+        text.contains("does not allow autostart on that day"),
+        "{text}"
+    );
+    assert!(text.contains("dormant"), "{text}");
+    // Monday 09:00: `work` starts, on version 2; `nap` does not.
+    clock.set((day + 4) * DAY + 9 * HOUR + 30_000)?;
+    let (w, _) = s.wait_for("work", T, |w| w["status"] == "running")?;
+    assert_eq!(w["latest_build"]["reason"], "autostart");
+    assert_eq!(w["template_version"], 2);
+    assert_eq!(s.status("nap")?, "stopped");
+    // A dormant workspace is started only after its owner activates it.
+    let e = cli_fails(&s, &["start", "nap"])?;
+    assert!(e.contains("outpost activate nap"), "{e}");
+    s.ok(&["activate", "nap"])?;
+    s.ok(&["start", "nap"])?;
+    s.wait_for("nap", T, |w| w["status"] == "running")?;
+    Ok(())
+}
+both_backends!(autostart_on_allowed_days);
+
+/// A workspace `failed` for longer than the failure cleanup is stopped, not before.
+fn failure_cleanup_stops_failed_workspaces(backend: Backend) -> R {
+    let (s, clock) = server(backend, &[])?;
+    // An image nobody can pull: the start build fails.
+    let dir = s.dir.path().join("broken-docker");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("template.toml"),
+        "[provisioner]\ntype = \"docker\"\nimage = \"127.0.0.1:9/nothing:here\"\n",
+    )?;
+    s.ok(&[
+        "templates",
+        "push",
+        &dir.display().to_string(),
+        "--name",
+        "broken",
+    ])?;
+    s.ok(&["templates", "edit", "broken", "--failure-cleanup", "2h"])?;
+    let _ = s.cli(&["create", "bad", "-t", "broken"])?;
+    let (w, _) = s.wait_for("bad", T, |w| w["status"] == "failed")?;
+    let failed_at = w["latest_build"]["completed_at"]
+        .as_i64()
+        .unwrap_or_default();
+    assert_eq!(w["schedule"]["next"]["reason"], "failure cleanup");
+    assert_eq!(w["schedule"]["next"]["at"], failed_at + 2 * HOUR);
+    clock.set(failed_at + 2 * HOUR - MIN)?;
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(s.status("bad")?, "failed");
+    clock.set(failed_at + 2 * HOUR + MIN)?;
+    let (w, _) = s.wait_for("bad", T, |w| {
+        w["latest_build"]["reason"] == "failure cleanup"
+            && w["latest_build"]["status"] != "pending"
+            && w["latest_build"]["status"] != "running"
+    })?;
+    assert_eq!(w["latest_build"]["transition"], "stop", "{w:#}");
+    let audit = s.json(&["audit", "--action", "workspace.failure_cleanup"])?;
+    assert_eq!(audit.as_array().map(Vec::len), Some(1), "{audit:#}");
+    Ok(())
+}
+both_backends!(failure_cleanup_stops_failed_workspaces);
+
+/// Dormancy then deletion: unused for the threshold, a running workspace is stopped and
+/// marked dormant; the home is still there a minute before the auto-deletion and gone after;
+/// the audit log has both.
+fn dormancy_then_deletion(backend: Backend) -> R {
+    let (s, clock) = server(backend, &[])?;
+    push_local_template(&s, "tidy", "")?;
+    s.ok(&[
+        "templates",
+        "edit",
+        "tidy",
+        "--dormancy-threshold",
+        "2d",
+        "--dormancy-auto-deletion",
+        "3d",
+    ])?;
+    s.ok(&["create", "old", "-t", "tidy"])?;
+    let (w, _) = s.wait_for("old", T, |w| w["status"] == "running")?;
+    let home = home_of(&w);
+    std::fs::write(home.join("keep.txt"), "precious")?;
+    let used = w["schedule"]["last_used_at"].as_i64().unwrap_or_default();
+    assert_eq!(w["schedule"]["next"]["reason"], "dormancy");
+    clock.set(used + 2 * DAY + MIN)?;
+    let w = wait_stopped_by(&s, "old", "dormancy")?;
+    let dormant_at = w["schedule"]["dormant_at"].as_i64().unwrap_or_default();
+    assert!(dormant_at > 0, "{:#}", w["schedule"]);
+    assert_eq!(w["schedule"]["deleting_at"], dormant_at + 3 * DAY);
+    assert!(home.join("keep.txt").exists());
+    clock.set(dormant_at + 3 * DAY - MIN)?;
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(s.status("old")?, "stopped");
+    assert_eq!(std::fs::read_to_string(home.join("keep.txt"))?, "precious");
+    clock.set(dormant_at + 3 * DAY + MIN)?;
+    eventually(|| {
+        let list = s.json(&["list"])?;
+        let gone = !list
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| w["name"] == "old"));
+        Ok(gone.then_some(()))
+    })?;
+    assert!(!home.exists(), "the home is deleted with the workspace");
+    let audit = s.json(&["audit", "--action", "workspace."])?.to_string();
+    assert!(audit.contains("workspace.dormant"), "{audit}");
+    assert!(audit.contains("workspace.dormancy_deletion"), "{audit}");
+    Ok(())
+}
+both_backends!(dormancy_then_deletion);
+
+/// Bad schedules: each a clear error, nothing changed.
+fn bad_schedules_are_refused(backend: Backend) -> R {
+    let (s, _clock) = server(backend, &[])?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", T, |w| w["status"] == "running")?;
+    s.ok(&["templates", "edit", "base", "--autostart-days", "mon,tue"])?;
+    let before = s.json(&["templates", "show", "base"])?["template"]["schedule"].clone();
+    let q_before = s.json(&["users", "quiet-hours"])?;
+    let ws_before = sched(&s, "dev")?;
+    for (args, want) in [
+        (
+            vec!["users", "quiet-hours", "CRON_TZ=UTC 0 30 2 * * *"],
+            "seconds are not allowed",
+        ),
+        (
+            vec!["users", "quiet-hours", "CRON_TZ=UTC 30 2 * * 1"],
+            "only a minute and an hour",
+        ),
+        (
+            vec![
+                "users",
+                "quiet-hours",
+                "CRON_TZ=Mars/Olympus_Mons 30 2 * * *",
+            ],
+            "unknown time zone",
+        ),
+        (
+            vec![
+                "templates",
+                "edit",
+                "base",
+                "--autostop-requirement",
+                "saturday",
+                "--autostop-requirement-weeks",
+                "17",
+            ],
+            "1 to 16",
+        ),
+        (
+            vec![
+                "templates",
+                "edit",
+                "base",
+                "--autostop-requirement",
+                "daily",
+                "--autostop-requirement-weeks",
+                "2",
+            ],
+            "fixed at 1 with daily",
+        ),
+        (
+            vec!["templates", "edit", "base", "--default-autostop", "soon"],
+            "is not a duration",
+        ),
+        (
+            vec!["schedule", "start", "dev", "CRON_TZ=UTC 0 9 * * 1-5"],
+            "wednesday, thursday, friday",
+        ),
+        (
+            vec![
+                "schedule",
+                "start",
+                "dev",
+                "CRON_TZ=Europe/Nowhere 0 9 * * 1",
+            ],
+            "unknown time zone",
+        ),
+        (
+            vec!["schedule", "extend", "dev", "2h"],
+            "no deadline to extend",
+        ),
+    ] {
+        let e = cli_fails(&s, &args)?;
+        assert!(e.contains(want), "`outpost {}`: {e}", args.join(" "));
+    }
+    assert_eq!(
+        s.json(&["templates", "show", "base"])?["template"]["schedule"],
+        before
+    );
+    assert_eq!(
+        s.json(&["users", "quiet-hours"])?["custom"],
+        q_before["custom"]
+    );
+    assert_eq!(sched(&s, "dev")?["autostart"], ws_before["autostart"]);
+    // A member may not change a template's schedule.
+    let bob = Client::new_user(&s, "bob")?;
+    let o = run_with_stdin(
+        bob.command(&["templates", "edit", "base", "--default-autostop", "1h"]),
+        "",
+    )?;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only admins"));
+    assert_eq!(
+        s.json(&["templates", "show", "base"])?["template"]["schedule"],
+        before
+    );
+    Ok(())
+}
+both_backends!(bad_schedules_are_refused);
