@@ -19,7 +19,8 @@ async function api(method, path, body) {
   const text = await r.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = { message: text }; }
-  if (!r.ok) throw new Error((data && data.message) || r.statusText);
+  // API errors are {"error": {"code", "message"}}: the message says what to do.
+  if (!r.ok) throw new Error((data && data.error && data.error.message) || (data && data.message) || r.statusText);
   return data;
 }
 
@@ -55,6 +56,166 @@ async function streamLines(path, onLine, signal) {
       if (line.trim()) { try { onLine(JSON.parse(line)); } catch (_) { /* skip */ } }
     }
   }
+}
+
+// ------------------------------------------------------------------ schedules (shared)
+const DURATION_UNITS = { s: 1000, m: 60000, h: 3600000, d: 86400000 };
+
+// "8h", "30m", "7d", "1h30m", "90s" to milliseconds; "off", "manual", "never" and "0" are 0.
+function parseDuration(text, what) {
+  const s = String(text).trim().toLowerCase().replace(/\s+/g, "");
+  if (["0", "off", "manual", "never"].includes(s)) return 0;
+  if (!/^(\d+(\.\d+)?[smhd])+$/.test(s)) {
+    throw new Error(`${what}: ${JSON.stringify(String(text).trim())} is not a duration; write it like 8h, 30m, 7d or 1h30m (or off)`);
+  }
+  let ms = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)([smhd])/g)) ms += Number(m[1]) * DURATION_UNITS[m[2]];
+  return Math.round(ms);
+}
+
+// Milliseconds for people: 7200000 -> "2h", 5400000 -> "1h30m", 0 -> "off".
+function fmtDuration(ms) {
+  if (!ms || ms <= 0) return "off";
+  let secs = Math.round(ms / 1000);
+  let out = "";
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]]) {
+    const n = Math.floor(secs / size);
+    if (n) { out += `${n}${unit}`; secs -= n * size; }
+  }
+  return out || "off";
+}
+
+// A time in UTC, like the CLI: "2026-12-01 18:00 UTC".
+function fmtTime(ms) {
+  return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
+// The scheduler's next action in words.
+function nextActionText(n) {
+  if (!n) return "No automatic action";
+  const t = fmtTime(n.at);
+  const what = { stop: "Stops", start: "Starts", dormant: "Becomes dormant", delete: "Deleted" }[n.action] || n.action;
+  return `${what} at ${t} (${n.reason})`;
+}
+
+// Why the latest build ran, when the scheduler (not a person) asked for it.
+function buildReasonText(b) {
+  if (!b || !b.reason || b.reason === "initiator") return "";
+  const verb = { start: "Started", stop: "Stopped", delete: "Deleted" }[b.transition] || "Built";
+  return `${verb} by the scheduler: ${b.reason}`;
+}
+
+function byId(id) { return document.getElementById(id); }
+
+function setText(id, text) {
+  const e = byId(id);
+  if (e) e.textContent = text || "";
+}
+
+// The workspace page's Schedule card: returns update(workspace) for the page's refresh.
+function scheduleCard(base) {
+  const autostart = byId("autostart-input");
+  const autostop = byId("autostop-input");
+  const extend = byId("extend-input");
+  let filled = false;
+  let checkedTemplate = null;
+  const saved = (msg) => { setText("schedule-error", ""); setText("schedule-saved", msg); };
+  const failed = (e) => { setText("schedule-saved", ""); setText("schedule-error", e ? String(e.message || e) : ""); };
+
+  function fill(s) {
+    autostart.value = s.autostart || "";
+    autostop.value = s.autostop_ms === null || s.autostop_ms === undefined ? "default"
+      : s.autostop_ms === 0 ? "manual" : fmtDuration(s.autostop_ms);
+    filled = true;
+  }
+
+  // What the template lets the owner change (read once per template).
+  async function checkTemplate(name) {
+    if (checkedTemplate === name) return;
+    checkedTemplate = name;
+    try {
+      const t = (await api("GET", `/api/v1/templates/${encodeURIComponent(name)}`)).template.schedule;
+      const notes = [];
+      for (const [form, allowed, note] of [
+        ["autostart-form", t.allow_user_autostart, "The template does not let users set an autostart schedule."],
+        ["autostop-form", t.allow_user_autostop, `The template does not let users set their autostop (it stops workspaces after ${fmtDuration(t.default_autostop_ms)} without activity).`],
+      ]) {
+        for (const c of byId(form).querySelectorAll("input, button")) c.disabled = !allowed;
+        if (!allowed) notes.push(note);
+      }
+      if (t.autostart_days && t.autostart_days.length < 7 && t.allow_user_autostart) {
+        notes.push(`Autostart may start workspaces of this template only on ${t.autostart_days.join(", ") || "no day"}.`);
+      }
+      const n = byId("schedule-note");
+      n.textContent = notes.join(" ");
+      n.hidden = !notes.length;
+    } catch (_) { checkedTemplate = null; }
+  }
+
+  function update(w, refill) {
+    const s = w.schedule || {};
+    setText("next-action", nextActionText(s.next));
+    const deadline = byId("deadline-line");
+    deadline.hidden = !s.deadline && w.status !== "running";
+    deadline.textContent = s.deadline
+      ? `Deadline: ${fmtTime(s.deadline)} (it stops then unless there is activity)`
+      : "Deadline: none (no autostop)";
+    const req = byId("required-stop");
+    req.hidden = !s.max_deadline;
+    req.textContent = s.max_deadline ? `Autostop requirement: stops at ${fmtTime(s.max_deadline)} (your quiet hours), whatever its activity` : "";
+    const reason = buildReasonText(w.latest_build);
+    const r = byId("build-reason");
+    r.hidden = !reason;
+    r.textContent = reason;
+    const dormant = byId("dormant");
+    dormant.hidden = !s.dormant_at;
+    setText("dormant-text", s.dormant_at
+      ? `Dormant since ${fmtTime(s.dormant_at)}; activate it to start it again.${s.deleting_at ? ` It will be deleted at ${fmtTime(s.deleting_at)}.` : ""}`
+      : "");
+    setText("autostop-current", `In force: ${s.effective_autostop_ms ? fmtDuration(s.effective_autostop_ms) : "never"}${s.autostop_ms === null || s.autostop_ms === undefined ? " (the template's default)" : ""}.`);
+    if (!filled || refill) fill(s);
+    checkTemplate(w.template);
+  }
+
+  async function send(method, path, body, msg) {
+    const w = await api(method, `${base}/${path}`, body);
+    update(w, true);
+    saved(msg);
+    return w;
+  }
+
+  byId("autostart-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const schedule = autostart.value.trim() || null;
+    try {
+      await send("PUT", "autostart", { schedule }, schedule ? `Autostart saved: ${schedule}` : "Autostart cleared.");
+    } catch (e) { failed(e); }
+  });
+  byId("autostart-clear").addEventListener("click", async () => {
+    try { await send("PUT", "autostart", { schedule: null }, "Autostart cleared."); } catch (e) { failed(e); }
+  });
+  byId("autostop-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const v = autostop.value.trim().toLowerCase();
+      const autostop_ms = v === "default" || v === "" ? null : parseDuration(v, "Autostop");
+      await send("PUT", "autostop", { autostop_ms },
+        autostop_ms === null ? "Autostop: the template's default." : autostop_ms === 0 ? "Autostop off: it stops by hand only." : `Autostop saved: ${fmtDuration(autostop_ms)}`);
+    } catch (e) { failed(e); }
+  });
+  byId("extend-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const duration_ms = parseDuration(extend.value, "Extend");
+      if (!duration_ms) throw new Error("Extend by a duration such as 2h.");
+      const w = await send("POST", "extend", { duration_ms }, "Deadline extended.");
+      if (w.schedule.deadline) saved(`Deadline extended to ${fmtTime(w.schedule.deadline)}.`);
+    } catch (e) { failed(e); }
+  });
+  byId("activate").addEventListener("click", async () => {
+    try { await send("POST", "activate", {}, "Activated: you can start it again."); } catch (e) { failed(e); }
+  });
+  return update;
 }
 
 // ------------------------------------------------------------------ workspaces list
@@ -134,6 +295,7 @@ async function workspacePage() {
   let buildAbort = null;
   const buildLog = document.getElementById("build-log");
   const agentLog = document.getElementById("agent-log");
+  const updateSchedule = scheduleCard(base);
 
   function followBuild(id) {
     if (buildAbort) buildAbort.abort();
@@ -161,6 +323,8 @@ async function workspacePage() {
     document.getElementById("reasons").textContent = w.health.reasons.join("; ");
     document.getElementById("agent").textContent = w.agent ? w.agent.status : "-";
     document.getElementById("lifecycle").textContent = w.agent ? w.agent.lifecycle : "-";
+    updateSchedule(w);
+    document.body.dataset.ready = "1";
     if (w.latest_build.id !== buildId) {
       buildId = w.latest_build.id;
       followBuild(buildId);
@@ -196,6 +360,115 @@ async function workspacePage() {
   }
   await refresh();
   setInterval(refresh, 2000);
+}
+
+// ------------------------------------------------------------------ schedule settings
+async function scheduleSettingsPage() {
+  const input = byId("quiet-input");
+  const saved = (msg) => { showError(null); setText("saved", msg); };
+  const failed = (e) => { setText("saved", ""); showError(e); };
+  function show(q, refill) {
+    setText("quiet-schedule", q.schedule);
+    setText("quiet-timezone", q.timezone);
+    setText("quiet-next", q.next_at ? fmtTime(q.next_at) : "-");
+    setText("quiet-custom", q.custom
+      ? `${q.custom}${q.user_can_set ? "" : " (ignored: the server does not allow custom quiet hours)"}`
+      : "none: the server's default applies");
+    byId("quiet-not-allowed").hidden = q.user_can_set;
+    byId("quiet-fieldset").disabled = !q.user_can_set;
+    if (refill) input.value = q.custom || "";
+  }
+  async function put(schedule) {
+    const q = await api("PUT", "/api/v1/users/me/quiet-hours", { schedule });
+    show(q, true);
+    saved(schedule ? `Saved: your quiet hours begin ${q.schedule}.` : `Saved: the server's default applies (${q.schedule}).`);
+  }
+  show(await api("GET", "/api/v1/users/me/quiet-hours"), true);
+  byId("quiet-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { await put(input.value.trim() || null); } catch (e) { failed(e); }
+  });
+  byId("quiet-default").addEventListener("click", async () => {
+    try { await put(null); } catch (e) { failed(e); }
+  });
+  if (document.body.dataset.admin) {
+    const list = byId("templates-list");
+    for (const t of await api("GET", "/api/v1/templates")) {
+      list.append(el("li", {}, el("a", { href: `/templates/${encodeURIComponent(t.name)}/settings` }, t.name),
+        ` · autostop ${fmtDuration(t.schedule.default_autostop_ms)}`));
+    }
+    byId("template-links").hidden = false;
+  }
+  document.body.dataset.ready = "1";
+}
+
+// ------------------------------------------------------------------ template schedule settings
+async function templateSettingsPage() {
+  const name = document.body.dataset.template;
+  const form = byId("template-schedule");
+  const durations = {
+    "default-autostop": ["default_autostop_ms", "Default autostop"],
+    "activity-bump": ["activity_bump_ms", "Activity bump"],
+    "failure-cleanup": ["failure_cleanup_ms", "Failure cleanup"],
+    "dormancy-threshold": ["dormancy_threshold_ms", "Dormancy threshold"],
+    "dormancy-auto-deletion": ["dormancy_auto_deletion_ms", "Dormancy auto-deletion"],
+  };
+  const days = byId("requirement-days");
+  const weeks = byId("requirement-weeks");
+  const dayBoxes = () => [...form.querySelectorAll('input[name="autostart_day"]')];
+  // Weeks only count with a weekly requirement (saturday or sunday).
+  const syncWeeks = () => { weeks.disabled = !["saturday", "sunday"].includes(days.value); };
+  days.addEventListener("change", syncWeeks);
+
+  function summary(s) {
+    const r = s.autostop_requirement;
+    const rows = [
+      ["Default autostop", fmtDuration(s.default_autostop_ms)],
+      ["Activity bump", fmtDuration(s.activity_bump_ms)],
+      ["Autostop requirement", r.days === "off" ? "off"
+        : `${r.days}${r.weeks > 1 ? ` every ${r.weeks} weeks` : ""}, in the owner's quiet hours`],
+      ["Autostart days", s.autostart_days.join(", ") || "none"],
+      ["Users may set", `autostart: ${s.allow_user_autostart ? "yes" : "no"}, autostop: ${s.allow_user_autostop ? "yes" : "no"}`],
+      ["Failure cleanup", fmtDuration(s.failure_cleanup_ms)],
+      ["Dormancy threshold", fmtDuration(s.dormancy_threshold_ms)],
+      ["Dormancy auto-deletion", fmtDuration(s.dormancy_auto_deletion_ms)],
+    ];
+    byId("current-schedule").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  }
+  function fill(s) {
+    for (const [id, [key]] of Object.entries(durations)) byId(id).value = fmtDuration(s[key]);
+    days.value = s.autostop_requirement.days;
+    weeks.value = String(s.autostop_requirement.weeks);
+    for (const c of dayBoxes()) c.checked = s.autostart_days.includes(c.value);
+    byId("allow-user-autostart").checked = s.allow_user_autostart;
+    byId("allow-user-autostop").checked = s.allow_user_autostop;
+    syncWeeks();
+    summary(s);
+  }
+  fill((await api("GET", `/api/v1/templates/${encodeURIComponent(name)}`)).template.schedule);
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError(null);
+    setText("saved", "");
+    try {
+      const update = {};
+      for (const [id, [key, label]] of Object.entries(durations)) update[key] = parseDuration(byId(id).value, label);
+      update.autostop_requirement_days = days.value;
+      if (!weeks.disabled) {
+        const w = weeks.value.trim();
+        if (!/^\d+$/.test(w)) throw new Error(`Autostop requirement weeks: ${JSON.stringify(w)} is not a whole number; use 1 to 16`);
+        update.autostop_requirement_weeks = Number(w);
+      }
+      update.autostart_days = dayBoxes().filter((c) => c.checked).map((c) => c.value);
+      update.allow_user_autostart = byId("allow-user-autostart").checked;
+      update.allow_user_autostop = byId("allow-user-autostop").checked;
+      const s = await api("PATCH", `/api/v1/templates/${encodeURIComponent(name)}/schedule`, update);
+      fill(s);
+      setText("saved", "Saved.");
+    } catch (e) { showError(e); }
+  });
+  document.body.dataset.ready = "1";
 }
 
 // ------------------------------------------------------------------ terminal
@@ -300,5 +573,12 @@ function terminalPage() {
   shell.addEventListener("click", () => go(false));
 }
 
-const pages = { home: homePage, new: newPage, workspace: workspacePage, terminal: terminalPage };
+const pages = {
+  home: homePage,
+  new: newPage,
+  workspace: workspacePage,
+  terminal: terminalPage,
+  "schedule-settings": scheduleSettingsPage,
+  "template-settings": templateSettingsPage,
+};
 if (pages[page]) Promise.resolve(pages[page]()).catch(showError);

@@ -25,3 +25,4 @@ mod security;
 mod ssh;
 mod ssh_user;
 mod web;
+mod web_schedule;

@@ -21,6 +21,7 @@ mod templates;
 mod tokens;
 mod users;
 mod web;
+mod web_schedule;
 mod workspaces;
 
 use outpost_common::LockExt;
@@ -638,6 +639,11 @@ fn api_router(state: AppState) -> Router {
         .route("/login", get(web::login_page).post(web::login_submit))
         .route("/logout", post(web::logout))
         .route("/new", get(web::new_page))
+        .route("/settings/schedule", get(web_schedule::settings_page))
+        .route(
+            "/templates/{name}/settings",
+            get(web_schedule::template_settings_page),
+        )
         .route("/assets/{name}", get(web::asset))
         .route(
             "/api/v1/workspaces/{name}/agent-logs",

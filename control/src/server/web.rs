@@ -58,7 +58,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Security headers for every page: no framing, no sniffing, scripts only from here.
-fn page(
+pub(super) fn page(
     title: &str,
     page: &str,
     data: &[(&str, &str)],
@@ -74,7 +74,7 @@ fn page(
         String::new()
     } else {
         format!(
-            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
+            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
             esc(user),
             esc(csrf)
         )
@@ -101,7 +101,7 @@ fn page(
 }
 
 /// The signed-in browser user and the page's CSRF token, or a redirect to the sign-in page.
-async fn browser_user(
+pub(super) async fn browser_user(
     parts: &axum::http::request::Parts,
     state: &AppState,
 ) -> Result<(AuthUser, String), Response> {
@@ -381,9 +381,10 @@ async fn workspace_page(state: AppState, req: Request, owner: String, ws: String
         Err(r) => return r,
     };
     let body = format!(
-        "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section><section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
+        "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section>{2}<section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
         esc(&ws),
-        esc(&owner)
+        esc(&owner),
+        super::web_schedule::SCHEDULE_CARD,
     );
     page(
         &ws,
