@@ -148,6 +148,8 @@ pub struct Opts<'a> {
     /// Listen for agents on this address instead of 127.0.0.1 (containers reach the host
     /// through the Docker bridge's gateway).
     pub agent_host: Option<String>,
+    /// The store already has its users (a second server on the same PostgreSQL): no sign-in.
+    pub joins_existing: bool,
 }
 
 impl Server {
@@ -190,6 +192,9 @@ impl Server {
             listen: None,
         };
         s.spawn()?;
+        if opts.joins_existing {
+            return Ok(s);
+        }
         let token = std::fs::read_to_string(s.data().join("setup-token"))?;
         let out = s.cli_stdin(
             &[

@@ -724,3 +724,53 @@ fn bad_schedules_are_refused(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(bad_schedules_are_refused);
+
+/// Two servers on one PostgreSQL, both ticking every 100 ms on the same clock: each due
+/// workspace is stopped once, by one of them (one build, one audit event).
+#[test]
+fn two_servers_act_once() -> R {
+    let Some(pg) = postgres() else {
+        return Ok(());
+    };
+    let clock = Clock::new()?;
+    let path = clock.path.display().to_string();
+    let flags = ["--test-clock-file", &path, "--schedule-interval", "100ms"];
+    let a = Server::start_with(pg.clone(), &flags)?;
+    let key = a.data().join("secrets.key").display().to_string();
+    let mut b_flags = flags.to_vec();
+    b_flags.extend_from_slice(&["--provisioner-daemons", "0", "--secrets-key-file", &key]);
+    let _b = Server::start_opts(
+        pg,
+        Opts {
+            extra: &b_flags,
+            joins_existing: true,
+            ..Default::default()
+        },
+    )?;
+    a.ok(&["templates", "edit", "base", "--default-autostop", "1h"])?;
+    let names = ["w1", "w2", "w3", "w4", "w5", "w6"];
+    for n in names {
+        a.ok(&["create", n, "--no-wait"])?;
+    }
+    for n in names {
+        a.wait_for(n, T, |w| w["status"] == "running")?;
+    }
+    clock.advance(61 * MIN)?;
+    for n in names {
+        wait_stopped_by(&a, n, "autostop")?;
+    }
+    // Many more ticks of both.
+    std::thread::sleep(Duration::from_secs(1));
+    let rows = a.db_rows(
+        "SELECT w.name, COUNT(*) FROM workspace_builds b JOIN workspaces w ON w.id = b.workspace_id WHERE b.reason = 'autostop' GROUP BY w.name ORDER BY w.name",
+    )?;
+    assert_eq!(rows.len(), names.len(), "{rows:?}");
+    assert!(rows.iter().all(|r| r[1] == "1"), "{rows:?}");
+    let audit = a.json(&["audit", "--action", "workspace.autostop"])?;
+    assert_eq!(
+        audit.as_array().map(Vec::len),
+        Some(names.len()),
+        "{audit:#}"
+    );
+    Ok(())
+}
