@@ -2,6 +2,7 @@
 //! `outpost-agent` binaries against real SQLite and PostgreSQL.
 
 mod account;
+mod agent_api;
 mod browser;
 mod clients;
 mod fixtures;

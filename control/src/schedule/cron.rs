@@ -280,6 +280,6 @@ mod tests {
             Some(ms("2026-11-30T08:00:00Z"))
         );
         let sun = TzCron::parse("0 0 * * 7").expect("parse");
-        assert_eq!(sun.weekdays()[6], true);
+        assert!(sun.weekdays()[6]);
     }
 }

@@ -91,12 +91,15 @@ impl Ctx<'_> {
         &self,
         w: &DueRow,
         transition: &str,
-        version_id: &str,
-        provisioner: &str,
-        params: Option<&str>,
+        target: Target<'_>,
         reason: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
+        let Target {
+            version_id,
+            provisioner,
+            params,
+        } = target;
         let res = super::workspaces::queue_for(
             self.state,
             &w.id,
@@ -129,6 +132,24 @@ impl Ctx<'_> {
             );
         }
         Ok(queued)
+    }
+}
+
+/// What a queued build runs: a template version, its provisioner, the parameters.
+struct Target<'a> {
+    version_id: &'a str,
+    provisioner: &'a str,
+    params: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// The version the workspace runs now (stop, delete).
+    fn current(w: &'a DueRow) -> Self {
+        Target {
+            version_id: &w.version_id,
+            provisioner: &w.provisioner,
+            params: None,
+        }
     }
 }
 
@@ -223,15 +244,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
                     crate::schedule::fmt_duration(t.failure_cleanup_ms)
                 );
                 if ctx
-                    .queue(
-                        w,
-                        "stop",
-                        &w.version_id,
-                        &w.provisioner,
-                        None,
-                        "failure cleanup",
-                        &why,
-                    )
+                    .queue(w, "stop", Target::current(w), "failure cleanup", &why)
                     .await?
                 {
                     report.queued += 1;
@@ -286,8 +299,7 @@ async fn deadline_passed(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> 
     } else {
         "the template requires a stop in the owner's quiet hours".to_string()
     };
-    ctx.queue(w, "stop", &w.version_id, &w.provisioner, None, reason, &why)
-        .await
+    ctx.queue(w, "stop", Target::current(w), reason, &why).await
 }
 
 async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
@@ -368,9 +380,11 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
     ctx.queue(
         w,
         "start",
-        &version_id,
-        &manifest.provisioner,
-        params.as_deref(),
+        Target {
+            version_id: &version_id,
+            provisioner: &manifest.provisioner,
+            params: params.as_deref(),
+        },
         "autostart",
         &format!("scheduled at {}", crate::schedule::fmt_time(at)),
     )
@@ -390,15 +404,7 @@ async fn dormant(ctx: &Ctx<'_>, t: &TemplateSchedule, w: &DueRow) -> Result<bool
             crate::schedule::fmt_duration(t.dormancy_auto_deletion_ms)
         );
         return ctx
-            .queue(
-                w,
-                "delete",
-                &w.version_id,
-                &w.provisioner,
-                None,
-                "dormancy deletion",
-                &why,
-            )
+            .queue(w, "delete", Target::current(w), "dormancy deletion", &why)
             .await;
     }
     if w.is_up() {
@@ -406,9 +412,7 @@ async fn dormant(ctx: &Ctx<'_>, t: &TemplateSchedule, w: &DueRow) -> Result<bool
             .queue(
                 w,
                 "stop",
-                &w.version_id,
-                &w.provisioner,
-                None,
+                Target::current(w),
                 "dormancy",
                 "the workspace became dormant",
             )
