@@ -353,6 +353,29 @@ fn daily_requirement_in_quiet_hours(backend: Backend) -> R {
         ts("2027-11-07T08:30:00Z"),
         "after DST: {sc:#}"
     );
+    // Changing the quiet hours, or the template's requirement, moves the running workspace's
+    // required stop.
+    s.ok(&["users", "quiet-hours", "CRON_TZ=America/Chicago 0 4 * * *"])?;
+    assert_eq!(
+        sched(&s, "dev")?["max_deadline"],
+        ts("2027-11-06T09:00:00Z") // 04:00 CDT today, 90 minutes away
+    );
+    s.ok(&["templates", "edit", "base", "--autostop-requirement", "off"])?;
+    let sc = sched(&s, "dev")?;
+    assert!(
+        sc["max_deadline"].is_null() && sc["deadline"].is_null(),
+        "{sc:#}"
+    );
+    assert!(sc["next"].is_null(), "{sc:#}");
+    s.ok(&[
+        "templates",
+        "edit",
+        "base",
+        "--autostop-requirement",
+        "daily",
+    ])?;
+    s.ok(&["users", "quiet-hours", "CRON_TZ=America/Chicago 30 2 * * *"])?;
+    assert_eq!(sched(&s, "dev")?["deadline"], ts("2027-11-07T08:30:00Z"));
     clock.set(ts("2027-11-07T08:29:00Z"))?;
     still_running(&s, "dev")?;
     clock.set(ts("2027-11-07T08:30:30Z"))?;

@@ -70,6 +70,7 @@ pub(super) async fn set_quiet_hours(
     );
     let mut user = auth.user.clone();
     user.quiet_hours = text;
+    recompute_required_stops(&state, None, Some(&user.id)).await?;
     Ok(Json(quiet_view(&state, &user)))
 }
 
@@ -94,6 +95,9 @@ pub(super) async fn edit_template_schedule(
     let new = schedule::apply_update(&current, &req).map_err(ApiError::bad_request)?;
     let json = serde_json::to_string(&new).map_err(ApiError::internal)?;
     state.store.set_template_schedule(&t.id, &json).await?;
+    if new.autostop_requirement != current.autostop_requirement {
+        recompute_required_stops(&state, Some(&t.id), None).await?;
+    }
     state.audit.record(
         "template.schedule",
         "changed",
@@ -291,6 +295,58 @@ pub(super) fn workspace_schedule(
             .map(|d| d + t.dormancy_auto_deletion_ms),
         next: schedule::next_action(&t, &times),
     }
+}
+
+/// The autostop requirement or someone's quiet hours changed: running workspaces (of the
+/// template, or of the user) stop at their new required time. A deadline that was the old
+/// required stop becomes the autostop's (from now) or the new required stop.
+async fn recompute_required_stops(
+    state: &AppState,
+    template_id: Option<&str>,
+    owner_id: Option<&str>,
+) -> ApiResult<()> {
+    let now = now_ms();
+    let mut owners: std::collections::HashMap<String, Option<UserRow>> = Default::default();
+    let rows = state.store.running_of(template_id, owner_id).await?;
+    let templates: std::collections::HashMap<String, TemplateSchedule> = state
+        .store
+        .template_schedules()
+        .await?
+        .into_iter()
+        .map(|(id, _, s)| (id, schedule::template_schedule(s.as_deref())))
+        .collect();
+    for w in rows {
+        if !owners.contains_key(&w.owner_name) {
+            let u = state.store.user_by_username(&w.owner_name).await?;
+            owners.insert(w.owner_name.clone(), u);
+        }
+        let Some(Some(owner)) = owners.get(&w.owner_name) else {
+            continue;
+        };
+        let t = templates.get(&w.template_id).cloned().unwrap_or_default();
+        let quiet = quiet_hours_of(state, owner);
+        let max = schedule::next_required_stop(&quiet, t.autostop_requirement, now);
+        let own = state
+            .store
+            .workspace_by_id(&w.id)
+            .await?
+            .and_then(|x| x.times.autostop_ms);
+        let autostop = schedule::effective_autostop(&t, own);
+        // The deadline activity and autostop set, if it was not the old required stop.
+        let free = w
+            .deadline
+            .filter(|d| Some(*d) != w.max_deadline)
+            .or_else(|| (autostop > 0).then(|| now + autostop));
+        let deadline = match (free, max) {
+            (Some(d), Some(m)) => Some(d.min(m)),
+            (d, m) => d.or(m),
+        };
+        state
+            .store
+            .set_deadlines(&w.id, w.build_number, deadline, max)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A start build succeeded: the workspace's deadline and the autostop requirement's stop.

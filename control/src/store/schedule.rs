@@ -9,6 +9,7 @@ pub struct DueRow {
     pub id: String,
     pub name: String,
     pub template_id: String,
+    pub owner_name: String,
     pub parameters: String,
     pub owner_suspended: bool,
     pub autostart: Option<String>,
@@ -26,7 +27,7 @@ pub struct DueRow {
 }
 
 const DUE_SELECT: &str = "SELECT w.id, w.name, w.template_id, w.parameters, w.autostart, w.next_start_at, w.deadline, w.max_deadline, \
-            w.last_used_at, w.dormant_at, u.suspended_at, b.number, b.transition, b.template_version_id, \
+            w.last_used_at, w.dormant_at, u.suspended_at, u.username, b.number, b.transition, b.template_version_id, \
             j.status AS job_status, j.completed_at, j.provisioner \
      FROM workspaces w JOIN users u ON u.id = w.owner_id \
      JOIN workspace_builds b ON b.workspace_id = w.id \
@@ -39,6 +40,7 @@ impl DueRow {
             id: r.try_get("id")?,
             name: r.try_get("name")?,
             template_id: r.try_get("template_id")?,
+            owner_name: r.try_get("username")?,
             parameters: r.try_get("parameters")?,
             owner_suspended: r.try_get::<Option<i64>, _>("suspended_at")?.is_some(),
             autostart: r.try_get("autostart")?,
@@ -125,6 +127,26 @@ impl Store {
             &[&template_id.to_string(), &cutoff],
         )
         .await
+    }
+
+    /// Running workspaces (latest build a successful start) of a template or of an owner.
+    pub async fn running_of(
+        &self,
+        template_id: Option<&str>,
+        owner_id: Option<&str>,
+    ) -> Result<Vec<DueRow>> {
+        let up = "b.transition = 'start' AND j.status = 'succeeded'";
+        match (template_id, owner_id) {
+            (Some(t), _) => {
+                self.due(&format!("{up} AND w.template_id = $1"), &[&t.to_string()])
+                    .await
+            }
+            (None, Some(o)) => {
+                self.due(&format!("{up} AND w.owner_id = $1"), &[&o.to_string()])
+                    .await
+            }
+            (None, None) => Ok(Vec::new()),
+        }
     }
 
     /// Moves the next autostart from `old` to `new`; false when another tick already did.
