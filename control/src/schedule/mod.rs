@@ -33,15 +33,28 @@ pub fn parse_weekdays(items: &[String]) -> Result<[bool; 7], String> {
         if item == "all" {
             return Ok([true; 7]);
         }
-        let i = WEEKDAYS
-            .iter()
-            .position(|d| *d == item || (item.len() >= 3 && d.starts_with(&item)))
-            .ok_or_else(|| {
-                format!(
-                    "{item:?} is not a day of the week: use monday..sunday (or mon..sun, or all)"
-                )
-            })?;
-        mask[i] = true;
+        let day = |name: &str| {
+            WEEKDAYS
+                .iter()
+                .position(|d| *d == name || (name.len() >= 3 && d.starts_with(name)))
+                .ok_or_else(|| {
+                    format!("{name:?} is not a day of the week: use monday..sunday (or mon..sun, mon-fri, or all)")
+                })
+        };
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if a > b {
+                    return Err(format!(
+                        "{item:?}: a range of days runs from Monday towards Sunday"
+                    ));
+                }
+                for m in &mut mask[a..=b] {
+                    *m = true;
+                }
+            }
+            None => mask[day(&item)?] = true,
+        }
     }
     Ok(mask)
 }

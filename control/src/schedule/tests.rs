@@ -107,6 +107,11 @@ fn bad_settings_are_refused() {
     )
     .expect("days");
     assert_eq!(ok.autostart_days, ["monday", "tuesday", "friday"]);
+    assert_eq!(
+        parse_weekdays(&["mon-fri".into()]).expect("range"),
+        [true, true, true, true, true, false, false]
+    );
+    assert!(parse_weekdays(&["fri-mon".into()]).is_err());
 }
 
 #[test]
