@@ -14,6 +14,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Some("ssh") => crate::sshbench::main(&args[1..]),
         Some("terminal") => crate::termbench::main(&args[1..]),
         Some("rig") => crate::sshbench::hold(),
+        Some("schedule") => crate::schedbench::main(&args[1..]),
         Some("lifecycle") => {
             let mut count = 20usize;
             let mut running = 100usize;
@@ -45,7 +46,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             )
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]"
+            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]\n       cargo xtask bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]"
         ),
     }
 }

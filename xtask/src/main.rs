@@ -4,6 +4,7 @@ mod agents;
 mod bench;
 mod dockerbench;
 mod fuzz;
+mod schedbench;
 mod sshbench;
 mod termbench;
 mod tidy;
@@ -25,6 +26,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench agents        N simulated agents (bootstrap, long poll, heartbeats) against one server
   bench ssh           the agent's SSH (direct and relayed) beside Debian's sshd, same run
   bench terminal      web terminal keystroke latency beside `ssh -tt` to Debian's sshd
+  bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]
+                      one scheduler tick over 100,000 workspaces, 1% past their deadline, on
+                      SQLite and PostgreSQL (bar: under 1 s, every due stop queued)
   bench rig           set up bench ssh's servers, print how to reach them, wait for Enter
                       (for profiling by hand: perf, strace)
   fuzz [--seconds N] [--sanitizer address|none] [TARGET...]

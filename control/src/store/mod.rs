@@ -65,6 +65,9 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (7, include_str!("m7_sqlite.sql")),
     (8, include_str!("m8_sqlite.sql")),
     (9, include_str!("m9_sqlite.sql")),
+    // Stopping a workspace drops its unused bootstrap tokens; control keeps spent ones, one
+    // per start, so that DELETE scanned the whole table (`cargo xtask bench schedule`).
+    (10, include_str!("m10_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -76,6 +79,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (7, include_str!("m7_postgres.sql")),
     (8, include_str!("m8_postgres.sql")),
     (9, include_str!("m9_postgres.sql")),
+    (10, include_str!("m10_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

@@ -1,0 +1,1 @@
+CREATE INDEX bootstrap_tokens_workspace ON bootstrap_tokens (workspace_id)
