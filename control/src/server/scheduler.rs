@@ -16,7 +16,8 @@ use outpost_api::{TemplateManifest, TemplateSchedule};
 
 use super::AppState;
 use crate::schedule::{self, TzCron};
-use crate::store::{now_ms, Dialect, DueRow, StoreError};
+use crate::store::{now_ms, AutoBuild, Dialect, DueRow, StoreError};
+use outpost_common::LockExt;
 
 /// What one tick did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -61,6 +62,8 @@ struct Ctx<'a> {
     now: i64,
     templates: HashMap<String, TemplateSchedule>,
     manifests: tokio::sync::Mutex<HashMap<String, Option<TemplateManifest>>>,
+    /// Builds planned this tick, with what the audit log says of each.
+    pending: std::sync::Mutex<Vec<(AutoBuild, String)>>,
 }
 
 impl Ctx<'_> {
@@ -85,8 +88,8 @@ impl Ctx<'_> {
         Ok(m)
     }
 
-    /// Queues `transition` after the row's latest build; false when another tick (or a
-    /// person) queued one first.
+    /// Plans `transition` after the row's latest build; [`Ctx::flush`] queues the plans in
+    /// batches, skipping any workspace another tick (or a person) gave a build first.
     async fn queue(
         &self,
         w: &DueRow,
@@ -95,45 +98,62 @@ impl Ctx<'_> {
         reason: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let Target {
-            version_id,
-            provisioner,
-            params,
-        } = target;
-        let res = super::workspaces::queue_for(
-            self.state,
-            &w.id,
-            super::workspaces::Queued {
-                after: w.build_number,
-                transition,
-                version_id,
-                then_start: false,
-                actor: None,
-                provisioner,
-                params,
-                reason,
-            },
-        )
-        .await;
-        let queued = match res {
-            Ok(_) => true,
-            Err(e) if e.code == "conflict" => false,
-            Err(e) => return Err(StoreError::Corrupt(e.message)),
+        let build = AutoBuild {
+            workspace_id: w.id.clone(),
+            after: w.build_number,
+            transition: transition.into(),
+            version_id: target.version_id.into(),
+            provisioner: target.provisioner.into(),
+            params: target.params.map(str::to_string),
+            reason: reason.into(),
         };
-        if queued {
-            self.state.audit.record(
-                &format!("workspace.{}", reason.replace(' ', "_")),
-                "queued",
-                "scheduler",
-                Some(&w.id),
-                None,
-                None,
-                format!("{}: {transition} ({reason}: {why})", w.name),
-            );
+        self.pending
+            .locked()
+            .push((build, format!("{}: {transition} ({reason}: {why})", w.name)));
+        Ok(true)
+    }
+
+    /// Queues what was planned, `BATCH` builds per transaction; the number queued.
+    async fn flush(&self) -> Result<usize, StoreError> {
+        let plans = std::mem::take(&mut *self.pending.locked());
+        let mut queued = 0;
+        for chunk in plans.chunks(BATCH) {
+            let builds: Vec<AutoBuild> = chunk.iter().map(|(b, _)| b.clone()).collect();
+            let done = self.state.store.queue_auto_builds(&builds).await?;
+            for ((b, what), q) in chunk.iter().zip(done) {
+                if q.build_id.is_none() {
+                    continue;
+                }
+                queued += 1;
+                for agent in &q.revoked {
+                    self.state.forget_agent(agent);
+                    self.state.audit.record(
+                        "agent.revoke",
+                        "revoked",
+                        "control",
+                        Some(&b.workspace_id),
+                        Some(agent),
+                        None,
+                        format!("{} by the scheduler ({})", b.transition, b.reason),
+                    );
+                }
+                self.state.audit.record(
+                    &format!("workspace.{}", b.reason.replace(' ', "_")),
+                    "queued",
+                    "scheduler",
+                    Some(&b.workspace_id),
+                    None,
+                    None,
+                    what.clone(),
+                );
+            }
         }
         Ok(queued)
     }
 }
+
+/// Builds queued per transaction.
+const BATCH: usize = 250;
 
 /// What a queued build runs: a template version, its provisioner, the parameters.
 struct Target<'a> {
@@ -175,6 +195,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
         now,
         templates,
         manifests: Default::default(),
+        pending: Default::default(),
     };
     let mut report = TickReport::default();
     let n = parallel(state);
@@ -214,7 +235,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
         .buffer_unordered(n)
         .collect()
         .await;
-    report.queued += count(results)?;
+    check(results)?;
 
     let due = state.store.due_autostarts(now).await?;
     report.examined += due.len();
@@ -224,7 +245,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
         .buffer_unordered(n)
         .collect()
         .await;
-    report.queued += count(results)?;
+    check(results)?;
 
     let ids: BTreeMap<String, TemplateSchedule> = ctx
         .templates
@@ -243,12 +264,8 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
                     "failed for longer than {}",
                     crate::schedule::fmt_duration(t.failure_cleanup_ms)
                 );
-                if ctx
-                    .queue(w, "stop", Target::current(w), "failure cleanup", &why)
-                    .await?
-                {
-                    report.queued += 1;
-                }
+                ctx.queue(w, "stop", Target::current(w), "failure cleanup", &why)
+                    .await?;
             }
         }
         if t.dormancy_threshold_ms > 0 || t.dormancy_auto_deletion_ms > 0 {
@@ -256,12 +273,11 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
             let due = state.store.dormant_before(tid, now).await?;
             report.examined += due.len();
             for w in &due {
-                if dormant(&ctx, t, w).await? {
-                    report.queued += 1;
-                }
+                dormant(&ctx, t, w).await?;
             }
         }
     }
+    report.queued = ctx.flush().await?;
     if report.queued > 0 {
         state.jobs_changed.notify_waiters();
         state.bump_progress();
@@ -269,14 +285,11 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
     Ok(report)
 }
 
-fn count(results: Vec<Result<bool, StoreError>>) -> Result<usize, StoreError> {
-    let mut n = 0;
+fn check(results: Vec<Result<bool, StoreError>>) -> Result<(), StoreError> {
     for r in results {
-        if r? {
-            n += 1;
-        }
+        r?;
     }
-    Ok(n)
+    Ok(())
 }
 
 async fn deadline_passed(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {

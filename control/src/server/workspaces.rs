@@ -515,15 +515,7 @@ pub(super) async fn queue(
     w: &WorkspaceRow,
     q: Queued<'_>,
 ) -> ApiResult<BuildRow> {
-    queue_for(state, &w.id, q).await
-}
-
-/// [`queue`], by workspace id.
-pub(super) async fn queue_for(
-    state: &AppState,
-    workspace_id: &str,
-    q: Queued<'_>,
-) -> ApiResult<BuildRow> {
+    let workspace_id = w.id.as_str();
     let build_id = state
         .store
         .queue_build(

@@ -24,7 +24,7 @@ pub use agents::AgentRow;
 pub use audit::{AuditEvent, AuditFilter};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
-pub use schedule::DueRow;
+pub use schedule::{AutoBuild, AutoQueued, DueRow};
 pub use templates::{TemplateRow, TemplateVersionRow};
 pub use users::{TokenRow, UserRow};
 pub use workspaces::{BuildRow, ResourceRow, ScheduleTimes, WorkspaceRow};
@@ -266,11 +266,13 @@ async fn insert_build(
     provisioner: &str,
     reason: &str,
     now: i64,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let build_id = new_id();
-    sqlx::query(
+    // The unique (workspace_id, number) makes a concurrent second build a no-op here (and the
+    // transaction stays usable, for the scheduler's batches).
+    let res = sqlx::query(
         "INSERT INTO workspace_builds (id, workspace_id, number, transition, template_version_id, then_start, initiator_id, created_at, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (workspace_id, number) DO NOTHING",
     )
     .bind(&build_id)
     .bind(workspace_id)
@@ -283,6 +285,9 @@ async fn insert_build(
     .bind(reason)
     .execute(&mut **tx)
     .await?;
+    if res.rows_affected() == 0 {
+        return Ok(None);
+    }
     sqlx::query(
         "INSERT INTO provisioner_jobs (id, build_id, provisioner, status, attempts, cancel_requested, created_at) \
          VALUES ($1, $2, $3, 'pending', 0, 0, $4)",
@@ -306,7 +311,7 @@ async fn insert_build(
             .execute(&mut **tx)
             .await?;
     }
-    Ok(build_id)
+    Ok(Some(build_id))
 }
 
 fn unique_to_conflict(e: sqlx::Error, msg: &str) -> StoreError {

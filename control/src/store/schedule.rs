@@ -76,7 +76,94 @@ impl DueRow {
     }
 }
 
+/// A build the scheduler queues after build `after` of a workspace.
+#[derive(Debug, Clone)]
+pub struct AutoBuild {
+    pub workspace_id: String,
+    pub after: i64,
+    pub transition: String,
+    pub version_id: String,
+    pub provisioner: String,
+    pub params: Option<String>,
+    pub reason: String,
+}
+
+/// What [`Store::queue_auto_builds`] did for one [`AutoBuild`].
+#[derive(Debug, Clone)]
+pub struct AutoQueued {
+    pub workspace_id: String,
+    /// `None`: another tick or a person queued a build first; nothing was done.
+    pub build_id: Option<String>,
+    /// The agents revoked (a stop or delete), each with a stop order queued first.
+    pub revoked: Vec<String>,
+}
+
 impl Store {
+    /// Queues the scheduler's builds in one transaction: each build and its job; for a stop or
+    /// delete, a stop order for the workspace's live agents, then their revocation and the
+    /// removal of unspent bootstrap tokens. A build some other tick queued first is skipped.
+    pub async fn queue_auto_builds(&self, items: &[AutoBuild]) -> Result<Vec<AutoQueued>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            if let Some(p) = &it.params {
+                sqlx::query("UPDATE workspaces SET parameters = $1 WHERE id = $2")
+                    .bind(p)
+                    .bind(&it.workspace_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let build_id = insert_build(
+                &mut tx,
+                &it.workspace_id,
+                it.after + 1,
+                &it.transition,
+                &it.version_id,
+                false,
+                None,
+                &it.provisioner,
+                &it.reason,
+                now,
+            )
+            .await?;
+            let mut revoked = Vec::new();
+            if build_id.is_some() && it.transition != "start" {
+                sqlx::query(
+                    "INSERT INTO agent_commands (agent_id, kind, created_at) \
+                     SELECT id, 'stop', $1 FROM agents WHERE workspace_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&it.workspace_id)
+                .execute(&mut *tx)
+                .await?;
+                let rows = sqlx::query(
+                    "UPDATE agents SET revoked_at = $1, lifecycle = 'off' WHERE workspace_id = $2 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(&it.workspace_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for r in &rows {
+                    revoked.push(r.try_get("id")?);
+                }
+                sqlx::query(
+                    "DELETE FROM bootstrap_tokens WHERE workspace_id = $1 AND used_at IS NULL",
+                )
+                .bind(&it.workspace_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            out.push(AutoQueued {
+                workspace_id: it.workspace_id.clone(),
+                build_id,
+                revoked,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn due(&self, filter: &str, binds: &[&dyn BindValue]) -> Result<Vec<DueRow>> {
         let sql = format!("{DUE_SELECT} WHERE w.deleted = 0 AND {filter}");
         let mut q = sqlx::query(&sql);

@@ -189,7 +189,8 @@ impl Store {
             "initiator",
             now,
         )
-        .await?;
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("a new workspace already had a build".into()))?;
         tx.commit().await?;
         Ok(id)
     }
@@ -217,7 +218,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // The unique (workspace_id, number) constraint makes a concurrent second build fail.
+        // The unique (workspace_id, number) constraint refuses a concurrent second build.
         let build_id = insert_build(
             &mut tx,
             workspace_id,
@@ -230,11 +231,8 @@ impl Store {
             reason,
             now,
         )
-        .await
-        .map_err(|e| match e {
-            StoreError::Db(e) => unique_to_conflict(e, "another build was queued at the same time"),
-            e => e,
-        })?;
+        .await?
+        .ok_or_else(|| StoreError::Conflict("another build was queued at the same time".into()))?;
         tx.commit().await?;
         Ok(build_id)
     }
