@@ -49,9 +49,12 @@ pub enum Command {
     Templates(TemplatesCmd),
     /// Create a workspace and wait until it is running.
     Create(CreateArgs),
-    /// List your workspaces.
+    /// List your workspaces (`--all`: everyone's, for owners and auditors).
     #[command(alias = "ls")]
-    List,
+    List {
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one workspace: status, health, build, agent, resources.
     Show { name: String },
     /// Start a stopped workspace.
@@ -448,8 +451,12 @@ pub enum UsersCmd {
     /// Create a user.
     Create {
         username: String,
+        /// Make the user an owner (every right).
         #[arg(long)]
         admin: bool,
+        /// A role: owner, user-admin, template-admin, auditor (repeatable; none: a member).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
         /// Read the password from standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -459,6 +466,14 @@ pub enum UsersCmd {
     Suspend { username: String },
     /// Let a suspended user sign in again (their workspaces stay stopped until started).
     Unsuspend { username: String },
+    /// List users with their roles (owners, user and template admins, auditors).
+    List,
+    /// Show a user's roles, or set them: `--set template-admin,auditor`, `--set member`.
+    Roles {
+        username: String,
+        #[arg(long, value_name = "ROLES")]
+        set: Option<String>,
+    },
     /// Show or set your quiet hours, when the autostop requirement may stop your workspaces:
     /// `outpost users quiet-hours 'CRON_TZ=America/Chicago 30 2 * * *'`.
     QuietHours {

@@ -343,7 +343,7 @@ fn bad_input(backend: Backend) -> R {
                 json!({"name": "t", "files": {"template.toml": "[provisioner]\ntype = \"local\"\n"}}),
             ),
             403,
-            "only admins",
+            "you may not change templates: that takes the role owner or template-admin",
         ),
         (
             "member creates a user",
@@ -352,7 +352,7 @@ fn bad_input(backend: Backend) -> R {
             Some(&bob),
             j(json!({"username": "eve", "password": "12345678"})),
             403,
-            "only admins",
+            "you may not manage users: that takes the role owner or user-admin",
         ),
         (
             "short password",

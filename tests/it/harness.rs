@@ -409,9 +409,9 @@ impl Server {
     pub fn db_snapshot(&self) -> R<String> {
         let mut out = String::new();
         for (t, cols) in [
-            ("users", "id, username, is_admin"),
+            ("users", "id, username, is_admin, roles, suspended_at"),
             ("api_tokens", "id, revoked_at, expires_at"),
-            ("templates", "id, name, active_version_id"),
+            ("templates", "id, name, active_version_id, schedule"),
             ("template_versions", "id, version"),
             ("workspaces", "id, name, parameters, deleted"),
             ("workspace_builds", "id, number, transition"),

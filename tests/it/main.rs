@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod liveness;
 mod retention;
+mod roles;
 mod schedule;
 mod scripts;
 mod secrets;

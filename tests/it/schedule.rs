@@ -739,7 +739,9 @@ fn bad_schedules_are_refused(backend: Backend) -> R {
         "",
     )?;
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("only admins"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("that takes the role owner or template-admin")
+    );
     assert_eq!(
         s.json(&["templates", "show", "base"])?["template"]["schedule"],
         before

@@ -244,8 +244,16 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Users(UsersCmd::Create {
             username,
             admin,
+            roles,
             password_stdin,
-        }) => users::create_user(ctx, username, admin, password_stdin).await,
+        }) => {
+            let roles = users::parse_roles(&roles.join(","))?;
+            users::create_user(ctx, username, admin, roles, password_stdin).await
+        }
+        Command::Users(UsersCmd::List) => users::list_users(ctx).await,
+        Command::Users(UsersCmd::Roles { username, set }) => {
+            users::roles(ctx, &username, set.as_deref()).await
+        }
         Command::Users(UsersCmd::Suspend { username }) => {
             users::suspend(ctx, &username, true).await
         }
@@ -260,7 +268,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Schedule(cmd) => schedule::schedule(ctx, cmd).await,
         Command::Activate { name } => schedule::activate(ctx, &name).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
-        Command::List => workspaces::list(ctx).await,
+        Command::List { all } => workspaces::list(ctx, all).await,
         Command::Show { name } => workspaces::show(ctx, &name).await,
         Command::Start(a) => workspaces::action(ctx, a, WorkspaceAction::Start).await,
         Command::Stop(a) => workspaces::action(ctx, a, WorkspaceAction::Stop).await,

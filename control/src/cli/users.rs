@@ -96,6 +96,7 @@ pub(crate) async fn create_user(
     ctx: &Ctx,
     username: String,
     admin: bool,
+    roles: Vec<Role>,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
     let password = read_password(password_stdin, "Password for the new user: ")?;
@@ -107,10 +108,83 @@ pub(crate) async fn create_user(
                 username,
                 password,
                 admin,
+                roles,
             },
         )
         .await?;
-    ctx.print(&u, || println!("created user {}", u.username))
+    ctx.print(&u, || {
+        println!("created user {} ({})", u.username, roles_str(&u.roles))
+    })
+}
+
+/// `owner,auditor`; `member` (or nothing) for none.
+pub(crate) fn parse_roles(s: &str) -> anyhow::Result<Vec<Role>> {
+    let mut out = Vec::new();
+    for r in s
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && *r != "member")
+    {
+        out.push(Role::parse(r).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown role {r:?}: use owner, user-admin, template-admin, auditor or member"
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+fn roles_str(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        "member".into()
+    } else {
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub(crate) async fn list_users(ctx: &Ctx) -> anyhow::Result<()> {
+    let users: Vec<User> = ctx.client()?.get("/api/v1/users").await?;
+    ctx.print(&users, || {
+        let mut rows = vec![["USERNAME", "ROLES", "STATUS"].map(String::from).to_vec()];
+        for u in &users {
+            rows.push(vec![
+                u.username.clone(),
+                roles_str(&u.roles),
+                if u.suspended { "suspended" } else { "active" }.into(),
+            ]);
+        }
+        print_table(rows);
+    })
+}
+
+pub(crate) async fn roles(ctx: &Ctx, username: &str, set: Option<&str>) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let u: User = match set {
+        Some(s) => {
+            client
+                .put(
+                    &format!(
+                        "/api/v1/users/{}/roles",
+                        outpost_api::percent_encode(username)
+                    ),
+                    &SetRolesRequest {
+                        roles: parse_roles(s)?,
+                    },
+                )
+                .await?
+        }
+        None => {
+            let all: Vec<User> = client.get("/api/v1/users").await?;
+            all.into_iter()
+                .find(|u| u.username == username)
+                .ok_or_else(|| anyhow::anyhow!("no user {username:?}; see `outpost users list`"))?
+        }
+    };
+    ctx.print(&u, || println!("{}: {}", u.username, roles_str(&u.roles)))
 }
 
 pub(crate) async fn suspend(ctx: &Ctx, username: &str, suspend: bool) -> anyhow::Result<()> {

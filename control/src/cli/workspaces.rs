@@ -27,8 +27,12 @@ pub(crate) async fn create(ctx: &Ctx, args: CreateArgs) -> anyhow::Result<()> {
     finish(ctx, &client, &args.name, &ws.latest_build, args.no_wait).await
 }
 
-pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<()> {
-    let list = ctx.client()?.workspaces().await?;
+pub(crate) async fn list(ctx: &Ctx, all: bool) -> anyhow::Result<()> {
+    let list: Vec<Workspace> = if all {
+        ctx.client()?.get("/api/v1/workspaces?all=true").await?
+    } else {
+        ctx.client()?.workspaces().await?
+    };
     ctx.print(&list, || {
         if list.is_empty() {
             println!("No workspaces yet: create one with `outpost create NAME --template base`.");
@@ -36,6 +40,7 @@ pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<()> {
         }
         let mut rows = vec![[
             "NAME",
+            "OWNER",
             "STATUS",
             "HEALTH",
             "TEMPLATE",
@@ -47,6 +52,7 @@ pub(crate) async fn list(ctx: &Ctx) -> anyhow::Result<()> {
         for w in &list {
             rows.push(vec![
                 w.name.clone(),
+                w.owner.clone(),
                 w.status.to_string(),
                 if w.health.healthy {
                     "healthy".into()

@@ -10,7 +10,7 @@ use outpost_api::AuditEventView;
 use tokio::sync::mpsc;
 
 use super::auth::AuthUser;
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::AppState;
 
 use crate::store::{now_ms, AuditEvent, Store};
@@ -94,9 +94,7 @@ pub(super) async fn audit(
     auth: AuthUser,
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden("only admins can read the audit log"));
-    }
+    super::authz::require(&auth, super::authz::Right::ReadAudit)?;
     let f = crate::store::AuditFilter {
         action: q.action,
         outcome: q.outcome,

@@ -301,6 +301,7 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
         let mut user = user;
         if workspace_scope.is_some() {
             user.admin = false;
+            user.roles.clear();
         }
         Ok(AuthUser {
             user,

@@ -5,6 +5,7 @@ mod agent;
 mod apps_domain;
 mod audit;
 mod auth;
+mod authz;
 mod error;
 mod keys;
 mod listen;
@@ -584,7 +585,14 @@ fn api_router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/setup", post(users::setup))
         .route("/api/v1/login", post(users::login))
-        .route("/api/v1/users", post(users::create_user))
+        .route(
+            "/api/v1/users",
+            get(users::list_users).post(users::create_user),
+        )
+        .route(
+            "/api/v1/users/{username}/roles",
+            axum::routing::put(users::set_roles),
+        )
         .route("/api/v1/users/me", get(users::me))
         .route("/api/v1/users/{username}/suspend", post(users::suspend))
         .route("/api/v1/users/{username}/unsuspend", post(users::unsuspend))

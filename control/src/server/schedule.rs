@@ -81,11 +81,7 @@ pub(super) async fn edit_template_schedule(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<TemplateScheduleUpdate>,
 ) -> ApiResult<Json<TemplateSchedule>> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden(
-            "only admins can change a template's schedule",
-        ));
-    }
+    super::authz::require(&auth, super::authz::Right::ManageTemplates)?;
     let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "no template {name:?}; see `outpost templates list`"

@@ -96,9 +96,7 @@ pub(super) async fn push_template(
     auth: AuthUser,
     ApiJson(req): ApiJson<PushTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden("only admins can push templates"));
-    }
+    super::authz::require(&auth, super::authz::Right::ManageTemplates)?;
     validate_template_name(&req.name)?;
     let manifest = template::parse(&req.files)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string()))?;

@@ -8,6 +8,7 @@ use axum::Json;
 use outpost_api::*;
 
 use super::auth::{ct_eq, hash_password, random_secret, sha256_hex, AuthUser};
+use super::authz::{require, Right};
 use super::error::{ApiError, ApiJson, ApiResult};
 use super::AppState;
 use crate::store::UserRow;
@@ -47,6 +48,7 @@ pub(super) fn user_view(u: &UserRow) -> User {
         id: u.id.clone(),
         username: u.username.clone(),
         admin: u.admin,
+        roles: u.roles.clone(),
         created_at: u.created_at,
         suspended: u.suspended_at.is_some(),
     }
@@ -218,14 +220,15 @@ pub(super) async fn suspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden("only admins can suspend users"));
-    }
+    require(&auth, Right::ManageUsers)?;
     let user = state
         .store
         .user_by_username(&username)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user {username:?}; see the audit log")))?;
+    if user.admin {
+        require(&auth, Right::GrantOwner)?;
+    }
     if user.id == auth.user.id {
         return Err(ApiError::bad_request(
             "you cannot suspend yourself; have another admin do it",
@@ -268,9 +271,7 @@ pub(super) async fn unsuspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden("only admins can reinstate users"));
-    }
+    require(&auth, Right::ManageUsers)?;
     let user = state
         .store
         .user_by_username(&username)
@@ -296,17 +297,118 @@ pub(super) async fn create_user(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    if !auth.user.admin {
-        return Err(ApiError::forbidden("only admins can create users"));
+    require(&auth, Right::ManageUsers)?;
+    let mut roles = req.roles.clone();
+    if req.admin {
+        roles.push(Role::Owner);
+    }
+    if roles.contains(&Role::Owner) {
+        require(&auth, Right::GrantOwner)?;
     }
     validate_username(&req.username)?;
     validate_password(&req.password)?;
     let pw = hash_password(&req.password)?;
+    let mut user = state
+        .store
+        .create_user(&req.username, &pw, roles.contains(&Role::Owner), false)
+        .await?;
+    if !roles.is_empty() {
+        state.store.set_roles(&user.id, &roles).await?;
+        roles.sort();
+        roles.dedup();
+        user.roles = roles;
+    }
+    state.audit.record(
+        "user.create",
+        "ok",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        format!("{} (roles: {})", user.username, roles_list(&user.roles)),
+    );
+    Ok((StatusCode::CREATED, Json(user_view(&user))))
+}
+
+fn roles_list(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        "member".into()
+    } else {
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `GET /api/v1/users` (owners, user and template admins, auditors).
+pub(super) async fn list_users(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> ApiResult<Json<Vec<User>>> {
+    require(&auth, Right::ReadUsers)?;
+    let users = state.store.list_users().await?;
+    Ok(Json(users.iter().map(user_view).collect()))
+}
+
+/// `PUT /api/v1/users/{username}/roles`: a user's roles from now on. `owner` is granted and
+/// taken by owners only; the last owner keeps theirs.
+pub(super) async fn set_roles(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(username): Path<String>,
+    ApiJson(req): ApiJson<SetRolesRequest>,
+) -> ApiResult<Json<User>> {
+    require(&auth, Right::ManageUsers)?;
     let user = state
         .store
-        .create_user(&req.username, &pw, req.admin, false)
-        .await?;
-    Ok((StatusCode::CREATED, Json(user_view(&user))))
+        .user_by_username(&username)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no user {username:?}; see `outpost users list`"))
+        })?;
+    let mut roles = req.roles.clone();
+    roles.sort();
+    roles.dedup();
+    let owner_before = user.roles.contains(&Role::Owner);
+    let owner_after = roles.contains(&Role::Owner);
+    if owner_before != owner_after {
+        require(&auth, Right::GrantOwner)?;
+    }
+    if owner_before && !owner_after {
+        let owners = state
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .filter(|u| u.roles.contains(&Role::Owner) && u.suspended_at.is_none())
+            .count();
+        if owners <= 1 {
+            return Err(ApiError::conflict(format!(
+                "{username} is the last owner: make someone else an owner first"
+            )));
+        }
+    }
+    state.store.set_roles(&user.id, &roles).await?;
+    state.audit.record(
+        "user.roles",
+        "ok",
+        &auth.user.username,
+        None,
+        None,
+        None,
+        format!(
+            "{}: {} -> {}",
+            user.username,
+            roles_list(&user.roles),
+            roles_list(&roles)
+        ),
+    );
+    let mut user = user;
+    user.admin = owner_after;
+    user.roles = roles;
+    Ok(Json(user_view(&user)))
 }
 
 pub(super) async fn me(auth: AuthUser) -> Json<User> {

@@ -82,7 +82,14 @@ pub(super) async fn settings_page(State(state): State<AppState>, req: Request) -
         "schedule-settings",
         &[
             ("owner", &user.user.username),
-            ("admin", if user.user.admin { "1" } else { "" }),
+            (
+                "admin",
+                if super::authz::can(&user, super::authz::Right::ManageTemplates) {
+                    "1"
+                } else {
+                    ""
+                },
+            ),
         ],
         &csrf,
         &user.user.username,
@@ -139,7 +146,7 @@ pub(super) async fn template_settings_page(
         );
         (status, page(title, "refused", &[], &csrf, username, &body)).into_response()
     };
-    if !user.user.admin {
+    if !super::authz::can(&user, super::authz::Right::ManageTemplates) {
         return refusal(
             StatusCode::FORBIDDEN,
             "Not allowed",

@@ -380,11 +380,24 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(workspace_view(&state, &w).await?)))
 }
 
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    /// Everyone's workspaces (owners and auditors).
+    #[serde(default)]
+    all: bool,
+}
+
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Workspace>>> {
-    let rows = state.store.list_workspaces(Some(&auth.user.id)).await?;
+    let rows = if q.all {
+        super::authz::require(&auth, super::authz::Right::ReadAllWorkspaces)?;
+        state.store.list_workspaces(None).await?
+    } else {
+        state.store.list_workspaces(Some(&auth.user.id)).await?
+    };
     let mut out = Vec::with_capacity(rows.len());
     for w in rows.iter().filter(|w| auth.may_touch(&w.id)) {
         out.push(workspace_view(&state, w).await?);
@@ -643,7 +656,8 @@ pub(super) async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> Ap
         .workspace_by_id(&b.workspace_id)
         .await?
         .ok_or_else(nf)?;
-    if (w.owner_id != auth.user.id && !auth.user.admin) || !auth.may_touch(&w.id) {
+    let others = super::authz::can(auth, super::authz::Right::ReadAllWorkspaces);
+    if (w.owner_id != auth.user.id && !others) || !auth.may_touch(&w.id) {
         return Err(nf());
     }
     Ok(b)

@@ -68,6 +68,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // Stopping a workspace drops its unused bootstrap tokens; control keeps spent ones, one
     // per start, so that DELETE scanned the whole table (`cargo xtask bench schedule`).
     (10, include_str!("m10_sqlite.sql")),
+    (11, include_str!("m11_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -80,6 +81,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (8, include_str!("m8_postgres.sql")),
     (9, include_str!("m9_postgres.sql")),
     (10, include_str!("m10_postgres.sql")),
+    (11, include_str!("m11_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

@@ -13,6 +13,16 @@ pub struct UserRow {
     pub suspended_at: Option<i64>,
     /// The user's own quiet hours (`CRON_TZ=ZONE MIN HOUR * * *`), when set.
     pub quiet_hours: Option<String>,
+    /// Roles beyond member's (`owner` exactly when `admin`).
+    pub roles: Vec<outpost_api::Role>,
+}
+
+/// Roles as stored: comma-separated names.
+fn roles_text(roles: &[outpost_api::Role]) -> String {
+    let mut r: Vec<outpost_api::Role> = roles.to_vec();
+    r.sort();
+    r.dedup();
+    r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
 }
 
 impl UserRow {
@@ -25,6 +35,11 @@ impl UserRow {
             created_at: r.try_get("created_at")?,
             suspended_at: r.try_get("suspended_at")?,
             quiet_hours: r.try_get("quiet_hours")?,
+            roles: r
+                .try_get::<String, _>("roles")?
+                .split(',')
+                .filter_map(outpost_api::Role::parse)
+                .collect(),
         })
     }
 }
@@ -65,10 +80,15 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let sql = if only_if_first {
-            "INSERT INTO users (id, username, password_hash, is_admin, created_at) \
-             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM users)"
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at, roles) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM users)"
         } else {
-            "INSERT INTO users (id, username, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)"
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at, roles) VALUES ($1, $2, $3, $4, $5, $6)"
+        };
+        let roles = if admin {
+            vec![outpost_api::Role::Owner]
+        } else {
+            Vec::new()
         };
         let res = sqlx::query(sql)
             .bind(&id)
@@ -76,6 +96,7 @@ impl Store {
             .bind(password_hash)
             .bind(b(admin))
             .bind(now)
+            .bind(roles_text(&roles))
             .execute(&self.pool)
             .await
             .map_err(|e| unique_to_conflict(e, &format!("user {username:?} already exists")))?;
@@ -90,6 +111,7 @@ impl Store {
             created_at: now,
             suspended_at: None,
             quiet_hours: None,
+            roles,
         })
     }
 
@@ -113,6 +135,25 @@ impl Store {
         }
         tx.commit().await?;
         Ok(res.rows_affected() == 1)
+    }
+
+    /// Sets a user's roles (`owner` also sets the admin flag).
+    pub async fn set_roles(&self, user_id: &str, roles: &[outpost_api::Role]) -> Result<bool> {
+        let res = sqlx::query("UPDATE users SET roles = $1, is_admin = $2 WHERE id = $3")
+            .bind(roles_text(roles))
+            .bind(b(roles.contains(&outpost_api::Role::Owner)))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<UserRow>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(UserRow::from_row).collect()
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {

@@ -28,7 +28,11 @@ pub struct LoginResponse {
 pub struct User {
     pub id: String,
     pub username: String,
+    /// Holds the `owner` role (every right).
     pub admin: bool,
+    /// Roles beyond member's (none: a member).
+    #[serde(default)]
+    pub roles: Vec<Role>,
     pub created_at: i64,
     /// An admin suspended the account: no sign-in, no token, no running workspace.
     #[serde(default)]
@@ -40,8 +44,52 @@ pub struct User {
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
+    /// Make the user an owner (the same as `roles: ["owner"]`).
     #[serde(default)]
     pub admin: bool,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+/// What a user may do beyond using their own workspaces (a member, with no role).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, including granting `owner`.
+    Owner,
+    /// Users: create, suspend, reinstate, roles (not `owner`).
+    UserAdmin,
+    /// Templates and their schedules.
+    TemplateAdmin,
+    /// Reads the audit log, users and every workspace's status; changes nothing.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Owner,
+        Role::UserAdmin,
+        Role::TemplateAdmin,
+        Role::Auditor,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::UserAdmin => "user-admin",
+            Role::TemplateAdmin => "template-admin",
+            Role::Auditor => "auditor",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s.trim())
+    }
+}
+
+/// `PUT /api/v1/users/{username}/roles`: the user's roles from now on (empty: a member).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRolesRequest {
+    pub roles: Vec<Role>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

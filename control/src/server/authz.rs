@@ -1,0 +1,111 @@
+//! Who may do what: one table of the rights each role grants, and one check every gated route
+//! makes. A member (no role) uses their own workspaces, keys and tokens; what reaches beyond
+//! that is a right here. A workspace credential has no right at all, whatever its user's roles.
+
+use outpost_api::Role;
+
+use super::auth::AuthUser;
+use super::error::{ApiError, ApiResult};
+
+/// A right beyond one's own workspaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// Create users, suspend and reinstate them, change their roles (not `owner`).
+    ManageUsers,
+    /// List users.
+    ReadUsers,
+    /// Push templates, change their schedules.
+    ManageTemplates,
+    /// Read the audit log.
+    ReadAudit,
+    /// See every workspace, its builds and their logs.
+    ReadAllWorkspaces,
+    /// Grant or take the `owner` role.
+    GrantOwner,
+}
+
+impl Right {
+    fn what(self) -> &'static str {
+        match self {
+            Right::ManageUsers => "manage users",
+            Right::ReadUsers => "list users",
+            Right::ManageTemplates => "change templates",
+            Right::ReadAudit => "read the audit log",
+            Right::ReadAllWorkspaces => "see other users' workspaces",
+            Right::GrantOwner => "grant or take the owner role",
+        }
+    }
+}
+
+/// The table: what each role grants. `owner` has every right.
+pub const GRANTS: &[(Role, &[Right])] = &[
+    (
+        Role::Owner,
+        &[
+            Right::ManageUsers,
+            Right::ReadUsers,
+            Right::ManageTemplates,
+            Right::ReadAudit,
+            Right::ReadAllWorkspaces,
+            Right::GrantOwner,
+        ],
+    ),
+    (Role::UserAdmin, &[Right::ManageUsers, Right::ReadUsers]),
+    (
+        Role::TemplateAdmin,
+        &[Right::ManageTemplates, Right::ReadUsers],
+    ),
+    (
+        Role::Auditor,
+        &[Right::ReadAudit, Right::ReadUsers, Right::ReadAllWorkspaces],
+    ),
+];
+
+/// Whether `roles` grant `right`.
+pub fn grants(roles: &[Role], right: Right) -> bool {
+    GRANTS
+        .iter()
+        .any(|(role, rights)| roles.contains(role) && rights.contains(&right))
+}
+
+/// Whether the caller holds `right` (never through a workspace credential).
+pub fn can(auth: &AuthUser, right: Right) -> bool {
+    !auth.scoped() && grants(&auth.user.roles, right)
+}
+
+/// 403 unless the caller holds `right`, naming the roles that grant it.
+pub fn require(auth: &AuthUser, right: Right) -> ApiResult<()> {
+    if can(auth, right) {
+        return Ok(());
+    }
+    let roles: Vec<&str> = GRANTS
+        .iter()
+        .filter(|(_, rights)| rights.contains(&right))
+        .map(|(r, _)| r.as_str())
+        .collect();
+    Err(ApiError::forbidden(format!(
+        "you may not {}: that takes the role {}; ask an owner (`outpost users roles NAME --set ROLE`)",
+        right.what(),
+        roles.join(" or ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table() {
+        assert!(grants(&[Role::Owner], Right::GrantOwner));
+        assert!(!grants(&[Role::UserAdmin], Right::GrantOwner));
+        assert!(grants(&[Role::UserAdmin], Right::ManageUsers));
+        assert!(!grants(&[Role::TemplateAdmin], Right::ManageUsers));
+        assert!(grants(&[Role::Auditor], Right::ReadAudit));
+        assert!(!grants(&[Role::Auditor], Right::ManageTemplates));
+        assert!(!grants(&[], Right::ReadUsers));
+        assert!(grants(
+            &[Role::Auditor, Role::TemplateAdmin],
+            Right::ManageTemplates
+        ));
+    }
+}
