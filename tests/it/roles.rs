@@ -204,3 +204,94 @@ fn roles_table(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(roles_table);
+
+/// Owners act on anyone's workspace as `OWNER/NAME` (show, stop, start, delete; every build
+/// audited with who asked), auditors only see it, members do not even see it; nobody gets into
+/// someone else's workspace: its SSH relay, terminal and pages stay its owner's.
+fn owners_act_on_any_workspace(backend: Backend) -> R {
+    let s = Server::start(backend)?;
+    let admin = Client::admin(&s)?;
+    let bob = Client::new_user(&s, "bob")?;
+    let aud = Client::new_user(&s, "aud")?;
+    let mem = Client::new_user(&s, "mem")?;
+    admin.ok(&["users", "roles", "aud", "--set", "auditor"])?;
+    bob.ok(&["create", "dev"])?;
+    let all = admin.json(&["list", "--all"])?;
+    assert!(
+        all.as_array()
+            .is_some_and(|a| a.iter().any(|w| w["owner"] == "bob" && w["name"] == "dev")),
+        "{all:#}"
+    );
+    assert_eq!(admin.json(&["show", "bob/dev"])?["owner"], "bob");
+    assert_eq!(aud.json(&["show", "bob/dev"])?["status"], "running");
+    let o = run_with_stdin(aud.command(&["stop", "bob/dev"]), "")?;
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("act on other users' workspaces"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for args in [["show", "bob/dev"], ["stop", "bob/dev"]] {
+        let o = run_with_stdin(mem.command(&args), "")?;
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404"));
+    }
+    // Into it: no.
+    let token = s.token()?;
+    for path in ["/@bob/dev/", "/@bob/dev/terminal", "/@bob/dev/ports/22/"] {
+        let (url, cookie) = (
+            format!("{}{path}", s.url),
+            format!("outpost_session={token}"),
+        );
+        let code = rt().block_on(async move {
+            let c = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            R::Ok(
+                c.get(&url)
+                    .header("cookie", cookie)
+                    .send()
+                    .await?
+                    .status()
+                    .as_u16(),
+            )
+        })?;
+        assert_eq!(code, 404, "{path}");
+    }
+    // The relay and the terminal, asked for as a client would (an upgrade).
+    for (path, upgrade) in [
+        ("/api/v1/workspaces/bob%2Fdev/relay/ssh", "Upgrade: outpost-relay\r\n"),
+        (
+            "/api/v1/workspaces/bob%2Fdev/pty?session=x",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        ),
+    ] {
+        use std::io::{Read, Write};
+        let addr = s.url.trim_start_matches("http://").to_string();
+        let mut c = std::net::TcpStream::connect(&addr)?;
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\n{upgrade}\r\n")
+                .as_bytes(),
+        )?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf)?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+    }
+    admin.ok(&["stop", "bob/dev"])?;
+    assert_eq!(bob.json(&["show", "dev"])?["status"], "stopped");
+    admin.ok(&["start", "bob/dev"])?;
+    assert_eq!(bob.json(&["show", "dev"])?["status"], "running");
+    let audit = admin.json(&["audit", "--action", "workspace.build"])?;
+    let text = audit.to_string();
+    assert!(
+        text.contains("bob/dev: stop") && text.contains("\"admin\""),
+        "{text}"
+    );
+    admin.ok(&["delete", "bob/dev"])?;
+    let list = bob.json(&["list"])?;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list:#}");
+    Ok(())
+}
+both_backends!(owners_act_on_any_workspace);

@@ -170,7 +170,11 @@ impl Client {
     }
 
     pub async fn workspace(&self, name: &str) -> Result<Workspace, ClientError> {
-        self.get(&format!("/api/v1/workspaces/{name}")).await
+        self.get(&format!(
+            "/api/v1/workspaces/{}",
+            crate::percent_encode(name)
+        ))
+        .await
     }
 
     pub async fn workspaces(&self) -> Result<Vec<Workspace>, ClientError> {
@@ -221,7 +225,10 @@ impl Client {
         follow: bool,
         on_line: impl FnMut(LogLine),
     ) -> Result<(), ClientError> {
-        let mut path = format!("/api/v1/workspaces/{workspace}/agent-logs?follow={follow}");
+        let mut path = format!(
+            "/api/v1/workspaces/{}/agent-logs?follow={follow}",
+            crate::percent_encode(workspace)
+        );
         if let Some(s) = source {
             let enc = crate::percent_encode(s);
             path.push_str(&format!("&source={enc}"));

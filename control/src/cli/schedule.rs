@@ -179,7 +179,10 @@ pub(crate) async fn schedule(ctx: &Ctx, cmd: ScheduleCmd) -> anyhow::Result<()> 
             };
             client
                 .put(
-                    &format!("/api/v1/workspaces/{name}/autostart"),
+                    &format!(
+                        "/api/v1/workspaces/{}/autostart",
+                        outpost_api::percent_encode(&name)
+                    ),
                     &SetAutostart { schedule },
                 )
                 .await?
@@ -191,7 +194,10 @@ pub(crate) async fn schedule(ctx: &Ctx, cmd: ScheduleCmd) -> anyhow::Result<()> 
             };
             client
                 .put(
-                    &format!("/api/v1/workspaces/{name}/autostop"),
+                    &format!(
+                        "/api/v1/workspaces/{}/autostop",
+                        outpost_api::percent_encode(&name)
+                    ),
                     &SetAutostop { autostop_ms },
                 )
                 .await?
@@ -203,7 +209,10 @@ pub(crate) async fn schedule(ctx: &Ctx, cmd: ScheduleCmd) -> anyhow::Result<()> 
             }
             client
                 .post(
-                    &format!("/api/v1/workspaces/{name}/extend"),
+                    &format!(
+                        "/api/v1/workspaces/{}/extend",
+                        outpost_api::percent_encode(&name)
+                    ),
                     &ExtendRequest { duration_ms },
                 )
                 .await?
@@ -219,7 +228,10 @@ pub(crate) async fn activate(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let w: Workspace = ctx
         .client()?
         .post(
-            &format!("/api/v1/workspaces/{name}/activate"),
+            &format!(
+                "/api/v1/workspaces/{}/activate",
+                outpost_api::percent_encode(&name)
+            ),
             &serde_json::json!({}),
         )
         .await?;

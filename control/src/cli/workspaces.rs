@@ -90,7 +90,10 @@ pub(crate) async fn cancel(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let b: Build = ctx
         .client()?
         .post(
-            &format!("/api/v1/workspaces/{name}/cancel"),
+            &format!(
+                "/api/v1/workspaces/{}/cancel",
+                outpost_api::percent_encode(name)
+            ),
             &serde_json::json!({}),
         )
         .await?;
@@ -243,7 +246,13 @@ pub(crate) async fn action(ctx: &Ctx, a: ActionArgs, act: WorkspaceAction) -> an
         parameters: parse_params(&a.params)?,
     };
     let b: Build = client
-        .post(&format!("/api/v1/workspaces/{}/builds", a.name), &req)
+        .post(
+            &format!(
+                "/api/v1/workspaces/{}/builds",
+                outpost_api::percent_encode(&a.name)
+            ),
+            &req,
+        )
         .await?;
     finish(ctx, &client, &a.name, &b, a.no_wait).await
 }

@@ -20,6 +20,9 @@ pub enum Right {
     ReadAudit,
     /// See every workspace, its builds and their logs.
     ReadAllWorkspaces,
+    /// Start, stop, update, delete anyone's workspace and change its schedule (not reach into
+    /// it: SSH, terminals, ports and apps stay their owner's).
+    ManageAllWorkspaces,
     /// Grant or take the `owner` role.
     GrantOwner,
 }
@@ -32,6 +35,7 @@ impl Right {
             Right::ManageTemplates => "change templates",
             Right::ReadAudit => "read the audit log",
             Right::ReadAllWorkspaces => "see other users' workspaces",
+            Right::ManageAllWorkspaces => "act on other users' workspaces",
             Right::GrantOwner => "grant or take the owner role",
         }
     }
@@ -47,6 +51,7 @@ pub const GRANTS: &[(Role, &[Right])] = &[
             Right::ManageTemplates,
             Right::ReadAudit,
             Right::ReadAllWorkspaces,
+            Right::ManageAllWorkspaces,
             Right::GrantOwner,
         ],
     ),

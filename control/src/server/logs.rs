@@ -13,7 +13,7 @@ use outpost_api::*;
 
 use super::auth::AuthUser;
 use super::error::{ApiError, ApiResult};
-use super::workspaces::{own_build, own_workspace};
+use super::workspaces::own_build;
 use super::AppState;
 
 #[derive(serde::Deserialize)]
@@ -129,7 +129,9 @@ pub(super) async fn agent_logs(
     Path(name): Path<String>,
     Query(q): Query<AgentLogsQuery>,
 ) -> ApiResult<Response> {
-    let w = own_workspace(&state, &auth, &name).await?;
+    let w =
+        super::workspaces::find_workspace(&state, &auth, &name, super::workspaces::Access::Read)
+            .await?;
     let slot = follow_slot(&state, &auth, q.follow)?;
     let progress = state.subscribe(&agent_logs_topic(&w.id));
     let ws = w.id.clone();

@@ -279,21 +279,59 @@ pub(super) async fn workspace_view(state: &AppState, w: &WorkspaceRow) -> ApiRes
     })
 }
 
+/// What a caller wants to do with a workspace it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// See it: its view, builds, logs.
+    Read,
+    /// Act on it: builds, cancel, its schedule.
+    Manage,
+}
+
+/// The workspace `name` names for the caller: one of their own, or `OWNER/NAME`, which owners
+/// (and, to read, auditors) may name for anyone's. Never a way into its SSH, terminal, ports
+/// or apps: those routes look up the caller's own workspaces only.
+pub(super) async fn find_workspace(
+    state: &AppState,
+    auth: &AuthUser,
+    name: &str,
+    access: Access,
+) -> ApiResult<WorkspaceRow> {
+    use super::authz::{can, Right};
+    let nf = || {
+        ApiError::not_found(format!(
+            "you have no workspace named {name:?}; see `outpost list`"
+        ))
+    };
+    let (owner_id, ws) = match name.split_once('/') {
+        Some((owner, ws)) if owner != auth.user.username => {
+            if !can(auth, Right::ReadAllWorkspaces) {
+                return Err(nf());
+            }
+            if access == Access::Manage {
+                super::authz::require(auth, Right::ManageAllWorkspaces)?;
+            }
+            let user = state.store.user_by_username(owner).await?.ok_or_else(nf)?;
+            (user.id, ws)
+        }
+        Some((_, ws)) => (auth.user.id.clone(), ws),
+        None => (auth.user.id.clone(), name),
+    };
+    state
+        .store
+        .workspace_by_name(&owner_id, ws)
+        .await?
+        .filter(|w| auth.may_touch(&w.id))
+        .ok_or_else(nf)
+}
+
+/// One of the caller's own workspaces, or (owners) anyone's as `OWNER/NAME`, to act on.
 pub(super) async fn own_workspace(
     state: &AppState,
     auth: &AuthUser,
     name: &str,
 ) -> ApiResult<WorkspaceRow> {
-    state
-        .store
-        .workspace_by_name(&auth.user.id, name)
-        .await?
-        .filter(|w| auth.may_touch(&w.id))
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "you have no workspace named {name:?}; see `outpost list`"
-            ))
-        })
+    find_workspace(state, auth, name, Access::Manage).await
 }
 
 /// Without isolation (control not root) every `local` workspace runs as one Unix user and can
@@ -410,7 +448,7 @@ pub(super) async fn show(
     auth: AuthUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Workspace>> {
-    let w = own_workspace(&state, &auth, &name).await?;
+    let w = find_workspace(&state, &auth, &name, Access::Read).await?;
     Ok(Json(workspace_view(&state, &w).await?))
 }
 
@@ -505,6 +543,24 @@ pub(super) async fn build(
         },
     )
     .await?;
+    state.audit.record(
+        "workspace.build",
+        "queued",
+        &auth.user.username,
+        Some(&w.id),
+        None,
+        None,
+        format!(
+            "{}/{}: {} (build #{}, {transition})",
+            w.owner_name,
+            w.name,
+            serde_json::to_value(req.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            b.number
+        ),
+    );
     Ok((StatusCode::CREATED, Json(build_view(&b)?)))
 }
 
