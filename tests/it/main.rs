@@ -21,6 +21,7 @@ mod liveness;
 mod retention;
 mod roles;
 mod schedule;
+mod schedule_rules;
 mod scripts;
 mod secrets;
 mod security;

@@ -230,7 +230,7 @@ pub(crate) async fn activate(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
         .post(
             &format!(
                 "/api/v1/workspaces/{}/activate",
-                outpost_api::percent_encode(&name)
+                outpost_api::percent_encode(name)
             ),
             &serde_json::json!({}),
         )
