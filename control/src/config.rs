@@ -74,6 +74,15 @@ pub enum Command {
     Schedule(ScheduleCmd),
     /// Wake a dormant workspace so it can start again.
     Activate { name: String },
+    /// Groups of users: budgets and who may use restricted templates (user admins).
+    #[command(subcommand)]
+    Groups(GroupsCmd),
+    /// Organizations: each template, workspace and group belongs to one.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// Your quota, and (owners) the per-user workspace limit.
+    #[command(subcommand)]
+    Quotas(QuotasCmd),
     /// Show the build log of a workspace's latest build.
     Logs(LogsArgs),
     /// Create, list and revoke API tokens.
@@ -496,6 +505,16 @@ pub enum TemplatesCmd {
         /// Keep the current active version.
         #[arg(long)]
         no_activate: bool,
+        /// The organization of a new template (default: `default`).
+        #[arg(long = "org")]
+        organization: Option<String>,
+    },
+    /// Restrict a template to groups (`--groups devs,ops`; `--groups ''` opens it to its
+    /// whole organization again).
+    Groups {
+        name: String,
+        #[arg(long)]
+        groups: String,
     },
     List,
     Show {
@@ -538,6 +557,66 @@ pub struct TemplateEditArgs {
     /// Time dormant before a workspace is deleted, home and all.
     #[arg(long, value_name = "DURATION")]
     pub dormancy_auto_deletion: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCmd {
+    List,
+    /// Make a group (`ORG/NAME` for another organization than `default`).
+    Create {
+        name: String,
+        /// Cost units the members may have running together.
+        #[arg(long)]
+        budget: Option<i64>,
+        #[arg(long = "org")]
+        organization: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+    /// Add users to a group.
+    Add {
+        name: String,
+        users: Vec<String>,
+    },
+    /// Remove users from a group.
+    Remove {
+        name: String,
+        users: Vec<String>,
+    },
+    /// Set (or, with `none`, clear) a group's quota budget.
+    Budget {
+        name: String,
+        budget: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrgsCmd {
+    List,
+    /// Make an organization (owners).
+    Create {
+        name: String,
+    },
+    Add {
+        name: String,
+        users: Vec<String>,
+    },
+    Remove {
+        name: String,
+        users: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotasCmd {
+    /// Your workspaces and cost units against your limits.
+    Show,
+    /// The most workspaces one user may have (`none`: no limit); owners.
+    Set {
+        #[arg(long, value_name = "N|none")]
+        workspaces_per_user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

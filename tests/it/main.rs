@@ -27,5 +27,6 @@ mod secrets;
 mod security;
 mod ssh;
 mod ssh_user;
+mod teams;
 mod web;
 mod web_schedule;

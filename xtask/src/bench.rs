@@ -266,6 +266,7 @@ fn lifecycle(
                         name: "docker".into(),
                         files: crate::dockerbench::template_files(image)?,
                         activate: true,
+                        organization: None,
                     },
                 )
                 .await?;

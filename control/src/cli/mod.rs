@@ -6,6 +6,7 @@
 mod ctx;
 mod schedule;
 mod secrets;
+mod teams;
 mod templates;
 mod users;
 mod workspaces;
@@ -267,6 +268,9 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Templates(cmd) => templates::templates(ctx, cmd).await,
         Command::Schedule(cmd) => schedule::schedule(ctx, cmd).await,
         Command::Activate { name } => schedule::activate(ctx, &name).await,
+        Command::Groups(cmd) => teams::groups(ctx, cmd).await,
+        Command::Orgs(cmd) => teams::orgs(ctx, cmd).await,
+        Command::Quotas(cmd) => teams::quotas(ctx, cmd).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
         Command::List { all } => workspaces::list(ctx, all).await,
         Command::Show { name } => workspaces::show(ctx, &name).await,

@@ -15,6 +15,7 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
             dir,
             name,
             no_activate,
+            organization,
         } => {
             let name = match name {
                 Some(n) => n,
@@ -32,6 +33,7 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
                         name,
                         files,
                         activate: !no_activate,
+                        organization,
                     },
                 )
                 .await?;
@@ -65,6 +67,15 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
             let d: TemplateDetail = client.get(&format!("/api/v1/templates/{name}")).await?;
             ctx.print(&d, || {
                 println!("Template  {}: {}", d.template.name, d.template.description);
+                println!(
+                    "Access    organization {}{}",
+                    d.template.organization,
+                    if d.template.groups.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", groups {}", d.template.groups.join(", "))
+                    }
+                );
                 super::schedule::print_template_schedule(&d.template.schedule);
                 println!("Versions");
                 for v in &d.versions {
@@ -84,6 +95,30 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
             })
         }
         TemplatesCmd::Edit(_) => bail!("handled by `outpost templates edit`"),
+        TemplatesCmd::Groups { name, groups } => {
+            let groups: Vec<String> = groups
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+            let t: Template = client
+                .put(
+                    &format!(
+                        "/api/v1/templates/{}/groups",
+                        outpost_api::percent_encode(&name)
+                    ),
+                    &SetTemplateGroupsRequest { groups },
+                )
+                .await?;
+            ctx.print(&t, || {
+                if t.groups.is_empty() {
+                    println!("{}: open to everyone in {}", t.name, t.organization)
+                } else {
+                    println!("{}: only for {}", t.name, t.groups.join(", "))
+                }
+            })
+        }
     }
 }
 

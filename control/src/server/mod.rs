@@ -18,6 +18,7 @@ mod relay;
 mod retention;
 mod schedule;
 pub mod scheduler;
+mod teams;
 mod templates;
 mod tokens;
 mod users;
@@ -617,6 +618,41 @@ fn api_router(state: AppState) -> Router {
             post(templates::push_template).layer(DefaultBodyLimit::max(TEMPLATE_BODY_LIMIT)),
         )
         .route("/api/v1/templates/{name}", get(templates::show_template))
+        .route(
+            "/api/v1/templates/{name}/groups",
+            axum::routing::put(teams::set_template_groups),
+        )
+        .route(
+            "/api/v1/groups",
+            get(teams::list_groups).post(teams::create_group),
+        )
+        .route("/api/v1/groups/{name}", delete(teams::delete_group))
+        .route(
+            "/api/v1/groups/{name}/budget",
+            axum::routing::put(teams::set_budget),
+        )
+        .route("/api/v1/groups/{name}/members", post(teams::add_member))
+        .route(
+            "/api/v1/groups/{name}/members/{username}",
+            delete(teams::remove_member),
+        )
+        .route(
+            "/api/v1/organizations",
+            get(teams::list_orgs).post(teams::create_org),
+        )
+        .route(
+            "/api/v1/organizations/{name}/members",
+            post(teams::add_org_member),
+        )
+        .route(
+            "/api/v1/organizations/{name}/members/{username}",
+            delete(teams::remove_org_member),
+        )
+        .route(
+            "/api/v1/quotas",
+            get(teams::get_quotas).put(teams::set_quotas),
+        )
+        .route("/api/v1/quotas/me", get(teams::my_usage))
         .route(
             "/api/v1/templates/{name}/schedule",
             axum::routing::patch(schedule::edit_template_schedule),

@@ -369,6 +369,16 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
     let Some(manifest) = ctx.manifest(&version_id).await? else {
         return Ok(false);
     };
+    // Within the owner's quota, like a start by hand (a refusal is audited).
+    if let Some(owner) = ctx.state.store.user_by_username(&w.owner_name).await? {
+        let what = format!("autostarting {:?}", w.name);
+        if super::teams::check(ctx.state, &owner, false, Some(&w.id), manifest.cost, &what)
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
     let previous: BTreeMap<String, String> =
         serde_json::from_str(&w.parameters).unwrap_or_default();
     let params =

@@ -53,8 +53,16 @@ pub(super) async fn ensure_builtin_templates(state: &AppState) -> anyhow::Result
     Ok(())
 }
 
-fn template_view(t: &TemplateRow) -> Template {
-    Template {
+pub(super) async fn template_view(state: &AppState, t: &TemplateRow) -> ApiResult<Template> {
+    let (_, organization) = state.store.template_organization(&t.id).await?;
+    let groups = state
+        .store
+        .template_groups(&t.id)
+        .await?
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    Ok(Template {
         id: t.id.clone(),
         name: t.name.clone(),
         description: t.description.clone(),
@@ -62,7 +70,9 @@ fn template_view(t: &TemplateRow) -> Template {
         active_version_id: t.active_version_id.clone(),
         created_at: t.created_at,
         schedule: crate::schedule::template_schedule(t.schedule.as_deref()),
-    }
+        organization,
+        groups,
+    })
 }
 
 pub(super) fn version_view(v: &TemplateVersionRow) -> ApiResult<TemplateVersion> {
@@ -98,6 +108,13 @@ pub(super) async fn push_template(
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
     super::authz::require(&auth, super::authz::Right::ManageTemplates)?;
     validate_template_name(&req.name)?;
+    let existing = state.store.template_by_name(&req.name).await?;
+    let org = match (&existing, req.organization.as_deref()) {
+        (None, Some(o)) => Some(state.store.organization_id(o).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no organization {o:?}; see `outpost orgs list`"))
+        })?),
+        _ => None,
+    };
     let manifest = template::parse(&req.files)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string()))?;
     let row = state
@@ -111,27 +128,42 @@ pub(super) async fn push_template(
             Some(&auth.user.id),
         )
         .await?;
+    if let Some(org) = org {
+        state
+            .store
+            .set_template_organization(&row.template_id, &org)
+            .await?;
+    }
     Ok((StatusCode::CREATED, Json(version_view(&row)?)))
 }
 
 pub(super) async fn list_templates(
     State(state): State<AppState>,
-    _auth: AuthUser,
+    auth: AuthUser,
 ) -> ApiResult<Json<Vec<Template>>> {
-    let rows = state.store.list_templates().await?;
-    Ok(Json(rows.iter().map(template_view).collect()))
+    let mut out = Vec::new();
+    for t in state.store.list_templates().await? {
+        if super::teams::may_use(&state, &auth, &t).await? {
+            out.push(template_view(&state, &t).await?);
+        }
+    }
+    Ok(Json(out))
 }
 
 pub(super) async fn show_template(
     State(state): State<AppState>,
-    _auth: AuthUser,
+    auth: AuthUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TemplateDetail>> {
-    let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
+    let nf = || {
         ApiError::not_found(format!(
             "no template {name:?}; see `outpost templates list`"
         ))
-    })?;
+    };
+    let t = state.store.template_by_name(&name).await?.ok_or_else(nf)?;
+    if !super::teams::may_use(&state, &auth, &t).await? {
+        return Err(nf());
+    }
     let versions = state
         .store
         .template_versions(&t.id)
@@ -140,7 +172,7 @@ pub(super) async fn show_template(
         .map(version_view)
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(TemplateDetail {
-        template: template_view(&t),
+        template: template_view(&state, &t).await?,
         versions,
     }))
 }

@@ -375,16 +375,20 @@ pub(super) async fn create(
             req.name
         )));
     }
+    let nf = || {
+        ApiError::not_found(format!(
+            "no template {:?}; see `outpost templates list`",
+            req.template
+        ))
+    };
     let t = state
         .store
         .template_by_name(&req.template)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no template {:?}; see `outpost templates list`",
-                req.template
-            ))
-        })?;
+        .ok_or_else(nf)?;
+    if !super::teams::may_use(&state, &auth, &t).await? {
+        return Err(nf());
+    }
     let version_id = t.active_version_id.clone().ok_or_else(|| {
         ApiError::conflict(format!("template {:?} has no active version", t.name))
     })?;
@@ -398,6 +402,15 @@ pub(super) async fn create(
     let params = template::resolve_parameters(&manifest, &req.parameters, None)
         .map_err(ApiError::bad_request)?;
     refuse_unisolated_second_user(&state, &manifest, &auth.user.id).await?;
+    super::teams::check(
+        &state,
+        &auth.user,
+        true,
+        None,
+        manifest.cost,
+        &format!("workspace {:?}", req.name),
+    )
+    .await?;
     let id = state
         .store
         .create_workspace(
@@ -516,6 +529,23 @@ pub(super) async fn build(
         .ok_or_else(|| ApiError::internal("template version vanished"))?;
     let manifest: TemplateManifest =
         serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
+    if transition == "start" || then_start {
+        // The quota is the workspace owner's, whoever starts it.
+        let owner = state
+            .store
+            .user_by_username(&w.owner_name)
+            .await?
+            .ok_or_else(|| ApiError::internal("owner vanished"))?;
+        super::teams::check(
+            &state,
+            &owner,
+            false,
+            Some(&w.id),
+            manifest.cost,
+            &format!("starting {name:?}"),
+        )
+        .await?;
+    }
     let params_json = if transition == "start" || then_start {
         let previous: BTreeMap<String, String> = view.parameters.clone();
         let p = template::resolve_parameters(&manifest, &req.parameters, Some(&previous))

@@ -16,6 +16,7 @@ mod audit;
 mod jobs;
 mod keys;
 mod schedule;
+mod teams;
 mod templates;
 mod users;
 mod workspaces;
@@ -25,6 +26,7 @@ pub use audit::{AuditEvent, AuditFilter};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
 pub use schedule::{AutoBuild, AutoQueued, DueRow};
+pub use teams::GroupRow;
 pub use templates::{TemplateRow, TemplateVersionRow};
 pub use users::{TokenRow, UserRow};
 pub use workspaces::{BuildRow, ResourceRow, ScheduleTimes, WorkspaceRow};
@@ -69,6 +71,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // per start, so that DELETE scanned the whole table (`cargo xtask bench schedule`).
     (10, include_str!("m10_sqlite.sql")),
     (11, include_str!("m11_sqlite.sql")),
+    (12, include_str!("m12_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -82,6 +85,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (9, include_str!("m9_postgres.sql")),
     (10, include_str!("m10_postgres.sql")),
     (11, include_str!("m11_postgres.sql")),
+    (12, include_str!("m12_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) const TEMPLATE_SELECT: &str =
-    "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, t.schedule, v.version AS active_version \
+    "SELECT t.id, t.name, t.description, t.active_version_id, t.created_at, t.schedule, t.organization_id, v.version AS active_version \
      FROM templates t LEFT JOIN template_versions v ON v.id = t.active_version_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,6 +16,7 @@ pub struct TemplateRow {
     pub created_at: i64,
     /// The template's schedule settings as JSON (`NULL`: the defaults).
     pub schedule: Option<String>,
+    pub organization_id: String,
 }
 
 pub(super) const VERSION_SELECT: &str =

@@ -103,6 +103,13 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict("the first user already exists".into()));
         }
+        // Every user belongs to the default organization.
+        sqlx::query(
+            "INSERT INTO organization_members (organization_id, user_id) VALUES ('default', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id)
+        .execute(&self.pool)
+        .await?;
         Ok(UserRow {
             id,
             username: username.to_string(),

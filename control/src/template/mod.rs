@@ -141,7 +141,19 @@ pub fn parse(files: &BTreeMap<String, String>) -> Result<TemplateManifest, Templ
     let provisioner_settings = settings::validate(&m, prov, &parameters)?;
     let scripts = scripts::validate(&m, raw.scripts, files)?;
     let apps = apps::validate(&m, raw.apps)?;
+    let cost = match &raw.cost {
+        Some(c) if !(0..=1_000_000).contains(c.get_ref()) => {
+            return Err(m.err(
+                m.at(c.span()),
+                Some("cost"),
+                "must be between 0 and 1000000 (quota units per running workspace)".into(),
+            ));
+        }
+        Some(c) => *c.get_ref(),
+        None => 0,
+    };
     Ok(TemplateManifest {
+        cost,
         scripts,
         apps,
         description: raw.description,

@@ -19,6 +19,9 @@ pub(super) struct Raw {
     pub(super) scripts: Vec<RawScript>,
     #[serde(default)]
     pub(super) apps: Vec<RawApp>,
+    /// Quota cost units per running workspace.
+    #[serde(default)]
+    pub(super) cost: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 mod agent;
 mod provisioner;
 mod schedule;
+mod teams;
 mod templates;
 mod users;
 mod workspaces;
@@ -12,6 +13,7 @@ mod workspaces;
 pub use agent::*;
 pub use provisioner::*;
 pub use schedule::*;
+pub use teams::*;
 pub use templates::*;
 pub use users::*;
 pub use workspaces::*;

@@ -14,6 +14,10 @@ pub struct PushTemplateRequest {
     pub files: BTreeMap<String, String>,
     #[serde(default = "yes")]
     pub activate: bool,
+    /// The organization a new template belongs to (default: `default`); an existing
+    /// template keeps its own.
+    #[serde(default)]
+    pub organization: Option<String>,
 }
 
 fn yes() -> bool {
@@ -30,6 +34,11 @@ pub struct Template {
     pub created_at: i64,
     #[serde(default)]
     pub schedule: TemplateSchedule,
+    #[serde(default)]
+    pub organization: String,
+    /// Only these groups' members see and use it (empty: everyone in the organization).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +74,9 @@ pub struct TemplateManifest {
     pub scripts: Vec<ScriptSpec>,
     #[serde(default)]
     pub apps: Vec<AppSpec>,
+    /// Quota cost units a running workspace of this version uses.
+    #[serde(default)]
+    pub cost: i64,
 }
 
 /// Who may open an app through control's proxy.

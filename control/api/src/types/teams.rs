@@ -1,0 +1,80 @@
+//! Organizations, groups and quotas (`/api/v1/organizations`, `/groups`, `/quotas`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganizationRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub organization: String,
+    /// Cost units the group's members may have running together (summed over a user's groups);
+    /// `None`: the group sets no budget.
+    pub quota_budget: Option<i64>,
+    /// `local`, or `oidc` (kept in step with the identity provider's groups claim).
+    pub source: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroupRequest {
+    pub name: String,
+    /// Default: `default`.
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub quota_budget: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudgetRequest {
+    pub quota_budget: Option<i64>,
+}
+
+/// `PUT /api/v1/templates/{name}/groups`: only these groups' members may see and use the
+/// template (empty: everyone in its organization).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTemplateGroupsRequest {
+    pub groups: Vec<String>,
+}
+
+/// Server-wide quota settings (owners).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// The most workspaces one user may have; `None`: no limit.
+    #[serde(default)]
+    pub workspaces_per_user: Option<i64>,
+}
+
+/// What a user has and may have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    pub workspaces: i64,
+    pub workspaces_limit: Option<i64>,
+    /// Cost units of the user's running (or starting) workspaces.
+    pub cost_in_use: i64,
+    /// The sum of the budgets of the user's groups; `None`: no group sets one (no limit).
+    pub budget: Option<i64>,
+}
