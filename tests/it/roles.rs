@@ -81,6 +81,54 @@ const CASES: &[Case] = &[
         undo: &[],
     },
     Case {
+        args: &["groups", "list"],
+        stdin: "",
+        allowed: &["owner", "user-admin", "template-admin", "auditor"],
+        undo: &[],
+    },
+    Case {
+        args: &["groups", "create", "g-{role}"],
+        stdin: "",
+        allowed: &["owner", "user-admin"],
+        undo: &[],
+    },
+    Case {
+        args: &["groups", "add", "crew", "victim"],
+        stdin: "",
+        allowed: &["owner", "user-admin"],
+        undo: &["groups", "remove", "crew", "victim"],
+    },
+    Case {
+        args: &["groups", "budget", "crew", "5"],
+        stdin: "",
+        allowed: &["owner", "user-admin"],
+        undo: &["groups", "budget", "crew", "none"],
+    },
+    Case {
+        args: &["templates", "groups", "base", "--groups", "crew"],
+        stdin: "",
+        allowed: &["owner", "template-admin"],
+        undo: &["templates", "groups", "base", "--groups", ""],
+    },
+    Case {
+        args: &["orgs", "create", "o-{role}"],
+        stdin: "",
+        allowed: &["owner"],
+        undo: &[],
+    },
+    Case {
+        args: &["orgs", "add", "default", "victim"],
+        stdin: "",
+        allowed: &["owner", "user-admin"],
+        undo: &[],
+    },
+    Case {
+        args: &["quotas", "set", "--workspaces-per-user", "7"],
+        stdin: "",
+        allowed: &["owner"],
+        undo: &["quotas", "set", "--workspaces-per-user", "none"],
+    },
+    Case {
         args: &["list", "--all"],
         stdin: "",
         allowed: &["owner", "auditor"],
@@ -123,6 +171,7 @@ fn roles_table(backend: Backend) -> R {
         };
         assert_eq!(u["roles"], serde_json::json!(want), "{u}");
     }
+    admin.ok(&["groups", "create", "crew"])?;
     let dir = s.dir.path().join("tpl");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
