@@ -27,5 +27,7 @@ mod secrets;
 mod security;
 mod ssh;
 mod ssh_user;
+mod users;
 mod web;
 mod web_schedule;
+mod web_settings;
