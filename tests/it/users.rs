@@ -192,7 +192,12 @@ fn change_password(backend: Backend) -> R {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(login(&s, "bob", "bob-password-1")?, 401);
     assert_eq!(login(&s, "bob", "new-password-2")?, 200);
-    let (code, _) = http("GET", &format!("{}/api/v1/users/me", s.url), Some(&other), None)?;
+    let (code, _) = http(
+        "GET",
+        &format!("{}/api/v1/users/me", s.url),
+        Some(&other),
+        None,
+    )?;
     assert_eq!(code, 401);
     bob.ok(&["whoami"])?;
 
@@ -228,11 +233,17 @@ fn dotfiles_setting(backend: Backend) -> R {
     assert_eq!(s.json(&["users", "dotfiles"])?["dotfiles_uri"], Value::Null);
     let v = s.json(&["users", "dotfiles", &uri])?;
     assert_eq!(v["dotfiles_uri"], uri.as_str());
-    assert_eq!(s.json(&["users", "dotfiles"])?["dotfiles_uri"], uri.as_str());
+    assert_eq!(
+        s.json(&["users", "dotfiles"])?["dotfiles_uri"],
+        uri.as_str()
+    );
 
     // A new workspace of a template with the parameter gets the account's value...
     s.ok(&["create", "dev", "--no-wait"])?;
-    assert_eq!(s.workspace("dev")?["parameters"]["dotfiles_uri"], uri.as_str());
+    assert_eq!(
+        s.workspace("dev")?["parameters"]["dotfiles_uri"],
+        uri.as_str()
+    );
     // ...unless it is given one (even empty).
     s.ok(&["create", "nodot", "--no-wait", "-p", "dotfiles_uri="])?;
     assert_eq!(s.workspace("nodot")?["parameters"]["dotfiles_uri"], "");

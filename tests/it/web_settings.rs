@@ -76,7 +76,10 @@ fn settings_page(backend: Backend) -> R {
     wait_text(&b, "saved", "Added the SSH key laptop")?;
     let keys = s.json(&["keys", "list"])?;
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
-    let fp = keys[0]["fingerprint"].as_str().unwrap_or_default().to_string();
+    let fp = keys[0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     wait_text(&b, "keys-list", &fp)?;
     b.screenshot("settings-keys")?;
     b.click("button[aria-label='Remove key laptop']")?;
@@ -85,7 +88,10 @@ fn settings_page(backend: Backend) -> R {
     // A bad key: the server's message, nothing added.
     set_input(&b, "#key-public", "ssh-ed25519 not-a-key")?;
     b.click("#key-add")?;
-    b.wait_js("document.getElementById('error').textContent.length > 0", 30)?;
+    b.wait_js(
+        "document.getElementById('error').textContent.length > 0",
+        30,
+    )?;
     assert_eq!(s.json(&["keys", "list"])?, json!([]));
 
     // ---- Tokens: create one, its secret shown once and working; revoke it.
@@ -93,7 +99,12 @@ fn settings_page(backend: Backend) -> R {
     set_input(&b, "#token-lifetime", "12h")?;
     b.click("#token-create")?;
     let secret = wait_text(&b, "token-secret", "opt_")?;
-    let (code, me) = http("GET", &format!("{url}/api/v1/users/me"), Some(&secret), None)?;
+    let (code, me) = http(
+        "GET",
+        &format!("{url}/api/v1/users/me"),
+        Some(&secret),
+        None,
+    )?;
     assert_eq!((code, me["username"].clone()), (200, json!("admin")));
     let tokens = s.json(&["tokens", "list"])?;
     let ci: Vec<&Value> = tokens
@@ -103,7 +114,8 @@ fn settings_page(backend: Backend) -> R {
         .filter(|t| t["name"] == "ci")
         .collect();
     assert_eq!(ci.len(), 1, "{tokens}");
-    let lifetime = ci[0]["expires_at"].as_i64().unwrap_or(0) - ci[0]["created_at"].as_i64().unwrap_or(0);
+    let lifetime =
+        ci[0]["expires_at"].as_i64().unwrap_or(0) - ci[0]["created_at"].as_i64().unwrap_or(0);
     assert!((lifetime - 43_200_000).abs() < 5_000, "{lifetime}");
     b.screenshot("settings-token")?;
     b.click("#token-secret-done")?;
@@ -118,7 +130,12 @@ fn settings_page(backend: Backend) -> R {
     b.exec("window.confirm = () => true;", json!([]))?;
     b.click("button[aria-label='Revoke token ci']")?;
     wait_text(&b, "saved", "Revoked the token ci")?;
-    let (code, _) = http("GET", &format!("{url}/api/v1/users/me"), Some(&secret), None)?;
+    let (code, _) = http(
+        "GET",
+        &format!("{url}/api/v1/users/me"),
+        Some(&secret),
+        None,
+    )?;
     assert_eq!(code, 401);
 
     // ---- Dotfiles: set, a bad one refused with nothing changed, cleared.

@@ -269,9 +269,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             username,
             password_stdin,
         }) => users::password(ctx, username.as_deref(), password_stdin).await,
-        Command::Users(UsersCmd::Dotfiles { uri, clear }) => {
-            users::dotfiles(ctx, uri, clear).await
-        }
+        Command::Users(UsersCmd::Dotfiles { uri, clear }) => users::dotfiles(ctx, uri, clear).await,
         Command::Users(UsersCmd::QuietHours { schedule, reset }) => {
             schedule::quiet_hours(ctx, schedule, reset).await
         }

@@ -418,7 +418,9 @@ pub(crate) async fn delete_user(
     let client = ctx.client()?;
     if !yes {
         if !std::io::stdin().is_terminal() {
-            anyhow::bail!("deleting a user deletes every workspace of theirs: pass --yes to confirm");
+            anyhow::bail!(
+                "deleting a user deletes every workspace of theirs: pass --yes to confirm"
+            );
         }
         let answer = read_line(&format!(
             "Delete user {username}, end their sessions and delete every workspace of theirs with its home? Type the username to confirm: "
@@ -476,7 +478,10 @@ pub(crate) async fn delete_user(
             .iter()
             .filter(|w| {
                 w.deleting
-                    && matches!(w.status, WorkspaceStatus::Failed | WorkspaceStatus::Canceled)
+                    && matches!(
+                        w.status,
+                        WorkspaceStatus::Failed | WorkspaceStatus::Canceled
+                    )
             })
             .collect();
         if current.workspaces.is_empty() || failed.len() == current.workspaces.len() {
@@ -521,9 +526,13 @@ pub(crate) async fn password(
     let client = ctx.client()?;
     let (path, req) = match username {
         Some(name) => {
-            let new_password = read_new_password(password_stdin, &format!("New password for {name}: "))?;
+            let new_password =
+                read_new_password(password_stdin, &format!("New password for {name}: "))?;
             (
-                format!("/api/v1/users/{}/password", outpost_api::percent_encode(name)),
+                format!(
+                    "/api/v1/users/{}/password",
+                    outpost_api::percent_encode(name)
+                ),
                 ChangePasswordRequest {
                     current_password: None,
                     new_password,

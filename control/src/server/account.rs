@@ -237,9 +237,10 @@ pub(super) async fn change_own_password(
         ));
     }
     validate_password(&req.new_password)?;
-    let current = req.current_password.as_deref().ok_or_else(|| {
-        ApiError::bad_request("give your current password (`current_password`)")
-    })?;
+    let current = req
+        .current_password
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("give your current password (`current_password`)"))?;
     let name = auth.user.username.as_str();
     state.login_guard.check(peer.ip(), name)?;
     let ok = state
@@ -329,9 +330,9 @@ pub(super) fn validate_dotfiles_uri(uri: &str) -> ApiResult<()> {
         .iter()
         .any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
     let scp = !uri.contains("://")
-        && uri
-            .split_once(':')
-            .is_some_and(|(host, path)| !host.is_empty() && !host.contains('/') && !path.is_empty());
+        && uri.split_once(':').is_some_and(|(host, path)| {
+            !host.is_empty() && !host.contains('/') && !path.is_empty()
+        });
     if !url && !scp {
         return bad("use a git URL (https://, ssh://, git://, file://) or HOST:PATH");
     }

@@ -598,10 +598,7 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/users/me", get(users::me))
         .route("/api/v1/users/{username}/suspend", post(users::suspend))
         .route("/api/v1/users/{username}/unsuspend", post(users::unsuspend))
-        .route(
-            "/api/v1/users/{username}",
-            delete(account::delete_user),
-        )
+        .route("/api/v1/users/{username}", delete(account::delete_user))
         .route("/api/v1/users/{username}/deletion", get(account::deletion))
         .route(
             "/api/v1/users/{username}/password",

@@ -57,7 +57,7 @@ pub struct CreateUserRequest {
 pub enum Role {
     /// Everything, including granting `owner`.
     Owner,
-    /// Users: create, suspend, reinstate, roles (not `owner`).
+    /// Users: create, suspend, reinstate, delete, passwords, roles (not owners).
     UserAdmin,
     /// Templates and their schedules.
     TemplateAdmin,
