@@ -475,6 +475,36 @@ pub enum UsersCmd {
     Suspend { username: String },
     /// Let a suspended user sign in again (their workspaces stay stopped until started).
     Unsuspend { username: String },
+    /// Delete a user: their sessions, tokens and connections end at once and every workspace of
+    /// theirs is deleted (homes included); the username is free at once. Waits for the
+    /// workspaces' deletes.
+    Delete {
+        username: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Return once the deletes are queued.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Change your password (asks for the current one), or with NAME another user's (user
+    /// admins). Every other session and token of the user ends.
+    Password {
+        username: Option<String>,
+        /// Read the passwords from standard input: your current and the new one on two lines
+        /// (with NAME: the new one only).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Show or set your account's dotfiles repository, which every template with a
+    /// `dotfiles_uri` parameter uses when you give none.
+    Dotfiles {
+        /// A git URL (https://, ssh://, git://, file://) or HOST:PATH; none shows the current.
+        uri: Option<String>,
+        /// Have none.
+        #[arg(long, conflicts_with = "uri")]
+        clear: bool,
+    },
     /// List users with their roles (owners, user and template admins, auditors).
     List,
     /// Show a user's roles, or set them: `--set template-admin,auditor`, `--set member`.

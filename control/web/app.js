@@ -402,6 +402,100 @@ async function scheduleSettingsPage() {
   document.body.dataset.ready = "1";
 }
 
+// ------------------------------------------------------------------ settings (keys, tokens, dotfiles, password)
+async function settingsPage() {
+  const saved = (msg) => { showError(null); setText("saved", msg); };
+  const failed = (e) => { setText("saved", ""); showError(e); };
+  const keysList = byId("keys-list");
+  async function loadKeys() {
+    const keys = await api("GET", "/api/v1/users/me/keys");
+    keysList.replaceChildren();
+    for (const k of keys) {
+      const remove = el("button", { type: "button", "aria-label": `Remove key ${k.name}`, "data-key": k.id }, "Remove");
+      remove.addEventListener("click", async () => {
+        if (!confirm(`Remove the SSH key ${k.name} (${k.fingerprint})?`)) return;
+        try { await api("DELETE", `/api/v1/users/me/keys/${encodeURIComponent(k.id)}`); await loadKeys(); saved(`Removed the SSH key ${k.name}.`); } catch (e) { failed(e); }
+      });
+      keysList.append(el("tr", { "data-fingerprint": k.fingerprint }, el("td", {}, k.name), el("td", {}, el("code", {}, k.fingerprint)),
+        el("td", {}, fmtTime(k.created_at)), el("td", {}, remove)));
+    }
+    byId("keys-empty").hidden = keys.length > 0;
+  }
+  byId("key-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const line = byId("key-public").value.trim().split("\n").find((l) => l.trim()) || "";
+    const name = byId("key-name").value.trim() || line.trim().split(/\s+/)[2] || "key";
+    try {
+      const k = await api("POST", "/api/v1/users/me/keys", { name, public_key: line.trim() });
+      byId("key-public").value = ""; byId("key-name").value = "";
+      await loadKeys();
+      saved(`Added the SSH key ${k.name} (${k.fingerprint}).`);
+    } catch (e) { failed(e); }
+  });
+  const tokensList = byId("tokens-list");
+  async function loadTokens() {
+    const tokens = await api("GET", "/api/v1/tokens");
+    tokensList.replaceChildren();
+    for (const t of tokens) {
+      const revoke = el("button", { type: "button", "aria-label": `Revoke token ${t.name}`, "data-token": t.id }, "Revoke");
+      revoke.addEventListener("click", async () => {
+        if (!confirm(`Revoke the token ${t.name}? Whatever uses it is signed out.`)) return;
+        try { await api("DELETE", `/api/v1/tokens/${encodeURIComponent(t.id)}`); await loadTokens(); saved(`Revoked the token ${t.name}.`); } catch (e) { failed(e); }
+      });
+      tokensList.append(el("tr", { "data-token-row": t.id }, el("td", {}, t.name), el("td", {}, fmtTime(t.created_at)),
+        el("td", {}, fmtTime(t.expires_at)), el("td", {}, t.last_used_at ? fmtTime(t.last_used_at) : "never"), el("td", {}, revoke)));
+    }
+  }
+  byId("token-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const lifetime = byId("token-lifetime").value.trim();
+      const body = { name: byId("token-name").value.trim() };
+      if (lifetime) body.lifetime_secs = Math.round(parseDuration(lifetime, "the lifetime") / 1000);
+      const r = await api("POST", "/api/v1/tokens", body);
+      setText("token-secret", r.token);
+      byId("token-secret-box").hidden = false;
+      byId("token-name").value = "";
+      await loadTokens();
+      saved(`Created the token ${r.info.name}; copy it now.`);
+    } catch (e) { failed(e); }
+  });
+  byId("token-secret-done").addEventListener("click", () => {
+    setText("token-secret", "");
+    byId("token-secret-box").hidden = true;
+  });
+  const dotInput = byId("dotfiles-input");
+  function showDotfiles(d) {
+    setText("dotfiles-current", d.dotfiles_uri || "none");
+    dotInput.value = d.dotfiles_uri || "";
+  }
+  async function putDotfiles(uri) {
+    const d = await api("PUT", "/api/v1/users/me/dotfiles", { dotfiles_uri: uri });
+    showDotfiles(d);
+    saved(d.dotfiles_uri ? `Saved: your dotfiles repository is ${d.dotfiles_uri}.` : "Saved: no dotfiles repository.");
+  }
+  byId("dotfiles-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { await putDotfiles(dotInput.value.trim() || null); } catch (e) { failed(e); }
+  });
+  byId("dotfiles-clear").addEventListener("click", async () => {
+    try { await putDotfiles(null); } catch (e) { failed(e); }
+  });
+  byId("password-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const current = byId("password-current").value, next = byId("password-new").value;
+    if (next !== byId("password-repeat").value) { failed(new Error("the new passwords differ")); return; }
+    try {
+      await api("PUT", "/api/v1/users/me/password", { current_password: current, new_password: next });
+      for (const id of ["password-current", "password-new", "password-repeat"]) byId(id).value = "";
+      await loadTokens();
+      saved("Password changed: your other sessions and tokens are signed out.");
+    } catch (e) { failed(e); }
+  });
+  await Promise.all([loadKeys(), loadTokens(), api("GET", "/api/v1/users/me/dotfiles").then(showDotfiles)]);
+  document.body.dataset.ready = "1";
+}
+
 // ------------------------------------------------------------------ template schedule settings
 async function templateSettingsPage() {
   const name = document.body.dataset.template;
@@ -579,6 +673,7 @@ const pages = {
   workspace: workspacePage,
   terminal: terminalPage,
   "schedule-settings": scheduleSettingsPage,
+  settings: settingsPage,
   "template-settings": templateSettingsPage,
 };
 if (pages[page]) Promise.resolve(pages[page]()).catch(showError);

@@ -28,5 +28,7 @@ mod security;
 mod ssh;
 mod ssh_user;
 mod teams;
+mod users;
 mod web;
 mod web_schedule;
+mod web_settings;

@@ -63,6 +63,19 @@ const CASES: &[Case] = &[
         undo: &["users", "roles", "victim", "--set", "member"],
     },
     Case {
+        args: &["users", "password", "victim", "--password-stdin"],
+        stdin: "a-long-password-2\n",
+        allowed: &["owner", "user-admin"],
+        undo: &[],
+    },
+    Case {
+        // Each role tries to delete a member of its own (`del-ROLE`).
+        args: &["users", "delete", "del-{role}", "--yes"],
+        stdin: "",
+        allowed: &["owner", "user-admin"],
+        undo: &[],
+    },
+    Case {
         args: &["templates", "push", "{dir}", "--name", "t-{role}"],
         stdin: "",
         allowed: &["owner", "template-admin"],
@@ -156,6 +169,18 @@ fn roles_table(backend: Backend) -> R {
             c
         };
         users.push((role, c));
+    }
+    for role in ROLES {
+        let o = s.cli_stdin(
+            &[
+                "users",
+                "create",
+                &format!("del-{}", role.replace('-', "")),
+                "--password-stdin",
+            ],
+            "a-long-password-1\n",
+        )?;
+        anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let listed = admin.json(&["users", "list"])?;
     for (role, c) in &users {

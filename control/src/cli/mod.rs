@@ -261,6 +261,16 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Users(UsersCmd::Unsuspend { username }) => {
             users::suspend(ctx, &username, false).await
         }
+        Command::Users(UsersCmd::Delete {
+            username,
+            yes,
+            no_wait,
+        }) => users::delete_user(ctx, &username, yes, no_wait).await,
+        Command::Users(UsersCmd::Password {
+            username,
+            password_stdin,
+        }) => users::password(ctx, username.as_deref(), password_stdin).await,
+        Command::Users(UsersCmd::Dotfiles { uri, clear }) => users::dotfiles(ctx, uri, clear).await,
         Command::Users(UsersCmd::QuietHours { schedule, reset }) => {
             schedule::quiet_hours(ctx, schedule, reset).await
         }

@@ -405,3 +405,192 @@ pub(crate) async fn keys(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `outpost users delete NAME`: asks first (unless `--yes`), then follows the deletes of the
+/// user's workspaces until none is left.
+pub(crate) async fn delete_user(
+    ctx: &Ctx,
+    username: &str,
+    yes: bool,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let client = ctx.client()?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "deleting a user deletes every workspace of theirs: pass --yes to confirm"
+            );
+        }
+        let answer = read_line(&format!(
+            "Delete user {username}, end their sessions and delete every workspace of theirs with its home? Type the username to confirm: "
+        ))?;
+        if answer != username {
+            anyhow::bail!("not deleted");
+        }
+    }
+    let d: UserDeletion = client
+        .delete(&format!(
+            "/api/v1/users/{}",
+            outpost_api::percent_encode(username)
+        ))
+        .await?;
+    if !ctx.json {
+        eprintln!(
+            "Deleted user {username}: their tokens are revoked and their connections ended; {} workspace(s) deleting",
+            d.workspaces.len()
+        );
+    }
+    if no_wait || d.workspaces.is_empty() {
+        return ctx.print(&d, || {
+            for w in &d.workspaces {
+                println!("{}: {}", w.name, w.status);
+            }
+        });
+    }
+    // Follow the deletes: a line per change, until none is left or every one left failed.
+    let path = format!(
+        "/api/v1/users/{}/deletion",
+        outpost_api::percent_encode(&d.user.username)
+    );
+    let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut current = d;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30 * 60);
+    loop {
+        let now: std::collections::BTreeMap<String, String> = current
+            .workspaces
+            .iter()
+            .map(|w| (w.name.clone(), w.status.to_string()))
+            .collect();
+        if !ctx.json {
+            for (name, status) in &now {
+                if seen.get(name) != Some(status) {
+                    eprintln!("workspace {name}: {status}");
+                }
+            }
+            for name in seen.keys().filter(|n| !now.contains_key(*n)) {
+                eprintln!("workspace {name}: deleted");
+            }
+        }
+        seen = now;
+        let failed: Vec<&DeletingWorkspace> = current
+            .workspaces
+            .iter()
+            .filter(|w| {
+                w.deleting
+                    && matches!(
+                        w.status,
+                        WorkspaceStatus::Failed | WorkspaceStatus::Canceled
+                    )
+            })
+            .collect();
+        if current.workspaces.is_empty() || failed.len() == current.workspaces.len() {
+            ctx.print(&current, || {
+                if current.workspaces.is_empty() {
+                    println!("user {username} and every workspace of theirs are deleted");
+                }
+            })?;
+            if !failed.is_empty() {
+                let names: Vec<String> = failed
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{} ({})",
+                            w.name,
+                            w.error.clone().unwrap_or_else(|| w.status.to_string())
+                        )
+                    })
+                    .collect();
+                anyhow::bail!(
+                    "some workspaces were not deleted: {}; an owner can retry with `outpost delete {}/NAME`",
+                    names.join(", "),
+                    current.user.username
+                );
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the workspaces' deletes are still running; see `outpost list --all`");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        current = client.get(&path).await?;
+    }
+}
+
+/// `outpost users password [NAME]`.
+pub(crate) async fn password(
+    ctx: &Ctx,
+    username: Option<&str>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let (path, req) = match username {
+        Some(name) => {
+            let new_password =
+                read_new_password(password_stdin, &format!("New password for {name}: "))?;
+            (
+                format!(
+                    "/api/v1/users/{}/password",
+                    outpost_api::percent_encode(name)
+                ),
+                ChangePasswordRequest {
+                    current_password: None,
+                    new_password,
+                },
+            )
+        }
+        None => {
+            let current = read_password(password_stdin, "Current password: ")?;
+            let new_password = read_new_password(password_stdin, "New password: ")?;
+            (
+                "/api/v1/users/me/password".to_string(),
+                ChangePasswordRequest {
+                    current_password: Some(current),
+                    new_password,
+                },
+            )
+        }
+    };
+    let u: User = client.put(&path, &req).await?;
+    ctx.print(&u, || match username {
+        Some(_) => println!(
+            "changed the password of {}: their sessions and tokens are revoked",
+            u.username
+        ),
+        None => println!(
+            "changed your password: your other sessions and tokens are revoked (this sign-in stays)"
+        ),
+    })
+}
+
+/// A new password: one line from standard input, or asked twice on a terminal.
+fn read_new_password(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let first = read_password(from_stdin, prompt)?;
+    if !from_stdin && std::io::stdin().is_terminal() {
+        let again = read_password(false, "Again: ")?;
+        if again != first {
+            anyhow::bail!("the passwords differ; nothing changed");
+        }
+    }
+    Ok(first)
+}
+
+/// `outpost users dotfiles [URI|--clear]`.
+pub(crate) async fn dotfiles(ctx: &Ctx, uri: Option<String>, clear: bool) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let d: DotfilesSetting = if clear || uri.is_some() {
+        client
+            .put(
+                "/api/v1/users/me/dotfiles",
+                &DotfilesSetting { dotfiles_uri: uri },
+            )
+            .await?
+    } else {
+        client.get("/api/v1/users/me/dotfiles").await?
+    };
+    ctx.print(&d, || match &d.dotfiles_uri {
+        Some(u) => println!("{u}"),
+        None => println!("no dotfiles repository (set one with `outpost users dotfiles URL`)"),
+    })
+}

@@ -91,6 +91,8 @@ pub struct AuthUser {
     /// workspace it may act on. Such a caller reaches only [`SCOPED_ROUTES`], for that
     /// workspace alone, and never with admin rights.
     pub workspace_scope: Option<String>,
+    /// The id of the API token (or browser session) this request came with.
+    pub token_id: String,
 }
 
 impl AuthUser {
@@ -275,6 +277,9 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
                 "your account is suspended; ask an admin to reinstate it",
             ));
         }
+        if user.deleted_at.is_some() {
+            return Err(invalid());
+        }
         if row.revoked_at.is_some() {
             return Err(ApiError::unauthorized(
                 "your API token was revoked; run `outpost login URL` again",
@@ -306,6 +311,7 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
         Ok(AuthUser {
             user,
             workspace_scope,
+            token_id: id.to_string(),
         })
     }
 }
@@ -320,6 +326,7 @@ pub async fn app_token_user(token: &str, state: &AppState, label: &str) -> Optio
         && row.revoked_at.is_none()
         && row.expires_at > now_ms()
         && user.suspended_at.is_none()
+        && user.deleted_at.is_none()
         && row.scope.as_deref() == Some(&format!("app:{label}"));
     ok.then_some(user)
 }

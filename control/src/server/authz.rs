@@ -10,7 +10,8 @@ use super::error::{ApiError, ApiResult};
 /// A right beyond one's own workspaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Right {
-    /// Create users, suspend and reinstate them, change their roles (not `owner`).
+    /// Create users, suspend, reinstate and delete them, set their passwords, change their
+    /// roles (not `owner`: acting on an owner takes [`Right::GrantOwner`]).
     ManageUsers,
     /// List users.
     ReadUsers,

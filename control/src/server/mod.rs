@@ -1,6 +1,7 @@
 //! `outpost server`: the HTTP API, the agent API (mTLS), the lease reaper and the embedded
 //! provisioner daemons, in one process. Tests call [`run`] with listeners bound to port 0.
 
+mod account;
 mod agent;
 mod apps_domain;
 mod audit;
@@ -24,6 +25,7 @@ mod tokens;
 mod users;
 mod web;
 mod web_schedule;
+mod web_settings;
 mod workspaces;
 
 use outpost_common::LockExt;
@@ -597,6 +599,20 @@ fn api_router(state: AppState) -> Router {
         .route("/api/v1/users/me", get(users::me))
         .route("/api/v1/users/{username}/suspend", post(users::suspend))
         .route("/api/v1/users/{username}/unsuspend", post(users::unsuspend))
+        .route("/api/v1/users/{username}", delete(account::delete_user))
+        .route("/api/v1/users/{username}/deletion", get(account::deletion))
+        .route(
+            "/api/v1/users/{username}/password",
+            axum::routing::put(account::change_password),
+        )
+        .route(
+            "/api/v1/users/me/password",
+            axum::routing::put(account::change_own_password),
+        )
+        .route(
+            "/api/v1/users/me/dotfiles",
+            get(account::get_dotfiles).put(account::set_dotfiles),
+        )
         .route(
             "/api/v1/users/me/keys",
             get(keys::list_ssh_keys).post(keys::add_ssh_key),
@@ -683,6 +699,7 @@ fn api_router(state: AppState) -> Router {
         .route("/login", get(web::login_page).post(web::login_submit))
         .route("/logout", post(web::logout))
         .route("/new", get(web::new_page))
+        .route("/settings", get(web_settings::settings_page))
         .route("/settings/schedule", get(web_schedule::settings_page))
         .route(
             "/templates/{name}/settings",

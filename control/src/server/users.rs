@@ -43,6 +43,18 @@ pub(super) async fn announce_setup(state: &AppState, access_url: &str) -> anyhow
     Ok(())
 }
 
+/// The user named `username`, not deleted; 404 otherwise.
+pub(super) async fn live_user(state: &AppState, username: &str) -> ApiResult<UserRow> {
+    state
+        .store
+        .user_by_username(username)
+        .await?
+        .filter(|u| u.deleted_at.is_none())
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no user {username:?}; see `outpost users list`"))
+        })
+}
+
 pub(super) fn user_view(u: &UserRow) -> User {
     User {
         id: u.id.clone(),
@@ -69,7 +81,7 @@ fn validate_username(name: &str) -> ApiResult<()> {
     }
 }
 
-fn validate_password(p: &str) -> ApiResult<()> {
+pub(super) fn validate_password(p: &str) -> ApiResult<()> {
     if p.len() < 8 || p.len() > 256 {
         return Err(ApiError::bad_request(
             "passwords must be 8 to 256 characters long",
@@ -166,7 +178,12 @@ pub(super) async fn check_password(
         );
         return Err(e);
     }
-    let user = state.store.user_by_username(name).await?;
+    // A deleted user's row is renamed `deleted-ID`: nobody signs in as it.
+    let user = state
+        .store
+        .user_by_username(name)
+        .await?
+        .filter(|u| u.deleted_at.is_none());
     let ok = state
         .login_guard
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
@@ -221,11 +238,7 @@ pub(super) async fn suspend(
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
     require(&auth, Right::ManageUsers)?;
-    let user = state
-        .store
-        .user_by_username(&username)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {username:?}; see the audit log")))?;
+    let user = live_user(&state, &username).await?;
     if user.admin {
         require(&auth, Right::GrantOwner)?;
     }
@@ -272,11 +285,7 @@ pub(super) async fn unsuspend(
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
     require(&auth, Right::ManageUsers)?;
-    let user = state
-        .store
-        .user_by_username(&username)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {username:?}")))?;
+    let user = live_user(&state, &username).await?;
     state.store.set_suspended(&user.id, None).await?;
     state.audit.record(
         "user.unsuspend",
@@ -361,13 +370,7 @@ pub(super) async fn set_roles(
     ApiJson(req): ApiJson<SetRolesRequest>,
 ) -> ApiResult<Json<User>> {
     require(&auth, Right::ManageUsers)?;
-    let user = state
-        .store
-        .user_by_username(&username)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no user {username:?}; see `outpost users list`"))
-        })?;
+    let user = live_user(&state, &username).await?;
     let mut roles = req.roles.clone();
     roles.sort();
     roles.dedup();

@@ -74,7 +74,7 @@ pub(super) fn page(
         String::new()
     } else {
         format!(
-            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
+            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <a href=\"/settings\" id=\"nav-settings\">Settings</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
             esc(user),
             esc(csrf)
         )

@@ -399,8 +399,9 @@ pub(super) async fn create(
         .ok_or_else(|| ApiError::internal("active version vanished"))?;
     let manifest: TemplateManifest =
         serde_json::from_str(&version.manifest).map_err(ApiError::internal)?;
-    let params = template::resolve_parameters(&manifest, &req.parameters, None)
-        .map_err(ApiError::bad_request)?;
+    let given = super::account::with_account_dotfiles(&manifest, &auth.user, &req.parameters, None);
+    let params = template::resolve_parameters(&manifest, &given, None)
+        .map_err(|e| account_hint(e, &given, &req.parameters))?;
     refuse_unisolated_second_user(&state, &manifest, &auth.user.id).await?;
     super::teams::check(
         &state,
@@ -429,6 +430,21 @@ pub(super) async fn create(
         .await?
         .ok_or_else(|| ApiError::internal("workspace vanished"))?;
     Ok((StatusCode::CREATED, Json(workspace_view(&state, &w).await?)))
+}
+
+/// A parameter error, saying so when a value came from the account's dotfiles setting.
+fn account_hint(
+    e: String,
+    used: &BTreeMap<String, String>,
+    given: &BTreeMap<String, String>,
+) -> ApiError {
+    if used.len() != given.len() {
+        ApiError::bad_request(format!(
+            "{e} (your account's dotfiles repository: change it with `outpost users dotfiles`, or give -p dotfiles_uri=...)"
+        ))
+    } else {
+        ApiError::bad_request(e)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -548,8 +564,18 @@ pub(super) async fn build(
     }
     let params_json = if transition == "start" || then_start {
         let previous: BTreeMap<String, String> = view.parameters.clone();
-        let p = template::resolve_parameters(&manifest, &req.parameters, Some(&previous))
-            .map_err(ApiError::bad_request)?;
+        let given = if w.owner_id == auth.user.id {
+            super::account::with_account_dotfiles(
+                &manifest,
+                &auth.user,
+                &req.parameters,
+                Some(&previous),
+            )
+        } else {
+            req.parameters.clone()
+        };
+        let p = template::resolve_parameters(&manifest, &given, Some(&previous))
+            .map_err(|e| account_hint(e, &given, &req.parameters))?;
         Some(serde_json::to_string(&p).map_err(ApiError::internal)?)
     } else if !req.parameters.is_empty() {
         return Err(ApiError::bad_request(

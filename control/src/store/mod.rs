@@ -72,6 +72,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (10, include_str!("m10_sqlite.sql")),
     (11, include_str!("m11_sqlite.sql")),
     (12, include_str!("m12_sqlite.sql")),
+    // Deleted users and the account's dotfiles repository.
+    (13, include_str!("m13_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -86,6 +88,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (10, include_str!("m10_postgres.sql")),
     (11, include_str!("m11_postgres.sql")),
     (12, include_str!("m12_postgres.sql")),
+    (13, include_str!("m13_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

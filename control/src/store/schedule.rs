@@ -11,6 +11,7 @@ pub struct DueRow {
     pub template_id: String,
     pub owner_name: String,
     pub parameters: String,
+    /// Suspended or deleted: nothing starts its workspaces.
     pub owner_suspended: bool,
     pub autostart: Option<String>,
     pub next_start_at: Option<i64>,
@@ -27,7 +28,7 @@ pub struct DueRow {
 }
 
 const DUE_SELECT: &str = "SELECT w.id, w.name, w.template_id, w.parameters, w.autostart, w.next_start_at, w.deadline, w.max_deadline, \
-            w.last_used_at, w.dormant_at, u.suspended_at, u.username, b.number, b.transition, b.template_version_id, \
+            w.last_used_at, w.dormant_at, COALESCE(u.suspended_at, u.deleted_at) AS suspended_at, u.username, b.number, b.transition, b.template_version_id, \
             j.status AS job_status, j.completed_at, j.provisioner \
      FROM workspaces w JOIN users u ON u.id = w.owner_id \
      JOIN workspace_builds b ON b.workspace_id = w.id \

@@ -15,6 +15,11 @@ pub struct UserRow {
     pub quiet_hours: Option<String>,
     /// Roles beyond member's (`owner` exactly when `admin`).
     pub roles: Vec<outpost_api::Role>,
+    /// Deleted by an admin (the row stays, renamed `deleted-ID`, while their workspaces go).
+    pub deleted_at: Option<i64>,
+    /// The account's dotfiles repository: the `dotfiles_uri` of templates that have one when
+    /// the user gives none.
+    pub dotfiles_uri: Option<String>,
 }
 
 /// Roles as stored: comma-separated names.
@@ -40,6 +45,8 @@ impl UserRow {
                 .split(',')
                 .filter_map(outpost_api::Role::parse)
                 .collect(),
+            deleted_at: r.try_get("deleted_at")?,
+            dotfiles_uri: r.try_get("dotfiles_uri")?,
         })
     }
 }
@@ -119,6 +126,8 @@ impl Store {
             suspended_at: None,
             quiet_hours: None,
             roles,
+            deleted_at: None,
+            dotfiles_uri: None,
         })
     }
 
@@ -155,9 +164,69 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    /// Every user, by name.
+    /// Marks a user deleted: the row is renamed `deleted-ID` (so the name is free at once; a
+    /// real username has at most 32 characters, so it never collides), and every token is
+    /// revoked. False when there is no such live user.
+    pub async fn mark_user_deleted(&self, user_id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "UPDATE users SET deleted_at = $1, username = $2 WHERE id = $3 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(format!("deleted-{user_id}"))
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Sets a user's password hash and revokes every token of theirs but `keep` (the caller's
+    /// own, when they change their own password).
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3",
+        )
+        .bind(now_ms())
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or clears) the account's dotfiles repository.
+    pub async fn set_dotfiles(&self, user_id: &str, uri: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE users SET dotfiles_uri = $1 WHERE id = $2")
+            .bind(uri.map(str::to_string))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every user not deleted, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRow>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+        let rows = sqlx::query("SELECT * FROM users WHERE deleted_at IS NULL ORDER BY username")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(UserRow::from_row).collect()

@@ -57,7 +57,7 @@ pub struct CreateUserRequest {
 pub enum Role {
     /// Everything, including granting `owner`.
     Owner,
-    /// Users: create, suspend, reinstate, roles (not `owner`).
+    /// Users: create, suspend, reinstate, delete, passwords, roles (not owners).
     UserAdmin,
     /// Templates and their schedules.
     TemplateAdmin,
@@ -114,4 +114,45 @@ pub struct TokenInfo {
     pub created_at: i64,
     pub expires_at: i64,
     pub last_used_at: Option<i64>,
+}
+
+/// `PUT /api/v1/users/me/password` (your own: `current_password` required) and
+/// `PUT /api/v1/users/{username}/password` (admins: no current password).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[serde(default)]
+    pub current_password: Option<String>,
+    pub new_password: String,
+}
+
+/// `GET|PUT /api/v1/users/me/dotfiles`: the account's dotfiles repository (`None`: none), used
+/// by every template with a `dotfiles_uri` parameter when a workspace is given no value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DotfilesSetting {
+    #[serde(default)]
+    pub dotfiles_uri: Option<String>,
+}
+
+/// `DELETE /api/v1/users/{username}` and `GET /api/v1/users/{username}/deletion`: a deleted
+/// user (renamed `deleted-ID`, so the name is free at once) and their workspaces still being
+/// deleted (none left: done).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDeletion {
+    pub user: User,
+    /// The name the user had.
+    pub former_username: String,
+    pub workspaces: Vec<DeletingWorkspace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeletingWorkspace {
+    pub name: String,
+    pub status: super::WorkspaceStatus,
+    /// Its latest build is the delete (not yet queued: a build it had was being canceled).
+    pub deleting: bool,
+    /// The delete build's error, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
 }

@@ -1,0 +1,2 @@
+ALTER TABLE users ADD COLUMN deleted_at BIGINT;
+ALTER TABLE users ADD COLUMN dotfiles_uri TEXT
