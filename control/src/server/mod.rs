@@ -268,6 +268,7 @@ impl Inner {
                 "agent.revoke",
                 "revoked",
                 "control",
+                Some(&format!("agent:{agent}")),
                 Some(workspace_id),
                 Some(&agent),
                 None,

@@ -80,6 +80,7 @@ fn validate_password(p: &str) -> ApiResult<()> {
 
 pub(super) async fn setup(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<SetupRequest>,
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
     validate_username(&req.username)?;
@@ -101,6 +102,16 @@ pub(super) async fn setup(
         .await?;
     state.store.delete_setting(SETUP_TOKEN_KEY).await?;
     let _ = std::fs::remove_file(state.config.data_dir.join("setup-token"));
+    state.audit.record(
+        "user.setup",
+        "ok",
+        &user.username,
+        Some(&format!("user:{}", user.username)),
+        None,
+        None,
+        Some(peer.ip().to_string()),
+        "the first user (owner)",
+    );
     Ok((StatusCode::CREATED, Json(signed_in(&state, &user).await?)))
 }
 
@@ -147,6 +158,7 @@ pub(super) async fn check_password(
             "(invalid username)",
             None,
             None,
+            None,
             Some(peer.ip().to_string()),
             format!("an over-long or unprintable username {how}")
                 .trim_end()
@@ -159,6 +171,7 @@ pub(super) async fn check_password(
             "user.login",
             "rate_limited",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -177,6 +190,7 @@ pub(super) async fn check_password(
             "user.login",
             "rejected",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -192,6 +206,7 @@ pub(super) async fn check_password(
             "user.login",
             "rejected",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -205,6 +220,7 @@ pub(super) async fn check_password(
         "user.login",
         "ok",
         &user.username,
+        Some(&format!("user:{}", user.username)),
         None,
         None,
         Some(peer.ip().to_string()),
@@ -220,14 +236,15 @@ pub(super) async fn suspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.suspend", Some(&target))?;
     let user = state
         .store
         .user_by_username(&username)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user {username:?}; see the audit log")))?;
     if user.admin {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.suspend", Some(&target))?;
     }
     if user.id == auth.user.id {
         return Err(ApiError::bad_request(
@@ -247,12 +264,10 @@ pub(super) async fn suspend(
             stopped += 1;
         }
     }
-    state.audit.record(
+    auth.record(
         "user.suspend",
         "ok",
-        &auth.user.username,
-        None,
-        None,
+        &target,
         None,
         format!(
             "{}: tokens revoked, {stopped} workspace(s) stopping",
@@ -271,22 +286,15 @@ pub(super) async fn unsuspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.unsuspend", Some(&target))?;
     let user = state
         .store
         .user_by_username(&username)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user {username:?}")))?;
     state.store.set_suspended(&user.id, None).await?;
-    state.audit.record(
-        "user.unsuspend",
-        "ok",
-        &auth.user.username,
-        None,
-        None,
-        None,
-        user.username.clone(),
-    );
+    auth.record("user.unsuspend", "ok", &target, None, "");
     let mut view = user_view(&user);
     view.suspended = false;
     Ok(Json(view))
@@ -297,13 +305,14 @@ pub(super) async fn create_user(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{}", req.username.chars().take(64).collect::<String>());
+    require(&auth, Right::ManageUsers, "user.create", Some(&target))?;
     let mut roles = req.roles.clone();
     if req.admin {
         roles.push(Role::Owner);
     }
     if roles.contains(&Role::Owner) {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.create", Some(&target))?;
     }
     validate_username(&req.username)?;
     validate_password(&req.password)?;
@@ -318,14 +327,12 @@ pub(super) async fn create_user(
         roles.dedup();
         user.roles = roles;
     }
-    state.audit.record(
+    auth.record(
         "user.create",
         "ok",
-        &auth.user.username,
+        &target,
         None,
-        None,
-        None,
-        format!("{} (roles: {})", user.username, roles_list(&user.roles)),
+        format!("roles: {}", roles_list(&user.roles)),
     );
     Ok((StatusCode::CREATED, Json(user_view(&user))))
 }
@@ -347,7 +354,7 @@ pub(super) async fn list_users(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<Vec<User>>> {
-    require(&auth, Right::ReadUsers)?;
+    require(&auth, Right::ReadUsers, "user.list", None)?;
     let users = state.store.list_users().await?;
     Ok(Json(users.iter().map(user_view).collect()))
 }
@@ -360,7 +367,8 @@ pub(super) async fn set_roles(
     Path(username): Path<String>,
     ApiJson(req): ApiJson<SetRolesRequest>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.roles", Some(&target))?;
     let user = state
         .store
         .user_by_username(&username)
@@ -374,7 +382,7 @@ pub(super) async fn set_roles(
     let owner_before = user.roles.contains(&Role::Owner);
     let owner_after = roles.contains(&Role::Owner);
     if owner_before != owner_after {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.roles", Some(&target))?;
     }
     if owner_before && !owner_after {
         let owners = state
@@ -391,16 +399,13 @@ pub(super) async fn set_roles(
         }
     }
     state.store.set_roles(&user.id, &roles).await?;
-    state.audit.record(
+    auth.record(
         "user.roles",
         "ok",
-        &auth.user.username,
-        None,
-        None,
+        &target,
         None,
         format!(
-            "{}: {} -> {}",
-            user.username,
+            "{} -> {}",
             roles_list(&user.roles),
             roles_list(&roles)
         ),

@@ -69,6 +69,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // per start, so that DELETE scanned the whole table (`cargo xtask bench schedule`).
     (10, include_str!("m10_sqlite.sql")),
     (11, include_str!("m11_sqlite.sql")),
+    // The audit log's `target` (what an event acted on) and indexes to filter by it and actor.
+    (14, include_str!("m14_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -82,6 +84,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (9, include_str!("m9_postgres.sql")),
     (10, include_str!("m10_postgres.sql")),
     (11, include_str!("m11_postgres.sql")),
+    (14, include_str!("m14_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.
