@@ -22,6 +22,7 @@ mod templates;
 mod tokens;
 mod users;
 mod web;
+mod web_audit;
 mod web_schedule;
 mod workspaces;
 
@@ -649,6 +650,7 @@ fn api_router(state: AppState) -> Router {
         .route("/logout", post(web::logout))
         .route("/new", get(web::new_page))
         .route("/settings/schedule", get(web_schedule::settings_page))
+        .route("/audit", get(web_audit::audit_page))
         .route(
             "/templates/{name}/settings",
             get(web_schedule::template_settings_page),
