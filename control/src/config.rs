@@ -223,7 +223,8 @@ pub struct AuditArgs {
     /// One of your workspaces by name, or any workspace by id.
     #[arg(long)]
     pub workspace: Option<String>,
-    /// Only events from then on: a duration ago (1h, 7d) or a time (2025-01-31T12:00:00Z).
+    /// Only events from then on: a duration ago (1h, 7d), a time (2025-01-31T12:00:00Z) or ms
+    /// since 1970.
     #[arg(long)]
     pub since: Option<String>,
     /// Only events before then: a duration ago or a time, like --since.

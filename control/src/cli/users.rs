@@ -270,15 +270,20 @@ pub(crate) async fn tokens(ctx: &Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
     }
 }
 
-/// `--since`/`--until`: a duration ago (`1h`) or a time (RFC 3339), as ms since 1970.
+/// `--since`/`--until`: a duration ago (`1h`), a time (RFC 3339) or ms since 1970, as ms.
 fn audit_time(flag: &str, s: &str) -> anyhow::Result<i64> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().context("a time in ms since 1970 is too large");
+    }
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(crate::store::now_ms() - d.as_millis() as i64);
     }
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }
-    anyhow::bail!("{flag} takes a duration ago like 1h or 30m, or a time like 2025-01-31T12:00:00Z")
+    anyhow::bail!(
+        "{flag} takes a duration ago like 1h or 30m, a time like 2025-01-31T12:00:00Z, or ms since 1970"
+    )
 }
 
 /// Events newest first, a page at a time (`before_id`), each handed to `each` until `limit`.
