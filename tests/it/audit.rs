@@ -33,9 +33,8 @@ fn find(s: &Server, action: &str, target: &str) -> R<Value> {
 }
 
 fn session_token(c: &Client) -> R<String> {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(
-        c.config_dir.join("session.json"),
-    )?)?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(c.config_dir.join("session.json"))?)?;
     Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
 
@@ -55,7 +54,10 @@ fn every_state_change_is_audited(backend: Backend) -> R {
         .status()?;
     anyhow::ensure!(st.success(), "ssh-keygen");
     let added = s.json(&["keys", "add", &format!("{}.pub", key.display())])?;
-    let fp = added["fingerprint"].as_str().unwrap_or_default().to_string();
+    let fp = added["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     s.ok(&["keys", "remove", added["id"].as_str().unwrap_or_default()])?;
     let bob = Client::new_user(&s, "bob")?;
     s.ok(&["users", "roles", "bob", "--set", "auditor"])?;
@@ -93,18 +95,29 @@ fn every_state_change_is_audited(backend: Backend) -> R {
         ])?;
         Ok(events(&b)
             .iter()
-            .any(|e| e["details"].as_str().unwrap_or("").contains("admin/dev: stop"))
+            .any(|e| {
+                e["details"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("admin/dev: stop")
+            })
             .then_some(b))
     })?;
-    assert!(events(&builds).iter().all(|e| e["actor"] == "admin"
-        && e["remote_addr"] == "127.0.0.1"
-        && e["outcome"] == "ok"));
+    assert!(events(&builds)
+        .iter()
+        .all(|e| e["actor"] == "admin" && e["remote_addr"] == "127.0.0.1" && e["outcome"] == "ok"));
 
     // A member's template push is refused, and that is recorded; nothing was pushed.
     let carol = Client::new_user(&s, "carol")?;
     let dir = s.dir.path().join("audited");
     let o = run_with_stdin(
-        carol.command(&["templates", "push", dir.to_str().unwrap_or_default(), "--name", "sneaky"]),
+        carol.command(&[
+            "templates",
+            "push",
+            dir.to_str().unwrap_or_default(),
+            "--name",
+            "sneaky",
+        ]),
         "",
     )?;
     assert!(!o.status.success());
@@ -120,7 +133,10 @@ fn every_state_change_is_audited(backend: Backend) -> R {
     let all = events(&s.json(&["audit", "--until", &t0, "--limit", "1000"])?);
     let by_carol = events(&s.json(&["audit", "--actor", "carol"])?);
     assert!(!by_carol.is_empty() && by_carol.len() < all.len());
-    assert!(by_carol.iter().all(|e| e["actor"] == "carol"), "{by_carol:?}");
+    assert!(
+        by_carol.iter().all(|e| e["actor"] == "carol"),
+        "{by_carol:?}"
+    );
     let on_bob = events(&s.json(&["audit", "--target", "user:bob"])?);
     assert!(on_bob.len() >= 3 && on_bob.len() < all.len(), "{on_bob:?}");
     assert!(on_bob.iter().all(|e| e["target"] == "user:bob"));
@@ -187,7 +203,12 @@ fn every_state_change_is_audited(backend: Backend) -> R {
         ("colour=blue", "colour"),
         ("since=10&until=5", "since"),
     ] {
-        let (code, body) = http("GET", &format!("{}/api/v1/audit?{q}", s.url), Some(&admin), None)?;
+        let (code, body) = http(
+            "GET",
+            &format!("{}/api/v1/audit?{q}", s.url),
+            Some(&admin),
+            None,
+        )?;
         assert_eq!(code, 400, "{q}: {body}");
         assert!(body.to_string().contains(word), "{q}: {body}");
     }
@@ -231,7 +252,9 @@ fn audit_page(backend: Backend) -> R {
     let url = s.url.clone();
     Client::new_user(&s, "carol")?;
     s.ok(&["tokens", "create", "ci"])?;
-    eventually(|| Ok((!events(&s.json(&["audit", "--actor", "carol"])?).is_empty()).then_some(())))?;
+    eventually(|| {
+        Ok((!events(&s.json(&["audit", "--actor", "carol"])?).is_empty()).then_some(()))
+    })?;
 
     sign_in(&b, &url, "admin", "admin-password")?;
     b.click("#nav-audit")?;
@@ -244,7 +267,10 @@ fn audit_page(backend: Backend) -> R {
         json!([]),
     )?;
     let actors: Vec<String> = serde_json::from_value(actors)?;
-    assert!(actors.iter().any(|a| a == "admin") && actors.iter().any(|a| a == "carol"), "{actors:?}");
+    assert!(
+        actors.iter().any(|a| a == "admin") && actors.iter().any(|a| a == "carol"),
+        "{actors:?}"
+    );
     b.screenshot("audit")?;
     b.type_into("#filter-actor", "carol")?;
     b.click("#audit-apply")?;

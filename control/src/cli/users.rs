@@ -377,13 +377,7 @@ pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
     }
     ctx.print(&events, || {
         let mut rows = vec![[
-            "WHEN",
-            "ACTION",
-            "OUTCOME",
-            "ACTOR",
-            "TARGET",
-            "SOURCE",
-            "DETAILS",
+            "WHEN", "ACTION", "OUTCOME", "ACTOR", "TARGET", "SOURCE", "DETAILS",
         ]
         .map(String::from)
         .to_vec()];

@@ -168,7 +168,10 @@ pub(super) async fn remove_ssh_key(
     auth.record(
         "key.remove",
         "ok",
-        &key.map_or_else(|| format!("key-id:{id}"), |k| format!("key:{}", k.fingerprint)),
+        &key.map_or_else(
+            || format!("key-id:{id}"),
+            |k| format!("key:{}", k.fingerprint),
+        ),
         None,
         key.map(|k| format!("{:?}", k.name)).unwrap_or_default(),
     );

@@ -127,12 +127,7 @@ pub(super) async fn set_autostart(
         .store
         .set_autostart(&w.id, text.as_deref(), next)
         .await?;
-    audit_change(
-        &auth,
-        &w,
-        "autostart",
-        text.as_deref().unwrap_or("off"),
-    );
+    audit_change(&auth, &w, "autostart", text.as_deref().unwrap_or("off"));
     view(&state, &w.id).await
 }
 

@@ -107,13 +107,11 @@ impl Ctx<'_> {
             params: target.params.map(str::to_string),
             reason: reason.into(),
         };
-        self.pending
-            .locked()
-            .push((
-                build,
-                format!("{}: {transition} ({reason}: {why})", w.name),
-                super::audit::workspace_target(&w.owner_name, &w.name),
-            ));
+        self.pending.locked().push((
+            build,
+            format!("{}: {transition} ({reason}: {why})", w.name),
+            super::audit::workspace_target(&w.owner_name, &w.name),
+        ));
         Ok(true)
     }
 

@@ -96,7 +96,10 @@ pub(super) async fn push_template(
     auth: AuthUser,
     ApiJson(req): ApiJson<PushTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
-    let target = format!("template:{}", req.name.chars().take(100).collect::<String>());
+    let target = format!(
+        "template:{}",
+        req.name.chars().take(100).collect::<String>()
+    );
     super::authz::require(
         &auth,
         super::authz::Right::ManageTemplates,
@@ -105,7 +108,13 @@ pub(super) async fn push_template(
     )?;
     validate_template_name(&req.name)?;
     let manifest = template::parse(&req.files).map_err(|e| {
-        auth.record("template.push", "rejected", &target, None, "invalid template");
+        auth.record(
+            "template.push",
+            "rejected",
+            &target,
+            None,
+            "invalid template",
+        );
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string())
     })?;
     let row = state

@@ -404,11 +404,7 @@ pub(super) async fn set_roles(
         "ok",
         &target,
         None,
-        format!(
-            "{} -> {}",
-            roles_list(&user.roles),
-            roles_list(&roles)
-        ),
+        format!("{} -> {}", roles_list(&user.roles), roles_list(&roles)),
     );
     let mut user = user;
     user.admin = owner_after;

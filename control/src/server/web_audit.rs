@@ -13,9 +13,24 @@ use super::AppState;
 /// A filter input: id, the API's parameter, label, placeholder.
 const FILTERS: [(&str, &str, &str, &str); 4] = [
     ("filter-actor", "actor", "Actor", "alice"),
-    ("filter-action", "action", "Action", "template. or user.login"),
-    ("filter-target", "target", "Target", "user:bob or workspace:alice/"),
-    ("filter-outcome", "outcome", "Outcome", "ok, rejected, refused"),
+    (
+        "filter-action",
+        "action",
+        "Action",
+        "template. or user.login",
+    ),
+    (
+        "filter-target",
+        "target",
+        "Target",
+        "user:bob or workspace:alice/",
+    ),
+    (
+        "filter-outcome",
+        "outcome",
+        "Outcome",
+        "ok, rejected, refused",
+    ),
 ];
 
 /// `GET /audit`.

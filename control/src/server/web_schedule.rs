@@ -143,7 +143,11 @@ pub(super) async fn template_settings_page(
             esc(title),
             esc(message)
         );
-        (status, page(title, "refused", &[], &csrf, Some(&user), &body)).into_response()
+        (
+            status,
+            page(title, "refused", &[], &csrf, Some(&user), &body),
+        )
+            .into_response()
     };
     if !super::authz::can(&user, super::authz::Right::ManageTemplates) {
         return refusal(
