@@ -215,21 +215,43 @@ pub enum KeysCmd {
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
-    /// An action (agent.bootstrap, agent.renew, agent.revoke, agent.poll, user.login, ...) or a
-    /// prefix ending in `.` (agent.).
+    /// An action (user.login, template.push, token.create, key.add, workspace.build,
+    /// agent.bootstrap, ...) or a prefix ending in `.` (user.).
     #[arg(long)]
     pub action: Option<String>,
-    /// issued, rejected, revoked, ok.
+    /// Who acted: a username, or `agent`, `control`, `scheduler`.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// What was acted on (user:bob, template:base, workspace:alice/dev, token:ID,
+    /// key:FINGERPRINT), or a prefix ending in `:` or `/` (user:, workspace:alice/).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// ok, rejected, refused (not allowed), issued, revoked, ...
     #[arg(long)]
     pub outcome: Option<String>,
     /// One of your workspaces by name, or any workspace by id.
     #[arg(long)]
     pub workspace: Option<String>,
-    /// Only events newer than this long ago (e.g. 1h).
+    /// Only events from then on: a duration ago (1h, 7d), a time (2025-01-31T12:00:00Z) or ms
+    /// since 1970.
     #[arg(long)]
     pub since: Option<String>,
-    #[arg(long, default_value_t = 100)]
-    pub limit: i64,
+    /// Only events before then: a duration ago or a time, like --since.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many events, newest first (default: 100; with --format ndjson, all).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// table (default; JSON with --json), json, or ndjson: one event per line, streamed.
+    #[arg(long, value_enum)]
+    pub format: Option<AuditFormat>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Ndjson,
 }
 
 #[derive(Subcommand, Debug)]

@@ -667,6 +667,65 @@ function terminalPage() {
   shell.addEventListener("click", () => go(false));
 }
 
+// ------------------------------------------------------------------ audit log
+async function auditPage() {
+  const form = byId("audit-filters");
+  const tbody = document.querySelector("#audit tbody");
+  const more = byId("audit-more");
+  const names = ["actor", "action", "target", "outcome"];
+  // The filters live in the address too, so a filtered view can be shared and reloaded.
+  const url = new URL(location.href);
+  for (const n of names) form.elements[n].value = url.searchParams.get(n) || "";
+  let oldest = null;
+  function query() {
+    const q = new URLSearchParams();
+    for (const n of names) {
+      const v = form.elements[n].value.trim();
+      if (v) q.set(n, v);
+    }
+    return q;
+  }
+  async function load(append) {
+    showError(null);
+    const q = query();
+    q.set("limit", "100");
+    if (append && oldest !== null) q.set("before_id", String(oldest));
+    try {
+      const events = await api("GET", "/api/v1/audit?" + q.toString());
+      if (!append) tbody.replaceChildren();
+      for (const e of events) {
+        tbody.append(el("tr", { "data-id": String(e.id), "data-action": e.action, "data-actor": e.actor },
+          el("td", {}, fmtTime(e.created_at)),
+          el("td", {}, e.action),
+          el("td", { class: `outcome ${e.outcome}` }, e.outcome),
+          el("td", { class: "actor" }, e.actor),
+          el("td", { class: "target" }, e.target || "-"),
+          el("td", {}, e.remote_addr || "-"),
+          el("td", {}, e.details)));
+      }
+      if (events.length) oldest = events[events.length - 1].id;
+      more.hidden = events.length < 100;
+      const rows = tbody.children.length;
+      setText("audit-count", rows ? `${rows} event${rows === 1 ? "" : "s"}, newest first` : "No events match.");
+    } catch (e) { showError(e); }
+  }
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = query();
+    history.replaceState(null, "", "/audit" + (q.toString() ? "?" + q.toString() : ""));
+    oldest = null;
+    load(false);
+  });
+  byId("audit-clear").addEventListener("click", () => {
+    for (const n of names) form.elements[n].value = "";
+    history.replaceState(null, "", "/audit");
+    oldest = null;
+    load(false);
+  });
+  more.addEventListener("click", () => load(true));
+  await load(false);
+}
+
 const pages = {
   home: homePage,
   new: newPage,
@@ -675,5 +734,6 @@ const pages = {
   "schedule-settings": scheduleSettingsPage,
   settings: settingsPage,
   "template-settings": templateSettingsPage,
+  audit: auditPage,
 };
 if (pages[page]) Promise.resolve(pages[page]()).catch(showError);

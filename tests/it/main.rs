@@ -10,6 +10,7 @@ mod harness;
 
 mod abuse;
 mod apps;
+mod audit;
 mod bad_input;
 mod bootstrap;
 mod crash;

@@ -270,14 +270,69 @@ pub(crate) async fn tokens(ctx: &Ctx, cmd: TokensCmd) -> anyhow::Result<()> {
     }
 }
 
+/// `--since`/`--until`: a duration ago (`1h`), a time (RFC 3339) or ms since 1970, as ms.
+fn audit_time(flag: &str, s: &str) -> anyhow::Result<i64> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().context("a time in ms since 1970 is too large");
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(crate::store::now_ms() - d.as_millis() as i64);
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    anyhow::bail!(
+        "{flag} takes a duration ago like 1h or 30m, a time like 2025-01-31T12:00:00Z, or ms since 1970"
+    )
+}
+
+/// Events newest first, a page at a time (`before_id`), each handed to `each` until `limit`.
+async fn audit_pages(
+    client: &Client,
+    query: &[(String, String)],
+    limit: Option<u64>,
+    mut each: impl FnMut(AuditEventView) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut before: Option<i64> = None;
+    let mut left = limit.unwrap_or(u64::MAX);
+    while left > 0 {
+        let page = left.min(1000);
+        let mut q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", outpost_api::percent_encode(v)))
+            .collect();
+        q.push(format!("limit={page}"));
+        if let Some(b) = before {
+            q.push(format!("before_id={b}"));
+        }
+        let events: Vec<AuditEventView> = client
+            .get(&format!("/api/v1/audit?{}", q.join("&")))
+            .await?;
+        let n = events.len() as u64;
+        before = events.last().map(|e| e.id);
+        for e in events {
+            each(e)?;
+        }
+        left = left.saturating_sub(n);
+        if n < page {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
     let client = ctx.client()?;
-    let mut q: Vec<(String, String)> = vec![("limit".into(), a.limit.to_string())];
-    if let Some(x) = a.action {
-        q.push(("action".into(), x));
-    }
-    if let Some(x) = a.outcome {
-        q.push(("outcome".into(), x));
+    let mut q: Vec<(String, String)> = Vec::new();
+    for (k, v) in [
+        ("action", a.action),
+        ("actor", a.actor),
+        ("target", a.target),
+        ("outcome", a.outcome),
+    ] {
+        if let Some(v) = v {
+            q.push((k.into(), v));
+        }
     }
     if let Some(w) = a.workspace {
         // A name of one of your workspaces, or an id.
@@ -288,36 +343,41 @@ pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
         q.push(("workspace".into(), id));
     }
     if let Some(s) = a.since {
-        let d = humantime::parse_duration(&s).context("--since takes a duration like 1h or 30m")?;
-        q.push((
-            "since".into(),
-            (crate::store::now_ms() - d.as_millis() as i64).to_string(),
-        ));
+        q.push(("since".into(), audit_time("--since", &s)?.to_string()));
     }
-    let qs: Vec<String> = q
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.replace('%', "%25")
-                    .replace('&', "%26")
-                    .replace('+', "%2B")
-                    .replace(' ', "%20")
-            )
+    if let Some(s) = a.until {
+        q.push(("until".into(), audit_time("--until", &s)?.to_string()));
+    }
+    if a.limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1");
+    }
+    if a.format == Some(AuditFormat::Ndjson) {
+        // Streamed: a page at a time, never all of it in memory.
+        use std::io::Write;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        audit_pages(&client, &q, a.limit, |e| {
+            serde_json::to_writer(&mut out, &e)?;
+            out.write_all(b"\n")?;
+            Ok(())
         })
-        .collect();
-    let events: Vec<AuditEventView> = client
-        .get(&format!("/api/v1/audit?{}", qs.join("&")))
         .await?;
+        out.flush()?;
+        return Ok(());
+    }
+    let mut events = Vec::new();
+    audit_pages(&client, &q, Some(a.limit.unwrap_or(100)), |e| {
+        events.push(e);
+        Ok(())
+    })
+    .await?;
+    if a.format == Some(AuditFormat::Json) {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
     ctx.print(&events, || {
         let mut rows = vec![[
-            "WHEN",
-            "ACTION",
-            "OUTCOME",
-            "ACTOR",
-            "WORKSPACE",
-            "AGENT",
-            "DETAILS",
+            "WHEN", "ACTION", "OUTCOME", "ACTOR", "TARGET", "SOURCE", "DETAILS",
         ]
         .map(String::from)
         .to_vec()];
@@ -327,18 +387,8 @@ pub(crate) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
                 e.action.clone(),
                 e.outcome.clone(),
                 e.actor.clone(),
-                e.workspace_id
-                    .clone()
-                    .unwrap_or_else(|| "-".into())
-                    .chars()
-                    .take(8)
-                    .collect(),
-                e.agent_id
-                    .clone()
-                    .unwrap_or_else(|| "-".into())
-                    .chars()
-                    .take(8)
-                    .collect(),
+                e.target.clone().unwrap_or_else(|| "-".into()),
+                e.remote_addr.clone().unwrap_or_else(|| "-".into()),
                 e.details.clone(),
             ]);
         }

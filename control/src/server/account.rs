@@ -26,11 +26,21 @@ pub(super) async fn delete_user(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<UserDeletion>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "user.delete",
+        Some(&format!("user:{username}")),
+    )?;
     let user = live_user(&state, &username).await?;
     let owner = user.roles.contains(&Role::Owner);
     if owner {
-        require(&auth, Right::GrantOwner)?;
+        require(
+            &auth,
+            Right::GrantOwner,
+            "user.delete",
+            Some(&format!("user:{username}")),
+        )?;
     }
     if user.id == auth.user.id {
         return Err(ApiError::bad_request(
@@ -67,6 +77,7 @@ pub(super) async fn delete_user(
         "user.delete",
         "ok",
         &auth.user.username,
+        Some(&format!("user:{username}")),
         None,
         None,
         None,
@@ -90,7 +101,12 @@ pub(super) async fn deletion(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<UserDeletion>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "user.deletion",
+        Some(&format!("user:{username}")),
+    )?;
     let user = state
         .store
         .user_by_username(&username)
@@ -198,6 +214,7 @@ async fn queue_delete(state: &AppState, w: &WorkspaceRow, actor: &UserRow) -> Ap
         "workspace.build",
         "queued",
         &actor.username,
+        Some(&format!("workspace:{}/{}", w.owner_name, w.name)),
         Some(&w.id),
         None,
         None,
@@ -253,6 +270,7 @@ pub(super) async fn change_own_password(
             "user.password",
             "rejected",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -266,6 +284,7 @@ pub(super) async fn change_own_password(
         "user.password",
         "ok",
         name,
+        Some(&format!("user:{name}")),
         None,
         None,
         Some(peer.ip().to_string()),
@@ -282,10 +301,20 @@ pub(super) async fn change_password(
     Path(username): Path<String>,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "user.password",
+        Some(&format!("user:{username}")),
+    )?;
     let user = live_user(&state, &username).await?;
     if user.roles.contains(&Role::Owner) {
-        require(&auth, Right::GrantOwner)?;
+        require(
+            &auth,
+            Right::GrantOwner,
+            "user.password",
+            Some(&format!("user:{username}")),
+        )?;
     }
     if user.id == auth.user.id {
         return Err(ApiError::bad_request(
@@ -298,6 +327,7 @@ pub(super) async fn change_password(
         "user.password",
         "ok",
         &auth.user.username,
+        Some(&format!("user:{username}")),
         None,
         None,
         None,
@@ -366,6 +396,7 @@ pub(super) async fn set_dotfiles(
         "user.dotfiles",
         "ok",
         &auth.user.username,
+        Some(&format!("user:{}", auth.user.username)),
         None,
         None,
         None,

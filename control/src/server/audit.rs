@@ -2,6 +2,7 @@
 //! unbounded writes) and written in batches. Events carry ids and reasons, never secrets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,14 +11,15 @@ use outpost_api::AuditEventView;
 use tokio::sync::mpsc;
 
 use super::auth::AuthUser;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::AppState;
 
-use crate::store::{now_ms, AuditEvent, Store};
+use crate::store::{now_ms, AuditEvent, AuditFilter, Store};
 
+#[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<AuditEvent>,
-    pub dropped: AtomicU64,
+    pub dropped: Arc<AtomicU64>,
 }
 
 impl Audit {
@@ -40,31 +42,34 @@ impl Audit {
         });
         Audit {
             tx,
-            dropped: AtomicU64::new(0),
+            dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     /// Records an event; it is also logged. When the queue is full the event is counted as
-    /// dropped (and still logged).
+    /// dropped (and still logged). `target` is what the event acted on (`user:bob`,
+    /// `template:base`, `workspace:alice/dev`, `token:ID`, `key:FINGERPRINT`, ...).
     pub fn record(
         &self,
         action: &str,
         outcome: &str,
         actor: &str,
+        target: Option<&str>,
         workspace_id: Option<&str>,
         agent_id: Option<&str>,
         remote_addr: Option<String>,
         details: impl Into<String>,
     ) {
         let details = details.into();
-        tracing::info!(target: "audit", action, outcome, actor, workspace = workspace_id, agent = agent_id, remote = remote_addr.as_deref(), details = %details);
+        tracing::info!(target: "audit", action, outcome, actor, object = target, workspace = workspace_id, agent = agent_id, remote = remote_addr.as_deref(), details = %details);
         let e = AuditEvent {
             id: 0,
             created_at: now_ms(),
             action: action.to_string(),
             outcome: outcome.to_string(),
             actor: actor.to_string(),
+            target: target.map(str::to_string),
             workspace_id: workspace_id.map(str::to_string),
             agent_id: agent_id.map(str::to_string),
             remote_addr,
@@ -76,32 +81,107 @@ impl Audit {
     }
 }
 
-// ---------------------------------------------------------------- `GET /api/v1/audit`
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AuditQuery {
-    action: Option<String>,
-    outcome: Option<String>,
-    workspace: Option<String>,
-    since: Option<i64>,
-    limit: Option<i64>,
+/// The target naming a workspace: `workspace:OWNER/NAME`.
+pub fn workspace_target(owner: &str, name: &str) -> String {
+    format!("workspace:{owner}/{name}")
 }
 
-/// Audit events, newest first (admins only). `workspace` takes a workspace id.
+// ---------------------------------------------------------------- `GET /api/v1/audit`
+
+/// The most events one page returns.
+pub const MAX_PAGE: i64 = 1000;
+
+/// The filters of `GET /api/v1/audit` (and the dashboard's audit page), checked: a bad value
+/// is a 400 that names it.
+pub(super) fn parse_filter(q: &[(String, String)]) -> ApiResult<AuditFilter> {
+    let mut f = AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let word = |k: &str, v: &str, max: usize| -> ApiResult<Option<String>> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        if v.len() > max || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ApiError::bad_request(format!(
+                "{k} {v:?}: at most {max} printable characters without spaces"
+            )));
+        }
+        Ok(Some(v.to_string()))
+    };
+    let time = |k: &str, v: &str| -> ApiResult<Option<i64>> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<i64>()
+            .ok()
+            .filter(|t| *t >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{k} {v:?}: give a time in milliseconds since 1970 (e.g. {})",
+                    now_ms()
+                ))
+            })
+    };
+    for (k, v) in q {
+        let v = v.trim();
+        match k.as_str() {
+            "action" => f.action = word(k, v, 100)?,
+            "actor" => f.actor = word(k, v, 200)?,
+            "target" => f.target = word(k, v, 400)?,
+            "workspace" => f.workspace_id = word(k, v, 100)?,
+            "outcome" => {
+                f.outcome = word(k, v, 32)?;
+                if f
+                    .outcome
+                    .as_deref()
+                    .is_some_and(|o| !o.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "outcome {v:?}: one word like ok, rejected, refused, issued, revoked"
+                    )));
+                }
+            }
+            "since" => f.since = time(k, v)?,
+            "until" => f.until = time(k, v)?,
+            "before_id" => f.before_id = time(k, v)?,
+            "limit" => {
+                f.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit {v:?}: give a number from 1 to {MAX_PAGE}"
+                        ))
+                    })?
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown filter {k:?}: use action, actor, target, outcome, workspace, since, until, before_id, limit"
+                )))
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (f.since, f.until) {
+        if a >= b {
+            return Err(ApiError::bad_request("since must be before until"));
+        }
+    }
+    Ok(f)
+}
+
+/// `GET /api/v1/audit`: events newest first (owners and auditors), filtered by `action` (or a
+/// prefix ending in `.`), `actor`, `target` (or a prefix ending in `:` or `/`), `outcome`,
+/// `workspace` (an id), `since`/`until` (ms), `before_id` (the next page) and `limit`.
 pub(super) async fn audit(
     State(state): State<AppState>,
     auth: AuthUser,
-    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
-    super::authz::require(&auth, super::authz::Right::ReadAudit)?;
-    let f = crate::store::AuditFilter {
-        action: q.action,
-        outcome: q.outcome,
-        workspace_id: q.workspace,
-        since: q.since,
-        limit: q.limit.unwrap_or(100),
-    };
+    super::authz::require(&auth, super::authz::Right::ReadAudit, "audit.read", None)?;
+    let f = parse_filter(&q)?;
     let rows = state.store.list_audit(&f).await?;
     Ok(Json(
         rows.into_iter()
@@ -111,6 +191,7 @@ pub(super) async fn audit(
                 action: e.action,
                 outcome: e.outcome,
                 actor: e.actor,
+                target: e.target,
                 workspace_id: e.workspace_id,
                 agent_id: e.agent_id,
                 remote_addr: e.remote_addr,

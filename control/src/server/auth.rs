@@ -84,6 +84,14 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The client's IP address (the TCP peer the API listener accepted).
+pub fn peer_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
 /// The user behind the request's API token.
 pub struct AuthUser {
     pub user: UserRow,
@@ -93,9 +101,34 @@ pub struct AuthUser {
     pub workspace_scope: Option<String>,
     /// The id of the API token (or browser session) this request came with.
     pub token_id: String,
+    /// The client's address (the TCP peer's IP), for the audit log.
+    pub remote: Option<String>,
+    /// Where [`AuthUser::record`] sends events.
+    audit: super::audit::Audit,
 }
 
 impl AuthUser {
+    /// Audits something this caller did to `target`, with their name and address.
+    pub fn record(
+        &self,
+        action: &str,
+        outcome: &str,
+        target: &str,
+        workspace_id: Option<&str>,
+        details: impl Into<String>,
+    ) {
+        self.audit.record(
+            action,
+            outcome,
+            &self.user.username,
+            Some(target).filter(|t| !t.is_empty()),
+            workspace_id,
+            None,
+            self.remote.clone(),
+            details,
+        );
+    }
+
     pub fn scoped(&self) -> bool {
         self.workspace_scope.is_some()
     }
@@ -135,13 +168,11 @@ async fn check_scope(parts: &mut Parts, state: &AppState, auth: &AuthUser) -> Re
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let refused = || {
-        state.audit.record(
+        auth.record(
             "token.scope",
             "rejected",
-            &auth.user.username,
+            &format!("workspace-id:{scope}"),
             Some(scope),
-            None,
-            None,
             format!("{method} {path}"),
         );
         ApiError::forbidden(
@@ -226,12 +257,10 @@ impl FromRequestParts<AppState> for AuthUser {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !safe && !ct_eq(sent, &csrf_token(&session)) {
-                state.audit.record(
+                user.record(
                     "web.csrf",
                     "rejected",
-                    &user.user.username,
-                    None,
-                    None,
+                    &format!("user:{}", user.user.username),
                     None,
                     format!("{} {}", parts.method, parts.uri.path()),
                 );
@@ -259,7 +288,8 @@ pub async fn authenticate(
             _ => return Ok(None),
         },
     };
-    let user = token_user(token, state).await?;
+    let mut user = token_user(token, state).await?;
+    user.remote = peer_ip(parts);
     Ok(Some((user, from_cookie.then(|| token.to_string()))))
 }
 
@@ -312,6 +342,8 @@ async fn token_user(token: &str, state: &AppState) -> Result<AuthUser, ApiError>
             user,
             workspace_scope,
             token_id: id.to_string(),
+            remote: None,
+            audit: state.audit.clone(),
         })
     }
 }

@@ -79,11 +79,19 @@ pub fn can(auth: &AuthUser, right: Right) -> bool {
     !auth.scoped() && grants(&auth.user.roles, right)
 }
 
-/// 403 unless the caller holds `right`, naming the roles that grant it.
-pub fn require(auth: &AuthUser, right: Right) -> ApiResult<()> {
+/// 403 unless the caller holds `right`, naming the roles that grant it. A refusal is audited
+/// (`refused`) as the `action` the caller attempted on `target`.
+pub fn require(auth: &AuthUser, right: Right, action: &str, target: Option<&str>) -> ApiResult<()> {
     if can(auth, right) {
         return Ok(());
     }
+    auth.record(
+        action,
+        "refused",
+        target.unwrap_or(""),
+        None,
+        format!("may not {}", right.what()),
+    );
     let roles: Vec<&str> = GRANTS
         .iter()
         .filter(|(_, rights)| rights.contains(&right))

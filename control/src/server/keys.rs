@@ -16,27 +16,61 @@ pub(super) async fn git_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<GitSshKey>> {
-    let (_, public_key) = git_key(&state, &auth.user.id, &auth.user.username).await?;
+    let (_, public_key) =
+        git_key_by(&state, &auth.user.id, &auth.user.username, Some(&auth)).await?;
     Ok(Json(GitSshKey {
         public_key,
         private_key: None,
     }))
 }
 
-/// A user's git key as stored (the private half sealed) and its public half; made on first use.
+/// A user's git key as stored (the private half sealed) and its public half; made on first use
+/// (audited as `gitkey.create`, by `auth` when the user asked for it).
 pub(super) async fn git_key(
     state: &AppState,
     user_id: &str,
     username: &str,
 ) -> ApiResult<(String, String)> {
+    git_key_by(state, user_id, username, None).await
+}
+
+async fn git_key_by(
+    state: &AppState,
+    user_id: &str,
+    username: &str,
+    auth: Option<&AuthUser>,
+) -> ApiResult<(String, String)> {
     let keys = &state.secrets;
-    Ok(state
+    let made = std::sync::atomic::AtomicBool::new(false);
+    let (private, public) = state
         .store
         .git_key(user_id, || {
+            made.store(true, std::sync::atomic::Ordering::Relaxed);
             outpost_common::sshkey::new_ed25519(&format!("outpost-{username}"))
                 .map(|(private, public)| (keys.seal(private.as_bytes()), public))
         })
-        .await?)
+        .await?;
+    if made.load(std::sync::atomic::Ordering::Relaxed) {
+        let target = match outpost_common::sshkey::parse_public_key(&public) {
+            Ok(k) => format!("key:{}", k.fingerprint),
+            Err(_) => format!("gitkey:{username}"),
+        };
+        let details = format!("the git key of {username}");
+        match auth {
+            Some(a) => a.record("gitkey.create", "ok", &target, None, details),
+            None => state.audit.record(
+                "gitkey.create",
+                "ok",
+                "control",
+                Some(&target),
+                None,
+                None,
+                None,
+                details,
+            ),
+        }
+    }
+    Ok((private, public))
 }
 
 // ---------------------------------------------------------------- SSH keys
@@ -69,6 +103,13 @@ pub(super) async fn add_ssh_key(
         .add_ssh_key(&auth.user.id, &req.name, &key, &fp)
         .await?;
     keys_changed(&state, &auth.user.id).await;
+    auth.record(
+        "key.add",
+        "ok",
+        &format!("key:{}", row.fingerprint),
+        None,
+        format!("{:?}", row.name),
+    );
     Ok((StatusCode::CREATED, Json(key_view(row))))
 }
 
@@ -112,6 +153,8 @@ pub(super) async fn remove_ssh_key(
     auth: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let known = state.store.ssh_keys(&auth.user.id).await?;
+    let key = known.iter().find(|k| k.id == id);
     state
         .store
         .remove_ssh_key(&auth.user.id, &id)
@@ -122,5 +165,15 @@ pub(super) async fn remove_ssh_key(
             })
         })?;
     keys_changed(&state, &auth.user.id).await;
+    auth.record(
+        "key.remove",
+        "ok",
+        &key.map_or_else(
+            || format!("key-id:{id}"),
+            |k| format!("key:{}", k.fingerprint),
+        ),
+        None,
+        key.map(|k| format!("{:?}", k.name)).unwrap_or_default(),
+    );
     Ok(Json(serde_json::json!({ "removed": id })))
 }

@@ -24,6 +24,7 @@ mod templates;
 mod tokens;
 mod users;
 mod web;
+mod web_audit;
 mod web_schedule;
 mod web_settings;
 mod workspaces;
@@ -271,6 +272,7 @@ impl Inner {
                 "agent.revoke",
                 "revoked",
                 "control",
+                Some(&format!("agent:{agent}")),
                 Some(workspace_id),
                 Some(&agent),
                 None,
@@ -701,6 +703,7 @@ fn api_router(state: AppState) -> Router {
         .route("/new", get(web::new_page))
         .route("/settings", get(web_settings::settings_page))
         .route("/settings/schedule", get(web_schedule::settings_page))
+        .route("/audit", get(web_audit::audit_page))
         .route(
             "/templates/{name}/settings",
             get(web_schedule::template_settings_page),

@@ -74,6 +74,7 @@ async fn job_payload(state: &AppState, job_id: &str) -> ApiResult<ProvisionerJob
                 "agent.revoke",
                 "revoked",
                 "control",
+                Some(&format!("agent:{old}")),
                 Some(&w.id),
                 Some(&old),
                 None,

@@ -59,12 +59,10 @@ pub(super) async fn set_quiet_hours(
         .store
         .set_quiet_hours(&auth.user.id, text.as_deref())
         .await?;
-    state.audit.record(
+    auth.record(
         "user.quiet_hours",
-        "changed",
-        &auth.user.username,
-        None,
-        None,
+        "ok",
+        &format!("user:{}", auth.user.username),
         None,
         text.clone().unwrap_or_else(|| "default".into()),
     );
@@ -81,7 +79,13 @@ pub(super) async fn edit_template_schedule(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<TemplateScheduleUpdate>,
 ) -> ApiResult<Json<TemplateSchedule>> {
-    super::authz::require(&auth, super::authz::Right::ManageTemplates)?;
+    let target = format!("template:{name}");
+    super::authz::require(
+        &auth,
+        super::authz::Right::ManageTemplates,
+        "template.schedule",
+        Some(&target),
+    )?;
     let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "no template {name:?}; see `outpost templates list`"
@@ -94,15 +98,7 @@ pub(super) async fn edit_template_schedule(
     if new.autostop_requirement != current.autostop_requirement {
         recompute_required_stops(&state, Some(&t.id), None).await?;
     }
-    state.audit.record(
-        "template.schedule",
-        "changed",
-        &auth.user.username,
-        None,
-        None,
-        None,
-        format!("{name}: {json}"),
-    );
+    auth.record("template.schedule", "ok", &target, None, json);
     Ok(Json(new))
 }
 
@@ -131,13 +127,7 @@ pub(super) async fn set_autostart(
         .store
         .set_autostart(&w.id, text.as_deref(), next)
         .await?;
-    audit_change(
-        &state,
-        &auth,
-        &w,
-        "autostart",
-        text.as_deref().unwrap_or("off"),
-    );
+    audit_change(&auth, &w, "autostart", text.as_deref().unwrap_or("off"));
     view(&state, &w.id).await
 }
 
@@ -164,7 +154,6 @@ pub(super) async fn set_autostop(
     }
     state.store.set_autostop(&w.id, req.autostop_ms).await?;
     audit_change(
-        &state,
         &auth,
         &w,
         "autostop",
@@ -209,7 +198,7 @@ pub(super) async fn extend(
             "workspace {name:?} stopped meanwhile"
         )));
     }
-    audit_change(&state, &auth, &w, "deadline", &fmt_time(target));
+    audit_change(&auth, &w, "deadline", &fmt_time(target));
     view(&state, &w.id).await
 }
 
@@ -225,26 +214,22 @@ pub(super) async fn activate(
             "workspace {name:?} is not dormant"
         )));
     }
-    state.audit.record(
+    auth.record(
         "workspace.activate",
-        "activated",
-        &auth.user.username,
+        "ok",
+        &super::audit::workspace_target(&w.owner_name, &w.name),
         Some(&w.id),
-        None,
-        None,
-        format!("{} activated by its owner", w.name),
+        format!("{} activated by {}", w.name, auth.user.username),
     );
     view(&state, &w.id).await
 }
 
-fn audit_change(state: &AppState, auth: &AuthUser, w: &WorkspaceRow, what: &str, value: &str) {
-    state.audit.record(
+fn audit_change(auth: &AuthUser, w: &WorkspaceRow, what: &str, value: &str) {
+    auth.record(
         &format!("workspace.{what}"),
-        "changed",
-        &auth.user.username,
+        "ok",
+        &super::audit::workspace_target(&w.owner_name, &w.name),
         Some(&w.id),
-        None,
-        None,
         format!("{}: {what} {value}", w.name),
     );
 }

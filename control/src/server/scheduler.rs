@@ -63,7 +63,7 @@ struct Ctx<'a> {
     templates: HashMap<String, TemplateSchedule>,
     manifests: tokio::sync::Mutex<HashMap<String, Option<TemplateManifest>>>,
     /// Builds planned this tick, with what the audit log says of each.
-    pending: std::sync::Mutex<Vec<(AutoBuild, String)>>,
+    pending: std::sync::Mutex<Vec<(AutoBuild, String, String)>>,
 }
 
 impl Ctx<'_> {
@@ -107,9 +107,11 @@ impl Ctx<'_> {
             params: target.params.map(str::to_string),
             reason: reason.into(),
         };
-        self.pending
-            .locked()
-            .push((build, format!("{}: {transition} ({reason}: {why})", w.name)));
+        self.pending.locked().push((
+            build,
+            format!("{}: {transition} ({reason}: {why})", w.name),
+            super::audit::workspace_target(&w.owner_name, &w.name),
+        ));
         Ok(true)
     }
 
@@ -118,9 +120,9 @@ impl Ctx<'_> {
         let plans = std::mem::take(&mut *self.pending.locked());
         let mut queued = 0;
         for chunk in plans.chunks(BATCH) {
-            let builds: Vec<AutoBuild> = chunk.iter().map(|(b, _)| b.clone()).collect();
+            let builds: Vec<AutoBuild> = chunk.iter().map(|(b, _, _)| b.clone()).collect();
             let done = self.state.store.queue_auto_builds(&builds).await?;
-            for ((b, what), q) in chunk.iter().zip(done) {
+            for ((b, what, target), q) in chunk.iter().zip(done) {
                 if q.build_id.is_none() {
                     continue;
                 }
@@ -131,6 +133,7 @@ impl Ctx<'_> {
                         "agent.revoke",
                         "revoked",
                         "control",
+                        Some(&format!("agent:{agent}")),
                         Some(&b.workspace_id),
                         Some(agent),
                         None,
@@ -141,6 +144,7 @@ impl Ctx<'_> {
                     &format!("workspace.{}", b.reason.replace(' ', "_")),
                     "queued",
                     "scheduler",
+                    Some(target),
                     Some(&b.workspace_id),
                     None,
                     None,
@@ -213,6 +217,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
                         "workspace.dormant",
                         "dormant",
                         "scheduler",
+                        Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
                         Some(&w.id),
                         None,
                         None,
@@ -349,6 +354,7 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
             "workspace.autostart",
             "skipped",
             "scheduler",
+            Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
             Some(&w.id),
             None,
             None,
@@ -389,6 +395,7 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
                     "workspace.autostart",
                     "failed",
                     "scheduler",
+                    Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
                     Some(&w.id),
                     None,
                     None,

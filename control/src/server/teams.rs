@@ -71,10 +71,8 @@ async fn user(state: &AppState, username: &str) -> ApiResult<UserRow> {
         })
 }
 
-fn audit(state: &AppState, auth: &AuthUser, action: &str, details: String) {
-    state
-        .audit
-        .record(action, "ok", &auth.user.username, None, None, None, details);
+fn audit(_state: &AppState, auth: &AuthUser, action: &str, target: &str, details: String) {
+    auth.record(action, "ok", target, None, details);
 }
 
 /// `GET /api/v1/groups` (those who may list users).
@@ -82,7 +80,7 @@ pub(super) async fn list_groups(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<Vec<Group>>> {
-    require(&auth, Right::ReadUsers)?;
+    require(&auth, Right::ReadUsers, "group.list", None)?;
     Ok(Json(
         state
             .store
@@ -100,7 +98,12 @@ pub(super) async fn create_group(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateGroupRequest>,
 ) -> ApiResult<(StatusCode, Json<Group>)> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "group.create",
+        Some(&format!("group:{}", req.name)),
+    )?;
     check_name("group", &req.name)?;
     check_budget(req.quota_budget)?;
     let org = org_id(&state, req.organization.as_deref()).await?;
@@ -112,6 +115,7 @@ pub(super) async fn create_group(
         &state,
         &auth,
         "group.create",
+        &format!("group:{}", req.name),
         format!("{} (budget {:?})", req.name, req.quota_budget),
     );
     let g = state
@@ -128,10 +132,21 @@ pub(super) async fn delete_group(
     auth: AuthUser,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Group>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "group.delete",
+        Some(&format!("group:{name}")),
+    )?;
     let g = group(&state, &name).await?;
     state.store.delete_group(&g.id).await?;
-    audit(&state, &auth, "group.delete", g.name.clone());
+    audit(
+        &state,
+        &auth,
+        "group.delete",
+        &format!("group:{}", g.name),
+        String::new(),
+    );
     Ok(Json(group_view(&g)))
 }
 
@@ -142,7 +157,12 @@ pub(super) async fn set_budget(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SetBudgetRequest>,
 ) -> ApiResult<Json<Group>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "group.budget",
+        Some(&format!("group:{name}")),
+    )?;
     check_budget(req.quota_budget)?;
     let mut g = group(&state, &name).await?;
     state
@@ -153,6 +173,7 @@ pub(super) async fn set_budget(
         &state,
         &auth,
         "group.budget",
+        &format!("group:{}", g.name),
         format!("{}: {:?}", g.name, req.quota_budget),
     );
     g.quota_budget = req.quota_budget;
@@ -184,7 +205,12 @@ async fn membership(
     username: String,
     member: bool,
 ) -> ApiResult<Json<Group>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "group.member",
+        Some(&format!("group:{name}")),
+    )?;
     let g = group(&state, &name).await?;
     let u = user(&state, &username).await?;
     state.store.set_group_member(&g.id, &u.id, member).await?;
@@ -192,6 +218,7 @@ async fn membership(
         &state,
         &auth,
         if member { "group.add" } else { "group.remove" },
+        &format!("group:{}", g.name),
         format!("{}: {}", g.name, u.username),
     );
     let g = group(&state, &name).await?;
@@ -206,7 +233,12 @@ pub(super) async fn set_template_groups(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SetTemplateGroupsRequest>,
 ) -> ApiResult<Json<Template>> {
-    require(&auth, Right::ManageTemplates)?;
+    require(
+        &auth,
+        Right::ManageTemplates,
+        "template.groups",
+        Some(&format!("template:{name}")),
+    )?;
     let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "no template {name:?}; see `outpost templates list`"
@@ -230,6 +262,7 @@ pub(super) async fn set_template_groups(
         &state,
         &auth,
         "template.groups",
+        &format!("template:{name}"),
         format!("{name}: {:?}", req.groups),
     );
     Ok(Json(super::templates::template_view(&state, &t).await?))
@@ -282,10 +315,21 @@ pub(super) async fn create_org(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateOrganizationRequest>,
 ) -> ApiResult<(StatusCode, Json<Organization>)> {
-    require(&auth, Right::GrantOwner)?;
+    require(
+        &auth,
+        Right::GrantOwner,
+        "organization.create",
+        Some(&format!("organization:{}", req.name)),
+    )?;
     check_name("organization", &req.name)?;
     let id = state.store.create_organization(&req.name).await?;
-    audit(&state, &auth, "organization.create", req.name.clone());
+    audit(
+        &state,
+        &auth,
+        "organization.create",
+        &format!("organization:{}", req.name),
+        String::new(),
+    );
     Ok((
         StatusCode::CREATED,
         Json(Organization {
@@ -321,7 +365,12 @@ async fn org_membership(
     username: String,
     member: bool,
 ) -> ApiResult<Json<Organization>> {
-    require(&auth, Right::ManageUsers)?;
+    require(
+        &auth,
+        Right::ManageUsers,
+        "organization.member",
+        Some(&format!("organization:{name}")),
+    )?;
     let id = org_id(&state, Some(&name)).await?;
     let u = user(&state, &username).await?;
     state
@@ -336,6 +385,7 @@ async fn org_membership(
         } else {
             "organization.remove"
         },
+        &format!("organization:{name}"),
         format!("{name}: {}", u.username),
     );
     let members = state.store.organization_members(&id).await?;
@@ -367,7 +417,7 @@ pub(super) async fn set_quotas(
     auth: AuthUser,
     ApiJson(req): ApiJson<QuotaSettings>,
 ) -> ApiResult<Json<QuotaSettings>> {
-    require(&auth, Right::GrantOwner)?;
+    require(&auth, Right::GrantOwner, "quota.settings", Some("quota"))?;
     match req.workspaces_per_user {
         Some(n) if !(0..=100_000).contains(&n) => {
             return Err(ApiError::bad_request(
@@ -381,6 +431,7 @@ pub(super) async fn set_quotas(
         &state,
         &auth,
         "quota.settings",
+        "quota",
         format!("workspaces per user {:?}", req.workspaces_per_user),
     );
     Ok(Json(req))
@@ -454,6 +505,7 @@ pub(super) async fn check(
             "workspace.quota",
             "refused",
             &u.username,
+            Some(&format!("user:{}", u.username)),
             workspace_id,
             None,
             None,

@@ -106,7 +106,16 @@ pub(super) async fn push_template(
     auth: AuthUser,
     ApiJson(req): ApiJson<PushTemplateRequest>,
 ) -> ApiResult<(StatusCode, Json<TemplateVersion>)> {
-    super::authz::require(&auth, super::authz::Right::ManageTemplates)?;
+    let target = format!(
+        "template:{}",
+        req.name.chars().take(100).collect::<String>()
+    );
+    super::authz::require(
+        &auth,
+        super::authz::Right::ManageTemplates,
+        "template.push",
+        Some(&target),
+    )?;
     validate_template_name(&req.name)?;
     let existing = state.store.template_by_name(&req.name).await?;
     let org = match (&existing, req.organization.as_deref()) {
@@ -115,8 +124,16 @@ pub(super) async fn push_template(
         })?),
         _ => None,
     };
-    let manifest = template::parse(&req.files)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string()))?;
+    let manifest = template::parse(&req.files).map_err(|e| {
+        auth.record(
+            "template.push",
+            "rejected",
+            &target,
+            None,
+            "invalid template",
+        );
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_template", e.to_string())
+    })?;
     let row = state
         .store
         .push_template_version(
@@ -134,6 +151,18 @@ pub(super) async fn push_template(
             .set_template_organization(&row.template_id, &org)
             .await?;
     }
+    auth.record(
+        "template.push",
+        "ok",
+        &target,
+        None,
+        format!(
+            "version {} ({} files){}",
+            row.id,
+            req.files.len(),
+            if req.activate { ", activated" } else { "" }
+        ),
+    );
     Ok((StatusCode::CREATED, Json(version_view(&row)?)))
 }
 

@@ -64,6 +64,13 @@ pub(super) async fn create_token(
         )));
     }
     let (token, info) = issue_token(&state, &auth.user, &req.name, lifetime).await?;
+    auth.record(
+        "token.create",
+        "ok",
+        &format!("token:{}", info.id),
+        None,
+        format!("{:?} for {} s", req.name, lifetime),
+    );
     Ok((
         StatusCode::CREATED,
         Json(CreateTokenResponse { token, info }),
@@ -102,5 +109,6 @@ pub(super) async fn revoke_token(
                 ApiError::not_found(format!("no token {id:?}; see `outpost tokens list`"))
             })
         })?;
+    auth.record("token.revoke", "ok", &format!("token:{id}"), None, "");
     Ok(Json(serde_json::json!({ "revoked": id })))
 }

@@ -92,6 +92,7 @@ pub(super) fn validate_password(p: &str) -> ApiResult<()> {
 
 pub(super) async fn setup(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(req): ApiJson<SetupRequest>,
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
     validate_username(&req.username)?;
@@ -113,6 +114,16 @@ pub(super) async fn setup(
         .await?;
     state.store.delete_setting(SETUP_TOKEN_KEY).await?;
     let _ = std::fs::remove_file(state.config.data_dir.join("setup-token"));
+    state.audit.record(
+        "user.setup",
+        "ok",
+        &user.username,
+        Some(&format!("user:{}", user.username)),
+        None,
+        None,
+        Some(peer.ip().to_string()),
+        "the first user (owner)",
+    );
     Ok((StatusCode::CREATED, Json(signed_in(&state, &user).await?)))
 }
 
@@ -159,6 +170,7 @@ pub(super) async fn check_password(
             "(invalid username)",
             None,
             None,
+            None,
             Some(peer.ip().to_string()),
             format!("an over-long or unprintable username {how}")
                 .trim_end()
@@ -171,6 +183,7 @@ pub(super) async fn check_password(
             "user.login",
             "rate_limited",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -194,6 +207,7 @@ pub(super) async fn check_password(
             "user.login",
             "rejected",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -209,6 +223,7 @@ pub(super) async fn check_password(
             "user.login",
             "rejected",
             name,
+            Some(&format!("user:{name}")),
             None,
             None,
             Some(peer.ip().to_string()),
@@ -222,6 +237,7 @@ pub(super) async fn check_password(
         "user.login",
         "ok",
         &user.username,
+        Some(&format!("user:{}", user.username)),
         None,
         None,
         Some(peer.ip().to_string()),
@@ -237,10 +253,11 @@ pub(super) async fn suspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.suspend", Some(&target))?;
     let user = live_user(&state, &username).await?;
     if user.admin {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.suspend", Some(&target))?;
     }
     if user.id == auth.user.id {
         return Err(ApiError::bad_request(
@@ -260,12 +277,10 @@ pub(super) async fn suspend(
             stopped += 1;
         }
     }
-    state.audit.record(
+    auth.record(
         "user.suspend",
         "ok",
-        &auth.user.username,
-        None,
-        None,
+        &target,
         None,
         format!(
             "{}: tokens revoked, {stopped} workspace(s) stopping",
@@ -284,18 +299,11 @@ pub(super) async fn unsuspend(
     auth: AuthUser,
     Path(username): Path<String>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.unsuspend", Some(&target))?;
     let user = live_user(&state, &username).await?;
     state.store.set_suspended(&user.id, None).await?;
-    state.audit.record(
-        "user.unsuspend",
-        "ok",
-        &auth.user.username,
-        None,
-        None,
-        None,
-        user.username.clone(),
-    );
+    auth.record("user.unsuspend", "ok", &target, None, "");
     let mut view = user_view(&user);
     view.suspended = false;
     Ok(Json(view))
@@ -306,13 +314,14 @@ pub(super) async fn create_user(
     auth: AuthUser,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{}", req.username.chars().take(64).collect::<String>());
+    require(&auth, Right::ManageUsers, "user.create", Some(&target))?;
     let mut roles = req.roles.clone();
     if req.admin {
         roles.push(Role::Owner);
     }
     if roles.contains(&Role::Owner) {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.create", Some(&target))?;
     }
     validate_username(&req.username)?;
     validate_password(&req.password)?;
@@ -327,14 +336,12 @@ pub(super) async fn create_user(
         roles.dedup();
         user.roles = roles;
     }
-    state.audit.record(
+    auth.record(
         "user.create",
         "ok",
-        &auth.user.username,
+        &target,
         None,
-        None,
-        None,
-        format!("{} (roles: {})", user.username, roles_list(&user.roles)),
+        format!("roles: {}", roles_list(&user.roles)),
     );
     Ok((StatusCode::CREATED, Json(user_view(&user))))
 }
@@ -356,7 +363,7 @@ pub(super) async fn list_users(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<Vec<User>>> {
-    require(&auth, Right::ReadUsers)?;
+    require(&auth, Right::ReadUsers, "user.list", None)?;
     let users = state.store.list_users().await?;
     Ok(Json(users.iter().map(user_view).collect()))
 }
@@ -369,7 +376,8 @@ pub(super) async fn set_roles(
     Path(username): Path<String>,
     ApiJson(req): ApiJson<SetRolesRequest>,
 ) -> ApiResult<Json<User>> {
-    require(&auth, Right::ManageUsers)?;
+    let target = format!("user:{username}");
+    require(&auth, Right::ManageUsers, "user.roles", Some(&target))?;
     let user = live_user(&state, &username).await?;
     let mut roles = req.roles.clone();
     roles.sort();
@@ -377,7 +385,7 @@ pub(super) async fn set_roles(
     let owner_before = user.roles.contains(&Role::Owner);
     let owner_after = roles.contains(&Role::Owner);
     if owner_before != owner_after {
-        require(&auth, Right::GrantOwner)?;
+        require(&auth, Right::GrantOwner, "user.roles", Some(&target))?;
     }
     if owner_before && !owner_after {
         let owners = state
@@ -394,19 +402,12 @@ pub(super) async fn set_roles(
         }
     }
     state.store.set_roles(&user.id, &roles).await?;
-    state.audit.record(
+    auth.record(
         "user.roles",
         "ok",
-        &auth.user.username,
+        &target,
         None,
-        None,
-        None,
-        format!(
-            "{}: {} -> {}",
-            user.username,
-            roles_list(&user.roles),
-            roles_list(&roles)
-        ),
+        format!("{} -> {}", roles_list(&user.roles), roles_list(&roles)),
     );
     let mut user = user;
     user.admin = owner_after;

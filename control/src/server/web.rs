@@ -63,21 +63,25 @@ pub(super) fn page(
     page: &str,
     data: &[(&str, &str)],
     csrf: &str,
-    user: &str,
+    user: Option<&AuthUser>,
     body: &str,
 ) -> Response {
     let attrs: String = data
         .iter()
         .map(|(k, v)| format!(" data-{k}=\"{}\"", esc(v)))
         .collect();
-    let nav = if user.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <a href=\"/settings\" id=\"nav-settings\">Settings</a> <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
-            esc(user),
+    let nav = match user {
+        None => String::new(),
+        Some(u) => format!(
+            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <a href=\"/settings\" id=\"nav-settings\">Settings</a>{} <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
+            if super::authz::can(u, super::authz::Right::ReadAudit) {
+                " <a href=\"/audit\" id=\"nav-audit\">Audit</a>"
+            } else {
+                ""
+            },
+            esc(&u.user.username),
             esc(csrf)
-        )
+        ),
     };
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{} · Outpost</title><meta name=\"csrf-token\" content=\"{}\"><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body data-page=\"{page}\"{attrs}><header><a class=\"brand\" href=\"/\">Outpost</a>{nav}</header><main>{body}</main><script src=\"/assets/app.js\"></script></body></html>",
@@ -216,7 +220,7 @@ pub(super) async fn login_page(
         "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><label>Username <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button id=\"signin\">Sign in</button></form>",
         esc(&safe_next(q.next.as_deref()))
     );
-    let mut r = page("Sign in", "login", &[], "", "", &body);
+    let mut r = page("Sign in", "login", &[], "", None, &body);
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
         secure_flag(&state, &headers)
@@ -329,7 +333,7 @@ pub(super) async fn home(State(state): State<AppState>, req: Request) -> Respons
         "home",
         &[("owner", &user.user.username)],
         &csrf,
-        &user.user.username,
+        Some(&user),
         body,
     )
 }
@@ -347,7 +351,7 @@ pub(super) async fn new_page(State(state): State<AppState>, req: Request) -> Res
         "new",
         &[("owner", &user.user.username)],
         &csrf,
-        &user.user.username,
+        Some(&user),
         body,
     )
 }
@@ -391,7 +395,7 @@ async fn workspace_page(state: AppState, req: Request, owner: String, ws: String
         "workspace",
         &[("owner", &owner), ("workspace", &ws)],
         &csrf,
-        &user.user.username,
+        Some(&user),
         &body,
     )
 }
@@ -430,7 +434,7 @@ async fn terminal_page(state: AppState, req: Request, owner: String, ws: String)
         "terminal",
         &[("owner", &owner), ("workspace", &ws)],
         &csrf,
-        &user.user.username,
+        Some(&user),
         body,
     )
 }

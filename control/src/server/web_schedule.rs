@@ -92,7 +92,7 @@ pub(super) async fn settings_page(State(state): State<AppState>, req: Request) -
             ),
         ],
         &csrf,
-        &user.user.username,
+        Some(&user),
         &body,
     )
 }
@@ -137,14 +137,17 @@ pub(super) async fn template_settings_page(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let username = user.user.username.as_str();
     let refusal = |status: StatusCode, title: &str, message: &str| {
         let body = format!(
             "<h1>{}</h1><p class=\"error\" id=\"error\" role=\"alert\">{}</p><p><a href=\"/\">Back to your workspaces</a></p>",
             esc(title),
             esc(message)
         );
-        (status, page(title, "refused", &[], &csrf, username, &body)).into_response()
+        (
+            status,
+            page(title, "refused", &[], &csrf, Some(&user), &body),
+        )
+            .into_response()
     };
     if !super::authz::can(&user, super::authz::Right::ManageTemplates) {
         return refusal(
@@ -214,7 +217,7 @@ pub(super) async fn template_settings_page(
         "template-settings",
         &[("template", &name)],
         &csrf,
-        username,
+        Some(&user),
         &body,
     )
 }

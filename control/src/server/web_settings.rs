@@ -72,7 +72,7 @@ pub(super) async fn settings_page(State(state): State<AppState>, req: Request) -
         "settings",
         &[("owner", &user.user.username)],
         &csrf,
-        &user.user.username,
+        Some(&user),
         BODY,
     )
 }

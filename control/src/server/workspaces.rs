@@ -309,7 +309,12 @@ pub(super) async fn find_workspace(
                 return Err(nf());
             }
             if access == Access::Manage {
-                super::authz::require(auth, Right::ManageAllWorkspaces)?;
+                super::authz::require(
+                    auth,
+                    Right::ManageAllWorkspaces,
+                    "workspace.manage",
+                    Some(&format!("workspace:{name}")),
+                )?;
             }
             let user = state.store.user_by_username(owner).await?.ok_or_else(nf)?;
             (user.id, ws)
@@ -429,6 +434,13 @@ pub(super) async fn create(
         .workspace_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::internal("workspace vanished"))?;
+    auth.record(
+        "workspace.create",
+        "ok",
+        &super::audit::workspace_target(&w.owner_name, &w.name),
+        Some(&w.id),
+        format!("template {} version {}", t.name, version.version),
+    );
     Ok((StatusCode::CREATED, Json(workspace_view(&state, &w).await?)))
 }
 
@@ -460,7 +472,12 @@ pub(super) async fn list(
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Workspace>>> {
     let rows = if q.all {
-        super::authz::require(&auth, super::authz::Right::ReadAllWorkspaces)?;
+        super::authz::require(
+            &auth,
+            super::authz::Right::ReadAllWorkspaces,
+            "workspace.list_all",
+            None,
+        )?;
         state.store.list_workspaces(None).await?
     } else {
         state.store.list_workspaces(Some(&auth.user.id)).await?
@@ -599,13 +616,11 @@ pub(super) async fn build(
         },
     )
     .await?;
-    state.audit.record(
+    auth.record(
         "workspace.build",
-        "queued",
-        &auth.user.username,
+        "ok",
+        &super::audit::workspace_target(&w.owner_name, &w.name),
         Some(&w.id),
-        None,
-        None,
         format!(
             "{}/{}: {} (build #{}, {transition})",
             w.owner_name,
@@ -750,6 +765,13 @@ pub(super) async fn cancel(
         .store
         .append_log(&b.job_id, "cancel", "warn", "build canceled by user")
         .await?;
+    auth.record(
+        "workspace.cancel",
+        "ok",
+        &super::audit::workspace_target(&w.owner_name, &w.name),
+        Some(&w.id),
+        format!("build #{} ({})", b.number, b.transition),
+    );
     state.touch(&format!("job:{}", b.job_id));
     state.bump_progress();
     let b = state

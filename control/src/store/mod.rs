@@ -74,6 +74,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (12, include_str!("m12_sqlite.sql")),
     // Deleted users and the account's dotfiles repository.
     (13, include_str!("m13_sqlite.sql")),
+    // The audit log's `target` (what an event acted on) and indexes to filter by it and actor.
+    (14, include_str!("m14_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -89,6 +91,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (11, include_str!("m11_postgres.sql")),
     (12, include_str!("m12_postgres.sql")),
     (13, include_str!("m13_postgres.sql")),
+    (14, include_str!("m14_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

@@ -244,6 +244,10 @@ pub struct AuditEventView {
     pub action: String,
     pub outcome: String,
     pub actor: String,
+    /// What the event acted on: `user:NAME`, `template:NAME`, `workspace:OWNER/NAME`,
+    /// `token:ID`, `key:FINGERPRINT`, ...
+    #[serde(default)]
+    pub target: Option<String>,
     pub workspace_id: Option<String>,
     pub agent_id: Option<String>,
     pub remote_addr: Option<String>,
