@@ -12,6 +12,7 @@ mod keys;
 mod listen;
 mod liveness;
 mod logs;
+mod lookup;
 mod provisioner;
 mod proxy;
 mod ratelimit;
