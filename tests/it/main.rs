@@ -17,6 +17,7 @@ mod credentials;
 mod docker;
 mod isolation;
 mod lifecycle;
+mod oidc;
 mod liveness;
 mod retention;
 mod roles;

@@ -72,6 +72,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (10, include_str!("m10_sqlite.sql")),
     (11, include_str!("m11_sqlite.sql")),
     (12, include_str!("m12_sqlite.sql")),
+    // Identities at an OpenID Connect provider (issuer + subject) linked to users.
+    (15, include_str!("m15_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -86,6 +88,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (10, include_str!("m10_postgres.sql")),
     (11, include_str!("m11_postgres.sql")),
     (12, include_str!("m12_postgres.sql")),
+    (15, include_str!("m15_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.
