@@ -392,7 +392,11 @@ pub struct ServerArgs {
     #[arg(long, env = "OUTPOST_OIDC_CLIENT_SECRET", hide_env_values = true)]
     pub oidc_client_secret: Option<String>,
     /// The scopes asked for (`openid` is always).
-    #[arg(long, env = "OUTPOST_OIDC_SCOPES", default_value = "openid profile email")]
+    #[arg(
+        long,
+        env = "OUTPOST_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
     pub oidc_scopes: String,
     /// The claim listing the user's groups (set as the default organization's `oidc` groups).
     #[arg(long, env = "OUTPOST_OIDC_GROUPS_CLAIM", default_value = "groups")]

@@ -102,7 +102,12 @@ impl Drop for Idp {
     }
 }
 
-fn start_provider(dir: &std::path::Path, entry: &std::path::Path, port: u16, redirect: &str) -> R<Idp> {
+fn start_provider(
+    dir: &std::path::Path,
+    entry: &std::path::Path,
+    port: u16,
+    redirect: &str,
+) -> R<Idp> {
     let script = dir.join("provider.mjs");
     std::fs::write(&script, PROVIDER_JS)?;
     let log = std::fs::File::create(dir.join("provider.log"))?;
@@ -166,12 +171,7 @@ fn oidc_sign_in(backend: Backend) -> R {
     let s = Server::start_opts(
         backend,
         Opts {
-            extra: &[
-                "--oidc-issuer-url",
-                &issuer,
-                "--oidc-client-id",
-                "outpost",
-            ],
+            extra: &["--oidc-issuer-url", &issuer, "--oidc-client-id", "outpost"],
             env: &[("OUTPOST_OIDC_CLIENT_SECRET", SECRET)],
             ..Default::default()
         },
@@ -235,7 +235,10 @@ fn oidc_sign_in(backend: Backend) -> R {
             .unwrap_or_default()
             .to_string();
         assert!(location.starts_with(&issuer), "{location}");
-        assert!(location.contains("code_challenge_method=S256"), "{location}");
+        assert!(
+            location.contains("code_challenge_method=S256"),
+            "{location}"
+        );
         assert!(cookie.starts_with("outpost_oidc="), "{cookie}");
         let state = cookie.trim_start_matches("outpost_oidc=").to_string();
         let tampered = format!("{}x", &state[..state.len() - 1]);
@@ -250,7 +253,12 @@ fn oidc_sign_in(backend: Backend) -> R {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("start again"), "{body}");
     // No cookie at all, however right the state looks: refused too.
-    let (status, _) = http("GET", &format!("{url}/oidc/callback?code=abc&state=x"), None, None)?;
+    let (status, _) = http(
+        "GET",
+        &format!("{url}/oidc/callback?code=abc&state=x"),
+        None,
+        None,
+    )?;
     assert_eq!(status, 400);
     assert_eq!(users(&s)?.len(), before);
     Ok(())

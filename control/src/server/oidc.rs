@@ -121,7 +121,10 @@ impl Oidc {
     }
 
     async fn get_json(&self, url: &str, bearer: Option<&str>) -> Result<Value, String> {
-        let mut rb = self.http.get(url).header(header::ACCEPT, "application/json");
+        let mut rb = self
+            .http
+            .get(url)
+            .header(header::ACCEPT, "application/json");
         if let Some(t) = bearer {
             rb = rb.bearer_auth(t);
         }
@@ -272,7 +275,8 @@ impl Oidc {
     /// The ID token's claims once its signature, issuer, audience, expiry and nonce check out.
     async fn verify(&self, p: Arc<Provider>, token: &str, nonce: &str) -> Result<Value, Fail> {
         use jsonwebtoken::Algorithm as A;
-        let invalid = |why: String| bad_gateway(format!("the provider's ID token is not valid: {why}"));
+        let invalid =
+            |why: String| bad_gateway(format!("the provider's ID token is not valid: {why}"));
         let head = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
         if !matches!(
             head.alg,
@@ -391,7 +395,11 @@ pub(super) async fn login(
     if !scopes.contains(&"openid") {
         scopes.insert(0, "openid");
     }
-    let sep = if p.authorization_endpoint.contains('?') { '&' } else { '?' };
+    let sep = if p.authorization_endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
     let url = format!(
         "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={st}&nonce={nonce}&code_challenge={challenge}&code_challenge_method=S256",
         p.authorization_endpoint,
@@ -522,7 +530,10 @@ async fn finish(state: &AppState, oidc: &Oidc, code: &str, p: &Pending) -> Resul
         }
     }
     let store_err = |e: crate::store::StoreError| {
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("store error: {e}"))
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store error: {e}"),
+        )
     };
     let user = match state
         .store
@@ -590,7 +601,10 @@ async fn create(
     };
     let store_err = |e: crate::store::StoreError| match e {
         crate::store::StoreError::Conflict(_) => taken(),
-        e => (StatusCode::INTERNAL_SERVER_ERROR, format!("store error: {e}")),
+        e => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store error: {e}"),
+        ),
     };
     if state
         .store
@@ -649,7 +663,11 @@ fn sanitize_username(raw: &str) -> Option<String> {
 /// The groups claim: a list of names (or one name); odd entries are dropped.
 fn groups_of(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = match v {
-        Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Value::String(s) => vec![s.clone()],
         _ => Vec::new(),
     };
@@ -666,12 +684,18 @@ mod tests {
     #[test]
     fn usernames_follow_outposts_rules() {
         assert_eq!(sanitize_username("alice").as_deref(), Some("alice"));
-        assert_eq!(sanitize_username("Alice.Smith").as_deref(), Some("alice-smith"));
+        assert_eq!(
+            sanitize_username("Alice.Smith").as_deref(),
+            Some("alice-smith")
+        );
         assert_eq!(sanitize_username("1bob").as_deref(), Some("bob"));
         assert_eq!(sanitize_username("_x_").as_deref(), Some("x_"));
         assert_eq!(sanitize_username("123"), None);
         assert_eq!(sanitize_username("").as_deref(), None);
-        assert_eq!(sanitize_username(&"a".repeat(40)).map(|s| s.len()), Some(32));
+        assert_eq!(
+            sanitize_username(&"a".repeat(40)).map(|s| s.len()),
+            Some(32)
+        );
     }
 
     #[test]
@@ -680,7 +704,10 @@ mod tests {
             groups_of(&serde_json::json!(["ops", "devs", "ops", 3])),
             vec!["devs".to_string(), "ops".to_string()]
         );
-        assert_eq!(groups_of(&serde_json::json!("devs")), vec!["devs".to_string()]);
+        assert_eq!(
+            groups_of(&serde_json::json!("devs")),
+            vec!["devs".to_string()]
+        );
         assert!(groups_of(&Value::Null).is_empty());
     }
 }

@@ -283,11 +283,11 @@ pub(super) async fn start_session(
     user: &crate::store::UserRow,
     next: &str,
 ) -> Response {
-    let token =
-        match super::tokens::issue_token(state, user, "browser session", SESSION_SECS).await {
-            Ok((t, _)) => t,
-            Err(e) => return e.into_response(),
-        };
+    let token = match super::tokens::issue_token(state, user, "browser session", SESSION_SECS).await
+    {
+        Ok((t, _)) => t,
+        Err(e) => return e.into_response(),
+    };
     let mut r = Redirect::to(next).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
