@@ -341,13 +341,12 @@ fn fail((status, msg): Fail) -> Response {
     r
 }
 
-fn oidc_of(state: &AppState) -> Result<&Oidc, Response> {
-    state.oidc.as_ref().ok_or_else(|| {
-        fail((
-            StatusCode::NOT_FOUND,
-            "Single sign-on is not configured on this server.".into(),
-        ))
-    })
+/// The page for a server with no provider configured.
+fn not_configured() -> Response {
+    fail((
+        StatusCode::NOT_FOUND,
+        "Single sign-on is not configured on this server.".into(),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -361,9 +360,8 @@ pub(super) async fn login(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let oidc = match oidc_of(&state) {
-        Ok(o) => o,
-        Err(r) => return r,
+    let Some(oidc) = state.oidc.as_ref() else {
+        return not_configured();
     };
     let next = safe_next(q.next.as_deref());
     let p = match oidc.provider().await {
@@ -432,9 +430,8 @@ pub(super) async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let oidc = match oidc_of(&state) {
-        Ok(o) => o,
-        Err(r) => return r,
+    let Some(oidc) = state.oidc.as_ref() else {
+        return not_configured();
     };
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.headers = headers;
