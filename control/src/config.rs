@@ -403,6 +403,36 @@ pub struct ServerArgs {
     /// Seconds a bootstrap token stays valid.
     #[arg(long, env = "OUTPOST_BOOTSTRAP_TOKEN_TTL_SECS", default_value_t = 900)]
     pub bootstrap_token_ttl_secs: u64,
+    /// Sign-in through this OpenID Connect provider: its issuer URL (discovery from
+    /// ISSUER/.well-known/openid-configuration). Register ACCESS_URL/oidc/callback there.
+    #[arg(long, env = "OUTPOST_OIDC_ISSUER_URL", requires = "oidc_client_id")]
+    pub oidc_issuer_url: Option<String>,
+    /// The client id registered at the provider.
+    #[arg(long, env = "OUTPOST_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// The client's secret (none: a public client, PKCE only).
+    #[arg(long, env = "OUTPOST_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// The scopes asked for (`openid` is always).
+    #[arg(
+        long,
+        env = "OUTPOST_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+    /// The claim listing the user's groups (set as the default organization's `oidc` groups).
+    #[arg(long, env = "OUTPOST_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// The claim a new user's name comes from (else the email's local part).
+    #[arg(
+        long,
+        env = "OUTPOST_OIDC_USERNAME_CLAIM",
+        default_value = "preferred_username"
+    )]
+    pub oidc_username_claim: String,
+    /// Create users on their first sign-in through the provider.
+    #[arg(long, env = "OUTPOST_OIDC_ALLOW_SIGNUPS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub oidc_allow_signups: bool,
     /// Log as JSON lines.
     #[arg(long, env = "OUTPOST_LOG_JSON")]
     pub log_json: bool,

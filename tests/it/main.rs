@@ -19,6 +19,7 @@ mod docker;
 mod isolation;
 mod lifecycle;
 mod liveness;
+mod oidc;
 mod retention;
 mod roles;
 mod schedule;

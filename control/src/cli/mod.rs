@@ -221,6 +221,21 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.bootstrap_token_ttl_secs = args.bootstrap_token_ttl_secs.max(1);
     config.agent_cert_lifetime_secs = args.agent_cert_lifetime_secs.max(2);
     config.test_clock_file = args.test_clock_file;
+    config.oidc = match (args.oidc_issuer_url, args.oidc_client_id) {
+        (Some(issuer), Some(client_id)) if !issuer.trim().is_empty() => {
+            Some(crate::server::oidc::OidcConfig {
+                issuer: issuer.trim().to_string(),
+                client_id,
+                client_secret: args.oidc_client_secret.filter(|s| !s.is_empty()),
+                scopes: args.oidc_scopes,
+                groups_claim: args.oidc_groups_claim,
+                username_claim: args.oidc_username_claim,
+                allow_signups: args.oidc_allow_signups,
+            })
+        }
+        (Some(_), None) => bail!("--oidc-issuer-url needs --oidc-client-id"),
+        _ => None,
+    };
     config.default_quiet_hours =
         crate::schedule::TzCron::parse_quiet_hours(&args.default_quiet_hours_schedule)
             .map_err(|e| anyhow::anyhow!("--default-quiet-hours-schedule: {e}"))?

@@ -13,6 +13,7 @@ mod listen;
 mod liveness;
 mod logs;
 mod lookup;
+pub mod oidc;
 mod provisioner;
 mod proxy;
 mod ratelimit;
@@ -105,6 +106,8 @@ pub struct ServerConfig {
     pub allow_custom_quiet_hours: bool,
     /// How often the scheduler ticks.
     pub schedule_interval: Duration,
+    /// Sign-in through an OpenID Connect provider (`--oidc-*`).
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 impl ServerConfig {
@@ -142,6 +145,7 @@ impl ServerConfig {
             default_quiet_hours: crate::schedule::DEFAULT_QUIET_HOURS.into(),
             allow_custom_quiet_hours: true,
             schedule_interval: Duration::from_secs(60),
+            oidc: None,
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct Inner {
     /// Per user, a flag that ends their live connections (relays, terminals, app WebSockets)
     /// when set: a suspension.
     user_cuts: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// The OpenID Connect provider's client, when one is configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 impl std::ops::Deref for AppState {
@@ -470,7 +476,23 @@ pub async fn run(
         agent_limits: ratelimit::AgentLimits::default(),
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
+        oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
     }));
+    if state.oidc.is_some() {
+        // Discovery now, to say early when the provider is unreachable or misconfigured; a
+        // sign-in retries it (the server starts either way).
+        let s = state.clone();
+        tokio::spawn(async move {
+            if let Some(o) = s.oidc.as_ref() {
+                match o.provider_ready().await {
+                    Ok(()) => tracing::info!(issuer = %o.config.issuer, "OIDC provider discovered"),
+                    Err(e) => tracing::error!(
+                        "OIDC discovery failed: {e}; sign-in through the provider retries it"
+                    ),
+                }
+            }
+        });
+    }
 
     templates::ensure_builtin_templates(&state).await?;
     users::announce_setup(&state, &access_url).await?;
@@ -701,6 +723,8 @@ fn api_router(state: AppState) -> Router {
         .route("/", get(web::home))
         .route("/login", get(web::login_page).post(web::login_submit))
         .route("/logout", post(web::logout))
+        .route("/oidc/login", get(oidc::login))
+        .route("/oidc/callback", get(oidc::callback))
         .route("/new", get(web::new_page))
         .route("/settings", get(web_settings::settings_page))
         .route("/settings/schedule", get(web_schedule::settings_page))

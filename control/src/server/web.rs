@@ -128,7 +128,7 @@ pub use outpost_api::percent_encode as pct;
 
 /// `; Secure` when the browser reached us over TLS: the access URL is https, or the
 /// TLS-terminating proxy in front says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`).
-fn secure_flag(state: &AppState, headers: &HeaderMap) -> &'static str {
+pub(super) fn secure_flag(state: &AppState, headers: &HeaderMap) -> &'static str {
     let header_says_https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -217,8 +217,16 @@ pub(super) async fn login_page(
         .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", esc(e)))
         .unwrap_or_default();
     let body = format!(
-        "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><label>Username <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button id=\"signin\">Sign in</button></form>",
-        esc(&safe_next(q.next.as_deref()))
+        "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/login\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><label>Username <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label><label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label><button id=\"signin\">Sign in</button></form>{}",
+        esc(&safe_next(q.next.as_deref())),
+        if state.oidc.is_some() {
+            format!(
+                "<p class=\"card\"><a class=\"button\" id=\"sso\" href=\"/oidc/login?next={}\">Sign in with SSO</a></p>",
+                esc(&pct(&safe_next(q.next.as_deref())))
+            )
+        } else {
+            String::new()
+        }
     );
     let mut r = page("Sign in", "login", &[], "", None, &body);
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -264,22 +272,32 @@ pub(super) async fn login_submit(
             }
             Err(e) => return back(&e.message),
         };
-    let token =
-        match super::tokens::issue_token(&state, &user, "browser session", SESSION_SECS).await {
-            Ok((t, _)) => t,
-            Err(e) => return e.into_response(),
-        };
-    let mut r = Redirect::to(&next).into_response();
-    for c in [
-        format!(
-            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
-            secure_flag(&state, &parts.headers)
-        ),
-        format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0"),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+    let mut r = start_session(&state, &parts.headers, &user, &next).await;
+    if let Ok(v) = HeaderValue::from_str(&format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A signed-in browser (a password or single sign-on): a new session token in the session
+/// cookie, and off to `next` (already checked by [`safe_next`]).
+pub(super) async fn start_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &crate::store::UserRow,
+    next: &str,
+) -> Response {
+    let token = match super::tokens::issue_token(state, user, "browser session", SESSION_SECS).await
+    {
+        Ok((t, _)) => t,
+        Err(e) => return e.into_response(),
+    };
+    let mut r = Redirect::to(next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_SECS}{}",
+        secure_flag(state, headers)
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }

@@ -76,6 +76,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (13, include_str!("m13_sqlite.sql")),
     // The audit log's `target` (what an event acted on) and indexes to filter by it and actor.
     (14, include_str!("m14_sqlite.sql")),
+    // Identities at an OpenID Connect provider (issuer + subject) linked to users.
+    (15, include_str!("m15_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -92,6 +94,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (12, include_str!("m12_postgres.sql")),
     (13, include_str!("m13_postgres.sql")),
     (14, include_str!("m14_postgres.sql")),
+    (15, include_str!("m15_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

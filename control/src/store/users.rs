@@ -240,6 +240,33 @@ impl Store {
         row.map(|r| UserRow::from_row(&r)).transpose()
     }
 
+    /// The user linked to an identity-provider identity (`issuer` + `subject`).
+    pub async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query(
+            "SELECT u.* FROM user_identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| UserRow::from_row(&r)).transpose()
+    }
+
+    /// Links an identity-provider identity to a user (Conflict when it is linked already).
+    pub async fn link_identity(&self, issuer: &str, subject: &str, user_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_to_conflict(e, "this identity is linked to another user"))?;
+        Ok(())
+    }
+
     pub async fn create_token(
         &self,
         user_id: &str,
