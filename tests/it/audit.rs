@@ -232,16 +232,6 @@ fn every_state_change_is_audited(backend: Backend) -> R {
 }
 both_backends!(every_state_change_is_audited);
 
-fn sign_in(b: &Browser, url: &str, user: &str, password: &str) -> R {
-    b.delete_cookies()?;
-    b.goto(&format!("{url}/login"))?;
-    b.type_into("#username", user)?;
-    b.type_into("#password", password)?;
-    b.click("#signin")?;
-    b.wait_js("document.body.dataset.page === 'home'", 30)?;
-    Ok(())
-}
-
 /// The `/audit` page: an owner sees events and filters them by actor; a member gets the 403
 /// page and no nav link.
 fn audit_page(backend: Backend) -> R {
@@ -256,7 +246,8 @@ fn audit_page(backend: Backend) -> R {
         Ok((!events(&s.json(&["audit", "--actor", "carol"])?).is_empty()).then_some(()))
     })?;
 
-    sign_in(&b, &url, "admin", "admin-password")?;
+    b.delete_cookies()?;
+    b.sign_in(&url, "admin", "admin-password")?;
     b.click("#nav-audit")?;
     b.wait_js(
         "document.body.dataset.page === 'audit' && document.querySelectorAll('#audit tbody tr').length > 2",
@@ -281,7 +272,8 @@ fn audit_page(backend: Backend) -> R {
     assert!(b.url()?.ends_with("/audit?actor=carol"), "{}", b.url()?);
     b.screenshot("audit-filtered")?;
 
-    sign_in(&b, &url, "carol", "carol-password-1")?;
+    b.delete_cookies()?;
+    b.sign_in(&url, "carol", "carol-password-1")?;
     let link = b.exec("return !!document.getElementById('nav-audit');", json!([]))?;
     assert_eq!(link, json!(false));
     b.goto(&format!("{url}/audit"))?;

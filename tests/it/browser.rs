@@ -313,6 +313,39 @@ impl Browser {
         Ok(())
     }
 
+    /// Signs in through the dashboard's form and waits for the workspaces page.
+    pub fn sign_in(&self, url: &str, user: &str, password: &str) -> R {
+        self.goto(&format!("{url}/login"))?;
+        self.type_into("#username", user)?;
+        self.type_into("#password", password)?;
+        self.click("#signin")?;
+        self.wait_js("document.body.dataset.page === 'home'", 30)?;
+        Ok(())
+    }
+
+    /// Replaces an input's text by typing (after clearing it).
+    pub fn set_input(&self, css: &str, text: &str) -> R {
+        self.wait_find(css)?;
+        self.exec(
+            "document.querySelector(arguments[0]).value = '';",
+            serde_json::json!([css]),
+        )?;
+        self.type_into(css, text)
+    }
+
+    /// Waits until element `id`'s text contains `needle`; returns the text.
+    pub fn wait_text(&self, id: &str, needle: &str) -> R<String> {
+        let v = self.wait_js(
+            &format!(
+                "(document.getElementById({id}) || {{}}).textContent && document.getElementById({id}).textContent.includes({needle}) && document.getElementById({id}).textContent",
+                id = serde_json::json!(id),
+                needle = serde_json::json!(needle)
+            ),
+            30,
+        )?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
     pub fn screenshot(&self, name: &str) -> R {
         let v = self.call("GET", "/screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or(""))?;

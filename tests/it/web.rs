@@ -76,15 +76,6 @@ fn wait_screen(b: &Browser, needle: &str) -> R<String> {
     .map(|v| v.as_str().unwrap_or_default().to_string())
 }
 
-fn sign_in(b: &Browser, url: &str, user: &str, password: &str) -> R {
-    b.goto(&format!("{url}/login"))?;
-    b.type_into("#username", user)?;
-    b.type_into("#password", password)?;
-    b.click("#signin")?;
-    b.wait_js("document.body.dataset.page === 'home'", 30)?;
-    Ok(())
-}
-
 fn dashboard_terminal_and_apps(backend: Backend) -> R {
     let Some(b) = Browser::start()? else {
         return Ok(());
@@ -159,7 +150,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     let url = s.url.clone();
 
     // Sign in with the password: the cookie is HttpOnly (scripts cannot read it).
-    sign_in(&b, &url, "admin", "admin-password")?;
+    b.sign_in(&url, "admin", "admin-password")?;
     assert_eq!(b.exec("return document.cookie;", json!([]))?, "");
     b.screenshot("workspaces")?;
 
@@ -443,7 +434,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     // Another user: no terminal, no owner-level app, but the public one.
     b.goto("about:blank")?;
     b.delete_cookies()?;
-    sign_in(&b, &url, "bob", "bob-password")?;
+    b.sign_in(&url, "bob", "bob-password")?;
     b.goto(&format!("{url}/@admin/dev/terminal"))?;
     let body = b.text("body")?;
     assert!(body.contains("no workspace"), "{body}");
@@ -536,7 +527,7 @@ nohup python3 -m http.server {public_port} --bind 127.0.0.1 >/dev/null 2>&1 &
     eventually(|| Ok((!alive(pid)).then_some(())))?;
 
     // The workspace page's buttons: stop, start, and delete (after the confirmation).
-    sign_in(&b, &url, "admin", "admin-password")?;
+    b.sign_in(&url, "admin", "admin-password")?;
     b.goto(&format!("{url}/@admin/dev"))?;
     b.wait_js(
         "document.getElementById('status').textContent === 'running'",

@@ -13,25 +13,6 @@ use crate::both_backends;
 use crate::browser::Browser;
 use crate::harness::*;
 
-fn sign_in(b: &Browser, url: &str, user: &str, password: &str) -> R {
-    b.goto(&format!("{url}/login"))?;
-    b.type_into("#username", user)?;
-    b.type_into("#password", password)?;
-    b.click("#signin")?;
-    b.wait_js("document.body.dataset.page === 'home'", 30)?;
-    Ok(())
-}
-
-/// Replaces an input's text by typing (after clearing it).
-fn set_input(b: &Browser, css: &str, text: &str) -> R {
-    b.wait_find(css)?;
-    b.exec(
-        "document.querySelector(arguments[0]).value = '';",
-        json!([css]),
-    )?;
-    b.type_into(css, text)
-}
-
 fn text_of(b: &Browser, id: &str) -> R<String> {
     Ok(b.exec(
         "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
@@ -40,19 +21,6 @@ fn text_of(b: &Browser, id: &str) -> R<String> {
     .as_str()
     .unwrap_or_default()
     .to_string())
-}
-
-/// Waits until element `id`'s text contains `needle`; returns the text.
-fn wait_text(b: &Browser, id: &str, needle: &str) -> R<String> {
-    let v = b.wait_js(
-        &format!(
-            "(document.getElementById({id}) || {{}}).textContent && document.getElementById({id}).textContent.includes({needle}) && document.getElementById({id}).textContent",
-            id = json!(id),
-            needle = json!(needle)
-        ),
-        30,
-    )?;
-    Ok(v.as_str().unwrap_or_default().to_string())
 }
 
 fn base_schedule(s: &Server) -> R<Value> {
@@ -65,7 +33,7 @@ fn schedule_pages(backend: Backend) -> R {
     };
     let s = Server::start(backend)?;
     let url = s.url.clone();
-    sign_in(&b, &url, "admin", "admin-password")?;
+    b.sign_in(&url, "admin", "admin-password")?;
 
     // ---- The template's schedule settings: default autostop 2h, autostart Monday to Friday.
     b.goto(&format!("{url}/templates/base/settings"))?;
@@ -83,12 +51,12 @@ fn schedule_pages(backend: Backend) -> R {
         json!([]),
     )?;
     assert_eq!(unlabelled, json!([]), "controls without a label");
-    set_input(&b, "#default-autostop", "2h")?;
+    b.set_input("#default-autostop", "2h")?;
     for day in ["saturday", "sunday"] {
         b.click(&format!("#day-{day}"))?;
     }
     b.click("#save-schedule")?;
-    wait_text(&b, "saved", "Saved")?;
+    b.wait_text("saved", "Saved")?;
     let t = base_schedule(&s)?;
     assert_eq!(t["default_autostop_ms"], 7_200_000, "{t}");
     assert_eq!(
@@ -117,18 +85,18 @@ fn schedule_pages(backend: Backend) -> R {
         "const s = document.getElementById('requirement-days'); s.value = 'saturday'; s.dispatchEvent(new Event('change'));",
         json!([]),
     )?;
-    set_input(&b, "#requirement-weeks", "17")?;
-    set_input(&b, "#default-autostop", "5h")?;
+    b.set_input("#requirement-weeks", "17")?;
+    b.set_input("#default-autostop", "5h")?;
     b.click("#save-schedule")?;
-    let err = wait_text(&b, "error", "weeks")?;
+    let err = b.wait_text("error", "weeks")?;
     assert!(err.contains("1 to 16"), "the server's message: {err}");
     assert_eq!(text_of(&b, "saved")?, "");
     assert_eq!(base_schedule(&s)?, t, "a refused change changes nothing");
     // A duration the page cannot read is refused before it is sent.
-    set_input(&b, "#requirement-weeks", "2")?;
-    set_input(&b, "#activity-bump", "soon")?;
+    b.set_input("#requirement-weeks", "2")?;
+    b.set_input("#activity-bump", "soon")?;
     b.click("#save-schedule")?;
-    wait_text(&b, "error", "is not a duration")?;
+    b.wait_text("error", "is not a duration")?;
     assert_eq!(base_schedule(&s)?, t);
 
     // ---- The user's schedule settings: quiet hours, reached from the nav.
@@ -143,9 +111,9 @@ fn schedule_pages(backend: Backend) -> R {
     assert!(text_of(&b, "quiet-custom")?.contains("default"));
     // Admins get links to the templates' settings.
     b.wait_find("#templates-list a[href='/templates/base/settings']")?;
-    set_input(&b, "#quiet-input", "CRON_TZ=America/Chicago 30 2 * * *")?;
+    b.set_input("#quiet-input", "CRON_TZ=America/Chicago 30 2 * * *")?;
     b.click("#quiet-save")?;
-    wait_text(&b, "saved", "Saved")?;
+    b.wait_text("saved", "Saved")?;
     assert_eq!(
         text_of(&b, "quiet-custom")?,
         "CRON_TZ=America/Chicago 30 2 * * *"
@@ -156,9 +124,9 @@ fn schedule_pages(backend: Backend) -> R {
     assert_eq!(q["custom"], "CRON_TZ=America/Chicago 30 2 * * *", "{q}");
     b.screenshot("schedule-settings")?;
     // A bad one shows the server's message and keeps the saved one.
-    set_input(&b, "#quiet-input", "CRON_TZ=America/Chicago 30 2 * * 1")?;
+    b.set_input("#quiet-input", "CRON_TZ=America/Chicago 30 2 * * 1")?;
     b.click("#quiet-save")?;
-    wait_text(&b, "error", "quiet hours take only a minute and an hour")?;
+    b.wait_text("error", "quiet hours take only a minute and an hour")?;
     assert_eq!(
         s.json(&["users", "quiet-hours"])?["custom"],
         "CRON_TZ=America/Chicago 30 2 * * *"
@@ -172,7 +140,7 @@ fn schedule_pages(backend: Backend) -> R {
         60,
     )?;
     // Running with the template's 2h default: it stops at its deadline.
-    let next = wait_text(&b, "next-action", "Stops at")?;
+    let next = b.wait_text("next-action", "Stops at")?;
     assert!(next.ends_with("UTC (autostop)"), "{next}");
     assert!(text_of(&b, "deadline-line")?.starts_with("Deadline: 20"));
     assert_eq!(
@@ -183,25 +151,25 @@ fn schedule_pages(backend: Backend) -> R {
         "default"
     );
     // The template allows autostart on weekdays only: a Saturday is refused with its message.
-    set_input(&b, "#autostart-input", "CRON_TZ=UTC 0 9 * * 6")?;
+    b.set_input("#autostart-input", "CRON_TZ=UTC 0 9 * * 6")?;
     b.click("#autostart-save")?;
-    let err = wait_text(&b, "schedule-error", "allows autostart only on")?;
+    let err = b.wait_text("schedule-error", "allows autostart only on")?;
     assert!(err.contains("saturday"), "{err}");
     assert!(s.workspace("dev")?["schedule"]["autostart"].is_null());
-    set_input(&b, "#autostart-input", "CRON_TZ=UTC 0 9 * * 1-5")?;
+    b.set_input("#autostart-input", "CRON_TZ=UTC 0 9 * * 1-5")?;
     b.click("#autostart-save")?;
-    wait_text(&b, "schedule-saved", "Autostart saved")?;
+    b.wait_text("schedule-saved", "Autostart saved")?;
     assert_eq!(text_of(&b, "schedule-error")?, "");
     let w = s.workspace("dev")?;
     assert_eq!(w["schedule"]["autostart"], "CRON_TZ=UTC 0 9 * * 1-5", "{w}");
     // Autostop 3h, then extend by 90 minutes.
-    set_input(&b, "#autostop-input", "3h")?;
+    b.set_input("#autostop-input", "3h")?;
     b.click("#autostop-save")?;
-    wait_text(&b, "schedule-saved", "Autostop saved: 3h")?;
+    b.wait_text("schedule-saved", "Autostop saved: 3h")?;
     assert_eq!(s.workspace("dev")?["schedule"]["autostop_ms"], 10_800_000);
-    set_input(&b, "#extend-input", "90m")?;
+    b.set_input("#extend-input", "90m")?;
     b.click("#extend-button")?;
-    wait_text(&b, "schedule-saved", "Deadline extended to")?;
+    b.wait_text("schedule-saved", "Deadline extended to")?;
     let deadline = s.workspace("dev")?["schedule"]["deadline"]
         .as_i64()
         .unwrap_or_default();
@@ -226,7 +194,7 @@ fn schedule_pages(backend: Backend) -> R {
     // Stopped, the next automatic action is the autostart.
     s.ok(&["stop", "dev"])?;
     s.wait_for("dev", Duration::from_secs(60), |w| w["status"] == "stopped")?;
-    let next = wait_text(&b, "next-action", "Starts at")?;
+    let next = b.wait_text("next-action", "Starts at")?;
     assert!(next.contains(" 09:00 UTC (autostart)"), "{next}");
     // A person stopped it: no scheduler reason is shown.
     assert_eq!(
@@ -243,7 +211,7 @@ fn schedule_pages(backend: Backend) -> R {
         "bob-password\n",
     )?;
     b.delete_cookies()?;
-    sign_in(&b, &url, "bob", "bob-password")?;
+    b.sign_in(&url, "bob", "bob-password")?;
     b.goto(&format!("{url}/templates/base/settings"))?;
     b.wait_js("document.body.dataset.page === 'refused'", 30)?;
     assert!(text_of(&b, "error")?.contains("Only admins"));
@@ -270,7 +238,7 @@ fn quiet_hours_not_allowed(backend: Backend) -> R {
         return Ok(());
     };
     let s = Server::start_with(backend, &["--allow-custom-quiet-hours=false"])?;
-    sign_in(&b, &s.url, "admin", "admin-password")?;
+    b.sign_in(&s.url, "admin", "admin-password")?;
     b.goto(&format!("{}/settings/schedule", s.url))?;
     b.wait_js("document.body.dataset.ready === '1'", 30)?;
     assert_eq!(
@@ -330,16 +298,16 @@ fn scheduler_actions_on_the_page(backend: Backend) -> R {
     ])?;
     s.ok(&["create", "dev"])?;
     let url = s.url.clone();
-    sign_in(&b, &url, "admin", "admin-password")?;
+    b.sign_in(&url, "admin", "admin-password")?;
     b.goto(&format!("{url}/@admin/dev"))?;
-    wait_text(&b, "next-action", "(autostop)")?;
+    b.wait_text("next-action", "(autostop)")?;
 
     // An hour and a bit later, the scheduler stops it; the page says why.
     set_offset(61 * MIN)?;
     s.wait_for("dev", Duration::from_secs(60), |w| {
         w["status"] == "stopped" && w["latest_build"]["reason"] == "autostop"
     })?;
-    wait_text(&b, "build-reason", "Stopped by the scheduler: autostop")?;
+    b.wait_text("build-reason", "Stopped by the scheduler: autostop")?;
     assert_eq!(
         b.exec(
             "return document.getElementById('build-reason').hidden;",
@@ -347,7 +315,7 @@ fn scheduler_actions_on_the_page(backend: Backend) -> R {
         )?,
         false
     );
-    let next = wait_text(&b, "next-action", "Becomes dormant at")?;
+    let next = b.wait_text("next-action", "Becomes dormant at")?;
     assert!(next.ends_with("UTC (dormancy)"), "{next}");
 
     // Unused for more than 12 hours: dormant, with its deletion ahead.
@@ -355,16 +323,16 @@ fn scheduler_actions_on_the_page(backend: Backend) -> R {
     s.wait_for("dev", Duration::from_secs(30), |w| {
         w["schedule"]["dormant_at"].is_i64()
     })?;
-    let notice = wait_text(&b, "dormant-text", "Dormant since")?;
+    let notice = b.wait_text("dormant-text", "Dormant since")?;
     assert!(notice.contains("activate it to start it again"), "{notice}");
     assert!(notice.contains("It will be deleted at"), "{notice}");
-    let next = wait_text(&b, "next-action", "Deleted at")?;
+    let next = b.wait_text("next-action", "Deleted at")?;
     assert!(next.ends_with("UTC (dormancy deletion)"), "{next}");
     b.screenshot("workspace-dormant")?;
 
     // Activate: no longer dormant, the notice goes away.
     b.click("#activate")?;
-    wait_text(&b, "schedule-saved", "Activated")?;
+    b.wait_text("schedule-saved", "Activated")?;
     assert!(s.workspace("dev")?["schedule"]["dormant_at"].is_null());
     b.wait_js("document.getElementById('dormant').hidden", 10)?;
     // Activating it again is refused with the server's message.

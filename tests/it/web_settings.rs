@@ -10,27 +10,6 @@ use crate::both_backends;
 use crate::browser::Browser;
 use crate::harness::*;
 
-fn wait_text(b: &Browser, id: &str, needle: &str) -> R<String> {
-    let v = b.wait_js(
-        &format!(
-            "(document.getElementById({id}) || {{}}).textContent && document.getElementById({id}).textContent.includes({needle}) && document.getElementById({id}).textContent",
-            id = json!(id),
-            needle = json!(needle)
-        ),
-        30,
-    )?;
-    Ok(v.as_str().unwrap_or_default().to_string())
-}
-
-fn set_input(b: &Browser, css: &str, text: &str) -> R {
-    b.wait_find(css)?;
-    b.exec(
-        "document.querySelector(arguments[0]).value = '';",
-        json!([css]),
-    )?;
-    b.type_into(css, text)
-}
-
 both_backends!(settings_page);
 fn settings_page(backend: Backend) -> R {
     let Some(b) = Browser::start()? else {
@@ -70,23 +49,23 @@ fn settings_page(backend: Backend) -> R {
         .status()?;
     anyhow::ensure!(st.success(), "ssh-keygen");
     let public = std::fs::read_to_string(key.with_extension("pub"))?;
-    set_input(&b, "#key-name", "laptop")?;
-    set_input(&b, "#key-public", public.trim())?;
+    b.set_input("#key-name", "laptop")?;
+    b.set_input("#key-public", public.trim())?;
     b.click("#key-add")?;
-    wait_text(&b, "saved", "Added the SSH key laptop")?;
+    b.wait_text("saved", "Added the SSH key laptop")?;
     let keys = s.json(&["keys", "list"])?;
     assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
     let fp = keys[0]["fingerprint"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    wait_text(&b, "keys-list", &fp)?;
+    b.wait_text("keys-list", &fp)?;
     b.screenshot("settings-keys")?;
     b.click("button[aria-label='Remove key laptop']")?;
-    wait_text(&b, "saved", "Removed the SSH key laptop")?;
+    b.wait_text("saved", "Removed the SSH key laptop")?;
     assert_eq!(s.json(&["keys", "list"])?, json!([]));
     // A bad key: the server's message, nothing added.
-    set_input(&b, "#key-public", "ssh-ed25519 not-a-key")?;
+    b.set_input("#key-public", "ssh-ed25519 not-a-key")?;
     b.click("#key-add")?;
     b.wait_js(
         "document.getElementById('error').textContent.length > 0",
@@ -95,10 +74,10 @@ fn settings_page(backend: Backend) -> R {
     assert_eq!(s.json(&["keys", "list"])?, json!([]));
 
     // ---- Tokens: create one, its secret shown once and working; revoke it.
-    set_input(&b, "#token-name", "ci")?;
-    set_input(&b, "#token-lifetime", "12h")?;
+    b.set_input("#token-name", "ci")?;
+    b.set_input("#token-lifetime", "12h")?;
     b.click("#token-create")?;
-    let secret = wait_text(&b, "token-secret", "opt_")?;
+    let secret = b.wait_text("token-secret", "opt_")?;
     let (code, me) = http(
         "GET",
         &format!("{url}/api/v1/users/me"),
@@ -129,7 +108,7 @@ fn settings_page(backend: Backend) -> R {
     );
     b.exec("window.confirm = () => true;", json!([]))?;
     b.click("button[aria-label='Revoke token ci']")?;
-    wait_text(&b, "saved", "Revoked the token ci")?;
+    b.wait_text("saved", "Revoked the token ci")?;
     let (code, _) = http(
         "GET",
         &format!("{url}/api/v1/users/me"),
@@ -140,26 +119,26 @@ fn settings_page(backend: Backend) -> R {
 
     // ---- Dotfiles: set, a bad one refused with nothing changed, cleared.
     let repo = "https://git.example.com/admin/dotfiles.git";
-    set_input(&b, "#dotfiles-input", repo)?;
+    b.set_input("#dotfiles-input", repo)?;
     b.click("#dotfiles-save")?;
-    wait_text(&b, "saved", "Saved: your dotfiles repository")?;
+    b.wait_text("saved", "Saved: your dotfiles repository")?;
     assert_eq!(s.json(&["users", "dotfiles"])?["dotfiles_uri"], repo);
-    wait_text(&b, "dotfiles-current", repo)?;
-    set_input(&b, "#dotfiles-input", "-upload-pack=evil")?;
+    b.wait_text("dotfiles-current", repo)?;
+    b.set_input("#dotfiles-input", "-upload-pack=evil")?;
     b.click("#dotfiles-save")?;
-    wait_text(&b, "error", "invalid dotfiles repository")?;
+    b.wait_text("error", "invalid dotfiles repository")?;
     assert_eq!(s.json(&["users", "dotfiles"])?["dotfiles_uri"], repo);
     b.screenshot("settings-dotfiles")?;
     b.click("#dotfiles-clear")?;
-    wait_text(&b, "saved", "no dotfiles repository")?;
+    b.wait_text("saved", "no dotfiles repository")?;
     assert_eq!(s.json(&["users", "dotfiles"])?["dotfiles_uri"], Value::Null);
 
     // ---- Password: changed here; this session stays, the CLI's sign-in ends.
-    set_input(&b, "#password-current", "admin-password")?;
-    set_input(&b, "#password-new", "admin-password-2")?;
-    set_input(&b, "#password-repeat", "admin-password-2")?;
+    b.set_input("#password-current", "admin-password")?;
+    b.set_input("#password-new", "admin-password-2")?;
+    b.set_input("#password-repeat", "admin-password-2")?;
     b.click("#password-change")?;
-    wait_text(&b, "saved", "Password changed")?;
+    b.wait_text("saved", "Password changed")?;
     let login = |pw: &str| {
         post_json(
             &format!("{url}/api/v1/login"),
