@@ -156,6 +156,20 @@ impl Ctx<'_> {
     }
 }
 
+/// An audit event of the scheduler about workspace `w`.
+fn scheduler_event(state: &AppState, w: &DueRow, action: &str, outcome: &str, details: String) {
+    state.audit.record(
+        action,
+        outcome,
+        "scheduler",
+        Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
+        Some(&w.id),
+        None,
+        None,
+        details,
+    );
+}
+
 /// Builds queued per transaction.
 const BATCH: usize = 250;
 
@@ -213,14 +227,11 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
             for w in &due {
                 if state.store.mark_dormant(&w.id, now, cutoff).await? {
                     report.dormant += 1;
-                    state.audit.record(
+                    scheduler_event(
+                        state,
+                        w,
                         "workspace.dormant",
                         "dormant",
-                        "scheduler",
-                        Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
-                        Some(&w.id),
-                        None,
-                        None,
                         format!(
                             "{}: unused for {} (dormancy threshold)",
                             w.name,
@@ -350,14 +361,11 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
         None
     };
     if let Some(why) = skip {
-        ctx.state.audit.record(
+        scheduler_event(
+            ctx.state,
+            w,
             "workspace.autostart",
             "skipped",
-            "scheduler",
-            Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
-            Some(&w.id),
-            None,
-            None,
             format!("{}: autostart skipped: {why}", w.name),
         );
         return Ok(false);
@@ -391,14 +399,11 @@ async fn autostart(ctx: &Ctx<'_>, w: &DueRow) -> Result<bool, StoreError> {
         match crate::template::resolve_parameters(&manifest, &BTreeMap::new(), Some(&previous)) {
             Ok(p) => serde_json::to_string(&p).ok(),
             Err(e) => {
-                ctx.state.audit.record(
+                scheduler_event(
+                    ctx.state,
+                    w,
                     "workspace.autostart",
                     "failed",
-                    "scheduler",
-                    Some(&super::audit::workspace_target(&w.owner_name, &w.name)),
-                    Some(&w.id),
-                    None,
-                    None,
                     format!(
                         "{}: the template's active version needs parameters: {e}; start it by hand",
                         w.name
