@@ -352,6 +352,9 @@ async fn start_scripts(
         );
         tokio::spawn(async move { cron_loop(s, config, sink, env).await });
     }
+    // The start's lines reach control before it is told the start is over: `outpost logs`
+    // after `ready` shows them all.
+    scripts.sink.flush(Duration::from_secs(2)).await;
     lifecycle.set(match outcome {
         crate::scripts::Outcome::Ok => AgentLifecycle::Ready,
         crate::scripts::Outcome::Failed(name) => {

@@ -395,9 +395,12 @@ fn dotfiles_install_and_link(backend: Backend) -> R {
     let (w, _) = s.wait_for("d1", T, |w| w["agent"]["lifecycle"] == "ready")?;
     let home = home_of(&w);
     eventually(|| Ok(home.join("installed-by-dotfiles").exists().then_some(())))?;
-    assert!(s
-        .ok(&["logs", "d1", "--source", "dotfiles"])?
-        .contains("running install.sh"));
+    // The agent sends its log lines in batches: the file can appear before the line does.
+    eventually(|| {
+        Ok(s.ok(&["logs", "d1", "--source", "dotfiles"])?
+            .contains("running install.sh")
+            .then_some(()))
+    })?;
 
     // Without an install script: links, and a .bak of the file replaced.
     s.ok(&["stop", "d1"])?;
