@@ -482,6 +482,7 @@ async fn ssh_loop(
     let env = script_env(&manifest, &config);
     let shared = std::sync::Arc::new(crate::ssh::SshShared {
         authorized: std::sync::RwLock::new(Default::default()),
+        relay_authorized: std::sync::RwLock::new(Default::default()),
         agent: agent.clone(),
         home: config.home.clone(),
         shell: login_shell(),
@@ -490,7 +491,7 @@ async fn ssh_loop(
         login_gate: gate,
         login_grace: Duration::from_secs(manifest.ssh_login_grace_secs.max(1)),
     });
-    shared.set_authorized(&manifest.authorized_keys);
+    shared.set_authorized(&manifest.authorized_keys, &manifest.relay_keys);
     let ssh_config = std::sync::Arc::new(crate::ssh::config(key));
     if let Some(l) = listener {
         tokio::spawn(crate::ssh::serve(l, ssh_config.clone(), shared.clone()));
@@ -531,7 +532,7 @@ async fn ssh_loop(
             _ = agent.keys_changed.notified() => {}
         }
         if let Ok(m) = session.manifest().await {
-            shared.set_authorized(&m.authorized_keys);
+            shared.set_authorized(&m.authorized_keys, &m.relay_keys);
         }
     }
 }

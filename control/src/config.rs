@@ -329,6 +329,11 @@ pub struct ServerArgs {
     /// Without it they are the owner's only; share through --apps-domain instead.
     #[arg(long, env = "OUTPOST_DANGEROUS_ALLOW_PATH_APP_SHARING")]
     pub dangerous_allow_path_app_sharing: bool,
+    /// Let users with the owner role into other users' workspaces (SSH, terminals, ports and
+    /// apps, naming them OWNER/NAME); every such connection is audited (`workspace.connect`).
+    /// Without it, owners manage anyone's workspace but only its owner gets in.
+    #[arg(long, env = "OUTPOST_ALLOW_OWNER_WORKSPACE_ACCESS")]
+    pub allow_owner_workspace_access: bool,
     /// Seconds between agent heartbeats.
     #[arg(long, env = "OUTPOST_HEARTBEAT_SECS", default_value_t = 15)]
     pub heartbeat_secs: u64,

@@ -220,8 +220,14 @@ function scheduleCard(base) {
 
 // ------------------------------------------------------------------ workspaces list
 async function homePage() {
-  const owner = document.body.dataset.owner;
+  const { owner, all } = document.body.dataset;
   const tbody = document.querySelector("#workspaces tbody");
+  const cells = (w) => [
+    el("td", { class: `status ${w.status}` }, w.status),
+    el("td", { class: w.health.healthy ? "healthy" : "unhealthy" }, w.health.healthy ? "healthy" : w.health.reasons.join("; ")),
+    el("td", {}, `${w.template} v${w.template_version}${w.outdated ? " (outdated)" : ""}`),
+    el("td", {}, w.agent ? `${w.agent.status} / ${w.agent.lifecycle}` : "-"),
+  ];
   async function refresh() {
     try {
       const list = await api("GET", "/api/v1/workspaces");
@@ -229,11 +235,18 @@ async function homePage() {
       if (!list.length) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No workspaces yet.")));
       for (const w of list) {
         tbody.append(el("tr", { "data-name": w.name },
-          el("td", {}, el("a", { href: `/@${owner}/${w.name}` }, w.name)),
-          el("td", { class: `status ${w.status}` }, w.status),
-          el("td", { class: w.health.healthy ? "healthy" : "unhealthy" }, w.health.healthy ? "healthy" : w.health.reasons.join("; ")),
-          el("td", {}, `${w.template} v${w.template_version}${w.outdated ? " (outdated)" : ""}`),
-          el("td", {}, w.agent ? `${w.agent.status} / ${w.agent.lifecycle}` : "-")));
+          el("td", {}, el("a", { href: `/@${owner}/${w.name}` }, w.name)), ...cells(w)));
+      }
+      if (all) {
+        const everyone = await api("GET", "/api/v1/workspaces?all=true");
+        const body = document.querySelector("#all-workspaces tbody");
+        body.replaceChildren();
+        for (const w of everyone) {
+          body.append(el("tr", { "data-ref": `${w.owner}/${w.name}` },
+            el("td", {}, w.owner),
+            el("td", {}, el("a", { href: `/@${encodeURIComponent(w.owner)}/${encodeURIComponent(w.name)}` }, w.name)),
+            ...cells(w)));
+        }
       }
     } catch (e) { showError(e); }
   }
@@ -289,8 +302,15 @@ async function newPage() {
 
 // ------------------------------------------------------------------ one workspace
 async function workspacePage() {
-  const { owner, workspace } = document.body.dataset;
-  const base = `/api/v1/workspaces/${encodeURIComponent(workspace)}`;
+  // `ref` is NAME for one's own workspace, OWNER/NAME for someone else's (owners, auditors).
+  const { owner, workspace, ref, manage, connect } = document.body.dataset;
+  const base = `/api/v1/workspaces/${encodeURIComponent(ref)}`;
+  // Only what the viewer may do is offered: auditors look, owners act, and only those who may
+  // get in see the terminal and the port links.
+  if (!manage) {
+    for (const b of document.querySelectorAll("button[data-action], #schedule form, #activate")) b.hidden = true;
+  }
+  if (!connect) byId("open-terminal").hidden = true;
   let buildId = null;
   let buildAbort = null;
   const buildLog = document.getElementById("build-log");
@@ -341,7 +361,9 @@ async function workspacePage() {
     ports.replaceChildren();
     for (const p of (w.agent && w.agent.stats && w.agent.stats.ports) || []) {
       ports.append(el("li", { "data-port": p.port },
-        el("a", { href: `/@${owner}/${workspace}/ports/${p.port}/`, target: "_blank", rel: "noopener" }, String(p.port)),
+        connect
+          ? el("a", { href: `/@${owner}/${workspace}/ports/${p.port}/`, target: "_blank", rel: "noopener" }, String(p.port))
+          : String(p.port),
         p.process ? ` (${p.process})` : ""));
     }
     if (!ports.children.length) ports.append(el("li", { class: "muted" }, "none"));
@@ -355,6 +377,7 @@ async function workspacePage() {
         await api("POST", `${base}/builds`, { action });
         await refresh();
         if (action === "delete") location.href = "/";
+        else document.body.dataset.acted = action;
       } catch (e) { showError(e); }
     });
   }
@@ -567,7 +590,7 @@ async function templateSettingsPage() {
 
 // ------------------------------------------------------------------ terminal
 function terminalPage() {
-  const { workspace } = document.body.dataset;
+  const workspace = document.body.dataset.ref;
   const status = document.getElementById("term-status");
   const params = new URLSearchParams(location.search);
   let session = params.get("session");

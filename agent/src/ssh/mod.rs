@@ -51,6 +51,8 @@ use crate::state::{Agent, SessionKind};
 /// (session counts) and the user's environment.
 pub struct SshShared {
     pub authorized: RwLock<HashSet<String>>,
+    /// Accepted on relayed connections only (see `AgentManifest::relay_keys`).
+    pub relay_authorized: RwLock<HashSet<String>>,
     pub agent: Arc<Agent>,
     pub home: PathBuf,
     pub shell: String,
@@ -66,19 +68,27 @@ pub struct SshShared {
 impl SshShared {
     /// Replaces the accepted keys with `lines` (OpenSSH format); unparsable lines are skipped.
     /// Keys are kept as `TYPE BASE64`, parsed by the one parser control uses too.
-    pub fn set_authorized(&self, lines: &[String]) {
-        let keys: HashSet<String> = lines
-            .iter()
-            .filter_map(|l| outpost_common::sshkey::parse_public_key(l).ok())
-            .map(|k| k.canonical)
-            .collect();
+    pub fn set_authorized(&self, lines: &[String], relay_lines: &[String]) {
+        let parse = |lines: &[String]| -> HashSet<String> {
+            lines
+                .iter()
+                .filter_map(|l| outpost_common::sshkey::parse_public_key(l).ok())
+                .map(|k| k.canonical)
+                .collect()
+        };
         *self
             .authorized
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = parse(lines);
+        *self
+            .relay_authorized
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = parse(relay_lines);
     }
 
-    fn accepts(&self, key: &PublicKey) -> bool {
+    /// Whether `key` may log in: the owner's keys anywhere, the relay-only keys on a relayed
+    /// connection.
+    fn accepts(&self, key: &PublicKey, relayed: bool) -> bool {
         let Some(offered) = key
             .to_openssh()
             .ok()
@@ -86,10 +96,12 @@ impl SshShared {
         else {
             return false;
         };
-        self.authorized
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&offered.canonical)
+        let has = |set: &RwLock<HashSet<String>>| {
+            set.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&offered.canonical)
+        };
+        has(&self.authorized) || (relayed && has(&self.relay_authorized))
     }
 }
 
@@ -291,6 +303,14 @@ struct Conn {
     unix_forwards: HashMap<String, tokio::task::AbortHandle>,
 }
 
+impl Conn {
+    /// A connection with no peer address came through control's relay (the tunnel), not the
+    /// direct listener.
+    fn relayed(&self) -> bool {
+        self.peer.is_none()
+    }
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         for (_, h) in self.tcp_forwards.drain() {
@@ -318,7 +338,7 @@ impl russh::server::Handler for Conn {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.shared.accepts(offer.public_key) {
+        Ok(if self.shared.accepts(offer.public_key, self.relayed()) {
             Auth::Accept
         } else {
             Auth::reject()
@@ -330,7 +350,7 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.shared.accepts(key.public_key) {
+        if self.shared.accepts(key.public_key, self.relayed()) {
             tracing::info!(user, peer = ?self.peer, "ssh login");
             if let Some(tx) = self.login.take() {
                 let _ = tx.send(());

@@ -577,6 +577,12 @@ async fn manifest(
             .into_iter()
             .map(|k| k.public_key)
             .collect(),
+        // Owners get in through the relay only, where each connection is checked and audited.
+        relay_keys: if state.config.allow_owner_workspace_access {
+            state.store.owner_ssh_keys(&w.owner_id).await?
+        } else {
+            Vec::new()
+        },
         ssh_listen: manifest.agent.ssh_listen,
         scripts: manifest.scripts,
         apps: manifest.apps,

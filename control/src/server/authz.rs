@@ -26,6 +26,9 @@ pub enum Right {
     ManageAllWorkspaces,
     /// Grant or take the `owner` role.
     GrantOwner,
+    /// Get into other users' workspaces: SSH, terminals, ports, apps. Only when the server
+    /// runs with `--allow-owner-workspace-access`, and every connection is audited.
+    ConnectAllWorkspaces,
 }
 
 impl Right {
@@ -38,6 +41,7 @@ impl Right {
             Right::ReadAllWorkspaces => "see other users' workspaces",
             Right::ManageAllWorkspaces => "act on other users' workspaces",
             Right::GrantOwner => "grant or take the owner role",
+            Right::ConnectAllWorkspaces => "connect to other users' workspaces",
         }
     }
 }
@@ -54,6 +58,7 @@ pub const GRANTS: &[(Role, &[Right])] = &[
             Right::ReadAllWorkspaces,
             Right::ManageAllWorkspaces,
             Right::GrantOwner,
+            Right::ConnectAllWorkspaces,
         ],
     ),
     (Role::UserAdmin, &[Right::ManageUsers, Right::ReadUsers]),

@@ -80,3 +80,99 @@ pub(super) async fn own_build(state: &AppState, auth: &AuthUser, id: &str) -> Ap
     }
     Ok(b)
 }
+
+/// What reaching into a workspace is for, as audited.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reach<'a> {
+    Ssh,
+    Tcp(u16),
+    Terminal,
+    /// An app (by slug) or a port, through the dashboard's proxy.
+    Proxy(&'a str, &'a str),
+}
+
+impl std::fmt::Display for Reach<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reach::Ssh => f.write_str("ssh"),
+            Reach::Tcp(p) => write!(f, "tcp:{p}"),
+            Reach::Terminal => f.write_str("terminal"),
+            Reach::Proxy(kind, key) => write!(f, "{kind}:{key}"),
+        }
+    }
+}
+
+/// Whether the caller may get into `w` (owned by `owner`): SSH, terminal, ports, apps. Its
+/// owner may. Someone else's workspace: a user with the owner role, only on a server started
+/// with `--allow-owner-workspace-access`, and audited (`workspace.connect`); without it, owners
+/// (who can see the workspace) are refused with 403 saying why, audited too. Everyone else
+/// gets the 404 of a workspace that is not theirs.
+pub(super) fn may_connect(
+    state: &AppState,
+    auth: &AuthUser,
+    owner: &str,
+    w: &WorkspaceRow,
+    reach: Reach<'_>,
+) -> ApiResult<()> {
+    use super::authz::{can, Right};
+    if w.owner_id == auth.user.id && !auth.scoped() {
+        return Ok(());
+    }
+    let target = format!("workspace:{owner}/{}", w.name);
+    if auth.scoped() || !can(auth, Right::ReadAllWorkspaces) {
+        return Err(ApiError::not_found(format!(
+            "you have no workspace named {:?}; see `outpost list`",
+            w.name
+        )));
+    }
+    if !state.config.allow_owner_workspace_access {
+        auth.record(
+            "workspace.connect",
+            "refused",
+            &target,
+            Some(&w.id),
+            format!("{reach}: the server does not let owners into other users' workspaces"),
+        );
+        return Err(ApiError::forbidden(format!(
+            "{owner}/{} is not yours: only its owner may connect to it. An operator can start the server with --allow-owner-workspace-access to let owners in (every connection is audited)",
+            w.name
+        )));
+    }
+    super::authz::require(auth, Right::ConnectAllWorkspaces, "workspace.connect", Some(&target))?;
+    auth.record("workspace.connect", "ok", &target, Some(&w.id), reach.to_string());
+    Ok(())
+}
+
+/// The workspace `name` (`NAME` or `OWNER/NAME`) names, for getting into it (see
+/// [`may_connect`]).
+pub(super) async fn connect_workspace(
+    state: &AppState,
+    auth: &AuthUser,
+    name: &str,
+    reach: Reach<'_>,
+) -> ApiResult<WorkspaceRow> {
+    let nf = || {
+        ApiError::not_found(format!(
+            "you have no workspace named {name:?}; see `outpost list`"
+        ))
+    };
+    let (owner, ws) = match name.split_once('/') {
+        Some((owner, ws)) => (owner, ws),
+        None => (auth.user.username.as_str(), name),
+    };
+    let owner_id = if owner == auth.user.username {
+        auth.user.id.clone()
+    } else {
+        if !super::authz::can(auth, super::authz::Right::ReadAllWorkspaces) {
+            return Err(nf());
+        }
+        state.store.user_by_username(owner).await?.ok_or_else(nf)?.id
+    };
+    let w = state
+        .store
+        .workspace_by_name(&owner_id, ws)
+        .await?
+        .ok_or_else(nf)?;
+    may_connect(state, auth, owner, &w, reach)?;
+    Ok(w)
+}

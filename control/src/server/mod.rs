@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub schedule_interval: Duration,
     /// Sign-in through an OpenID Connect provider (`--oidc-*`).
     pub oidc: Option<oidc::OidcConfig>,
+    /// Owners may connect to other users' workspaces (audited).
+    pub allow_owner_workspace_access: bool,
 }
 
 impl ServerConfig {
@@ -146,6 +148,7 @@ impl ServerConfig {
             allow_custom_quiet_hours: true,
             schedule_interval: Duration::from_secs(60),
             oidc: None,
+            allow_owner_workspace_access: false,
         }
     }
 }

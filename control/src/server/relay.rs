@@ -141,7 +141,8 @@ pub(super) async fn relay_ssh(
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    relay(state, auth, name, relay::stream::SSH.to_string(), req).await
+    let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Ssh).await?;
+    relay(state, auth, w, relay::stream::SSH.to_string(), req).await
 }
 
 /// `GET /api/v1/workspaces/{name}/relay/tcp/{port}` (upgrade): a TCP connection to a port.
@@ -151,25 +152,19 @@ pub(super) async fn relay_tcp(
     Path((name, port)): Path<(String, u16)>,
     req: Request,
 ) -> ApiResult<Response> {
-    relay(state, auth, name, relay::stream::tcp(port), req).await
+    let w =
+        super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Tcp(port))
+            .await?;
+    relay(state, auth, w, relay::stream::tcp(port), req).await
 }
 
 async fn relay(
     state: AppState,
     auth: AuthUser,
-    name: String,
+    w: crate::store::WorkspaceRow,
     path: String,
     mut req: Request,
 ) -> ApiResult<Response> {
-    let w = state
-        .store
-        .workspace_by_name(&auth.user.id, &name)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "you have no workspace named {name:?}; see `outpost list`"
-            ))
-        })?;
     let on_upgrade = req
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()

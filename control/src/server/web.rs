@@ -345,14 +345,22 @@ pub(super) async fn home(State(state): State<AppState>, req: Request) -> Respons
         Ok(x) => x,
         Err(r) => return r,
     };
-    let body = "<h1>Workspaces</h1><p><a class=\"button\" id=\"new-workspace\" href=\"/new\">New workspace</a></p><table id=\"workspaces\"><thead><tr><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"5\">Loading…</td></tr></tbody></table>";
+    let mut body = "<h1>Workspaces</h1><p><a class=\"button\" id=\"new-workspace\" href=\"/new\">New workspace</a></p><table id=\"workspaces\"><thead><tr><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"5\">Loading…</td></tr></tbody></table>".to_string();
+    // Owners and auditors see everyone's workspaces too.
+    let all = super::authz::can(&user, super::authz::Right::ReadAllWorkspaces);
+    if all {
+        body.push_str("<h2>Everyone's workspaces</h2><table id=\"all-workspaces\"><thead><tr><th>Owner</th><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"6\">Loading…</td></tr></tbody></table>");
+    }
     page(
         "Workspaces",
         "home",
-        &[("owner", &user.user.username)],
+        &[
+            ("owner", &user.user.username),
+            ("all", if all { "1" } else { "" }),
+        ],
         &csrf,
         Some(&user),
-        body,
+        &body,
     )
 }
 
@@ -398,9 +406,21 @@ pub(super) async fn at_path(State(state): State<AppState>, req: Request) -> Resp
 }
 
 async fn workspace_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
-    let (user, csrf) = match own_page(&state, req, &owner, &ws).await {
+    let (user, csrf, w) = match page_workspace(&state, req, &owner, &ws).await {
         Ok(x) => x,
         Err(r) => return r,
+    };
+    use super::authz::{can, Right};
+    let mine = w.owner_id == user.user.id;
+    // What the page offers someone else's workspace: acting on it (owners), getting into it
+    // (owners, when the server allows it), or only looking (auditors).
+    let manage = mine || can(&user, Right::ManageAllWorkspaces);
+    let connect = mine
+        || (state.config.allow_owner_workspace_access && can(&user, Right::ConnectAllWorkspaces));
+    let reference = if mine {
+        ws.clone()
+    } else {
+        format!("{owner}/{ws}")
     };
     let body = format!(
         "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section>{2}<section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
@@ -408,30 +428,46 @@ async fn workspace_page(state: AppState, req: Request, owner: String, ws: String
         esc(&owner),
         super::web_schedule::SCHEDULE_CARD,
     );
+    let flag = |b: bool| if b { "1" } else { "" };
     page(
         &ws,
         "workspace",
-        &[("owner", &owner), ("workspace", &ws)],
+        &[
+            ("owner", &owner),
+            ("workspace", &ws),
+            ("ref", &reference),
+            ("manage", flag(manage)),
+            ("connect", flag(connect)),
+        ],
         &csrf,
         Some(&user),
         &body,
     )
 }
 
-/// The signed-in owner of workspace `ws` (pages are the owner's only), or the answer to give.
-async fn own_page(
+/// The signed-in user and workspace `OWNER/WS` of a page: their own, or (owners and auditors)
+/// anyone's; or the answer to give.
+async fn page_workspace(
     state: &AppState,
     req: Request,
     owner: &str,
     ws: &str,
-) -> Result<(AuthUser, String), Response> {
+) -> Result<(AuthUser, String, crate::store::WorkspaceRow), Response> {
     let (parts, _) = req.into_parts();
     let (user, csrf) = browser_user(&parts, state).await?;
-    if user.user.username != owner {
+    let owner_id = if user.user.username == owner {
+        user.user.id.clone()
+    } else if super::authz::can(&user, super::authz::Right::ReadAllWorkspaces) {
+        match state.store.user_by_username(owner).await {
+            Ok(Some(u)) => u.id,
+            Ok(None) => return Err(not_yours()),
+            Err(e) => return Err(ApiError::from(e).into_response()),
+        }
+    } else {
         return Err(not_yours());
-    }
-    match state.store.workspace_by_name(&user.user.id, ws).await {
-        Ok(Some(_)) => Ok((user, csrf)),
+    };
+    match state.store.workspace_by_name(&owner_id, ws).await {
+        Ok(Some(w)) => Ok((user, csrf, w)),
         Ok(None) => Err(not_yours()),
         Err(e) => Err(ApiError::from(e).into_response()),
     }
@@ -442,15 +478,29 @@ fn not_yours() -> Response {
 }
 
 async fn terminal_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
-    let (user, csrf) = match own_page(&state, req, &owner, &ws).await {
+    let (user, csrf, w) = match page_workspace(&state, req, &owner, &ws).await {
         Ok(x) => x,
         Err(r) => return r,
+    };
+    if let Err(e) = super::lookup::may_connect(
+        &state,
+        &user,
+        &owner,
+        &w,
+        super::lookup::Reach::Terminal,
+    ) {
+        return e.into_response();
+    }
+    let reference = if w.owner_id == user.user.id {
+        ws.clone()
+    } else {
+        format!("{owner}/{ws}")
     };
     let body = "<link rel=\"stylesheet\" href=\"/assets/xterm.css\"><div id=\"term-status\" class=\"muted\">connecting…</div><div id=\"terminal\"></div><script src=\"/assets/xterm.js\"></script><script src=\"/assets/addon-fit.js\"></script>";
     page(
         &format!("{ws} terminal"),
         "terminal",
-        &[("owner", &owner), ("workspace", &ws)],
+        &[("owner", &owner), ("workspace", &ws), ("ref", &reference)],
         &csrf,
         Some(&user),
         body,
@@ -507,11 +557,9 @@ pub(super) async fn pty(
             ));
         }
     }
-    let w = state
-        .store
-        .workspace_by_name(&auth.user.id, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("you have no workspace named {name:?}")))?;
+    let w =
+        super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Terminal)
+            .await?;
     let mut path = format!(
         "{}?id={}&cols={}&rows={}",
         outpost_api::relay::stream::PTY,

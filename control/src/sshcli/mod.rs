@@ -97,7 +97,10 @@ pub(crate) async fn ssh(ctx: &Ctx, a: SshArgs) -> anyhow::Result<()> {
     for o in opts {
         cmd.arg("-o").arg(o);
     }
-    cmd.arg(format!("{name}@{name}.outpost"));
+    // `OWNER/NAME` (an owner getting into someone else's workspace, when the server allows
+    // it) is the host `OWNER/NAME.outpost`; the login name is the workspace's.
+    let login = name.rsplit('/').next().unwrap_or(&name);
+    cmd.arg(format!("{login}@{name}.outpost"));
     if !a.command.is_empty() {
         cmd.arg("--").args(&a.command);
     }
@@ -321,7 +324,10 @@ pub(crate) async fn port_forward(ctx: &Ctx, a: PortForwardArgs) -> anyhow::Resul
                 let (client, name) = (client.clone(), name.clone());
                 tokio::spawn(async move {
                     match client
-                        .relay(&format!("/api/v1/workspaces/{name}/relay/tcp/{remote}"))
+                        .relay(&format!(
+                            "/api/v1/workspaces/{}/relay/tcp/{remote}",
+                            outpost_api::percent_encode(&name)
+                        ))
                         .await
                     {
                         Ok(mut up) => {

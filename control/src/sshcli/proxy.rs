@@ -90,7 +90,10 @@ pub(crate) async fn ensure_running(
                 eprintln!("Starting workspace {name}...");
                 let _: Build = client
                     .post(
-                        &format!("/api/v1/workspaces/{name}/builds"),
+                        &format!(
+                            "/api/v1/workspaces/{}/builds",
+                            outpost_api::percent_encode(name)
+                        ),
                         &BuildRequest {
                             action: WorkspaceAction::Start,
                             parameters: Default::default(),
@@ -145,7 +148,10 @@ pub(crate) async fn run(
             open_raw(client, name).map(Opened::Raw)
         } else {
             client
-                .relay(&format!("/api/v1/workspaces/{name}/relay/ssh"))
+                .relay(&format!(
+                    "/api/v1/workspaces/{}/relay/ssh",
+                    outpost_api::percent_encode(name)
+                ))
                 .await
                 .map(Opened::Http)
                 .map_err(|e| match passing(&e) {
@@ -200,7 +206,8 @@ fn open_raw(client: &Client, name: &str) -> Result<std::net::TcpStream, Refused>
         .map_err(io)?;
     write!(
         tcp,
-        "GET /api/v1/workspaces/{name}/relay/ssh HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\nConnection: upgrade\r\nUpgrade: {}\r\n\r\n",
+        "GET /api/v1/workspaces/{}/relay/ssh HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\nConnection: upgrade\r\nUpgrade: {}\r\n\r\n",
+        outpost_api::percent_encode(name),
         client.token().unwrap_or(""),
         outpost_api::relay::UPGRADE_RELAY
     )

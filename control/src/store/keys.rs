@@ -110,6 +110,22 @@ impl Store {
         rows.iter().map(|r| Ok(SshKeyRow::from_row(r)?)).collect()
     }
 
+    /// The SSH keys of every user with the owner role who may sign in (not suspended, not
+    /// deleted), except `but`'s.
+    pub async fn owner_ssh_keys(&self, but: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT k.public_key FROM user_ssh_keys k JOIN users u ON u.id = k.user_id \
+             WHERE u.is_admin = 1 AND u.suspended_at IS NULL AND u.deleted_at IS NULL \
+             AND u.id <> $1 ORDER BY k.created_at",
+        )
+        .bind(but)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("public_key")?))
+            .collect()
+    }
+
     pub async fn remove_ssh_key(&self, user_id: &str, id: &str) -> Result<()> {
         let res = sqlx::query(
             "DELETE FROM user_ssh_keys WHERE user_id = $1 AND (id = $2 OR fingerprint = $2)",

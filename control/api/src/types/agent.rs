@@ -189,6 +189,12 @@ pub struct AgentManifest {
     pub ca_pins: Vec<String>,
     /// The owner's SSH public keys: the only keys the agent's SSH server accepts.
     pub authorized_keys: Vec<String>,
+    /// Keys accepted only on connections that come through control's relay, where control
+    /// checked and audited the connection: the server owners' keys, when the server lets owners
+    /// into other users' workspaces (`--allow-owner-workspace-access`). Never on the direct
+    /// listener.
+    #[serde(default)]
+    pub relay_keys: Vec<String>,
     /// Where the agent's SSH server listens directly, if anywhere (`[agent] ssh_listen`).
     pub ssh_listen: Option<String>,
     #[serde(default)]
