@@ -170,8 +170,9 @@ fn sign_in_guessing_is_locked_out(backend: Backend) -> R {
 }
 both_backends!(sign_in_guessing_is_locked_out);
 
-/// An admin suspends a user: their open SSH session through the relay ends at once, their
-/// tokens stop working, their workspace stops, they cannot sign in; reinstated, they can.
+/// An admin suspends a user: their open SSH session through the relay and their web terminal
+/// end at once, their tokens stop working, their workspace stops, they cannot sign in;
+/// reinstated, they can.
 fn suspended_users_are_cut_off(backend: Backend) -> R {
     let s = Server::start(backend)?;
     let bob = Client::new_user(&s, "bob")?;
@@ -207,6 +208,24 @@ fn suspended_users_are_cut_off(backend: Backend) -> R {
         .ok_or_else(|| anyhow::anyhow!("stdout"))?
         .read_exact(&mut first)?;
     assert_eq!(&first, b"connected\n");
+    // And a web terminal: its WebSocket, upgraded, with a shell printing a prompt.
+    let token: Value =
+        serde_json::from_slice(&std::fs::read(bob.config_dir.join("session.json"))?)?;
+    let addr = s.url.trim_start_matches("http://").trim_end_matches('/');
+    let mut terminal = std::net::TcpStream::connect(addr)?;
+    terminal.write_all(
+        format!(
+            "GET /api/v1/workspaces/dev/pty?session=held HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            token["token"].as_str().unwrap_or_default()
+        )
+        .as_bytes(),
+    )?;
+    terminal.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = [0u8; 12];
+    terminal.read_exact(&mut head)?;
+    assert_eq!(&head, b"HTTP/1.1 101");
+    // Still open a second later (it is not closed for some other reason).
+    assert!(!closed_within(&mut terminal, Duration::from_secs(1)));
 
     let suspended = s.json(&["users", "suspend", "bob"])?;
     assert_eq!(suspended["suspended"], true);
@@ -218,6 +237,10 @@ fn suspended_users_are_cut_off(backend: Backend) -> R {
     assert!(
         session.try_wait()?.is_some(),
         "the SSH session outlived the suspension"
+    );
+    assert!(
+        closed_within(&mut terminal, Duration::from_secs(5)),
+        "the web terminal outlived the suspension"
     );
     let _ = session.kill();
     let o = run_with_stdin(bob.command(&["list"]), "")?;

@@ -20,6 +20,7 @@ mod isolation;
 mod lifecycle;
 mod liveness;
 mod oidc;
+mod owner_access;
 mod retention;
 mod roles;
 mod schedule;

@@ -280,8 +280,9 @@ fn roles_table(backend: Backend) -> R {
 both_backends!(roles_table);
 
 /// Owners act on anyone's workspace as `OWNER/NAME` (show, stop, start, delete; every build
-/// audited with who asked), auditors only see it, members do not even see it; nobody gets into
-/// someone else's workspace: its SSH relay, terminal and pages stay its owner's.
+/// audited with who asked), auditors only see it, members do not even see it; without
+/// `--allow-owner-workspace-access` nobody gets into someone else's workspace: its SSH relay,
+/// terminal, ports and apps stay its owner's (owners are told why, and the refusal audited).
 fn owners_act_on_any_workspace(backend: Backend) -> R {
     let s = Server::start(backend)?;
     let admin = Client::admin(&s)?;
@@ -310,9 +311,14 @@ fn owners_act_on_any_workspace(backend: Backend) -> R {
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404"));
     }
-    // Into it: no.
+    // Into it: no (the server was not started with --allow-owner-workspace-access). Its page,
+    // yes; its terminal and ports: 403 saying why, audited.
     let token = s.token()?;
-    for path in ["/@bob/dev/", "/@bob/dev/terminal", "/@bob/dev/ports/22/"] {
+    for (path, want) in [
+        ("/@bob/dev/", 200),
+        ("/@bob/dev/terminal", 403),
+        ("/@bob/dev/ports/22/", 403),
+    ] {
         let (url, cookie) = (
             format!("{}{path}", s.url),
             format!("outpost_session={token}"),
@@ -330,7 +336,7 @@ fn owners_act_on_any_workspace(backend: Backend) -> R {
                     .as_u16(),
             )
         })?;
-        assert_eq!(code, 404, "{path}");
+        assert_eq!(code, want, "{path}");
     }
     // The relay and the terminal, asked for as a client would (an upgrade).
     for (path, upgrade) in [
@@ -351,8 +357,16 @@ fn owners_act_on_any_workspace(backend: Backend) -> R {
         let mut buf = [0u8; 256];
         let n = c.read(&mut buf)?;
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
-        assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+        assert!(head.starts_with("HTTP/1.1 403"), "{path}: {head}");
     }
+    let refused = admin.json(&["audit", "--action", "workspace.connect"])?;
+    assert_eq!(
+        refused
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["outcome"] == "refused").count()),
+        Some(4),
+        "{refused:#}"
+    );
     admin.ok(&["stop", "bob/dev"])?;
     assert_eq!(bob.json(&["show", "dev"])?["status"], "stopped");
     admin.ok(&["start", "bob/dev"])?;

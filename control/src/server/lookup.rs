@@ -138,8 +138,19 @@ pub(super) fn may_connect(
             w.name
         )));
     }
-    super::authz::require(auth, Right::ConnectAllWorkspaces, "workspace.connect", Some(&target))?;
-    auth.record("workspace.connect", "ok", &target, Some(&w.id), reach.to_string());
+    super::authz::require(
+        auth,
+        Right::ConnectAllWorkspaces,
+        "workspace.connect",
+        Some(&target),
+    )?;
+    auth.record(
+        "workspace.connect",
+        "ok",
+        &target,
+        Some(&w.id),
+        reach.to_string(),
+    );
     Ok(())
 }
 
@@ -166,7 +177,12 @@ pub(super) async fn connect_workspace(
         if !super::authz::can(auth, super::authz::Right::ReadAllWorkspaces) {
             return Err(nf());
         }
-        state.store.user_by_username(owner).await?.ok_or_else(nf)?.id
+        state
+            .store
+            .user_by_username(owner)
+            .await?
+            .ok_or_else(nf)?
+            .id
     };
     let w = state
         .store

@@ -17,8 +17,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use hyper_util::rt::TokioIo;
 
-use super::authz::{can, Right};
 use super::auth;
+use super::authz::{can, Right};
 use super::error::ApiError;
 use super::AppState;
 use outpost_api::ShareLevel;

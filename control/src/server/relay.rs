@@ -141,7 +141,8 @@ pub(super) async fn relay_ssh(
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Ssh).await?;
+    let w =
+        super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Ssh).await?;
     relay(state, auth, w, relay::stream::SSH.to_string(), req).await
 }
 
@@ -152,9 +153,8 @@ pub(super) async fn relay_tcp(
     Path((name, port)): Path<(String, u16)>,
     req: Request,
 ) -> ApiResult<Response> {
-    let w =
-        super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Tcp(port))
-            .await?;
+    let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Tcp(port))
+        .await?;
     relay(state, auth, w, relay::stream::tcp(port), req).await
 }
 

@@ -482,13 +482,9 @@ async fn terminal_page(state: AppState, req: Request, owner: String, ws: String)
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(e) = super::lookup::may_connect(
-        &state,
-        &user,
-        &owner,
-        &w,
-        super::lookup::Reach::Terminal,
-    ) {
+    if let Err(e) =
+        super::lookup::may_connect(&state, &user, &owner, &w, super::lookup::Reach::Terminal)
+    {
         return e.into_response();
     }
     let reference = if w.owner_id == user.user.id {
@@ -557,9 +553,8 @@ pub(super) async fn pty(
             ));
         }
     }
-    let w =
-        super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Terminal)
-            .await?;
+    let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Terminal)
+        .await?;
     let mut path = format!(
         "{}?id={}&cols={}&rows={}",
         outpost_api::relay::stream::PTY,
