@@ -408,18 +408,48 @@ impl Server {
     /// Row counts and contents that a rejected request must not change.
     pub fn db_snapshot(&self) -> R<String> {
         let mut out = String::new();
-        for (t, cols) in [
-            ("users", "id, username, is_admin, roles, suspended_at"),
-            ("api_tokens", "id, revoked_at, expires_at"),
-            ("templates", "id, name, active_version_id, schedule"),
-            ("template_versions", "id, version"),
-            ("workspaces", "id, name, parameters, deleted"),
-            ("workspace_builds", "id, number, transition"),
-            ("provisioner_jobs", "id, status"),
-            ("agents", "id, revoked_at"),
-            ("bootstrap_tokens", "id, used_at"),
+        for (t, cols, order) in [
+            (
+                "users",
+                "id, username, is_admin, roles, suspended_at, deleted_at, password_hash, quiet_hours, dotfiles_uri",
+                "id",
+            ),
+            ("api_tokens", "id, revoked_at, expires_at", "id"),
+            ("user_ssh_keys", "id, user_id, fingerprint", "id"),
+            (
+                "templates",
+                "id, name, active_version_id, schedule, organization_id",
+                "id",
+            ),
+            ("template_versions", "id, version", "id"),
+            (
+                "workspaces",
+                "id, name, parameters, deleted, autostart, autostop_ms, dormant_at",
+                "id",
+            ),
+            ("workspace_builds", "id, number, transition", "id"),
+            ("provisioner_jobs", "id, status", "id"),
+            ("agents", "id, revoked_at", "id"),
+            ("bootstrap_tokens", "id, used_at", "id"),
+            ("organizations", "id, name", "id"),
+            (
+                "organization_members",
+                "organization_id, user_id",
+                "organization_id, user_id",
+            ),
+            (
+                "user_groups",
+                "id, organization_id, name, quota_budget",
+                "id",
+            ),
+            ("group_members", "group_id, user_id", "group_id, user_id"),
+            (
+                "template_groups",
+                "template_id, group_id",
+                "template_id, group_id",
+            ),
         ] {
-            let rows = self.db_cells(&format!("SELECT {cols} FROM {t} ORDER BY id"))?;
+            let rows = self.db_cells(&format!("SELECT {cols} FROM {t} ORDER BY {order}"))?;
             out.push_str(&format!("{t}: {}\n", rows.len()));
             for r in rows {
                 let vals: Vec<String> = r
@@ -428,6 +458,13 @@ impl Server {
                     .collect();
                 out.push_str(&format!("  {}\n", vals.join("|")));
             }
+        }
+        // Quotas live in settings (other settings are the server's own: keys, the CA).
+        for r in
+            self.db_cells("SELECT key, value FROM settings WHERE key LIKE 'quota.%' ORDER BY key")?
+        {
+            let vals: Vec<String> = r.into_iter().map(Option::unwrap_or_default).collect();
+            out.push_str(&format!("settings: {}\n", vals.join("=")));
         }
         Ok(out)
     }

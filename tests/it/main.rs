@@ -23,6 +23,7 @@ mod oidc;
 mod owner_access;
 mod retention;
 mod roles;
+mod routes;
 mod schedule;
 mod schedule_rules;
 mod scripts;
