@@ -83,6 +83,8 @@ pub enum Command {
     /// Your quota, and (owners) the per-user workspace limit.
     #[command(subcommand)]
     Quotas(QuotasCmd),
+    /// The control replicas serving this database, and which one leads (owners, auditors).
+    Replicas,
     /// Show the build log of a workspace's latest build.
     Logs(LogsArgs),
     /// Create, list and revoke API tokens.

@@ -232,6 +232,7 @@ fn cases() -> Vec<Case> {
                 Some(json!({"workspaces_per_user": null})),
             ),
         case("GET", "/api/v1/quotas/me", ALL),
+        case("GET", "/api/v1/replicas", SEE),
         case("PUT", "/api/v1/workspaces/{name}/autostart", OWNER)
             .at("/api/v1/workspaces/victim%2Fvw/autostart")
             .json(json!({"schedule": "CRON_TZ=UTC 0 9 * * 1-5"}))

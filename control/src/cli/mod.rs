@@ -297,6 +297,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Groups(cmd) => teams::groups(ctx, cmd).await,
         Command::Orgs(cmd) => teams::orgs(ctx, cmd).await,
         Command::Quotas(cmd) => teams::quotas(ctx, cmd).await,
+        Command::Replicas => teams::replicas(ctx).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
         Command::List { all } => workspaces::list(ctx, all).await,
         Command::Show { name } => workspaces::show(ctx, &name).await,

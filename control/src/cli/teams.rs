@@ -1,4 +1,4 @@
-//! `outpost groups`, `outpost orgs`, `outpost quotas`.
+//! `outpost groups`, `outpost orgs`, `outpost quotas`, `outpost replicas`.
 
 use anyhow::Context;
 use outpost_api::*;
@@ -197,4 +197,21 @@ pub(crate) async fn quotas(ctx: &Ctx, cmd: QuotasCmd) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+pub(crate) async fn replicas(ctx: &Ctx) -> anyhow::Result<()> {
+    let rs: Vec<Replica> = ctx.client()?.get("/api/v1/replicas").await?;
+    ctx.print(&rs, || {
+        for r in &rs {
+            println!(
+                "{}{}  {}  api {}  agents {}  v{}",
+                r.id,
+                if r.leader { " (leader)" } else { "" },
+                r.hostname,
+                r.api_url,
+                r.agent_url,
+                r.version
+            );
+        }
+    })
 }

@@ -7,7 +7,9 @@ mod apps_domain;
 mod audit;
 mod auth;
 mod authz;
+mod cluster;
 mod error;
+mod events;
 mod keys;
 mod listen;
 mod liveness;
@@ -31,7 +33,6 @@ mod web_schedule;
 mod web_settings;
 mod workspaces;
 
-use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -197,99 +198,14 @@ pub struct Inner {
     user_cuts: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// The OpenID Connect provider's client, when one is configured.
     pub oidc: Option<oidc::Oidc>,
+    /// This replica among the others on one PostgreSQL: its id, the bus, whether it leads.
+    pub cluster: cluster::Cluster,
 }
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
-    }
-}
-
-impl Inner {
-    pub fn bump_progress(&self) {
-        self.progress.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    pub fn agent_waker(&self, agent_id: &str) -> Arc<Notify> {
-        let mut map = self.agent_wakers.locked();
-        map.entry(agent_id.to_string()).or_default().clone()
-    }
-
-    /// Waits for a change of `topic` (see [`Inner::touch`]).
-    pub fn subscribe(&self, topic: &str) -> watch::Receiver<u64> {
-        self.topics
-            .locked()
-            .entry(topic.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    /// `topic` changed: wakes its followers (and forgets topics nobody follows any more).
-    pub fn touch(&self, topic: &str) {
-        let mut m = self.topics.locked();
-        if let Some(tx) = m.get(topic) {
-            tx.send_modify(|v| *v = v.wrapping_add(1));
-            if tx.receiver_count() == 0 {
-                m.remove(topic);
-            }
-        }
-    }
-
-    /// Resolves when `user_id`'s connections must end (see [`Inner::cut_user`]).
-    pub fn user_cut(&self, user_id: &str) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self
-            .user_cuts
-            .locked()
-            .entry(user_id.to_string())
-            .or_insert_with(|| watch::channel(false).0)
-            .subscribe();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    }
-
-    /// Ends every live connection of `user_id` now.
-    pub fn cut_user(&self, user_id: &str) {
-        if let Some(tx) = self.user_cuts.locked().remove(user_id) {
-            let _ = tx.send(true);
-        }
-    }
-
-    pub fn wake_agent(&self, agent_id: &str) {
-        self.agent_waker(agent_id).notify_waiters();
-    }
-
-    /// The agent was revoked: end its held polls and drop its pending liveness.
-    pub fn forget_agent(&self, agent_id: &str) {
-        let mut map = self.agent_wakers.locked();
-        if let Some(n) = map.remove(agent_id) {
-            n.notify_waiters();
-        }
-        self.liveness.forget(agent_id);
-        self.tunnels.forget(agent_id);
-    }
-
-    /// Revokes every live agent of a workspace at once and audits it.
-    pub async fn revoke_workspace_agents(
-        &self,
-        workspace_id: &str,
-        reason: &str,
-    ) -> Result<(), crate::store::StoreError> {
-        for agent in self.store.revoke_agents(workspace_id).await? {
-            self.forget_agent(&agent);
-            self.audit.record(
-                "agent.revoke",
-                "revoked",
-                "control",
-                Some(&format!("agent:{agent}")),
-                Some(workspace_id),
-                Some(&agent),
-                None,
-                reason,
-            );
-        }
-        Ok(())
     }
 }
 
@@ -387,6 +303,11 @@ pub async fn run(
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .with_context(|| format!("making {} private", config.data_dir.display()))?;
+    // SQLite serves one server: a second one on this data dir stops here.
+    let _data_dir_lock = match config.postgres_url {
+        Some(_) => None,
+        None => Some(cluster::lock_data_dir(&config.data_dir)?),
+    };
     let db_url = match &config.postgres_url {
         Some(u) => u.clone(),
         None => format!(
@@ -458,6 +379,7 @@ pub async fn run(
 
     let provisioner_key = config.provisioner_key.clone().unwrap_or_else(random_secret);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let store_dialect = store.dialect();
     let state = AppState(Arc::new(Inner {
         audit: audit::Audit::start(store.clone()),
         liveness: liveness::Liveness::default(),
@@ -480,6 +402,7 @@ pub async fn run(
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
+        cluster: cluster::Cluster::new(store_dialect),
     }));
     if state.oidc.is_some() {
         // Discovery now, to say early when the provider is unreachable or misconfigured; a
@@ -531,6 +454,21 @@ pub async fn run(
         ),
         shutdown_rx.clone(),
     ));
+    let replica = cluster::start(
+        &state,
+        crate::store::ReplicaRow {
+            id: state.cluster.id.clone(),
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            api_url: access_url.clone(),
+            agent_url: agent_url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            leader: false,
+            started_at: state.started_at,
+            heartbeat_at: state.started_at,
+        },
+    );
     let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
     let pruner = tokio::spawn(retention::run(state.clone()));
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
@@ -569,6 +507,10 @@ pub async fn run(
     for d in daemons {
         let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
     }
+    for t in replica {
+        t.abort();
+    }
+    cluster::forget(&state).await;
     reaper.abort();
     pruner.abort();
     scheduler.abort();
@@ -697,6 +639,7 @@ fn api_router(state: AppState) -> Router {
             get(teams::get_quotas).put(teams::set_quotas),
         )
         .route("/api/v1/quotas/me", get(teams::my_usage))
+        .route("/api/v1/replicas", get(cluster::list_replicas))
         .route(
             "/api/v1/templates/{name}/schedule",
             axum::routing::patch(schedule::edit_template_schedule),

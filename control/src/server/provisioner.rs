@@ -245,7 +245,7 @@ async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiRes
                     &b.reason,
                 )
                 .await?;
-            state.jobs_changed.notify_waiters();
+            state.job_queued();
         }
     }
     state.bump_progress();
@@ -257,6 +257,10 @@ pub(super) async fn reap_expired_leases(state: AppState) {
     let period = Duration::from_millis((state.config.job_lease_secs * 1000 / 3).max(200));
     loop {
         tokio::time::sleep(period).await;
+        // One replica reaps: the leader.
+        if !state.cluster.is_leader() {
+            continue;
+        }
         if let Err(e) = reap_once(&state).await {
             tracing::warn!(error = %e, "lease reaper");
         }
@@ -293,7 +297,7 @@ async fn reap_once(state: &AppState) -> Result<(), StoreError> {
                     )
                     .await?;
                 tracing::warn!(job = %job_id, attempts, "lease expired: requeued");
-                state.jobs_changed.notify_waiters();
+                state.job_queued();
             }
         } else if state
             .store

@@ -54,6 +54,9 @@ pub async fn run(state: AppState) {
             _ = tokio::time::sleep(every) => {}
             _ = super::until_shutdown(&mut shutdown) => return,
         }
+        if !state.cluster.is_leader() {
+            continue;
+        }
         match prune_once(&state).await {
             Ok((0, 0)) => {}
             Ok((audit, logs)) => {

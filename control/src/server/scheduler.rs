@@ -35,6 +35,10 @@ pub(super) async fn run(state: AppState) {
     let every = state.config.schedule_interval;
     loop {
         tokio::time::sleep(every).await;
+        // One replica ticks: the leader (a tick is safe twice over, but not worth doing twice).
+        if !state.cluster.is_leader() {
+            continue;
+        }
         let started = std::time::Instant::now();
         match tick(&state, now_ms()).await {
             Ok(r) => {
@@ -295,7 +299,7 @@ pub async fn tick(state: &AppState, now: i64) -> Result<TickReport, StoreError> 
     }
     report.queued = ctx.flush().await?;
     if report.queued > 0 {
-        state.jobs_changed.notify_waiters();
+        state.job_queued();
         state.bump_progress();
     }
     Ok(report)

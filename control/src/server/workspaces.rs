@@ -369,7 +369,7 @@ pub(super) async fn create(
             &serde_json::to_string(&params).map_err(ApiError::internal)?,
         )
         .await?;
-    state.jobs_changed.notify_waiters();
+    state.job_queued();
     let w = state
         .store
         .workspace_by_id(&id)
@@ -625,7 +625,7 @@ pub(super) async fn queue(
             .revoke_workspace_agents(workspace_id, &format!("{} {by}", q.transition))
             .await?;
     }
-    state.jobs_changed.notify_waiters();
+    state.job_queued();
     state.bump_progress();
     state
         .store

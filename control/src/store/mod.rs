@@ -13,6 +13,7 @@ use sqlx::{AnyPool, FromRow, Row};
 mod agent_logs;
 mod agents;
 mod audit;
+mod cluster;
 mod jobs;
 mod keys;
 mod schedule;
@@ -23,6 +24,7 @@ mod workspaces;
 
 pub use agents::AgentRow;
 pub use audit::{AuditEvent, AuditFilter};
+pub use cluster::{LeaderLock, ReplicaRow};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
 pub use schedule::{AutoBuild, AutoQueued, DueRow};
@@ -55,6 +57,9 @@ pub enum Dialect {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// The database's URL: replicas open connections of their own for `LISTEN` and the
+    /// leader's advisory lock.
+    url: String,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
@@ -78,6 +83,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (14, include_str!("m14_sqlite.sql")),
     // Identities at an OpenID Connect provider (issuer + subject) linked to users.
     (15, include_str!("m15_sqlite.sql")),
+    // Control replicas on one database (each registers itself and heartbeats).
+    (16, include_str!("m16_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -95,6 +102,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (13, include_str!("m13_postgres.sql")),
     (14, include_str!("m14_postgres.sql")),
     (15, include_str!("m15_postgres.sql")),
+    (16, include_str!("m16_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.
@@ -165,7 +173,11 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Store { pool, dialect };
+        let store = Store {
+            pool,
+            dialect,
+            url: url.to_string(),
+        };
         store.migrate().await?;
         Ok(store)
     }

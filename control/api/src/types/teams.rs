@@ -78,3 +78,17 @@ pub struct QuotaUsage {
     /// The sum of the budgets of the user's groups; `None`: no group sets one (no limit).
     pub budget: Option<i64>,
 }
+
+/// `GET /api/v1/replicas` (owners, auditors): the control replicas serving this database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replica {
+    pub id: String,
+    pub hostname: String,
+    pub api_url: String,
+    pub agent_url: String,
+    pub version: String,
+    /// Runs what must happen once: the lease reaper, the scheduler, retention.
+    pub leader: bool,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
