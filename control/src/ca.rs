@@ -59,6 +59,24 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, String)> {
     None
 }
 
+/// The identity a replica presents to another (replica-to-replica relaying).
+pub fn replica_uri(replica_id: &str) -> String {
+    format!("spiffe://outpost/replica/{replica_id}")
+}
+
+/// The replica id of a certificate control issued to a replica (its URI SAN).
+pub fn replica_from_cert(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri
+            .strip_prefix("spiffe://outpost/replica/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
 /// A certificate's serial number as lowercase hex without leading zeros (DER drops them), the
 /// form [`same_serial`] compares.
 pub fn serial_from_cert(der: &[u8]) -> Option<String> {
@@ -140,6 +158,38 @@ impl CaSet {
     pub fn agent_server_config(&self, hosts: &[String]) -> anyhow::Result<rustls::ServerConfig> {
         self.signing.agent_server_config(hosts, &self.trusted)
     }
+
+    /// The TLS client config replica `replica_id` uses to reach other replicas' agent
+    /// listeners: their certificates checked against these CAs, its own certificate (a fresh
+    /// key, issued now for a day, naming the replica) presented. TLS 1.3, HTTP/2.
+    pub fn replica_client_config(&self, replica_id: &str) -> anyhow::Result<rustls::ClientConfig> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("outpost-replica {replica_id}"));
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(replica_uri(replica_id).try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(1);
+        let cert = params.signed_by(&key, &self.signing.issuer()?)?;
+        let chain = vec![cert.der().clone(), self.signing.cert_der.clone()];
+        let key_der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.trusted {
+            roots.add(ca.clone())?;
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(outpost_common::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key_der)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
 }
 
 /// `outpost ca rotate`: stage a new CA next to the current one.
@@ -148,6 +198,7 @@ pub fn rotate(dir: &Path, keys: &Keyring) -> anyhow::Result<String> {
         anyhow::bail!("a next CA is already staged; run `outpost ca promote` first");
     }
     let next = Ca::load_or_create_named(dir, "ca-next", keys)?;
+    crate::ca_share::bump_generation(dir)?;
     Ok(next.pin)
 }
 
@@ -163,6 +214,7 @@ pub fn promote(dir: &Path, keys: &Keyring) -> anyhow::Result<String> {
     std::fs::remove_file(dir.join("ca.key"))?;
     std::fs::rename(dir.join("ca-next.key"), dir.join("ca.key"))?;
     std::fs::rename(dir.join("ca-next.crt"), dir.join("ca.crt"))?;
+    crate::ca_share::bump_generation(dir)?;
     Ok(Ca::load_or_create_named(dir, "ca", keys)?.pin)
 }
 
@@ -182,6 +234,7 @@ pub fn retire(dir: &Path) -> anyhow::Result<()> {
         anyhow::bail!("no previous CA to retire");
     }
     std::fs::remove_file(p)?;
+    crate::ca_share::bump_generation(dir)?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! provisioner daemon and the user CLI. `main.rs` only calls [`cli::main`].
 
 pub mod ca;
+pub mod ca_share;
 pub mod cli;
 pub mod config;
 pub mod provisioner;

@@ -151,7 +151,7 @@ fn owners_get_in_when_the_server_allows(backend: Backend) -> R {
     tcp.read_exact(&mut status)?;
     assert_eq!(&status, b"HTTP/1.0 200");
     drop(tcp);
-    bob.sh("dev", &format!("pkill -f 'http.server {web}' || true"))?;
+    bob.sh("dev", &format!("pkill -f 'http[.]server {web}' || true"))?;
     let (code, _term) = upgrade(
         &s,
         "/api/v1/workspaces/bob%2Fdev/pty?session=owner",

@@ -188,3 +188,110 @@ fn events_cross_replicas() -> R {
     assert!(second.contains("hello-from-one"), "{second}");
     Ok(())
 }
+
+/// Replicas share one CA, and a client that reaches replica B for a workspace whose agent's
+/// tunnel is on replica A is carried through A: SSH, a port forward and a terminal.
+#[test]
+fn streams_cross_replicas() -> R {
+    let Some(pg) = postgres() else {
+        return Ok(());
+    };
+    let a = Server::start(pg.clone())?;
+    let b = replica_of(&a, pg, &["--provisioner-daemons", "0"])?;
+    assert_eq!(
+        std::fs::read_to_string(a.data().join("ca.crt"))?,
+        std::fs::read_to_string(b.data().join("ca.crt"))?,
+        "one CA for both replicas"
+    );
+    let admin = crate::clients::Client::admin(&a)?;
+    a.ok(&["create", "dev"])?;
+    a.wait_for("dev", T, |w| w["agent"]["status"] == "connected")?;
+
+    // SSH through B.
+    let o = admin
+        .ssh_command("dev", "echo through-b; id -un")
+        .env("OUTPOST_URL", &b.url)
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(
+        o.status.success(),
+        "ssh through replica B: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("through-b\n"));
+    assert!(b.log().contains("connected to a replica"), "{}", b.log());
+    assert!(a.log().contains("a replica connected"), "{}", a.log());
+
+    // A port forward through B to a server in the workspace.
+    let web = free_port()?;
+    admin.sh(
+        "dev",
+        &format!("nohup python3 -m http.server {web} --bind 127.0.0.1 >/dev/null 2>&1 &"),
+    )?;
+    let local = free_port()?;
+    let mut fwd = Command::new(bin("outpost"))
+        .args(["port-forward", "dev", "--tcp", &format!("{local}:{web}")])
+        .env("OUTPOST_CONFIG_DIR", &admin.config_dir)
+        .env("OUTPOST_URL", &b.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let page = eventually(|| {
+        let o = Command::new("curl")
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{local}/"),
+            ])
+            .output()?;
+        Ok(o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned()))
+    });
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    assert!(page?.contains("Directory listing"));
+    admin.sh("dev", &format!("pkill -f 'http[.]server {web}' || true"))?;
+
+    // A terminal through B: the WebSocket opens and the shell's first output arrives.
+    use std::io::{Read, Write};
+    let addr = b.url.trim_start_matches("http://").trim_end_matches('/');
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.write_all(
+        format!("GET /api/v1/workspaces/dev/pty?session=via-b HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", a.token()?)
+            .as_bytes(),
+    )?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Type a command; its output comes back in a binary frame.
+    let cmd = b"echo pty-through-$((40+2))\r";
+    let mut frame = vec![0x82u8, 0x80 | (cmd.len() as u8 + 1), 0, 0, 0, 0, 0];
+    frame.extend_from_slice(cmd);
+    c.write_all(&frame)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("pty-through-42") {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no echo: {}",
+            String::from_utf8_lossy(&out)
+        );
+        let n = c.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}

@@ -34,6 +34,8 @@ pub struct PeerIdentity {
     /// The client certificate's serial (hex): only the agent's current one, or the one before
     /// it during renewal's overlap, is accepted.
     pub serial: Option<String>,
+    /// Another replica (its certificate names it), for replica-to-replica streams.
+    pub replica: Option<String>,
     pub addr: SocketAddr,
 }
 
@@ -61,6 +63,7 @@ pub(super) fn router(state: AppState) -> Router {
             outpost_api::relay::TUNNEL_PATH,
             get(super::relay::agent_tunnel),
         )
+        .route(super::peer::PEER_TUNNEL, get(super::peer::tunnel))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(only_own_identity))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -154,7 +157,13 @@ pub(super) async fn serve_tls(
             let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
             let id = leaf.and_then(|c| crate::ca::identity_from_cert(c));
             let serial = leaf.and_then(|c| crate::ca::serial_from_cert(c));
-            let identity = PeerIdentity { id, serial, addr };
+            let replica = leaf.and_then(|c| crate::ca::replica_from_cert(c));
+            let identity = PeerIdentity {
+                id,
+                serial,
+                replica,
+                addr,
+            };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(identity.clone());
                 router.clone().oneshot(req.map(axum::body::Body::new))

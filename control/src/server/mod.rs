@@ -16,6 +16,7 @@ mod liveness;
 mod logs;
 mod lookup;
 pub mod oidc;
+mod peer;
 mod provisioner;
 mod proxy;
 mod ratelimit;
@@ -200,6 +201,8 @@ pub struct Inner {
     pub oidc: Option<oidc::Oidc>,
     /// This replica among the others on one PostgreSQL: its id, the bus, whether it leads.
     pub cluster: cluster::Cluster,
+    /// Connections to other replicas, for streams to agents whose tunnels they hold.
+    pub peers: peer::Peers,
 }
 
 impl std::ops::Deref for AppState {
@@ -328,7 +331,16 @@ pub async fn run(
         }
     }
     let secrets = config.secrets.keyring(&config.data_dir)?;
-    let ca = CaSet::load(&config.data_dir, &secrets)?;
+    if store.dialect() == crate::store::Dialect::Postgres {
+        // Replicas share one CA (agents and replicas present its certificates to any of them).
+        CaSet::load(&config.data_dir, &secrets)?;
+        crate::ca_share::sync(&store, &config.data_dir)
+            .await
+            .context("sharing the CA with the other replicas")?;
+    }
+    let ca = CaSet::load(&config.data_dir, &secrets).context(
+        "loading the CA (every replica on one database needs the same secrets key: --secrets-key-file)",
+    )?;
     let resealed = crate::secrets::reseal_store(&store, &secrets).await?;
     if resealed > 0 {
         tracing::info!(
@@ -403,6 +415,7 @@ pub async fn run(
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
         cluster: cluster::Cluster::new(store_dialect),
+        peers: peer::Peers::default(),
     }));
     if state.oidc.is_some() {
         // Discovery now, to say early when the provider is unreachable or misconfigured; a

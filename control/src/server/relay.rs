@@ -70,7 +70,7 @@ impl Tunnels {
     }
 }
 
-pub struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+pub struct ReceiverStream(pub tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
 
 impl futures_util::Stream for ReceiverStream {
     type Item = Result<Frame<Bytes>, Infallible>;
@@ -82,7 +82,7 @@ impl futures_util::Stream for ReceiverStream {
     }
 }
 
-fn switching(proto: &str) -> Response {
+pub(super) fn switching(proto: &str) -> Response {
     (
         StatusCode::SWITCHING_PROTOCOLS,
         [(header::CONNECTION, "upgrade"), (header::UPGRADE, proto)],
@@ -126,9 +126,20 @@ pub(super) async fn agent_tunnel(
             }
         };
         let id = st.tunnels.insert(&agent.id, sender);
+        // The other replicas find the tunnel here.
+        let shared = st.store.dialect() == crate::store::Dialect::Postgres;
+        if shared {
+            let _ = st.store.set_tunnel_replica(&agent.id, &st.cluster.id).await;
+        }
         tracing::info!(agent = %agent.id, "relay tunnel up");
         let _ = conn.await;
         st.tunnels.remove(&agent.id, id);
+        if shared && !st.tunnels.is_up(&agent.id) {
+            let _ = st
+                .store
+                .clear_tunnel_replica(&agent.id, &st.cluster.id)
+                .await;
+        }
         tracing::info!(agent = %agent.id, "relay tunnel down");
     });
     Ok(switching(relay::UPGRADE_TUNNEL))
@@ -213,13 +224,30 @@ pub(super) async fn open(
         .ok_or_else(|| ApiError::conflict("the workspace has no agent"))?;
     // SSH, terminals, port forwards and app traffic all come through here: activity.
     state.liveness.activity(&w.id, crate::store::now_ms());
-    let sender = state.tunnels.get(&agent.id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_unreachable",
-            "the workspace's agent has no relay tunnel to control right now; retry in a moment",
-        )
-    })?;
+    if state.tunnels.get(&agent.id).is_none() {
+        // Another replica may hold the tunnel: the stream goes through it.
+        if let Some(opened) = super::peer::open(state, &agent.id, path).await? {
+            return Ok(opened);
+        }
+    }
+    open_local(state, &agent.id, path).await
+}
+
+fn no_tunnel() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "agent_unreachable",
+        "the workspace's agent has no relay tunnel to control right now; retry in a moment",
+    )
+}
+
+/// Opens a stream on the agent's tunnel, which this process holds.
+pub(super) async fn open_local(
+    state: &AppState,
+    agent_id: &str,
+    path: &str,
+) -> ApiResult<(FrameSender, hyper::body::Incoming)> {
+    let sender = state.tunnels.get(agent_id).ok_or_else(no_tunnel)?;
     // Open the stream to the agent before answering, so a refused port is an error here.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
     let mut sender = sender;
@@ -241,8 +269,16 @@ pub(super) async fn open(
         )
     })?;
     if resp.status() != StatusCode::OK {
-        // The agent's reason, read with a cap on size and time: the agent is not trusted to
-        // keep it short.
+        return Err(refusal(resp).await);
+    }
+    Ok((tx, resp.into_body()))
+}
+
+/// The error for a stream the far end (an agent, or a replica holding its tunnel) did not
+/// open: its reason, read with a cap on size and time (it is not trusted to keep it short).
+/// A 403 stays a 403 (a port the workspace does not listen on); anything else is a 502.
+pub(super) async fn refusal(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
+    {
         let refused = resp.status() == StatusCode::FORBIDDEN;
         let body = http_body_util::Limited::new(resp.into_body(), RELAY_ERROR_BODY_MAX);
         let msg = tokio::time::timeout(Duration::from_secs(5), body.collect())
@@ -255,7 +291,7 @@ pub(super) async fn open(
             .chars()
             .filter(|c| !c.is_control())
             .collect();
-        return Err(ApiError::new(
+        ApiError::new(
             if refused {
                 StatusCode::FORBIDDEN
             } else {
@@ -267,9 +303,8 @@ pub(super) async fn open(
             } else {
                 msg
             },
-        ));
+        )
     }
-    Ok((tx, resp.into_body()))
 }
 
 /// [`open`], as a byte stream (for HTTP clients and the terminal bridge).

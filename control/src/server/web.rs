@@ -152,7 +152,7 @@ pub(super) fn secure_flag(state: &AppState, headers: &HeaderMap) -> &'static str
 }
 
 /// `%XX` decoded once (invalid escapes kept as they are), for checks only.
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -11,6 +11,8 @@ use super::*;
 pub const CHANNEL: &str = "outpost_events";
 /// The advisory lock the leader holds (7001 serialises migrations).
 const LEADER_LOCK: i64 = 7002;
+/// Serialises replicas' start-up steps that read then write shared state (the CA).
+const TURN_LOCK: i64 = 7003;
 
 #[derive(Debug, Clone)]
 pub struct ReplicaRow {
@@ -55,7 +57,26 @@ impl LeaderLock {
     }
 }
 
+/// A turn at shared start-up state, held until dropped (its connection closes, and with it
+/// the lock).
+pub struct Turn {
+    _held: Option<sqlx::postgres::PgConnection>,
+}
+
 impl Store {
+    /// Waits for this replica's turn (PostgreSQL; on SQLite there is one server).
+    pub async fn cluster_turn(&self) -> Result<Turn> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(Turn { _held: None });
+        }
+        let mut conn = sqlx::postgres::PgConnection::connect(&self.url).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(TURN_LOCK)
+            .execute(&mut conn)
+            .await?;
+        Ok(Turn { _held: Some(conn) })
+    }
+
     /// Tells every replica (itself included) `payload`. Nothing on SQLite.
     pub async fn notify(&self, payloads: &[String]) -> Result<()> {
         if self.dialect != Dialect::Postgres || payloads.is_empty() {
@@ -141,5 +162,49 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(res.rows_affected())
+    }
+
+    /// The replica `id`, if it heartbeat within `fresh_ms`.
+    pub async fn replica(&self, id: &str, fresh_ms: i64) -> Result<Option<ReplicaRow>> {
+        let row = sqlx::query("SELECT * FROM replicas WHERE id = $1 AND heartbeat_at >= $2")
+            .bind(id)
+            .bind(now_ms() - fresh_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(ReplicaRow::from_row).transpose()
+    }
+
+    /// The agent's relay tunnel is held by `replica` now.
+    pub async fn set_tunnel_replica(&self, agent_id: &str, replica: &str) -> Result<()> {
+        sqlx::query("UPDATE agents SET tunnel_replica = $1 WHERE id = $2")
+            .bind(replica)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The tunnel `replica` held closed (unless another replica holds a newer one).
+    pub async fn clear_tunnel_replica(&self, agent_id: &str, replica: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE agents SET tunnel_replica = NULL WHERE id = $1 AND tunnel_replica = $2",
+        )
+        .bind(agent_id)
+        .bind(replica)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Which replica holds the agent's relay tunnel, if any.
+    pub async fn tunnel_replica(&self, agent_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT tunnel_replica FROM agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("tunnel_replica"))
+            .transpose()?
+            .flatten())
     }
 }

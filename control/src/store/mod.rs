@@ -24,7 +24,7 @@ mod workspaces;
 
 pub use agents::AgentRow;
 pub use audit::{AuditEvent, AuditFilter};
-pub use cluster::{LeaderLock, ReplicaRow};
+pub use cluster::{LeaderLock, ReplicaRow, Turn};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
 pub use schedule::{AutoBuild, AutoQueued, DueRow};
@@ -85,6 +85,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (15, include_str!("m15_sqlite.sql")),
     // Control replicas on one database (each registers itself and heartbeats).
     (16, include_str!("m16_sqlite.sql")),
+    // Which replica holds an agent's relay tunnel (the others carry streams through it).
+    (17, include_str!("m17_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -103,6 +105,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (14, include_str!("m14_postgres.sql")),
     (15, include_str!("m15_postgres.sql")),
     (16, include_str!("m16_postgres.sql")),
+    (17, include_str!("m17_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.
