@@ -85,6 +85,9 @@ pub enum Command {
     Quotas(QuotasCmd),
     /// The control replicas serving this database, and which one leads (owners, auditors).
     Replicas,
+    /// External provisioner daemons and their keys (owners, template admins).
+    #[command(subcommand)]
+    Provisioners(crate::cli::provisioners::ProvisionersCmd),
     /// Show the build log of a workspace's latest build.
     Logs(LogsArgs),
     /// Create, list and revoke API tokens.

@@ -21,6 +21,7 @@ mod lifecycle;
 mod liveness;
 mod oidc;
 mod owner_access;
+mod provisioners;
 mod replicas;
 mod retention;
 mod roles;

@@ -54,9 +54,18 @@ fn upgrade(s: &Server, path: &str, token: &str, kind: &str) -> R<(u16, std::net:
     Ok((code, c))
 }
 
-fn connect_events(s: &Server) -> R<Vec<Value>> {
-    let v = s.json(&["audit", "--action", "workspace.connect"])?;
-    Ok(v.as_array().cloned().unwrap_or_default())
+/// Waits for a `workspace.connect` audit event matching `pred` (events are written in
+/// batches).
+fn connect_event(s: &Server, pred: impl Fn(&Value) -> bool) -> R {
+    let mut last = Value::Null;
+    let found = eventually(|| {
+        last = s.json(&["audit", "--action", "workspace.connect"])?;
+        Ok(last
+            .as_array()
+            .is_some_and(|a| a.iter().any(&pred))
+            .then_some(()))
+    });
+    found.map_err(|e| anyhow::anyhow!("{e}: {last:#}"))
 }
 
 fn owners_get_in_when_the_server_allows(backend: Backend) -> R {
@@ -84,14 +93,12 @@ fn owners_get_in_when_the_server_allows(backend: Backend) -> R {
     let theirs = bob.sh("dev", "id -un; echo $HOME")?;
     let mine = admin.sh("bob/dev", "id -un; echo $HOME")?;
     assert_eq!(mine, theirs);
-    let events = connect_events(&s)?;
-    assert!(
-        events.iter().any(|e| e["actor"] == "admin"
+    connect_event(&s, |e| {
+        e["actor"] == "admin"
             && e["outcome"] == "ok"
             && e["target"] == "workspace:bob/dev"
-            && e["details"] == "ssh"),
-        "{events:#?}"
-    );
+            && e["details"] == "ssh"
+    })?;
     // The direct listener takes bob's key, never the owner's.
     let (host, port) = ssh_addr.rsplit_once(':').unwrap_or_default();
     let direct = |c: &Client| -> R<std::process::Output> {
@@ -159,14 +166,10 @@ fn owners_get_in_when_the_server_allows(backend: Backend) -> R {
         "websocket",
     )?;
     assert_eq!(code, 101);
-    let events = connect_events(&s)?;
     for kind in [format!("tcp:{web}"), "terminal".to_string()] {
-        assert!(
-            events
-                .iter()
-                .any(|e| e["actor"] == "admin" && e["outcome"] == "ok" && e["details"] == kind),
-            "{kind}: {events:#?}"
-        );
+        connect_event(&s, |e| {
+            e["actor"] == "admin" && e["outcome"] == "ok" && e["details"] == kind.as_str()
+        })?;
     }
 
     // An auditor sees the workspace but does not get in (403, audited); a member does not
@@ -199,13 +202,7 @@ fn owners_get_in_when_the_server_allows(backend: Backend) -> R {
     }
     assert!(!mem.ssh("bob/dev", "true")?.status.success());
     assert_eq!(s.db_snapshot()?, before);
-    let events = connect_events(&s)?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["actor"] == "aud" && e["outcome"] == "refused"),
-        "{events:#?}"
-    );
+    connect_event(&s, |e| e["actor"] == "aud" && e["outcome"] == "refused")?;
     Ok(())
 }
 both_backends!(owners_get_in_when_the_server_allows);
@@ -258,8 +255,10 @@ fn dashboard_for_everyone_s_workspaces(backend: Backend) -> R {
     b.click("button[data-action=stop]")?;
     b.wait_js("document.body.dataset.acted === 'stop'", 30)?;
     s.wait_for("bob/dev", T, |w| w["status"] == "stopped")?;
-    let builds = s.json(&["audit", "--action", "workspace.build", "--actor", "admin"])?;
-    assert!(builds.to_string().contains("bob/dev: stop"), "{builds:#}");
+    eventually(|| {
+        let builds = s.json(&["audit", "--action", "workspace.build", "--actor", "admin"])?;
+        Ok(builds.to_string().contains("bob/dev: stop").then_some(()))
+    })?;
     // The terminal page, asked for directly: refused, saying why and what would allow it.
     b.goto(&format!("{url}/@bob/dev/terminal"))?;
     let text = b.exec("return document.body.textContent;", json!([]))?;

@@ -359,14 +359,15 @@ fn owners_act_on_any_workspace(backend: Backend) -> R {
         let head = String::from_utf8_lossy(&buf[..n]).to_string();
         assert!(head.starts_with("HTTP/1.1 403"), "{path}: {head}");
     }
-    let refused = admin.json(&["audit", "--action", "workspace.connect"])?;
-    assert_eq!(
-        refused
+    // (Audit events are written in batches.)
+    eventually(|| {
+        let refused = admin.json(&["audit", "--action", "workspace.connect"])?;
+        let n = refused
             .as_array()
-            .map(|a| a.iter().filter(|e| e["outcome"] == "refused").count()),
-        Some(4),
-        "{refused:#}"
-    );
+            .map(|a| a.iter().filter(|e| e["outcome"] == "refused").count());
+        anyhow::ensure!(n <= Some(4), "{refused:#}");
+        Ok((n == Some(4)).then_some(()))
+    })?;
     admin.ok(&["stop", "bob/dev"])?;
     assert_eq!(bob.json(&["show", "dev"])?["status"], "stopped");
     admin.ok(&["start", "bob/dev"])?;

@@ -233,6 +233,16 @@ fn cases() -> Vec<Case> {
             ),
         case("GET", "/api/v1/quotas/me", ALL),
         case("GET", "/api/v1/replicas", SEE),
+        case("GET", "/api/v1/provisioner-keys", TEMPLATES),
+        case("POST", "/api/v1/provisioner-keys", TEMPLATES).json(json!({"name": "pk-{r}"})),
+        case("DELETE", "/api/v1/provisioner-keys/{name}", TEMPLATES)
+            .at("/api/v1/provisioner-keys/pkdel-{r}"),
+        // Daemons: those who manage keys, and auditors.
+        case(
+            "GET",
+            "/api/v1/provisioners",
+            &["owner", "template-admin", "auditor"],
+        ),
         case("PUT", "/api/v1/workspaces/{name}/autostart", OWNER)
             .at("/api/v1/workspaces/victim%2Fvw/autostart")
             .json(json!({"schedule": "CRON_TZ=UTC 0 9 * * 1-5"}))
@@ -488,6 +498,9 @@ fn every_route_with_every_role(backend: Backend) -> R {
     admin.ok(&["groups", "create", "crew"])?;
     admin.ok(&["groups", "add", "crew", "victim"])?;
     admin.ok(&["orgs", "create", "side"])?;
+    for r in ["owner", "useradmin", "templateadmin", "auditor", "member"] {
+        admin.ok(&["provisioners", "keys", "create", &format!("pkdel-{r}")])?;
+    }
     admin.ok(&["orgs", "add", "side", "plain"])?;
     // A deleted user (`deleted-ID`), to ask after.
     let gone = as_admin(&s, "DELETE", "/api/v1/users/gone", None)?["user"]["username"]

@@ -174,7 +174,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
                     if bundles.lock().map(|b| b.len()).unwrap_or(0) >= n {
                         return Ok(());
                     }
-                    let req = AcquireJobRequest { daemon_id: format!("bench-{d}"), provisioners: vec!["local".into()] };
+                    let req = AcquireJobRequest { daemon_id: format!("bench-{d}"), provisioners: vec!["local".into()], version: None };
                     let Some(job): Option<ProvisionerJob> = prov.post("/api/v1/provisioner/acquire", &req).await? else { continue };
                     let done = CompleteJobRequest {
                         daemon_id: format!("bench-{d}"),

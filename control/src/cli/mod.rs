@@ -4,6 +4,7 @@
 //! commands are in `crate::sshcli`.
 
 mod ctx;
+pub(crate) mod provisioners;
 mod schedule;
 mod secrets;
 mod teams;
@@ -298,6 +299,7 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Orgs(cmd) => teams::orgs(ctx, cmd).await,
         Command::Quotas(cmd) => teams::quotas(ctx, cmd).await,
         Command::Replicas => teams::replicas(ctx).await,
+        Command::Provisioners(cmd) => provisioners::run(ctx, cmd).await,
         Command::Create(args) => workspaces::create(ctx, args).await,
         Command::List { all } => workspaces::list(ctx, all).await,
         Command::Show { name } => workspaces::show(ctx, &name).await,

@@ -55,6 +55,7 @@ impl Daemon {
             let req = AcquireJobRequest {
                 daemon_id: self.id.clone(),
                 provisioners: TYPES.iter().map(|t| t.to_string()).collect(),
+                version: Some(env!("CARGO_PKG_VERSION").to_string()),
             };
             let acquired = tokio::select! {
                 r = self.client.post::<_, Option<ProvisionerJob>>("/api/v1/provisioner/acquire", &req) => r,

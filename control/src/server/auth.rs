@@ -364,15 +364,36 @@ pub async fn app_token_user(token: &str, state: &AppState, label: &str) -> Optio
 }
 
 /// A provisioner daemon holding the server's provisioner key.
-pub struct ProvisionerAuth;
+/// A provisioner daemon: with the server's own key (`key: None`: untagged, unscoped), or with
+/// a provisioner key an admin made (its tags and scope decide which jobs it may take).
+pub struct ProvisionerAuth {
+    pub key: Option<crate::store::ProvisionerKeyRow>,
+}
 
 impl FromRequestParts<AppState> for ProvisionerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match bearer(parts) {
-            Some(k) if ct_eq(&sha256_hex(k), &state.provisioner_key_hash) => Ok(ProvisionerAuth),
-            _ => Err(ApiError::unauthorized("invalid provisioner key")),
+        let invalid = || {
+            ApiError::unauthorized("invalid provisioner key (revoked, or never made: see `outpost provisioners keys list`)")
+        };
+        let Some(k) = bearer(parts) else {
+            return Err(invalid());
+        };
+        let hash = sha256_hex(k);
+        if ct_eq(&hash, &state.provisioner_key_hash) {
+            return Ok(ProvisionerAuth { key: None });
         }
+        match state.store.provisioner_key_by_hash(&hash).await? {
+            Some(key) => Ok(ProvisionerAuth { key: Some(key) }),
+            None => Err(invalid()),
+        }
+    }
+}
+
+impl ProvisionerAuth {
+    /// The key's id as daemons are recorded with it (`""`: the server's own).
+    pub fn key_id(&self) -> &str {
+        self.key.as_ref().map_or("", |k| k.id.as_str())
     }
 }

@@ -26,6 +26,8 @@ pub enum Right {
     ManageAllWorkspaces,
     /// Grant or take the `owner` role.
     GrantOwner,
+    /// Make, list and revoke provisioner keys; list the daemons.
+    ManageProvisioners,
     /// Get into other users' workspaces: SSH, terminals, ports, apps. Only when the server
     /// runs with `--allow-owner-workspace-access`, and every connection is audited.
     ConnectAllWorkspaces,
@@ -42,6 +44,7 @@ impl Right {
             Right::ManageAllWorkspaces => "act on other users' workspaces",
             Right::GrantOwner => "grant or take the owner role",
             Right::ConnectAllWorkspaces => "connect to other users' workspaces",
+            Right::ManageProvisioners => "manage provisioner keys",
         }
     }
 }
@@ -59,12 +62,17 @@ pub const GRANTS: &[(Role, &[Right])] = &[
             Right::ManageAllWorkspaces,
             Right::GrantOwner,
             Right::ConnectAllWorkspaces,
+            Right::ManageProvisioners,
         ],
     ),
     (Role::UserAdmin, &[Right::ManageUsers, Right::ReadUsers]),
     (
         Role::TemplateAdmin,
-        &[Right::ManageTemplates, Right::ReadUsers],
+        &[
+            Right::ManageTemplates,
+            Right::ReadUsers,
+            Right::ManageProvisioners,
+        ],
     ),
     (
         Role::Auditor,

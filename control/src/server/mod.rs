@@ -18,6 +18,7 @@ mod lookup;
 pub mod oidc;
 mod peer;
 mod provisioner;
+mod provisioner_keys;
 mod proxy;
 mod ratelimit;
 mod relay;
@@ -653,6 +654,15 @@ fn api_router(state: AppState) -> Router {
         )
         .route("/api/v1/quotas/me", get(teams::my_usage))
         .route("/api/v1/replicas", get(cluster::list_replicas))
+        .route(
+            "/api/v1/provisioner-keys",
+            get(provisioner_keys::list_keys).post(provisioner_keys::create_key),
+        )
+        .route(
+            "/api/v1/provisioner-keys/{name}",
+            delete(provisioner_keys::revoke_key),
+        )
+        .route("/api/v1/provisioners", get(provisioner_keys::list_daemons))
         .route(
             "/api/v1/templates/{name}/schedule",
             axum::routing::patch(schedule::edit_template_schedule),

@@ -20,16 +20,32 @@ const MAX_LOG_LINE: usize = 8192;
 
 pub(super) async fn acquire(
     State(state): State<AppState>,
-    _p: ProvisionerAuth,
+    p: ProvisionerAuth,
     ApiJson(req): ApiJson<AcquireJobRequest>,
 ) -> ApiResult<Json<Option<ProvisionerJob>>> {
+    if req.daemon_id.is_empty() || req.daemon_id.len() > 128 {
+        return Err(ApiError::bad_request("daemon_id: 1 to 128 characters"));
+    }
+    let tags = p.key.as_ref().map(|k| k.tags.clone()).unwrap_or_default();
+    let version: String = req
+        .version
+        .as_deref()
+        .unwrap_or("unknown")
+        .chars()
+        .take(64)
+        .collect();
+    state
+        .store
+        .daemon_seen(&req.daemon_id, Some(p.key_id()), &tags, &version)
+        .await?;
+    let scope = super::provisioner_keys::scope_of(p.key.as_ref());
     let deadline = tokio::time::Instant::now() + ACQUIRE_WAIT;
     let lease_ms = state.config.job_lease_secs as i64 * 1000;
     loop {
         let notified = state.jobs_changed.notified();
         if let Some(job_id) = state
             .store
-            .acquire_job(&req.daemon_id, &req.provisioners, lease_ms)
+            .acquire_job(&req.daemon_id, &req.provisioners, &scope, lease_ms)
             .await?
         {
             state.bump_progress();
@@ -41,6 +57,16 @@ pub(super) async fn acquire(
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Ok(Json(None));
         }
+    }
+}
+
+/// A key speaks only for its own daemons (a daemon's id is the client's choice).
+async fn own_daemon(state: &AppState, p: &ProvisionerAuth, daemon_id: &str) -> ApiResult<()> {
+    match state.store.daemon_key(daemon_id).await? {
+        Some(k) if k == p.key_id() => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "this daemon id is not one of this provisioner key's daemons",
+        )),
     }
 }
 
@@ -126,10 +152,11 @@ fn not_held() -> ApiError {
 
 pub(super) async fn update(
     State(state): State<AppState>,
-    _p: ProvisionerAuth,
+    p: ProvisionerAuth,
     Path(job_id): Path<String>,
     ApiJson(req): ApiJson<JobUpdateRequest>,
 ) -> ApiResult<Json<JobUpdateResponse>> {
+    own_daemon(&state, &p, &req.daemon_id).await?;
     if req.logs.len() > MAX_LOG_LINES {
         return Err(ApiError::bad_request(format!(
             "at most {MAX_LOG_LINES} log lines per update"
@@ -165,10 +192,11 @@ pub(super) async fn update(
 
 pub(super) async fn complete(
     State(state): State<AppState>,
-    _p: ProvisionerAuth,
+    p: ProvisionerAuth,
     Path(job_id): Path<String>,
     ApiJson(req): ApiJson<CompleteJobRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    own_daemon(&state, &p, &req.daemon_id).await?;
     let (status, error, resources, st) = match &req.outcome {
         JobOutcome::Succeeded { resources, state } => {
             let res: Vec<(String, String, bool, String)> = resources

@@ -41,6 +41,7 @@ pub(super) async fn ensure_builtin_templates(state: &AppState) -> anyhow::Result
                 &manifest.description,
                 &serde_json::to_string(&manifest)?,
                 &serde_json::to_string(&files)?,
+                &outpost_api::canonical_tags(&manifest.provisioner_settings.tags),
                 true,
                 None,
             )
@@ -141,6 +142,7 @@ pub(super) async fn push_template(
             &manifest.description,
             &serde_json::to_string(&manifest).map_err(ApiError::internal)?,
             &serde_json::to_string(&req.files).map_err(ApiError::internal)?,
+            &outpost_api::canonical_tags(&manifest.provisioner_settings.tags),
             req.activate,
             Some(&auth.user.id),
         )

@@ -44,6 +44,7 @@ impl Store {
         &self,
         daemon_id: &str,
         provisioners: &[String],
+        scope: &super::JobScope,
         lease_ms: i64,
     ) -> Result<Option<String>> {
         let now = now_ms();
@@ -61,14 +62,20 @@ impl Store {
             return Ok(None);
         }
         let lock = match self.dialect {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Postgres => " FOR UPDATE OF j SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // Only jobs whose template version's tags the daemon carries, within its key's scope.
+        let scope = scope.sql();
         let sql = format!(
             "UPDATE provisioner_jobs SET status = 'running', daemon_id = $1, lease_expires_at = $2, \
                  started_at = $3, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM provisioner_jobs WHERE status = 'pending' AND provisioner IN ({list}) \
-                         ORDER BY created_at LIMIT 1{lock}) AND status = 'pending' \
+             WHERE id = (SELECT j.id FROM provisioner_jobs j \
+                           JOIN workspace_builds b ON b.id = j.build_id \
+                           JOIN template_versions v ON v.id = b.template_version_id \
+                           JOIN templates t ON t.id = v.template_id \
+                         WHERE j.status = 'pending' AND j.provisioner IN ({list}){scope} \
+                         ORDER BY j.created_at LIMIT 1{lock}) AND status = 'pending' \
              RETURNING id"
         );
         let row = sqlx::query(&sql)

@@ -16,6 +16,7 @@ mod audit;
 mod cluster;
 mod jobs;
 mod keys;
+mod provisioners;
 mod schedule;
 mod teams;
 mod templates;
@@ -27,6 +28,7 @@ pub use audit::{AuditEvent, AuditFilter};
 pub use cluster::{LeaderLock, ReplicaRow, Turn};
 pub use jobs::{JobRow, LogRow};
 pub use keys::SshKeyRow;
+pub use provisioners::{DaemonRow, JobScope, ProvisionerKeyRow};
 pub use schedule::{AutoBuild, AutoQueued, DueRow};
 pub use teams::GroupRow;
 pub use templates::{TemplateRow, TemplateVersionRow};
@@ -87,6 +89,8 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (16, include_str!("m16_sqlite.sql")),
     // Which replica holds an agent's relay tunnel (the others carry streams through it).
     (17, include_str!("m17_sqlite.sql")),
+    // Provisioner keys (scoped, tagged), the daemons seen, the tags a template version needs.
+    (18, include_str!("m18_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -106,6 +110,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (15, include_str!("m15_postgres.sql")),
     (16, include_str!("m16_postgres.sql")),
     (17, include_str!("m17_postgres.sql")),
+    (18, include_str!("m18_postgres.sql")),
 ];
 
 /// How long after its first use a bootstrap token can be spent again by the same key.

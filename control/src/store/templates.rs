@@ -84,12 +84,14 @@ impl Store {
 
     /// Adds an immutable version to template `name` (creating the template), optionally making
     /// it the active version. Returns the new version.
+    #[allow(clippy::too_many_arguments)]
     pub async fn push_template_version(
         &self,
         name: &str,
         description: &str,
         manifest_json: &str,
         files_json: &str,
+        provisioner_tags: &str,
         activate: bool,
         created_by: Option<&str>,
     ) -> Result<TemplateVersionRow> {
@@ -125,8 +127,8 @@ impl Store {
         let version: i64 = row.try_get::<i64, _>("v")? + 1;
         let id = new_id();
         sqlx::query(
-            "INSERT INTO template_versions (id, template_id, version, manifest, files, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO template_versions (id, template_id, version, manifest, files, created_by, created_at, provisioner_tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(&template_id)
@@ -135,6 +137,7 @@ impl Store {
         .bind(files_json)
         .bind(created_by.map(str::to_string))
         .bind(now)
+        .bind(provisioner_tags)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_to_conflict(e, "a version was pushed concurrently; retry"))?;

@@ -90,7 +90,7 @@ async fn seed(store: &Store) -> (UserRow, TemplateVersionRow) {
         .await
         .expect("user");
     let v = store
-        .push_template_version("base", "d", "{}", "{}", true, Some(&user.id))
+        .push_template_version("base", "d", "{}", "{}", "", true, Some(&user.id))
         .await
         .expect("template");
     (user, v)
@@ -172,8 +172,13 @@ async fn jobs_are_taken_once_and_leases_expire(store: Store) {
     for d in 0..10 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.acquire_job(&format!("d{d}"), &["local".to_string()], 60_000)
-                .await
+            s.acquire_job(
+                &format!("d{d}"),
+                &["local".to_string()],
+                &untagged(),
+                60_000,
+            )
+            .await
         }));
     }
     let mut got = Vec::new();
@@ -186,13 +191,13 @@ async fn jobs_are_taken_once_and_leases_expire(store: Store) {
     got.dedup();
     assert_eq!(got.len(), 5);
     assert!(store
-        .acquire_job("d", &["local".to_string()], 60_000)
+        .acquire_job("d", &["local".to_string()], &untagged(), 60_000)
         .await
         .expect("acquire")
         .is_none());
     // Unknown provisioner types take nothing.
     assert!(store
-        .acquire_job("d", &["docker".to_string()], 1)
+        .acquire_job("d", &["docker".to_string()], &untagged(), 1)
         .await
         .expect("acquire")
         .is_none());
@@ -222,7 +227,7 @@ async fn jobs_are_taken_once_and_leases_expire(store: Store) {
         .await
         .expect("second reaper loses"));
     let again = store
-        .acquire_job("d-new", &["local".to_string()], 60_000)
+        .acquire_job("d-new", &["local".to_string()], &untagged(), 60_000)
         .await
         .expect("acquire")
         .expect("requeued job");
@@ -326,3 +331,11 @@ async fn bootstrap_tokens_have_one_winner(store: Store) {
         .is_none());
 }
 both!(bootstrap_tokens_have_one_winner);
+
+/// What the server's own daemons may take: untagged jobs of any template.
+fn untagged() -> super::JobScope {
+    super::JobScope {
+        tag_sets: vec![String::new()],
+        ..Default::default()
+    }
+}

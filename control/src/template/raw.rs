@@ -82,6 +82,8 @@ pub(super) struct RawProvisioner {
     pub(super) cpus: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) memory: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) tags: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Deserialize)]

@@ -104,6 +104,27 @@ pub(super) fn validate(
         }
         s.uid = Some(u as u32);
     }
+    if let Some(tags) = &raw.tags {
+        let bad = tags
+            .get_ref()
+            .iter()
+            .find(|(k, v)| !outpost_api::valid_tag_part(k) || !outpost_api::valid_tag_part(v));
+        if let Some((k, v)) = bad {
+            return Err(m.err(
+                m.at(tags.span()),
+                Some(&field("tags")),
+                format!("{k:?} = {v:?}: a tag's key and value are 1-64 of A-Z a-z 0-9 _ . -"),
+            ));
+        }
+        if tags.get_ref().len() > outpost_api::MAX_PROVISIONER_TAGS {
+            return Err(m.err(
+                m.at(tags.span()),
+                Some(&field("tags")),
+                format!("at most {} tags", outpost_api::MAX_PROVISIONER_TAGS),
+            ));
+        }
+        s.tags = tags.get_ref().clone();
+    }
     if kind == "docker" && s.image.is_none() {
         return Err(m.err(
             m.at(raw.kind.span()),

@@ -11,6 +11,64 @@ use super::*;
 pub struct AcquireJobRequest {
     pub daemon_id: String,
     pub provisioners: Vec<String>,
+    /// The daemon's version, shown by `outpost provisioners list`.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// The most tags a provisioner key (or a template) may carry.
+pub const MAX_PROVISIONER_TAGS: usize = 6;
+
+/// Whether `s` may be a provisioner tag's key or value: 1-64 of `A-Za-z0-9_.-`.
+pub fn valid_tag_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `POST /api/v1/provisioner-keys` (owners, template admins): a key for external daemons,
+/// scoped to an organization and/or some templates, with the tags its daemons carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvisionerKey {
+    pub name: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Only jobs of templates in this organization.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Only jobs of these templates (by name).
+    #[serde(default)]
+    pub templates: Vec<String>,
+}
+
+/// A provisioner key (its secret is shown once, at creation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionerKey {
+    pub id: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub organization: Option<String>,
+    pub templates: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// Only in the answer to its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `GET /api/v1/provisioners`: daemons seen in the last minute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionerDaemon {
+    pub id: String,
+    /// The key it authenticates with (`built-in` for the server's own daemons).
+    pub key: String,
+    pub tags: BTreeMap<String, String>,
+    pub version: String,
+    pub last_seen_at: i64,
+    /// The job it holds now, if any.
+    pub current_job: Option<String>,
 }
 
 /// Everything a provisioner needs to run one build.

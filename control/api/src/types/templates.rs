@@ -233,4 +233,16 @@ pub struct ProvisionerSettings {
     /// Memory limit (`"512m"`, `"2g"`, bytes), or a placeholder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// Tags a provisioner daemon must carry (through its key) to run this template's jobs;
+    /// none: the server's own daemons and untagged keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Tags as one canonical string (`k=v` lines, sorted): how jobs and keys are matched.
+pub fn canonical_tags(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
