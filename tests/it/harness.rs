@@ -131,6 +131,8 @@ pub struct Server {
     pub backend: Backend,
     pub url: String,
     pub agent_url: String,
+    /// Where the agent listener is bound (`agent_url` may name a balancer in front of it).
+    pub agent_listen: String,
     child: Option<Child>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
@@ -181,6 +183,7 @@ impl Server {
             backend,
             url: String::new(),
             agent_url: String::new(),
+            agent_listen: String::new(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: opts
@@ -272,6 +275,7 @@ impl Server {
                 if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
                     self.url = v["api_url"].as_str().unwrap_or_default().to_string();
                     self.agent_url = v["agent_url"].as_str().unwrap_or_default().to_string();
+                    self.agent_listen = v["agent_listen"].as_str().unwrap_or_default().to_string();
                     break;
                 }
             }
@@ -290,7 +294,7 @@ impl Server {
         let port = |u: &str| u.rsplit(':').next().unwrap_or("0").to_string();
         self.listen = Some((
             format!("127.0.0.1:{}", port(&self.url)),
-            format!("{}:{}", self.agent_host, port(&self.agent_url)),
+            format!("{}:{}", self.agent_host, port(&self.agent_listen)),
         ));
         Ok(())
     }

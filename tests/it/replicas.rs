@@ -255,43 +255,173 @@ fn streams_cross_replicas() -> R {
     assert!(page?.contains("Directory listing"));
     admin.sh("dev", &format!("pkill -f 'http[.]server {web}' || true"))?;
 
-    // A terminal through B: the WebSocket opens and the shell's first output arrives.
+    // A terminal through B: the WebSocket opens, a command typed there is echoed back.
+    let mut t = terminal(&b.url, &a.token()?, "via-b")?;
+    type_and_wait(&mut t, "echo pty-through-$((40+2))", "pty-through-42")?;
+    Ok(())
+}
+
+/// A terminal WebSocket to workspace `dev` through the replica at `url` (session `session`).
+fn terminal(url: &str, token: &str, session: &str) -> R<std::net::TcpStream> {
     use std::io::{Read, Write};
-    let addr = b.url.trim_start_matches("http://").trim_end_matches('/');
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut c = std::net::TcpStream::connect(addr)?;
     c.write_all(
-        format!("GET /api/v1/workspaces/dev/pty?session=via-b HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", a.token()?)
+        format!("GET /api/v1/workspaces/dev/pty?session={session} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
             .as_bytes(),
     )?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = c.read(&mut buf)?;
-        anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(
+            c.read(&mut b)? == 1,
+            "closed: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
     }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.1 101"),
         "{}",
-        String::from_utf8_lossy(&got)
+        String::from_utf8_lossy(&head)
     );
-    // Type a command; its output comes back in a binary frame.
-    let cmd = b"echo pty-through-$((40+2))\r";
-    let mut frame = vec![0x82u8, 0x80 | (cmd.len() as u8 + 1), 0, 0, 0, 0, 0];
-    frame.extend_from_slice(cmd);
+    Ok(c)
+}
+
+/// Types `cmd` (a masked binary frame, as a browser sends) and reads until `expect` shows.
+fn type_and_wait(c: &mut std::net::TcpStream, cmd: &str, expect: &str) -> R {
+    use std::io::{Read, Write};
+    let input = format!("{cmd}\r");
+    let mut frame = vec![0x82u8, 0x80 | (input.len() as u8 + 1), 0, 0, 0, 0, 0];
+    frame.extend_from_slice(input.as_bytes());
     c.write_all(&frame)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
-    while !String::from_utf8_lossy(&out).contains("pty-through-42") {
+    let mut buf = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains(expect) {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "no echo: {}",
+            "no {expect:?}: {}",
             String::from_utf8_lossy(&out)
         );
         let n = c.read(&mut buf)?;
         anyhow::ensure!(n > 0, "closed: {}", String::from_utf8_lossy(&out));
         out.extend_from_slice(&buf[..n]);
     }
+    Ok(())
+}
+
+/// A TCP balancer of the test's own in front of the replicas' agent listeners: each connection
+/// goes to the first backend that accepts it.
+struct Balancer {
+    port: u16,
+    backends: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Balancer {
+    fn start() -> R<Balancer> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let backends: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let list = backends.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let list = list.lock().map(|l| l.clone()).unwrap_or_default();
+                std::thread::spawn(move || {
+                    for b in list {
+                        let Ok(addr) = b.parse() else { continue };
+                        if let Ok(up) =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                        {
+                            let _ = pipe(conn, up);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Balancer { port, backends })
+    }
+
+    fn set(&self, backends: &[&str]) {
+        if let Ok(mut b) = self.backends.lock() {
+            *b = backends.iter().map(|s| s.to_string()).collect();
+        }
+    }
+}
+
+fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) -> R {
+    let (mut a2, mut b2) = (a.try_clone()?, b.try_clone()?);
+    let (mut a, mut b) = (a, b);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a, &mut b);
+        let _ = b.shutdown(std::net::Shutdown::Both);
+        let _ = a.shutdown(std::net::Shutdown::Both);
+    });
+    let _ = std::io::copy(&mut b2, &mut a2);
+    let _ = a2.shutdown(std::net::Shutdown::Both);
+    let _ = b2.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+    Ok(())
+}
+
+/// kill -9 the replica holding the agents' tunnels: behind one address, the agents reconnect to
+/// the other within their backoff; SSH works again through it; no build is lost or run twice;
+/// an open terminal session, reattached through the survivor, is the same shell.
+#[test]
+fn agents_move_when_their_replica_dies() -> R {
+    let Some(pg) = postgres() else {
+        return Ok(());
+    };
+    let lb = Balancer::start()?;
+    let agent_url = format!("https://127.0.0.1:{}", lb.port);
+    let mut a = Server::start_with(pg.clone(), &["--agent-url", &agent_url])?;
+    let b = replica_of(
+        &a,
+        pg,
+        &["--provisioner-daemons", "0", "--agent-url", &agent_url],
+    )?;
+    let addr = |s: &Server| s.agent_listen.clone();
+    lb.set(&[&addr(&a), &addr(&b)]);
+    let admin = crate::clients::Client::admin(&a)?;
+    let token = a.token()?;
+    let names = ["dev", "w2", "w3"];
+    for n in names {
+        a.ok(&["create", n])?;
+    }
+    for n in names {
+        a.wait_for(n, T, |w| w["agent"]["status"] == "connected")?;
+    }
+    // A shell with some state, through B (its tunnel is on A).
+    let mut t = terminal(&b.url, &token, "kept")?;
+    type_and_wait(&mut t, "export HELD=still-$((6*7))", "export HELD")?;
+    drop(t);
+
+    a.kill();
+    let t0 = Instant::now();
+    for n in names {
+        let o = eventually(|| {
+            let o = admin
+                .ssh_command(n, "echo alive")
+                .env("OUTPOST_URL", &b.url)
+                .stdin(Stdio::null())
+                .output()?;
+            Ok(o.status.success().then_some(o))
+        })?;
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "alive\n", "{n}");
+    }
+    eprintln!("agents back through the survivor after {:?}", t0.elapsed());
+    // The same terminal session, reattached through B: the same shell.
+    let mut t = terminal(&b.url, &token, "kept")?;
+    type_and_wait(&mut t, "echo $HELD", "still-42")?;
+    // Every build ran once and succeeded.
+    let rows = b.db_rows("SELECT status, attempts FROM provisioner_jobs")?;
+    assert_eq!(rows.len(), names.len());
+    assert!(
+        rows.iter().all(|r| r[0] == "succeeded" && r[1] == "1"),
+        "{rows:?}"
+    );
     Ok(())
 }

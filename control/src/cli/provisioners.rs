@@ -40,7 +40,6 @@ pub enum ProvisionerKeysCmd {
     },
 }
 
-
 fn tags_text(tags: &BTreeMap<String, String>) -> String {
     if tags.is_empty() {
         return "(no tags)".into();

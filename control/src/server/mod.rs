@@ -223,6 +223,9 @@ pub async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
 pub struct ServerInfo {
     pub api_url: String,
     pub agent_url: String,
+    /// Where the agent listener is bound (the agent URL may name a balancer in front).
+    #[serde(default)]
+    pub agent_listen: String,
     pub pid: u32,
 }
 
@@ -440,6 +443,7 @@ pub async fn run(
     let info = ServerInfo {
         api_url: access_url.clone(),
         agent_url: agent_url.clone(),
+        agent_listen: agent_addr.to_string(),
         pid: std::process::id(),
     };
     std::fs::write(
