@@ -334,6 +334,11 @@ pub struct ServerArgs {
     /// Without it they are the owner's only; share through --apps-domain instead.
     #[arg(long, env = "OUTPOST_DANGEROUS_ALLOW_PATH_APP_SHARING")]
     pub dangerous_allow_path_app_sharing: bool,
+    /// Where the other replicas on this database reach this one's agent listener (replica to
+    /// replica streams), like `https://10.0.0.5:7443`. Default: the agent listener's own address
+    /// (`--agent-url` may name a balancer in front of several replicas, so it is not used).
+    #[arg(long, env = "OUTPOST_REPLICA_URL")]
+    pub replica_url: Option<String>,
     /// Let users with the owner role into other users' workspaces (SSH, terminals, ports and
     /// apps, naming them OWNER/NAME); every such connection is audited (`workspace.connect`).
     /// Without it, owners manage anyone's workspace but only its owner gets in.

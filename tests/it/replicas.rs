@@ -263,11 +263,19 @@ fn streams_cross_replicas() -> R {
 
 /// A terminal WebSocket to workspace `dev` through the replica at `url` (session `session`).
 fn terminal(url: &str, token: &str, session: &str) -> R<std::net::TcpStream> {
+    terminal_at(
+        url,
+        token,
+        &format!("/api/v1/workspaces/dev/pty?session={session}"),
+    )
+}
+
+fn terminal_at(url: &str, token: &str, path: &str) -> R<std::net::TcpStream> {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("http://").trim_end_matches('/');
     let mut c = std::net::TcpStream::connect(addr)?;
     c.write_all(
-        format!("GET /api/v1/workspaces/dev/pty?session={session} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
             .as_bytes(),
     )?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -320,15 +328,21 @@ struct Balancer {
 }
 
 impl Balancer {
-    fn start() -> R<Balancer> {
+    /// Each connection to the first backend that accepts it (`rotate`: starting from the next
+    /// backend each time, spreading connections).
+    fn start(rotate: bool) -> R<Balancer> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = l.local_addr()?.port();
         let backends: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let list = backends.clone();
         std::thread::spawn(move || {
-            for conn in l.incoming() {
+            for (i, conn) in l.incoming().enumerate() {
                 let Ok(conn) = conn else { continue };
-                let list = list.lock().map(|l| l.clone()).unwrap_or_default();
+                let mut list = list.lock().map(|l| l.clone()).unwrap_or_default();
+                if rotate && !list.is_empty() {
+                    let n = list.len();
+                    list.rotate_left(i % n);
+                }
                 std::thread::spawn(move || {
                     for b in list {
                         let Ok(addr) = b.parse() else { continue };
@@ -375,7 +389,7 @@ fn agents_move_when_their_replica_dies() -> R {
     let Some(pg) = postgres() else {
         return Ok(());
     };
-    let lb = Balancer::start()?;
+    let lb = Balancer::start(false)?;
     let agent_url = format!("https://127.0.0.1:{}", lb.port);
     let mut a = Server::start_with(pg.clone(), &["--agent-url", &agent_url])?;
     let b = replica_of(
@@ -424,4 +438,189 @@ fn agents_move_when_their_replica_dies() -> R {
         "{rows:?}"
     );
     Ok(())
+}
+
+/// The leader dies while a daemon holds a job and never renews it: the other replica takes
+/// the lease reaper (and the leader's lock) and the job is given back within a lease period.
+#[test]
+fn the_reaper_moves_with_the_leader() -> R {
+    let Some(pg) = postgres() else {
+        return Ok(());
+    };
+    let key = "a-provisioner-key-for-the-test-0123456789";
+    let flags = ["--provisioner-daemons", "0", "--provisioner-key", key];
+    let mut a = Server::start_with(pg.clone(), &flags)?;
+    let b = replica_of(&a, pg, &flags)?;
+    a.ok(&["create", "dev", "--no-wait"])?;
+    // A daemon takes the job and hangs (the test, speaking the daemon API).
+    let (code, job) = post_json(
+        &format!("{}/api/v1/provisioner/acquire", a.url),
+        Some(key),
+        &serde_json::json!({"daemon_id": "hung", "provisioners": ["local"]}),
+    )?;
+    assert_eq!(code, 200, "{job}");
+    let job_id = job["job_id"].as_str().unwrap_or_default().to_string();
+    let leader = |s: &Server| -> R<bool> {
+        let l = json_on(&s.url, &a.token()?, &["replicas"])?;
+        Ok(l.as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["api_url"] == s.url.as_str() && r["leader"] == true)
+        }))
+    };
+    eventually(|| Ok(leader(&a)?.then_some(())))?;
+    let token = a.token()?;
+    a.kill();
+    let t0 = Instant::now();
+    // The job's lease (3 s here) runs out; B, leading now, gives it back.
+    let state = eventually(|| {
+        let rows = b.db_rows(&format!(
+            "SELECT status, attempts FROM provisioner_jobs WHERE id = '{job_id}'"
+        ))?;
+        Ok(rows.first().filter(|r| r[0] == "pending").cloned())
+    })?;
+    let took = t0.elapsed();
+    assert_eq!(state[1], "1", "{state:?}");
+    assert!(
+        took < Duration::from_secs(3 + 4),
+        "the job came back after {took:?}"
+    );
+    let l = json_on(&b.url, &token, &["replicas"])?;
+    assert!(l.to_string().contains("\"leader\":true"), "{l:#}");
+    Ok(())
+}
+
+/// Three replicas, 20 workspaces whose agents are spread over them (a rotating balancer in front
+/// of the agent listeners): SSH through each replica reaches every workspace, a port forward and
+/// a terminal through each reach a workspace whose tunnel another holds, and a stop asked of one
+/// replica reaches an agent held by another at once (the agent stops by itself, before the
+/// provisioner's 5 s grace would run out).
+#[test]
+fn three_replicas_reach_every_workspace() -> R {
+    let Some(pg) = postgres() else {
+        return Ok(());
+    };
+    let lb = Balancer::start(true)?;
+    let agent_url = format!("https://127.0.0.1:{}", lb.port);
+    let a = Server::start_with(pg.clone(), &["--agent-url", &agent_url])?;
+    let no_daemons = ["--provisioner-daemons", "0", "--agent-url", &agent_url];
+    let b = replica_of(&a, pg.clone(), &no_daemons)?;
+    let c = replica_of(&a, pg, &no_daemons)?;
+    lb.set(&[&a.agent_listen, &b.agent_listen, &c.agent_listen]);
+    let admin = crate::clients::Client::admin(&a)?;
+    let token = a.token()?;
+    let names: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    for n in &names {
+        a.ok(&["create", n, "--no-wait"])?;
+    }
+    for n in &names {
+        a.wait_for(n, T, |w| w["agent"]["status"] == "connected")?;
+    }
+    // Every tunnel is up, and they are spread over the three.
+    let holders = eventually(|| {
+        let rows = a.db_rows(
+            "SELECT tunnel_replica FROM agents WHERE revoked_at IS NULL AND tunnel_replica IS NOT NULL",
+        )?;
+        Ok((rows.len() == names.len()).then_some(rows))
+    })?;
+    let distinct: std::collections::BTreeSet<&String> = holders.iter().map(|r| &r[0]).collect();
+    assert_eq!(distinct.len(), 3, "{holders:?}");
+
+    // SSH: every workspace through every replica (8 at a time).
+    let replicas = [&a, &b, &c];
+    let jobs: Vec<(String, String)> = replicas
+        .iter()
+        .flat_map(|r| names.iter().map(|n| (r.url.clone(), n.clone())))
+        .collect();
+    for chunk in jobs.chunks(8) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|(url, n)| {
+                let cmd = admin
+                    .ssh_command(n, &format!("echo at-{n}"))
+                    .env("OUTPOST_URL", url)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn();
+                (url.clone(), n.clone(), cmd)
+            })
+            .collect();
+        for (url, n, child) in handles {
+            let o = child?.wait_with_output()?;
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                format!("at-{n}\n"),
+                "ssh {n} through {url}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    // A terminal and a port forward through each replica, to w0.
+    let web = free_port()?;
+    admin.sh(
+        "w0",
+        &format!("nohup python3 -m http.server {web} --bind 127.0.0.1 >/dev/null 2>&1 &"),
+    )?;
+    for r in replicas {
+        let mut t = terminal_to(&r.url, &token, "w0", "each")?;
+        type_and_wait(&mut t, "echo term-$((1+1))", "term-2")?;
+        let local = free_port()?;
+        let mut fwd = Command::new(bin("outpost"))
+            .args(["port-forward", "w0", "--tcp", &format!("{local}:{web}")])
+            .env("OUTPOST_CONFIG_DIR", &admin.config_dir)
+            .env("OUTPOST_URL", &r.url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let page = eventually(|| {
+            let o = Command::new("curl")
+                .args([
+                    "-fsS",
+                    "--max-time",
+                    "5",
+                    &format!("http://127.0.0.1:{local}/"),
+                ])
+                .output()?;
+            Ok(o.status.success().then_some(()))
+        });
+        let _ = fwd.kill();
+        let _ = fwd.wait();
+        page?;
+    }
+    admin.sh("w0", &format!("pkill -f 'http[.]server {web}' || true"))?;
+
+    // A stop asked of A for a workspace whose tunnel C holds.
+    let c_id = json_on(&c.url, &token, &["replicas"])?
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["api_url"] == c.url.as_str()).cloned())
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let on_c = a.db_rows(&format!(
+        "SELECT w.name FROM agents g JOIN workspaces w ON w.id = g.workspace_id WHERE g.revoked_at IS NULL AND g.tunnel_replica = '{c_id}' ORDER BY w.name"
+    ))?;
+    let target = on_c
+        .iter()
+        .map(|r| r[0].clone())
+        .find(|n| n != "w0")
+        .ok_or_else(|| anyhow::anyhow!("no workspace on C: {on_c:?}"))?;
+    let t0 = Instant::now();
+    let o = on(&a.url, &token, &["stop", &target])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "stopping {target} (agent on C) through A took {:?}",
+        t0.elapsed()
+    );
+    Ok(())
+}
+
+/// [`terminal`] to workspace `ws`.
+fn terminal_to(url: &str, token: &str, ws: &str, session: &str) -> R<std::net::TcpStream> {
+    terminal_at(
+        url,
+        token,
+        &format!("/api/v1/workspaces/{ws}/pty?session={session}"),
+    )
 }

@@ -204,12 +204,13 @@ pub(crate) async fn replicas(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.print(&rs, || {
         for r in &rs {
             println!(
-                "{}{}  {}  api {}  agents {}  v{}",
+                "{}{}  {}  api {}  agents {}  replicas {}  v{}",
                 r.id,
                 if r.leader { " (leader)" } else { "" },
                 r.hostname,
                 r.api_url,
                 r.agent_url,
+                r.replica_url,
                 r.version
             );
         }

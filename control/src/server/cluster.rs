@@ -259,6 +259,7 @@ pub(super) async fn list_replicas(
                 hostname: r.hostname,
                 api_url: r.api_url,
                 agent_url: r.agent_url,
+                replica_url: r.replica_url,
                 version: r.version,
                 leader: r.leader,
                 started_at: r.started_at,

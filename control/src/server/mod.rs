@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub oidc: Option<oidc::OidcConfig>,
     /// Owners may connect to other users' workspaces (audited).
     pub allow_owner_workspace_access: bool,
+    /// Where other replicas reach this one's agent listener.
+    pub replica_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -152,6 +154,7 @@ impl ServerConfig {
             schedule_interval: Duration::from_secs(60),
             oidc: None,
             allow_owner_workspace_access: false,
+            replica_url: None,
         }
     }
 }
@@ -481,6 +484,10 @@ pub async fn run(
                 .unwrap_or_default(),
             api_url: access_url.clone(),
             agent_url: agent_url.clone(),
+            replica_url: config
+                .replica_url
+                .clone()
+                .unwrap_or_else(|| url_for(agent_addr, "https")),
             version: env!("CARGO_PKG_VERSION").to_string(),
             leader: false,
             started_at: state.started_at,

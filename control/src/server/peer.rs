@@ -29,6 +29,8 @@ use crate::store::{Dialect, ReplicaRow};
 
 pub const PEER_TUNNEL: &str = "/replica/v1/tunnel";
 const UPGRADE_PEER: &str = "outpost-peer";
+/// The replica answering a tunnel names itself.
+const REPLICA_HEADER: &str = "x-outpost-replica";
 
 type PeerSender = hyper::client::conn::http2::SendRequest<StreamBody<ReceiverStream>>;
 type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
@@ -113,14 +115,13 @@ async fn sender_fresh(state: &AppState, peer: &ReplicaRow) -> ApiResult<PeerSend
 }
 
 async fn connect(state: &AppState, peer: &ReplicaRow) -> anyhow::Result<PeerSender> {
-    let host = super::host_of(&peer.agent_url)
-        .ok_or_else(|| anyhow::anyhow!("no host in {}", peer.agent_url))?;
-    let port: u16 = peer
-        .agent_url
+    let url = &peer.replica_url;
+    let host = super::host_of(url).ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+    let port: u16 = url
         .rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no port in {}", peer.agent_url))?;
+        .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
     let _ = tcp.set_nodelay(true);
     let config = state.ca.replica_client_config(&state.cluster.id)?;
@@ -141,6 +142,17 @@ async fn connect(state: &AppState, peer: &ReplicaRow) -> anyhow::Result<PeerSend
         "it answered {} to the replica tunnel",
         resp.status()
     );
+    // The address may have been taken by another replica since (a restart, a balancer).
+    let answered = resp
+        .headers()
+        .get(REPLICA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    anyhow::ensure!(
+        answered == peer.id,
+        "{url} is replica {answered:?} now, not {:?}",
+        peer.id
+    );
     let upgraded = hyper::upgrade::on(resp).await?;
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -156,7 +168,7 @@ async fn connect(state: &AppState, peer: &ReplicaRow) -> anyhow::Result<PeerSend
             tracing::debug!(error = %e, replica = %id, "replica connection ended");
         }
     });
-    tracing::info!(replica = %peer.id, url = %peer.agent_url, "connected to a replica");
+    tracing::info!(replica = %peer.id, url = %url, "connected to a replica");
     Ok(sender)
 }
 
@@ -170,6 +182,7 @@ pub(super) async fn tunnel(
     let Some(from) = peer.replica.clone() else {
         return Err(ApiError::unauthorized("unauthorized"));
     };
+    let state_id = state.cluster.id.clone();
     let on_upgrade = req
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -199,7 +212,11 @@ pub(super) async fn tunnel(
             tracing::debug!(error = %e, replica = %from, "replica tunnel ended");
         }
     });
-    Ok(super::relay::switching(UPGRADE_PEER))
+    let mut resp = super::relay::switching(UPGRADE_PEER);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&state_id) {
+        resp.headers_mut().insert(REPLICA_HEADER, v);
+    }
+    Ok(resp)
 }
 
 /// One stream another replica asked for: opened on the agent's tunnel here, piped both ways.

@@ -20,6 +20,8 @@ pub struct ReplicaRow {
     pub hostname: String,
     pub api_url: String,
     pub agent_url: String,
+    /// Where the other replicas reach this one's agent listener (`--replica-url`).
+    pub replica_url: String,
     pub version: String,
     pub leader: bool,
     pub started_at: i64,
@@ -33,6 +35,7 @@ impl ReplicaRow {
             hostname: r.try_get("hostname")?,
             api_url: r.try_get("api_url")?,
             agent_url: r.try_get("agent_url")?,
+            replica_url: r.try_get("replica_url")?,
             version: r.try_get("version")?,
             leader: flag(r, "leader")?,
             started_at: r.try_get("started_at")?,
@@ -127,13 +130,14 @@ impl Store {
             .await?;
         if res.rows_affected() == 0 {
             sqlx::query(
-                "INSERT INTO replicas (id, hostname, api_url, agent_url, version, leader, started_at, heartbeat_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO replicas (id, hostname, api_url, agent_url, replica_url, version, leader, started_at, heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&r.id)
             .bind(&r.hostname)
             .bind(&r.api_url)
             .bind(&r.agent_url)
+            .bind(&r.replica_url)
             .bind(&r.version)
             .bind(b(r.leader))
             .bind(r.started_at)

@@ -1,1 +1,1 @@
-CREATE TABLE replicas (id TEXT PRIMARY KEY, hostname TEXT NOT NULL, api_url TEXT NOT NULL, agent_url TEXT NOT NULL, version TEXT NOT NULL, leader BIGINT NOT NULL DEFAULT 0, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL)
+CREATE TABLE replicas (id TEXT PRIMARY KEY, hostname TEXT NOT NULL, api_url TEXT NOT NULL, agent_url TEXT NOT NULL, replica_url TEXT NOT NULL, version TEXT NOT NULL, leader BIGINT NOT NULL DEFAULT 0, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL)

@@ -86,6 +86,8 @@ pub struct Replica {
     pub hostname: String,
     pub api_url: String,
     pub agent_url: String,
+    /// Where the other replicas reach it.
+    pub replica_url: String,
     pub version: String,
     /// Runs what must happen once: the lease reaper, the scheduler, retention.
     pub leader: bool,
