@@ -624,3 +624,201 @@ fn terminal_to(url: &str, token: &str, ws: &str, session: &str) -> R<std::net::T
         &format!("/api/v1/workspaces/{ws}/pty?session={session}"),
     )
 }
+
+/// A PostgreSQL of this test's own (initdb into a temporary dir, on a free port), so it can be
+/// restarted without touching the machine's.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    fn start() -> R<Option<PrivatePg>> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .find(|b| b.join("initdb").exists())
+        });
+        let Some(bin) = bin else {
+            anyhow::ensure!(
+                std::env::var_os("OUTPOST_CI").is_none(),
+                "PostgreSQL's server binaries (initdb, pg_ctl) are missing"
+            );
+            eprintln!("SKIPPED: no initdb under /usr/lib/postgresql");
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir()?;
+        // PostgreSQL refuses to run as root: as root, the cluster is the postgres user's.
+        let as_postgres = nix::unistd::Uid::effective().is_root();
+        if as_postgres {
+            let st = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(st.success(), "chown");
+        }
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port: free_port()?,
+            as_postgres,
+        };
+        pg.run(
+            "initdb",
+            &[
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-D",
+                &pg.data(),
+            ],
+        )?;
+        pg.ctl(&["start"])?;
+        Ok(Some(pg))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> R {
+        let exe = self.bin.join(tool);
+        let mut c = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let o = c.args(args).stdin(Stdio::null()).output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    }
+
+    fn ctl(&self, what: &[&str]) -> R {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("pg.log").display().to_string();
+        let data = self.data();
+        let mut args = vec!["-D", &data, "-o", &opts, "-l", &log, "-w", "-m", "fast"];
+        args.extend_from_slice(what);
+        self.run("pg_ctl", &args)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+/// PostgreSQL restarted under load: both replicas serve again without a restart of their own
+/// (the pool reconnects, the bus listens again, a leader is chosen again), an open SSH session
+/// lives on, and what one replica is asked still reaches the other's daemon at once.
+#[test]
+fn replicas_ride_out_a_database_restart() -> R {
+    let Some(pg) = PrivatePg::start()? else {
+        return Ok(());
+    };
+    let backend = Backend::Postgres(pg.url());
+    let a = Server::start(backend.clone())?;
+    let b = replica_of(&a, backend, &["--provisioner-daemons", "0"])?;
+    let (a_pid, b_pid) = (a.pid(), b.pid());
+    let admin = crate::clients::Client::admin(&a)?;
+    let token = a.token()?;
+    a.ok(&["create", "dev"])?;
+    let mut session = admin
+        .ssh_command("dev", "echo open; sleep 60")
+        .env("OUTPOST_URL", &b.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(
+        session
+            .stdout
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?,
+        &mut first,
+    )?;
+    assert_eq!(&first, b"open\n");
+    // Load: both replicas asked over and over while the database goes away and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [a.url.clone(), b.url.clone()]
+        .into_iter()
+        .map(|url| {
+            let (stop, token) = (stop.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = on(&url, &token, &["list"]);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.ctl(&["restart"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        assert!(l.join().unwrap_or(0) > 0);
+    }
+    // Both serve again, the same processes.
+    for s in [&a, &b] {
+        eventually(|| {
+            Ok(on(&s.url, &token, &["list"])?
+                .status
+                .success()
+                .then_some(()))
+        })?;
+    }
+    assert_eq!((a.pid(), b.pid()), (a_pid, b_pid));
+    // One leader again, both listed.
+    eventually(|| {
+        let l = json_on(&b.url, &token, &["replicas"])?;
+        let rows = l.as_array().cloned().unwrap_or_default();
+        let leaders = rows.iter().filter(|r| r["leader"] == true).count();
+        Ok((rows.len() == 2 && leaders == 1).then_some(()))
+    })?;
+    // The bus works again: a create through B is built by A's daemons without waiting out
+    // their poll.
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let o = on(&b.url, &token, &["create", "two"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "a create through B after the restart took {:?}",
+        t0.elapsed()
+    );
+    // The SSH session opened before the restart is still there; new ones work.
+    assert!(session.try_wait()?.is_none(), "the open session ended");
+    let _ = session.kill();
+    let _ = session.wait();
+    let o = admin
+        .ssh_command("dev", "echo again")
+        .env("OUTPOST_URL", &b.url)
+        .stdin(Stdio::null())
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n");
+    Ok(())
+}
