@@ -22,6 +22,7 @@ mod liveness;
 mod oidc;
 mod owner_access;
 mod provisioners;
+mod replica_rig;
 mod replicas;
 mod retention;
 mod roles;
