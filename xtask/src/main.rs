@@ -2,6 +2,7 @@
 
 mod agents;
 mod bench;
+mod cpustat;
 mod dockerbench;
 mod fuzz;
 mod schedbench;

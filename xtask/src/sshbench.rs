@@ -2,6 +2,12 @@
 //! SSH server (direct listen, and through control's relay via `ssh WS.outpost`), the same client,
 //! cipher, key exchange, login shell and (empty) environment, in one command.
 //!
+//! Beside them, what a team would run otherwise: an OpenSSH jump host (the agent's direct
+//! listener reached through sshd with `ssh -W`, as `ssh -J` does), and, when PostgreSQL is
+//! reachable (`OUTPOST_BENCH_POSTGRES_URL`, default the local `test` database), the relay through
+//! a second control replica on the same database (the client on replica B, the agent's tunnel
+//! on replica A).
+//!
 //! Both servers run commands for a dedicated user-less environment: sshd logs in a throwaway
 //! account `outpost-bench` (bash, an empty home, created if missing), the agent runs with an empty
 //! workspace home. Root's own `.bashrc` (pyenv, ~110 ms) would otherwise dominate one side.
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::bench::{first_user, machine, pct, start_server, write_results};
+use crate::cpustat::{measure, Cpu, Procs};
 
 pub const BENCH_USER: &str = "outpost-bench";
 const CIPHER: &str = "aes128-gcm@openssh.com";
@@ -71,6 +78,8 @@ pub struct Rig {
     pub token: String,
     pub bin: std::path::PathBuf,
     pub rt: tokio::runtime::Runtime,
+    /// A second replica on the same PostgreSQL (its API URL), when there is one.
+    pub replica: Option<(crate::bench::ServerProc, String)>,
     // Dropped last: the server, then sshd.
     pub server: crate::bench::ServerProc,
     _sshd: Kill,
@@ -177,7 +186,38 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
 
     // Outpost: server, user, key, a workspace with a direct SSH listener.
     let data = tmp.join("outpost");
-    let server = start_server(bin, &data, ("127.0.0.1:0", "127.0.0.1:0"), &[])?;
+    // On PostgreSQL when `bench ssh` can have a second replica beside the first.
+    let pg = if tag == "ssh" {
+        bench_database()?
+    } else {
+        None
+    };
+    let extra: Vec<&str> = match &pg {
+        Some(url) => vec!["--postgres-url", url],
+        None => vec![],
+    };
+    let server = start_server(bin, &data, ("127.0.0.1:0", "127.0.0.1:0"), &extra)?;
+    let replica = match &pg {
+        Some(url) => {
+            let key = data.join("secrets.key").display().to_string();
+            let b = start_server(
+                bin,
+                &tmp.join("outpost-b"),
+                ("127.0.0.1:0", "127.0.0.1:0"),
+                &[
+                    "--postgres-url",
+                    url,
+                    "--secrets-key-file",
+                    &key,
+                    "--provisioner-daemons",
+                    "0",
+                ],
+            )?;
+            let url = b.url.clone();
+            Some((b, url))
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -235,9 +275,30 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         token,
         bin: bin.to_path_buf(),
         rt,
+        replica,
         server,
         _sshd: sshd,
     })
+}
+
+/// A fresh database for `bench ssh`'s two replicas, or None (no PostgreSQL: no replica rows).
+fn bench_database() -> anyhow::Result<Option<String>> {
+    let admin = std::env::var("OUTPOST_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("outpost_bench_ssh_{}", std::process::id());
+    let o = Command::new("psql")
+        .args(["-X", "-q", &admin, "-c", &format!("CREATE DATABASE {name}")])
+        .output();
+    match o {
+        Ok(o) if o.status.success() => {
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            Ok(Some(format!("{base}/{name}")))
+        }
+        _ => {
+            eprintln!("no PostgreSQL at {admin}: the second-replica rows are left out");
+            Ok(None)
+        }
+    }
 }
 
 /// `bench rig`: the servers of `bench ssh`, held up until Enter, for profiling by hand.
@@ -284,7 +345,11 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
         cfg = ssh_config.display(),
         key = key.display()
     );
-    let targets = [
+    let relay = format!(
+        "ssh {common} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} dev.outpost",
+        cli_dir.join("known_hosts").display()
+    );
+    let mut targets = vec![
         (
             "sshd",
             format!("ssh {common} -p {sshd_port} {BENCH_USER}@127.0.0.1"),
@@ -293,14 +358,22 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
             "agent (direct)",
             format!("ssh {common} -p {agent_port} dev@127.0.0.1"),
         ),
+        ("agent (relay: ssh dev.outpost)", relay.clone()),
+        // What `ssh -J` does: a second ssh through sshd, `-W` to the agent's listener.
         (
-            "agent (relay: ssh dev.outpost)",
+            "jump host (sshd, ssh -W)",
             format!(
-                "ssh {common} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} dev.outpost",
-                cli_dir.join("known_hosts").display()
+                "ssh {common} -o ProxyCommand='ssh {common} -p {sshd_port} -W %h:%p {BENCH_USER}@127.0.0.1' -p {agent_port} dev@127.0.0.1"
             ),
         ),
     ];
+    if let Some((_, url)) = &rig.replica {
+        targets.push((
+            "relay via a 2nd replica",
+            format!("env OUTPOST_URL={url} {relay}"),
+        ));
+    }
+    let n = targets.len();
     let env_cli = format!("OUTPOST_CONFIG_DIR={}", cli_dir.display());
 
     // 1. connect + `true`, median of `runs` fresh connections.
@@ -345,10 +418,10 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     let mut up_chacha = Vec::new();
     let mut down_chacha = Vec::new();
     let mut cpu = Vec::new();
-    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
+    for (name, ssh) in targets.iter().cycle().take(n * rounds) {
         cpu.push(bulk(&env_cli, name, ssh, gib, &procs, &mut up, &mut down)?);
     }
-    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
+    for (name, ssh) in targets.iter().cycle().take(n * rounds) {
         let ssh = ssh.replace(&format!("Ciphers={CIPHER}"), &format!("Ciphers={CHACHA}"));
         bulk(
             &env_cli,
@@ -366,7 +439,7 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     sh(&format!("head -c {gib}G /dev/zero > {}", blob.display()))?;
     let mut sftp_put = Vec::new();
     let mut sftp_get = Vec::new();
-    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
+    for (name, ssh) in targets.iter().cycle().take(n * rounds) {
         let sftp = ssh.replacen("ssh ", "sftp ", 1).replace(" -p ", " -P ");
         let batch = tmp.join("put.batch");
         std::fs::write(&batch, format!("put {} sftp-blob.bin\n", blob.display()))?;
@@ -439,7 +512,7 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
         }
     });
     let mut fwd = Vec::new();
-    for (name, ssh) in targets.iter().cycle().take(3 * rounds) {
+    for (name, ssh) in targets.iter().cycle().take(n * rounds) {
         let lport = free_port()?;
         let child = Command::new("sh")
             .arg("-c")
@@ -478,24 +551,43 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     let d = "agent direct (same run)";
     // Each measured three ways: sshd (the anchor), the agent directly, the agent via the relay.
     let mut rows: Vec<(String, f64, &str, &str, Option<f64>)> = Vec::new();
+    let j = "jump host (same run)";
+    let r = "relay, one replica (same run)";
     let mut trio = |what: &str, unit: &'static str, v: &[f64]| {
         rows.push((format!("{what}, sshd"), v[0], unit, "-", None));
         rows.push((format!("{what}, agent direct"), v[1], unit, s, Some(v[0])));
         rows.push((format!("{what}, relay"), v[2], unit, s, Some(v[0])));
+        rows.push((format!("{what}, jump host"), v[3], unit, s, Some(v[0])));
+        rows.push((
+            format!("{what}, relay vs jump host"),
+            v[2],
+            unit,
+            j,
+            Some(v[3]),
+        ));
+        if let Some(b) = v.get(4) {
+            rows.push((
+                format!("{what}, relay via 2nd replica"),
+                *b,
+                unit,
+                r,
+                Some(v[2]),
+            ));
+        }
     };
     // Transfers ran `rounds` times, the three targets taking turns: the median of each.
     let (up, down, up_chacha, down_chacha, fwd, sftp_put, sftp_get) = (
-        per_target_median(&up),
-        per_target_median(&down),
-        per_target_median(&up_chacha),
-        per_target_median(&down_chacha),
-        per_target_median(&fwd),
-        per_target_median(&sftp_put),
-        per_target_median(&sftp_get),
+        per_target_median(&up, n),
+        per_target_median(&down, n),
+        per_target_median(&up_chacha, n),
+        per_target_median(&down_chacha, n),
+        per_target_median(&fwd, n),
+        per_target_median(&sftp_put, n),
+        per_target_median(&sftp_get, n),
     );
-    let cpu: Vec<[Cpu; 2]> = (0..3)
+    let cpu: Vec<[Cpu; 2]> = (0..n)
         .map(|t| {
-            let mine: Vec<&[Cpu; 2]> = cpu.iter().skip(t).step_by(3).collect();
+            let mine: Vec<&[Cpu; 2]> = cpu.iter().skip(t).step_by(n).collect();
             let avg = |i: usize| {
                 let n = mine.len().max(1) as f64;
                 let sum = |f: fn(&Cpu) -> f64| mine.iter().map(|c| f(&c[i])).sum::<f64>() / n;
@@ -503,6 +595,7 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
                     client: sum(|c| c.client),
                     agent: sum(|c| c.agent),
                     control: sum(|c| c.control),
+                    machine: sum(|c| c.machine),
                 }
             };
             [avg(0), avg(1)]
@@ -524,6 +617,33 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
             d,
             Some(v[1]),
         ));
+    }
+    // The whole machine's CPU per GiB: the relay against the jump host (both two layers).
+    for (i, what) in [(0, "upload"), (1, "download")] {
+        let per = |c: &Cpu| c.machine / gib as f64;
+        rows.push((
+            format!("{what} CPU/GiB (machine), jump host"),
+            per(&cpu[3][i]),
+            "s",
+            "-",
+            None,
+        ));
+        rows.push((
+            format!("{what} CPU/GiB (machine), relay"),
+            per(&cpu[2][i]),
+            "s",
+            j,
+            Some(per(&cpu[3][i])),
+        ));
+        if let Some(b) = cpu.get(4) {
+            rows.push((
+                format!("{what} CPU/GiB (machine), relay via 2nd replica"),
+                per(&b[i]),
+                "s",
+                r,
+                Some(per(&cpu[2][i])),
+            ));
+        }
     }
     // CPU seconds per GiB moved (aes128-gcm), summed over the processes that carry the bytes:
     // on this machine every core is busy in a transfer, so rate follows total CPU.
@@ -569,66 +689,13 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
 }
 
 /// `v` holds rounds of [sshd, direct, relay]: the median of each target's values.
-fn per_target_median(v: &[f64]) -> Vec<f64> {
-    (0..3)
+fn per_target_median(v: &[f64], n: usize) -> Vec<f64> {
+    (0..n)
         .map(|t| {
-            let mut mine: Vec<f64> = v.iter().skip(t).step_by(3).copied().collect();
+            let mut mine: Vec<f64> = v.iter().skip(t).step_by(n).copied().collect();
             pct(&mut mine, 0.5)
         })
         .collect()
-}
-
-struct Procs {
-    agent: u32,
-    control: u32,
-}
-
-/// CPU seconds (user + system) spent during one transfer.
-#[derive(Default, Clone, Copy)]
-struct Cpu {
-    /// Our waited-for children: ssh, head or cat, the shell.
-    client: f64,
-    /// The agent itself (not the command it runs).
-    agent: f64,
-    control: f64,
-}
-
-/// utime + stime (own, or of waited-for children) of a process, in seconds.
-fn cpu_secs(pid: &str, children: bool) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces): state is field 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
-    let (u, s) = if children { (13, 14) } else { (11, 12) };
-    // USER_HZ is 100 on Linux.
-    (f.get(u).copied().unwrap_or(0.0) + f.get(s).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn measure(procs: &Procs, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, Cpu)> {
-    let snap = || Cpu {
-        client: cpu_secs("self", true),
-        agent: cpu_secs(&procs.agent.to_string(), false),
-        control: cpu_secs(&procs.control.to_string(), false),
-    };
-    let a = snap();
-    let t = Instant::now();
-    run()?;
-    let secs = t.elapsed().as_secs_f64();
-    let b = snap();
-    Ok((
-        secs,
-        Cpu {
-            client: b.client - a.client,
-            agent: b.agent - a.agent,
-            control: b.control - a.control,
-        },
-    ))
 }
 
 /// 1 GiB (or `gib`) up (`head -c | ssh 'cat > /dev/null'`) and down; rates pushed in MiB/s,
