@@ -80,6 +80,8 @@ pub struct Rig {
     pub rt: tokio::runtime::Runtime,
     /// A second replica on the same PostgreSQL (its API URL), when there is one.
     pub replica: Option<(crate::bench::ServerProc, String)>,
+    /// The bench's own database, dropped at the end.
+    pub database: Option<String>,
     // Dropped last: the server, then sshd.
     pub server: crate::bench::ServerProc,
     _sshd: Kill,
@@ -97,6 +99,19 @@ impl Drop for Rig {
         // while the server is still up.
         let _ = self.outpost(&["delete", "dev"]);
         let _ = std::fs::remove_dir_all(&self.tmp);
+        if let Some(url) = &self.database {
+            if let Some((base, name)) = url.rsplit_once('/') {
+                let _ = Command::new("psql")
+                    .args([
+                        "-X",
+                        "-q",
+                        &format!("{base}/postgres"),
+                        "-c",
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    ])
+                    .output();
+            }
+        }
     }
 }
 
@@ -276,6 +291,7 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         bin: bin.to_path_buf(),
         rt,
         replica,
+        database: pg,
         server,
         _sshd: sshd,
     })
