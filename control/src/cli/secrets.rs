@@ -79,6 +79,15 @@ pub(crate) async fn rotate(
         crate::ca::write_private(&f, keys.seal(&plain).as_bytes())?;
         ca_keys += 1;
     }
+    if ca_keys > 0 {
+        // The CA the replicas share is re-sealed too: this copy is the newer one now.
+        crate::ca_share::bump_generation(data_dir)?;
+        if store.dialect() == crate::store::Dialect::Postgres {
+            crate::ca_share::sync(&store, data_dir)
+                .await
+                .context("sharing the re-sealed CA with the other replicas")?;
+        }
+    }
     keys.retire_old()?;
     let message = if from_env {
         format!(
