@@ -212,6 +212,12 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         None => vec![],
     };
     let server = start_server(bin, &data, ("127.0.0.1:0", "127.0.0.1:0"), &extra)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let token = rt.block_on(first_user(&server.url, &server.data, "bench-password"))?;
+    // The second replica after the first user (a replica of an empty store makes its own
+    // setup token).
     let replica = match &pg {
         Some(url) => {
             let key = data.join("secrets.key").display().to_string();
@@ -233,10 +239,6 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         }
         None => None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let token = rt.block_on(first_user(&server.url, &server.data, "bench-password"))?;
     let cli_dir = tmp.join("cli");
     std::fs::create_dir_all(&cli_dir)?;
     std::fs::write(
@@ -375,11 +377,12 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
             format!("ssh {common} -p {agent_port} dev@127.0.0.1"),
         ),
         ("agent (relay: ssh dev.outpost)", relay.clone()),
-        // What `ssh -J` does: a second ssh through sshd, `-W` to the agent's listener.
+        // What `ssh -J` does: a second ssh through sshd, `-W` to the agent's listener (its
+        // port in an ssh:// URI, so sftp's `-p` to `-P` rewrite leaves it alone).
         (
             "jump host (sshd, ssh -W)",
             format!(
-                "ssh {common} -o ProxyCommand='ssh {common} -p {sshd_port} -W %h:%p {BENCH_USER}@127.0.0.1' -p {agent_port} dev@127.0.0.1"
+                "ssh {common} -o ProxyCommand='ssh {common} -W %h:%p ssh://{BENCH_USER}@127.0.0.1:{sshd_port}' -p {agent_port} dev@127.0.0.1"
             ),
         ),
     ];
