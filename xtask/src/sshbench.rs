@@ -562,7 +562,7 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     }
 
     let title = format!(
-        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port. Every transfer {rounds} times, the three servers taking turns; the median of each is shown (CPU: the mean).",
+        "bench ssh, {}\n\nMachine: {}. OpenSSH client for all; cipher {CIPHER} (and {CHACHA} for the chacha20 rows), kex {KEX}, ed25519 keys; bash with an empty home on both sides. connect+true: median of {runs} fresh connections. Transfers: {gib} GiB each way (`head -c | ssh 'cat > /dev/null'`, `ssh 'head -c' > /dev/null`); -L: {gib} GiB through a forwarded port. Every transfer {rounds} times, the targets taking turns; the median of each is shown (CPU: the mean).",
         crate::bench::date(),
         machine()
     );
