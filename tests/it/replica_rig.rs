@@ -277,3 +277,38 @@ impl Drop for PrivatePg {
         let _ = self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
     }
 }
+
+/// `outpost port-forward WS --tcp L:PORT` through the replica at `url` (as the CLI session in
+/// `config_dir`), then `curl` on the local end: the page.
+pub fn fetch_through_forward(
+    config_dir: &std::path::Path,
+    url: &str,
+    ws: &str,
+    port: u16,
+) -> R<String> {
+    let local = free_port()?;
+    let mut fwd = Command::new(bin("outpost"))
+        .args(["port-forward", ws, "--tcp", &format!("{local}:{port}")])
+        .env("OUTPOST_CONFIG_DIR", config_dir)
+        .env("OUTPOST_URL", url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let page = eventually(|| {
+        let o = Command::new("curl")
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{local}/"),
+            ])
+            .output()?;
+        Ok(o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned()))
+    });
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    page
+}

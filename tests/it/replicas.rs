@@ -191,31 +191,8 @@ fn streams_cross_replicas() -> R {
         "dev",
         &format!("nohup python3 -m http.server {web} --bind 127.0.0.1 >/dev/null 2>&1 &"),
     )?;
-    let local = free_port()?;
-    let mut fwd = Command::new(bin("outpost"))
-        .args(["port-forward", "dev", "--tcp", &format!("{local}:{web}")])
-        .env("OUTPOST_CONFIG_DIR", &admin.config_dir)
-        .env("OUTPOST_URL", &b.url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let page = eventually(|| {
-        let o = Command::new("curl")
-            .args([
-                "-fsS",
-                "--max-time",
-                "5",
-                &format!("http://127.0.0.1:{local}/"),
-            ])
-            .output()?;
-        Ok(o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned()))
-    });
-    let _ = fwd.kill();
-    let _ = fwd.wait();
-    assert!(page?.contains("Directory listing"));
+    let page = fetch_through_forward(&admin.config_dir, &b.url, "dev", web)?;
+    assert!(page.contains("Directory listing"));
     admin.sh("dev", &format!("pkill -f 'http[.]server {web}' || true"))?;
 
     // A terminal through B: the WebSocket opens, a command typed there is echoed back.
@@ -408,29 +385,7 @@ fn three_replicas_reach_every_workspace() -> R {
     for r in replicas {
         let mut t = terminal_to(&r.url, &token, "w0", "each")?;
         type_and_wait(&mut t, "echo term-$((1+1))", "term-2")?;
-        let local = free_port()?;
-        let mut fwd = Command::new(bin("outpost"))
-            .args(["port-forward", "w0", "--tcp", &format!("{local}:{web}")])
-            .env("OUTPOST_CONFIG_DIR", &admin.config_dir)
-            .env("OUTPOST_URL", &r.url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let page = eventually(|| {
-            let o = Command::new("curl")
-                .args([
-                    "-fsS",
-                    "--max-time",
-                    "5",
-                    &format!("http://127.0.0.1:{local}/"),
-                ])
-                .output()?;
-            Ok(o.status.success().then_some(()))
-        });
-        let _ = fwd.kill();
-        let _ = fwd.wait();
-        page?;
+        fetch_through_forward(&admin.config_dir, &r.url, "w0", web)?;
     }
     admin.sh("w0", &format!("pkill -f 'http[.]server {web}' || true"))?;
 

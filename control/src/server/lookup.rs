@@ -162,33 +162,10 @@ pub(super) async fn connect_workspace(
     name: &str,
     reach: Reach<'_>,
 ) -> ApiResult<WorkspaceRow> {
-    let nf = || {
-        ApiError::not_found(format!(
-            "you have no workspace named {name:?}; see `outpost list`"
-        ))
-    };
-    let (owner, ws) = match name.split_once('/') {
-        Some((owner, ws)) => (owner, ws),
-        None => (auth.user.username.as_str(), name),
-    };
-    let owner_id = if owner == auth.user.username {
-        auth.user.id.clone()
-    } else {
-        if !super::authz::can(auth, super::authz::Right::ReadAllWorkspaces) {
-            return Err(nf());
-        }
-        state
-            .store
-            .user_by_username(owner)
-            .await?
-            .ok_or_else(nf)?
-            .id
-    };
-    let w = state
-        .store
-        .workspace_by_name(&owner_id, ws)
-        .await?
-        .ok_or_else(nf)?;
+    let w = find_workspace(state, auth, name, Access::Read).await?;
+    let owner = name
+        .split_once('/')
+        .map_or(auth.user.username.as_str(), |(o, _)| o);
     may_connect(state, auth, owner, &w, reach)?;
     Ok(w)
 }

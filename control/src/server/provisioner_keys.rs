@@ -56,16 +56,12 @@ pub(super) fn scope_of(key: Option<&ProvisionerKeyRow>) -> JobScope {
     }
 }
 
-async fn view(state: &AppState, k: ProvisionerKeyRow, secret: Option<String>) -> ProvisionerKey {
-    let organization = match &k.organization_id {
-        Some(id) => state
-            .store
-            .list_organizations()
-            .await
-            .ok()
-            .and_then(|orgs| orgs.into_iter().find(|(i, _)| i == id).map(|(_, n)| n)),
-        None => None,
-    };
+/// The key as the API shows it; `orgs` are (id, name) pairs, read once per answer.
+fn view(k: ProvisionerKeyRow, orgs: &[(String, String)], secret: Option<String>) -> ProvisionerKey {
+    let organization = k
+        .organization_id
+        .as_ref()
+        .and_then(|id| orgs.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()));
     ProvisionerKey {
         id: k.id,
         name: k.name,
@@ -147,10 +143,8 @@ pub(super) async fn create_key(
             req.tags, req.organization, req.templates
         ),
     );
-    Ok((
-        StatusCode::CREATED,
-        Json(view(&state, row, Some(secret)).await),
-    ))
+    let orgs = state.store.list_organizations().await?;
+    Ok((StatusCode::CREATED, Json(view(row, &orgs, Some(secret)))))
 }
 
 /// `GET /api/v1/provisioner-keys`.
@@ -164,11 +158,11 @@ pub(super) async fn list_keys(
         "provisioner_key.list",
         None,
     )?;
-    let mut out = Vec::new();
-    for k in state.store.provisioner_keys().await? {
-        out.push(view(&state, k, None).await);
-    }
-    Ok(Json(out))
+    let orgs = state.store.list_organizations().await?;
+    let keys = state.store.provisioner_keys().await?;
+    Ok(Json(
+        keys.into_iter().map(|k| view(k, &orgs, None)).collect(),
+    ))
 }
 
 /// `DELETE /api/v1/provisioner-keys/{name}`: revoked at once; its daemons' jobs are let go.
@@ -202,7 +196,8 @@ pub(super) async fn revoke_key(
         format!("{jobs} job(s) it held let go"),
     );
     state.job_queued();
-    Ok(Json(view(&state, row, None).await))
+    let orgs = state.store.list_organizations().await?;
+    Ok(Json(view(row, &orgs, None)))
 }
 
 /// `GET /api/v1/provisioners`: daemons seen in the last minute.

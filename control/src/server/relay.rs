@@ -278,33 +278,31 @@ pub(super) async fn open_local(
 /// open: its reason, read with a cap on size and time (it is not trusted to keep it short).
 /// A 403 stays a 403 (a port the workspace does not listen on); anything else is a 502.
 pub(super) async fn refusal(resp: hyper::Response<hyper::body::Incoming>) -> ApiError {
-    {
-        let refused = resp.status() == StatusCode::FORBIDDEN;
-        let body = http_body_util::Limited::new(resp.into_body(), RELAY_ERROR_BODY_MAX);
-        let msg = tokio::time::timeout(Duration::from_secs(5), body.collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let msg: String = String::from_utf8_lossy(&msg)
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect();
-        ApiError::new(
-            if refused {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_GATEWAY
-            },
-            "upstream_refused",
-            if msg.is_empty() {
-                "the agent refused the stream".to_string()
-            } else {
-                msg
-            },
-        )
-    }
+    let refused = resp.status() == StatusCode::FORBIDDEN;
+    let body = http_body_util::Limited::new(resp.into_body(), RELAY_ERROR_BODY_MAX);
+    let msg = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let msg: String = String::from_utf8_lossy(&msg)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    ApiError::new(
+        if refused {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_GATEWAY
+        },
+        "upstream_refused",
+        if msg.is_empty() {
+            "the agent refused the stream".to_string()
+        } else {
+            msg
+        },
+    )
 }
 
 /// [`open`], as a byte stream (for HTTP clients and the terminal bridge).

@@ -455,21 +455,11 @@ async fn page_workspace(
 ) -> Result<(AuthUser, String, crate::store::WorkspaceRow), Response> {
     let (parts, _) = req.into_parts();
     let (user, csrf) = browser_user(&parts, state).await?;
-    let owner_id = if user.user.username == owner {
-        user.user.id.clone()
-    } else if super::authz::can(&user, super::authz::Right::ReadAllWorkspaces) {
-        match state.store.user_by_username(owner).await {
-            Ok(Some(u)) => u.id,
-            Ok(None) => return Err(not_yours()),
-            Err(e) => return Err(ApiError::from(e).into_response()),
-        }
-    } else {
-        return Err(not_yours());
-    };
-    match state.store.workspace_by_name(&owner_id, ws).await {
-        Ok(Some(w)) => Ok((user, csrf, w)),
-        Ok(None) => Err(not_yours()),
-        Err(e) => Err(ApiError::from(e).into_response()),
+    let name = format!("{owner}/{ws}");
+    match super::lookup::find_workspace(state, &user, &name, super::lookup::Access::Read).await {
+        Ok(w) => Ok((user, csrf, w)),
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Err(not_yours()),
+        Err(e) => Err(e.into_response()),
     }
 }
 
