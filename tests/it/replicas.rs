@@ -508,3 +508,24 @@ fn replicas_ride_out_a_database_restart() -> R {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n");
     Ok(())
 }
+
+/// The replica tunnel takes only a replica's certificate: the agent's own (which its workspace
+/// holds, in the run dir) or none is refused before anything is upgraded.
+fn agents_cannot_act_as_replicas(backend: Backend) -> R {
+    use crate::agent_api::{agent_call, agent_creds};
+    let s = Server::start(backend)?;
+    s.ok(&["create", "dev"])?;
+    let (w, _) = s.wait_for("dev", T, |w| w["agent"]["status"] == "connected")?;
+    let c = agent_creds(&w)?;
+    let (code, body) = agent_call(
+        &c.bundle,
+        "/replica/v1/tunnel",
+        None,
+        Some((&c.chain, &c.key)),
+    )?;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = agent_call(&c.bundle, "/replica/v1/tunnel", None, None)?;
+    assert_eq!(code, 401, "{body}");
+    Ok(())
+}
+crate::both_backends!(agents_cannot_act_as_replicas);
