@@ -3,26 +3,30 @@
 //! `outpost server`. This process is also the provisioner daemon: it takes the start jobs through
 //! the provisioner API and hands each bundle to a simulated agent instead of spawning a process.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use outpost_agent::credentials::bootstrap_once;
-use outpost_agent::session::ControlSession;
 use outpost_api::*;
-use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
-use serde_json::json;
+
+use crate::agentsim::{self, Shared};
 
 use crate::bench::{
     first_user, machine, pct, rss_kib, start_server as start_server_ulimit, write_results,
 };
 
-struct Opts {
-    count: usize,
-    pg: Option<String>,
-    steady_secs: u64,
-    sample: usize,
+pub(crate) struct Opts {
+    pub count: usize,
+    pub pg: Option<String>,
+    pub steady_secs: u64,
+    pub sample: usize,
+    /// Control replicas on one PostgreSQL (1: the single-server bench).
+    pub replicas: usize,
+    /// External daemon counts for the build-throughput rounds of `--replicas`.
+    pub daemons: Vec<usize>,
+    /// Builds per round.
+    pub builds: usize,
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -31,6 +35,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         pg: None,
         steady_secs: 60,
         sample: 200,
+        replicas: 1,
+        daemons: vec![1, 2, 4],
+        builds: 100,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -39,16 +46,29 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             "--postgres-url" => o.pg = Some(it.next().context("--postgres-url URL")?.clone()),
             "--steady-secs" => o.steady_secs = it.next().context("--steady-secs S")?.parse()?,
             "--sample" => o.sample = it.next().context("--sample M")?.parse()?,
+            "--replicas" => o.replicas = it.next().context("--replicas N")?.parse()?,
+            "--builds" => o.builds = it.next().context("--builds N")?.parse()?,
+            "--daemons" => {
+                o.daemons = it
+                    .next()
+                    .context("--daemons 1,2,4")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
             other => bail!("unknown flag {other}"),
         }
     }
     raise_nofile();
     crate::cargo(&["build", "--release", "--bins"])?;
+    if o.replicas > 1 {
+        return crate::agents_replicas::run(o);
+    }
     run(o)
 }
 
 #[allow(unsafe_code)]
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     // SAFETY: plain getrlimit/setrlimit on this process; children inherit the limit.
     unsafe {
         let lim = libc::rlimit {
@@ -67,7 +87,7 @@ fn raise_nofile() {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -76,25 +96,6 @@ fn cpu_ticks(pid: u32) -> u64 {
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         })
         .unwrap_or(0)
-}
-
-/// One simulated agent's shared state.
-struct Sim {
-    ok: AtomicBool,
-    failed_since_kill: AtomicBool,
-    stop_received_ms: AtomicU64,
-}
-
-#[derive(Default)]
-struct Shared {
-    heartbeat_us: Mutex<Vec<u64>>,
-    record_heartbeats: AtomicBool,
-    connected: AtomicUsize,
-    poll_errors: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    outpost_common::clock::now_ms() as u64
 }
 
 fn run(o: Opts) -> anyhow::Result<()> {
@@ -132,6 +133,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
             .trim_start_matches("https://")
             .to_string(),
     );
+    let info_agent_url = info["agent_url"].as_str().unwrap_or_default().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -147,182 +149,21 @@ fn run(o: Opts) -> anyhow::Result<()> {
         let api = Client::new(&server.url, Some(token));
         let prov = Client::new(&server.url, Some(key.to_string()));
 
-        // 1. N workspaces; their start jobs taken by this process as the provisioner.
-        eprintln!("creating {n} workspaces...");
-        let t = Instant::now();
-        let bundles = Arc::new(Mutex::new(Vec::with_capacity(n)));
-        let created = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for w in 0..16 {
-            let (api, created) = (api.clone(), created.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut i = w;
-                while i < n {
-                    let req = CreateWorkspaceRequest { name: format!("a{i}"), template: "base".into(), parameters: Default::default() };
-                    let _: Workspace = api.post("/api/v1/workspaces", &req).await?;
-                    created.fetch_add(1, Ordering::Relaxed);
-                    i += 16;
-                }
-                Ok::<_, anyhow::Error>(())
-            }));
-        }
-        let mut acquirers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-        for d in 0..4 {
-            let (prov, bundles) = (prov.clone(), bundles.clone());
-            acquirers.push(tokio::spawn(async move {
-                loop {
-                    if bundles.lock().map(|b| b.len()).unwrap_or(0) >= n {
-                        return Ok(());
-                    }
-                    let req = AcquireJobRequest { daemon_id: format!("bench-{d}"), provisioners: vec!["local".into()], version: None };
-                    let Some(job): Option<ProvisionerJob> = prov.post("/api/v1/provisioner/acquire", &req).await? else { continue };
-                    let done = CompleteJobRequest {
-                        daemon_id: format!("bench-{d}"),
-                        outcome: JobOutcome::Succeeded {
-                            resources: vec![Resource { name: "sim".into(), kind: "simulated_agent".into(), persistent: false, details: Default::default() }],
-                            state: json!({}),
-                        },
-                    };
-                    let _: serde_json::Value = prov.post(&format!("/api/v1/provisioner/jobs/{}/complete", job.job_id), &done).await?;
-                    if let Some(b) = job.bootstrap {
-                        if let Ok(mut v) = bundles.lock() {
-                            v.push((job.workspace_name.clone(), b));
-                        }
-                    }
-                }
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        while bundles.lock().map(|b| b.len()).unwrap_or(0) < n {
-            for a in &acquirers {
-                if a.is_finished() {
-                    bail!("a provisioner loop ended early");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for a in acquirers {
-            a.abort();
-        }
-        let create_secs = t.elapsed().as_secs_f64();
-        eprintln!("created {n} in {create_secs:.1}s");
-        let bundles: Vec<(String, BootstrapBundle)> = std::mem::take(&mut *bundles.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-
-        // 2. Bootstrap them all (64 in flight).
-        eprintln!("bootstrapping {n} agents...");
-        let t = Instant::now();
-        let sem = Arc::new(tokio::sync::Semaphore::new(64));
-        let mut boots = Vec::new();
-        for (i, (name, b)) in bundles.into_iter().enumerate() {
-            let sem = sem.clone();
-            boots.push(tokio::spawn(async move {
-                let _permit = sem.acquire().await?;
-                let mut attempt = 0;
-                loop {
-                    match bootstrap_once(&b).await {
-                        Ok(c) => return Ok::<_, anyhow::Error>((i, name, b, c)),
-                        Err(e) if attempt < 5 && e.status().is_none_or(|s| s >= 500) => {
-                            tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }));
-        }
-        let mut creds = Vec::with_capacity(n);
-        for b in boots {
-            creds.push(b.await??);
-        }
-        let boot_secs = t.elapsed().as_secs_f64();
-        let boot_rate = n as f64 / boot_secs;
-        eprintln!("bootstrapped {n} in {boot_secs:.1}s ({boot_rate:.0}/s)");
-
-        // 3. Run them: long poll + heartbeat every 15 s (first one at a random offset).
+        let (bundles, create_secs) =
+            agentsim::make_bundles(std::slice::from_ref(&api), &prov, n).await?;
+        let urls = Arc::new(vec![info_agent_url.clone()]);
+        let (creds, boot_rate) = agentsim::bootstrap_all(bundles, &urls).await?;
         let shared = Arc::new(Shared::default());
-        let mut sims: Vec<(String, Arc<Sim>)> = Vec::with_capacity(n);
-        for (i, name, b, c) in creds {
-            let sim = Arc::new(Sim { ok: AtomicBool::new(false), failed_since_kill: AtomicBool::new(false), stop_received_ms: AtomicU64::new(0) });
-            sims.push((name, sim.clone()));
-            let session = ControlSession::new(&b.agent_url, c)?;
-            let (shared2, sim2, s2) = (shared.clone(), sim.clone(), session.clone());
-            tokio::spawn(async move {
-                let offset = rand::random::<u64>() % 15_000;
-                tokio::time::sleep(Duration::from_millis(offset)).await;
-                let mut iv = tokio::time::interval(Duration::from_secs(15));
-                loop {
-                    iv.tick().await;
-                    if sim2.stop_received_ms.load(Ordering::Relaxed) > 0 {
-                        return;
-                    }
-                    let t = Instant::now();
-                    let req = HeartbeatRequest { lifecycle: None, stats: AgentStats { cpu_cores: 2, ..Default::default() } };
-                    if s2.heartbeat(&req).await.is_ok() && shared2.record_heartbeats.load(Ordering::Relaxed) {
-                        if let Ok(mut v) = shared2.heartbeat_us.lock() {
-                            v.push(t.elapsed().as_micros() as u64);
-                        }
-                    }
-                }
-            });
-            let (shared3, sim3) = (shared.clone(), sim.clone());
-            let _ = i;
-            tokio::spawn(async move {
-                let mut attempt = 0u32;
-                // Connected = an authenticated request got through (a held poll only answers
-                // after 25 s, so a quick manifest read marks the moment).
-                let mut probe = true;
-                loop {
-                    if probe {
-                        match session.manifest().await {
-                            Ok(_) => {
-                                probe = false;
-                                attempt = 0;
-                                if !sim3.ok.swap(true, Ordering::Relaxed) {
-                                    shared3.connected.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Err(_) => {
-                                tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
-                                attempt = attempt.saturating_add(1);
-                            }
-                        }
-                        continue;
-                    }
-                    match session.poll().await {
-                        Ok(r) => {
-                            attempt = 0;
-                            if !sim3.ok.swap(true, Ordering::Relaxed) {
-                                shared3.connected.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if r.commands.contains(&AgentCommand::Stop) {
-                                sim3.stop_received_ms.store(now_ms(), Ordering::Relaxed);
-                                return;
-                            }
-                        }
-                        Err(_) => {
-                            shared3.poll_errors.fetch_add(1, Ordering::Relaxed);
-                            if sim3.ok.swap(false, Ordering::Relaxed) {
-                                shared3.connected.fetch_sub(1, Ordering::Relaxed);
-                            }
-                            sim3.failed_since_kill.store(true, Ordering::Relaxed);
-                            tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
-                            attempt = attempt.saturating_add(1);
-                            probe = true;
-                        }
-                    }
-                }
-            });
+        let mut sims = Vec::with_capacity(n);
+        for (name, c, at) in creds {
+            sims.push(agentsim::spawn(name, c, urls.clone(), at, shared.clone())?);
         }
-        let t = Instant::now();
-        while shared.connected.load(Ordering::Relaxed) < n {
-            if t.elapsed() > Duration::from_secs(300) {
-                bail!("only {} of {n} agents connected", shared.connected.load(Ordering::Relaxed));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        eprintln!("all {n} connected after {:.1}s; measuring a {}s steady window...", t.elapsed().as_secs_f64(), o.steady_secs);
+        let connected_after =
+            agentsim::wait_connected(&shared, n, Duration::from_secs(300)).await?;
+        eprintln!(
+            "all {n} connected after {connected_after:.1}s; measuring a {}s steady window...",
+            o.steady_secs
+        );
 
         // 4. Steady state: heartbeat latency, control CPU and RSS.
         tokio::time::sleep(Duration::from_secs(16)).await;
@@ -335,11 +176,16 @@ fn run(o: Opts) -> anyhow::Result<()> {
         let cpu_cores_busy = ticks / hz / t0.elapsed().as_secs_f64();
         shared.record_heartbeats.store(false, Ordering::Relaxed);
         let rss = rss_kib(pid);
-        let mut hb: Vec<f64> = shared.heartbeat_us.lock().map(|v| v.iter().map(|x| *x as f64 / 1000.0).collect()).unwrap_or_default();
-        eprintln!("{} heartbeats measured; control {:.2} cores busy, RSS {} MiB", hb.len(), cpu_cores_busy, rss / 1024);
+        let mut hb = shared.heartbeats_ms();
+        eprintln!(
+            "{} heartbeats measured; control {:.2} cores busy, RSS {} MiB",
+            hb.len(),
+            cpu_cores_busy,
+            rss / 1024
+        );
 
         // 5. Kill control (SIGKILL) and restart it: time until every agent polls again.
-        for (_, s) in &sims {
+        for s in &sims {
             s.failed_since_kill.store(false, Ordering::Relaxed);
         }
         let _ = server.child.kill();
@@ -349,41 +195,28 @@ fn run(o: Opts) -> anyhow::Result<()> {
         server = start_server_ulimit(&bin, &tmp, (&api_l, &agent_l), &extra_ref)?;
         let restarted_after = killed.elapsed().as_secs_f64();
         // Every agent must have noticed the outage and polled successfully since.
-        loop {
-            let back = sims.iter().filter(|(_, s)| s.ok.load(Ordering::Relaxed) && s.failed_since_kill.load(Ordering::Relaxed)).count();
-            let noticed = sims.iter().filter(|(_, s)| s.failed_since_kill.load(Ordering::Relaxed)).count();
-            if back == n {
-                break;
-            }
-            if killed.elapsed() > Duration::from_secs(300) {
-                bail!("after 300 s only {back} of {n} agents are back ({noticed} noticed the restart)");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        agentsim::wait_back(&sims, killed, Duration::from_secs(300)).await?;
         let reconnect = killed.elapsed().as_secs_f64() - restarted_after;
         eprintln!("all {n} back {reconnect:.1}s after the restart");
         let pid = server.child.id();
 
         // 6. Command delivery: stop a sample, from the API call to the agent's poll returning it.
-        let sample = o.sample.min(n);
-        let mut sent = Vec::with_capacity(sample);
-        for (name, sim) in sims.iter().take(sample) {
-            let t = now_ms();
-            let _: Build = api.post(&format!("/api/v1/workspaces/{name}/builds"), &BuildRequest { action: WorkspaceAction::Stop, parameters: Default::default() }).await?;
-            sent.push((t, sim.clone()));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let mut delivery: Vec<f64> = Vec::new();
-        for (t, sim) in &sent {
-            let r = sim.stop_received_ms.load(Ordering::Relaxed);
-            if r == 0 {
-                bail!("a stop command was never delivered");
-            }
-            delivery.push(r.saturating_sub(*t) as f64);
-        }
+        let mut delivery = agentsim::deliver_stops(&sims, o.sample.min(n), |_| api.clone()).await?;
         let rss_after = rss_kib(pid);
-        Ok::<_, anyhow::Error>((create_secs, boot_rate, pct(&mut hb, 0.5), pct(&mut hb, 0.99), hb.len(), pct(&mut delivery, 0.5), pct(&mut delivery, 0.99), rss, rss_after, cpu_cores_busy, reconnect, shared.poll_errors.load(Ordering::Relaxed)))
+        Ok::<_, anyhow::Error>((
+            create_secs,
+            boot_rate,
+            pct(&mut hb, 0.5),
+            pct(&mut hb, 0.99),
+            hb.len(),
+            pct(&mut delivery, 0.5),
+            pct(&mut delivery, 0.99),
+            rss,
+            rss_after,
+            cpu_cores_busy,
+            reconnect,
+            shared.poll_errors.load(Ordering::Relaxed),
+        ))
     });
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(1));

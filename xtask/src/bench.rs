@@ -46,7 +46,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             )
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]\n       cargo xtask bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]"
+            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL] [--replicas N [--daemons 1,2,4] [--builds N]]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]\n       cargo xtask bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]"
         ),
     }
 }
@@ -675,4 +675,26 @@ pub fn write_results(
     std::fs::write(file.with_extension("md"), md)?;
     eprintln!("wrote {}", file.display());
     Ok(())
+}
+
+/// A fresh PostgreSQL database `outpost_bench_TAG_PID` on the server of
+/// `$OUTPOST_BENCH_POSTGRES_URL` (default: this machine's, database `test`), or None when there is
+/// no PostgreSQL (saying what is left out for lack of one).
+pub fn fresh_database(tag: &str, without: &str) -> anyhow::Result<Option<String>> {
+    let admin = std::env::var("OUTPOST_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("outpost_bench_{tag}_{}", std::process::id());
+    let o = Command::new("psql")
+        .args(["-X", "-q", &admin, "-c", &format!("CREATE DATABASE {name}")])
+        .output();
+    match o {
+        Ok(o) if o.status.success() => {
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+            Ok(Some(format!("{base}/{name}")))
+        }
+        _ => {
+            eprintln!("no PostgreSQL at {admin}: {without}");
+            Ok(None)
+        }
+    }
 }

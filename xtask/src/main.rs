@@ -1,6 +1,8 @@
 //! `cargo xtask`: ci, test, demo, bench, fuzz.
 
 mod agents;
+mod agents_replicas;
+mod agentsim;
 mod bench;
 mod cpustat;
 mod dockerbench;

@@ -203,7 +203,7 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
     let data = tmp.join("outpost");
     // On PostgreSQL when `bench ssh` can have a second replica beside the first.
     let pg = if tag == "ssh" {
-        bench_database()?
+        crate::bench::fresh_database("ssh", "the second-replica rows are left out")?
     } else {
         None
     };
@@ -297,26 +297,6 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         server,
         _sshd: sshd,
     })
-}
-
-/// A fresh database for `bench ssh`'s two replicas, or None (no PostgreSQL: no replica rows).
-fn bench_database() -> anyhow::Result<Option<String>> {
-    let admin = std::env::var("OUTPOST_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("outpost_bench_ssh_{}", std::process::id());
-    let o = Command::new("psql")
-        .args(["-X", "-q", &admin, "-c", &format!("CREATE DATABASE {name}")])
-        .output();
-    match o {
-        Ok(o) if o.status.success() => {
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-            Ok(Some(format!("{base}/{name}")))
-        }
-        _ => {
-            eprintln!("no PostgreSQL at {admin}: the second-replica rows are left out");
-            Ok(None)
-        }
-    }
 }
 
 /// `bench rig`: the servers of `bench ssh`, held up until Enter, for profiling by hand.
