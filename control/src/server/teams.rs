@@ -442,7 +442,7 @@ pub(super) async fn my_usage(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> ApiResult<Json<QuotaUsage>> {
-    Ok(Json(usage(&state, &auth.user, None).await?))
+    Ok(Json(usage(&state, &auth.user, None, true).await?))
 }
 
 fn cost_of(manifest: &str) -> i64 {
@@ -451,13 +451,15 @@ fn cost_of(manifest: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn usage(state: &AppState, u: &UserRow, except: Option<&str>) -> ApiResult<QuotaUsage> {
-    let (workspaces, running) = state.store.quota_inputs(&u.id).await?;
-    let cost_in_use = running
-        .iter()
-        .filter(|(id, _)| Some(id.as_str()) != except)
-        .map(|(_, m)| cost_of(m))
-        .sum();
+/// The user's usage; with `full` false, only what a limit or budget in force needs (a create
+/// or start with no quota set reads none of the user's workspaces).
+async fn usage(
+    state: &AppState,
+    u: &UserRow,
+    except: Option<&str>,
+    full: bool,
+) -> ApiResult<QuotaUsage> {
+    let workspaces_limit = workspaces_limit(state).await?;
     let budgets: Vec<i64> = state
         .store
         .groups_of(&u.id)
@@ -465,11 +467,29 @@ async fn usage(state: &AppState, u: &UserRow, except: Option<&str>) -> ApiResult
         .iter()
         .filter_map(|g| g.quota_budget)
         .collect();
+    let budget = (!budgets.is_empty()).then(|| budgets.iter().sum());
+    let workspaces = if full || workspaces_limit.is_some() {
+        state.store.workspace_count(&u.id).await?
+    } else {
+        0
+    };
+    let cost_in_use = if full || budget.is_some() {
+        state
+            .store
+            .running_manifests(&u.id)
+            .await?
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != except)
+            .map(|(_, m)| cost_of(m))
+            .sum()
+    } else {
+        0
+    };
     Ok(QuotaUsage {
         workspaces,
-        workspaces_limit: workspaces_limit(state).await?,
+        workspaces_limit,
         cost_in_use,
-        budget: (!budgets.is_empty()).then(|| budgets.iter().sum()),
+        budget,
     })
 }
 
@@ -483,7 +503,7 @@ pub(super) async fn check(
     cost: i64,
     what: &str,
 ) -> ApiResult<()> {
-    let q = usage(state, u, workspace_id).await?;
+    let q = usage(state, u, workspace_id, false).await?;
     let refusal = if new_workspace && q.workspaces_limit.is_some_and(|l| q.workspaces >= l) {
         Some(format!(
             "{what} would be your workspace number {} and the limit is {} per user: delete one first (`outpost delete NAME`) or ask an owner",

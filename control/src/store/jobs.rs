@@ -71,9 +71,6 @@ impl Store {
             "UPDATE provisioner_jobs SET status = 'running', daemon_id = $1, lease_expires_at = $2, \
                  started_at = $3, attempts = attempts + 1 \
              WHERE id = (SELECT j.id FROM provisioner_jobs j \
-                           JOIN workspace_builds b ON b.id = j.build_id \
-                           JOIN template_versions v ON v.id = b.template_version_id \
-                           JOIN templates t ON t.id = v.template_id \
                          WHERE j.status = 'pending' AND j.provisioner IN ({list}){scope} \
                          ORDER BY j.created_at LIMIT 1{lock}) AND status = 'pending' \
              RETURNING id"

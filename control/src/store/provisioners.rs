@@ -59,12 +59,12 @@ pub(super) fn literal(s: &str) -> String {
 }
 
 impl JobScope {
-    /// The scope as SQL conditions on `v` (template_versions) and `t` (templates).
+    /// The scope as SQL conditions on `j` (provisioner_jobs, which carry their tags and template).
     pub(super) fn sql(&self) -> String {
         let mut out = String::new();
         let sets: Vec<String> = self.tag_sets.iter().map(|s| literal(s)).collect();
         out.push_str(&format!(
-            " AND v.provisioner_tags IN ({})",
+            " AND j.provisioner_tags IN ({})",
             if sets.is_empty() {
                 "''".to_string()
             } else {
@@ -72,11 +72,17 @@ impl JobScope {
             }
         ));
         if let Some(org) = &self.organization_id {
-            out.push_str(&format!(" AND t.organization_id = {}", literal(org)));
+            out.push_str(&format!(
+                " AND j.template_id IN (SELECT id FROM templates WHERE organization_id = {})",
+                literal(org)
+            ));
         }
         if !self.templates.is_empty() {
             let names: Vec<String> = self.templates.iter().map(|s| literal(s)).collect();
-            out.push_str(&format!(" AND t.name IN ({})", names.join(",")));
+            out.push_str(&format!(
+                " AND j.template_id IN (SELECT id FROM templates WHERE name IN ({}))",
+                names.join(",")
+            ));
         }
         out
     }

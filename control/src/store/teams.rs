@@ -316,15 +316,19 @@ impl Store {
 
     // ------------------------------------------------------------ quota usage
 
-    /// The user's workspaces (not deleted), and (workspace id, manifest) of those running or
-    /// starting.
-    pub async fn quota_inputs(&self, user_id: &str) -> Result<(i64, Vec<(String, String)>)> {
-        let n =
+    /// How many workspaces (not deleted) the user has.
+    pub async fn workspace_count(&self, user_id: &str) -> Result<i64> {
+        Ok(
             sqlx::query("SELECT COUNT(*) AS n FROM workspaces WHERE owner_id = $1 AND deleted = 0")
                 .bind(user_id)
                 .fetch_one(&self.pool)
                 .await?
-                .try_get::<i64, _>("n")?;
+                .try_get::<i64, _>("n")?,
+        )
+    }
+
+    /// (workspace id, manifest) of the user's workspaces running or starting.
+    pub async fn running_manifests(&self, user_id: &str) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT w.id, v.manifest FROM workspaces w \
              JOIN workspace_builds b ON b.workspace_id = w.id \
@@ -341,6 +345,6 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("manifest")?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok((n, manifests))
+        Ok(manifests)
     }
 }
