@@ -233,6 +233,34 @@ impl Server {
         self.dir.path().join("cli")
     }
 
+    /// Waits for `/readyz`: the store answers and is migrated, and (unless the server runs no
+    /// daemons of its own) a provisioner is there.
+    fn wait_ready(&mut self, deadline: Instant) -> R {
+        let own_daemons = !self
+            .extra
+            .windows(2)
+            .any(|w| w[0] == "--provisioner-daemons" && w[1] == "0");
+        loop {
+            if let Ok((code, v)) = http("GET", &format!("{}/readyz", self.url), None, None) {
+                let ok = |c: &str| v["checks"][c]["ok"] == true;
+                if code == 200 || (ok("store") && ok("migrations") && !own_daemons) {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    anyhow::bail!("server exited with {st}: {}", self.log());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "server not ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn spawn(&mut self) -> R {
         let (api, agent) = self
             .listen
@@ -291,6 +319,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.wait_ready(deadline)?;
         let port = |u: &str| u.rsplit(':').next().unwrap_or("0").to_string();
         self.listen = Some((
             format!("127.0.0.1:{}", port(&self.url)),

@@ -16,6 +16,7 @@ mod bootstrap;
 mod crash;
 mod credentials;
 mod docker;
+mod health;
 mod isolation;
 mod lifecycle;
 mod liveness;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::harness::*;
 
-struct Daemon(Child);
+pub struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -23,7 +23,7 @@ impl Drop for Daemon {
 
 /// `outpost provisioner start` with `key`, its own workspaces dir; agents are `/bin/true` (the
 /// jobs are what is tested, not the workspaces).
-fn daemon(s: &Server, key: &str, dir: &str) -> R<Daemon> {
+pub fn daemon(s: &Server, key: &str, dir: &str) -> R<Daemon> {
     let wdir = s.dir.path().join(dir);
     std::fs::create_dir_all(&wdir)?;
     let log = std::fs::File::create(s.dir.path().join(format!("{dir}.log")))?;
@@ -41,7 +41,7 @@ fn daemon(s: &Server, key: &str, dir: &str) -> R<Daemon> {
     ))
 }
 
-fn make_key(s: &Server, name: &str, tags: &[&str]) -> R<String> {
+pub fn make_key(s: &Server, name: &str, tags: &[&str]) -> R<String> {
     let mut args = vec!["provisioners", "keys", "create", name];
     for t in tags {
         args.extend_from_slice(&["--tag", t]);

@@ -121,6 +121,7 @@ fn cases() -> Vec<Case> {
     let local = json!({"template.toml": "[provisioner]\ntype = \"local\"\n"});
     vec![
         case("GET", "/healthz", ALL),
+        case("GET", "/readyz", ALL),
         // Setup happens once, before any user exists: closed to everyone afterwards.
         case("POST", "/api/v1/setup", NONE)
             .json(json!({"setup_token": "x", "username": "x-{r}", "password": "a-long-password-1"}))

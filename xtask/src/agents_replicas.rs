@@ -202,7 +202,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
-        let killed = Instant::now();
+        let (killed, killed_ms) = (Instant::now(), agentsim::now_ms());
         eprintln!(
             "killed the leader (replica {victim}), which held {} agents",
             moved.len()
@@ -244,6 +244,10 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             .context("no new leader within 60 s")??;
         let rss: Vec<u64> = survivors.iter().map(|i| rss_kib(pids[*i])).collect();
         let mut hb = shared.heartbeats_ms();
+        // The same window without the 10 s after the kill (the reconnection storm).
+        let storm = killed_ms..killed_ms + 10_000;
+        let mut calm = shared.heartbeats_ms_where(|at| !storm.contains(&at));
+        let mut stormy = shared.heartbeats_ms_where(|at| storm.contains(&at));
         let hb_errors = shared.heartbeat_errors.load(Ordering::Relaxed);
 
         // Delivery through another replica than the one holding the agent's poll.
@@ -263,6 +267,10 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             hb50: pct(&mut hb, 0.5),
             hb99: pct(&mut hb, 0.99),
             hb_n: hb.len(),
+            calm99: pct(&mut calm, 0.99),
+            storm50: pct(&mut stormy, 0.5),
+            storm99: pct(&mut stormy, 0.99),
+            storm_n: stormy.len(),
             hb_errors,
             cd50: pct(&mut delivery, 0.5),
             cd99: pct(&mut delivery, 0.99),
@@ -287,6 +295,10 @@ struct Figures {
     hb50: f64,
     hb99: f64,
     hb_n: usize,
+    calm99: f64,
+    storm50: f64,
+    storm99: f64,
+    storm_n: usize,
     hb_errors: u64,
     cd50: f64,
     cd99: f64,
@@ -445,6 +457,30 @@ fn report(f: &Figures, k: usize, n: usize, steady: u64) -> anyhow::Result<()> {
             "ms",
             "bar: 250 ms (issue 17)",
             Some(250.0),
+        ),
+        (
+            "heartbeat latency p99, the window but the 10 s after the kill".into(),
+            f.calm99,
+            "ms",
+            "bar: 250 ms (issue 17)",
+            Some(250.0),
+        ),
+        (
+            format!(
+                "heartbeat latency p50 in the 10 s after the kill ({} heartbeats)",
+                f.storm_n
+            ),
+            f.storm50,
+            "ms",
+            "-",
+            None,
+        ),
+        (
+            "heartbeat latency p99 in the 10 s after the kill".into(),
+            f.storm99,
+            "ms",
+            "-",
+            None,
         ),
         (
             "command delivery p50, through another replica".into(),

@@ -29,7 +29,8 @@ pub struct Sim {
 
 #[derive(Default)]
 pub struct Shared {
-    pub heartbeat_us: Mutex<Vec<u64>>,
+    /// (when it was sent, ms since the epoch; how long it took, µs).
+    pub heartbeat_us: Mutex<Vec<(u64, u64)>>,
     pub record_heartbeats: AtomicBool,
     pub heartbeat_errors: AtomicU64,
     pub connected: AtomicUsize,
@@ -65,9 +66,19 @@ impl Shared {
 
     /// The recorded heartbeat latencies in ms.
     pub fn heartbeats_ms(&self) -> Vec<f64> {
+        self.heartbeats_ms_where(|_| true)
+    }
+
+    /// The latencies in ms of the heartbeats sent at a time (ms since the epoch) `keep` takes.
+    pub fn heartbeats_ms_where(&self, keep: impl Fn(u64) -> bool) -> Vec<f64> {
         self.heartbeat_us
             .lock()
-            .map(|v| v.iter().map(|x| *x as f64 / 1000.0).collect())
+            .map(|v| {
+                v.iter()
+                    .filter(|(at, _)| keep(*at))
+                    .map(|(_, us)| *us as f64 / 1000.0)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -269,7 +280,7 @@ pub fn spawn(
             if sim2.stop_received_ms.load(Ordering::Relaxed) > 0 {
                 return;
             }
-            let t = Instant::now();
+            let (t, at) = (Instant::now(), now_ms());
             let req = HeartbeatRequest {
                 lifecycle: None,
                 stats: AgentStats {
@@ -282,7 +293,7 @@ pub fn spawn(
                 if !ok {
                     shared2.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
                 } else if let Ok(mut v) = shared2.heartbeat_us.lock() {
-                    v.push(t.elapsed().as_micros() as u64);
+                    v.push((at, t.elapsed().as_micros() as u64));
                 }
             }
         }

@@ -10,6 +10,7 @@ mod authz;
 mod cluster;
 mod error;
 mod events;
+mod health;
 mod keys;
 mod listen;
 mod liveness;
@@ -580,7 +581,8 @@ pub const TEMPLATE_BODY_LIMIT: usize = 8 << 20;
 fn api_router(state: AppState) -> Router {
     use axum::routing::{delete, get, post};
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/api/v1/setup", post(users::setup))
         .route("/api/v1/login", post(users::login))
         .route(

@@ -118,6 +118,9 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (19, include_str!("m19_postgres.sql")),
 ];
 
+/// The version the last migration brings a database to (both dialects have the same list).
+pub const LATEST_MIGRATION: i64 = MIGRATIONS_POSTGRES[MIGRATIONS_POSTGRES.len() - 1].0;
+
 /// How long after its first use a bootstrap token can be spent again by the same key.
 pub const BOOTSTRAP_RETRY_MS: i64 = 120_000;
 
@@ -197,6 +200,14 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The newest migration applied to the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get::<i64, _>("v")?)
     }
 
     async fn migrate(&self) -> Result<()> {
