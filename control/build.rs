@@ -12,6 +12,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn main() {
+    version();
     let web =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("web");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
@@ -40,4 +41,30 @@ fn copy(from: &Path, to: &Path) {
     if let Err(e) = std::fs::copy(from, to) {
         panic!("copying {} to {}: {e}", from.display(), to.display());
     }
+}
+
+/// `OUTPOST_VERSION`: the package version and the git commit it was built from, or the version
+/// alone outside a git checkout.
+fn version() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if root.join(f).exists() {
+            println!("cargo:rerun-if-changed={}", root.join(f).display());
+        }
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let pkg = env!("CARGO_PKG_VERSION");
+    let v = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(rev) => format!("{pkg} ({rev})"),
+        None => pkg.to_string(),
+    };
+    println!("cargo:rustc-env=OUTPOST_VERSION={v}");
 }

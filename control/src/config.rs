@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "outpost",
-    version,
+    version = env!("OUTPOST_VERSION"),
     about = "Outpost: developer workspaces",
     propagate_version = true
 )]
@@ -41,6 +41,8 @@ pub enum Command {
     Login(LoginArgs),
     /// Show who you are signed in as.
     Whoami,
+    /// Print a shell completion script (`source <(outpost completion bash)`).
+    Completion { shell: clap_complete::Shell },
     /// Manage users (admins only).
     #[command(subcommand)]
     Users(UsersCmd),

@@ -39,7 +39,10 @@ fn readiness_follows_the_provisioners(backend: Backend) -> R {
     assert_eq!(v["status"], "ready");
     assert_eq!(v["checks"]["provisioners"]["ok"], true, "{v:#}");
     // A server with its own daemons is ready at once.
-    let t = Server::start(s.backend.clone())?;
+    let t = match &s.backend {
+        Backend::Sqlite => Server::start(Backend::Sqlite)?,
+        pg => crate::replica_rig::replica_of(&s, pg.clone(), &[])?,
+    };
     let (code, v) = readyz(&t)?;
     assert_eq!(code, 200, "{v:#}");
     Ok(())

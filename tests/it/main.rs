@@ -13,6 +13,7 @@ mod apps;
 mod audit;
 mod bad_input;
 mod bootstrap;
+mod cli_ops;
 mod crash;
 mod credentials;
 mod docker;

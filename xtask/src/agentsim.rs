@@ -29,8 +29,9 @@ pub struct Sim {
 
 #[derive(Default)]
 pub struct Shared {
-    /// (when it was sent, ms since the epoch; how long it took, µs).
-    pub heartbeat_us: Mutex<Vec<(u64, u64)>>,
+    /// (when it was sent, ms since the epoch; how long it took, µs; whether its agent had lost
+    /// its connection since the last outage began, see [`Sim::failed_since_kill`]).
+    pub heartbeat_us: Mutex<Vec<(u64, u64, bool)>>,
     pub record_heartbeats: AtomicBool,
     pub heartbeat_errors: AtomicU64,
     pub connected: AtomicUsize,
@@ -66,17 +67,18 @@ impl Shared {
 
     /// The recorded heartbeat latencies in ms.
     pub fn heartbeats_ms(&self) -> Vec<f64> {
-        self.heartbeats_ms_where(|_| true)
+        self.heartbeats_ms_where(|_, _| true)
     }
 
-    /// The latencies in ms of the heartbeats sent at a time (ms since the epoch) `keep` takes.
-    pub fn heartbeats_ms_where(&self, keep: impl Fn(u64) -> bool) -> Vec<f64> {
+    /// The latencies in ms of the heartbeats `keep` takes (given when each was sent, ms since
+    /// the epoch, and whether its agent had lost its connection).
+    pub fn heartbeats_ms_where(&self, keep: impl Fn(u64, bool) -> bool) -> Vec<f64> {
         self.heartbeat_us
             .lock()
             .map(|v| {
                 v.iter()
-                    .filter(|(at, _)| keep(*at))
-                    .map(|(_, us)| *us as f64 / 1000.0)
+                    .filter(|(at, _, moved)| keep(*at, *moved))
+                    .map(|(_, us, _)| *us as f64 / 1000.0)
                     .collect()
             })
             .unwrap_or_default()
@@ -293,7 +295,8 @@ pub fn spawn(
                 if !ok {
                     shared2.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
                 } else if let Ok(mut v) = shared2.heartbeat_us.lock() {
-                    v.push((at, t.elapsed().as_micros() as u64));
+                    let moved = sim2.failed_since_kill.load(Ordering::Relaxed);
+                    v.push((at, t.elapsed().as_micros() as u64, moved));
                 }
             }
         }

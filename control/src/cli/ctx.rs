@@ -16,6 +16,16 @@ pub(crate) struct SavedLogin {
     pub(crate) token: String,
 }
 
+/// The server URL of the saved login in `dir` (default ~/.config/outpost), if any.
+pub(crate) fn saved_url(dir: Option<&std::path::Path>) -> Option<String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".config/outpost"),
+    };
+    let b = std::fs::read(dir.join("session.json")).ok()?;
+    serde_json::from_slice::<SavedLogin>(&b).ok().map(|s| s.url)
+}
+
 pub(crate) struct Ctx {
     pub(crate) json: bool,
     pub(crate) config_dir: PathBuf,

@@ -25,6 +25,10 @@ use crate::config::*;
 /// Entry point of the `outpost` binary.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let server_url = cli
+        .url
+        .clone()
+        .or_else(|| ctx::saved_url(cli.config_dir.as_deref()));
     outpost_common::tls::install_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,10 +43,48 @@ pub fn main() -> std::process::ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e, server_url.as_deref()));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error as the user sees it: the context, the API's or transport's own words once (not
+/// repeated by every layer of its sources), and what to do next where we know it.
+fn report(e: &anyhow::Error, server_url: Option<&str>) -> String {
+    use outpost_api::ClientError;
+    let mut parts: Vec<String> = Vec::new();
+    let mut hint = None;
+    for cause in e.chain() {
+        if let Some(ce) = cause.downcast_ref::<ClientError>() {
+            match ce {
+                ClientError::Transport { url, .. } => {
+                    let base = url.split("/api/").next().unwrap_or(url);
+                    parts.push(ce.to_string());
+                    hint = Some(format!(
+                        "Is the Outpost server running at {base}? Check --url or OUTPOST_URL (`outpost login URL` saves another), then try again."
+                    ));
+                }
+                ClientError::Api { .. } => {
+                    // The server's advice names `outpost login URL`: fill in the URL in use.
+                    let msg = ce.to_string();
+                    parts.push(match server_url {
+                        Some(u) => msg.replace("outpost login URL", &format!("outpost login {u}")),
+                        None => msg,
+                    });
+                }
+                ClientError::Decode { .. } => parts.push(ce.to_string()),
+            }
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    let mut out = parts.join(": ");
+    if let Some(h) = hint {
+        out.push('\n');
+        out.push_str(&h);
+    }
+    out
 }
 
 fn init_logs(json: bool) {
@@ -64,6 +106,12 @@ async fn shutdown_signal() {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server(args).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "outpost", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Ca(cmd) => {
             let msg = match &cmd {
                 CaCmd::Rotate { data_dir, secrets } => format!(
@@ -318,9 +366,11 @@ async fn user_command(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Ssh(a) => crate::sshcli::ssh(ctx, a).await,
         Command::ConfigSsh(a) => crate::sshcli::config_ssh(ctx, a).await,
         Command::PortForward(a) => crate::sshcli::port_forward(ctx, a).await,
-        Command::Server(_) | Command::Provisioner(_) | Command::Ca(_) | Command::Secrets(_) => {
-            unreachable_command()
-        }
+        Command::Server(_)
+        | Command::Provisioner(_)
+        | Command::Ca(_)
+        | Command::Secrets(_)
+        | Command::Completion { .. } => unreachable_command(),
     }
 }
 

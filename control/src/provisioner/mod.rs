@@ -48,6 +48,7 @@ impl Daemon {
     /// Takes and runs jobs until `shutdown`. A job in hand is finished first.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(200);
+        let mut failures = 0u32;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -64,11 +65,19 @@ impl Daemon {
             match acquired {
                 Ok(Some(job)) => {
                     backoff = Duration::from_millis(200);
+                    failures = 0;
                     self.execute(job).await;
                 }
-                Ok(None) => {}
+                Ok(None) => failures = 0,
                 Err(e) => {
-                    tracing::debug!(error = %e, daemon = %self.id, "acquire failed");
+                    // The first failure in a row, then about once a minute: loud enough for an
+                    // operator, not a flood.
+                    if failures % 12 == 0 {
+                        tracing::warn!(error = %e, daemon = %self.id, server = %self.client.base(), "cannot take jobs from the server; retrying (check --url and --key)");
+                    } else {
+                        tracing::debug!(error = %e, daemon = %self.id, "acquire failed");
+                    }
+                    failures = failures.wrapping_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = crate::server::until_shutdown(&mut shutdown) => return,
