@@ -72,7 +72,7 @@ impl Daemon {
                 Err(e) => {
                     // The first failure in a row, then about once a minute: loud enough for an
                     // operator, not a flood.
-                    if failures % 12 == 0 {
+                    if failures.is_multiple_of(12) {
                         tracing::warn!(error = %e, daemon = %self.id, server = %self.client.base(), "cannot take jobs from the server; retrying (check --url and --key)");
                     } else {
                         tracing::debug!(error = %e, daemon = %self.id, "acquire failed");
