@@ -288,6 +288,12 @@ pub enum CaCmd {
 #[derive(Args, Debug, Clone)]
 #[command(args_override_self = true)]
 pub struct ServerArgs {
+    /// A TOML file of these settings, one key per flag; flags and OUTPOST_* variables win.
+    #[arg(long, env = "OUTPOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the settings in effect (as a config file, with where each came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Where Outpost keeps its SQLite database, CA and workspaces.
     #[arg(long, env = "OUTPOST_DATA_DIR", default_value = ".outpost")]
     pub data_dir: PathBuf,

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod ca_share;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod provisioner;
 pub mod schedule;
 pub mod secrets;

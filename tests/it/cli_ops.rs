@@ -157,3 +157,85 @@ fn no_color_is_honoured() -> R {
     assert!(!plain.contains("\x1b["), "colour with NO_COLOR: {plain:?}");
     Ok(())
 }
+
+/// `outpost server --config FILE`: a flag beats its OUTPOST_* variable, which beats the file,
+/// which beats the default; `--print-config` says which won for each, secrets hidden; a bad
+/// file is refused with the key it trips on; a real server runs with the file's settings.
+#[test]
+fn config_file_precedence() -> R {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("outpost.toml");
+    std::fs::write(
+        &file,
+        "heartbeat-secs = 7\njob_lease_secs = 9\nstop-grace-secs = 11\naudit-retention = \"5d\"\n\
+         log-json = true\nprovisioner-daemons = 3\nprovisioner-key = \"s3cret-key\"\n\
+         postgres-url = \"postgres://u:pw-s3cret@127.0.0.1:1/x\"\n",
+    )?;
+    let f = file.display().to_string();
+    let o = outpost_env(
+        &[
+            "server",
+            "--config",
+            &f,
+            "--print-config",
+            "--stop-grace-secs",
+            "12",
+        ],
+        &[
+            ("OUTPOST_JOB_LEASE_SECS", "8"),
+            ("OUTPOST_STOP_GRACE_SECS", "13"),
+        ],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for line in [
+        "heartbeat-secs = 7  # file",
+        "job-lease-secs = 8  # environment",
+        "stop-grace-secs = 12  # flag",
+        "audit-retention = \"5d\"  # file",
+        "log-json = true  # file",
+        "provisioner-daemons = 3  # file",
+        "provisioner-key = \"(hidden)\"  # file",
+        "postgres-url = \"postgres://u:(hidden)@127.0.0.1:1/x\"  # file",
+        "listen = \"127.0.0.1:7080\"  # default",
+    ] {
+        assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
+    }
+    assert!(!out.contains("s3cret"), "{out}");
+    // The output is a config file itself.
+    let parsed: toml::Table = out.parse()?;
+    assert_eq!(parsed["heartbeat-secs"].as_integer(), Some(7));
+    // OUTPOST_CONFIG names the file too.
+    let o = outpost_env(&["server", "--print-config"], &[("OUTPOST_CONFIG", &f)])?;
+    assert!(String::from_utf8_lossy(&o.stdout).contains("heartbeat-secs = 7  # file"));
+
+    // Bad files change nothing and say why.
+    for (text, want) in [
+        ("nope = 1\n", "unknown setting `nope`"),
+        ("heartbeat-secs = \"soon\"\n", "invalid value"),
+        ("[server]\nlisten = \"x\"\n", "unknown setting `server`"),
+        ("listen = { a = 1 }\n", "is a table"),
+        ("log-json = 3\n", "is true or false"),
+        ("heartbeat-secs = \n", "config file"),
+    ] {
+        std::fs::write(&file, text)?;
+        let o = outpost_env(&["server", "--config", &f, "--print-config"], &[])?;
+        assert!(!o.status.success(), "{text} was taken");
+        assert!(stderr(&o).contains(want), "{text}: {}", stderr(&o));
+    }
+    let o = outpost_env(&["server", "--config", "/nonexistent/outpost.toml"], &[])?;
+    assert!(
+        stderr(&o).contains("/nonexistent/outpost.toml"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A real server takes its settings from the file: no daemons of its own.
+    std::fs::write(&file, "provisioner-daemons = 0\n")?;
+    let s = Server::start_with(Backend::Sqlite, &["--config", &f])?;
+    let (code, v) = http("GET", &format!("{}/readyz", s.url), None, None)?;
+    assert_eq!(code, 503, "{v:#}");
+    let detail = v["checks"]["provisioners"]["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("no provisioner daemon"), "{v:#}");
+    Ok(())
+}

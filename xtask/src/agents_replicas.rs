@@ -203,6 +203,25 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             let _ = s.child.wait();
         }
         let (killed, killed_ms) = (Instant::now(), agentsim::now_ms());
+        // Who burns the CPU in the 10 s after the kill: the survivors, this load process, the
+        // machine (PostgreSQL included).
+        let storm_cpu = {
+            let survivors: Vec<u32> = survivors.iter().map(|i| pids[*i]).collect();
+            tokio::spawn(async move {
+                let me = std::process::id();
+                let take = || {
+                    (
+                        survivors.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0,
+                        cpu_ticks(me) as f64 / 100.0,
+                        crate::cpustat::machine_cpu_secs(),
+                    )
+                };
+                let a = take();
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let b = take();
+                ((b.0 - a.0) / 10.0, (b.1 - a.1) / 10.0, (b.2 - a.2) / 10.0)
+            })
+        };
         eprintln!(
             "killed the leader (replica {victim}), which held {} agents",
             moved.len()
@@ -232,6 +251,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             .map(|i| cpu_ticks(pids[*i]).saturating_sub(c0[*i]) as f64 / 100.0 / secs)
             .sum();
         let back = back.await??;
+        let storm_cpu = storm_cpu.await?;
         for (e, c) in shared.top_errors() {
             eprintln!("  {c} x {e}");
         }
@@ -275,6 +295,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             storm_n: stormy.len(),
             kept99: pct(&mut kept, 0.99),
             kept_n: kept.len(),
+            storm_cpu,
             hb_errors,
             cd50: pct(&mut delivery, 0.5),
             cd99: pct(&mut delivery, 0.99),
@@ -305,6 +326,8 @@ struct Figures {
     storm_n: usize,
     kept99: f64,
     kept_n: usize,
+    /// Cores busy in the 10 s after the kill: (the survivors, the load process, the machine).
+    storm_cpu: (f64, f64, f64),
     hb_errors: u64,
     cd50: f64,
     cd99: f64,
@@ -497,6 +520,27 @@ fn report(f: &Figures, k: usize, n: usize, steady: u64) -> anyhow::Result<()> {
             "ms",
             "bar: 250 ms (issue 17)",
             Some(250.0),
+        ),
+        (
+            "CPU in the 10 s after the kill: the survivors".into(),
+            f.storm_cpu.0,
+            "cores",
+            "-",
+            None,
+        ),
+        (
+            "CPU in the 10 s after the kill: the load process".into(),
+            f.storm_cpu.1,
+            "cores",
+            "-",
+            None,
+        ),
+        (
+            "CPU in the 10 s after the kill: the whole machine".into(),
+            f.storm_cpu.2,
+            "cores",
+            "-",
+            None,
         ),
         (
             "command delivery p50, through another replica".into(),

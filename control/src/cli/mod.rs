@@ -15,7 +15,6 @@ mod workspaces;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use outpost_api::*;
 
 pub(crate) use ctx::Ctx;
@@ -24,7 +23,7 @@ use crate::config::*;
 
 /// Entry point of the `outpost` binary.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = crate::config_file::parse();
     let server_url = cli
         .url
         .clone()
