@@ -288,6 +288,8 @@ pub enum CaCmd {
 #[derive(Args, Debug, Clone)]
 #[command(args_override_self = true)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: Option<crate::backup::ServerAction>,
     /// A TOML file of these settings, one key per flag; flags and OUTPOST_* variables win.
     #[arg(long, env = "OUTPOST_CONFIG")]
     pub config: Option<PathBuf>,

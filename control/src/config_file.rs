@@ -34,6 +34,10 @@ fn parse_from(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     let Some(("server", sm)) = m.subcommand() else {
         return Cli::from_arg_matches(&m);
     };
+    if sm.subcommand().is_some() {
+        // `server backup|restore` take their own flags.
+        return Cli::from_arg_matches(&m);
+    }
     let mut from_file = BTreeSet::new();
     let m = match sm.get_one::<std::path::PathBuf>("config") {
         Some(file) => {

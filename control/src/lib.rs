@@ -1,6 +1,7 @@
 //! Outpost control: the server (API, agent API, lease reaper, embedded provisioners), the
 //! provisioner daemon and the user CLI. `main.rs` only calls [`cli::main`].
 
+pub mod backup;
 pub mod ca;
 pub mod ca_share;
 pub mod cli;

@@ -11,6 +11,7 @@ mod harness;
 mod abuse;
 mod apps;
 mod audit;
+mod backup;
 mod bad_input;
 mod bootstrap;
 mod cli_ops;

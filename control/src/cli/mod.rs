@@ -104,7 +104,18 @@ async fn shutdown_signal() {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server(args) => server(args).await,
+        Command::Server(mut args) => match args.action.take() {
+            Some(action) => {
+                let r = crate::backup::run(action).await?;
+                if cli.json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!("{}", r.message);
+                }
+                Ok(())
+            }
+            None => server(args).await,
+        },
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -209,19 +209,19 @@ async fn authed_agent(
     peer: &PeerIdentity,
     action: &str,
 ) -> Result<AgentRow, (ApiError, Option<AgentRow>)> {
-    let Some((ws, agent_id)) = peer.id.as_ref() else {
-        return Err((reject(state, action, peer, "no client certificate"), None));
-    };
-    let agent = match state.store.agent(agent_id).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return Err((reject(state, action, peer, "unknown agent"), None)),
-        Err(e) => return Err((e.into(), None)),
-    };
-    if &agent.workspace_id != ws || agent.cert_serial.is_none() {
-        return Err((
-            reject(state, action, peer, "certificate does not match an agent"),
-            None,
-        ));
+    authed_agent_with(state, peer, action, false).await
+}
+
+/// Why a certificate does not make its caller this agent, if it does not.
+enum Verdict {
+    Ok,
+    Reject(&'static str),
+    Revoked,
+}
+
+fn verdict(agent: &AgentRow, ws: &str, peer: &PeerIdentity) -> Verdict {
+    if agent.workspace_id != ws || agent.cert_serial.is_none() {
+        return Verdict::Reject("certificate does not match an agent");
     }
     // Bound to the serial last issued (or the one before it, briefly): a copied or superseded
     // certificate stops working at renewal, not at its expiry.
@@ -236,12 +236,42 @@ async fn authed_agent(
         .is_some_and(|s| crate::ca::same_serial(sent, s))
         && agent.prev_cert_until.is_some_and(|t| now_ms() < t);
     if !current && !previous {
-        return Err((reject(state, action, peer, "superseded certificate"), None));
+        return Verdict::Reject("superseded certificate");
     }
     if agent.revoked_at.is_some() {
-        return Err((reject(state, action, peer, "agent revoked"), Some(agent)));
+        return Verdict::Revoked;
     }
-    Ok(agent)
+    Verdict::Ok
+}
+
+/// The calling agent; with `cached`, from the rows recent polls read when one passes (see
+/// [`super::agent_cache`]), else (and on any doubt) from the store.
+async fn authed_agent_with(
+    state: &AppState,
+    peer: &PeerIdentity,
+    action: &str,
+    cached: bool,
+) -> Result<AgentRow, (ApiError, Option<AgentRow>)> {
+    let Some((ws, agent_id)) = peer.id.as_ref() else {
+        return Err((reject(state, action, peer, "no client certificate"), None));
+    };
+    if cached {
+        if let Some(a) = state.agent_cache.get(agent_id) {
+            if matches!(verdict(&a, ws, peer), Verdict::Ok) {
+                return Ok(a);
+            }
+        }
+    }
+    let agent = match state.store.agent(agent_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err((reject(state, action, peer, "unknown agent"), None)),
+        Err(e) => return Err((e.into(), None)),
+    };
+    match verdict(&agent, ws, peer) {
+        Verdict::Ok => Ok(agent),
+        Verdict::Reject(why) => Err((reject(state, action, peer, why), None)),
+        Verdict::Revoked => Err((reject(state, action, peer, "agent revoked"), Some(agent))),
+    }
 }
 
 /// The relay's check: a valid, unrevoked agent.
@@ -408,6 +438,7 @@ async fn renew(
             "agent revoked during renewal",
         ));
     }
+    state.agent_cache.forget(&agent.id);
     state.audit.record(
         "agent.renew",
         "issued",
@@ -461,9 +492,11 @@ async fn poll(
     let now = now_ms();
     if agent.first_connected_at.is_none() {
         state.store.agent_seen(&agent.id, now).await?;
+        state.agent_cache.forget(&agent.id);
         tracing::info!(agent = %agent.id, workspace = %agent.workspace_id, "agent connected");
         state.bump_progress();
     } else {
+        state.agent_cache.put(&agent);
         state.liveness.record(&agent.id, now, None, None);
     }
     let waker = state.agent_waker(&agent.id);
@@ -481,6 +514,7 @@ async fn poll(
         // Revoked while we held the poll: end it.
         if let Some(a) = state.store.agent(&agent.id).await? {
             if a.revoked_at.is_some() {
+                state.agent_cache.forget(&a.id);
                 return Err(reject(
                     &state,
                     "agent.poll",
@@ -506,7 +540,7 @@ async fn heartbeat(
     Extension(peer): Extension<PeerIdentity>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    let agent = authed_agent(&state, &peer, "agent.heartbeat")
+    let agent = authed_agent_with(&state, &peer, "agent.heartbeat", true)
         .await
         .map_err(|e| e.0)?;
     state.agent_limits.heartbeat(&agent.id)?;
@@ -518,6 +552,7 @@ async fn heartbeat(
     let now = now_ms();
     if agent.first_connected_at.is_none() {
         state.store.agent_seen(&agent.id, now).await?;
+        state.agent_cache.forget(&agent.id);
         state.bump_progress();
     }
     let s = &req.stats.sessions;

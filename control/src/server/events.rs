@@ -109,6 +109,7 @@ impl Inner {
         }
         self.liveness.forget(agent_id);
         self.tunnels.forget(agent_id);
+        self.agent_cache.forget(agent_id);
     }
 
     /// Revokes every live agent of a workspace at once and audits it.

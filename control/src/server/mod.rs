@@ -3,6 +3,7 @@
 
 mod account;
 mod agent;
+mod agent_cache;
 mod apps_domain;
 mod audit;
 mod auth;
@@ -194,6 +195,8 @@ pub struct Inner {
     pub login_guard: ratelimit::LoginGuard,
     /// Per-agent caps on held polls, heartbeats and credential mints.
     pub agent_limits: ratelimit::AgentLimits,
+    /// Agent rows recent polls read, for heartbeats.
+    pub agent_cache: agent_cache::AgentCache,
     /// Log streams each user may follow at once.
     pub follows: listen::Slots<String>,
     /// Per topic (`job:ID`, `agent-logs:WORKSPACE_ID`), a counter bumped when it changes: log
@@ -419,6 +422,7 @@ pub async fn run(
         login_guard: ratelimit::LoginGuard::new().map_err(|e| anyhow::anyhow!(e.message))?,
         user_cuts: Mutex::new(HashMap::new()),
         agent_limits: ratelimit::AgentLimits::default(),
+        agent_cache: Default::default(),
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,

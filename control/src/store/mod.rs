@@ -118,6 +118,20 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (19, include_str!("m19_postgres.sql")),
 ];
 
+/// A consistent copy of the SQLite database at `db` in a new file `out`, while a server may be
+/// using it (`VACUUM INTO` reads one snapshot through a read-only connection of its own).
+pub async fn sqlite_snapshot(db: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(out.display().to_string())
+        .execute(&mut c)
+        .await?;
+    c.close().await?;
+    Ok(())
+}
+
 /// The version the last migration brings a database to (both dialects have the same list).
 pub const LATEST_MIGRATION: i64 = MIGRATIONS_POSTGRES[MIGRATIONS_POSTGRES.len() - 1].0;
 
