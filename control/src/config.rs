@@ -425,6 +425,9 @@ pub struct ServerArgs {
     /// How often the scheduler looks for workspaces to stop, start, mark dormant or delete.
     #[arg(long, env = "OUTPOST_SCHEDULE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub schedule_interval: std::time::Duration,
+    /// On SIGTERM, how long open SSH and port relays may finish before the process exits.
+    #[arg(long, env = "OUTPOST_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
     /// Seconds a bootstrap token stays valid.
     #[arg(long, env = "OUTPOST_BOOTSTRAP_TOKEN_TTL_SECS", default_value_t = 900)]
     pub bootstrap_token_ttl_secs: u64,

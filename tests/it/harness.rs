@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub type R<T = ()> = anyhow::Result<T>;
 
+pub use crate::procs::*;
+
 pub fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -341,6 +343,36 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits (up to `within`) for the server to exit; its exit status and how
+    /// long that took.
+    pub fn terminate(&mut self, within: Duration) -> R<(std::process::ExitStatus, Duration)> {
+        let mut c = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("not running"))?;
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok((st, t.elapsed()));
+            }
+            if t.elapsed() > within {
+                let _ = c.kill();
+                let _ = c.wait();
+                anyhow::bail!("the server did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again (after [`Server::terminate`]) on the same data dir and ports.
+    pub fn start_again(&mut self) -> R {
+        self.spawn()
+    }
+
     /// Sets (or with `None` removes) an environment variable for the next (re)start.
     pub fn set_env(&mut self, key: &str, value: Option<&str>) {
         self.env.retain(|(k, _)| k != key);
@@ -650,63 +682,6 @@ fn remove_workspace_leftovers(id: &str) {
             let _ = Command::new("docker").args(&rm).args(&names).output();
         }
     }
-}
-
-/// Live processes whose environment carries `OUTPOST_WORKSPACE_ID=id`.
-pub fn processes_of_workspace(id: &str) -> Vec<i32> {
-    outpost_common::process::pids_with_env(&outpost_common::process::workspace_marker(id))
-}
-
-/// The command lines of a workspace's live processes.
-pub fn commands_of_workspace(id: &str) -> Vec<String> {
-    processes_of_workspace(id)
-        .into_iter()
-        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .collect()
-}
-
-#[allow(unsafe_code)]
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) on a pid this test started.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-/// Is the process alive (and not a zombie)?
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-pub fn home_of(w: &Value) -> PathBuf {
-    resource_path(w, "home").expect("workspace has a home resource")
-}
-
-pub fn resource_path(w: &Value, name: &str) -> Option<PathBuf> {
-    w["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == name)
-        .and_then(|r| r["details"]["path"].as_str())
-        .map(PathBuf::from)
-}
-
-pub fn agent_pid(w: &Value) -> Option<i32> {
-    w["resources"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == "agent")
-        .and_then(|r| r["details"]["pid"].as_str())
-        .and_then(|p| p.parse().ok())
 }
 
 /// A raw HTTP call: (status, JSON body or Null).

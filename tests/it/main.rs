@@ -6,7 +6,9 @@ mod agent_api;
 mod browser;
 mod clients;
 mod fixtures;
+mod graceful;
 mod harness;
+mod procs;
 
 mod abuse;
 mod apps;

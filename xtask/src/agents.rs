@@ -27,6 +27,8 @@ pub(crate) struct Opts {
     pub daemons: Vec<usize>,
     /// Builds per round.
     pub builds: usize,
+    /// Connections the load process makes at once (0: no cap).
+    pub connect_concurrency: usize,
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         replicas: 1,
         daemons: vec![1, 2, 4],
         builds: 100,
+        connect_concurrency: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -48,6 +51,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             "--sample" => o.sample = it.next().context("--sample M")?.parse()?,
             "--replicas" => o.replicas = it.next().context("--replicas N")?.parse()?,
             "--builds" => o.builds = it.next().context("--builds N")?.parse()?,
+            "--connect-concurrency" => {
+                o.connect_concurrency = it.next().context("--connect-concurrency N")?.parse()?
+            }
             "--daemons" => {
                 o.daemons = it
                     .next()

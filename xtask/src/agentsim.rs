@@ -36,6 +36,10 @@ pub struct Shared {
     pub heartbeat_errors: AtomicU64,
     pub connected: AtomicUsize,
     pub poll_errors: AtomicU64,
+    /// Connections (TLS handshake and first request) the load process makes at once, when
+    /// capped: the agents' client handshakes share this one process's cores, which real
+    /// agents do not.
+    pub connect_gate: Option<tokio::sync::Semaphore>,
     /// Failed requests by their message (digits blanked), for the report.
     pub errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -310,6 +314,10 @@ pub fn spawn(
         loop {
             let session = cur.session();
             if probe {
+                let _permit = match &shared.connect_gate {
+                    Some(g) => g.acquire().await.ok(),
+                    None => None,
+                };
                 match session.manifest().await {
                     Ok(_) => {
                         probe = false;
@@ -427,4 +435,24 @@ pub async fn deliver_stops(
         delivery.push(r.saturating_sub(*t) as f64);
     }
     Ok(delivery)
+}
+
+/// How late this process's timers fire: a task that sleeps 10 ms over and over, recording
+/// (when, ms since the epoch; how late, ms) while `on` is set.
+pub fn lag_probe(on: Arc<AtomicBool>) -> Arc<Mutex<Vec<(u64, f64)>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let o = out.clone();
+    tokio::spawn(async move {
+        loop {
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let late = t.elapsed().as_secs_f64() * 1000.0 - 10.0;
+            if on.load(Ordering::Relaxed) {
+                if let Ok(mut v) = o.lock() {
+                    v.push((now_ms(), late.max(0.0)));
+                }
+            }
+        }
+    });
+    out
 }

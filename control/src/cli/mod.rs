@@ -306,6 +306,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         bail!("--schedule-interval must be at least 100ms");
     }
     config.schedule_interval = args.schedule_interval;
+    config.shutdown_grace = args.shutdown_grace;
     crate::server::run(
         crate::server::Listeners { api, agent },
         config,

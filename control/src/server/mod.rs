@@ -111,6 +111,8 @@ pub struct ServerConfig {
     pub allow_custom_quiet_hours: bool,
     /// How often the scheduler ticks.
     pub schedule_interval: Duration,
+    /// On shutdown, how long open relays may finish.
+    pub shutdown_grace: Duration,
     /// Sign-in through an OpenID Connect provider (`--oidc-*`).
     pub oidc: Option<oidc::OidcConfig>,
     /// Owners may connect to other users' workspaces (audited).
@@ -154,6 +156,7 @@ impl ServerConfig {
             default_quiet_hours: crate::schedule::DEFAULT_QUIET_HOURS.into(),
             allow_custom_quiet_hours: true,
             schedule_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
             oidc: None,
             allow_owner_workspace_access: false,
             replica_url: None,
@@ -195,6 +198,8 @@ pub struct Inner {
     pub login_guard: ratelimit::LoginGuard,
     /// Per-agent caps on held polls, heartbeats and credential mints.
     pub agent_limits: ratelimit::AgentLimits,
+    /// SSH and port relays open now (a shutdown waits for them, up to its grace).
+    pub open_relays: std::sync::atomic::AtomicUsize,
     /// Agent rows recent polls read, for heartbeats.
     pub agent_cache: agent_cache::AgentCache,
     /// Log streams each user may follow at once.
@@ -423,6 +428,7 @@ pub async fn run(
         user_cuts: Mutex::new(HashMap::new()),
         agent_limits: ratelimit::AgentLimits::default(),
         agent_cache: Default::default(),
+        open_relays: Default::default(),
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
@@ -531,7 +537,12 @@ pub async fn run(
     }
 
     shutdown.await;
-    tracing::info!("shutting down");
+    let open = state.open_relays.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        open_relays = open,
+        grace = ?config_grace(&state),
+        "shutting down: no new connections or builds; open relays may finish within the grace"
+    );
     let _ = shutdown_tx.send(true);
     state.jobs_changed.notify_waiters();
     for d in daemons {
@@ -547,9 +558,28 @@ pub async fn run(
     flusher.abort();
     state.liveness.flush(&state.store).await;
     scheduler::flush_activity(&state).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    // Relays (SSH, port forwards) in flight get their grace; the agent listener (their
+    // tunnels) stays until they end.
+    let grace = tokio::time::Instant::now() + config_grace(&state);
+    while state.open_relays.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < grace
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = state.open_relays.load(std::sync::atomic::Ordering::Relaxed);
+    if left > 0 {
+        tracing::info!(
+            open_relays = left,
+            "grace over: closing the relays still open"
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent_task).await;
     Ok(())
+}
+
+fn config_grace(state: &AppState) -> Duration {
+    state.config.shutdown_grace
 }
 
 fn read_clock_offset(f: &std::path::Path) {

@@ -186,6 +186,7 @@ async fn relay(
     // A suspension of the caller ends the relay at once.
     let cut = state.user_cut(&auth.user.id);
     tokio::spawn(async move {
+        let _open = OpenRelay::new(&state);
         let client = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(_) => return,
@@ -199,6 +200,26 @@ async fn relay(
         up.abort();
     });
     Ok(switching(relay::UPGRADE_RELAY))
+}
+
+/// One open relay, counted while it lives (a shutdown waits for the count to drop).
+struct OpenRelay(AppState);
+
+impl OpenRelay {
+    fn new(state: &AppState) -> Self {
+        state
+            .open_relays
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenRelay(state.clone())
+    }
+}
+
+impl Drop for OpenRelay {
+    fn drop(&mut self) {
+        self.0
+            .open_relays
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The most of an agent's refusal text control reads.
