@@ -19,6 +19,7 @@ mod bootstrap;
 mod cli_ops;
 mod crash;
 mod credentials;
+mod dist;
 mod docker;
 mod health;
 mod isolation;

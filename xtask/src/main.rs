@@ -5,6 +5,7 @@ mod agents_replicas;
 mod agentsim;
 mod bench;
 mod cpustat;
+mod dist;
 mod dockerbench;
 mod fuzz;
 mod schedbench;
@@ -34,6 +35,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                       SQLite and PostgreSQL (bar: under 1 s, every due stop queued)
   bench rig           set up bench ssh's servers, print how to reach them, wait for Enter
                       (for profiling by hand: perf, strace)
+  dist [--bin-dir DIR] [--out DIR]
+                      release binaries and a Debian package (target/dist/outpost_*.deb) with a
+                      systemd unit running `outpost server` as the `outpost` user
   fuzz [--seconds N] [--sanitizer address|none] [TARGET...]
                       run the cargo-fuzz targets in fuzz/ (default: all, 600 s each) with
                       RUSTC_BOOTSTRAP=1; writes target/bench/fuzz.json, fails on a crash
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Some("demo") => demo(),
         Some("bench") => bench::main(&args[1..]),
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("dist") => dist::main(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             return std::process::ExitCode::from(2);
