@@ -305,6 +305,9 @@ pub struct ServerArgs {
     /// API and dashboard listen address.
     #[arg(long, env = "OUTPOST_LISTEN", default_value = "127.0.0.1:7080")]
     pub listen: String,
+    /// Serve Prometheus metrics at /metrics on this address (off unless set).
+    #[arg(long, env = "OUTPOST_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Agent API (mTLS) listen address.
     #[arg(long, env = "OUTPOST_AGENT_LISTEN", default_value = "127.0.0.1:7443")]
     pub agent_listen: String,

@@ -25,6 +25,7 @@ mod health;
 mod isolation;
 mod lifecycle;
 mod liveness;
+mod metrics;
 mod oidc;
 mod owner_access;
 mod provisioners;

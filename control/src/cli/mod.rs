@@ -307,6 +307,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     config.schedule_interval = args.schedule_interval;
     config.shutdown_grace = args.shutdown_grace;
+    config.metrics_listen = args.metrics_listen.clone();
     crate::server::run(
         crate::server::Listeners { api, agent },
         config,

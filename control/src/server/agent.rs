@@ -501,6 +501,7 @@ async fn poll(
     }
     let waker = state.agent_waker(&agent.id);
     let _held = state.agent_limits.hold_poll(&agent.id)?;
+    let _counted = state.metrics.poll_held();
     let deadline = tokio::time::Instant::now() + POLL_HOLD;
     let mut shutdown = state.shutdown.clone();
     loop {

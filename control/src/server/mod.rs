@@ -17,6 +17,7 @@ mod listen;
 mod liveness;
 mod logs;
 mod lookup;
+mod metrics;
 pub mod oidc;
 mod peer;
 mod provisioner;
@@ -113,6 +114,8 @@ pub struct ServerConfig {
     pub schedule_interval: Duration,
     /// On shutdown, how long open relays may finish.
     pub shutdown_grace: Duration,
+    /// Where `/metrics` is served (nowhere when None).
+    pub metrics_listen: Option<String>,
     /// Sign-in through an OpenID Connect provider (`--oidc-*`).
     pub oidc: Option<oidc::OidcConfig>,
     /// Owners may connect to other users' workspaces (audited).
@@ -157,6 +160,7 @@ impl ServerConfig {
             allow_custom_quiet_hours: true,
             schedule_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            metrics_listen: None,
             oidc: None,
             allow_owner_workspace_access: false,
             replica_url: None,
@@ -198,6 +202,8 @@ pub struct Inner {
     pub login_guard: ratelimit::LoginGuard,
     /// Per-agent caps on held polls, heartbeats and credential mints.
     pub agent_limits: ratelimit::AgentLimits,
+    /// Prometheus metrics (`/metrics` on `--metrics-listen`).
+    pub metrics: metrics::Metrics,
     /// SSH and port relays open now (a shutdown waits for them, up to its grace).
     pub open_relays: std::sync::atomic::AtomicUsize,
     /// Agent rows recent polls read, for heartbeats.
@@ -429,6 +435,7 @@ pub async fn run(
         agent_limits: ratelimit::AgentLimits::default(),
         agent_cache: Default::default(),
         open_relays: Default::default(),
+        metrics: Default::default(),
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
@@ -467,6 +474,7 @@ pub async fn run(
     tracing::info!(api = %access_url, agent_api = %agent_url, "outpost server listening");
 
     let api = api_router(state.clone());
+    metrics::start(&state, shutdown_rx.clone()).await?;
     let api_task = tokio::spawn(listen::serve_http(
         listeners.api,
         api,
@@ -772,6 +780,10 @@ fn api_router(state: AppState) -> Router {
         )
         .route("/api/v1/apps/auth", get(apps_domain::auth_start))
         .fallback(web::at_path)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             apps_domain::route_app_hosts,

@@ -245,6 +245,9 @@ async fn after_job_end(state: &AppState, build_id: &str, status: &str) -> ApiRes
         .build(build_id)
         .await?
         .ok_or(StoreError::NotFound)?;
+    state
+        .metrics
+        .build_ended(&b.transition, status, b.created_at);
     if status == "succeeded" && b.transition == "start" {
         super::schedule::on_started(state, &b.workspace_id, b.number).await?;
     }

@@ -185,13 +185,27 @@ async fn relay(
     let (tx, down) = open(&state, &w, &path).await?;
     // A suspension of the caller ends the relay at once.
     let cut = state.user_cut(&auth.user.id);
+    let kind = if path.starts_with(relay::stream::SSH) {
+        "ssh"
+    } else {
+        "tcp"
+    };
     tokio::spawn(async move {
         let _open = OpenRelay::new(&state);
+        let (_stream, bytes_up, bytes_down) = state.metrics.relay_opened(kind);
         let client = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(_) => return,
         };
         let (crd, cwr) = tokio::io::split(client);
+        let crd = super::metrics::Counted {
+            inner: crd,
+            bytes: bytes_up,
+        };
+        let cwr = super::metrics::Counted {
+            inner: cwr,
+            bytes: bytes_down,
+        };
         let up = tokio::spawn(outpost_common::pump::reader_to_frames(crd, tx));
         tokio::select! {
             _ = outpost_common::pump::body_to_writer(down, cwr) => {}

@@ -132,6 +132,21 @@ pub async fn sqlite_snapshot(db: &std::path::Path, out: &std::path::Path) -> Res
     Ok(())
 }
 
+/// What `/metrics` reads from the store at scrape time.
+#[derive(Debug, Default)]
+pub struct MetricCounts {
+    /// (status, template, count) of the workspaces not deleted.
+    pub workspaces: Vec<(String, String, i64)>,
+    /// (lifecycle, count) of the live agents.
+    pub agents: Vec<(String, i64)>,
+    /// (status, count) of the jobs pending or running.
+    pub jobs: Vec<(String, i64)>,
+    /// How long ago the stalest live agent was heard from (0 with none).
+    pub heartbeat_lag_ms: i64,
+    /// (OWNER/NAME, the statistics of its last heartbeat) of each live agent.
+    pub agent_stats: Vec<(String, String)>,
+}
+
 /// The version the last migration brings a database to (both dialects have the same list).
 pub const LATEST_MIGRATION: i64 = MIGRATIONS_POSTGRES[MIGRATIONS_POSTGRES.len() - 1].0;
 
@@ -214,6 +229,65 @@ impl Store {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Counts for `/metrics`, each by a bounded label (status, template, lifecycle).
+    pub async fn metric_counts(&self) -> Result<MetricCounts> {
+        let mut c = MetricCounts::default();
+        for r in sqlx::query(
+            "SELECT CASE \
+               WHEN j.status IN ('pending', 'running') THEN CASE b.transition WHEN 'start' THEN 'starting' WHEN 'stop' THEN 'stopping' ELSE 'deleting' END \
+               WHEN j.status = 'succeeded' THEN CASE b.transition WHEN 'start' THEN 'running' WHEN 'stop' THEN 'stopped' ELSE 'deleted' END \
+               WHEN j.status IN ('canceling', 'canceled') THEN j.status \
+               ELSE 'failed' END AS status, t.name AS template, COUNT(*) AS n \
+             FROM workspaces w JOIN templates t ON t.id = w.template_id \
+             JOIN workspace_builds b ON b.workspace_id = w.id \
+               AND b.number = (SELECT MAX(b2.number) FROM workspace_builds b2 WHERE b2.workspace_id = w.id) \
+             JOIN provisioner_jobs j ON j.build_id = b.id \
+             WHERE w.deleted = 0 GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            c.workspaces
+                .push((r.try_get("status")?, r.try_get("template")?, r.try_get("n")?));
+        }
+        for r in sqlx::query(
+            "SELECT lifecycle, COUNT(*) AS n FROM agents WHERE revoked_at IS NULL AND first_connected_at IS NOT NULL GROUP BY lifecycle",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            c.agents.push((r.try_get("lifecycle")?, r.try_get("n")?));
+        }
+        for r in sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM provisioner_jobs WHERE status IN ('pending', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            c.jobs.push((r.try_get("status")?, r.try_get("n")?));
+        }
+        let oldest: Option<i64> = sqlx::query(
+            "SELECT MIN(last_seen_at) AS oldest FROM agents WHERE revoked_at IS NULL AND last_seen_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("oldest")?;
+        c.heartbeat_lag_ms = oldest.map_or(0, |o| (now_ms() - o).max(0));
+        for r in sqlx::query(
+            "SELECT u.username, w.name, a.stats FROM agents a \
+             JOIN workspaces w ON w.id = a.workspace_id JOIN users u ON u.id = w.owner_id \
+             WHERE a.revoked_at IS NULL AND a.stats IS NOT NULL AND w.deleted = 0",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let (owner, name): (String, String) = (r.try_get("username")?, r.try_get("name")?);
+            c.agent_stats
+                .push((format!("{owner}/{name}"), r.try_get("stats")?));
+        }
+        Ok(c)
     }
 
     /// The newest migration applied to the database.
