@@ -505,22 +505,23 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
     };
     let pid = s.pid().expect("server pid");
     let token = s.token()?;
-    let get = |token: String| -> R<(u16, String)> {
+    let get_within = |token: String, within: Duration| -> R<(u16, String)> {
         let url = format!("{}/@admin/w/ports/9/", s.url);
         rt().block_on(async move {
             let r = reqwest::Client::new()
                 .get(&url)
                 .bearer_auth(token)
-                .timeout(Duration::from_secs(30))
+                .timeout(within)
                 .send()
                 .await?;
             anyhow::Ok((r.status().as_u16(), r.text().await?))
         })
     };
-    // Until the hostile tunnel has taken the agent's place, the real agent answers (403: port
-    // 9 is not the workspace's).
+    let get = |token: String| get_within(token, Duration::from_secs(30));
+    // Until the hostile tunnel has taken the agent's place, a request goes to the paused agent
+    // and waits (or, sent before the pause, gets its 403: port 9 is not the workspace's).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while get(token.clone())?.0 < 500 {
+    while get_within(token.clone(), Duration::from_secs(2)).map_or(0, |r| r.0) < 500 {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "the hostile tunnel never took over"
