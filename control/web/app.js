@@ -263,10 +263,16 @@ async function newPage() {
   for (const t of templates.filter((t) => t.active_version !== null)) {
     select.append(el("option", { value: t.name }, t.name));
   }
+  // Each choice of template asks for its parameters; only the newest answer is shown (an
+  // older one arriving late must not add its fields to the form).
+  let shown = 0;
   async function showParams() {
+    const asked = ++shown;
     params.replaceChildren(el("legend", {}, "Parameters"));
     if (!select.value) return;
     const d = await api("GET", `/api/v1/templates/${encodeURIComponent(select.value)}`);
+    if (asked !== shown) return;
+    params.replaceChildren(el("legend", {}, "Parameters"));
     document.getElementById("template-description").textContent = d.template.description || "";
     const active = d.versions.find((v) => v.active) || d.versions[d.versions.length - 1];
     for (const p of active.manifest.parameters) {
