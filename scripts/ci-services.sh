@@ -63,6 +63,18 @@ if [ ! -d /opt/ssh-audit3/ssh_audit ]; then
     python3 -m pip install -q --break-system-packages --target /opt/ssh-audit3 ssh-audit==3.3.0
 fi
 
+# schemathesis (PyPI) fuzzes the API against its OpenAPI description (tests/it/openapi.rs).
+ST_VERSION=4.32.5
+if ! /opt/schemathesis/bin/schemathesis --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  echo "ci-services: installing schemathesis $ST_VERSION into /opt/schemathesis (PyPI)"
+  python3 -m venv /opt/schemathesis 2>/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv /opt/schemathesis
+  }
+  /opt/schemathesis/bin/pip install -q "schemathesis==$ST_VERSION"
+fi
+
 if ! command -v pg_isready >/dev/null 2>&1; then
   echo "ci-services: installing PostgreSQL (apt-get)"
   export DEBIAN_FRONTEND=noninteractive

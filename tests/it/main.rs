@@ -27,6 +27,7 @@ mod lifecycle;
 mod liveness;
 mod metrics;
 mod oidc;
+mod openapi;
 mod owner_access;
 mod provisioners;
 mod replica_rig;

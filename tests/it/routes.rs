@@ -122,6 +122,7 @@ fn cases() -> Vec<Case> {
     vec![
         case("GET", "/healthz", ALL),
         case("GET", "/readyz", ALL),
+        case("GET", "/api/v1/openapi.json", ALL),
         // Setup happens once, before any user exists: closed to everyone afterwards.
         case("POST", "/api/v1/setup", NONE)
             .json(json!({"setup_token": "x", "username": "x-{r}", "password": "a-long-password-1"}))
@@ -359,7 +360,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// The routes the router declares: (METHOD, PATH) from `.route("PATH", get(..).post(..))`.
-fn declared_routes() -> R<BTreeSet<(String, String)>> {
+pub(crate) fn declared_routes() -> R<BTreeSet<(String, String)>> {
     let src = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/src/server/mod.rs"),
     )?;

@@ -1,10 +1,11 @@
 //! A user's account beyond sign-in: deleting a user (with their workspaces), changing a
 //! password, and the account's dotfiles repository (`/api/v1/users/...`).
 
+use super::error::ApiPath;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::Json;
 use outpost_api::*;
 
@@ -21,10 +22,20 @@ use crate::store::{UserRow, WorkspaceRow};
 /// name is free and nobody signs in as them), every token is revoked and their live relays,
 /// terminals and app connections end; then every workspace of theirs gets a delete build (a
 /// build in progress is canceled first), which removes its home as any delete does.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{username}",
+    tag = "users",
+    summary = "Delete a user and, through builds, their workspaces",
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = UserDeletion)),
+)]
 pub(super) async fn delete_user(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> ApiResult<Json<UserDeletion>> {
     require(
         &auth,
@@ -96,10 +107,20 @@ pub(super) async fn delete_user(
 
 /// `GET /api/v1/users/{username}/deletion` (user admins), `username` being the `deleted-ID`
 /// name a deletion answered with: the workspaces still being deleted.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{username}/deletion",
+    tag = "users",
+    summary = "How a user's deletion is going",
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = UserDeletion)),
+)]
 pub(super) async fn deletion(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> ApiResult<Json<UserDeletion>> {
     require(
         &auth,
@@ -242,6 +263,14 @@ async fn set_password(
 
 /// `PUT /api/v1/users/me/password`: your own, with your current password (sign-in lockouts
 /// apply to wrong ones). Your other sessions and tokens end; this one stays.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me/password",
+    tag = "users",
+    summary = "Change one's own password",
+    request_body = ChangePasswordRequest,
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn change_own_password(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -295,10 +324,21 @@ pub(super) async fn change_own_password(
 
 /// `PUT /api/v1/users/{username}/password` (user admins; an owner's only by an owner): every
 /// session and token of theirs ends.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{username}/password",
+    tag = "users",
+    summary = "Set another user's password",
+    request_body = ChangePasswordRequest,
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn change_password(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<User>> {
     require(
@@ -356,9 +396,12 @@ pub(super) fn validate_dotfiles_uri(uri: &str) -> ApiResult<()> {
         return bad("it starts with -");
     }
     const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
-    let url = SCHEMES
-        .iter()
-        .any(|s| uri.len() > s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
+    let url = SCHEMES.iter().any(|s| {
+        uri.len() > s.len()
+            && uri
+                .get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    });
     let scp = !uri.contains("://")
         && uri.split_once(':').is_some_and(|(host, path)| {
             !host.is_empty() && !host.contains('/') && !path.is_empty()
@@ -370,6 +413,13 @@ pub(super) fn validate_dotfiles_uri(uri: &str) -> ApiResult<()> {
 }
 
 /// `GET /api/v1/users/me/dotfiles`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/dotfiles",
+    tag = "users",
+    summary = "One's dotfiles repository",
+    responses((status = 200, description = "OK", body = DotfilesSetting)),
+)]
 pub(super) async fn get_dotfiles(auth: AuthUser) -> Json<DotfilesSetting> {
     Json(DotfilesSetting {
         dotfiles_uri: auth.user.dotfiles_uri.clone(),
@@ -378,6 +428,14 @@ pub(super) async fn get_dotfiles(auth: AuthUser) -> Json<DotfilesSetting> {
 
 /// `PUT /api/v1/users/me/dotfiles`: set (or, with none or an empty one, clear) the account's
 /// dotfiles repository.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me/dotfiles",
+    tag = "users",
+    summary = "Set one's dotfiles repository",
+    request_body = DotfilesSetting,
+    responses((status = 200, description = "OK", body = DotfilesSetting)),
+)]
 pub(super) async fn set_dotfiles(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -8,6 +8,7 @@
 //! that one host and sends them to `/.outpost/callback` on it; that sets the host-only, HttpOnly
 //! cookie `outpost_app_token` and returns to the page they asked for.
 
+use super::error::ApiQuery;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -158,9 +159,20 @@ pub(super) struct AuthQuery {
 
 /// `GET /api/v1/apps/auth?host=LABEL&next=PATH` on the dashboard's origin: the signed-in
 /// browser gets a token for that one app host, handed over through its callback.
+#[utoipa::path(
+    get,
+    path = "/api/v1/apps/auth",
+    tag = "apps",
+    summary = "Sign a browser in to one app host (redirects)",
+    params(
+        ("host" = String, Query, description = "The app host's first label"),
+        ("next" = Option<String>, Query, description = "The path to land on"),
+    ),
+    responses((status = 303, description = "On to the app host's callback, or to sign in")),
+)]
 pub(super) async fn auth_start(
     State(state): State<AppState>,
-    Query(q): Query<AuthQuery>,
+    ApiQuery(q): ApiQuery<AuthQuery>,
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();

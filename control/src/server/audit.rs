@@ -1,6 +1,7 @@
 //! Audit events: queued on a bounded channel (a flood of rejected requests cannot pile up
 //! unbounded writes) and written in batches. Events carry ids and reasons, never secrets.
 
+use super::error::ApiQuery;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,10 +176,28 @@ pub(super) fn parse_filter(q: &[(String, String)]) -> ApiResult<AuditFilter> {
 /// `GET /api/v1/audit`: events newest first (owners and auditors), filtered by `action` (or a
 /// prefix ending in `.`), `actor`, `target` (or a prefix ending in `:` or `/`), `outcome`,
 /// `workspace` (an id), `since`/`until` (ms), `before_id` (the next page) and `limit`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    summary = "Audit events, newest first",
+    params(
+        ("action" = Option<String>, Query, description = "An action, or a prefix ending in `.`"),
+        ("actor" = Option<String>, Query, description = "Who acted"),
+        ("target" = Option<String>, Query, description = "What was acted on, or a prefix ending in `:` or `/`"),
+        ("outcome" = Option<String>, Query, description = "success, failure, denied, ..."),
+        ("workspace" = Option<String>, Query, description = "A workspace id"),
+        ("since" = Option<i64>, Query, description = "From this time (ms since the epoch)"),
+        ("until" = Option<i64>, Query, description = "Until this time (ms since the epoch)"),
+        ("before_id" = Option<i64>, Query, description = "The next page: events older than this id"),
+        ("limit" = Option<i64>, Query, description = "At most this many events"),
+    ),
+    responses((status = 200, description = "OK", body = Vec<AuditEventView>)),
+)]
 pub(super) async fn audit(
     State(state): State<AppState>,
     auth: AuthUser,
-    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+    ApiQuery(q): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
     super::authz::require(&auth, super::authz::Right::ReadAudit, "audit.read", None)?;
     let f = parse_filter(&q)?;

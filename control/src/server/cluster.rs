@@ -243,6 +243,13 @@ pub async fn forget(state: &AppState) {
 }
 
 /// `GET /api/v1/replicas` (owners, auditors): the replicas heartbeating now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/replicas",
+    tag = "servers",
+    summary = "The control replicas on this store",
+    responses((status = 200, description = "OK", body = Vec<outpost_api::Replica>)),
+)]
 pub(super) async fn list_replicas(
     axum::extract::State(state): axum::extract::State<AppState>,
     auth: super::auth::AuthUser,

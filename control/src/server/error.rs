@@ -1,7 +1,8 @@
 //! API errors (`{"error":{"code","message"}}`) and the JSON body extractor that produces them.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -131,5 +132,47 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
             "send the body as JSON with `Content-Type: application/json`",
         ),
         _ => ApiError::bad_request(format!("invalid request body: {}", rej.body_text())),
+    }
+}
+
+/// `axum::extract::Path` whose rejections are API errors (a JSON 400, not axum's plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rej) => Err(ApiError::bad_request(format!(
+                "invalid path: {}",
+                rej.body_text()
+            ))),
+        }
+    }
+}
+
+/// `axum::extract::Query` whose rejections are API errors (a JSON 400, not axum's plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(ApiError::bad_request(format!(
+                "invalid query: {}",
+                rej.body_text()
+            ))),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! SSH keys (`/api/v1/users/me/keys`) and the control-held git key (`/api/v1/users/me/gitsshkey`).
 
-use axum::extract::{Path, State};
+use super::error::ApiPath;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -12,6 +13,13 @@ use super::AppState;
 // ---------------------------------------------------------------- git SSH key
 
 /// The caller's git SSH key (made on first use); add the public key to your git host.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/gitsshkey",
+    tag = "keys",
+    summary = "One's Git SSH public key (the private half lives in workspaces)",
+    responses((status = 200, description = "OK", body = GitSshKey)),
+)]
 pub(super) async fn git_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -85,6 +93,14 @@ fn key_view(r: crate::store::SshKeyRow) -> SshKey {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/me/keys",
+    tag = "keys",
+    summary = "Add an SSH public key",
+    request_body = AddSshKeyRequest,
+    responses((status = 201, description = "OK", body = SshKey)),
+)]
 pub(super) async fn add_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -133,6 +149,13 @@ async fn keys_changed(state: &AppState, user_id: &str) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/keys",
+    tag = "keys",
+    summary = "One's SSH public keys",
+    responses((status = 200, description = "OK", body = Vec<SshKey>)),
+)]
 pub(super) async fn list_ssh_keys(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -148,11 +171,21 @@ pub(super) async fn list_ssh_keys(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/me/keys/{id}",
+    tag = "keys",
+    summary = "Remove an SSH public key",
+    params(
+        ("id" = String, Path, description = "An id"),
+    ),
+    responses((status = 200, description = "OK", body = outpost_api::Removed)),
+)]
 pub(super) async fn remove_ssh_key(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<outpost_api::Removed>> {
     let known = state.store.ssh_keys(&auth.user.id).await?;
     let key = known.iter().find(|k| k.id == id);
     state
@@ -175,5 +208,5 @@ pub(super) async fn remove_ssh_key(
         None,
         key.map(|k| format!("{:?}", k.name)).unwrap_or_default(),
     );
-    Ok(Json(serde_json::json!({ "removed": id })))
+    Ok(Json(outpost_api::Removed { removed: id }))
 }

@@ -2,11 +2,12 @@
 //! followed. Followers are capped per user and wake on their own job's or workspace's topic
 //! only, never on every change anywhere.
 
+use super::error::{ApiPath, ApiQuery};
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::Response;
 use outpost_api::*;
@@ -57,11 +58,23 @@ fn follow_slot(
 }
 
 /// NDJSON log lines; with `follow=true` the response stays open until the job ends.
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}/logs",
+    tag = "logs",
+    summary = "A build's log, NDJSON of LogLine",
+    params(
+        ("id" = String, Path, description = "An id"),
+        ("follow" = Option<bool>, Query, description = "Keep streaming new lines until the build ends"),
+        ("after" = Option<i64>, Query, description = "Only lines with a larger id"),
+    ),
+    responses((status = 200, description = "One JSON LogLine per line", content_type = "application/x-ndjson", body = LogLine)),
+)]
 pub(super) async fn build_logs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<Response> {
     let b = own_build(&state, &auth, &id).await?;
     let job_id = b.job_id.clone();
@@ -123,11 +136,24 @@ pub(super) struct AgentLogsQuery {
 
 /// The workspace's agent logs (script output), NDJSON, in order; `follow=true` keeps streaming
 /// new lines until the client leaves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{name}/agent-logs",
+    tag = "logs",
+    summary = "The agent's script output, NDJSON of LogLine",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("follow" = Option<bool>, Query, description = "Keep streaming new lines"),
+        ("after" = Option<i64>, Query, description = "Only lines with a larger id"),
+        ("source" = Option<String>, Query, description = "Only this script's lines (startup, personalize, dotfiles, ...)"),
+    ),
+    responses((status = 200, description = "One JSON LogLine per line", content_type = "application/x-ndjson", body = LogLine)),
+)]
 pub(super) async fn agent_logs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
-    Query(q): Query<AgentLogsQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AgentLogsQuery>,
 ) -> ApiResult<Response> {
     let w =
         super::workspaces::find_workspace(&state, &auth, &name, super::workspaces::Access::Read)

@@ -19,6 +19,7 @@ mod logs;
 mod lookup;
 mod metrics;
 pub mod oidc;
+mod openapi;
 mod peer;
 mod provisioner;
 mod provisioner_keys;
@@ -625,6 +626,7 @@ fn api_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/setup", post(users::setup))
         .route("/api/v1/login", post(users::login))
         .route(

@@ -5,12 +5,13 @@
 //! (when sign-ups are on) and links the identity (issuer + subject); every sign-in sets the
 //! user's identity-provider groups from the groups claim and mints a browser session.
 
+use super::error::ApiQuery;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -358,7 +359,7 @@ pub(super) struct LoginQuery {
 pub(super) async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<LoginQuery>,
+    ApiQuery(q): ApiQuery<LoginQuery>,
 ) -> Response {
     let Some(oidc) = state.oidc.as_ref() else {
         return not_configured();
@@ -428,7 +429,7 @@ pub(super) async fn callback(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<CallbackQuery>,
+    ApiQuery(q): ApiQuery<CallbackQuery>,
 ) -> Response {
     let Some(oidc) = state.oidc.as_ref() else {
         return not_configured();

@@ -2,9 +2,10 @@
 //! their lease, and complete them. A lease that runs out means the daemon died: the job is
 //! retried (up to 3 attempts) or failed, never left running.
 
+use super::error::ApiPath;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use outpost_api::*;
 
@@ -18,6 +19,14 @@ const MAX_ATTEMPTS: i64 = 3;
 const MAX_LOG_LINES: usize = 1000;
 const MAX_LOG_LINE: usize = 8192;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/provisioner/acquire",
+    tag = "provisioner daemons",
+    summary = "Take the next job a daemon's tags match (long poll; null when none came)",
+    request_body = AcquireJobRequest,
+    responses((status = 200, description = "OK", body = Option<ProvisionerJob>)),
+)]
 pub(super) async fn acquire(
     State(state): State<AppState>,
     p: ProvisionerAuth,
@@ -150,10 +159,21 @@ fn not_held() -> ApiError {
     ApiError::conflict("this daemon does not hold that job any more")
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/provisioner/jobs/{id}/update",
+    tag = "provisioner daemons",
+    summary = "Report a job's progress and logs; learn whether it was canceled",
+    request_body = JobUpdateRequest,
+    params(
+        ("id" = String, Path, description = "An id"),
+    ),
+    responses((status = 200, description = "OK", body = JobUpdateResponse)),
+)]
 pub(super) async fn update(
     State(state): State<AppState>,
     p: ProvisionerAuth,
-    Path(job_id): Path<String>,
+    ApiPath(job_id): ApiPath<String>,
     ApiJson(req): ApiJson<JobUpdateRequest>,
 ) -> ApiResult<Json<JobUpdateResponse>> {
     own_daemon(&state, &p, &req.daemon_id).await?;
@@ -190,12 +210,23 @@ pub(super) async fn update(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/provisioner/jobs/{id}/complete",
+    tag = "provisioner daemons",
+    summary = "Finish a job",
+    request_body = CompleteJobRequest,
+    params(
+        ("id" = String, Path, description = "An id"),
+    ),
+    responses((status = 200, description = "OK", body = JobStatusAnswer)),
+)]
 pub(super) async fn complete(
     State(state): State<AppState>,
     p: ProvisionerAuth,
-    Path(job_id): Path<String>,
+    ApiPath(job_id): ApiPath<String>,
     ApiJson(req): ApiJson<CompleteJobRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<JobStatusAnswer>> {
     own_daemon(&state, &p, &req.daemon_id).await?;
     let (status, error, resources, st) = match &req.outcome {
         JobOutcome::Succeeded { resources, state } => {
@@ -234,7 +265,8 @@ pub(super) async fn complete(
         .map_err(|e| store_or(e, not_held))?;
     state.touch(&format!("job:{job_id}"));
     after_job_end(&state, &job.build_id, status).await?;
-    Ok(Json(serde_json::json!({ "status": status })))
+    let status = JobStatus::parse(status).ok_or_else(|| ApiError::internal(status))?;
+    Ok(Json(JobStatusAnswer { status }))
 }
 
 /// What follows the end of a build: stop and delete revoke the agent; delete frees the name;

@@ -4,9 +4,10 @@
 //! untagged templates go to untagged keys and the server's own daemons. Revoking a key refuses
 //! its daemons at once and lets go of the jobs they hold (the reaper retries them elsewhere).
 
+use super::error::ApiPath;
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -75,6 +76,14 @@ fn view(k: ProvisionerKeyRow, orgs: &[(String, String)], secret: Option<String>)
 }
 
 /// `POST /api/v1/provisioner-keys`: the secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/provisioner-keys",
+    tag = "provisioners",
+    summary = "Create a provisioner key (the secret is shown once)",
+    request_body = CreateProvisionerKey,
+    responses((status = 201, description = "OK", body = ProvisionerKey)),
+)]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -148,6 +157,13 @@ pub(super) async fn create_key(
 }
 
 /// `GET /api/v1/provisioner-keys`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/provisioner-keys",
+    tag = "provisioners",
+    summary = "Provisioner keys",
+    responses((status = 200, description = "OK", body = Vec<ProvisionerKey>)),
+)]
 pub(super) async fn list_keys(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -166,10 +182,20 @@ pub(super) async fn list_keys(
 }
 
 /// `DELETE /api/v1/provisioner-keys/{name}`: revoked at once; its daemons' jobs are let go.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/provisioner-keys/{name}",
+    tag = "provisioners",
+    summary = "Revoke a provisioner key",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = ProvisionerKey)),
+)]
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<ProvisionerKey>> {
     let target = format!("provisioner_key:{name}");
     require(
@@ -201,6 +227,13 @@ pub(super) async fn revoke_key(
 }
 
 /// `GET /api/v1/provisioners`: daemons seen in the last minute.
+#[utoipa::path(
+    get,
+    path = "/api/v1/provisioners",
+    tag = "provisioners",
+    summary = "Provisioner daemons seen recently",
+    responses((status = 200, description = "OK", body = Vec<ProvisionerDaemon>)),
+)]
 pub(super) async fn list_daemons(
     State(state): State<AppState>,
     auth: AuthUser,

@@ -2,13 +2,14 @@
 //! agent serves HTTP/2); a client stream (`outpost ssh --stdio`, `outpost port-forward`) is
 //! authorised here, then bridged to a new HTTP/2 stream on its workspace's tunnel.
 
+use super::error::ApiPath;
 use outpost_common::LockExt;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -146,10 +147,20 @@ pub(super) async fn agent_tunnel(
 }
 
 /// `GET /api/v1/workspaces/{name}/relay/ssh` (upgrade): an SSH connection to the workspace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{name}/relay/ssh",
+    tag = "relay",
+    summary = "Upgrade to a byte stream to the workspace's SSH server (`Upgrade: outpost-relay`)",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 101, description = "Switching protocols")),
+)]
 pub(super) async fn relay_ssh(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     req: Request,
 ) -> ApiResult<Response> {
     let w =
@@ -158,10 +169,21 @@ pub(super) async fn relay_ssh(
 }
 
 /// `GET /api/v1/workspaces/{name}/relay/tcp/{port}` (upgrade): a TCP connection to a port.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{name}/relay/tcp/{port}",
+    tag = "relay",
+    summary = "Upgrade to a byte stream to a TCP port inside the workspace (`Upgrade: outpost-relay`)",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("port" = u16, Path, description = "A TCP port inside the workspace"),
+    ),
+    responses((status = 101, description = "Switching protocols")),
+)]
 pub(super) async fn relay_tcp(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path((name, port)): Path<(String, u16)>,
+    ApiPath((name, port)): ApiPath<(String, u16)>,
     req: Request,
 ) -> ApiResult<Response> {
     let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Tcp(port))

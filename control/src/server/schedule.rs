@@ -2,7 +2,8 @@
 //! workspace's autostart, autostop, extension and activation; and the schedule part of a
 //! workspace's view. What the scheduler does with them is in `scheduler.rs`.
 
-use axum::extract::{Path, State};
+use super::error::ApiPath;
+use axum::extract::State;
 use axum::Json;
 use outpost_api::*;
 
@@ -34,6 +35,13 @@ fn quiet_view(state: &AppState, user: &UserRow) -> QuietHours {
 }
 
 /// `GET /api/v1/users/me/quiet-hours`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/quiet-hours",
+    tag = "schedules",
+    summary = "One's quiet hours",
+    responses((status = 200, description = "OK", body = QuietHours)),
+)]
 pub(super) async fn get_quiet_hours(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -42,6 +50,14 @@ pub(super) async fn get_quiet_hours(
 }
 
 /// `PUT /api/v1/users/me/quiet-hours`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me/quiet-hours",
+    tag = "schedules",
+    summary = "Set one's quiet hours",
+    request_body = SetQuietHours,
+    responses((status = 200, description = "OK", body = QuietHours)),
+)]
 pub(super) async fn set_quiet_hours(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -73,10 +89,21 @@ pub(super) async fn set_quiet_hours(
 }
 
 /// `PATCH /api/v1/templates/{name}/schedule` (admins).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/templates/{name}/schedule",
+    tag = "schedules",
+    summary = "Change a template's scheduling policy",
+    request_body = TemplateScheduleUpdate,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = TemplateSchedule)),
+)]
 pub(super) async fn edit_template_schedule(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<TemplateScheduleUpdate>,
 ) -> ApiResult<Json<TemplateSchedule>> {
     let target = format!("template:{name}");
@@ -107,10 +134,21 @@ async fn owned(state: &AppState, auth: &AuthUser, name: &str) -> ApiResult<Works
 }
 
 /// `PUT /api/v1/workspaces/{name}/autostart`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/workspaces/{name}/autostart",
+    tag = "schedules",
+    summary = "Set a workspace's autostart",
+    request_body = SetAutostart,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Workspace)),
+)]
 pub(super) async fn set_autostart(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SetAutostart>,
 ) -> ApiResult<Json<Workspace>> {
     let w = owned(&state, &auth, &name).await?;
@@ -132,10 +170,21 @@ pub(super) async fn set_autostart(
 }
 
 /// `PUT /api/v1/workspaces/{name}/autostop`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/workspaces/{name}/autostop",
+    tag = "schedules",
+    summary = "Set a workspace's autostop",
+    request_body = SetAutostop,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Workspace)),
+)]
 pub(super) async fn set_autostop(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SetAutostop>,
 ) -> ApiResult<Json<Workspace>> {
     let w = owned(&state, &auth, &name).await?;
@@ -166,10 +215,21 @@ pub(super) async fn set_autostop(
 
 /// `POST /api/v1/workspaces/{name}/extend`: the deadline becomes now + the duration (within
 /// the autostop requirement's next stop).
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces/{name}/extend",
+    tag = "schedules",
+    summary = "Move a running workspace's stop deadline",
+    request_body = ExtendRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Workspace)),
+)]
 pub(super) async fn extend(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<ExtendRequest>,
 ) -> ApiResult<Json<Workspace>> {
     let w = owned(&state, &auth, &name).await?;
@@ -203,10 +263,20 @@ pub(super) async fn extend(
 }
 
 /// `POST /api/v1/workspaces/{name}/activate`: a dormant workspace may start again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces/{name}/activate",
+    tag = "schedules",
+    summary = "Bring a dormant workspace back",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Workspace)),
+)]
 pub(super) async fn activate(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Workspace>> {
     let w = owned(&state, &auth, &name).await?;
     if !state.store.activate(&w.id, now_ms()).await? {

@@ -1,7 +1,8 @@
 //! Organizations, groups, templates restricted to groups, and quotas: the routes, who may use
 //! a template, and the quota check made before a workspace is created or started.
 
-use axum::extract::{Path, State};
+use super::error::ApiPath;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -76,6 +77,13 @@ fn audit(_state: &AppState, auth: &AuthUser, action: &str, target: &str, details
 }
 
 /// `GET /api/v1/groups` (those who may list users).
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups",
+    tag = "groups",
+    summary = "Groups",
+    responses((status = 200, description = "OK", body = Vec<Group>)),
+)]
 pub(super) async fn list_groups(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -93,6 +101,14 @@ pub(super) async fn list_groups(
 }
 
 /// `POST /api/v1/groups` (user admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/groups",
+    tag = "groups",
+    summary = "Create a group",
+    request_body = CreateGroupRequest,
+    responses((status = 201, description = "OK", body = Group)),
+)]
 pub(super) async fn create_group(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -127,10 +143,20 @@ pub(super) async fn create_group(
 }
 
 /// `DELETE /api/v1/groups/{name}` (user admins).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{name}",
+    tag = "groups",
+    summary = "Delete a group",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Group)),
+)]
 pub(super) async fn delete_group(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Group>> {
     require(
         &auth,
@@ -151,10 +177,21 @@ pub(super) async fn delete_group(
 }
 
 /// `PUT /api/v1/groups/{name}/budget` (user admins).
+#[utoipa::path(
+    put,
+    path = "/api/v1/groups/{name}/budget",
+    tag = "groups",
+    summary = "Set a group's quota budget",
+    request_body = SetBudgetRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Group)),
+)]
 pub(super) async fn set_budget(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SetBudgetRequest>,
 ) -> ApiResult<Json<Group>> {
     require(
@@ -181,19 +218,41 @@ pub(super) async fn set_budget(
 }
 
 /// `POST /api/v1/groups/{name}/members` and `DELETE .../members/{username}` (user admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/groups/{name}/members",
+    tag = "groups",
+    summary = "Add a member to a group",
+    request_body = MemberRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Group)),
+)]
 pub(super) async fn add_member(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<MemberRequest>,
 ) -> ApiResult<Json<Group>> {
     membership(state, auth, name, req.username, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{name}/members/{username}",
+    tag = "groups",
+    summary = "Remove a member from a group",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = Group)),
+)]
 pub(super) async fn remove_member(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path((name, username)): Path<(String, String)>,
+    ApiPath((name, username)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Group>> {
     membership(state, auth, name, username, false).await
 }
@@ -227,10 +286,21 @@ async fn membership(
 
 /// `PUT /api/v1/templates/{name}/groups` (template admins): only these groups' members may see
 /// and use it (none: everyone in its organization).
+#[utoipa::path(
+    put,
+    path = "/api/v1/templates/{name}/groups",
+    tag = "templates",
+    summary = "Which groups may use a template",
+    request_body = SetTemplateGroupsRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Template)),
+)]
 pub(super) async fn set_template_groups(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SetTemplateGroupsRequest>,
 ) -> ApiResult<Json<Template>> {
     require(
@@ -293,6 +363,13 @@ pub(super) async fn may_use(state: &AppState, auth: &AuthUser, t: &TemplateRow) 
 // ------------------------------------------------------------ organizations
 
 /// `GET /api/v1/organizations`: all for those who may list users, else one's own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organizations",
+    tag = "organizations",
+    summary = "Organizations",
+    responses((status = 200, description = "OK", body = Vec<Organization>)),
+)]
 pub(super) async fn list_orgs(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -310,6 +387,14 @@ pub(super) async fn list_orgs(
 }
 
 /// `POST /api/v1/organizations` (owners).
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations",
+    tag = "organizations",
+    summary = "Create an organization",
+    request_body = CreateOrganizationRequest,
+    responses((status = 201, description = "OK", body = Organization)),
+)]
 pub(super) async fn create_org(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -341,19 +426,41 @@ pub(super) async fn create_org(
 }
 
 /// `POST /api/v1/organizations/{name}/members`, `DELETE .../members/{username}` (user admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/organizations/{name}/members",
+    tag = "organizations",
+    summary = "Add a member to an organization",
+    request_body = MemberRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Organization)),
+)]
 pub(super) async fn add_org_member(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<MemberRequest>,
 ) -> ApiResult<Json<Organization>> {
     org_membership(state, auth, name, req.username, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/organizations/{name}/members/{username}",
+    tag = "organizations",
+    summary = "Remove a member from an organization",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = Organization)),
+)]
 pub(super) async fn remove_org_member(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path((name, username)): Path<(String, String)>,
+    ApiPath((name, username)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Organization>> {
     org_membership(state, auth, name, username, false).await
 }
@@ -403,6 +510,13 @@ async fn workspaces_limit(state: &AppState) -> ApiResult<Option<i64>> {
 }
 
 /// `GET /api/v1/quotas`: the settings; `PUT` (owners) changes them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotas",
+    tag = "quotas",
+    summary = "The quota settings",
+    responses((status = 200, description = "OK", body = QuotaSettings)),
+)]
 pub(super) async fn get_quotas(
     State(state): State<AppState>,
     _auth: AuthUser,
@@ -412,6 +526,14 @@ pub(super) async fn get_quotas(
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/quotas",
+    tag = "quotas",
+    summary = "Change the quota settings",
+    request_body = QuotaSettings,
+    responses((status = 200, description = "OK", body = QuotaSettings)),
+)]
 pub(super) async fn set_quotas(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -438,6 +560,13 @@ pub(super) async fn set_quotas(
 }
 
 /// `GET /api/v1/quotas/me`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotas/me",
+    tag = "quotas",
+    summary = "One's usage against one's quota",
+    responses((status = 200, description = "OK", body = QuotaUsage)),
+)]
 pub(super) async fn my_usage(
     State(state): State<AppState>,
     auth: AuthUser,

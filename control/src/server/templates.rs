@@ -1,9 +1,10 @@
 //! Templates (`/api/v1/templates`): pushes (each an immutable version), listing, showing, and
 //! the built-in templates pushed on first start.
 
+use super::error::ApiPath;
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -102,6 +103,14 @@ pub(super) fn validate_template_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/templates/push",
+    tag = "templates",
+    summary = "Push a template version (made active unless asked not to)",
+    request_body = PushTemplateRequest,
+    responses((status = 201, description = "OK", body = TemplateVersion)),
+)]
 pub(super) async fn push_template(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -168,6 +177,13 @@ pub(super) async fn push_template(
     Ok((StatusCode::CREATED, Json(version_view(&row)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/templates",
+    tag = "templates",
+    summary = "Templates one may use",
+    responses((status = 200, description = "OK", body = Vec<Template>)),
+)]
 pub(super) async fn list_templates(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -181,10 +197,20 @@ pub(super) async fn list_templates(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/templates/{name}",
+    tag = "templates",
+    summary = "A template with its versions",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = TemplateDetail)),
+)]
 pub(super) async fn show_template(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<TemplateDetail>> {
     let nf = || {
         ApiError::not_found(format!(

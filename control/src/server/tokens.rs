@@ -1,6 +1,7 @@
 //! API tokens (`/api/v1/tokens`).
 
-use axum::extract::{Path, State};
+use super::error::ApiPath;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -42,6 +43,14 @@ pub(super) async fn issue_token(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    summary = "Create an API token (the secret is shown once)",
+    request_body = CreateTokenRequest,
+    responses((status = 201, description = "OK", body = CreateTokenResponse)),
+)]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -77,6 +86,13 @@ pub(super) async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    summary = "One's API tokens",
+    responses((status = 200, description = "OK", body = Vec<TokenInfo>)),
+)]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -95,11 +111,21 @@ pub(super) async fn list_tokens(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "tokens",
+    summary = "Revoke an API token",
+    params(
+        ("id" = String, Path, description = "An id"),
+    ),
+    responses((status = 200, description = "OK", body = outpost_api::Revoked)),
+)]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<outpost_api::Revoked>> {
     state
         .store
         .revoke_token(&auth.user.id, &id)
@@ -110,5 +136,5 @@ pub(super) async fn revoke_token(
             })
         })?;
     auth.record("token.revoke", "ok", &format!("token:{id}"), None, "");
-    Ok(Json(serde_json::json!({ "revoked": id })))
+    Ok(Json(outpost_api::Revoked { revoked: id }))
 }

@@ -1,8 +1,9 @@
 //! First-run setup, sign-in and users (`/api/v1/setup`, `/api/v1/login`, `/api/v1/users`).
 
+use super::error::ApiPath;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -90,6 +91,14 @@ pub(super) fn validate_password(p: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/setup",
+    tag = "users",
+    summary = "Create the first owner (once, on a new server)",
+    request_body = SetupRequest,
+    responses((status = 201, description = "OK", body = LoginResponse)),
+)]
 pub(super) async fn setup(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -143,6 +152,14 @@ async fn signed_in(state: &AppState, user: &UserRow) -> ApiResult<LoginResponse>
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "users",
+    summary = "Exchange a username and password for an API token",
+    request_body = LoginRequest,
+    responses((status = 200, description = "OK", body = LoginResponse)),
+)]
 pub(super) async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -248,10 +265,20 @@ pub(super) async fn check_password(
 
 /// `POST /api/v1/users/{username}/suspend` (admins): every token of the user is revoked, their
 /// relays, terminals and app WebSockets end at once, their workspaces stop.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/suspend",
+    tag = "users",
+    summary = "Suspend a user (their workspaces stop, their tokens stop working)",
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn suspend(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> ApiResult<Json<User>> {
     let target = format!("user:{username}");
     require(&auth, Right::ManageUsers, "user.suspend", Some(&target))?;
@@ -294,10 +321,20 @@ pub(super) async fn suspend(
 
 /// `POST /api/v1/users/{username}/unsuspend` (admins): the user may sign in again (their old
 /// tokens stay revoked; their workspaces stay stopped until they start them).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{username}/unsuspend",
+    tag = "users",
+    summary = "Lift a suspension",
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn unsuspend(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> ApiResult<Json<User>> {
     let target = format!("user:{username}");
     require(&auth, Right::ManageUsers, "user.unsuspend", Some(&target))?;
@@ -309,6 +346,14 @@ pub(super) async fn unsuspend(
     Ok(Json(view))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "Create a user",
+    request_body = CreateUserRequest,
+    responses((status = 201, description = "OK", body = User)),
+)]
 pub(super) async fn create_user(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -359,6 +404,13 @@ fn roles_list(roles: &[Role]) -> String {
 }
 
 /// `GET /api/v1/users` (owners, user and template admins, auditors).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    summary = "List users",
+    responses((status = 200, description = "OK", body = Vec<User>)),
+)]
 pub(super) async fn list_users(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -370,10 +422,21 @@ pub(super) async fn list_users(
 
 /// `PUT /api/v1/users/{username}/roles`: a user's roles from now on. `owner` is granted and
 /// taken by owners only; the last owner keeps theirs.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{username}/roles",
+    tag = "users",
+    summary = "Set a user's roles",
+    request_body = SetRolesRequest,
+    params(
+        ("username" = String, Path, description = "A user's name"),
+    ),
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn set_roles(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<SetRolesRequest>,
 ) -> ApiResult<Json<User>> {
     let target = format!("user:{username}");
@@ -415,6 +478,13 @@ pub(super) async fn set_roles(
     Ok(Json(user_view(&user)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    tag = "users",
+    summary = "The signed-in user",
+    responses((status = 200, description = "OK", body = User)),
+)]
 pub(super) async fn me(auth: AuthUser) -> Json<User> {
     Json(user_view(&auth.user))
 }

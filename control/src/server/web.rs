@@ -2,8 +2,9 @@
 //! JSON API with the session cookie and the page's CSRF token, the web terminal's WebSocket, and
 //! the `/@OWNER/WS/...` paths (workspace page, terminal page, app and port proxy).
 
+use super::error::{ApiPath, ApiQuery};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -23,7 +24,7 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 
 /// `/assets/NAME`: the embedded scripts and styles.
-pub(super) async fn asset(Path(name): Path<String>) -> Response {
+pub(super) async fn asset(ApiPath(name): ApiPath<String>) -> Response {
     let (body, kind): (&[u8], &str) = match name.as_str() {
         "xterm.js" => (XTERM_JS, "text/javascript"),
         "xterm.css" => (XTERM_CSS, "text/css"),
@@ -208,7 +209,7 @@ pub(super) struct NextQuery {
 pub(super) async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<NextQuery>,
+    ApiQuery(q): ApiQuery<NextQuery>,
 ) -> Response {
     let csrf = auth::random_secret();
     let error = q
@@ -517,14 +518,35 @@ fn rows() -> u16 {
 /// reconnecting terminal session in the workspace. Browser -> server: binary messages
 /// `[0, input bytes...]` or `[1, cols u16 BE, rows u16 BE]` (text messages are input);
 /// server -> browser: binary terminal output.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{name}/pty",
+    tag = "relay",
+    summary = "Upgrade to a WebSocket terminal in the workspace",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("session" = String, Query, description = "The terminal session: a new id starts one, a known id reconnects"),
+        ("command" = Option<String>, Query, description = "Run this instead of the login shell"),
+        ("csrf" = Option<String>, Query, description = "With a session cookie and a command: the page's CSRF token"),
+        ("rows" = Option<u16>, Query, description = "Terminal rows"),
+        ("cols" = Option<u16>, Query, description = "Terminal columns"),
+    ),
+    responses((status = 101, description = "Switching protocols")),
+)]
 pub(super) async fn pty(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
-    Query(q): Query<PtyQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PtyQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let ws = ws.map_err(|e| {
+        ApiError::bad_request(format!(
+            "this is a WebSocket endpoint: {} (open it from the workspace page, or with a WebSocket client)",
+            e.body_text()
+        ))
+    })?;
     // Cross-site WebSocket hijacking: a browser always says where the page came from.
     if !websocket_origin_ok(&state, &headers) {
         return Err(ApiError::forbidden(

@@ -3,7 +3,8 @@
 //! at `/settings/schedule`, and a template's schedule settings at `/templates/NAME/settings`
 //! (admins). The pages are skeletons with labelled forms; the values come from the JSON API.
 
-use axum::extract::{Path, Request, State};
+use super::error::ApiPath;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use outpost_api::WEEKDAYS;
@@ -129,7 +130,7 @@ const DURATION_FIELDS: [(&str, &str, &str); 5] = [
 /// `GET /templates/NAME/settings` (admins): the template's schedule settings.
 pub(super) async fn template_settings_page(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();

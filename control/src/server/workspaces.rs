@@ -1,9 +1,10 @@
 //! Workspaces and builds: create, list, show, start/stop/restart/update/delete, cancel (log
 //! streams are in `logs.rs`).
 
+use super::error::{ApiPath, ApiQuery};
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use outpost_api::*;
@@ -310,6 +311,14 @@ async fn refuse_unisolated_second_user(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces",
+    tag = "workspaces",
+    summary = "Create a workspace (its first build starts it)",
+    request_body = CreateWorkspaceRequest,
+    responses((status = 201, description = "OK", body = Workspace)),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     auth: AuthUser,
@@ -407,10 +416,20 @@ pub(super) struct ListQuery {
     all: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces",
+    tag = "workspaces",
+    summary = "One's workspaces (or everyone's)",
+    params(
+        ("all" = Option<bool>, Query, description = "Everyone's workspaces (owners and auditors)"),
+    ),
+    responses((status = 200, description = "OK", body = Vec<Workspace>)),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<Workspace>>> {
     let rows = if q.all {
         super::authz::require(
@@ -430,19 +449,40 @@ pub(super) async fn list(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workspaces/{name}",
+    tag = "workspaces",
+    summary = "A workspace; NAME or OWNER/NAME (URL-encoded)",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Workspace)),
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Workspace>> {
     let w = find_workspace(&state, &auth, &name, Access::Read).await?;
     Ok(Json(workspace_view(&state, &w).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces/{name}/builds",
+    tag = "workspaces",
+    summary = "Start, stop, restart, update or delete a workspace",
+    request_body = BuildRequest,
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 201, description = "OK", body = Build)),
+)]
 pub(super) async fn build(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<BuildRequest>,
 ) -> ApiResult<(StatusCode, Json<Build>)> {
     use WorkspaceAction as A;
@@ -682,10 +722,20 @@ pub(super) async fn stop_now(
     Ok(true)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/workspaces/{name}/cancel",
+    tag = "workspaces",
+    summary = "Cancel the workspace's running build",
+    params(
+        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+    ),
+    responses((status = 200, description = "OK", body = Build)),
+)]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Build>> {
     let w = own_workspace(&state, &auth, &name).await?;
     let b = state
@@ -723,10 +773,20 @@ pub(super) async fn cancel(
     Ok(Json(build_view(&b)?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/builds/{id}",
+    tag = "workspaces",
+    summary = "A build",
+    params(
+        ("id" = String, Path, description = "An id"),
+    ),
+    responses((status = 200, description = "OK", body = Build)),
+)]
 pub(super) async fn get_build(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Build>> {
     let b = own_build(&state, &auth, &id).await?;
     Ok(Json(build_view(&b)?))

@@ -8,6 +8,7 @@ use super::*;
 
 /// What a start build hands to its agent (env `OUTPOST_BOOTSTRAP` or a file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootstrapBundle {
     pub agent_url: String,
     pub token: String,
@@ -18,6 +19,7 @@ pub struct BootstrapBundle {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapRequest {
     pub token: String,
@@ -27,6 +29,7 @@ pub struct BootstrapRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootstrapResponse {
     pub workspace_id: String,
     pub agent_id: String,
@@ -36,11 +39,13 @@ pub struct BootstrapResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PollResponse {
     pub commands: Vec<AgentCommand>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum AgentCommand {
     /// Run shutdown work and exit cleanly.
@@ -51,6 +56,7 @@ pub enum AgentCommand {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lifecycle: Option<AgentLifecycle>,
@@ -59,6 +65,7 @@ pub struct HeartbeatRequest {
 
 /// What the agent measures (sysinfo) and counts, sent with every heartbeat.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentStats {
     /// Seconds since the agent process started.
@@ -89,6 +96,7 @@ pub struct AgentStats {
 
 /// Live sessions by kind.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionCounts {
     pub ssh: u32,
@@ -99,18 +107,21 @@ pub struct SessionCounts {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// The CA pins the agent should trust from now on (they change when the CA rotates).
     pub ca_pins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     pub csr_pem: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewResponse {
     pub certificate_pem: String,
     pub ca_pem: String,
@@ -118,6 +129,7 @@ pub struct RenewResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddSshKeyRequest {
     pub name: String,
@@ -126,6 +138,7 @@ pub struct AddSshKeyRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SshKey {
     pub id: String,
     pub name: String,
@@ -136,6 +149,7 @@ pub struct SshKey {
 
 /// A short-lived credential for the `outpost` CLI inside a workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceCredential {
     pub url: String,
     pub token: String,
@@ -145,6 +159,7 @@ pub struct WorkspaceCredential {
 /// A user's git SSH key: control holds it; workspaces sign with it through the agent, which
 /// asks control for each signature ([`GitSignRequest`]): the private key never leaves control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitSshKey {
     pub public_key: String,
     /// Never sent any more; kept so an older client still parses the answer.
@@ -154,6 +169,7 @@ pub struct GitSshKey {
 
 /// An ssh-agent sign request for the owner's git key, forwarded by the agent to control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GitSignRequest {
     /// The data to sign, base64 (at most [`GIT_SIGN_MAX`] bytes decoded).
@@ -165,12 +181,14 @@ pub const GIT_SIGN_MAX: usize = 16 * 1024;
 
 /// The SSH signature blob (`string algorithm, string signature`), base64.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitSignResponse {
     pub signature: String,
 }
 
 /// The agent's SSH server, reported to control.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SshReport {
     pub host_key: String,
@@ -179,6 +197,7 @@ pub struct SshReport {
 
 /// What an agent may know about its own workspace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentManifest {
     pub workspace_id: String,
     pub workspace_name: String,
@@ -218,6 +237,7 @@ fn default_terminal_idle() -> u64 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentLogLine {
     pub source: String,
@@ -227,6 +247,7 @@ pub struct AgentLogLine {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentLogsRequest {
     pub lines: Vec<AgentLogLine>,
@@ -237,6 +258,7 @@ pub struct AgentLogsRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentLogsResponse {
     /// The agent's log cap is reached: further lines are dropped, stop sending them.
     pub over_limit: bool,
@@ -244,6 +266,7 @@ pub struct AgentLogsResponse {
 
 /// One audit event (no secrets in it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEventView {
     pub id: i64,
     pub created_at: i64,

@@ -22,12 +22,35 @@ use serde::{Deserialize, Serialize};
 
 /// Error body: `{"error":{"code","message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+/// The answer to deleting an SSH key: `{"removed": ID}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Removed {
+    pub removed: String,
+}
+
+/// The answer to revoking a token: `{"revoked": ID}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Revoked {
+    pub revoked: String,
+}
+
+/// The answer to a provisioner's job completion: the job's final status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobStatusAnswer {
+    pub status: JobStatus,
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AcquireJobRequest {
     pub daemon_id: String,
@@ -30,8 +31,10 @@ pub fn valid_tag_part(s: &str) -> bool {
 /// `POST /api/v1/provisioner-keys` (owners, template admins): a key for external daemons,
 /// scoped to an organization and/or some templates, with the tags its daemons carry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateProvisionerKey {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_.-]{1,64}$"))]
     pub name: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -45,6 +48,7 @@ pub struct CreateProvisionerKey {
 
 /// A provisioner key (its secret is shown once, at creation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionerKey {
     pub id: String,
     pub name: String,
@@ -60,6 +64,7 @@ pub struct ProvisionerKey {
 
 /// `GET /api/v1/provisioners`: daemons seen in the last minute.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionerDaemon {
     pub id: String,
     /// The key it authenticates with (`built-in` for the server's own daemons).
@@ -73,6 +78,7 @@ pub struct ProvisionerDaemon {
 
 /// Everything a provisioner needs to run one build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionerJob {
     pub job_id: String,
     pub build_id: String,
@@ -97,6 +103,7 @@ pub struct ProvisionerJob {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobUpdateRequest {
     pub daemon_id: String,
@@ -105,6 +112,7 @@ pub struct JobUpdateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewLogLine {
     pub stage: String,
@@ -113,12 +121,14 @@ pub struct NewLogLine {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobUpdateResponse {
     /// The build was canceled: stop work and complete the job as canceled.
     pub canceled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompleteJobRequest {
     pub daemon_id: String,
@@ -126,6 +136,7 @@ pub struct CompleteJobRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum JobOutcome {
     Succeeded {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The days on which the autostop requirement stops workspaces.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RequirementDays {
     #[default]
@@ -37,6 +38,7 @@ impl RequirementDays {
 /// Workspaces must stop at the start of their owner's quiet hours on `days`, every `weeks`
 /// weeks (the week is the same for every workspace of the template).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AutostopRequirement {
     pub days: RequirementDays,
@@ -65,6 +67,7 @@ pub const WEEKDAYS: [&str; 7] = [
 
 /// A template's schedule (template-level, not per version; admins change it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct TemplateSchedule {
     /// How long a workspace runs without activity before it is stopped (0: never).
@@ -104,6 +107,7 @@ impl Default for TemplateSchedule {
 
 /// `PATCH /api/v1/templates/{name}/schedule`: the fields given change, the others stay.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct TemplateScheduleUpdate {
     pub default_autostop_ms: Option<i64>,
@@ -120,6 +124,7 @@ pub struct TemplateScheduleUpdate {
 
 /// A user's quiet hours: when the autostop requirement may stop their workspaces.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuietHours {
     /// The schedule in force (`CRON_TZ=ZONE MIN HOUR * * *`).
     pub schedule: String,
@@ -134,6 +139,7 @@ pub struct QuietHours {
 
 /// `PUT /api/v1/users/me/quiet-hours`: `null` goes back to the server's default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetQuietHours {
     pub schedule: Option<String>,
@@ -142,6 +148,7 @@ pub struct SetQuietHours {
 /// `PUT /api/v1/workspaces/{name}/autostart`: a cron (`CRON_TZ=ZONE MIN HOUR DOM MON DOW`), or
 /// `null` for none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetAutostart {
     pub schedule: Option<String>,
@@ -150,6 +157,7 @@ pub struct SetAutostart {
 /// `PUT /api/v1/workspaces/{name}/autostop`: time without activity before a stop; `null` for
 /// the template's default, 0 for never.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetAutostop {
     pub autostop_ms: Option<i64>,
@@ -157,6 +165,7 @@ pub struct SetAutostop {
 
 /// `POST /api/v1/workspaces/{name}/extend`: the deadline becomes now + `duration_ms`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     pub duration_ms: i64,
@@ -175,6 +184,7 @@ pub const BUILD_REASONS: [&str; 7] = [
 
 /// The next thing the scheduler will do to a workspace.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduledAction {
     pub at: i64,
     /// `stop`, `start`, `delete` or `dormant`.
@@ -185,6 +195,7 @@ pub struct ScheduledAction {
 
 /// A workspace's schedule as it stands.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceSchedule {
     /// The autostart cron, when set.
     pub autostart: Option<String>,

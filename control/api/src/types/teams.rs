@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Organization {
     pub id: String,
     pub name: String,
@@ -10,18 +11,26 @@ pub struct Organization {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganizationRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MemberRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,31}$"))]
     pub username: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Group {
     pub id: String,
     pub name: String,
@@ -35,8 +44,13 @@ pub struct Group {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroupRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     /// Default: `default`.
     #[serde(default)]
@@ -46,6 +60,7 @@ pub struct CreateGroupRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetBudgetRequest {
     pub quota_budget: Option<i64>,
@@ -54,6 +69,7 @@ pub struct SetBudgetRequest {
 /// `PUT /api/v1/templates/{name}/groups`: only these groups' members may see and use the
 /// template (empty: everyone in its organization).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetTemplateGroupsRequest {
     pub groups: Vec<String>,
@@ -61,6 +77,7 @@ pub struct SetTemplateGroupsRequest {
 
 /// Server-wide quota settings (owners).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
     /// The most workspaces one user may have; `None`: no limit.
@@ -70,6 +87,7 @@ pub struct QuotaSettings {
 
 /// What a user has and may have.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaUsage {
     pub workspaces: i64,
     pub workspaces_limit: Option<i64>,
@@ -81,6 +99,7 @@ pub struct QuotaUsage {
 
 /// `GET /api/v1/replicas` (owners, auditors): the control replicas serving this database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Replica {
     pub id: String,
     pub hostname: String,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::TemplateSchedule;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PushTemplateRequest {
     pub name: String,
@@ -25,6 +26,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Template {
     pub id: String,
     pub name: String,
@@ -42,6 +44,7 @@ pub struct Template {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateVersion {
     pub id: String,
     pub template_id: String,
@@ -54,6 +57,7 @@ pub struct TemplateVersion {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateDetail {
     pub template: Template,
     pub versions: Vec<TemplateVersion>,
@@ -61,6 +65,7 @@ pub struct TemplateDetail {
 
 /// The validated, normalised form of a `template.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateManifest {
     pub description: String,
     pub provisioner: String,
@@ -81,6 +86,7 @@ pub struct TemplateManifest {
 
 /// Who may open an app through control's proxy.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ShareLevel {
     /// The workspace's owner only.
@@ -104,6 +110,7 @@ impl ShareLevel {
 
 /// A web app inside the workspace, opened at `/@OWNER/WS/apps/SLUG/` (or an external URL).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppSpec {
     pub slug: String,
     pub display_name: String,
@@ -119,6 +126,7 @@ pub struct AppSpec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthcheckSpec {
     /// An http:// URL inside the workspace (e.g. `http://127.0.0.1:8000/`).
     pub url: String,
@@ -129,6 +137,7 @@ pub struct HealthcheckSpec {
 
 /// An app's health as the agent sees it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AppHealth {
     /// No health check configured.
@@ -151,6 +160,7 @@ impl std::fmt::Display for AppHealth {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppStatus {
     pub slug: String,
     pub health: AppHealth,
@@ -158,6 +168,7 @@ pub struct AppStatus {
 
 /// A TCP port something listens on inside the workspace.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListeningPort {
     pub port: u16,
     /// The listening program's name, when the agent can see it.
@@ -167,6 +178,7 @@ pub struct ListeningPort {
 
 /// A script the agent runs: on start (lifecycle starting -> ready), on stop, or both.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScriptSpec {
     /// Display name, and the source of its log lines.
     pub name: String,
@@ -184,6 +196,7 @@ pub struct ScriptSpec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentSettings {
     pub env: BTreeMap<String, String>,
     pub connection_timeout_secs: u64,
@@ -193,6 +206,7 @@ pub struct AgentSettings {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ParameterType {
     String,
@@ -201,6 +215,7 @@ pub enum ParameterType {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParameterSpec {
     pub name: String,
     pub description: String,
@@ -217,6 +232,7 @@ pub struct ParameterSpec {
 
 /// `[provisioner]` settings. `docker` uses all of them; `local` takes none.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionerSettings {
     /// The container image (docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]

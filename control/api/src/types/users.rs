@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
     pub setup_token: String,
@@ -11,6 +12,7 @@ pub struct SetupRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -18,6 +20,7 @@ pub struct LoginRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     pub token: String,
     pub token_id: String,
@@ -25,6 +28,7 @@ pub struct LoginResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -40,9 +44,12 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z][a-z0-9_-]{0,31}$"))]
     pub username: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 256))]
     pub password: String,
     /// Make the user an owner (the same as `roles: ["owner"]`).
     #[serde(default)]
@@ -53,6 +60,7 @@ pub struct CreateUserRequest {
 
 /// What a user may do beyond using their own workspaces (a member, with no role).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Everything, including granting `owner`.
@@ -87,14 +95,17 @@ impl Role {
 
 /// `PUT /api/v1/users/{username}/roles`: the user's roles from now on (empty: a member).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetRolesRequest {
     pub roles: Vec<Role>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub name: String,
     /// Lifetime in seconds; the server's default (30 days) when absent.
     #[serde(default)]
@@ -102,12 +113,14 @@ pub struct CreateTokenRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenResponse {
     pub token: String,
     pub info: TokenInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -119,6 +132,7 @@ pub struct TokenInfo {
 /// `PUT /api/v1/users/me/password` (your own: `current_password` required) and
 /// `PUT /api/v1/users/{username}/password` (admins: no current password).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     #[serde(default)]
@@ -129,6 +143,7 @@ pub struct ChangePasswordRequest {
 /// `GET|PUT /api/v1/users/me/dotfiles`: the account's dotfiles repository (`None`: none), used
 /// by every template with a `dotfiles_uri` parameter when a workspace is given no value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DotfilesSetting {
     #[serde(default)]
@@ -139,6 +154,7 @@ pub struct DotfilesSetting {
 /// user (renamed `deleted-ID`, so the name is free at once) and their workspaces still being
 /// deleted (none left: done).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserDeletion {
     pub user: User,
     /// The name the user had.
@@ -147,6 +163,7 @@ pub struct UserDeletion {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeletingWorkspace {
     pub name: String,
     pub status: super::WorkspaceStatus,

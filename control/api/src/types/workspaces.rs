@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspaceRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     pub template: String,
     #[serde(default)]
@@ -16,6 +21,7 @@ pub struct CreateWorkspaceRequest {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Transition {
     Start,
@@ -44,6 +50,7 @@ impl Transition {
 /// What a user asks of a workspace. `restart` is stop then start; `update` is stop then start on
 /// the template's active version (or just a start when the workspace is not running).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkspaceAction {
     Start,
@@ -54,6 +61,7 @@ pub enum WorkspaceAction {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BuildRequest {
     pub action: WorkspaceAction,
@@ -63,6 +71,7 @@ pub struct BuildRequest {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
@@ -105,6 +114,7 @@ impl JobStatus {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WorkspaceStatus {
     Pending,
@@ -143,6 +153,7 @@ impl std::fmt::Display for WorkspaceStatus {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Connecting,
@@ -155,6 +166,7 @@ pub enum AgentStatus {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentLifecycle {
     Created,
@@ -169,6 +181,7 @@ pub enum AgentLifecycle {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Build {
     pub id: String,
     pub workspace_id: String,
@@ -194,6 +207,7 @@ pub struct Build {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resource {
     pub name: String,
     pub kind: String,
@@ -202,6 +216,7 @@ pub struct Resource {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub id: String,
     pub status: AgentStatus,
@@ -218,6 +233,7 @@ pub struct AgentInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub healthy: bool,
     /// Why the workspace is unhealthy; empty when healthy.
@@ -225,6 +241,7 @@ pub struct Health {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workspace {
     pub id: String,
     pub name: String,
@@ -256,6 +273,7 @@ fn initiator() -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkspaceApp {
     pub slug: String,
     pub display_name: String,
@@ -266,6 +284,7 @@ pub struct WorkspaceApp {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub id: i64,
     pub created_at: i64,
