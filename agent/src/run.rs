@@ -111,7 +111,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     let hb = tokio::spawn(heartbeat_loop(
         session.clone(),
         config.clone(),
-        scripts.lifecycle.clone(),
+        scripts.clone(),
         agent.clone(),
     ));
     let renew = tokio::spawn(renew_loop(
@@ -590,15 +590,17 @@ async fn poll_loop(
 async fn heartbeat_loop(
     session: ControlSession,
     config: AgentConfig,
-    lifecycle: std::sync::Arc<crate::scripts::Lifecycle>,
+    scripts: Arc<crate::scripts::Scripts>,
     agent: Arc<Agent>,
 ) {
+    let lifecycle = &scripts.lifecycle;
     let every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
     let mut stats = StatsCollector::new(config.home.clone());
     loop {
         let pending = lifecycle.pending();
         let mut st = stats.collect(agent.sessions());
         (st.rx_bytes, st.tx_bytes) = agent.bytes();
+        st.scripts = scripts.sink.script_counts();
         let owners = config.port_owners;
         st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(owners))
             .await

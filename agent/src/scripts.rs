@@ -3,6 +3,7 @@
 
 use outpost_common::LockExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,11 +56,38 @@ enum Shipped {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Where script output goes: a bounded queue drained by the shipper ([`start_shipper`]).
+/// Where script output goes: a bounded queue drained by the shipper ([`start_shipper`]), and
+/// the tally of how script runs ended (the heartbeat reports it).
 #[derive(Clone)]
-pub struct LogSink(mpsc::Sender<Shipped>);
+pub struct LogSink(mpsc::Sender<Shipped>, Arc<ScriptTally>);
+
+/// Script runs by outcome, since the agent started.
+#[derive(Default)]
+pub struct ScriptTally {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+}
 
 impl LogSink {
+    /// Counts one script run's outcome.
+    pub fn ended(&self, o: &Outcome) {
+        let c = match o {
+            Outcome::Ok => &self.1.succeeded,
+            Outcome::Failed(_) => &self.1.failed,
+            Outcome::TimedOut(_) => &self.1.timed_out,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn script_counts(&self) -> outpost_api::ScriptCounts {
+        outpost_api::ScriptCounts {
+            succeeded: self.1.succeeded.load(Ordering::Relaxed),
+            failed: self.1.failed.load(Ordering::Relaxed),
+            timed_out: self.1.timed_out.load(Ordering::Relaxed),
+        }
+    }
+
     pub async fn line(&self, source: &str, level: &str, output: String) {
         let _ = self
             .0
@@ -136,7 +164,7 @@ pub fn start_shipper(session: ControlSession) -> LogSink {
             }
         }
     });
-    LogSink(tx)
+    LogSink(tx, Arc::default())
 }
 
 pub enum Outcome {
@@ -179,10 +207,11 @@ pub async fn run_all(
     }
     let mut outcome = Outcome::Ok;
     for t in tasks {
-        match t
+        let o = t
             .await
-            .unwrap_or(Outcome::Failed("a script task panicked".into()))
-        {
+            .unwrap_or(Outcome::Failed("a script task panicked".into()));
+        sink.ended(&o);
+        match o {
             Outcome::Ok => {}
             o @ Outcome::TimedOut(_) => outcome = o,
             o @ Outcome::Failed(_) => {

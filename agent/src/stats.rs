@@ -79,6 +79,7 @@ impl StatsCollector {
             tx_bytes: 0,
             ports: Vec::new(),
             apps: Vec::new(),
+            scripts: Default::default(),
         }
     }
 }

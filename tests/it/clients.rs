@@ -100,6 +100,18 @@ impl Client {
 
     /// The `ssh` command [`Client::ssh`] runs (to spawn a session that stays open).
     pub fn ssh_command(&self, ws: &str, cmd: &str) -> Command {
+        let mut c = self.ssh_with(&[], ws);
+        c.arg(cmd);
+        c
+    }
+
+    /// `ssh -W TARGET` to the workspace: stdin and stdout are a TCP connection to TARGET
+    /// (HOST:PORT) made by the workspace's agent.
+    pub fn ssh_stdio_forward(&self, ws: &str, target: &str) -> Command {
+        self.ssh_with(&["-W", target], ws)
+    }
+
+    fn ssh_with(&self, extra: &[&str], ws: &str) -> Command {
         let proxy = format!("{} ssh --stdio %h", bin("outpost").display());
         let mut c = Command::new("ssh");
         c.args([
@@ -118,8 +130,8 @@ impl Client {
             "-i",
         ])
         .arg(&self.key)
+        .args(extra)
         .arg(format!("{}@{ws}", self.name))
-        .arg(cmd)
         .env("OUTPOST_CONFIG_DIR", &self.config_dir);
         c
     }

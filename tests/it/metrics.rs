@@ -152,6 +152,63 @@ fn metrics_after_a_workspace_life(backend: Backend) -> R {
             &[("workspace", "admin/dev")]
         ) > Some(0.0)
     );
+    // Bytes the agent forwarded: `ssh -W` to a listener here that sends 200,000 bytes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let target = listener.local_addr()?.to_string();
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut c, _) = listener.accept()?;
+        std::io::Write::write_all(&mut c, &[7u8; 200_000])
+    });
+    let fwd = admin
+        .ssh_stdio_forward("dev", &target)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let _ = sender.join();
+    assert_eq!(
+        fwd.stdout.len(),
+        200_000,
+        "{}",
+        String::from_utf8_lossy(&fwd.stderr)
+    );
+    eventually(|| {
+        let m = scrape(port)?;
+        let into_workspace = value(
+            &m,
+            "outpost_workspace_forwarded_bytes",
+            &[("workspace", "admin/dev"), ("direction", "in")],
+        );
+        let out_of = value(
+            &m,
+            "outpost_workspace_forwarded_bytes",
+            &[("workspace", "admin/dev"), ("direction", "out")],
+        );
+        Ok((into_workspace.unwrap_or(0.0) + out_of.unwrap_or(0.0) >= 200_000.0).then_some(()))
+    })?;
+    // Script runs by outcome: `scripted` runs one start script that succeeds and one that fails.
+    let dir = s.dir.path().join("scripted");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("template.toml"),
+        "[provisioner]\ntype = \"local\"\n\n[[scripts]]\nname = \"fine\"\nscript = \"true\"\n\n[[scripts]]\nname = \"broken\"\nscript = \"exit 3\"\n",
+    )?;
+    s.ok(&["templates", "push", dir.to_str().unwrap_or_default()])?;
+    s.ok(&["create", "scripted", "--template", "scripted"])?;
+    eventually(|| {
+        let m = scrape(port)?;
+        let n = |outcome| {
+            value(
+                &m,
+                "outpost_workspace_script_runs",
+                &[("workspace", "admin/scripted"), ("outcome", outcome)],
+            )
+        };
+        Ok(
+            (n("succeeded") == Some(1.0)
+                && n("failed") == Some(1.0)
+                && n("timed_out") == Some(0.0))
+            .then_some(()),
+        )
+    })?;
     let _ = open.kill();
     let _ = open.wait();
     s.ok(&["stop", "dev"])?;

@@ -72,6 +72,18 @@ struct SessionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScriptLabels {
+    workspace: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    workspace: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkspaceName {
     workspace: String,
 }
@@ -107,6 +119,8 @@ pub struct Metrics {
     sessions: Family<SessionLabels, Gauge>,
     cpu: Family<WorkspaceName, Gauge<f64, std::sync::atomic::AtomicU64>>,
     memory: Family<WorkspaceName, Gauge>,
+    scripts: Family<ScriptLabels, Gauge>,
+    forwarded_bytes: Family<DirectionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -127,6 +141,8 @@ impl Default for Metrics {
             sessions: Family::default(),
             cpu: Family::default(),
             memory: Family::default(),
+            scripts: Family::default(),
+            forwarded_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -198,6 +214,16 @@ impl Default for Metrics {
             "workspace_memory_used_bytes",
             "A workspace's memory in use, from its agent's heartbeats",
             m.memory.clone(),
+        );
+        registry.register(
+            "workspace_script_runs",
+            "Script runs (start, stop, cron, dotfiles) since the workspace's agent started, by outcome (succeeded, failed, timed_out), from its heartbeats",
+            m.scripts.clone(),
+        );
+        registry.register(
+            "workspace_forwarded_bytes",
+            "Bytes the workspace's agent carried over forwarded channels since it started, by direction (in, out), from its heartbeats",
+            m.forwarded_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -355,6 +381,8 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Response {
             m.sessions.clear();
             m.cpu.clear();
             m.memory.clear();
+            m.scripts.clear();
+            m.forwarded_bytes.clear();
             for (workspace, stats) in c.agent_stats {
                 let Ok(st) = serde_json::from_str::<outpost_api::AgentStats>(&stats) else {
                     continue;
@@ -373,6 +401,27 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Response {
                             kind: kind.into(),
                         })
                         .set(i64::from(n));
+                }
+                let c = &st.scripts;
+                for (outcome, n) in [
+                    ("succeeded", c.succeeded),
+                    ("failed", c.failed),
+                    ("timed_out", c.timed_out),
+                ] {
+                    m.scripts
+                        .get_or_create(&ScriptLabels {
+                            workspace: workspace.clone(),
+                            outcome: outcome.into(),
+                        })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                for (direction, n) in [("in", st.rx_bytes), ("out", st.tx_bytes)] {
+                    m.forwarded_bytes
+                        .get_or_create(&DirectionLabels {
+                            workspace: workspace.clone(),
+                            direction: direction.into(),
+                        })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
                 }
                 let w = WorkspaceName { workspace };
                 m.cpu.get_or_create(&w).set(f64::from(st.cpu_percent));

@@ -92,6 +92,18 @@ pub struct AgentStats {
     pub ports: Vec<ListeningPort>,
     /// The template apps' health.
     pub apps: Vec<AppStatus>,
+    /// Script runs since the agent started, by how they ended.
+    pub scripts: ScriptCounts,
+}
+
+/// Script runs (start, stop, cron, dotfiles) since the agent started, by outcome.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub timed_out: u64,
 }
 
 /// Live sessions by kind.
