@@ -245,6 +245,23 @@ fn metrics_after_a_workspace_life(backend: Backend) -> R {
         .samples
         .iter()
         .any(|x| x.metric == "outpost_http_request_duration_seconds"));
+    // Store query latency, by the store module that asked: workspaces were read and agents
+    // heard from.
+    for area in ["workspaces", "agents", "users"] {
+        assert!(
+            value(
+                &m,
+                "outpost_store_query_duration_seconds",
+                &[("area", area)]
+            ) >= Some(1.0),
+            "no timed {area} queries: {:?}",
+            m.samples
+                .iter()
+                .filter(|x| x.metric == "outpost_store_query_duration_seconds")
+                .map(|x| &x.labels)
+                .collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }
 both_backends!(metrics_after_a_workspace_life);

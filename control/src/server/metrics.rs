@@ -123,9 +123,15 @@ pub struct Metrics {
     forwarded_bytes: Family<DirectionLabels, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The registry, with the store's query durations (kept by the store) among its metrics.
+    pub fn new(store_queries: crate::store::timed::QueryTimes) -> Self {
         let mut registry = Registry::with_prefix("outpost");
+        registry.register(
+            "store_query_duration_seconds",
+            "Time from asking the store a query to its last row, by the store module asking (queries outside transactions)",
+            store_queries,
+        );
         let m = Metrics {
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(seconds_histogram),
@@ -482,7 +488,7 @@ mod tests {
 
     #[test]
     fn guards_count_up_and_down() {
-        let m = Metrics::default();
+        let m = Metrics::new(crate::store::timed::query_times());
         {
             let _p = m.poll_held();
             let (_s, up, _down) = m.relay_opened("ssh");

@@ -415,6 +415,7 @@ pub async fn run(
     let provisioner_key = config.provisioner_key.clone().unwrap_or_else(random_secret);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let store_dialect = store.dialect();
+    let metrics = metrics::Metrics::new(store.query_times().clone());
     let state = AppState(Arc::new(Inner {
         audit: audit::Audit::start(store.clone()),
         liveness: liveness::Liveness::default(),
@@ -436,7 +437,7 @@ pub async fn run(
         agent_limits: ratelimit::AgentLimits::default(),
         agent_cache: Default::default(),
         open_relays: Default::default(),
-        metrics: Default::default(),
+        metrics,
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,

@@ -77,7 +77,7 @@ impl Store {
         .bind(workspace_id)
         .bind(after)
         .bind(source.unwrap_or_default())
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| Ok((LogRow::from_row(r)?, r.try_get("source")?)))

@@ -31,7 +31,7 @@ impl Store {
     pub async fn ensure_agent(&self, workspace_id: &str, build_id: &str) -> Result<String> {
         if let Some(r) = sqlx::query("SELECT id FROM agents WHERE build_id = $1")
             .bind(build_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?
         {
             return Ok(r.try_get("id")?);
@@ -44,7 +44,7 @@ impl Store {
         .bind(workspace_id)
         .bind(build_id)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(id)
     }
@@ -103,7 +103,7 @@ impl Store {
         .bind(secret_hash)
         .bind(key_hash)
         .bind(now - BOOTSTRAP_RETRY_MS)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| Ok((r.try_get("workspace_id")?, r.try_get("agent_id")?)))
             .transpose()
@@ -112,7 +112,7 @@ impl Store {
     pub async fn bootstrap_token_secret_hash(&self, token_id: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT secret_hash FROM bootstrap_tokens WHERE id = $1")
             .bind(token_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| r.try_get("secret_hash")).transpose()?)
     }
@@ -131,7 +131,7 @@ impl Store {
         .bind(expires_at)
         .bind(version.map(str::to_string))
         .bind(agent_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -152,7 +152,7 @@ impl Store {
         .bind(serial)
         .bind(expires_at)
         .bind(agent_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -160,7 +160,7 @@ impl Store {
     pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRow>> {
         let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| AgentRow::from_row(&r)).transpose()?)
     }
@@ -172,7 +172,7 @@ impl Store {
         )
         .bind(now)
         .bind(agent_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -221,7 +221,7 @@ impl Store {
         .bind(lifecycle.map(str::to_string))
         .bind(stats_json)
         .bind(agent_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -237,7 +237,7 @@ impl Store {
             .bind(host_key)
             .bind(addr.map(str::to_string))
             .bind(agent_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -250,11 +250,11 @@ impl Store {
         )
         .bind(now)
         .bind(workspace_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         sqlx::query("DELETE FROM bootstrap_tokens WHERE workspace_id = $1 AND used_at IS NULL")
             .bind(workspace_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -264,7 +264,7 @@ impl Store {
         sqlx::query("UPDATE agents SET lifecycle = $1 WHERE id = $2")
             .bind(lifecycle)
             .bind(agent_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -281,7 +281,7 @@ impl Store {
         .bind(now_ms())
         .bind(workspace_id)
         .bind(keep)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -291,7 +291,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT id FROM agents WHERE workspace_id = $1 AND revoked_at IS NULL")
                 .bind(workspace_id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
@@ -301,7 +301,7 @@ impl Store {
             .bind(agent_id)
             .bind(kind)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -313,7 +313,7 @@ impl Store {
         )
         .bind(now_ms())
         .bind(agent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         let mut cmds: Vec<(i64, String)> = rows
             .iter()

@@ -103,7 +103,7 @@ impl Store {
         .bind(&target)
         .bind(like_prefix(&target, &[':', '/']))
         .bind(f.limit.clamp(1, 10_000))
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

@@ -126,7 +126,7 @@ impl Store {
             .bind(now)
             .bind(b(r.leader))
             .bind(&r.id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         if res.rows_affected() == 0 {
             sqlx::query(
@@ -142,7 +142,7 @@ impl Store {
             .bind(b(r.leader))
             .bind(r.started_at)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         }
         Ok(())
@@ -153,7 +153,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT * FROM replicas WHERE heartbeat_at >= $1 ORDER BY started_at, id")
                 .bind(now_ms() - fresh_ms)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?;
         rows.iter().map(ReplicaRow::from_row).collect()
     }
@@ -163,7 +163,7 @@ impl Store {
         let res = sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1 OR id = $2")
             .bind(now_ms() - stale_ms)
             .bind(leaving.unwrap_or(""))
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(res.rows_affected())
     }
@@ -173,7 +173,7 @@ impl Store {
         let row = sqlx::query("SELECT * FROM replicas WHERE id = $1 AND heartbeat_at >= $2")
             .bind(id)
             .bind(now_ms() - fresh_ms)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(ReplicaRow::from_row).transpose()
     }
@@ -183,7 +183,7 @@ impl Store {
         sqlx::query("UPDATE agents SET tunnel_replica = $1 WHERE id = $2")
             .bind(replica)
             .bind(agent_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -195,7 +195,7 @@ impl Store {
         )
         .bind(agent_id)
         .bind(replica)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -204,7 +204,7 @@ impl Store {
     pub async fn tunnel_replica(&self, agent_id: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT tunnel_replica FROM agents WHERE id = $1")
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row
             .map(|r| r.try_get::<Option<String>, _>("tunnel_replica"))

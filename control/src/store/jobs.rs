@@ -79,7 +79,7 @@ impl Store {
             .bind(daemon_id)
             .bind(now + lease_ms)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -87,7 +87,7 @@ impl Store {
     pub async fn job(&self, job_id: &str) -> Result<Option<JobRow>> {
         let row = sqlx::query("SELECT * FROM provisioner_jobs WHERE id = $1")
             .bind(job_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| JobRow::from_row(&r)).transpose()
     }
@@ -150,7 +150,7 @@ impl Store {
         .bind(stage)
         .bind(level)
         .bind(output)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -226,7 +226,7 @@ impl Store {
     pub async fn mark_workspace_deleted(&self, workspace_id: &str) -> Result<()> {
         sqlx::query("UPDATE workspaces SET deleted = 1 WHERE id = $1")
             .bind(workspace_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -238,7 +238,7 @@ impl Store {
              WHERE status IN ('running', 'canceling') AND lease_expires_at < $1",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {
@@ -259,7 +259,7 @@ impl Store {
         )
         .bind(job_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -280,7 +280,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(job_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -291,7 +291,7 @@ impl Store {
         )
         .bind(job_id)
         .bind(after)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         Ok(rows
             .iter()

@@ -24,7 +24,7 @@ impl Store {
             let row =
                 sqlx::query("SELECT private_key, public_key FROM user_git_keys WHERE user_id = $1")
                     .bind(user_id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(self.db())
                     .await?;
             row.map(|r| Ok::<_, StoreError>((r.try_get("private_key")?, r.try_get("public_key")?)))
                 .transpose()
@@ -42,7 +42,7 @@ impl Store {
         .bind(private)
         .bind(public)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         get().await?.ok_or(StoreError::NotFound)
     }
@@ -50,7 +50,7 @@ impl Store {
     /// Every user's git private key as stored (sealed, or plain from before sealing).
     pub async fn git_private_keys(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT user_id, private_key FROM user_git_keys")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("user_id")?, r.try_get("private_key")?)))
@@ -65,7 +65,7 @@ impl Store {
         .bind(new)
         .bind(user_id)
         .bind(old)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -95,7 +95,7 @@ impl Store {
         .bind(public_key)
         .bind(fingerprint)
         .bind(row.created_at)
-        .execute(&self.pool)
+        .execute(self.db())
         .await
         .map_err(|e| unique_to_conflict(e, &format!("you already added the key {fingerprint}")))?;
         Ok(row)
@@ -105,7 +105,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT * FROM user_ssh_keys WHERE user_id = $1 ORDER BY created_at")
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?;
         rows.iter().map(|r| Ok(SshKeyRow::from_row(r)?)).collect()
     }
@@ -119,7 +119,7 @@ impl Store {
              AND u.id <> $1 ORDER BY k.created_at",
         )
         .bind(but)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| Ok(r.try_get::<String, _>("public_key")?))
@@ -132,7 +132,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);

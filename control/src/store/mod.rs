@@ -20,6 +20,7 @@ mod provisioners;
 mod schedule;
 mod teams;
 mod templates;
+pub mod timed;
 mod users;
 mod workspaces;
 
@@ -62,6 +63,8 @@ pub struct Store {
     /// The database's URL: replicas open connections of their own for `LISTEN` and the
     /// leader's advisory lock.
     url: String,
+    /// How long queries take, by store module (`/metrics`).
+    times: timed::QueryTimes,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
@@ -222,9 +225,21 @@ impl Store {
             pool,
             dialect,
             url: url.to_string(),
+            times: timed::query_times(),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The pool, each query timed under the calling module's name.
+    #[track_caller]
+    fn db(&self) -> timed::Timed<'_> {
+        timed::Timed::new(&self.pool, &self.times)
+    }
+
+    /// Query durations by store module, for `/metrics`.
+    pub fn query_times(&self) -> &timed::QueryTimes {
+        &self.times
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -246,7 +261,7 @@ impl Store {
              JOIN provisioner_jobs j ON j.build_id = b.id \
              WHERE w.deleted = 0 GROUP BY 1, 2",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         {
             c.workspaces
@@ -255,7 +270,7 @@ impl Store {
         for r in sqlx::query(
             "SELECT lifecycle, COUNT(*) AS n FROM agents WHERE revoked_at IS NULL AND first_connected_at IS NOT NULL GROUP BY lifecycle",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         {
             c.agents.push((r.try_get("lifecycle")?, r.try_get("n")?));
@@ -263,7 +278,7 @@ impl Store {
         for r in sqlx::query(
             "SELECT status, COUNT(*) AS n FROM provisioner_jobs WHERE status IN ('pending', 'running') GROUP BY status",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         {
             c.jobs.push((r.try_get("status")?, r.try_get("n")?));
@@ -271,7 +286,7 @@ impl Store {
         let oldest: Option<i64> = sqlx::query(
             "SELECT MIN(last_seen_at) AS oldest FROM agents WHERE revoked_at IS NULL AND last_seen_at IS NOT NULL",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.db())
         .await?
         .try_get("oldest")?;
         c.heartbeat_lag_ms = oldest.map_or(0, |o| (now_ms() - o).max(0));
@@ -280,7 +295,7 @@ impl Store {
              JOIN workspaces w ON w.id = a.workspace_id JOIN users u ON u.id = w.owner_id \
              WHERE a.revoked_at IS NULL AND a.stats IS NOT NULL AND w.deleted = 0",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         {
             let (owner, name): (String, String) = (r.try_get("username")?, r.try_get("name")?);
@@ -293,7 +308,7 @@ impl Store {
     /// The newest migration applied to the database.
     pub async fn schema_version(&self) -> Result<i64> {
         let r = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(self.db())
             .await?;
         Ok(r.try_get::<i64, _>("v")?)
     }
@@ -302,7 +317,7 @@ impl Store {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         let migrations = match self.dialect {
             Dialect::Sqlite => MIGRATIONS_SQLITE,
@@ -352,7 +367,7 @@ impl Store {
             "bootstrap_tokens",
         ] {
             let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {t}"))
-                .fetch_one(&self.pool)
+                .fetch_one(self.db())
                 .await?;
             out.insert(t.to_string(), row.try_get::<i64, _>("n")?);
         }
@@ -364,7 +379,7 @@ impl Store {
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
@@ -375,7 +390,7 @@ impl Store {
         )
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -383,7 +398,7 @@ impl Store {
     pub async fn delete_setting(&self, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }

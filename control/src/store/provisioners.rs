@@ -109,7 +109,7 @@ impl Store {
         .bind(organization_id.map(str::to_string))
         .bind(serde_json::to_string(templates).unwrap_or_else(|_| "[]".into()))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await
         .map_err(|e| unique_to_conflict(e, &format!("a provisioner key named {name:?} exists")))?;
         self.provisioner_key_by_name(name)
@@ -120,7 +120,7 @@ impl Store {
     pub async fn provisioner_key_by_name(&self, name: &str) -> Result<Option<ProvisionerKeyRow>> {
         let row = sqlx::query("SELECT * FROM provisioner_keys WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(ProvisionerKeyRow::from_row).transpose()
     }
@@ -131,14 +131,14 @@ impl Store {
             "SELECT * FROM provisioner_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.as_ref().map(ProvisionerKeyRow::from_row).transpose()
     }
 
     pub async fn provisioner_keys(&self) -> Result<Vec<ProvisionerKeyRow>> {
         let rows = sqlx::query("SELECT * FROM provisioner_keys ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter().map(ProvisionerKeyRow::from_row).collect()
     }
@@ -196,7 +196,7 @@ impl Store {
         .bind(tags)
         .bind(version)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
@@ -210,7 +210,7 @@ impl Store {
     pub async fn daemon_key(&self, id: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT key_id FROM provisioner_daemons WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row
             .map(|r| r.try_get::<Option<String>, _>("key_id"))
@@ -227,7 +227,7 @@ impl Store {
              WHERE d.last_seen_at >= $1 ORDER BY d.id",
         )
         .bind(now_ms() - fresh_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

@@ -171,7 +171,7 @@ impl Store {
         for b in binds {
             q = b.bind_to(q);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.db()).await?;
         rows.iter().map(DueRow::from_row).collect()
     }
 
@@ -245,7 +245,7 @@ impl Store {
         .bind(new)
         .bind(id)
         .bind(old)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -259,7 +259,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(cutoff)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -271,7 +271,7 @@ impl Store {
         )
         .bind(id)
         .bind(was)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -280,7 +280,7 @@ impl Store {
         sqlx::query("UPDATE templates SET schedule = $1 WHERE id = $2")
             .bind(json)
             .bind(template_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -289,7 +289,7 @@ impl Store {
         sqlx::query("UPDATE users SET quiet_hours = $1 WHERE id = $2")
             .bind(schedule.map(str::to_string))
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -304,7 +304,7 @@ impl Store {
             .bind(schedule.map(str::to_string))
             .bind(next_start_at)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -313,7 +313,7 @@ impl Store {
         sqlx::query("UPDATE workspaces SET autostop_ms = $1 WHERE id = $2")
             .bind(autostop_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -334,7 +334,7 @@ impl Store {
         .bind(max_deadline)
         .bind(id)
         .bind(build_number)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -346,7 +346,7 @@ impl Store {
         )
         .bind(deadline)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -358,7 +358,7 @@ impl Store {
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -413,7 +413,7 @@ impl Store {
         for id in ids {
             q = q.bind(id);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.db()).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -428,7 +428,7 @@ impl Store {
     /// Every template's id, name and schedule (the tick reads them once).
     pub async fn template_schedules(&self) -> Result<Vec<(String, String, Option<String>)>> {
         let rows = sqlx::query("SELECT id, name, schedule FROM templates")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("name")?, r.try_get("schedule")?)))

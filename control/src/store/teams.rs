@@ -32,7 +32,7 @@ impl Store {
         if let Some(b) = bind2 {
             q = q.bind(b.to_string());
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(self.db()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -40,7 +40,7 @@ impl Store {
                 "SELECT u.username FROM group_members m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 ORDER BY u.username",
             )
             .bind(&id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(|m| m.try_get::<String, _>("username"))
@@ -101,7 +101,7 @@ impl Store {
         .bind(quota_budget)
         .bind(source)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await
         .map_err(|e| unique_to_conflict(e, &format!("a group named {name:?} already exists")))?;
         Ok(id)
@@ -111,7 +111,7 @@ impl Store {
         sqlx::query("UPDATE user_groups SET quota_budget = $1 WHERE id = $2")
             .bind(budget)
             .bind(group_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -142,13 +142,13 @@ impl Store {
             )
             .bind(group_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
         } else {
             sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
                 .bind(group_id)
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(self.db())
                 .await?
         };
         Ok(res.rows_affected() == 1)
@@ -189,7 +189,7 @@ impl Store {
             "SELECT g.id, g.name FROM template_groups t JOIN user_groups g ON g.id = t.group_id WHERE t.template_id = $1 ORDER BY g.name",
         )
         .bind(template_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
@@ -218,7 +218,7 @@ impl Store {
     /// (id, name) of every organization.
     pub async fn list_organizations(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT id, name FROM organizations ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
@@ -228,7 +228,7 @@ impl Store {
     pub async fn organization_id(&self, name: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT id FROM organizations WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -239,7 +239,7 @@ impl Store {
             .bind(&id)
             .bind(name)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(self.db())
             .await
             .map_err(|e| {
                 unique_to_conflict(e, &format!("an organization named {name:?} already exists"))
@@ -252,7 +252,7 @@ impl Store {
             "SELECT u.username FROM organization_members m JOIN users u ON u.id = m.user_id WHERE m.organization_id = $1 ORDER BY u.username",
         )
         .bind(org_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("username")?)).collect()
     }
@@ -269,7 +269,7 @@ impl Store {
             )
             .bind(org_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
         } else {
             sqlx::query(
@@ -277,7 +277,7 @@ impl Store {
             )
             .bind(org_id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
         };
         Ok(res.rows_affected() == 1)
@@ -287,7 +287,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT organization_id FROM organization_members WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?;
         rows.iter()
             .map(|r| Ok(r.try_get("organization_id")?))
@@ -300,7 +300,7 @@ impl Store {
             "SELECT o.id, o.name FROM templates t JOIN organizations o ON o.id = t.organization_id WHERE t.id = $1",
         )
         .bind(template_id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db())
         .await?;
         Ok((r.try_get("id")?, r.try_get("name")?))
     }
@@ -309,7 +309,7 @@ impl Store {
         sqlx::query("UPDATE templates SET organization_id = $1 WHERE id = $2")
             .bind(org_id)
             .bind(template_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -321,7 +321,7 @@ impl Store {
         Ok(
             sqlx::query("SELECT COUNT(*) AS n FROM workspaces WHERE owner_id = $1 AND deleted = 0")
                 .bind(user_id)
-                .fetch_one(&self.pool)
+                .fetch_one(self.db())
                 .await?
                 .try_get::<i64, _>("n")?,
         )
@@ -339,7 +339,7 @@ impl Store {
                AND j.status IN ('pending', 'running', 'succeeded')",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         let manifests = rows
             .iter()

@@ -59,7 +59,7 @@ impl Store {
     pub async fn template_by_name(&self, name: &str) -> Result<Option<TemplateRow>> {
         let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.name = $1"))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| TemplateRow::from_row(&r)).transpose()?)
     }
@@ -67,14 +67,14 @@ impl Store {
     pub async fn template_by_id(&self, id: &str) -> Result<Option<TemplateRow>> {
         let row = sqlx::query(&format!("{TEMPLATE_SELECT} WHERE t.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| TemplateRow::from_row(&r)).transpose()?)
     }
 
     pub async fn list_templates(&self) -> Result<Vec<TemplateRow>> {
         let rows = sqlx::query(&format!("{TEMPLATE_SELECT} ORDER BY t.name"))
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         Ok(rows
             .iter()
@@ -160,7 +160,7 @@ impl Store {
     pub async fn template_version(&self, id: &str) -> Result<Option<TemplateVersionRow>> {
         let row = sqlx::query(&format!("{VERSION_SELECT} WHERE v.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| TemplateVersionRow::from_row(&r)).transpose()
     }
@@ -170,7 +170,7 @@ impl Store {
             "{VERSION_SELECT} WHERE v.template_id = $1 ORDER BY v.version"
         ))
         .bind(template_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter().map(TemplateVersionRow::from_row).collect()
     }

@@ -70,7 +70,7 @@ impl Store {
 
     pub async fn count_users(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
-            .fetch_one(&self.pool)
+            .fetch_one(self.db())
             .await?;
         Ok(row.try_get("n")?)
     }
@@ -104,7 +104,7 @@ impl Store {
             .bind(b(admin))
             .bind(now)
             .bind(roles_text(&roles))
-            .execute(&self.pool)
+            .execute(self.db())
             .await
             .map_err(|e| unique_to_conflict(e, &format!("user {username:?} already exists")))?;
         if res.rows_affected() == 0 {
@@ -115,7 +115,7 @@ impl Store {
             "INSERT INTO organization_members (organization_id, user_id) VALUES ('default', $1) ON CONFLICT DO NOTHING",
         )
         .bind(&id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(UserRow {
             id,
@@ -159,7 +159,7 @@ impl Store {
             .bind(roles_text(roles))
             .bind(b(roles.contains(&outpost_api::Role::Owner)))
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -219,7 +219,7 @@ impl Store {
         sqlx::query("UPDATE users SET dotfiles_uri = $1 WHERE id = $2")
             .bind(uri.map(str::to_string))
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -227,7 +227,7 @@ impl Store {
     /// Every user not deleted, by name.
     pub async fn list_users(&self) -> Result<Vec<UserRow>> {
         let rows = sqlx::query("SELECT * FROM users WHERE deleted_at IS NULL ORDER BY username")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter().map(UserRow::from_row).collect()
     }
@@ -235,7 +235,7 @@ impl Store {
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>> {
         let row = sqlx::query("SELECT * FROM users WHERE username = $1")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| UserRow::from_row(&r)).transpose()
     }
@@ -247,7 +247,7 @@ impl Store {
         )
         .bind(issuer)
         .bind(subject)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| UserRow::from_row(&r)).transpose()
     }
@@ -261,7 +261,7 @@ impl Store {
         .bind(subject)
         .bind(user_id)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(self.db())
         .await
         .map_err(|e| unique_to_conflict(e, "this identity is linked to another user"))?;
         Ok(())
@@ -294,7 +294,7 @@ impl Store {
         .bind(&row.secret_hash)
         .bind(row.created_at)
         .bind(row.expires_at)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(row)
     }
@@ -308,7 +308,7 @@ impl Store {
              FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
         )
         .bind(token_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         let Some(r) = row else { return Ok(None) };
         let t = TokenRow {
@@ -331,7 +331,7 @@ impl Store {
         sqlx::query("UPDATE api_tokens SET scope = $1 WHERE id = $2")
             .bind(scope)
             .bind(token_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -340,7 +340,7 @@ impl Store {
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(token_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -350,7 +350,7 @@ impl Store {
             "SELECT * FROM api_tokens WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         Ok(rows
             .iter()
@@ -365,7 +365,7 @@ impl Store {
         .bind(now_ms())
         .bind(token_id)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound);

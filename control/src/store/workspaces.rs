@@ -247,7 +247,7 @@ impl Store {
         ))
         .bind(owner_id)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| WorkspaceRow::from_row(&r)).transpose()
     }
@@ -255,7 +255,7 @@ impl Store {
     pub async fn workspace_by_id(&self, id: &str) -> Result<Option<WorkspaceRow>> {
         let row = sqlx::query(&format!("{WORKSPACE_SELECT} WHERE w.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| WorkspaceRow::from_row(&r)).transpose()
     }
@@ -267,14 +267,14 @@ impl Store {
                     "{WORKSPACE_SELECT} WHERE w.owner_id = $1 AND w.deleted = 0 ORDER BY w.name"
                 ))
                 .bind(o)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?
             }
             None => {
                 sqlx::query(&format!(
                     "{WORKSPACE_SELECT} WHERE w.deleted = 0 ORDER BY w.name"
                 ))
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?
             }
         };
@@ -284,7 +284,7 @@ impl Store {
     pub async fn build(&self, build_id: &str) -> Result<Option<BuildRow>> {
         let row = sqlx::query(&format!("{BUILD_SELECT} WHERE b.id = $1"))
             .bind(build_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| BuildRow::from_row(&r)).transpose()
     }
@@ -293,7 +293,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT * FROM workspace_resources WHERE build_id = $1 ORDER BY name")
                 .bind(build_id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await?;
         rows.iter().map(ResourceRow::from_row).collect()
     }
@@ -308,7 +308,7 @@ impl Store {
         )
         .bind(now)
         .bind(job_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         if res.rows_affected() == 1 {
             return Ok(true);
@@ -317,7 +317,7 @@ impl Store {
             "UPDATE provisioner_jobs SET status = 'canceling', cancel_requested = 1 WHERE id = $1 AND status = 'running'",
         )
         .bind(job_id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(res.rows_affected() == 1)
     }
