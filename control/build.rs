@@ -1,4 +1,4 @@
-//! Embeds the dashboard's third-party browser code (xterm.js and its fit addon) from the npm
+//! Embeds the dashboard's third-party browser code (xterm.js, its fit and web-links addons) from the npm
 //! registry: `npm ci` in `control/web` when `node_modules` is missing, then the files are copied
 //! into OUT_DIR for `include_bytes!`. Nothing from npm is committed.
 
@@ -9,7 +9,14 @@ const FILES: &[(&str, &str)] = &[
     ("@xterm/xterm/lib/xterm.js", "xterm.js"),
     ("@xterm/xterm/css/xterm.css", "xterm.css"),
     ("@xterm/addon-fit/lib/addon-fit.js", "addon-fit.js"),
+    (
+        "@xterm/addon-web-links/lib/addon-web-links.js",
+        "addon-web-links.js",
+    ),
 ];
+
+/// Installed for the browser tests (tests/it read them from node_modules), not embedded.
+const TEST_FILES: &[&str] = &["axe-core/axe.min.js"];
 
 fn main() {
     version();
@@ -19,7 +26,9 @@ fn main() {
     println!("cargo:rerun-if-changed=web/package.json");
     println!("cargo:rerun-if-changed=web/package-lock.json");
     let modules = web.join("node_modules");
-    if !FILES.iter().all(|(src, _)| modules.join(src).exists()) {
+    let present = FILES.iter().all(|(src, _)| modules.join(src).exists())
+        && TEST_FILES.iter().all(|src| modules.join(src).exists());
+    if !present {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
             .current_dir(&web)

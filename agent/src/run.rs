@@ -601,6 +601,7 @@ async fn heartbeat_loop(
         let mut st = stats.collect(agent.sessions());
         (st.rx_bytes, st.tx_bytes) = agent.bytes();
         st.scripts = scripts.sink.script_counts();
+        st.home_dir = config.home.display().to_string();
         let owners = config.port_owners;
         st.ports = tokio::task::spawn_blocking(move || crate::apps::listening_ports(owners))
             .await

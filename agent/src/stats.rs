@@ -80,6 +80,7 @@ impl StatsCollector {
             ports: Vec::new(),
             apps: Vec::new(),
             scripts: Default::default(),
+            home_dir: String::new(),
         }
     }
 }

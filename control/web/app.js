@@ -107,6 +107,16 @@ function buildReasonText(b) {
 
 function byId(id) { return document.getElementById(id); }
 
+// "5 minutes ago", for times in the past.
+function fmtAgo(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+
 function setText(id, text) {
   const e = byId(id);
   if (e) e.textContent = text || "";
@@ -225,14 +235,16 @@ async function homePage() {
   const cells = (w) => [
     el("td", { class: `status ${w.status}` }, w.status),
     el("td", { class: w.health.healthy ? "healthy" : "unhealthy" }, w.health.healthy ? "healthy" : w.health.reasons.join("; ")),
-    el("td", {}, `${w.template} v${w.template_version}${w.outdated ? " (outdated)" : ""}`),
+    el("td", {}, `${w.template} v${w.template_version}`,
+      w.outdated ? el("span", { class: "badge outdated", title: "A newer template version is active: Update uses it" }, "outdated") : ""),
     el("td", {}, w.agent ? `${w.agent.status} / ${w.agent.lifecycle}` : "-"),
+    el("td", { class: "last-used" }, w.schedule && w.schedule.last_used_at ? fmtAgo(w.schedule.last_used_at) : "never"),
   ];
   async function refresh() {
     try {
       const list = await api("GET", "/api/v1/workspaces");
       tbody.replaceChildren();
-      if (!list.length) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No workspaces yet.")));
+      if (!list.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "No workspaces yet.")));
       for (const w of list) {
         tbody.append(el("tr", { "data-name": w.name },
           el("td", {}, el("a", { href: `/@${owner}/${w.name}` }, w.name)), ...cells(w)));
@@ -304,91 +316,6 @@ async function newPage() {
       location.href = `/@${owner}/${name}`;
     } catch (e) { showError(e); }
   });
-}
-
-// ------------------------------------------------------------------ one workspace
-async function workspacePage() {
-  // `ref` is NAME for one's own workspace, OWNER/NAME for someone else's (owners, auditors).
-  const { owner, workspace, ref, manage, connect } = document.body.dataset;
-  const base = `/api/v1/workspaces/${encodeURIComponent(ref)}`;
-  // Only what the viewer may do is offered: auditors look, owners act, and only those who may
-  // get in see the terminal and the port links.
-  if (!manage) {
-    for (const b of document.querySelectorAll("button[data-action], #schedule form, #activate")) b.hidden = true;
-  }
-  if (!connect) byId("open-terminal").hidden = true;
-  let buildId = null;
-  let buildAbort = null;
-  const buildLog = document.getElementById("build-log");
-  const agentLog = document.getElementById("agent-log");
-  const updateSchedule = scheduleCard(base);
-
-  function followBuild(id) {
-    if (buildAbort) buildAbort.abort();
-    buildAbort = new AbortController();
-    buildLog.textContent = "";
-    streamLines(`/api/v1/builds/${id}/logs?follow=true`, (l) => {
-      buildLog.textContent += `[${l.stage}] ${l.output}\n`;
-      buildLog.scrollTop = buildLog.scrollHeight;
-    }, buildAbort.signal).catch(() => {});
-  }
-  streamLines(`${base}/agent-logs?follow=true`, (l) => {
-    agentLog.textContent += `${l.stage}: ${l.output}\n`;
-    agentLog.scrollTop = agentLog.scrollHeight;
-  }).catch(() => {});
-
-  async function refresh() {
-    let w;
-    try { w = await api("GET", base); } catch (e) { showError(e); return; }
-    const status = document.getElementById("status");
-    status.textContent = w.status;
-    status.className = w.status;
-    const health = document.getElementById("health");
-    health.textContent = w.health.healthy ? "healthy" : "unhealthy";
-    health.className = w.health.healthy ? "healthy" : "unhealthy";
-    document.getElementById("reasons").textContent = w.health.reasons.join("; ");
-    document.getElementById("agent").textContent = w.agent ? w.agent.status : "-";
-    document.getElementById("lifecycle").textContent = w.agent ? w.agent.lifecycle : "-";
-    updateSchedule(w);
-    document.body.dataset.ready = "1";
-    if (w.latest_build.id !== buildId) {
-      buildId = w.latest_build.id;
-      followBuild(buildId);
-    }
-    const apps = document.getElementById("apps");
-    apps.replaceChildren();
-    for (const a of w.apps || []) {
-      apps.append(el("li", { "data-app": a.slug },
-        el("a", { href: a.url, target: "_blank", rel: "noopener" }, a.display_name),
-        ` · ${a.share} · `, el("span", { class: a.health }, a.health)));
-    }
-    if (!apps.children.length) apps.append(el("li", { class: "muted" }, "none"));
-    const ports = document.getElementById("ports");
-    ports.replaceChildren();
-    for (const p of (w.agent && w.agent.stats && w.agent.stats.ports) || []) {
-      ports.append(el("li", { "data-port": p.port },
-        connect
-          ? el("a", { href: `/@${owner}/${workspace}/ports/${p.port}/`, target: "_blank", rel: "noopener" }, String(p.port))
-          : String(p.port),
-        p.process ? ` (${p.process})` : ""));
-    }
-    if (!ports.children.length) ports.append(el("li", { class: "muted" }, "none"));
-  }
-  for (const b of document.querySelectorAll("button[data-action]")) {
-    b.addEventListener("click", async () => {
-      const action = b.dataset.action;
-      if (action === "delete" && !confirm(`Delete ${workspace} and its home? This cannot be undone.`)) return;
-      showError(null);
-      try {
-        await api("POST", `${base}/builds`, { action });
-        await refresh();
-        if (action === "delete") location.href = "/";
-        else document.body.dataset.acted = action;
-      } catch (e) { showError(e); }
-    });
-  }
-  await refresh();
-  setInterval(refresh, 2000);
 }
 
 // ------------------------------------------------------------------ schedule settings
@@ -594,108 +521,6 @@ async function templateSettingsPage() {
   document.body.dataset.ready = "1";
 }
 
-// ------------------------------------------------------------------ terminal
-function terminalPage() {
-  const workspace = document.body.dataset.ref;
-  const status = document.getElementById("term-status");
-  const params = new URLSearchParams(location.search);
-  let session = params.get("session");
-  if (!session) {
-    session = crypto.getRandomValues(new Uint32Array(4)).reduce((s, x) => s + x.toString(36), "");
-    params.set("session", session);
-    history.replaceState(null, "", `${location.pathname}?${params}`);
-  }
-  const term = new Terminal({ cursorBlink: true, scrollback: 5000, fontSize: 14 });
-  const fit = new FitAddon.FitAddon();
-  term.loadAddon(fit);
-  term.open(document.getElementById("terminal"));
-  fit.fit();
-  window.outpostTerminal = term;
-  // The visible screen as text, one line per row (used by the browser tests).
-  window.outpostScreen = () => {
-    const b = term.buffer.active;
-    const rows = [];
-    for (let i = 0; i < term.rows; i++) rows.push((b.getLine(b.viewportY + i)?.translateToString(true)) || "");
-    return rows.join("\n");
-  };
-  const enc = new TextEncoder();
-  let ws = null;
-  let attempt = 0;
-  function send(kind, payload) {
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const m = new Uint8Array(1 + payload.length);
-    m[0] = kind;
-    m.set(payload, 1);
-    ws.send(m);
-  }
-  function sendSize() {
-    const p = new Uint8Array(4);
-    new DataView(p.buffer).setUint16(0, term.cols);
-    new DataView(p.buffer).setUint16(2, term.rows);
-    send(1, p);
-  }
-  function connect() {
-    const proto = location.protocol === "https:" ? "wss" : "ws";
-    const q = new URLSearchParams({ session, cols: term.cols, rows: term.rows });
-    // A command runs only once the user confirmed it on this page; the server also wants the
-    // page's CSRF token with it, so a link alone can never run anything.
-    if (command) { q.set("command", command); q.set("csrf", csrf); }
-    ws = new WebSocket(`${proto}://${location.host}/api/v1/workspaces/${encodeURIComponent(workspace)}/pty?${q}`);
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => { attempt = 0; status.textContent = "connected"; document.body.dataset.connected = "1"; };
-    ws.onmessage = (ev) => term.write(new Uint8Array(ev.data));
-    ws.onclose = () => {
-      document.body.dataset.connected = "";
-      attempt += 1;
-      const wait = Math.min(10000, 500 * 2 ** Math.min(attempt, 5));
-      status.textContent = `disconnected; reconnecting in ${Math.round(wait / 1000)}s`;
-      setTimeout(connect, wait);
-    };
-  }
-  term.onData((d) => send(0, enc.encode(d)));
-  term.onBinary((d) => send(0, Uint8Array.from(d, (c) => c.charCodeAt(0))));
-  term.onResize(() => sendSize());
-  window.addEventListener("resize", () => fit.fit());
-  let command = null;
-  const asked = params.get("command");
-  if (!asked) {
-    connect();
-    term.focus();
-    return;
-  }
-  // A link asked for a command: show it and run it only if the user says so.
-  const box = document.createElement("div");
-  box.id = "command-confirm";
-  box.className = "card";
-  const title = document.createElement("p");
-  title.textContent = `This link wants to run a command in ${workspace}:`;
-  const text = document.createElement("pre");
-  text.id = "command-text";
-  text.textContent = asked;
-  const run = document.createElement("button");
-  run.id = "command-run";
-  run.className = "danger";
-  run.textContent = "Run this command";
-  const shell = document.createElement("button");
-  shell.id = "command-shell";
-  shell.textContent = "Open a shell instead";
-  box.append(title, text, run, " ", shell);
-  status.after(box);
-  status.textContent = "waiting for you to confirm the command";
-  const go = (withCommand) => {
-    box.remove();
-    command = withCommand ? asked : null;
-    if (!withCommand) {
-      params.delete("command");
-      history.replaceState(null, "", `${location.pathname}?${params}`);
-    }
-    connect();
-    term.focus();
-  };
-  run.addEventListener("click", () => go(true));
-  shell.addEventListener("click", () => go(false));
-}
-
 // ------------------------------------------------------------------ audit log
 async function auditPage() {
   const form = byId("audit-filters");
@@ -758,8 +583,12 @@ async function auditPage() {
 const pages = {
   home: homePage,
   new: newPage,
-  workspace: workspacePage,
-  terminal: terminalPage,
+  // Defined by the page's own script (workspace.js, terminal.js, templates.js), loaded before
+  // this one on that page only.
+  workspace: () => workspacePage(),
+  terminal: () => terminalPage(),
+  templates: () => templatesPage(),
+  template: () => templatePage(),
   "schedule-settings": scheduleSettingsPage,
   settings: settingsPage,
   "template-settings": templateSettingsPage,

@@ -346,6 +346,78 @@ impl Browser {
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
+    /// A PNG of one element, as a `data:` URL (the page can decode it into a canvas).
+    pub fn element_png_data_url(&self, css: &str) -> R<String> {
+        let e = self.wait_find(css)?;
+        let v = self.call("GET", &format!("/element/{e}/screenshot"), None)?;
+        Ok(format!(
+            "data:image/png;base64,{}",
+            v.as_str().unwrap_or_default()
+        ))
+    }
+
+    /// Moves the mouse to `(x, y)` CSS pixels from the element's top-left corner and clicks
+    /// there (WebDriver actions: what a user's pointer does).
+    pub fn click_at(&self, css: &str, x: f64, y: f64) -> R {
+        let e = self.wait_find(css)?;
+        let rect = self.call("GET", &format!("/element/{e}/rect"), None)?;
+        let w = rect["width"].as_f64().unwrap_or(0.0);
+        let h = rect["height"].as_f64().unwrap_or(0.0);
+        // Pointer offsets are from the element's centre, whole pixels.
+        let (dx, dy) = ((x - w / 2.0).round() as i64, (y - h / 2.0).round() as i64);
+        let mut o = serde_json::Map::new();
+        o.insert(ELEMENT.to_string(), json!(e));
+        let origin = Value::Object(o);
+        self.call(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{
+                "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                "actions": [
+                    {"type": "pointerMove", "duration": 0, "origin": origin, "x": dx, "y": dy},
+                    {"type": "pause", "duration": 300},
+                    {"type": "pointerMove", "duration": 100, "origin": origin, "x": dx + 1, "y": dy},
+                    {"type": "pause", "duration": 300},
+                    {"type": "pointerDown", "button": 0},
+                    {"type": "pointerUp", "button": 0}
+                ]
+            }]})),
+        )?;
+        Ok(())
+    }
+
+    /// Grants the page's origin a permission (`clipboard-read`, ...), as a user would.
+    pub fn grant(&self, permission: &str) -> R {
+        self.call(
+            "POST",
+            "/permissions",
+            Some(json!({"descriptor": {"name": permission}, "state": "granted"})),
+        )?;
+        Ok(())
+    }
+
+    /// Runs axe-core (from npm, `control/web/node_modules`) on the page: the serious and
+    /// critical violations, as `rule: target, ...` lines.
+    pub fn axe_violations(&self) -> R<Vec<String>> {
+        let axe = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../control/web/node_modules/axe-core/axe.min.js"),
+        )?;
+        // Load axe into the page (as a script the driver runs, not one the page fetches).
+        self.exec(&format!("{axe}\nreturn typeof axe;"), json!([]))?;
+        let v = self.exec_async(
+            "const r = await axe.run(document, { resultTypes: ['violations'] }); \
+             return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical') \
+               .map((v) => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);",
+        )?;
+        anyhow::ensure!(v.is_array(), "axe did not run: {v}");
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
     pub fn screenshot(&self, name: &str) -> R {
         let v = self.call("GET", "/screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or(""))?;

@@ -45,5 +45,6 @@ mod ssh_user;
 mod teams;
 mod users;
 mod web;
+mod web_dashboard;
 mod web_schedule;
 mod web_settings;

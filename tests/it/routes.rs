@@ -1,7 +1,7 @@
 //! Every route of control's API and dashboard, walked with a user of each role (issue 16): the
 //! roles a route lets through are exactly the table's, every other attempt is refused (403, or
 //! 404 where the caller may not even know the thing exists) and changes nothing in the store.
-//! The table is checked against the router itself (`control/src/server/mod.rs`), so a route
+//! The table is checked against the router itself (`control/src/server/router.rs`), so a route
 //! added without a row here fails this test.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,6 +169,13 @@ fn cases() -> Vec<Case> {
         case("POST", "/api/v1/templates/push", TEMPLATES)
             .json(json!({"name": "t-{r}", "files": local})),
         case("GET", "/api/v1/templates/{name}", ALL).at("/api/v1/templates/base"),
+        // Activating the version that is already active: allowed or refused, nothing changes.
+        case(
+            "POST",
+            "/api/v1/templates/{name}/versions/{version}/activate",
+            TEMPLATES,
+        )
+        .at("/api/v1/templates/base/versions/1/activate"),
         case("PUT", "/api/v1/templates/{name}/groups", TEMPLATES)
             .at("/api/v1/templates/base/groups")
             .json(json!({"groups": ["crew"]}))
@@ -272,6 +279,8 @@ fn cases() -> Vec<Case> {
             .json(json!({"name": "w-{r}", "template": "base"}))
             .settle("{me}/w-{r}"),
         case("GET", "/api/v1/workspaces/{name}", SEE).at("/api/v1/workspaces/victim%2Fvw"),
+        case("GET", "/api/v1/workspaces/{name}/stats", SEE)
+            .at("/api/v1/workspaces/victim%2Fvw/stats"),
         Case {
             rebuild: true,
             ..case("POST", "/api/v1/workspaces/{name}/builds", OWNER)
@@ -333,6 +342,10 @@ fn cases() -> Vec<Case> {
         case("GET", "/settings", ALL).via(Via::Cookie),
         case("GET", "/settings/schedule", ALL).via(Via::Cookie),
         case("GET", "/audit", SEE).via(Via::Cookie),
+        case("GET", "/templates", ALL).via(Via::Cookie),
+        case("GET", "/templates/{name}", ALL)
+            .at("/templates/base")
+            .via(Via::Cookie),
         case("GET", "/templates/{name}/settings", TEMPLATES)
             .at("/templates/base/settings")
             .via(Via::Cookie),
@@ -362,7 +375,7 @@ fn cases() -> Vec<Case> {
 /// The routes the router declares: (METHOD, PATH) from `.route("PATH", get(..).post(..))`.
 pub(crate) fn declared_routes() -> R<BTreeSet<(String, String)>> {
     let src = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/src/server/mod.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/src/server/router.rs"),
     )?;
     let start = src
         .find("fn api_router")

@@ -560,6 +560,10 @@ async fn heartbeat(
     if s.ssh + s.vscode + s.jetbrains + s.pty + s.port_forward > 0 {
         state.liveness.activity(&agent.workspace_id, now);
     }
+    let every = super::liveness::sample_every_ms(state.config.heartbeat_secs);
+    state
+        .liveness
+        .sample(&agent.workspace_id, now, &req.stats, every);
     state
         .liveness
         .record(&agent.id, now, lifecycle, Some(stats));

@@ -22,6 +22,23 @@ pub struct Liveness {
     latest: Mutex<HashMap<String, i64>>,
     /// Workspaces with activity (sessions, relays, app traffic) since the last flush, and when.
     activity: Mutex<HashMap<String, i64>>,
+    /// When each workspace's statistics were last sampled for its history, and the samples not
+    /// yet written (at most one a minute per workspace).
+    sampled: Mutex<HashMap<String, i64>>,
+    samples: Mutex<Vec<crate::store::StatsSampleRow>>,
+    /// When samples past the history's hour were last pruned.
+    pruned_at: Mutex<i64>,
+}
+
+/// How often samples past the history's hour are pruned.
+const PRUNE_EVERY_MS: i64 = 300_000;
+
+/// One history sample per workspace every four heartbeats: a minute at the default 15 s (and
+/// never more often than every 4 s, nor less than every minute).
+pub fn sample_every_ms(heartbeat_secs: u64) -> i64 {
+    i64::try_from(heartbeat_secs.saturating_mul(4_000))
+        .unwrap_or(i64::MAX)
+        .clamp(4_000, 60_000)
 }
 
 impl Liveness {
@@ -46,6 +63,37 @@ impl Liveness {
         let mut l = self.latest.locked();
         let v = l.entry(agent_id.to_string()).or_insert(now);
         *v = (*v).max(now);
+    }
+
+    /// Keeps a sample of a workspace's statistics for its history when the last one is
+    /// `every_ms` old (or there is none).
+    pub fn sample(
+        &self,
+        workspace_id: &str,
+        now: i64,
+        st: &outpost_api::AgentStats,
+        every_ms: i64,
+    ) {
+        {
+            let mut s = self.sampled.locked();
+            let last = s.entry(workspace_id.to_string()).or_insert(i64::MIN);
+            if now.saturating_sub(*last) < every_ms {
+                return;
+            }
+            *last = now;
+        }
+        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.samples.locked().push(crate::store::StatsSampleRow {
+            workspace_id: workspace_id.to_string(),
+            at: now,
+            cpu_percent: f64::from(st.cpu_percent),
+            cpu_cores: i64::from(st.cpu_cores),
+            mem_used_bytes: big(st.mem_used_bytes),
+            mem_total_bytes: big(st.mem_total_bytes),
+            home_disk_used_bytes: big(st.home_disk_used_bytes),
+            home_disk_total_bytes: big(st.home_disk_total_bytes),
+            load1: st.load1,
+        });
     }
 
     /// Someone used workspace `workspace_id` at `now` (its deadline is bumped at the flush).
@@ -79,6 +127,30 @@ impl Liveness {
         for chunk in batch.chunks(500) {
             if let Err(e) = store.agent_liveness_batch(chunk).await {
                 tracing::warn!(error = %e, n = chunk.len(), "writing agent liveness failed");
+            }
+        }
+        let samples = std::mem::take(&mut *self.samples.locked());
+        for chunk in samples.chunks(500) {
+            if let Err(e) = store.add_stats_samples(chunk).await {
+                tracing::warn!(error = %e, n = chunk.len(), "writing statistics samples failed");
+            }
+        }
+        // Every few minutes: the history keeps an hour; the sampling marks of workspaces not
+        // heard from within it go too.
+        let now = crate::store::now_ms();
+        let due = {
+            let mut p = self.pruned_at.locked();
+            let due = now - *p >= PRUNE_EVERY_MS;
+            if due {
+                *p = now;
+            }
+            due
+        };
+        if due {
+            let before = now - crate::store::STATS_KEEP_MS;
+            self.sampled.locked().retain(|_, at| *at >= before);
+            if let Err(e) = store.prune_stats_samples(before).await {
+                tracing::warn!(error = %e, "pruning statistics samples failed");
             }
         }
     }

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     account, apps_domain, audit, cluster, keys, logs, provisioner, provisioner_keys, relay,
-    schedule, teams, templates, tokens, users, web, workspaces,
+    schedule, teams, templates, tokens, users, web, workspace_stats, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +36,7 @@ use super::{
         schedule::get_quiet_hours, schedule::set_quiet_hours,
         tokens::list_tokens, tokens::create_token, tokens::revoke_token,
         templates::list_templates, templates::push_template, templates::show_template,
+        templates::activate_version,
         teams::set_template_groups, schedule::edit_template_schedule,
         teams::list_groups, teams::create_group, teams::delete_group, teams::set_budget,
         teams::add_member, teams::remove_member,
@@ -46,7 +47,7 @@ use super::{
         provisioner_keys::list_daemons,
         schedule::set_autostart, schedule::set_autostop, schedule::extend, schedule::activate,
         workspaces::list, workspaces::create, workspaces::show, workspaces::build,
-        workspaces::cancel, workspaces::get_build,
+        workspaces::cancel, workspaces::get_build, workspace_stats::stats_history,
         logs::build_logs, logs::agent_logs,
         relay::relay_ssh, relay::relay_tcp, web::pty,
         audit::audit,

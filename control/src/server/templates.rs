@@ -91,6 +91,7 @@ pub(super) fn version_view(v: &TemplateVersionRow) -> ApiResult<TemplateVersion>
         manifest,
         files: files.into_keys().collect(),
         created_at: v.created_at,
+        created_by: v.created_by.clone(),
     })
 }
 
@@ -228,8 +229,71 @@ pub(super) async fn show_template(
         .iter()
         .map(version_view)
         .collect::<ApiResult<Vec<_>>>()?;
+    let everyone = super::authz::can(&auth, super::authz::Right::ReadAllWorkspaces);
+    let outdated_workspaces = state
+        .store
+        .outdated_workspaces(&t.id)
+        .await?
+        .into_iter()
+        .filter(|(owner, _, _)| everyone || *owner == auth.user.username)
+        .map(|(owner, name, version)| OutdatedWorkspace {
+            owner,
+            name,
+            version,
+        })
+        .collect();
     Ok(Json(TemplateDetail {
         template: template_view(&state, &t).await?,
         versions,
+        outdated_workspaces,
     }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/templates/{name}/versions/{version}/activate",
+    tag = "templates",
+    summary = "Make a version (an older one, to roll back) the template's active version",
+    params(
+        ("name" = String, Path, description = "A template's name"),
+        ("version" = i64, Path, description = "The version number"),
+    ),
+    responses((status = 200, description = "OK", body = TemplateVersion)),
+)]
+pub(super) async fn activate_version(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+) -> ApiResult<Json<TemplateVersion>> {
+    let target = format!("template:{}", name.chars().take(100).collect::<String>());
+    super::authz::require(
+        &auth,
+        super::authz::Right::ManageTemplates,
+        "template.activate",
+        Some(&target),
+    )?;
+    let t = state.store.template_by_name(&name).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no template {name:?}; see `outpost templates list`"
+        ))
+    })?;
+    let v = state
+        .store
+        .activate_template_version(&t.id, version)
+        .await
+        .map_err(|e| {
+            super::error::store_or(e, || {
+                ApiError::not_found(format!(
+                    "template {name:?} has no version {version}; see `outpost templates show {name}`"
+                ))
+            })
+        })?;
+    auth.record(
+        "template.activate",
+        "ok",
+        &target,
+        None,
+        format!("version {version} ({}) is active", v.id),
+    );
+    Ok(Json(version_view(&v)?))
 }

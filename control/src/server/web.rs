@@ -20,6 +20,10 @@ const SESSION_SECS: u64 = 7 * 24 * 3600;
 const XTERM_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xterm.js"));
 const XTERM_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xterm.css"));
 const FIT_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/addon-fit.js"));
+const WEB_LINKS_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/addon-web-links.js"));
+const TERMINAL_JS: &str = include_str!("../../web/terminal.js");
+const WORKSPACE_JS: &str = include_str!("../../web/workspace.js");
+const TEMPLATES_JS: &str = include_str!("../../web/templates.js");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 
@@ -29,6 +33,10 @@ pub(super) async fn asset(ApiPath(name): ApiPath<String>) -> Response {
         "xterm.js" => (XTERM_JS, "text/javascript"),
         "xterm.css" => (XTERM_CSS, "text/css"),
         "addon-fit.js" => (FIT_JS, "text/javascript"),
+        "addon-web-links.js" => (WEB_LINKS_JS, "text/javascript"),
+        "terminal.js" => (TERMINAL_JS.as_bytes(), "text/javascript"),
+        "workspace.js" => (WORKSPACE_JS.as_bytes(), "text/javascript"),
+        "templates.js" => (TEMPLATES_JS.as_bytes(), "text/javascript"),
         "app.js" => (APP_JS.as_bytes(), "text/javascript"),
         "app.css" => (APP_CSS.as_bytes(), "text/css"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
@@ -67,14 +75,17 @@ pub(super) fn page(
     user: Option<&AuthUser>,
     body: &str,
 ) -> Response {
-    let attrs: String = data
+    let mut attrs: String = data
         .iter()
         .map(|(k, v)| format!(" data-{k}=\"{}\"", esc(v)))
         .collect();
+    if let Some(u) = user {
+        attrs.push_str(&format!(" data-user=\"{}\"", esc(&u.user.username)));
+    }
     let nav = match user {
         None => String::new(),
         Some(u) => format!(
-            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <a href=\"/settings\" id=\"nav-settings\">Settings</a>{} <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
+            "<nav><a href=\"/\">Workspaces</a> <a href=\"/new\">New workspace</a> <a href=\"/templates\" id=\"nav-templates\">Templates</a> <a href=\"/settings/schedule\" id=\"nav-schedule\">Schedule</a> <a href=\"/settings\" id=\"nav-settings\">Settings</a>{} <span class=\"who\">{}</span> <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button id=\"signout\">Sign out</button></form></nav>",
             if super::authz::can(u, super::authz::Right::ReadAudit) {
                 " <a href=\"/audit\" id=\"nav-audit\">Audit</a>"
             } else {
@@ -346,11 +357,11 @@ pub(super) async fn home(State(state): State<AppState>, req: Request) -> Respons
         Ok(x) => x,
         Err(r) => return r,
     };
-    let mut body = "<h1>Workspaces</h1><p><a class=\"button\" id=\"new-workspace\" href=\"/new\">New workspace</a></p><table id=\"workspaces\"><thead><tr><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"5\">Loading…</td></tr></tbody></table>".to_string();
+    let mut body = "<h1>Workspaces</h1><p><a class=\"button\" id=\"new-workspace\" href=\"/new\">New workspace</a></p><table id=\"workspaces\"><thead><tr><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th><th>Last used</th></tr></thead><tbody><tr><td colspan=\"6\">Loading…</td></tr></tbody></table>".to_string();
     // Owners and auditors see everyone's workspaces too.
     let all = super::authz::can(&user, super::authz::Right::ReadAllWorkspaces);
     if all {
-        body.push_str("<h2>Everyone's workspaces</h2><table id=\"all-workspaces\"><thead><tr><th>Owner</th><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th></tr></thead><tbody><tr><td colspan=\"6\">Loading…</td></tr></tbody></table>");
+        body.push_str("<h2>Everyone's workspaces</h2><table id=\"all-workspaces\"><thead><tr><th>Owner</th><th>Name</th><th>Status</th><th>Health</th><th>Template</th><th>Agent</th><th>Last used</th></tr></thead><tbody><tr><td colspan=\"7\">Loading…</td></tr></tbody></table>");
     }
     page(
         "Workspaces",
@@ -397,7 +408,7 @@ pub(super) async fn at_path(State(state): State<AppState>, req: Request) -> Resp
         return ApiError::not_found("no such page").into_response();
     }
     match tail.as_deref() {
-        None | Some("/") => workspace_page(state, req, owner, ws).await,
+        None | Some("/") => super::web_workspace::workspace_page(state, req, owner, ws).await,
         Some("/terminal") => terminal_page(state, req, owner, ws).await,
         Some(t) if t.starts_with("/apps/") || t.starts_with("/ports/") => {
             super::proxy::proxy(state, req, owner, ws, t.to_string()).await
@@ -406,49 +417,9 @@ pub(super) async fn at_path(State(state): State<AppState>, req: Request) -> Resp
     }
 }
 
-async fn workspace_page(state: AppState, req: Request, owner: String, ws: String) -> Response {
-    let (user, csrf, w) = match page_workspace(&state, req, &owner, &ws).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    use super::authz::{can, Right};
-    let mine = w.owner_id == user.user.id;
-    // What the page offers someone else's workspace: acting on it (owners), getting into it
-    // (owners, when the server allows it), or only looking (auditors).
-    let manage = mine || can(&user, Right::ManageAllWorkspaces);
-    let connect = mine
-        || (state.config.allow_owner_workspace_access && can(&user, Right::ConnectAllWorkspaces));
-    let reference = if mine {
-        ws.clone()
-    } else {
-        format!("{owner}/{ws}")
-    };
-    let body = format!(
-        "<h1>{0}</h1><section class=\"card\"><p>Status: <b id=\"status\">…</b> · Health: <span id=\"health\">…</span> · Agent: <span id=\"agent\">…</span> · Lifecycle: <span id=\"lifecycle\">…</span></p><p id=\"reasons\" class=\"error\"></p><p class=\"actions\"><button data-action=\"start\">Start</button> <button data-action=\"stop\">Stop</button> <button data-action=\"restart\">Restart</button> <button data-action=\"update\">Update</button> <button data-action=\"delete\" class=\"danger\">Delete</button> <a class=\"button\" id=\"open-terminal\" href=\"/@{1}/{0}/terminal\" target=\"_blank\">Terminal</a></p><p class=\"error\" id=\"error\"></p></section>{2}<section class=\"card\"><h2>Apps</h2><ul id=\"apps\"><li class=\"muted\">none</li></ul><h2>Listening ports</h2><ul id=\"ports\"><li class=\"muted\">none</li></ul></section><section class=\"card\"><h2>Build log</h2><pre id=\"build-log\"></pre></section><section class=\"card\"><h2>Scripts' logs</h2><pre id=\"agent-log\"></pre></section>",
-        esc(&ws),
-        esc(&owner),
-        super::web_schedule::SCHEDULE_CARD,
-    );
-    let flag = |b: bool| if b { "1" } else { "" };
-    page(
-        &ws,
-        "workspace",
-        &[
-            ("owner", &owner),
-            ("workspace", &ws),
-            ("ref", &reference),
-            ("manage", flag(manage)),
-            ("connect", flag(connect)),
-        ],
-        &csrf,
-        Some(&user),
-        &body,
-    )
-}
-
 /// The signed-in user and workspace `OWNER/WS` of a page: their own, or (owners and auditors)
 /// anyone's; or the answer to give.
-async fn page_workspace(
+pub(super) async fn page_workspace(
     state: &AppState,
     req: Request,
     owner: &str,
@@ -483,7 +454,17 @@ async fn terminal_page(state: AppState, req: Request, owner: String, ws: String)
     } else {
         format!("{owner}/{ws}")
     };
-    let body = "<link rel=\"stylesheet\" href=\"/assets/xterm.css\"><div id=\"term-status\" class=\"muted\">connecting…</div><div id=\"terminal\"></div><script src=\"/assets/xterm.js\"></script><script src=\"/assets/addon-fit.js\"></script>";
+    let body = concat!(
+        "<link rel=\"stylesheet\" href=\"/assets/xterm.css\">",
+        "<div class=\"term-bar\"><span id=\"term-status\" class=\"term-state\" role=\"status\" aria-live=\"polite\">connecting…</span>",
+        "<span class=\"term-tools\"><span id=\"copied\" class=\"muted\" role=\"status\" aria-live=\"polite\"></span> ",
+        "<button type=\"button\" id=\"font-smaller\" aria-label=\"Smaller text\">A−</button> ",
+        "<span id=\"font-size\" title=\"Text size\">14px</span> ",
+        "<button type=\"button\" id=\"font-larger\" aria-label=\"Larger text\">A+</button></span></div>",
+        "<div id=\"terminal\" role=\"region\" aria-label=\"Terminal\"></div>",
+        "<script src=\"/assets/xterm.js\"></script><script src=\"/assets/addon-fit.js\"></script>",
+        "<script src=\"/assets/addon-web-links.js\"></script><script src=\"/assets/terminal.js\"></script>",
+    );
     page(
         &format!("{ws} terminal"),
         "terminal",

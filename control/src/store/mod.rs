@@ -18,9 +18,11 @@ mod jobs;
 mod keys;
 mod provisioners;
 mod schedule;
+mod stats;
 mod teams;
 mod templates;
 pub mod timed;
+pub use stats::{StatsSampleRow, STATS_KEEP_MS};
 mod users;
 mod workspaces;
 
@@ -98,6 +100,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // table (`cargo xtask bench agents --replicas 3`: the join took 13 ms per take at 4,000
     // pending jobs on a fresh database's statistics).
     (19, include_str!("m19_sqlite.sql")),
+    (20, include_str!("m20_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -119,6 +122,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (17, include_str!("m17_postgres.sql")),
     (18, include_str!("m18_postgres.sql")),
     (19, include_str!("m19_postgres.sql")),
+    (20, include_str!("m20_postgres.sql")),
 ];
 
 /// A consistent copy of the SQLite database at `db` in a new file `out`, while a server may be

@@ -21,8 +21,9 @@ pub struct TemplateRow {
 
 pub(super) const VERSION_SELECT: &str =
     "SELECT v.id, v.template_id, v.version, v.manifest, v.files, v.created_at, t.name AS template_name, \
-            t.active_version_id AS active_version_id \
-     FROM template_versions v JOIN templates t ON t.id = v.template_id";
+            t.active_version_id AS active_version_id, u.username AS created_by \
+     FROM template_versions v JOIN templates t ON t.id = v.template_id \
+     LEFT JOIN users u ON u.id = v.created_by";
 
 #[derive(Debug, Clone)]
 pub struct TemplateVersionRow {
@@ -34,6 +35,8 @@ pub struct TemplateVersionRow {
     pub manifest: String,
     pub files: String,
     pub created_at: i64,
+    /// The username of who pushed it (none for the built-in templates).
+    pub created_by: Option<String>,
 }
 
 impl TemplateVersionRow {
@@ -49,6 +52,7 @@ impl TemplateVersionRow {
             manifest: r.try_get("manifest")?,
             files: r.try_get("files")?,
             created_at: r.try_get("created_at")?,
+            created_by: r.try_get("created_by")?,
         })
     }
 }
@@ -155,6 +159,72 @@ impl Store {
         self.template_version(&id)
             .await?
             .ok_or(StoreError::NotFound)
+    }
+
+    /// Makes version `version` of the template its active one; the version, or `NotFound`.
+    pub async fn activate_template_version(
+        &self,
+        template_id: &str,
+        version: i64,
+    ) -> Result<TemplateVersionRow> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM template_versions WHERE template_id = $1 AND version = $2",
+        )
+        .bind(template_id)
+        .bind(version)
+        .fetch_optional(self.db())
+        .await?;
+        let id = id.ok_or(StoreError::NotFound)?;
+        let v = self
+            .template_version(&id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let manifest: serde_json::Value =
+            serde_json::from_str(&v.manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let description = manifest["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        sqlx::query("UPDATE templates SET active_version_id = $1, description = $2 WHERE id = $3")
+            .bind(&id)
+            .bind(description)
+            .bind(template_id)
+            .execute(self.db())
+            .await?;
+        self.template_version(&id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// The template's workspaces (not deleted) whose latest build used another version than the
+    /// active one: (owner's username, workspace name, version).
+    pub async fn outdated_workspaces(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT u.username AS owner, w.name AS name, v.version AS version \
+             FROM workspaces w JOIN users u ON u.id = w.owner_id \
+             JOIN templates t ON t.id = w.template_id \
+             JOIN workspace_builds b ON b.workspace_id = w.id \
+               AND b.number = (SELECT MAX(number) FROM workspace_builds WHERE workspace_id = w.id) \
+             JOIN template_versions v ON v.id = b.template_version_id \
+             WHERE w.template_id = $1 AND w.deleted = 0 \
+               AND t.active_version_id IS NOT NULL AND b.template_version_id <> t.active_version_id \
+             ORDER BY u.username, w.name LIMIT 1000",
+        )
+        .bind(template_id)
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("owner")?,
+                    r.try_get("name")?,
+                    r.try_get("version")?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn template_version(&self, id: &str) -> Result<Option<TemplateVersionRow>> {

@@ -94,6 +94,8 @@ pub struct AgentStats {
     pub apps: Vec<AppStatus>,
     /// Script runs since the agent started, by how they ended.
     pub scripts: ScriptCounts,
+    /// The workspace user's home directory, as seen inside the workspace (editors open it).
+    pub home_dir: String,
 }
 
 /// Script runs (start, stop, cron, dotfiles) since the agent started, by outcome.

@@ -54,6 +54,9 @@ pub struct TemplateVersion {
     pub manifest: TemplateManifest,
     pub files: Vec<String>,
     pub created_at: i64,
+    /// Who pushed it (none for the built-in templates).
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +64,19 @@ pub struct TemplateVersion {
 pub struct TemplateDetail {
     pub template: Template,
     pub versions: Vec<TemplateVersion>,
+    /// Workspaces whose latest build used an older version than the active one: everyone's for
+    /// those who may see every workspace, else the caller's own.
+    #[serde(default)]
+    pub outdated_workspaces: Vec<OutdatedWorkspace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutdatedWorkspace {
+    pub owner: String,
+    pub name: String,
+    /// The version its latest build used.
+    pub version: i64,
 }
 
 /// The validated, normalised form of a `template.toml`.

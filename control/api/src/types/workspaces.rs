@@ -292,3 +292,18 @@ pub struct LogLine {
     pub level: String,
     pub output: String,
 }
+
+/// `GET /api/v1/workspaces/{name}/stats`: one sample of the workspace's statistics (at most one
+/// a minute, from its agent's heartbeats; the last hour is kept).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatsSample {
+    pub at: i64,
+    pub cpu_percent: f64,
+    pub cpu_cores: i64,
+    pub mem_used_bytes: i64,
+    pub mem_total_bytes: i64,
+    pub home_disk_used_bytes: i64,
+    pub home_disk_total_bytes: i64,
+    pub load1: f64,
+}

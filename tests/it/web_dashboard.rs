@@ -1,0 +1,459 @@
+//! The dashboard as a Coder user expects it (issue 20), in a real Chromium: the web terminal
+//! draws every glyph (the pixels of `_` against a blank cell), keeps its text size per user,
+//! copies on select, pastes, opens links and says when it is reconnecting; the workspace page
+//! offers only the actions its state allows, with progress and the reason a build failed, how to
+//! connect (the exact VS Code and JetBrains Gateway URLs), live statistics with the last hour
+//! as sparklines and sessions by kind; the workspaces list shows the template version (outdated
+//! marked) and last use; the templates pages show versions with who pushed them, parameters with
+//! their validation, outdated workspaces, and let an admin activate an older version; axe-core
+//! finds no serious or critical accessibility violation on any page.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::browser::Browser;
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Ink (pixels far from the background) in cells `[col0, col1)` of terminal row `row`, from a
+/// screenshot of the terminal's screen element decoded in the page: (ink pixels, cell width and
+/// height in device pixels).
+fn ink(b: &Browser, row: u32, col0: u32, col1: u32) -> R<(u64, f64, f64)> {
+    let png = b.element_png_data_url("#terminal .xterm-screen")?;
+    b.exec("window.__shot = arguments[0]; return true;", json!([png]))?;
+    let v = b.exec_async(&format!(
+        "const img = new Image();
+         await new Promise((ok, bad) => {{ img.onload = ok; img.onerror = bad; img.src = window.__shot; }});
+         const c = document.createElement('canvas');
+         c.width = img.width; c.height = img.height;
+         const ctx = c.getContext('2d');
+         ctx.drawImage(img, 0, 0);
+         const term = window.outpostTerminal;
+         const r = document.querySelector('#terminal .xterm-screen').getBoundingClientRect();
+         const cw = img.width / term.cols, ch = img.height / term.rows;
+         const x0 = Math.round({col0} * cw), x1 = Math.round({col1} * cw);
+         const y0 = Math.round({row} * ch), y1 = Math.round(({row} + 1) * ch);
+         const bg = ctx.getImageData(x1 + 2, y0 + 1, 1, 1).data;
+         const d = ctx.getImageData(x0, y0, x1 - x0, y1 - y0).data;
+         let n = 0;
+         for (let i = 0; i < d.length; i += 4) {{
+           if (Math.abs(d[i] - bg[0]) + Math.abs(d[i + 1] - bg[1]) + Math.abs(d[i + 2] - bg[2]) > 120) n++;
+         }}
+         return [n, cw, ch, r.width];"
+    ))?;
+    let n = v[0]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no pixels: {v}"))?;
+    Ok((
+        n,
+        v[1].as_f64().unwrap_or(0.0),
+        v[2].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// Draws 20 underscores on row 0 (cursor hidden) and checks their cells have ink: at least half
+/// a full-width line each, while 20 blank cells beside them have none.
+fn underscores_drawn(b: &Browser, what: &str) -> R {
+    b.exec(
+        "window.outpostTerminal.write('\\x1b[?25l\\x1b[2J\\x1b[H' + '_'.repeat(20)); return true;",
+        json!([]),
+    )?;
+    b.wait_js(
+        "window.outpostScreen().split('\\n')[0].startsWith('_'.repeat(20))",
+        10,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (lines, cw, ch) = ink(b, 0, 0, 20)?;
+    let (blank, _, _) = ink(b, 0, 40, 60)?;
+    assert_eq!(blank, 0, "{what}: blank cells have ink");
+    assert!(
+        lines as f64 >= 0.5 * 20.0 * cw,
+        "{what}: 20 underscores left {lines} ink pixels in their cells ({cw:.1} x {ch:.1} px each): their bottom rows are clipped"
+    );
+    Ok(())
+}
+
+fn terminal_readable_and_comfortable(backend: Backend) -> R {
+    let Some(b) = Browser::start()? else {
+        return Ok(());
+    };
+    let s = Server::start(backend)?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", T, |w| w["agent"]["status"] == "connected")?;
+    let url = s.url.clone();
+    b.sign_in(&url, "admin", "admin-password")?;
+    b.goto(&format!("{url}/@admin/dev/terminal"))?;
+    b.wait_js("document.body.dataset.connected === '1'", 30)?;
+    b.wait_js("document.body.dataset.termState === 'connected'", 5)?;
+    assert_eq!(b.text("#font-size")?, "14px");
+    underscores_drawn(&b, "14px")?;
+    b.screenshot("terminal-underscores")?;
+
+    // The text size: A+ twice, kept across a reload (per user: another user starts at 14px).
+    b.click("#font-larger")?;
+    b.click("#font-larger")?;
+    b.wait_js(
+        "document.getElementById('font-size').textContent === '18px'",
+        5,
+    )?;
+    b.refresh()?;
+    b.wait_js("document.body.dataset.connected === '1'", 30)?;
+    assert_eq!(b.text("#font-size")?, "18px");
+    assert_eq!(
+        b.exec("return window.outpostTerminal.options.fontSize;", json!([]))?,
+        json!(18)
+    );
+    underscores_drawn(&b, "18px")?;
+    b.click("#font-smaller")?;
+    b.wait_js(
+        "document.getElementById('font-size').textContent === '16px'",
+        5,
+    )?;
+    // Kept for this user (another user of this browser has their own).
+    assert_eq!(
+        b.exec(
+            "return localStorage.getItem('outpost.terminal.fontSize.admin');",
+            json!([])
+        )?,
+        json!("16")
+    );
+
+    // Copy on select: the selection lands on the clipboard.
+    let _ = b.grant("clipboard-read");
+    let _ = b.grant("clipboard-write");
+    b.exec(
+        "const t = window.outpostTerminal; t.write('\\x1b[2J\\x1b[Hcopy-me-4711 and not this'); return true;",
+        json!([]),
+    )?;
+    b.wait_js("window.outpostScreen().includes('copy-me-4711')", 10)?;
+    b.exec(
+        "window.outpostTerminal.select(0, 0, 12); return true;",
+        json!([]),
+    )?;
+    b.wait_text("copied", "Copied")?;
+    let clip = b.exec_async("return await navigator.clipboard.readText();")?;
+    assert_eq!(clip, json!("copy-me-4711"));
+
+    // Paste (as the browser delivers it: a paste event on the terminal's input).
+    b.exec(
+        "const dt = new DataTransfer(); dt.setData('text/plain', 'echo pasted-$((40+2))');
+         document.querySelector('.xterm-helper-textarea').dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
+         return true;",
+        json!([]),
+    )?;
+    b.type_into(".xterm-helper-textarea", "\n")?;
+    b.wait_js("window.outpostScreen().includes('pasted-42')", 20)?;
+
+    // A link in the output opens in a new tab when clicked.
+    let link = format!("{url}/healthz");
+    b.type_into(".xterm-helper-textarea", &format!("clear; echo {link}\n"))?;
+    let screen = b.wait_js(
+        &format!(
+            "window.outpostScreen().split('\\n').some((l) => l.startsWith({0})) && window.outpostScreen()",
+            json!(link)
+        ),
+        20,
+    )?;
+    let row = screen
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .position(|l| l.starts_with(&link))
+        .unwrap_or(0);
+    let geo = b.exec(
+        "const t = window.outpostTerminal; const r = document.querySelector('#terminal .xterm-screen').getBoundingClientRect(); return [r.width / t.cols, r.height / t.rows];",
+        json!([]),
+    )?;
+    let (cw, ch) = (
+        geo[0].as_f64().unwrap_or(8.0),
+        geo[1].as_f64().unwrap_or(16.0),
+    );
+    let known = b.current_tab()?;
+    b.click_at("#terminal .xterm-screen", cw * 5.5, ch * (row as f64 + 0.5))?;
+    let tab = b.wait_new_tab(&known)?;
+    b.switch_to(&tab)?;
+    b.wait_js(&format!("location.href === {}", json!(link)), 20)?;
+    b.close_tab()?;
+    b.switch_to(&known)?;
+
+    // Control goes away: the page says it is reconnecting, then connects again by itself.
+    let mut s = s;
+    s.restart()?;
+    let said = b.wait_js(
+        "document.body.dataset.termState === 'reconnecting' && document.getElementById('term-status').textContent",
+        20,
+    )?;
+    assert!(
+        said.as_str()
+            .unwrap_or_default()
+            .starts_with("reconnecting…"),
+        "{said}"
+    );
+    b.wait_js("document.body.dataset.termState === 'connected'", 60)?;
+
+    // Accessibility: the terminal page.
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "terminal page: {v:#?}");
+    Ok(())
+}
+both_backends!(terminal_readable_and_comfortable);
+
+/// The visible action buttons of the workspace page, in order.
+fn visible_actions(b: &Browser) -> R<Value> {
+    b.exec(
+        "return [...document.querySelectorAll('button[data-action]')].filter((x) => !x.hidden).map((x) => x.dataset.action);",
+        json!([]),
+    )
+}
+
+fn workspace_and_templates_pages(backend: Backend) -> R {
+    let Some(b) = Browser::start()? else {
+        return Ok(());
+    };
+    let s = Server::start(backend)?;
+    let url = s.url.clone();
+    // A template with a validated parameter; version 2 changes its default.
+    let dir = s.dir.path().join("tpl");
+    std::fs::create_dir_all(&dir)?;
+    let tpl = |default: &str| {
+        format!(
+            "description = \"Sized\"\n[provisioner]\ntype = \"local\"\n\n[[parameters]]\nname = \"size\"\ntype = \"number\"\ndefault = {default}\nmutable = true\ndescription = \"How big\"\n[parameters.validation]\nmin = 1\nmax = 8\n"
+        )
+    };
+    std::fs::write(dir.join("template.toml"), tpl("2"))?;
+    let d = dir.to_str().unwrap_or_default();
+    s.ok(&["templates", "push", d, "--name", "sized"])?;
+    s.ok(&["create", "dev", "-t", "sized"])?;
+    let (w, _) = s.wait_for("dev", T, |w| {
+        w["status"] == "running"
+            && w["agent"]["stats"]["home_dir"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty())
+    })?;
+    let home = w["agent"]["stats"]["home_dir"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    b.sign_in(&url, "admin", "admin-password")?;
+    b.goto(&format!("{url}/@admin/dev"))?;
+    b.wait_js(
+        "document.body.dataset.ready === '1' && document.getElementById('status').textContent === 'running'",
+        60,
+    )?;
+    // A running workspace: stop, restart, delete, and the terminal; not start, not update.
+    b.wait_js(
+        "!document.querySelector('button[data-action=stop]').hidden",
+        10,
+    )?;
+    assert_eq!(visible_actions(&b)?, json!(["stop", "restart", "delete"]));
+    assert_eq!(
+        b.exec(
+            "return document.getElementById('open-terminal').hidden;",
+            json!([])
+        )?,
+        json!(false)
+    );
+    // How to connect, and the exact editor links.
+    assert_eq!(b.text("#ssh-command")?, "ssh dev.outpost");
+    assert_eq!(b.text("#config-ssh")?, "outpost config-ssh");
+    let path: String = home
+        .split('/')
+        .map(|p| {
+            p.bytes()
+                .map(|c| match c {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (c as char).to_string()
+                    }
+                    _ => format!("%{c:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let href = |id: &str| -> R<String> {
+        Ok(b.wait_js(
+            &format!("document.getElementById('{id}').getAttribute('href')"),
+            20,
+        )?
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+    };
+    assert_eq!(
+        href("open-vscode")?,
+        format!("vscode://vscode-remote/ssh-remote+dev.outpost{path}")
+    );
+    let home_q: String = home
+        .bytes()
+        .map(|c| match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                (c as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{c:02X}"),
+        })
+        .collect();
+    assert_eq!(
+        href("open-jetbrains")?,
+        format!("jetbrains-gateway://connect#type=ssh&deploy=false&host=dev.outpost&port=22&user=admin&projectPath={home_q}")
+    );
+
+    // Live figures and the last hour: two samples draw a line (one every 4 heartbeats).
+    b.wait_js(
+        "/of \\d+ cores/.test(document.getElementById('stat-cpu').textContent)",
+        20,
+    )?;
+    let sessions = b.text("#sessions")?;
+    assert!(
+        sessions.starts_with("SSH 0 · VS Code 0 · JetBrains 0 · Terminal 0 · Port forward 0"),
+        "{sessions}"
+    );
+    let token = s.token()?;
+    eventually(|| {
+        let (code, h) = http(
+            "GET",
+            &format!("{url}/api/v1/workspaces/dev/stats"),
+            Some(&token),
+            None,
+        )?;
+        assert_eq!(code, 200);
+        Ok((h.as_array().map_or(0, Vec::len) >= 2).then_some(()))
+    })?;
+    b.refresh()?;
+    b.wait_js(
+        "document.getElementById('spark-mem').dataset.points >= 2",
+        30,
+    )?;
+    assert!(b
+        .exec(
+            "return document.querySelector('#spark-cpu polyline') !== null;",
+            json!([])
+        )?
+        .as_bool()
+        .unwrap_or(false));
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "workspace page: {v:#?}");
+    b.screenshot("workspace-connect-stats")?;
+
+    // Stopped: start and delete only, and no terminal.
+    b.click("button[data-action=stop]")?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'stopped'",
+        60,
+    )?;
+    b.wait_js(
+        "!document.querySelector('button[data-action=start]').hidden",
+        10,
+    )?;
+    assert_eq!(visible_actions(&b)?, json!(["start", "delete"]));
+    assert_eq!(
+        b.exec(
+            "return document.getElementById('open-terminal').hidden;",
+            json!([])
+        )?,
+        json!(true)
+    );
+
+    // Failed: the reason is shown, with start, stop and delete.
+    let broken = s.dir.path().join("broken");
+    std::fs::create_dir_all(&broken)?;
+    std::fs::write(
+        broken.join("template.toml"),
+        "[provisioner]\ntype = \"docker\"\nimage = \"127.0.0.1:9/nothing:here\"\n",
+    )?;
+    s.ok(&[
+        "templates",
+        "push",
+        broken.to_str().unwrap_or_default(),
+        "--name",
+        "broken",
+    ])?;
+    let _ = s.cli(&["create", "bad", "-t", "broken"])?;
+    let (w, _) = s.wait_for("bad", T, |w| w["status"] == "failed")?;
+    let error = w["latest_build"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!error.is_empty());
+    b.goto(&format!("{url}/@admin/bad"))?;
+    b.wait_js(
+        "document.getElementById('status').textContent === 'failed'",
+        30,
+    )?;
+    let said = b.wait_text("build-state", "The last start failed")?;
+    assert!(said.contains(&error), "{said} / {error}");
+    assert_eq!(visible_actions(&b)?, json!(["start", "stop", "delete"]));
+
+    // A newer version makes `dev` outdated: the list marks it, Update appears when running.
+    std::fs::write(dir.join("template.toml"), tpl("3"))?;
+    s.ok(&["templates", "push", d, "--name", "sized"])?;
+    b.goto(&url)?;
+    b.wait_js(
+        "document.querySelector('#workspaces tr[data-name=\"dev\"] .badge.outdated')",
+        30,
+    )?;
+    let row = b.text("#workspaces tr[data-name=\"dev\"]")?;
+    assert!(row.contains("sized v1"), "{row}");
+    assert!(row.contains("just now") || row.contains("min ago"), "{row}");
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "workspaces page: {v:#?}");
+
+    // The templates pages.
+    b.goto(&format!("{url}/templates"))?;
+    b.wait_js("document.body.dataset.ready === '1'", 30)?;
+    assert!(b
+        .text("#templates tr[data-template=\"sized\"]")?
+        .contains("v2"));
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "templates page: {v:#?}");
+    b.click("#templates tr[data-template=\"sized\"] a")?;
+    b.wait_js("document.body.dataset.ready === '1'", 30)?;
+    let v2 = b.text("#versions tr[data-version=\"2\"]")?;
+    assert!(v2.contains("active") && v2.contains("admin"), "{v2}");
+    let p = b.text("#parameters tr[data-param=\"size\"]")?;
+    assert!(
+        p.contains("at least 1") && p.contains("at most 8") && p.contains("on every start"),
+        "{p}"
+    );
+    assert!(b.text("#outdated")?.contains("admin/dev on v1"));
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "template page: {v:#?}");
+    // Roll back: activate version 1; dev is current again, version 2 inactive.
+    b.click("button[data-activate=\"1\"]")?;
+    b.wait_text("activated", "Version 1 is active")?;
+    b.wait_js("document.querySelector('#versions tr[data-version=\"1\"]').textContent.includes('active') && !document.querySelector('#versions tr[data-version=\"1\"] button')", 10)?;
+    assert_eq!(b.text("#outdated")?, "none");
+    let t = s.json(&["templates", "show", "sized"])?;
+    assert_eq!(t["template"]["active_version"], 1, "{t}");
+    eventually(|| {
+        let a = s.json(&["audit", "--action", "template.activate"])?;
+        Ok(a.to_string().contains("version 1").then_some(()))
+    })?;
+
+    // Axe on the remaining pages.
+    for (path, ready) in [
+        ("/new", "document.querySelector('#template option')"),
+        ("/settings", "document.body.dataset.ready === '1'"),
+        ("/settings/schedule", "document.body.dataset.ready === '1'"),
+        (
+            "/audit",
+            "document.getElementById('audit-count').textContent !== ''",
+        ),
+    ] {
+        b.goto(&format!("{url}{path}"))?;
+        b.wait_js(ready, 30)?;
+        let v = b.axe_violations()?;
+        assert!(v.is_empty(), "{path}: {v:#?}");
+    }
+    b.delete_cookies()?;
+    b.goto(&format!("{url}/login"))?;
+    b.wait_find("#username")?;
+    let v = b.axe_violations()?;
+    assert!(v.is_empty(), "/login: {v:#?}");
+    Ok(())
+}
+both_backends!(workspace_and_templates_pages);
