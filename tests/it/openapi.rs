@@ -34,7 +34,13 @@ fn described(spec: &serde_json::Value) -> R<BTreeSet<(String, String)>> {
 }
 
 fn schemathesis(s: &Server, token: &str, pass: &[&str]) -> R<String> {
+    // The log routes' `follow=true` streams until the build ends (for agent logs, until the
+    // client leaves): the fuzzer asks for the logs as they are, never to follow them.
+    let config = s.dir.path().join("schemathesis.toml");
+    std::fs::write(&config, "[parameters]\n\"query.follow\" = false\n")?;
     let out = Command::new(SCHEMATHESIS)
+        .arg("--config-file")
+        .arg(&config)
         .arg("run")
         .arg(format!("{}/api/v1/openapi.json", s.url))
         .args(["-H", &format!("Authorization: Bearer {token}")])

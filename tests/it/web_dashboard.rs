@@ -18,40 +18,81 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Ink (pixels far from the background) in cells `[col0, col1)` of terminal row `row`, from a
-/// screenshot of the terminal's screen element decoded in the page: (ink pixels, cell width and
-/// height in device pixels).
-fn ink(b: &Browser, row: u32, col0: u32, col1: u32) -> R<(u64, f64, f64)> {
-    let png = b.element_png_data_url("#terminal .xterm-screen")?;
-    b.exec("window.__shot = arguments[0]; return true;", json!([png]))?;
-    let v = b.exec_async(&format!(
-        "const img = new Image();
-         await new Promise((ok, bad) => {{ img.onload = ok; img.onerror = bad; img.src = window.__shot; }});
-         const c = document.createElement('canvas');
-         c.width = img.width; c.height = img.height;
-         const ctx = c.getContext('2d');
-         ctx.drawImage(img, 0, 0);
-         const term = window.outpostTerminal;
-         const r = document.querySelector('#terminal .xterm-screen').getBoundingClientRect();
-         const cw = img.width / term.cols, ch = img.height / term.rows;
-         const x0 = Math.round({col0} * cw), x1 = Math.round({col1} * cw);
-         const y0 = Math.round({row} * ch), y1 = Math.round(({row} + 1) * ch);
-         const bg = ctx.getImageData(x1 + 2, y0 + 1, 1, 1).data;
-         const d = ctx.getImageData(x0, y0, x1 - x0, y1 - y0).data;
-         let n = 0;
-         for (let i = 0; i < d.length; i += 4) {{
-           if (Math.abs(d[i] - bg[0]) + Math.abs(d[i + 1] - bg[1]) + Math.abs(d[i + 2] - bg[2]) > 120) n++;
-         }}
-         return [n, cw, ch, r.width];"
-    ))?;
-    let n = v[0]
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("no pixels: {v}"))?;
-    Ok((
-        n,
-        v[1].as_f64().unwrap_or(0.0),
-        v[2].as_f64().unwrap_or(0.0),
-    ))
+/// The terminal's screen element as decoded RGBA pixels, with its width and height, and the
+/// terminal's columns and rows.
+struct Shot {
+    rgba: Vec<u8>,
+    width: usize,
+    height: usize,
+    cols: usize,
+    rows: usize,
+}
+
+fn shot(b: &Browser) -> R<Shot> {
+    use base64::Engine;
+    let url = b.element_png_data_url("#terminal .xterm-screen")?;
+    let data = url.trim_start_matches("data:image/png;base64,");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let info = reader.next_frame(&mut buf)?;
+    let channels = info.color_type.samples();
+    anyhow::ensure!(channels >= 3, "a {:?} screenshot", info.color_type);
+    let mut rgba = Vec::with_capacity(info.width as usize * info.height as usize * 4);
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+    }
+    let dims = b.exec(
+        "return [window.outpostTerminal.cols, window.outpostTerminal.rows];",
+        json!([]),
+    )?;
+    Ok(Shot {
+        rgba,
+        width: info.width as usize,
+        height: info.height as usize,
+        cols: dims[0].as_u64().unwrap_or(1) as usize,
+        rows: dims[1].as_u64().unwrap_or(1) as usize,
+    })
+}
+
+impl Shot {
+    fn px(&self, x: usize, y: usize) -> [i32; 3] {
+        let i = (y.min(self.height - 1) * self.width + x.min(self.width - 1)) * 4;
+        [
+            i32::from(self.rgba[i]),
+            i32::from(self.rgba[i + 1]),
+            i32::from(self.rgba[i + 2]),
+        ]
+    }
+
+    /// Cell width and height in screenshot pixels.
+    fn cell(&self) -> (f64, f64) {
+        (
+            self.width as f64 / self.cols as f64,
+            self.height as f64 / self.rows as f64,
+        )
+    }
+
+    /// Pixels far from the background colour in cells `[col0, col1)` of `row` (the background
+    /// taken from the cell after `col1`, which the test leaves blank).
+    fn ink(&self, row: usize, col0: usize, col1: usize) -> usize {
+        let (cw, ch) = self.cell();
+        let (x0, x1) = ((col0 as f64 * cw) as usize, (col1 as f64 * cw) as usize);
+        let (y0, y1) = ((row as f64 * ch) as usize, ((row + 1) as f64 * ch) as usize);
+        let bg = self.px(x1 + 2, y0 + 1);
+        let mut n = 0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let p = self.px(x, y);
+                if (p[0] - bg[0]).abs() + (p[1] - bg[1]).abs() + (p[2] - bg[2]).abs() > 120 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
 }
 
 /// Draws 20 underscores on row 0 (cursor hidden) and checks their cells have ink: at least half
@@ -66,8 +107,10 @@ fn underscores_drawn(b: &Browser, what: &str) -> R {
         10,
     )?;
     std::thread::sleep(Duration::from_millis(300));
-    let (lines, cw, ch) = ink(b, 0, 0, 20)?;
-    let (blank, _, _) = ink(b, 0, 40, 60)?;
+    let shot = shot(b)?;
+    let (cw, ch) = shot.cell();
+    let lines = shot.ink(0, 0, 20);
+    let blank = shot.ink(0, 40, 60);
     assert_eq!(blank, 0, "{what}: blank cells have ink");
     assert!(
         lines as f64 >= 0.5 * 20.0 * cw,
@@ -265,7 +308,18 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
         .map(|p| {
             p.bytes()
                 .map(|c| match c {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    b'a'..=b'z'
+                    | b'A'..=b'Z'
+                    | b'0'..=b'9'
+                    | b'-'
+                    | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'!'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')' => {
                         (c as char).to_string()
                     }
                     _ => format!("%{c:02X}"),
@@ -398,7 +452,11 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
     )?;
     let row = b.text("#workspaces tr[data-name=\"dev\"]")?;
     assert!(row.contains("sized v1"), "{row}");
-    assert!(row.contains("just now") || row.contains("min ago"), "{row}");
+    let used = b.text("#workspaces tr[data-name=\"dev\"] td.last-used")?;
+    assert!(
+        ["just now", "min ago", "never"].iter().any(|w| used.contains(w)),
+        "{used}"
+    );
     let v = b.axe_violations()?;
     assert!(v.is_empty(), "workspaces page: {v:#?}");
 
