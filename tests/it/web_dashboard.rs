@@ -319,9 +319,7 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
                     | b'*'
                     | b'\''
                     | b'('
-                    | b')' => {
-                        (c as char).to_string()
-                    }
+                    | b')' => (c as char).to_string(),
                     _ => format!("%{c:02X}"),
                 })
                 .collect::<String>()
@@ -454,7 +452,9 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
     assert!(row.contains("sized v1"), "{row}");
     let used = b.text("#workspaces tr[data-name=\"dev\"] td.last-used")?;
     assert!(
-        ["just now", "min ago", "never"].iter().any(|w| used.contains(w)),
+        ["just now", "min ago", "never"]
+            .iter()
+            .any(|w| used.contains(w)),
         "{used}"
     );
     let v = b.axe_violations()?;
@@ -497,6 +497,10 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
         ("/new", "document.querySelector('#template option')"),
         ("/settings", "document.body.dataset.ready === '1'"),
         ("/settings/schedule", "document.body.dataset.ready === '1'"),
+        (
+            "/templates/sized/settings",
+            "document.body.dataset.ready === '1'",
+        ),
         (
             "/audit",
             "document.getElementById('audit-count').textContent !== ''",
