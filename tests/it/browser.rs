@@ -386,6 +386,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Presses Tab (as a keyboard user moves focus).
+    pub fn press_tab(&self) -> R {
+        self.call(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{
+                "type": "key", "id": "keyboard",
+                "actions": [{"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}]
+            }]})),
+        )?;
+        Ok(())
+    }
+
     /// Grants the page's origin a permission (`clipboard-read`, ...), as a user would.
     pub fn grant(&self, permission: &str) -> R {
         self.call(

@@ -391,7 +391,15 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
     assert!(v.is_empty(), "workspace page: {v:#?}");
     b.screenshot("workspace-connect-stats")?;
 
-    // Stopped: start and delete only, and no terminal.
+    // Stopped: start and delete only, and no terminal. While the stop runs its button says so
+    // (every text it shows is recorded).
+    b.exec(
+        "const btn = document.querySelector('button[data-action=stop]'); window.__seen = [];
+         new MutationObserver(() => window.__seen.push(btn.textContent + (btn.disabled ? ' (disabled)' : '')))
+           .observe(btn, { childList: true, characterData: true, subtree: true, attributes: true });
+         return true;",
+        json!([]),
+    )?;
     b.click("button[data-action=stop]")?;
     b.wait_js(
         "document.getElementById('status').textContent === 'stopped'",
@@ -408,6 +416,12 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
             json!([])
         )?,
         json!(true)
+    );
+    let seen = b.exec("return window.__seen;", json!([]))?;
+    assert!(
+        seen.as_array()
+            .is_some_and(|v| v.iter().any(|t| t == "Stopping… (disabled)")),
+        "{seen}"
     );
 
     // Failed: the reason is shown, with start, stop and delete.
@@ -516,6 +530,17 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
     b.wait_find("#username")?;
     let v = b.axe_violations()?;
     assert!(v.is_empty(), "/login: {v:#?}");
+    // Focus is visible: Tab to a control, and it wears an outline.
+    b.press_tab()?;
+    b.press_tab()?;
+    let focus = b.exec(
+        "const e = document.activeElement; const s = getComputedStyle(e);
+         return [e.tagName, e.matches(':focus-visible'), s.outlineStyle, parseFloat(s.outlineWidth)];",
+        json!([]),
+    )?;
+    assert_eq!(focus[1], json!(true), "{focus}");
+    assert_ne!(focus[2], json!("none"), "{focus}");
+    assert!(focus[3].as_f64() >= Some(2.0), "{focus}");
     Ok(())
 }
 both_backends!(workspace_and_templates_pages);
