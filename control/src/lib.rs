@@ -7,6 +7,7 @@ pub mod ca_share;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod config_templates;
 pub mod provisioner;
 pub mod schedule;
 pub mod secrets;

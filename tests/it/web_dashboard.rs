@@ -501,6 +501,16 @@ fn workspace_and_templates_pages(backend: Backend) -> R {
     assert_eq!(b.text("#outdated")?, "none");
     let t = s.json(&["templates", "show", "sized"])?;
     assert_eq!(t["template"]["active_version"], 1, "{t}");
+    // The same from the CLI: forward to 2 again; a version that does not exist is refused.
+    s.ok(&["templates", "activate", "sized", "2"])?;
+    let t = s.json(&["templates", "show", "sized"])?;
+    assert_eq!(t["template"]["active_version"], 2, "{t}");
+    let o = s.cli(&["templates", "activate", "sized", "9"])?;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no version 9"), "{err}");
+    let t = s.json(&["templates", "show", "sized"])?;
+    assert_eq!(t["template"]["active_version"], 2, "{t}");
     eventually(|| {
         let a = s.json(&["audit", "--action", "template.activate"])?;
         Ok(a.to_string().contains("version 1").then_some(()))

@@ -80,9 +80,10 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
                 println!("Versions");
                 for v in &d.versions {
                     println!(
-                        "  v{}{}  provisioner={}  parameters: {}",
+                        "  v{}{}  by {}  provisioner={}  parameters: {}",
                         v.version,
                         if v.active { " (active)" } else { "" },
+                        v.created_by.as_deref().unwrap_or("(built in)"),
                         v.manifest.provisioner,
                         v.manifest
                             .parameters
@@ -92,6 +93,23 @@ pub(crate) async fn templates(ctx: &Ctx, cmd: TemplatesCmd) -> anyhow::Result<()
                             .join(", ")
                     );
                 }
+            })
+        }
+        TemplatesCmd::Activate { name, number } => {
+            let v: TemplateVersion = client
+                .post(
+                    &format!(
+                        "/api/v1/templates/{}/versions/{number}/activate",
+                        outpost_api::percent_encode(&name)
+                    ),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            ctx.print(&v, || {
+                println!(
+                    "template {name}: version {} is active; new workspaces use it, and `outpost update NAME` moves a workspace to it",
+                    v.version
+                )
             })
         }
         TemplatesCmd::Edit(_) => bail!("handled by `outpost templates edit`"),
