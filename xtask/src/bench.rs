@@ -15,6 +15,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Some("terminal") => crate::termbench::main(&args[1..]),
         Some("rig") => crate::sshbench::hold(),
         Some("schedule") => crate::schedbench::main(&args[1..]),
+        Some("agent-start") => crate::agentstart::main(&args[1..]),
         Some("lifecycle") => {
             let mut count = 20usize;
             let mut running = 100usize;
@@ -46,7 +47,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             )
         }
         _ => bail!(
-            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL] [--replicas N [--daemons 1,2,4] [--builds N]]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]\n       cargo xtask bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]"
+            "usage: cargo xtask bench lifecycle [--provisioner local|docker] [--count N] [--running N] [--postgres-url URL]\n       cargo xtask bench agents [--count N] [--steady-secs S] [--sample M] [--postgres-url URL] [--replicas N [--daemons 1,2,4] [--builds N]]\n       cargo xtask bench ssh [--gib N] [--runs N]\n       cargo xtask bench terminal [--keystrokes N]\n       cargo xtask bench schedule [--count N] [--postgres-url URL] [--no-postgres] [--no-sqlite] [--keep]\n       cargo xtask bench agent-start [--count N] [--postgres-url URL]"
         ),
     }
 }
@@ -136,7 +137,7 @@ pub async fn first_user(url: &str, data: &Path, password: &str) -> anyhow::Resul
     Ok(r.token)
 }
 
-async fn wait_status(
+pub(crate) async fn wait_status(
     c: &Client,
     name: &str,
     want: WorkspaceStatus,

@@ -3,6 +3,7 @@
 mod agents;
 mod agents_replicas;
 mod agentsim;
+mod agentstart;
 mod bench;
 mod cpustat;
 mod dist;
