@@ -2,10 +2,12 @@
 //! workspace's agent comes up on this machine. For N workspaces in turn on the local provisioner
 //! (the real release server and agent): from the provisioner starting the agent process (the
 //! build log's `started outpost-agent (pid N)` line, stamped by control) to the agent's first
-//! accepted request (`first_connected_at`: after its bootstrap, the one-time token exchanged for
-//! a certificate and the mTLS handshakes) and to the build succeeding (the workspace
-//! `running`); and the agent process's own CPU time in its first second (`/proc/PID/stat`).
-//! Bar (issue 19): under 50 ms from process start to `running`.
+//! accepted heartbeat (`first_connected_at`: after its bootstrap, the one-time token exchanged
+//! for a certificate over TLS, and the mTLS connection it then uses), which is when the
+//! workspace can be reached; and the agent process's own CPU time in its first second.
+//! Bar (issue 19): under 50 ms. The start build itself succeeds as soon as the process is
+//! started (it does not wait for the agent), so the workspace reads `running` before that: the
+//! bench reports both.
 
 use std::time::Duration;
 
@@ -110,28 +112,28 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let bar = Some(BAR_MS);
     let rows = [
         (
-            "agent process start to first accepted request, p50",
+            "agent process start to its first accepted heartbeat (connected), p50",
             pct(&mut connect, 0.5),
             "ms",
             "bar (issue 19)",
             bar,
         ),
         (
-            "agent process start to first accepted request, p90",
+            "agent process start to its first accepted heartbeat (connected), p90",
             pct(&mut connect, 0.9),
             "ms",
             "bar (issue 19)",
             bar,
         ),
         (
-            "agent process start to workspace running, p50",
+            "agent process start to the start build succeeding, p50",
             pct(&mut running, 0.5),
             "ms",
             "bar (issue 19)",
             bar,
         ),
         (
-            "agent process start to workspace running, p90",
+            "agent process start to the start build succeeding, p90",
             pct(&mut running, 0.9),
             "ms",
             "bar (issue 19)",
@@ -162,14 +164,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     )
 }
 
-/// The process's user + system CPU time so far, in ms (`/proc/PID/stat` fields 14 and 15, in
-/// clock ticks of 10 ms).
+/// The process's CPU time so far in ms: the sum over its threads of the time they ran
+/// (`/proc/PID/task/*/schedstat`, nanoseconds; `/proc/PID/stat`'s 10 ms ticks read 0 here).
 fn cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: the fields after it follow the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) * 10.0)
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = t.ok()?.path().join("schedstat");
+        let s = std::fs::read_to_string(path).ok()?;
+        ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e6)
 }
