@@ -211,25 +211,39 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "host".into())
 }
 
+/// Binds `addr`, trying again for up to 5 s while it is in use: a server restarted at once
+/// after a crash can find its port still held for a moment (a child it was forking when it died
+/// holds the socket until its exec). Another server really on the port still fails, 5 s later.
+async fn bind_retrying(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     init_logs(args.log_json);
     outpost_common::tls::install_provider();
-    let api = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another server running? use --listen)",
-                args.listen
-            )
-        })?;
-    let agent = tokio::net::TcpListener::bind(&args.agent_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (use --agent-listen)",
-                args.agent_listen
-            )
-        })?;
+    let api = bind_retrying(&args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another server running? use --listen)",
+            args.listen
+        )
+    })?;
+    let agent = bind_retrying(&args.agent_listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (use --agent-listen)",
+            args.agent_listen
+        )
+    })?;
     let data_dir = if args.data_dir.is_absolute() {
         args.data_dir.clone()
     } else {
