@@ -142,7 +142,7 @@ pub(super) struct AgentLogsQuery {
     tag = "logs",
     summary = "The agent's script output, NDJSON of LogLine",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
         ("follow" = Option<bool>, Query, description = "Keep streaming new lines"),
         ("after" = Option<i64>, Query, description = "Only lines with a larger id"),
         ("source" = Option<String>, Query, description = "Only this script's lines (startup, personalize, dotfiles, ...)"),

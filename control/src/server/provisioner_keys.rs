@@ -188,7 +188,7 @@ pub(super) async fn list_keys(
     tag = "provisioners",
     summary = "Revoke a provisioner key",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A provisioner key's name"),
     ),
     responses((status = 200, description = "OK", body = ProvisionerKey)),
 )]

@@ -153,7 +153,7 @@ pub(super) async fn agent_tunnel(
     tag = "relay",
     summary = "Upgrade to a byte stream to the workspace's SSH server (`Upgrade: outpost-relay`)",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 101, description = "Switching protocols")),
 )]
@@ -175,7 +175,7 @@ pub(super) async fn relay_ssh(
     tag = "relay",
     summary = "Upgrade to a byte stream to a TCP port inside the workspace (`Upgrade: outpost-relay`)",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
         ("port" = u16, Path, description = "A TCP port inside the workspace"),
     ),
     responses((status = 101, description = "Switching protocols")),

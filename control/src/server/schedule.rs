@@ -96,7 +96,7 @@ pub(super) async fn set_quiet_hours(
     summary = "Change a template's scheduling policy",
     request_body = TemplateScheduleUpdate,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A template's name"),
     ),
     responses((status = 200, description = "OK", body = TemplateSchedule)),
 )]
@@ -141,7 +141,7 @@ async fn owned(state: &AppState, auth: &AuthUser, name: &str) -> ApiResult<Works
     summary = "Set a workspace's autostart",
     request_body = SetAutostart,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Workspace)),
 )]
@@ -177,7 +177,7 @@ pub(super) async fn set_autostart(
     summary = "Set a workspace's autostop",
     request_body = SetAutostop,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Workspace)),
 )]
@@ -222,7 +222,7 @@ pub(super) async fn set_autostop(
     summary = "Move a running workspace's stop deadline",
     request_body = ExtendRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Workspace)),
 )]
@@ -269,7 +269,7 @@ pub(super) async fn extend(
     tag = "schedules",
     summary = "Bring a dormant workspace back",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Workspace)),
 )]

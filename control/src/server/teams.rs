@@ -149,7 +149,7 @@ pub(super) async fn create_group(
     tag = "groups",
     summary = "Delete a group",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A group's name"),
     ),
     responses((status = 200, description = "OK", body = Group)),
 )]
@@ -184,7 +184,7 @@ pub(super) async fn delete_group(
     summary = "Set a group's quota budget",
     request_body = SetBudgetRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A group's name"),
     ),
     responses((status = 200, description = "OK", body = Group)),
 )]
@@ -225,7 +225,7 @@ pub(super) async fn set_budget(
     summary = "Add a member to a group",
     request_body = MemberRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A group's name"),
     ),
     responses((status = 200, description = "OK", body = Group)),
 )]
@@ -244,7 +244,7 @@ pub(super) async fn add_member(
     tag = "groups",
     summary = "Remove a member from a group",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A group's name"),
         ("username" = String, Path, description = "A user's name"),
     ),
     responses((status = 200, description = "OK", body = Group)),
@@ -293,7 +293,7 @@ async fn membership(
     summary = "Which groups may use a template",
     request_body = SetTemplateGroupsRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A template's name"),
     ),
     responses((status = 200, description = "OK", body = Template)),
 )]
@@ -433,7 +433,7 @@ pub(super) async fn create_org(
     summary = "Add a member to an organization",
     request_body = MemberRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "An organization's name"),
     ),
     responses((status = 200, description = "OK", body = Organization)),
 )]
@@ -452,7 +452,7 @@ pub(super) async fn add_org_member(
     tag = "organizations",
     summary = "Remove a member from an organization",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "An organization's name"),
         ("username" = String, Path, description = "A user's name"),
     ),
     responses((status = 200, description = "OK", body = Organization)),

@@ -204,7 +204,7 @@ pub(super) async fn list_templates(
     tag = "templates",
     summary = "A template with its versions",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A template's name"),
     ),
     responses((status = 200, description = "OK", body = TemplateDetail)),
 )]

@@ -505,7 +505,7 @@ fn rows() -> u16 {
     tag = "relay",
     summary = "Upgrade to a WebSocket terminal in the workspace",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
         ("session" = String, Query, description = "The terminal session: a new id starts one, a known id reconnects"),
         ("command" = Option<String>, Query, description = "Run this instead of the login shell"),
         ("csrf" = Option<String>, Query, description = "With a session cookie and a command: the page's CSRF token"),

@@ -17,7 +17,7 @@ use crate::store::{now_ms, STATS_KEEP_MS};
     tag = "workspaces",
     summary = "The workspace's CPU, memory, disk and load over the last hour (a sample a minute)",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Vec<StatsSample>)),
 )]

@@ -455,7 +455,7 @@ pub(super) async fn list(
     tag = "workspaces",
     summary = "A workspace; NAME or OWNER/NAME (URL-encoded)",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Workspace)),
 )]
@@ -475,7 +475,7 @@ pub(super) async fn show(
     summary = "Start, stop, restart, update or delete a workspace",
     request_body = BuildRequest,
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 201, description = "OK", body = Build)),
 )]
@@ -728,7 +728,7 @@ pub(super) async fn stop_now(
     tag = "workspaces",
     summary = "Cancel the workspace's running build",
     params(
-        ("name" = String, Path, description = "A name; for workspaces NAME or OWNER/NAME (URL-encoded)"),
+        ("name" = String, Path, description = "A workspace: NAME, or OWNER/NAME (URL-encoded) for someone else's"),
     ),
     responses((status = 200, description = "OK", body = Build)),
 )]
