@@ -92,9 +92,12 @@ async fn connect_and_serve(
     }
     let upgraded = hyper::upgrade::on(resp).await?;
     tracing::info!("relay tunnel up");
+    // Where an SSH dial-back goes when control names no address: the agent listener it dialed.
+    let home: Arc<str> = Arc::from(authority.as_str());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ssh = ssh.clone();
-        async move { Ok::<_, Infallible>(handle(req, ssh).await) }
+        let home = home.clone();
+        async move { Ok::<_, Infallible>(handle(req, ssh, home).await) }
     });
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(relay::STREAM_WINDOW)
@@ -105,6 +108,31 @@ async fn connect_and_serve(
     Ok(())
 }
 
+/// How long one SSH dial-back attempt may take (connect, preamble, control's answer); control
+/// falls back to a stream on the tunnel after a little more than two of them.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Connects to control's agent listener at `to` for the SSH stream `token` names (see
+/// [`relay::dial`]): plain TCP, since SSH encrypts and authenticates its own bytes.
+async fn dial_back(to: &str, token: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(DIAL_TIMEOUT, async {
+        let mut tcp = tokio::net::TcpStream::connect(to).await?;
+        let _ = tcp.set_nodelay(true);
+        tcp.write_all(&relay::dial::preamble(token)).await?;
+        let mut ack = [0u8; 1];
+        tcp.read_exact(&mut ack)
+            .await
+            .context("control closed the connection: not the replica waiting for it")?;
+        if ack[0] != relay::dial::ACK {
+            bail!("control answered {:#04x}", ack[0]);
+        }
+        Ok(tcp)
+    })
+    .await
+    .context("timed out")?
+}
+
 fn status(code: StatusCode, msg: &str) -> Response<Body> {
     let mut r =
         Response::new(http_body_util::Full::new(Bytes::from(msg.to_string())).boxed_unsync());
@@ -112,8 +140,38 @@ fn status(code: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>) -> Response<Body> {
+async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>, home: Arc<str>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if path == relay::dial::PATH {
+        let Some((token, to)) = relay::dial::parse_query(req.uri().query().unwrap_or("")) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "expected ?token=HEX[&to=HOST:PORT]",
+            );
+        };
+        // The replica that asked first (it may not be the one the agent URL leads to), then
+        // the agent URL's.
+        let mut tried = Vec::new();
+        for to in to.iter().map(String::as_str).chain([&*home]) {
+            match dial_back(to, &token).await {
+                Ok(tcp) => {
+                    crate::ssh::serve_stream(
+                        tcp,
+                        ssh.config.clone(),
+                        ssh.shared.clone(),
+                        None,
+                        None,
+                    );
+                    return Response::new(Empty::new().boxed_unsync());
+                }
+                Err(e) => tried.push(format!("{to}: {e:#}")),
+            }
+        }
+        return status(
+            StatusCode::BAD_GATEWAY,
+            &format!("the agent could not dial control ({})", tried.join("; ")),
+        );
+    }
     if path == relay::stream::SSH {
         // The SSH server reads the request body and writes the response's frames directly.
         let (tx, rx) = futures_channel::mpsc::channel(16);

@@ -42,6 +42,87 @@ pub mod stream {
     }
 }
 
+/// SSH by dial-back: SSH is already end-to-end encrypted and authenticated (the client checks
+/// the agent's host key from control's known_hosts, the agent checks the user's key), so its
+/// bytes need not be wrapped again in the tunnel's TLS and HTTP/2. Control opens a
+/// [`dial::PATH`] stream on the tunnel with a one-time token; the agent dials a plain TCP
+/// connection to control's agent listener (the address in `to`, then its own agent URL's),
+/// sends [`dial::preamble`], waits for [`dial::ACK`] and serves SSH on that connection; control matches the token and
+/// splices the client's connection to it in the kernel. Anything else on the tunnel (terminals,
+/// ports, apps) stays inside TLS. A token is random (256 bits), single-use and short-lived, and
+/// only ever travels to the agent inside its mTLS tunnel.
+pub mod dial {
+    /// The stream kind: `/ssh/dial?token=HEX[&to=HOST:PORT]`.
+    pub const PATH: &str = "/ssh/dial";
+    /// What a dialed connection starts with, before the token and a newline. Its first byte is
+    /// never a TLS record's (0x16), which is how control's agent listener tells them apart.
+    pub const MAGIC: &[u8] = b"OUTPOST-DIAL/1 ";
+    /// A token: 32 random bytes in lower-case hex.
+    pub const TOKEN_LEN: usize = 64;
+    /// The whole preamble's length.
+    pub const PREAMBLE_LEN: usize = MAGIC.len() + TOKEN_LEN + 1;
+    /// Control's answer to a preamble whose token it was waiting for; then SSH begins. Without
+    /// it (the connection closed: a token this replica does not know) the agent tries its next
+    /// address.
+    pub const ACK: u8 = b'+';
+
+    /// Is `token` the right shape (64 lower-case hex digits)?
+    pub fn valid_token(token: &str) -> bool {
+        token.len() == TOKEN_LEN
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    /// Is `to` a `HOST:PORT` (a name, an IPv4 or a bracketed IPv6 address): nothing that
+    /// needs escaping in a query.
+    pub fn valid_address(to: &str) -> bool {
+        !to.is_empty()
+            && to.len() <= 255
+            && to.contains(':')
+            && to
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    }
+
+    /// The stream path control opens on the tunnel (`to` must be [`valid_address`]).
+    pub fn path(token: &str, to: Option<&str>) -> String {
+        match to {
+            Some(to) => format!("{PATH}?token={token}&to={to}"),
+            None => format!("{PATH}?token={token}"),
+        }
+    }
+
+    /// The token and the address to dial of a [`PATH`] stream's query.
+    pub fn parse_query(query: &str) -> Option<(String, Option<String>)> {
+        let (mut token, mut to) = (None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("token", v)) if valid_token(v) => token = Some(v.to_string()),
+                Some(("to", v)) if valid_address(v) => to = Some(v.to_string()),
+                _ => return None,
+            }
+        }
+        Some((token?, to))
+    }
+
+    /// The first bytes the agent sends on a dialed connection.
+    pub fn preamble(token: &str) -> Vec<u8> {
+        let mut p = Vec::with_capacity(PREAMBLE_LEN);
+        p.extend_from_slice(MAGIC);
+        p.extend_from_slice(token.as_bytes());
+        p.push(b'\n');
+        p
+    }
+
+    /// The token of a whole preamble; None when it is not one.
+    pub fn parse_preamble(p: &[u8]) -> Option<&str> {
+        let rest = p.strip_prefix(MAGIC)?.strip_suffix(b"\n")?;
+        let token = std::str::from_utf8(rest).ok()?;
+        valid_token(token).then_some(token)
+    }
+}
+
 /// The web terminal's frames, client to agent: `[kind u8][len u32 BE][payload]`. Kind
 /// [`pty::KIND_INPUT`]: input bytes; [`pty::KIND_RESIZE`]: `cols u16 BE, rows u16 BE`. Agent to
 /// client: the terminal's output bytes, unframed.
@@ -172,5 +253,41 @@ mod tests {
         assert_eq!(super::stream::tcp_port("/tcp/8080"), Some(8080));
         assert_eq!(super::stream::tcp_port("/tcp/x"), None);
         assert_eq!(super::stream::tcp_port("/ssh"), None);
+    }
+
+    #[test]
+    fn dial_paths_and_preambles_round_trip() {
+        use super::dial::*;
+        let token = "0123456789abcdef".repeat(4);
+        let p = path(&token, Some("10.0.0.1:7443"));
+        let (_, query) = p.split_once('?').unwrap();
+        assert_eq!(
+            parse_query(query),
+            Some((token.clone(), Some("10.0.0.1:7443".to_string())))
+        );
+        assert_eq!(
+            parse_query(&format!("token={token}")),
+            Some((token.clone(), None))
+        );
+        assert_eq!(parse_query("token=abc"), None, "short");
+        assert_eq!(
+            parse_query(&format!("token={}", token.to_uppercase())),
+            None
+        );
+        assert_eq!(
+            parse_query(&format!("token={token}&x=1")),
+            None,
+            "unknown key"
+        );
+        assert_eq!(parse_query(&format!("token={token}&to=a%20b:1")), None);
+        assert!(valid_address("[::1]:7443") && valid_address("ctl.example:7443"));
+        let pre = preamble(&token);
+        assert_eq!(pre.len(), PREAMBLE_LEN);
+        assert_eq!(parse_preamble(&pre), Some(token.as_str()));
+        assert_ne!(pre[0], 0x16, "never the start of a TLS record");
+        let mut bad = pre.clone();
+        bad[PREAMBLE_LEN - 1] = b'x';
+        assert_eq!(parse_preamble(&bad), None);
+        assert_eq!(parse_preamble(b"GET / HTTP/1.1"), None);
     }
 }

@@ -3,7 +3,6 @@
 //! comes only from that certificate. Every rejection is the same generic 401, and an audit event.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -11,11 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use outpost_api::*;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::auth::{ct_eq, sha256_hex, split_token, BOOTSTRAP_TOKEN_PREFIX};
 use super::error::{ApiError, ApiJson, ApiResult};
@@ -108,79 +103,6 @@ async fn only_own_identity(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
-}
-
-/// Accepts TLS connections and serves `router` on each, with the peer's identity attached.
-pub(super) async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    limits: (super::listen::WaitingSlots, Duration),
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (handshakes, header_timeout) = limits;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent listener accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = crate::server::until_shutdown(&mut shutdown) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let mut shutdown = shutdown.clone();
-        let handshakes = handshakes.clone();
-        tokio::spawn(async move {
-            // Handshakes in progress are capped per address: past the cap a connection waits
-            // a little for its turn (agents of one host reconnect together), then is closed.
-            let Some(slot) = handshakes.take(addr.ip(), Duration::from_secs(5)).await else {
-                tracing::debug!(%addr, "agent API: too many handshakes from this address");
-                return;
-            };
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %addr, "agent TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            drop(slot);
-            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-            let id = leaf.and_then(|c| crate::ca::identity_from_cert(c));
-            let serial = leaf.and_then(|c| crate::ca::serial_from_cert(c));
-            let replica = leaf.and_then(|c| crate::ca::replica_from_cert(c));
-            let identity = PeerIdentity {
-                id,
-                serial,
-                replica,
-                addr,
-            };
-            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(identity.clone());
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = crate::server::until_shutdown(&mut shutdown) => {}
-            }
-        });
-    }
 }
 
 fn reject(state: &AppState, action: &str, peer: &PeerIdentity, reason: &str) -> ApiError {

@@ -43,6 +43,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BytesLabels {
     kind: String,
     direction: String,
@@ -109,6 +114,7 @@ pub struct Metrics {
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     relay_open: Family<KindLabels, Gauge>,
     relay_bytes: Family<BytesLabels, Counter>,
+    relay_ssh_paths: Family<PathLabels, Counter>,
     builds: Family<BuildLabels, Counter>,
     build_seconds: Family<TransitionLabels, Histogram, fn() -> Histogram>,
     held_polls: Gauge<i64, AtomicI64>,
@@ -137,6 +143,7 @@ impl Metrics {
             http_seconds: Family::new_with_constructor(seconds_histogram),
             relay_open: Family::default(),
             relay_bytes: Family::default(),
+            relay_ssh_paths: Family::default(),
             builds: Family::default(),
             build_seconds: Family::new_with_constructor(build_histogram),
             held_polls: Gauge::default(),
@@ -170,6 +177,12 @@ impl Metrics {
             "relay_bytes",
             "Bytes relayed, by kind and direction (up: client to workspace)",
             m.relay_bytes.clone(),
+        );
+        registry.register(
+            "relay_ssh_paths",
+            "Relayed SSH connections by the path their bytes took (dial: the agent's own TCP \
+             connection, spliced; tunnel: a stream on its TLS tunnel)",
+            m.relay_ssh_paths.clone(),
         );
         registry.register(
             "builds",
@@ -259,6 +272,13 @@ impl Metrics {
 
     /// Counts an open relay stream of `kind` while the guard lives, and hands out the byte
     /// counters for its two directions.
+    /// A relayed SSH connection went by `path` ("dial" or "tunnel").
+    pub fn relay_ssh_path(&self, path: &str) {
+        self.relay_ssh_paths
+            .get_or_create(&PathLabels { path: path.into() })
+            .inc();
+    }
+
     pub fn relay_opened(&self, kind: &str) -> (OpenStream, Counter, Counter) {
         let g = self
             .relay_open

@@ -4,11 +4,13 @@
 mod account;
 mod agent;
 mod agent_cache;
+mod agent_listen;
 mod apps_domain;
 mod audit;
 mod auth;
 mod authz;
 mod cluster;
+mod dial;
 mod error;
 mod events;
 mod health;
@@ -31,6 +33,7 @@ pub use router::{FOLLOWS_PER_USER, TEMPLATE_BODY_LIMIT};
 mod retention;
 mod schedule;
 pub mod scheduler;
+mod splice;
 mod teams;
 mod templates;
 mod tokens;
@@ -188,6 +191,8 @@ pub struct Inner {
     pub audit: audit::Audit,
     pub liveness: liveness::Liveness,
     pub tunnels: relay::Tunnels,
+    /// SSH dial-backs awaited (shared with the agent listener).
+    pub dials: Arc<dial::Dials>,
     pub config: ServerConfig,
     pub agent_url: String,
     /// Where users (and the CLI inside workspaces) reach the API.
@@ -423,6 +428,7 @@ pub async fn run(
         audit: audit::Audit::start(store.clone()),
         liveness: liveness::Liveness::default(),
         tunnels: relay::Tunnels::default(),
+        dials: Arc::default(),
         store,
         ca,
         secrets,
@@ -487,10 +493,11 @@ pub async fn run(
         Duration::from_secs(config.header_read_timeout_secs),
         shutdown_rx.clone(),
     ));
-    let agent_task = tokio::spawn(agent::serve_tls(
+    let agent_task = tokio::spawn(agent_listen::serve_tls(
         listeners.agent,
         tls,
         agent::router(state.clone()),
+        state.dials.clone(),
         (
             // Agents of one host (local workspaces) share an address and reconnect together
             // after a restart: handshakes in progress get four times the API's quota.
@@ -499,6 +506,15 @@ pub async fn run(
         ),
         shutdown_rx.clone(),
     ));
+    let replica_url = config
+        .replica_url
+        .clone()
+        .unwrap_or_else(|| url_for(agent_addr, "https"));
+    // With replicas an agent's URL may lead to any of them: dial-backs name this one first.
+    let shared_store = state.store.dialect() == crate::store::Dialect::Postgres;
+    state
+        .dials
+        .set_own_address(shared_store.then_some(replica_url.as_str()));
     let replica = cluster::start(
         &state,
         crate::store::ReplicaRow {
@@ -508,10 +524,7 @@ pub async fn run(
                 .unwrap_or_default(),
             api_url: access_url.clone(),
             agent_url: agent_url.clone(),
-            replica_url: config
-                .replica_url
-                .clone()
-                .unwrap_or_else(|| url_for(agent_addr, "https")),
+            replica_url,
             version: env!("CARGO_PKG_VERSION").to_string(),
             leader: false,
             started_at: state.started_at,

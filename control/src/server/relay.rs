@@ -1,6 +1,7 @@
 //! The relay: each agent keeps one tunnel to control (an upgraded mTLS connection on which the
 //! agent serves HTTP/2); a client stream (`outpost ssh --stdio`, `outpost port-forward`) is
-//! authorised here, then bridged to a new HTTP/2 stream on its workspace's tunnel.
+//! authorised here, then bridged to a new HTTP/2 stream on its workspace's tunnel. SSH goes by
+//! the agent's own dialed connection instead where it can (`dial.rs`, `splice.rs`).
 
 use super::error::ApiPath;
 use outpost_common::LockExt;
@@ -204,14 +205,21 @@ async fn relay(
         .ok_or_else(|| {
             ApiError::bad_request("send Connection: upgrade and Upgrade: outpost-relay")
         })?;
-    let (tx, down) = open(&state, &w, &path).await?;
+    let agent = ready_agent(&state, &w).await?;
+    let ssh = path == relay::stream::SSH;
+    if ssh {
+        // SSH goes by the agent's own connection where it can (see dial.rs).
+        if let Some(tcp) = super::dial::ssh(&state, &agent).await {
+            state.metrics.relay_ssh_path("dial");
+            tokio::spawn(spliced(state, auth.user.id, on_upgrade, tcp));
+            return Ok(switching(relay::UPGRADE_RELAY));
+        }
+        state.metrics.relay_ssh_path("tunnel");
+    }
+    let (tx, down) = open_agent(&state, &agent, &path).await?;
     // A suspension of the caller ends the relay at once.
     let cut = state.user_cut(&auth.user.id);
-    let kind = if path.starts_with(relay::stream::SSH) {
-        "ssh"
-    } else {
-        "tcp"
-    };
+    let kind = if ssh { "ssh" } else { "tcp" };
     tokio::spawn(async move {
         let _open = OpenRelay::new(&state);
         let (_stream, bytes_up, bytes_down) = state.metrics.relay_opened(kind);
@@ -236,6 +244,65 @@ async fn relay(
         up.abort();
     });
     Ok(switching(relay::UPGRADE_RELAY))
+}
+
+/// A client's SSH connection bridged to the agent's dialed one: spliced in the kernel when the
+/// client's connection is plain TCP, copied otherwise (a TLS client).
+async fn spliced(
+    state: AppState,
+    user: String,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut agent: tokio::net::TcpStream,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _open = OpenRelay::new(&state);
+    let (_stream, up, down) = state.metrics.relay_opened("ssh");
+    let cut = state.user_cut(&user);
+    let Ok(client) = on_upgrade.await else {
+        return;
+    };
+    let pump = async move {
+        match client.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                // What the client sent right after its request, already read by the server.
+                if !parts.read_buf.is_empty() {
+                    if agent.write_all(&parts.read_buf).await.is_err() {
+                        return;
+                    }
+                    up.inc_by(parts.read_buf.len() as u64);
+                }
+                let client = parts.io.into_inner();
+                super::splice::both_ways(&client, &agent, up, down).await;
+            }
+            Err(client) => {
+                let (crd, cwr) = tokio::io::split(TokioIo::new(client));
+                let (ard, awr) = agent.into_split();
+                let crd = super::metrics::Counted {
+                    inner: crd,
+                    bytes: up,
+                };
+                let cwr = super::metrics::Counted {
+                    inner: cwr,
+                    bytes: down,
+                };
+                let _ = tokio::join!(copy_then_close(crd, awr), copy_then_close(ard, cwr));
+            }
+        }
+    };
+    tokio::select! {
+        _ = pump => {}
+        _ = cut => {}
+    }
+}
+
+async fn copy_then_close<R, W>(mut rd: R, mut wr: W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+    let _ = wr.shutdown().await;
 }
 
 /// One open relay, counted while it lives (a shutdown waits for the count to drop).
@@ -268,6 +335,13 @@ pub(super) async fn open(
     w: &crate::store::WorkspaceRow,
     path: &str,
 ) -> ApiResult<(FrameSender, hyper::body::Incoming)> {
+    let agent = ready_agent(state, w).await?;
+    open_agent(state, &agent, path).await
+}
+
+/// The agent id of a running workspace (else a conflict saying how to start it); counts as
+/// the workspace's activity.
+async fn ready_agent(state: &AppState, w: &crate::store::WorkspaceRow) -> ApiResult<String> {
     let name = &w.name;
     let view = super::workspaces::workspace_view(state, w).await?;
     if view.status != WorkspaceStatus::Running {
@@ -281,13 +355,22 @@ pub(super) async fn open(
         .ok_or_else(|| ApiError::conflict("the workspace has no agent"))?;
     // SSH, terminals, port forwards and app traffic all come through here: activity.
     state.liveness.activity(&w.id, crate::store::now_ms());
-    if state.tunnels.get(&agent.id).is_none() {
+    Ok(agent.id)
+}
+
+/// Opens a stream on an agent's tunnel, here or through the replica holding it.
+async fn open_agent(
+    state: &AppState,
+    agent: &str,
+    path: &str,
+) -> ApiResult<(FrameSender, hyper::body::Incoming)> {
+    if state.tunnels.get(agent).is_none() {
         // Another replica may hold the tunnel: the stream goes through it.
-        if let Some(opened) = super::peer::open(state, &agent.id, path).await? {
+        if let Some(opened) = super::peer::open(state, agent, path).await? {
             return Ok(opened);
         }
     }
-    open_local(state, &agent.id, path).await
+    open_local(state, agent, path).await
 }
 
 fn no_tunnel() -> ApiError {
