@@ -30,6 +30,7 @@ mod oidc;
 mod openapi;
 mod owner_access;
 mod provisioners;
+mod relay_dial;
 mod replica_rig;
 mod replicas;
 mod retention;

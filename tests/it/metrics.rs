@@ -10,7 +10,7 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn scrape(port: u16) -> R<prometheus_parse::Scrape> {
+pub fn scrape(port: u16) -> R<prometheus_parse::Scrape> {
     let body = rt().block_on(async {
         reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await?
@@ -22,7 +22,7 @@ fn scrape(port: u16) -> R<prometheus_parse::Scrape> {
     Ok(prometheus_parse::Scrape::parse(lines)?)
 }
 
-fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.samples
         .iter()
         .filter(|m| m.metric == name)

@@ -6,7 +6,8 @@
 //! listener reached through sshd with `ssh -W`, as `ssh -J` does), and, when PostgreSQL is
 //! reachable (`OUTPOST_BENCH_POSTGRES_URL`, default the local `test` database), the relay through
 //! a second control replica on the same database (the client on replica B, the agent's tunnel
-//! on replica A).
+//! on replica A; the agent dials B back for the SSH bytes). The relay rows are SSH by
+//! dial-back: control splices the client's socket to the agent's dialed one.
 //!
 //! Both servers run commands for a dedicated user-less environment: sshd logs in a throwaway
 //! account `outpost-bench` (bash, an empty home, created if missing), the agent runs with an empty
@@ -664,7 +665,7 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
             Some(per(direct.client + direct.agent)),
         ));
         rows.push((
-            format!("{what} CPU/GiB, relay: control (tunnel TLS, HTTP/2, TCP)"),
+            format!("{what} CPU/GiB, relay: control (SSH spliced, its TCP)"),
             per(relay.control),
             "s",
             "-",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use outpost_common::LockExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -171,12 +171,13 @@ pub async fn serve_http(
                     router.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1.1 only (no HTTP/2 without TLS): an upgraded connection is then the
+            // plain `TcpStream` itself, which the SSH relay splices in the kernel.
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
