@@ -134,8 +134,9 @@ fn ssh_by_dial_back_attacked_from_inside(backend: Backend) -> R {
         .rsplit_once(':')
         .map(|(_, p)| p.to_string())
         .expect("agent listener port");
-    admin.sh("a", &format!("cat > /tmp/probes.py <<'EOF'\n{PROBES}\nEOF"))?;
-    let answer = admin.sh("a", &format!("python3 /tmp/probes.py {port}"))?;
+    // In the workspace's own home (/tmp is shared with the other tests' workspaces).
+    admin.sh("a", &format!("cat > ~/probes.py <<'EOF'\n{PROBES}\nEOF"))?;
+    let answer = admin.sh("a", &format!("python3 ~/probes.py {port}"))?;
     assert_eq!(
         answer.trim(),
         "answered 0 of 205",

@@ -575,6 +575,19 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
             ));
         }
     };
+    // The spread: each round's worst ratio against sshd in that same round (issue 19's `-L`
+    // bar holds for the worst of five, issue 17's relay bars both ways).
+    let mut worst = Vec::new();
+    for (what, v) in [("upload", &up), ("download", &down), ("-L forward", &fwd)] {
+        for (t, who) in [(1, "agent direct"), (2, "relay")] {
+            let (rate, anchor) = worst_round(v, n, t);
+            worst.push((
+                format!("{what}, {who}, worst of {rounds} rounds"),
+                rate,
+                anchor,
+            ));
+        }
+    }
     // Transfers ran `rounds` times, the three targets taking turns: the median of each.
     let (up, down, up_chacha, down_chacha, fwd, sftp_put, sftp_get) = (
         per_target_median(&up, n),
@@ -609,6 +622,9 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
     trio("-L forward", "MiB/s", &fwd);
     trio("sftp put", "MiB/s", &sftp_put);
     trio("sftp get", "MiB/s", &sftp_get);
+    for (what, rate, anchor) in worst {
+        rows.push((what, rate, "MiB/s", "sshd (same round)", Some(anchor)));
+    }
     for (what, v) in [("upload", &up), ("download", &down), ("-L", &fwd)] {
         rows.push((
             format!("relay/direct, {what}"),
@@ -686,6 +702,16 @@ fn run(bin: &Path, gib: u64, runs: usize, rounds: usize) -> anyhow::Result<()> {
         .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, *d, *e))
         .collect();
     write_results("ssh", &title, &rows)
+}
+
+/// `v` holds rounds of [sshd, direct, relay, ...]: target `t`'s rate in the round where it did
+/// worst against sshd, and sshd's rate in that round.
+fn worst_round(v: &[f64], n: usize, t: usize) -> (f64, f64) {
+    v.chunks(n)
+        .filter(|c| c.len() > t && c[0] > 0.0)
+        .map(|c| (c[t], c[0]))
+        .min_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
+        .unwrap_or((0.0, 0.0))
 }
 
 /// `v` holds rounds of [sshd, direct, relay]: the median of each target's values.
