@@ -29,10 +29,10 @@ fn paths(port: u16) -> R<(f64, f64)> {
     ))
 }
 
-/// `cat` in the workspace: `data` up, and back down, through one SSH connection.
-fn echo_through(c: &Client, ws: &str, data: &[u8]) -> R<Vec<u8>> {
-    let mut child = c
-        .ssh_command(ws, "cat")
+/// `cat` in the workspace: `data` up, and back down, through one SSH connection (`ssh` is
+/// `Client::ssh_command(WS, "cat")`, perhaps aimed at another replica).
+fn echo_through(mut ssh: std::process::Command, ws: &str, data: &[u8]) -> R<Vec<u8>> {
+    let mut child = ssh
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,7 +110,7 @@ fn ssh_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let back = echo_through(&bob, "b", &data)?;
+    let back = echo_through(bob.ssh_command("b", "cat"), "b", &data)?;
     assert_eq!(back.len(), data.len());
     assert!(back == data, "every byte arrives unchanged, both ways");
     assert_eq!(bob.sh("b", "echo hello")?, "hello\n");
@@ -198,23 +198,8 @@ fn dial_back_across_replicas_and_falling_back_to_the_tunnel() -> R {
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
     for (replica, port, path) in [(&b, mb, "dial"), (&c, mc, "tunnel")] {
         let mut cmd = admin.ssh_command("dev", "cat");
-        cmd.env("OUTPOST_URL", &replica.url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        let mut stdin = child.stdin.take().expect("stdin");
-        let send = data.clone();
-        let w = std::thread::spawn(move || {
-            let _ = stdin.write_all(&send);
-        });
-        let mut back = Vec::new();
-        child
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_end(&mut back)?;
-        let _ = w.join();
-        assert!(child.wait()?.success(), "ssh through {}", replica.url);
+        cmd.env("OUTPOST_URL", &replica.url);
+        let back = echo_through(cmd, "dev", &data)?;
         assert!(back == data, "every byte through {}", replica.url);
         let (dial, tunnel) = paths(port)?;
         let (want, other) = if path == "dial" {
