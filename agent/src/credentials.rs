@@ -25,12 +25,17 @@ pub struct Credentials {
     pub ca_pins: Vec<String>,
 }
 
+/// The HTTP client of the agent API. `local`: the source address of its connections (a
+/// multi-homed host's, or one of the load generator's many loopback addresses); `None`: the
+/// system's choice.
 pub(crate) fn http(
     config: rustls::ClientConfig,
     timeout: Duration,
+    local: Option<std::net::IpAddr>,
 ) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
+        .local_address(local)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(2)
@@ -79,11 +84,19 @@ pub(crate) fn new_csr() -> anyhow::Result<(rcgen::KeyPair, String)> {
 /// Exchanges the one-time token for a certificate, once (no retries). The key is made here and
 /// never leaves the agent.
 pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, ClientError> {
+    bootstrap_once_from(bundle, None).await
+}
+
+/// [`bootstrap_once`] from the source address `local`.
+pub async fn bootstrap_once_from(
+    bundle: &BootstrapBundle,
+    local: Option<std::net::IpAddr>,
+) -> Result<Credentials, ClientError> {
     let key_csr = new_csr().map_err(|e| ClientError::Decode {
         url: bundle.agent_url.clone(),
         message: e.to_string(),
     })?;
-    bootstrap_with(bundle, &key_csr).await
+    bootstrap_with(bundle, &key_csr, local).await
 }
 
 /// One exchange with a given key. Retrying with the same key is safe: control lets the key that
@@ -91,12 +104,13 @@ pub async fn bootstrap_once(bundle: &BootstrapBundle) -> Result<Credentials, Cli
 async fn bootstrap_with(
     bundle: &BootstrapBundle,
     (key, csr): &(rcgen::KeyPair, String),
+    local: Option<std::net::IpAddr>,
 ) -> Result<Credentials, ClientError> {
     let cfg = tls::client_config(&bundle.ca_pins, None).map_err(|e| ClientError::Decode {
         url: bundle.agent_url.clone(),
         message: e.to_string(),
     })?;
-    let http = http(cfg, Duration::from_secs(30)).map_err(|e| ClientError::Decode {
+    let http = http(cfg, Duration::from_secs(30), local).map_err(|e| ClientError::Decode {
         url: bundle.agent_url.clone(),
         message: e.to_string(),
     })?;
@@ -126,7 +140,7 @@ pub async fn bootstrap(bundle: &BootstrapBundle) -> anyhow::Result<Credentials> 
     let key_csr = new_csr()?;
     let mut attempt = 0;
     loop {
-        match bootstrap_with(bundle, &key_csr).await {
+        match bootstrap_with(bundle, &key_csr, None).await {
             Ok(c) => return Ok(c),
             Err(e) if e.status().is_some_and(|s| s < 500) => {
                 bail!(

@@ -16,23 +16,39 @@ use outpost_common::tls;
 #[derive(Clone)]
 pub struct ControlSession {
     url: String,
+    /// The source address of its connections (`None`: the system's choice).
+    local: Option<std::net::IpAddr>,
     inner: Arc<Mutex<(Credentials, Client)>>,
 }
 
 impl ControlSession {
     pub fn new(agent_url: &str, creds: Credentials) -> anyhow::Result<ControlSession> {
-        let client = Self::client_for(agent_url, &creds)?;
+        Self::new_from(agent_url, creds, None)
+    }
+
+    /// A session whose connections come from the source address `local`.
+    pub fn new_from(
+        agent_url: &str,
+        creds: Credentials,
+        local: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<ControlSession> {
+        let client = Self::client_for(agent_url, &creds, local)?;
         Ok(ControlSession {
             url: agent_url.to_string(),
+            local,
             inner: Arc::new(Mutex::new((creds, client))),
         })
     }
 
-    fn client_for(url: &str, creds: &Credentials) -> anyhow::Result<Client> {
+    fn client_for(
+        url: &str,
+        creds: &Credentials,
+        local: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Client> {
         let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
         let cfg = tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
         Ok(Client::with_http(
-            http(cfg, Duration::from_secs(40))?,
+            http(cfg, Duration::from_secs(40), local)?,
             url,
             None,
         ))
@@ -85,7 +101,7 @@ impl ControlSession {
 
     /// Uses new credentials from now on.
     pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
-        let client = Self::client_for(&self.url, &creds)?;
+        let client = Self::client_for(&self.url, &creds, self.local)?;
         *self.inner.locked() = (creds, client);
         Ok(())
     }

@@ -133,9 +133,10 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         let lag_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lag = agentsim::lag_probe(lag_on.clone());
         let mut sims = Vec::with_capacity(n);
-        for (name, c, at) in creds {
+        for (i, (name, c, at)) in creds.into_iter().enumerate() {
             sims.push(agentsim::spawn(
                 name,
+                agentsim::source(i),
                 c,
                 agent_urls.clone(),
                 at,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use outpost_agent::credentials::{bootstrap_once, Credentials};
+use outpost_agent::credentials::{bootstrap_once_from, Credentials};
 use outpost_agent::session::ControlSession;
 use outpost_api::*;
 use outpost_common::clock::{backoff, BACKOFF_BASE, BACKOFF_CAP};
@@ -87,6 +87,21 @@ impl Shared {
             })
             .unwrap_or_default()
     }
+}
+
+/// The source address of simulated agent `i`: one loopback address each (127.1.0.1 on), as
+/// agents on their own hosts have. One address for all would run out of its ~64,000 ports
+/// past that many agents, and would meet control's per-address handshake cap, which is for
+/// one host's agents.
+pub fn source(i: usize) -> std::net::IpAddr {
+    let i = i as u32;
+    std::net::Ipv4Addr::new(
+        127,
+        1 + (i / 62_500) as u8,
+        ((i / 250) % 250) as u8 + 1,
+        (i % 250) as u8 + 1,
+    )
+    .into()
 }
 
 pub fn now_ms() -> u64 {
@@ -183,7 +198,8 @@ pub async fn make_bundles(
 }
 
 /// Bootstraps every bundle (64 in flight), agent `i` through `urls[i % len]`. Returns the
-/// credentials with the URL index each starts on, and the rate in agents per second.
+/// credentials with the URL index each starts on, and the rate in agents per second. Agent
+/// `i` connects from [`source`]`(i)`.
 pub async fn bootstrap_all(
     bundles: Vec<(String, BootstrapBundle)>,
     urls: &[String],
@@ -201,7 +217,7 @@ pub async fn bootstrap_all(
             let _permit = sem.acquire().await?;
             let mut attempt = 0;
             loop {
-                match bootstrap_once(&b).await {
+                match bootstrap_once_from(&b, Some(source(i))).await {
                     Ok(c) => return Ok::<_, anyhow::Error>((name, c, at)),
                     Err(e) if attempt < 5 && e.status().is_none_or(|s| s >= 500) => {
                         tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
@@ -227,6 +243,7 @@ pub async fn bootstrap_all(
 /// The session an agent uses now, and the URL index it belongs to.
 struct Current {
     urls: Arc<Vec<String>>,
+    local: std::net::IpAddr,
     creds: Credentials,
     now: Mutex<(usize, ControlSession)>,
 }
@@ -246,7 +263,9 @@ impl Current {
         }
         if let Ok(mut g) = self.now.lock() {
             let i = (g.0 + 1) % self.urls.len();
-            if let Ok(s) = ControlSession::new(&self.urls[i], self.creds.clone()) {
+            if let Ok(s) =
+                ControlSession::new_from(&self.urls[i], self.creds.clone(), Some(self.local))
+            {
                 *g = (i, s);
                 sim.replica.store(i, Ordering::Relaxed);
             }
@@ -255,9 +274,10 @@ impl Current {
 }
 
 /// Starts one simulated agent on `urls[at]`: a heartbeat every 15 s (the first at a random
-/// offset) and a long poll that returns when a stop arrives.
+/// offset) and a long poll that returns when a stop arrives. Its connections come from `local`.
 pub fn spawn(
     name: String,
+    local: std::net::IpAddr,
     creds: Credentials,
     urls: Arc<Vec<String>>,
     at: usize,
@@ -270,9 +290,10 @@ pub fn spawn(
         stop_received_ms: AtomicU64::new(0),
         replica: AtomicUsize::new(at),
     });
-    let session = ControlSession::new(&urls[at], creds.clone())?;
+    let session = ControlSession::new_from(&urls[at], creds.clone(), Some(local))?;
     let cur = Arc::new(Current {
         urls,
+        local,
         creds,
         now: Mutex::new((at, session)),
     });

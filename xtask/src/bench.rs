@@ -58,6 +58,27 @@ pub struct ServerProc {
     pub data: PathBuf,
 }
 
+impl ServerProc {
+    /// The server's own pid: the child's, or, when it runs under a wrapper (heaptrack), the
+    /// wrapper's child that is `outpost`.
+    pub fn pid(&self) -> u32 {
+        let me = self.child.id();
+        let is_outpost = |pid: u32| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|p| p.file_name().is_some_and(|n| n == "outpost"))
+        };
+        if is_outpost(me) {
+            return me;
+        }
+        std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .find(|p| is_outpost(*p))
+            .unwrap_or(me)
+    }
+}
+
 impl Drop for ServerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -71,7 +92,18 @@ pub fn start_server(
     listen: (&str, &str),
     extra: &[&str],
 ) -> anyhow::Result<ServerProc> {
-    start_server_q(bin, data, listen, extra, true)
+    start_server_q(bin, data, listen, extra, true, &[])
+}
+
+/// [`start_server`] run by `wrapper` (a command and its flags, such as heaptrack's).
+pub fn start_server_wrapped(
+    bin: &Path,
+    data: &Path,
+    listen: (&str, &str),
+    extra: &[&str],
+    wrapper: &[String],
+) -> anyhow::Result<ServerProc> {
+    start_server_q(bin, data, listen, extra, true, wrapper)
 }
 
 fn start_server_q(
@@ -80,6 +112,7 @@ fn start_server_q(
     listen: (&str, &str),
     extra: &[&str],
     quiet: bool,
+    wrapper: &[String],
 ) -> anyhow::Result<ServerProc> {
     std::fs::create_dir_all(data)?;
     let _ = std::fs::remove_file(data.join("server.json"));
@@ -87,7 +120,14 @@ fn start_server_q(
         .create(true)
         .append(true)
         .open(data.join("server.log"))?;
-    let mut cmd = Command::new(bin.join("outpost"));
+    let mut cmd = match wrapper.split_first() {
+        Some((w, flags)) => {
+            let mut c = Command::new(w);
+            c.args(flags).arg(bin.join("outpost"));
+            c
+        }
+        None => Command::new(bin.join("outpost")),
+    };
     cmd.arg("server")
         .arg("--data-dir")
         .arg(data)
@@ -250,7 +290,7 @@ fn lifecycle(
     } else {
         "127.0.0.1:0".to_string()
     };
-    let server = start_server_q(bin, &tmp, ("127.0.0.1:0", &agent_listen), &extra, true)?;
+    let server = start_server_q(bin, &tmp, ("127.0.0.1:0", &agent_listen), &extra, true, &[])?;
     let template = if docker { "docker" } else { "base" };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -533,7 +573,14 @@ pub fn date() -> String {
 pub fn demo(bin: &Path, data: &Path) -> anyhow::Result<()> {
     outpost_common::tls::install_provider();
     let fresh = !data.join("outpost.db").exists();
-    let mut server = start_server_q(bin, data, ("127.0.0.1:7080", "127.0.0.1:7443"), &[], true)?;
+    let mut server = start_server_q(
+        bin,
+        data,
+        ("127.0.0.1:7080", "127.0.0.1:7443"),
+        &[],
+        true,
+        &[],
+    )?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .context("HOME is not set")?;

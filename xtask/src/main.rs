@@ -9,9 +9,11 @@ mod cpustat;
 mod dist;
 mod dockerbench;
 mod fuzz;
+mod heap;
 mod schedbench;
 mod sshbench;
 mod termbench;
+mod termhops;
 mod tidy;
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ use crate::bench::{machine, pct, write_results};
 use crate::sshbench::{setup, BENCH_USER};
 
 /// `stty raw -echo` first: every byte goes straight to `cat` and only `cat` answers.
-const CAT: &str = "stty raw -echo; echo READY; exec cat";
+pub(crate) const CAT: &str = "stty raw -echo; echo READY; exec cat";
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut n = 1000usize;
@@ -130,6 +130,12 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(v)
     })?;
 
+    // 3. Each part on its own (xtask/src/termhops.rs).
+    let api = outpost_api::Client::new(&rig.server.url, Some(rig.token.clone()));
+    let hops = rig.rt.block_on(crate::termhops::measure(&api, "dev", n))?;
+    let (mut pty, mut tcp, mut relay) = (hops.pty_ms, hops.tcp_ms, hops.relay_ms);
+    let (p50, t50, r50) = (pct(&mut pty, 0.5), pct(&mut tcp, 0.5), pct(&mut relay, 0.5));
+
     let (mut s, mut w) = (ssh_ms, web_ms);
     let (s50, s99, w50, w99) = (
         pct(&mut s, 0.5),
@@ -139,8 +145,9 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     );
     eprintln!("ssh -tt to sshd: p50 {s50:.3} ms, p99 {s99:.3} ms");
     eprintln!("web terminal: p50 {w50:.3} ms, p99 {w99:.3} ms");
+    eprintln!("pty+cat {p50:.3} ms, tcp echo {t50:.3} ms, relay to the echo {r50:.3} ms (p50)");
     let title = format!(
-        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run.",
+        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run. The parts, timed alone in the same run (p50s): a PTY with `cat` written and read by the bench (what both paths share); one loopback TCP round trip to an echo server; the same echo through control's TCP relay (client -> control -> the agent's mTLS HTTP/2 tunnel -> agent -> echo: the web terminal's path without the WebSocket and the PTY). The split rows subtract them: the relay over a direct TCP round trip is control's hop and the tunnel; the web terminal over the relay and over the PTY's own time is the WebSocket and the agent's PTY path.",
         crate::bench::date(),
         machine()
     );
@@ -163,6 +170,36 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
             sshd,
             Some(us(s99)),
         ),
+        ("round trip p50, PTY + cat alone", us(p50), "µs", "-", None),
+        ("round trip p50, loopback TCP echo", us(t50), "µs", "-", None),
+        (
+            "round trip p50, the TCP relay to that echo (control + tunnel + agent)",
+            us(r50),
+            "µs",
+            "loopback TCP echo (same run)",
+            Some(us(t50)),
+        ),
+        (
+            "split: control's hop and the tunnel (relay minus a direct round trip)",
+            us(r50 - t50),
+            "µs",
+            "-",
+            None,
+        ),
+        (
+            "split: WebSocket and the agent's PTY path (web terminal minus the relay, minus PTY + cat)",
+            us(w50 - r50 - p50),
+            "µs",
+            "-",
+            None,
+        ),
+        (
+            "split: sshd's path (ssh -tt minus PTY + cat)",
+            us(s50 - p50),
+            "µs",
+            "-",
+            None,
+        ),
         (
             "keystroke p50, web terminal vs the 2 ms bar",
             us(w50),
@@ -174,7 +211,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     write_results("terminal", &title, &rows)
 }
 
-fn wait_for(r: &mut impl Read, needle: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn wait_for(r: &mut impl Read, needle: &[u8]) -> anyhow::Result<()> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(30);

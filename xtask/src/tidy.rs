@@ -72,14 +72,62 @@ pub fn main() -> anyhow::Result<()> {
             .map(|p| format!("ARCHITECTURE.md's code map names `{p}`, which does not exist")),
     );
     problems.extend(module_cycles(&root.join("agent/src"))?);
+    problems.extend(vendored_patches(&root)?);
     if problems.is_empty() {
-        eprintln!("tidy: crates depend only downward, no file past {MAX_LINES} lines unexplained, the code map is true, no module loops in the agent");
+        eprintln!("tidy: crates depend only downward, no file past {MAX_LINES} lines unexplained, the code map is true, no module loops in the agent, each vendored crate is its release plus its patch");
         return Ok(());
     }
     for p in &problems {
         eprintln!("tidy: {p}");
     }
     bail!("tidy found {} problem(s)", problems.len())
+}
+
+/// Each vendored crate (`vendor/NAME`) has a patch named for its version
+/// (`vendor/patches/NAME-VERSION-*.patch`) that reverses cleanly on it: the patch says what
+/// the tree holds. (That nothing else differs from the release is shown by git: the release
+/// was committed unchanged first, see vendor/README.md.)
+fn vendored_patches(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let patches: Vec<String> = std::fs::read_dir(root.join("vendor/patches"))
+        .context("reading vendor/patches")?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for e in std::fs::read_dir(root.join("vendor"))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type()?.is_dir() || name == "patches" {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(e.path().join("Cargo.toml"))
+            .with_context(|| format!("reading vendor/{name}/Cargo.toml"))?;
+        let version = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_default();
+        let prefix = format!("{name}-{version}-");
+        let Some(patch) = patches.iter().find(|p| p.starts_with(&prefix)) else {
+            problems.push(format!(
+                "vendor/{name} ({version}) has no vendor/patches/{prefix}*.patch: say what was changed, or depend on the release"
+            ));
+            continue;
+        };
+        let out = std::process::Command::new("git")
+            .args(["apply", "--check", "-R"])
+            .arg(root.join("vendor/patches").join(patch))
+            .current_dir(root)
+            .output()
+            .context("running git apply")?;
+        if !out.status.success() {
+            problems.push(format!(
+                "vendor/{name} is not {patch} applied to {name} {version}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// `cargo tree` of one package's normal dependencies, one crate name per line.

@@ -178,6 +178,9 @@ const CIPHERS: &[russh::cipher::Name] = &[
 ];
 const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
 
+/// The read buffer of an SSH connection.
+const SSH_READ_BUFFER: usize = 64 * 1024;
+
 /// Serves one SSH connection over any byte stream (a TCP connection, or a relayed stream).
 /// `pre_login` is the address's slot (direct listener), held until the connection logs in.
 pub fn serve_stream<S>(
@@ -198,6 +201,10 @@ pub fn serve_stream<S>(
         tcp_forwards: HashMap::new(),
         unix_forwards: HashMap::new(),
     };
+    // russh reads each packet with two exact reads (its first block, then the rest), which
+    // would be two or more system calls per packet (four with the direct listener's quick
+    // ACKs); a read buffer takes whatever has arrived, several packets at a time, as sshd does.
+    let io = tokio::io::BufReader::with_capacity(SSH_READ_BUFFER, io);
     // Before login a connection gets `grace`, from its first byte; then it is cut (russh runs
     // the session in a task of its own, so the stream itself is what we end).
     let (io, kill) = Killable::new(io);

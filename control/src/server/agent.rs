@@ -400,10 +400,12 @@ async fn poll(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> Result<Response, ApiError> {
-    let agent = match authed_agent(&state, &peer, "agent.poll").await {
+    // The store's futures are boxed: a held poll keeps its future for up to 25 s, and an
+    // inlined query would make every held poll as large as the largest query's state.
+    let agent = match Box::pin(authed_agent(&state, &peer, "agent.poll")).await {
         Ok(a) => a,
         Err((e, Some(revoked))) => {
-            let cmds = state.store.take_commands(&revoked.id).await?;
+            let cmds = Box::pin(state.store.take_commands(&revoked.id)).await?;
             if cmds.is_empty() {
                 return Err(e);
             }
@@ -413,7 +415,7 @@ async fn poll(
     };
     let now = now_ms();
     if agent.first_connected_at.is_none() {
-        state.store.agent_seen(&agent.id, now).await?;
+        Box::pin(state.store.agent_seen(&agent.id, now)).await?;
         state.agent_cache.forget(&agent.id);
         tracing::info!(agent = %agent.id, workspace = %agent.workspace_id, "agent connected");
         state.bump_progress();
@@ -430,12 +432,12 @@ async fn poll(
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let cmds = state.store.take_commands(&agent.id).await?;
+        let cmds = Box::pin(state.store.take_commands(&agent.id)).await?;
         if !cmds.is_empty() {
             return Ok(commands_response(&cmds));
         }
         // Revoked while we held the poll: end it.
-        if let Some(a) = state.store.agent(&agent.id).await? {
+        if let Some(a) = Box::pin(state.store.agent(&agent.id)).await? {
             if a.revoked_at.is_some() {
                 state.agent_cache.forget(&a.id);
                 return Err(reject(

@@ -384,10 +384,11 @@ impl PacketBytesWriter {
 }
 
 /// Incoming SSH packet after decryption and optional decompression.
-/// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
+/// Uses `Bytes` (not CryptoVec/mlocked) because incoming network data is not secret,
+/// and so that channel data can be handed on as slices of it without copying.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    pub buffer: Bytes,
     pub seqn: Wrapping<u32>,
 }
 

@@ -93,7 +93,8 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                // Allocated by the first frame (see `Encoder::buffer`), given back when flushed.
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -173,6 +174,11 @@ where
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
 
+        // Everything is written: give the buffer's memory back. A server holding many idle
+        // connections (long polls, heartbeats every few seconds) would otherwise keep 16 KiB
+        // per connection that it uses for microseconds at a time.
+        self.encoder.release_buffer();
+
         Poll::Ready(Ok(()))
     }
 
@@ -223,6 +229,9 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +316,21 @@ where
     }
 
     fn has_capacity(&self) -> bool {
-        self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+        let buf = self.buf.get_ref();
+        // A released buffer is allocated again, at the default size, by the next frame.
+        let spare = if buf.capacity() == 0 {
+            DEFAULT_BUFFER_CAPACITY
+        } else {
+            buf.capacity() - buf.len()
+        };
+        self.next.is_none() && spare >= self.min_buffer_capacity
+    }
+
+    /// Frees the buffer once everything in it is written.
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && !self.buf.has_remaining() && self.buf.get_ref().capacity() > 0 {
+            self.buf = Cursor::new(BytesMut::new());
+        }
     }
 
     fn is_empty(&self) -> bool {

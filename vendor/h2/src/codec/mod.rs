@@ -41,13 +41,16 @@ where
         // Wrap with writer
         let framed_write = FramedWrite::new(io);
 
-        // Delimit the frames
-        let delimited = length_delimited::Builder::new()
+        // Delimit the frames. The read buffer starts empty and grows to the frames that
+        // arrive (the codec reserves each frame's length): an idle connection of small
+        // requests does not hold tokio-util's default 8 KiB.
+        let codec = length_delimited::Builder::new()
             .big_endian()
             .length_field_length(3)
             .length_adjustment(9)
             .num_skip(0) // Don't skip the header
-            .new_read(framed_write);
+            .new_codec();
+        let delimited = tokio_util::codec::FramedRead::with_capacity(framed_write, codec, 0);
 
         let mut inner = FramedRead::new(delimited);
 

@@ -27,6 +27,7 @@ use aes::{Aes128, Aes192, Aes256};
 use aws_lc_rs::aead::{AES_128_GCM as ALGORITHM_AES_128_GCM, AES_256_GCM as ALGORITHM_AES_256_GCM};
 use byteorder::{BigEndian, ByteOrder};
 use block::CtrWrapper;
+use bytes::BufMut;
 use ctr::Ctr128BE;
 use delegate::delegate;
 use log::trace;
@@ -298,16 +299,18 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     cipher: &mut (dyn OpeningKey + Send),
 ) -> Result<usize, Error> {
     if buffer.len == 0 {
-        let mut len = vec![0; cipher.packet_length_to_read_for_block_length()];
+        // At most one cipher block: read it on the stack rather than into a new Vec.
+        let mut first_block = [0u8; 16];
+        let first = first_block
+            .get_mut(..cipher.packet_length_to_read_for_block_length())
+            .ok_or(Error::Inconsistent)?;
 
-        stream.read_exact(&mut len).await?;
-        trace!("reading, len = {len:?}");
+        stream.read_exact(first).await?;
+        trace!("reading, len = {first:?}");
         {
             let seqn = buffer.seqn.0;
-            buffer.buffer.clear();
-            buffer.buffer.extend_from_slice(&len);
             trace!("reading, seqn = {seqn:?}");
-            let len = cipher.decrypt_packet_length(seqn, &len);
+            let len = cipher.decrypt_packet_length(seqn, first);
             let len = BigEndian::read_u32(&len) as usize;
 
             if len > MAXIMUM_PACKET_LEN {
@@ -328,16 +331,26 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
 
             buffer.len = len + cipher.tag_len();
             trace!("reading, clear len = {:?}", buffer.len);
+            // One allocation of the exact size (the buffer may have been handed
+            // over with the previous packet), then the probed block.
+            buffer.buffer.clear();
+            buffer.buffer.reserve_exact(buffer.len + PACKET_LENGTH_LEN);
+            buffer.buffer.extend_from_slice(first);
         }
     }
 
-    buffer.buffer.resize(buffer.len + 4, 0);
-    trace!("read_exact {:?}", buffer.len + 4);
+    let total = buffer.len + PACKET_LENGTH_LEN;
+    trace!("read_exact {total:?}");
 
-    let l = cipher.packet_length_to_read_for_block_length();
-
-    #[allow(clippy::indexing_slicing)] // length checked
-    stream.read_exact(&mut buffer.buffer[l..]).await?;
+    // Read the rest of the packet straight into the spare capacity, without
+    // zero-filling it first, and never past the end of this packet.
+    buffer.buffer.reserve(total.saturating_sub(buffer.buffer.len()));
+    while buffer.buffer.len() < total {
+        let want = total - buffer.buffer.len();
+        if stream.read_buf(&mut (&mut buffer.buffer).limit(want)).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
 
     trace!("read_exact done");
     let seqn = buffer.seqn.0;

@@ -39,7 +39,7 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        self.process_packet_bytes(handler, &pkt.buffer).await
     }
 
     pub(crate) async fn process_packet<H: Handler + Send>(
@@ -47,6 +47,17 @@ impl Session {
         handler: &mut H,
         buf: &[u8],
     ) -> Result<(), H::Error> {
+        self.process_packet_bytes(handler, &Bytes::copy_from_slice(buf))
+            .await
+    }
+
+    /// Channel data in `pkt` is handed on as slices of it, without copying.
+    async fn process_packet_bytes<H: Handler + Send>(
+        &mut self,
+        handler: &mut H,
+        pkt: &Bytes,
+    ) -> Result<(), H::Error> {
+        let buf: &[u8] = pkt;
         let rejection_wait_until =
             tokio::time::Instant::now() + self.common.config.auth_rejection_time;
         let initial_none_rejection_wait_until = if self.common.auth_attempts == 0 {
@@ -153,10 +164,12 @@ impl Session {
                         .init_compress(self.common.packet_writer.compress());
                 }
                 enc.state = EncryptedState::Authenticated;
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, pkt)
+                    .await
             }
             (EncryptedState::Authenticated, Some((msg, mut r))) => {
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, pkt)
+                    .await
             }
             _ => Ok(()),
         }
@@ -1432,12 +1445,25 @@ async fn reply_userauth_info_response(
     }
 }
 
+/// Decodes an SSH `string` from `r`, which borrows from `pkt`, as a slice of
+/// `pkt` (no allocation, no copy).
+fn decode_bytes_in(pkt: &Bytes, r: &mut &[u8]) -> Result<Bytes, ssh_encoding::Error> {
+    let len = usize::decode(r)?;
+    if r.len() < len {
+        return Err(ssh_encoding::Error::Length);
+    }
+    let (data, rest) = r.split_at(len);
+    *r = rest;
+    Ok(pkt.slice_ref(data))
+}
+
 impl Session {
-    async fn server_read_authenticated<H: Handler + Send, R: Reader>(
+    async fn server_read_authenticated<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         msg: u8,
-        r: &mut R,
+        r: &mut &[u8],
+        pkt: &Bytes,
     ) -> Result<(), H::Error> {
         match msg {
             msg::CHANNEL_OPEN => self.server_handle_channel_open(handler, r).await,
@@ -1485,7 +1511,7 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
+                let data = map_err!(decode_bytes_in(pkt, r))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 
