@@ -59,7 +59,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-struct Kill(std::process::Child);
+pub(crate) struct Kill(pub(crate) std::process::Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();

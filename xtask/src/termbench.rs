@@ -132,7 +132,31 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
 
     // 3. Each part on its own (xtask/src/termhops.rs).
     let api = outpost_api::Client::new(&rig.server.url, Some(rig.token.clone()));
-    let hops = rig.rt.block_on(crate::termhops::measure(&api, "dev", n))?;
+    let ssh_into_ws: Vec<String> = [
+        "ssh",
+        "-F",
+        &rig.ssh_config.display().to_string(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-i",
+        &rig.key.display().to_string(),
+        "-p",
+        &rig.agent_port.to_string(),
+        "dev@127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let hops = rig
+        .rt
+        .block_on(crate::termhops::measure(&api, "dev", &ssh_into_ws, n))?;
     let (mut pty, mut tcp, mut relay) = (hops.pty_ms, hops.tcp_ms, hops.relay_ms);
     let (p50, t50, r50) = (pct(&mut pty, 0.5), pct(&mut tcp, 0.5), pct(&mut relay, 0.5));
 
@@ -147,7 +171,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     eprintln!("web terminal: p50 {w50:.3} ms, p99 {w99:.3} ms");
     eprintln!("pty+cat {p50:.3} ms, tcp echo {t50:.3} ms, relay to the echo {r50:.3} ms (p50)");
     let title = format!(
-        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run. The parts, timed alone in the same run (p50s): a PTY with `cat` written and read by the bench (what both paths share); one loopback TCP round trip to an echo server; the same echo through control's TCP relay (client -> control -> the agent's mTLS HTTP/2 tunnel -> agent -> echo: the web terminal's path without the WebSocket and the PTY). The split rows subtract them: the relay over a direct TCP round trip is control's hop and the tunnel; the web terminal over the relay and over the PTY's own time is the WebSocket and the agent's PTY path.",
+        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run. The parts, timed alone in the same run (p50s): a PTY with `cat` written and read by the bench (what both paths share); one loopback TCP round trip to an echo server; the same echo through control's TCP relay (client -> control -> the agent's mTLS HTTP/2 tunnel -> agent -> echo: the web terminal's path without the WebSocket and the PTY). The split rows subtract them: each keystroke path without the PTY's own time, side by side; and the relay over a direct round trip to the same echo, which is control's hop and the tunnel.",
         crate::bench::date(),
         machine()
     );
@@ -180,22 +204,22 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
             Some(us(t50)),
         ),
         (
-            "split: control's hop and the tunnel (relay minus a direct round trip)",
-            us(r50 - t50),
-            "µs",
-            "-",
-            None,
-        ),
-        (
-            "split: WebSocket and the agent's PTY path (web terminal minus the relay, minus PTY + cat)",
-            us(w50 - r50 - p50),
-            "µs",
-            "-",
-            None,
-        ),
-        (
-            "split: sshd's path (ssh -tt minus PTY + cat)",
+            "split: sshd's path (ssh -tt minus PTY + cat: the ssh client, sshd)",
             us(s50 - p50),
+            "µs",
+            "-",
+            None,
+        ),
+        (
+            "split: the web terminal's path (web terminal minus PTY + cat: WebSocket, control, tunnel, agent)",
+            us(w50 - p50),
+            "µs",
+            "sshd's path (same run)",
+            Some(us(s50 - p50)),
+        ),
+        (
+            "split: control's hop and the tunnel (the TCP relay minus a direct round trip to the same echo)",
+            us(r50 - t50),
             "µs",
             "-",
             None,

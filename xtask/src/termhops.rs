@@ -23,23 +23,17 @@ pub struct Hops {
 
 /// Times `n` one-byte round trips through each part. `api`: a client of control with a token
 /// that may reach workspace `ws`.
-pub async fn measure(api: &outpost_api::Client, ws: &str, n: usize) -> anyhow::Result<Hops> {
+pub async fn measure(
+    api: &outpost_api::Client,
+    ws: &str,
+    ssh_into_ws: &[String],
+    n: usize,
+) -> anyhow::Result<Hops> {
     let pty_ms = tokio::task::spawn_blocking(move || pty_round_trips(n)).await??;
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = echo.local_addr()?.port();
-    let server = tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(k) = s.read(&mut buf).await {
-                    if k == 0 || s.write_all(&buf[..k]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    // The echo runs inside the workspace (control relays only to ports the workspace's own
+    // processes listen on), started over the agent's SSH; the bench reaches it both directly
+    // and through the relay, so the echo's own time is in both.
+    let (_echo, port) = start_echo(ssh_into_ws)?;
     let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     direct.set_nodelay(true)?;
     let tcp_ms = round_trips(&mut direct, n).await?;
@@ -48,12 +42,55 @@ pub async fn measure(api: &outpost_api::Client, ws: &str, n: usize) -> anyhow::R
         .await
         .context("opening the TCP relay to the echo server")?;
     let relay_ms = round_trips(&mut relayed, n).await?;
-    server.abort();
     Ok(Hops {
         pty_ms,
         tcp_ms,
         relay_ms,
     })
+}
+
+/// A TCP echo server in the workspace (Python, over `ssh_into_ws`): the SSH session, which
+/// ends it when killed, and the port it listens on.
+fn start_echo(ssh_into_ws: &[String]) -> anyhow::Result<(crate::sshbench::Kill, u16)> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    const ECHO: &str = r#"
+import socket, threading
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    let (prog, args) = ssh_into_ws.split_first().context("no ssh command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .args(["python3", "-u", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(ECHO.as_bytes())?;
+    drop(stdin);
+    let stdout = child.stdout.take().context("stdout")?;
+    let kill = crate::sshbench::Kill(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .parse()
+        .with_context(|| format!("the echo server in the workspace said {line:?}"))?;
+    Ok((kill, port))
 }
 
 async fn round_trips<S>(s: &mut S, n: usize) -> anyhow::Result<Vec<f64>>
