@@ -477,3 +477,21 @@ pub fn lag_probe(on: Arc<AtomicBool>) -> Arc<Mutex<Vec<(u64, f64)>>> {
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_simulated_agent_has_an_address_of_its_own() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000 {
+            let a = super::source(i);
+            let std::net::IpAddr::V4(v4) = a else {
+                panic!("{a} is not IPv4");
+            };
+            let o = v4.octets();
+            assert!(o[0] == 127 && o[1] >= 1 && (1..=250).contains(&o[2]), "{a}");
+            assert!((1..=250).contains(&o[3]), "{a}");
+            assert!(seen.insert(a), "{a} twice");
+        }
+    }
+}

@@ -334,6 +334,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_vendored_crate_must_be_its_patch() -> anyhow::Result<()> {
+        let root = std::env::temp_dir().join(format!("tidy-vendor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("vendor/foo/src"))?;
+        std::fs::create_dir_all(root.join("vendor/patches"))?;
+        std::fs::write(
+            root.join("vendor/foo/Cargo.toml"),
+            "[package]\nname = \"foo\"\nversion = \"1.0.0\"\n",
+        )?;
+        // No patch for it: refused.
+        std::fs::write(root.join("vendor/foo/src/lib.rs"), "b\n")?;
+        let p = vendored_patches(&root)?;
+        assert!(
+            p.len() == 1 && p[0].contains("has no vendor/patches/foo-1.0.0-"),
+            "{p:?}"
+        );
+        // The patch (a -> b) is what the tree holds: fine.
+        std::fs::write(
+            root.join("vendor/patches/foo-1.0.0-b.patch"),
+            "diff --git a/vendor/foo/src/lib.rs b/vendor/foo/src/lib.rs\n--- a/vendor/foo/src/lib.rs\n+++ b/vendor/foo/src/lib.rs\n@@ -1 +1 @@\n-a\n+b\n",
+        )?;
+        assert!(vendored_patches(&root)?.is_empty());
+        // A change the patch does not describe: refused.
+        std::fs::write(root.join("vendor/foo/src/lib.rs"), "c\n")?;
+        let p = vendored_patches(&root)?;
+        assert!(
+            p.len() == 1 && p[0].contains("is not foo-1.0.0-b.patch applied"),
+            "{p:?}"
+        );
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    }
+
+    #[test]
     fn finds_banned_crates_once_each() {
         let tree = "outpost-control v0.1.0 (/x/control)\nrussh v0.65.1\nsqlx v0.8.6\nrussh v0.65.1 (*)\nvt100 v0.16.2\n";
         assert_eq!(
