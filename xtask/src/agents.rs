@@ -71,6 +71,18 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
     }
     raise_nofile();
+    // Every agent holds a descriptor in this process and one in control: past the limit the
+    // connections would fail one by one and the bench would wait out its timeouts.
+    let limit = nofile_limit();
+    if o.count as u64 + NOFILE_SPARE > limit {
+        bail!(
+            "--count {} needs more open files than this machine allows ({limit}, the hard limit, \
+             which only root with CAP_SYS_RESOURCE can raise): each agent holds a descriptor in \
+             this process and in control. Use --count {} or less here, or raise `ulimit -Hn`.",
+            o.count,
+            limit.saturating_sub(NOFILE_SPARE)
+        );
+    }
     crate::cargo(&["build", "--release", "--bins"])?;
     if o.replicas > 1 {
         return crate::agents_replicas::run(o);
@@ -78,24 +90,26 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     run(o)
 }
 
-#[allow(unsafe_code)]
+/// Raises this process's open-file limit as far as it may go (children inherit it): to the
+/// kernel's maximum where the hard limit can be raised, else to the hard limit.
 pub(crate) fn raise_nofile() {
-    // SAFETY: plain getrlimit/setrlimit on this process; children inherit the limit.
-    unsafe {
-        let lim = libc::rlimit {
-            rlim_cur: 1 << 20,
-            rlim_max: 1 << 20,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            let mut cur = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
-            cur.rlim_cur = cur.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if setrlimit(Resource::RLIMIT_NOFILE, 1 << 20, 1 << 20).is_err() {
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
+}
+
+/// Descriptors kept aside for everything but the agents' connections (the store, listeners,
+/// the API clients, bootstraps in flight).
+const NOFILE_SPARE: u64 = 1000;
+
+/// This process's soft limit on open files (what [`raise_nofile`] got; control inherits it).
+fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
 }
 
 pub(crate) fn cpu_ticks(pid: u32) -> u64 {
