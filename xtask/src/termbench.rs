@@ -40,22 +40,9 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
 
     // 1. sshd: `ssh -tt` with pipes for stdin/stdout.
     let mut child = Command::new("ssh")
-        .args([
-            "-tt",
-            "-F",
-            "/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-        ])
+        .args(["-tt", "-F", "/dev/null"])
+        .args(SSH_OPTS)
+        .arg("-i")
         .arg(&rig.key)
         .args(["-p", &rig.sshd_port.to_string()])
         .arg(format!("{BENCH_USER}@127.0.0.1"))
@@ -67,26 +54,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     let mut stdin = child.stdin.take().context("stdin")?;
     let mut stdout = child.stdout.take().context("stdout")?;
     wait_for(&mut stdout, b"READY")?;
-    let mut ssh_ms = Vec::with_capacity(n);
-    let mut buf = [0u8; 4096];
-    for i in 0..(n + 50) {
-        let b = b'a' + (i % 26) as u8;
-        let t = Instant::now();
-        stdin.write_all(&[b])?;
-        stdin.flush()?;
-        loop {
-            let k = stdout.read(&mut buf)?;
-            if k == 0 {
-                bail!("ssh closed");
-            }
-            if buf[..k].contains(&b) {
-                break;
-            }
-        }
-        if i >= 50 {
-            ssh_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
+    let ssh_ms = keystrokes(&mut stdin, &mut stdout, n, "ssh")?;
     let _ = child.kill();
     let _ = child.wait();
 
@@ -132,28 +100,16 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
 
     // 3. Each part on its own (xtask/src/termhops.rs).
     let api = outpost_api::Client::new(&rig.server.url, Some(rig.token.clone()));
-    let ssh_into_ws: Vec<String> = [
-        "ssh",
-        "-F",
-        &rig.ssh_config.display().to_string(),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-i",
-        &rig.key.display().to_string(),
-        "-p",
-        &rig.agent_port.to_string(),
-        "dev@127.0.0.1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut ssh_into_ws: Vec<String> = vec!["ssh".into(), "-F".into()];
+    ssh_into_ws.push(rig.ssh_config.display().to_string());
+    ssh_into_ws.extend(SSH_OPTS.iter().map(|o| o.to_string()));
+    ssh_into_ws.extend([
+        "-i".into(),
+        rig.key.display().to_string(),
+        "-p".into(),
+        rig.agent_port.to_string(),
+        "dev@127.0.0.1".into(),
+    ]);
     let hops = rig
         .rt
         .block_on(crate::termhops::measure(&api, "dev", &ssh_into_ws, n))?;
@@ -233,6 +189,52 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
         ),
     ];
     write_results("terminal", &title, &rows)
+}
+
+/// The OpenSSH client options of every connection the bench makes (no agent, no prompts, no
+/// host key kept).
+const SSH_OPTS: &[&str] = &[
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+];
+
+/// `n` one-byte round trips (after 50 warm-up ones) through a blocking writer and reader: a
+/// byte is written, the clock stops when it comes back. Returns each in ms.
+pub(crate) fn keystrokes(
+    wr: &mut impl Write,
+    rd: &mut impl Read,
+    n: usize,
+    what: &str,
+) -> anyhow::Result<Vec<f64>> {
+    let mut v = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for i in 0..(n + 50) {
+        let b = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        wr.write_all(&[b])?;
+        wr.flush()?;
+        loop {
+            let k = rd.read(&mut buf)?;
+            if k == 0 {
+                bail!("{what} closed");
+            }
+            if buf[..k].contains(&b) {
+                break;
+            }
+        }
+        if i >= 50 {
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(v)
 }
 
 pub(crate) fn wait_for(r: &mut impl Read, needle: &[u8]) -> anyhow::Result<()> {

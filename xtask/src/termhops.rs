@@ -8,7 +8,7 @@
 //!   upgraded connection -> control -> the agent's mTLS HTTP/2 tunnel -> the agent -> the echo),
 //!   which is the web terminal's path without the WebSocket framing and the PTY.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -136,27 +136,8 @@ fn pty_round_trips(n: usize) -> anyhow::Result<Vec<f64>> {
     let mut rd = pair.master.try_clone_reader()?;
     let mut wr = pair.master.take_writer()?;
     crate::termbench::wait_for(&mut rd, b"READY")?;
-    let mut v = Vec::with_capacity(n);
-    let mut buf = [0u8; 4096];
-    for i in 0..(n + 50) {
-        let b = b'a' + (i % 26) as u8;
-        let t = Instant::now();
-        wr.write_all(&[b])?;
-        wr.flush()?;
-        loop {
-            let k = rd.read(&mut buf)?;
-            if k == 0 {
-                bail!("cat closed");
-            }
-            if buf[..k].contains(&b) {
-                break;
-            }
-        }
-        if i >= 50 {
-            v.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
+    let v = crate::termbench::keystrokes(&mut wr, &mut rd, n, "cat");
     let _ = child.kill();
     let _ = child.wait();
-    Ok(v)
+    v
 }
