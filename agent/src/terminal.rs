@@ -264,10 +264,67 @@ impl PtyHub {
 
     /// Serves one client on a relay stream (input frames in `body`, output through `out`)
     /// until it goes away or the program exits.
-    pub async fn attach<B>(self: Arc<Self>, a: Attach, mut body: B, out: FrameTx)
+    pub async fn attach<B>(self: Arc<Self>, a: Attach, body: B, out: FrameTx)
     where
         B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
     {
+        let input = futures_util::stream::unfold(body, |mut body| async move {
+            loop {
+                match body.frame().await {
+                    Some(Ok(f)) => {
+                        if let Ok(data) = f.into_data() {
+                            return Some((data, body));
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+        });
+        self.serve(a, input, out).await
+    }
+
+    /// Serves one client on a connection of its own (a dial-back: input frames read from `io`,
+    /// output written to it, by this one task) until it goes away or the program exits; the
+    /// output still queued then is written (for at most [`DRAIN_WAIT`]).
+    pub async fn attach_io<S>(self: Arc<Self>, a: Attach, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (rd, mut wr) = tokio::io::split(io);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<FrameResult>(64);
+        let input = futures_util::stream::unfold(
+            (rd, vec![0u8; 16 * 1024]),
+            |(mut rd, mut buf)| async move {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some((Bytes::copy_from_slice(&buf[..n]), (rd, buf))),
+                }
+            },
+        );
+        let writer = async move {
+            while let Some(Ok(f)) = rx.recv().await {
+                let Ok(data) = f.into_data() else { continue };
+                if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        tokio::pin!(writer);
+        tokio::select! {
+            _ = self.serve(a, input, tx) => {}
+            _ = &mut writer => return,
+        }
+        let _ = tokio::time::timeout(DRAIN_WAIT, writer).await;
+    }
+
+    /// One client: input frames from `input`, output through `out`.
+    async fn serve<I>(self: Arc<Self>, a: Attach, input: I, out: FrameTx)
+    where
+        I: futures_util::Stream<Item = Bytes>,
+    {
+        use futures_util::StreamExt;
         let send = |b: Bytes| {
             let out = out.clone();
             async move { out.send(Ok(hyper::body::Frame::data(b))).await.is_ok() }
@@ -316,8 +373,8 @@ impl PtyHub {
         };
         let reader = async {
             let mut frames = Frames::default();
-            while let Some(Ok(f)) = body.frame().await {
-                let Ok(data) = f.into_data() else { continue };
+            let mut input = std::pin::pin!(input);
+            while let Some(data) = input.next().await {
                 frames.push(&data);
                 loop {
                     match frames.next_frame() {
@@ -358,8 +415,12 @@ async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-pub type FrameTx =
-    tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>;
+type FrameResult = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+pub type FrameTx = tokio::sync::mpsc::Sender<FrameResult>;
+
+/// How long a client on a connection of its own may take to read the output queued when its
+/// session ends.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// The screen model and the attached clients, under one lock: output is fed to the model and
 /// sent to the clients together, so a client's repaint and its live stream never overlap or gap.

@@ -52,31 +52,14 @@ async fn connect_and_serve(
     agent_url: &str,
     ssh: Arc<SshCtx>,
 ) -> anyhow::Result<()> {
-    let creds = session.credentials();
-    let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
-    let mut cfg =
-        outpost_common::tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let authority = agent_url
         .split_once("://")
         .map(|(_, r)| r.split('/').next().unwrap_or(r))
         .context("bad agent URL")?
         .to_string();
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("").to_string()
-    } else {
-        authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&authority)
-            .to_string()
-    };
     let tcp = tokio::net::TcpStream::connect(&authority).await?;
     let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(host)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await?;
+    let tls = start_tls(session, &authority, tcp, &[b"http/1.1"]).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
@@ -94,10 +77,12 @@ async fn connect_and_serve(
     tracing::info!("relay tunnel up");
     // Where an SSH dial-back goes when control names no address: the agent listener it dialed.
     let home: Arc<str> = Arc::from(authority.as_str());
+    let session = session.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ssh = ssh.clone();
         let home = home.clone();
-        async move { Ok::<_, Infallible>(handle(req, ssh, home).await) }
+        let session = session.clone();
+        async move { Ok::<_, Infallible>(handle(req, ssh, home, session).await) }
     });
     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(relay::STREAM_WINDOW)
@@ -106,6 +91,55 @@ async fn connect_and_serve(
         .serve_connection(upgraded, svc)
         .await?;
     Ok(())
+}
+
+/// TLS to control's agent listener at `authority` (`HOST:PORT`) over `tcp`, with the agent's
+/// current client certificate, trusting only the pinned CAs.
+async fn start_tls(
+    session: &ControlSession,
+    authority: &str,
+    tcp: tokio::net::TcpStream,
+    alpn: &[&[u8]],
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let creds = session.credentials();
+    let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
+    let mut cfg =
+        outpost_common::tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await?)
+}
+
+/// Connects to control's agent listener at `to` for the terminal `token` names (see
+/// [`relay::dial::PTY_PATH`]): the preamble in the clear, then TLS with the agent's certificate
+/// (a terminal's bytes have no encryption of their own). Control closes the connection when
+/// it does not wait for that token.
+async fn dial_back_tls(
+    session: &ControlSession,
+    to: &str,
+    token: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    tokio::time::timeout(DIAL_TIMEOUT, async {
+        let mut tcp = tokio::net::TcpStream::connect(to).await?;
+        let _ = tcp.set_nodelay(true);
+        tcp.write_all(&relay::dial::preamble(token)).await?;
+        start_tls(session, to, tcp, &[])
+            .await
+            .context("control closed the connection: not the replica waiting for it")
+    })
+    .await
+    .context("timed out")?
 }
 
 /// How long one SSH dial-back attempt may take (connect, preamble, control's answer); control
@@ -140,8 +174,40 @@ fn status(code: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-async fn handle(req: Request<Incoming>, ssh: Arc<SshCtx>, home: Arc<str>) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    ssh: Arc<SshCtx>,
+    home: Arc<str>,
+    session: ControlSession,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if path == relay::dial::PTY_PATH {
+        let query = req.uri().query().unwrap_or("");
+        let Some((token, to)) = relay::dial::parse_pty_query(query) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "expected ?token=HEX[&to=HOST:PORT]&id=SESSION...",
+            );
+        };
+        let attach = match crate::terminal::Attach::from_query(query) {
+            Ok(a) => a,
+            Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
+        };
+        let mut tried = Vec::new();
+        for to in to.iter().map(String::as_str).chain([&*home]) {
+            match dial_back_tls(&session, to, &token).await {
+                Ok(tls) => {
+                    tokio::spawn(ssh.pty.clone().attach_io(attach, tls));
+                    return Response::new(Empty::new().boxed_unsync());
+                }
+                Err(e) => tried.push(format!("{to}: {e:#}")),
+            }
+        }
+        return status(
+            StatusCode::BAD_GATEWAY,
+            &format!("the agent could not dial control ({})", tried.join("; ")),
+        );
+    }
     if path == relay::dial::PATH {
         let Some((token, to)) = relay::dial::parse_query(req.uri().query().unwrap_or("")) else {
             return status(

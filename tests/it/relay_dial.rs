@@ -1,9 +1,10 @@
-//! Relayed SSH by dial-back (issue 17's relay speed): control asks the agent, inside its mTLS
-//! tunnel, to dial a plain TCP connection to the agent listener with a one-time token, and
-//! splices the client's connection to it. Shown here: SSH goes that way (metrics), every byte
+//! Relayed SSH and web terminals by dial-back (issue 17's relay speed, issue 19's keystrokes):
+//! control asks the agent, inside its mTLS tunnel, to dial a connection of its own to the agent
+//! listener with a one-time token (plain TCP that control splices for SSH; TLS with the
+//! agent's certificate for a terminal). Shown here: both go that way (metrics), every byte
 //! arrives both ways, a shell inside another workspace cannot get onto the agent listener with
-//! forged, guessed or malformed preambles nor disturb an open session, and where the agent
-//! cannot reach the replica that asked, SSH still works through the tunnel.
+//! forged, guessed or malformed preambles or TLS dial-backs nor disturb an open session, and
+//! where the agent cannot reach the replica that asked, both still work through the tunnel.
 
 use std::io::{Read, Write};
 use std::process::Stdio;
@@ -16,6 +17,7 @@ use crate::metrics::{scrape, value};
 
 const T: Duration = Duration::from_secs(60);
 const PATHS: &str = "outpost_relay_ssh_paths_total";
+const PTY_PATHS: &str = "outpost_relay_pty_paths_total";
 
 fn connected(w: &serde_json::Value) -> bool {
     w["status"] == "running" && w["agent"]["status"] == "connected"
@@ -27,6 +29,22 @@ fn paths(port: u16) -> R<(f64, f64)> {
         value(&m, PATHS, &[("path", "dial")]).unwrap_or(0.0),
         value(&m, PATHS, &[("path", "tunnel")]).unwrap_or(0.0),
     ))
+}
+
+/// Web terminals by (dial, tunnel).
+fn pty_paths(port: u16) -> R<(f64, f64)> {
+    let m = scrape(port)?;
+    Ok((
+        value(&m, PTY_PATHS, &[("path", "dial")]).unwrap_or(0.0),
+        value(&m, PTY_PATHS, &[("path", "tunnel")]).unwrap_or(0.0),
+    ))
+}
+
+/// A client's saved API token.
+fn token_of(c: &Client) -> R<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.config_dir.join("session.json"))?)?;
+    Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
 
 /// `cat` in the workspace: `data` up, and back down, through one SSH connection (`ssh` is
@@ -163,6 +181,85 @@ fn ssh_by_dial_back_attacked_from_inside(backend: Backend) -> R {
 }
 both_backends!(ssh_by_dial_back_attacked_from_inside);
 
+/// TLS dial-backs from inside a workspace with guessed tokens: each prints how many bytes
+/// control answered and whether a handshake finished (a delivered dial-back would finish one).
+const TLS_PROBES: &str = r#"
+import os, socket, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+magic = b"OUTPOST-DIAL/1 "
+done = 0
+for _ in range(100):
+    c = socket.create_connection(("127.0.0.1", port), timeout=20)
+    c.sendall(magic + os.urandom(32).hex().encode() + b"\n")
+    try:
+        t = ctx.wrap_socket(c, server_hostname="localhost")
+        done += 1
+        t.close()
+    except (ssl.SSLError, OSError):
+        c.close()
+print("handshakes", done, "of 100")
+"#;
+
+fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
+    use crate::replica_rig::{terminal_to, type_and_wait};
+    let mport = free_port()?;
+    let s = Server::start_with(
+        backend,
+        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
+    )?;
+    let admin = Client::admin(&s)?;
+    let bob = Client::new_user(&s, "bob")?;
+    admin.ok(&["create", "a"])?;
+    bob.ok(&["create", "b"])?;
+    s.wait_for("a", T, connected)?;
+    eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
+    let token = token_of(&bob)?;
+
+    // Bob's terminal goes by dial-back: a command, then 290 kB of output, whole.
+    let mut t = terminal_to(&s.url, &token, "b", "t1")?;
+    type_and_wait(&mut t, "export KEPT=dial-$((6*7))", "export KEPT")?;
+    type_and_wait(&mut t, "seq 1 50000 | sed s/^/n/", "n50000\r\n")?;
+    assert_eq!(
+        pty_paths(mport)?,
+        (1.0, 0.0),
+        "by dial-back, not the tunnel"
+    );
+    // The session outlives its connection; a second attach is a second dial-back.
+    drop(t);
+    let mut t = terminal_to(&s.url, &token, "b", "t1")?;
+    type_and_wait(&mut t, "echo $KEPT", "dial-42")?;
+    assert_eq!(pty_paths(mport)?, (2.0, 0.0));
+
+    // A shell in the admin's workspace tries TLS dial-backs with guessed tokens.
+    let port = s
+        .agent_listen
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .expect("agent listener port");
+    admin.sh(
+        "a",
+        &format!("cat > ~/tls_probes.py <<'EOF'\n{TLS_PROBES}\nEOF"),
+    )?;
+    let answer = admin.sh("a", &format!("python3 ~/tls_probes.py {port}"))?;
+    assert_eq!(answer.trim(), "handshakes 0 of 100", "no guessed dial-back");
+
+    // Bob's open terminal did not notice; the admin's own terminal works too.
+    type_and_wait(&mut t, "echo still-$((1+2))", "still-3")?;
+    let mut mine = terminal_to(&s.url, &s.token()?, "a", "m1")?;
+    type_and_wait(&mut mine, "echo mine-$((2+2))", "mine-4")?;
+    assert_eq!(pty_paths(mport)?, (3.0, 0.0));
+    assert!(
+        s.log()
+            .contains("a dial-back with an unknown or used token"),
+        "control noticed"
+    );
+    Ok(())
+}
+both_backends!(terminal_by_dial_back_attacked_from_inside);
+
 /// Replicas: a client on replica B, the agent's tunnel on A. B's own address reached by the
 /// agent: dial-back to B. C names an address the agent cannot reach (`--replica-url`) and the
 /// agent's URL leads to A, which does not know C's token: SSH through C uses the tunnel.
@@ -210,5 +307,15 @@ fn dial_back_across_replicas_and_falling_back_to_the_tunnel() -> R {
         assert_eq!((want, other), (1.0, 0.0), "through {}: {path}", replica.url);
     }
     assert!(c.log().contains("SSH dial-back failed; using the tunnel"));
+    // A web terminal the same way: by dial-back through B, through the tunnel through C.
+    let token = a.token()?;
+    for (replica, port, want) in [(&b, mb, (1.0, 0.0)), (&c, mc, (0.0, 1.0))] {
+        let mut t = crate::replica_rig::terminal(&replica.url, &token, "across")?;
+        crate::replica_rig::type_and_wait(&mut t, "echo across-$((3*3))", "across-9")?;
+        assert_eq!(pty_paths(port)?, want, "a terminal through {}", replica.url);
+    }
+    assert!(c
+        .log()
+        .contains("terminal dial-back failed; using the tunnel"));
     Ok(())
 }

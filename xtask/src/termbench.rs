@@ -69,7 +69,12 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
         let mut req = ws_url.into_client_request()?;
         req.headers_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        // A browser's WebSocket does not zero-fill 128 KiB before each read, as tungstenite's
+        // default read buffer does: the bench's client reads 8 KiB at a time, as control does.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(8 * 1024);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
         let mut seen = Vec::new();
         while !String::from_utf8_lossy(&seen).contains("READY") {
             match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {

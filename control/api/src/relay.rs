@@ -106,6 +106,40 @@ pub mod dial {
         Some((token?, to))
     }
 
+    /// A web terminal by dial-back: `/pty/dial?token=HEX[&to=HOST:PORT]&id=..&cols=..` (the
+    /// rest of the query is a [`super::stream::PTY`] stream's). After the preamble the agent
+    /// starts TLS on the same connection, with its client certificate, and control checks that
+    /// certificate names the agent it asked: a terminal's bytes are not encrypted by anything
+    /// else, so unlike SSH's they never cross the network outside TLS. Inside it flow the
+    /// terminal's frames exactly as on a `/pty` stream. No [`ACK`]: the handshake is the answer.
+    pub const PTY_PATH: &str = "/pty/dial";
+
+    /// The stream path for a terminal by dial-back (`to` must be [`valid_address`], `pty_query`
+    /// a `/pty` stream's query, already encoded).
+    pub fn pty_path(token: &str, to: Option<&str>, pty_query: &str) -> String {
+        match to {
+            Some(to) => format!("{PTY_PATH}?token={token}&to={to}&{pty_query}"),
+            None => format!("{PTY_PATH}?token={token}&{pty_query}"),
+        }
+    }
+
+    /// The token and the address to dial of a [`PTY_PATH`] stream's query (its other pairs are
+    /// the terminal's); None without a valid token or with a malformed `to`.
+    pub fn parse_pty_query(query: &str) -> Option<(String, Option<String>)> {
+        let (mut token, mut to) = (None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("token", v)) if token.is_none() && valid_token(v) => {
+                    token = Some(v.to_string())
+                }
+                Some(("to", v)) if to.is_none() && valid_address(v) => to = Some(v.to_string()),
+                Some(("token", _)) | Some(("to", _)) => return None,
+                _ => {}
+            }
+        }
+        Some((token?, to))
+    }
+
     /// The first bytes the agent sends on a dialed connection.
     pub fn preamble(token: &str) -> Vec<u8> {
         let mut p = Vec::with_capacity(PREAMBLE_LEN);
@@ -289,5 +323,33 @@ mod tests {
         bad[PREAMBLE_LEN - 1] = b'x';
         assert_eq!(parse_preamble(&bad), None);
         assert_eq!(parse_preamble(b"GET / HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn terminal_dial_paths_carry_the_terminal_query() {
+        use super::dial::*;
+        let token = "fedcba9876543210".repeat(4);
+        let p = pty_path(&token, Some("10.0.0.1:7443"), "id=a&cols=80&rows=24");
+        let (path, query) = p.split_once('?').unwrap();
+        assert_eq!(path, PTY_PATH);
+        assert_eq!(
+            parse_pty_query(query),
+            Some((token.clone(), Some("10.0.0.1:7443".to_string())))
+        );
+        let p = pty_path(&token, None, "id=a&command=ls%20-l");
+        let (_, query) = p.split_once('?').unwrap();
+        assert_eq!(parse_pty_query(query), Some((token.clone(), None)));
+        assert_eq!(parse_pty_query("id=a&cols=80"), None, "no token");
+        assert_eq!(parse_pty_query("token=abc&id=a"), None, "short token");
+        assert_eq!(
+            parse_pty_query(&format!("token={token}&token={token}")),
+            None,
+            "a second token"
+        );
+        assert_eq!(
+            parse_pty_query(&format!("token={token}&to=a%20b:1")),
+            None,
+            "a malformed address"
+        );
     }
 }

@@ -62,7 +62,7 @@ pub(super) async fn serve_tls(
                 _ => return,
             }
             if first[0] == relay::dial::MAGIC[0] {
-                super::dial::accept(&dials, tcp, addr).await;
+                super::dial::accept(&dials, tcp, addr, &acceptor).await;
                 return;
             }
             let tls = match tokio::time::timeout(HANDSHAKE_WAIT, acceptor.accept(tcp)).await {

@@ -1,13 +1,16 @@
-//! SSH by dial-back (the protocol is `outpost_api::relay::dial`): instead of a stream on the
-//! agent's TLS tunnel, control asks the agent (through the tunnel) to dial a plain TCP
-//! connection to the agent listener with a one-time token, and splices the client's connection
-//! to it. SSH encrypts and authenticates its own bytes end to end, so nothing is lost by not
-//! wrapping them in TLS again, and control moves them without copying them through user space.
+//! SSH and web terminals by dial-back (the protocol is `outpost_api::relay::dial`): instead
+//! of a stream on the agent's TLS tunnel, control asks the agent (through the tunnel) to dial a
+//! connection of its own to the agent listener with a one-time token. SSH's is plain TCP: SSH
+//! encrypts and authenticates its own bytes end to end, so nothing is lost by not wrapping them
+//! in TLS again, and control splices the client's connection to it without copying them
+//! through user space. A terminal's starts TLS after the preamble, with the agent's client
+//! certificate, which must name the agent control asked; control bridges the browser's
+//! WebSocket to it in one task (no HTTP/2 stream and no task hops per keystroke).
 //!
 //! A token is 256 random bits, registered here only while this replica waits for that one
 //! connection (at most [`DIAL_WAIT`]), used once, and sent to the agent only inside its mTLS
 //! tunnel. A connection with an unknown, used or malformed token is closed without a byte. If
-//! the agent cannot dial (an old agent, a network that only lets its tunnel through), the SSH
+//! the agent cannot dial (an old agent, a network that only lets its tunnel through), the
 //! connection goes through the tunnel as before.
 
 use std::collections::HashMap;
@@ -20,20 +23,38 @@ use outpost_common::LockExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 
 use super::AppState;
 
 /// How long control waits for the agent's connection before using the tunnel instead.
 const DIAL_WAIT: Duration = Duration::from_secs(4);
-/// How long a dialed connection may take to send its preamble.
+/// How long a dialed connection may take to send its preamble (and a terminal's, its TLS
+/// handshake).
 const PREAMBLE_WAIT: Duration = Duration::from_secs(5);
-/// Dial-backs waited for at once; past it SSH goes through the tunnel.
+/// Dial-backs waited for at once; past it connections go through the tunnel.
 const MAX_PENDING: usize = 4096;
+
+/// A connection an agent dialed: plain for SSH, TLS (the agent's certificate checked) for a
+/// terminal.
+pub(super) enum Dialed {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// What a waiter expects on its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Want {
+    /// Plain TCP, acknowledged with [`relay::dial::ACK`] (SSH).
+    Plain,
+    /// TLS started by the agent whose id this is (a terminal).
+    Tls { agent: String },
+}
 
 /// The dial-backs this replica waits for, by token.
 #[derive(Default)]
 pub struct Dials {
-    pending: Mutex<HashMap<String, oneshot::Sender<TcpStream>>>,
+    pending: Mutex<HashMap<String, (Want, oneshot::Sender<Dialed>)>>,
     /// The address agents are told to dial when several replicas share the store (this
     /// replica's own agent listener, from `--replica-url`); None: the agent's own agent URL.
     own: OnceLock<Option<String>>,
@@ -43,7 +64,7 @@ pub struct Dials {
 struct Pending<'a> {
     dials: &'a Dials,
     token: String,
-    rx: oneshot::Receiver<TcpStream>,
+    rx: oneshot::Receiver<Dialed>,
 }
 
 impl Drop for Pending<'_> {
@@ -64,7 +85,7 @@ impl Dials {
         let _ = self.own.set(addr);
     }
 
-    fn register(&self) -> Option<Pending<'_>> {
+    fn register(&self, want: Want) -> Option<Pending<'_>> {
         let mut pending = self.pending.locked();
         if pending.len() >= MAX_PENDING {
             return None;
@@ -74,7 +95,7 @@ impl Dials {
             .map(|b| format!("{b:02x}"))
             .collect();
         let (tx, rx) = oneshot::channel();
-        pending.insert(token.clone(), tx);
+        pending.insert(token.clone(), (want, tx));
         Some(Pending {
             dials: self,
             token,
@@ -82,16 +103,51 @@ impl Dials {
         })
     }
 
-    /// Hands a dialed connection to whoever waits for `token`, after telling the agent so
-    /// ([`relay::dial::ACK`]); false when nobody does.
-    async fn deliver(&self, token: &str, mut tcp: TcpStream) -> bool {
-        let Some(tx) = self.pending.locked().remove(token) else {
+    /// Hands a dialed connection to whoever waits for `token`: a plain one after telling the
+    /// agent so ([`relay::dial::ACK`]), a TLS one once the handshake is done and the agent's
+    /// certificate names the agent asked; false when nobody waits for it or the check fails.
+    /// The token is used up either way.
+    async fn deliver(&self, token: &str, mut tcp: TcpStream, tls: &TlsAcceptor) -> bool {
+        let Some((want, tx)) = self.pending.locked().remove(token) else {
             return false;
         };
-        if tx.is_closed() || tcp.write_all(&[relay::dial::ACK]).await.is_err() {
+        if tx.is_closed() {
             return false;
         }
-        tx.send(tcp).is_ok()
+        let dialed = match want {
+            Want::Plain => {
+                if tcp.write_all(&[relay::dial::ACK]).await.is_err() {
+                    return false;
+                }
+                Dialed::Plain(tcp)
+            }
+            Want::Tls { agent } => {
+                let stream = match tokio::time::timeout(PREAMBLE_WAIT, tls.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        tracing::info!(agent, "a terminal dial-back's TLS handshake failed");
+                        return false;
+                    }
+                };
+                let presented = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::ca::identity_from_cert(c))
+                    .map(|(_, id)| id);
+                if presented.as_deref() != Some(agent.as_str()) {
+                    tracing::warn!(
+                        agent,
+                        presented = presented.as_deref().unwrap_or("none"),
+                        "a terminal dial-back with another identity's certificate; closed"
+                    );
+                    return false;
+                }
+                Dialed::Tls(Box::new(stream))
+            }
+        };
+        tx.send(dialed).is_ok()
     }
 
     /// How many dial-backs are awaited now (tests of the bound).
@@ -103,7 +159,7 @@ impl Dials {
 
 /// A plain connection on the agent listener (its first byte was not TLS's): reads the
 /// preamble, with a deadline, and hands the connection over; anything else is closed.
-pub(super) async fn accept(dials: &Dials, mut tcp: TcpStream, addr: SocketAddr) {
+pub(super) async fn accept(dials: &Dials, mut tcp: TcpStream, addr: SocketAddr, tls: &TlsAcceptor) {
     let mut pre = [0u8; relay::dial::PREAMBLE_LEN];
     match tokio::time::timeout(PREAMBLE_WAIT, tcp.read_exact(&mut pre)).await {
         Ok(Ok(_)) => {}
@@ -116,7 +172,7 @@ pub(super) async fn accept(dials: &Dials, mut tcp: TcpStream, addr: SocketAddr) 
         tracing::debug!(%addr, "agent listener: not TLS and not a dial preamble");
         return;
     };
-    if !dials.deliver(token, tcp).await {
+    if !dials.deliver(token, tcp, tls).await {
         tracing::info!(%addr, "agent listener: a dial-back with an unknown or used token");
     }
 }
@@ -124,9 +180,54 @@ pub(super) async fn accept(dials: &Dials, mut tcp: TcpStream, addr: SocketAddr) 
 /// Asks the agent to dial back for an SSH connection; the connection, or None (the caller uses
 /// a stream on the tunnel).
 pub(super) async fn ssh(state: &AppState, agent_id: &str) -> Option<TcpStream> {
-    let mut pending = state.dials.register()?;
+    match ask(state, agent_id, Want::Plain, relay::dial::path).await {
+        Some(Dialed::Plain(tcp)) => Some(tcp),
+        Some(Dialed::Tls(_)) => None,
+        None => {
+            tracing::info!(agent = agent_id, "SSH dial-back failed; using the tunnel");
+            None
+        }
+    }
+}
+
+/// Asks the agent to dial back, in TLS, for a web terminal (`pty_query`: a `/pty` stream's
+/// query); the agent's connection, or None (the caller uses a stream on the tunnel).
+pub(super) async fn pty(
+    state: &AppState,
+    agent_id: &str,
+    pty_query: &str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let want = Want::Tls {
+        agent: agent_id.to_string(),
+    };
+    match ask(state, agent_id, want, |token, to| {
+        relay::dial::pty_path(token, to, pty_query)
+    })
+    .await
+    {
+        Some(Dialed::Tls(tls)) => Some(*tls),
+        Some(Dialed::Plain(_)) => None,
+        None => {
+            tracing::info!(
+                agent = agent_id,
+                "terminal dial-back failed; using the tunnel"
+            );
+            None
+        }
+    }
+}
+
+/// Registers a token, asks the agent (on its tunnel, here or through the replica holding it)
+/// to dial back with it, and waits at most [`DIAL_WAIT`] for the connection.
+async fn ask(
+    state: &AppState,
+    agent_id: &str,
+    want: Want,
+    path: impl FnOnce(&str, Option<&str>) -> String,
+) -> Option<Dialed> {
+    let mut pending = state.dials.register(want)?;
     let to = state.dials.own.get().cloned().flatten();
-    let path = relay::dial::path(&pending.token, to.as_deref());
+    let path = path(&pending.token, to.as_deref());
     let asked = async {
         let opened = if state.tunnels.is_up(agent_id) {
             super::relay::open_local(state, agent_id, &path).await.ok()
@@ -142,52 +243,157 @@ pub(super) async fn ssh(state: &AppState, agent_id: &str) -> Option<TcpStream> {
             drop(stream);
         }
     };
-    let got = tokio::time::timeout(DIAL_WAIT, async {
+    tokio::time::timeout(DIAL_WAIT, async {
         tokio::select! {
-            tcp = &mut pending.rx => tcp.ok(),
+            dialed = &mut pending.rx => dialed.ok(),
             _ = asked => None,
         }
     })
     .await
     .ok()
-    .flatten();
-    if got.is_none() {
-        tracing::info!(agent = agent_id, "SSH dial-back failed; using the tunnel");
-    }
-    got
+    .flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::CaSet;
+    use crate::secrets::Keyring;
+
+    fn acceptor(dir: &std::path::Path) -> (CaSet, TlsAcceptor) {
+        let keys = Keyring::load(None, &Keyring::default_file(dir)).unwrap();
+        let ca = CaSet::load(dir, &keys).unwrap();
+        let cfg = ca.agent_server_config(&["localhost".to_string()]).unwrap();
+        (ca, TlsAcceptor::from(std::sync::Arc::new(cfg)))
+    }
+
+    /// An agent's TLS client config: a fresh key, a certificate naming `agent`.
+    fn agent_tls(ca: &CaSet, agent: &str) -> tokio_rustls::TlsConnector {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let cert = ca
+            .signing
+            .sign_agent_csr(&csr, "ws", agent, Duration::from_secs(600))
+            .unwrap();
+        let chain = format!("{}{}", cert.pem, ca.signing.cert_pem());
+        let cfg =
+            outpost_common::tls::client_config(&ca.pins(), Some((&chain, &key.serialize_pem())))
+                .unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    }
+
+    /// A connected pair: (control's end, the agent's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, agent)
+    }
 
     #[tokio::test]
     async fn tokens_are_single_use_and_forgotten_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_ca, tls) = acceptor(dir.path());
         let dials = Dials::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let p = dials.register().unwrap();
+        let p = dials.register(Want::Plain).unwrap();
         assert!(relay::dial::valid_token(&p.token));
         let token = p.token.clone();
-        let a = TcpStream::connect(addr).await.unwrap();
-        let (mut a_far, _) = listener.accept().await.unwrap();
-        assert!(dials.deliver(&token, a).await);
+        let (a, mut a_far) = pair().await;
+        assert!(dials.deliver(&token, a, &tls).await);
         let mut ack = [0u8; 1];
         a_far.read_exact(&mut ack).await.unwrap();
         assert_eq!(ack[0], relay::dial::ACK, "the agent is told");
-        let b = TcpStream::connect(addr).await.unwrap();
-        assert!(!dials.deliver(&token, b).await, "used once");
+        let (b, _b_far) = pair().await;
+        assert!(!dials.deliver(&token, b, &tls).await, "used once");
         let mut p = p;
-        assert!((&mut p.rx).await.is_ok());
-        let q = dials.register().unwrap();
+        assert!(matches!((&mut p.rx).await, Ok(Dialed::Plain(_))));
+        let q = dials.register(Want::Plain).unwrap();
         let t2 = q.token.clone();
         drop(q);
         assert_eq!(dials.waiting(), 0);
-        let c = TcpStream::connect(addr).await.unwrap();
+        let (c, _c_far) = pair().await;
         assert!(
-            !dials.deliver(&t2, c).await,
+            !dials.deliver(&t2, c, &tls).await,
             "forgotten when the waiter gave up"
         );
+    }
+
+    /// A terminal's dial-back is TLS with the asked agent's certificate: another agent's
+    /// certificate (a workspace's own agent key, used from inside it), no certificate, or plain
+    /// bytes get nothing, and the token is used up.
+    #[tokio::test]
+    async fn terminal_dial_backs_need_the_asked_agents_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, tls) = acceptor(dir.path());
+        let dials = Dials::default();
+        let name = || rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let want = || Want::Tls {
+            agent: "ag-1".to_string(),
+        };
+
+        // Another agent's certificate.
+        let mut p = dials.register(want()).unwrap();
+        let token = p.token.clone();
+        let (ours, theirs) = pair().await;
+        let other = agent_tls(&ca, "ag-2");
+        let client = tokio::spawn(async move { other.connect(name(), theirs).await });
+        assert!(!dials.deliver(&token, ours, &tls).await);
+        assert!((&mut p.rx).await.is_err(), "the waiter got nothing");
+        // TLS 1.3: the client may finish before the server says no; its stream is then closed.
+        if let Ok(Ok(mut s)) = client.await {
+            let mut b = [0u8; 1];
+            assert!(!matches!(s.read(&mut b).await, Ok(1)));
+        }
+        let (again, _far) = pair().await;
+        assert!(!dials.deliver(&token, again, &tls).await, "used up");
+
+        // No certificate at all.
+        let mut p = dials.register(want()).unwrap();
+        let token = p.token.clone();
+        let (ours, theirs) = pair().await;
+        let anon = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            outpost_common::tls::client_config(&ca.pins(), None).unwrap(),
+        ));
+        let client = tokio::spawn(async move { anon.connect(name(), theirs).await });
+        assert!(!dials.deliver(&token, ours, &tls).await);
+        assert!((&mut p.rx).await.is_err());
+        let _ = client.await;
+
+        // Plain bytes where TLS is expected.
+        let mut p = dials.register(want()).unwrap();
+        let token = p.token.clone();
+        let (ours, mut theirs) = pair().await;
+        theirs.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
+        assert!(!dials.deliver(&token, ours, &tls).await);
+        assert!((&mut p.rx).await.is_err());
+
+        // The asked agent's own certificate: the waiter gets the stream, and bytes flow.
+        let mut p = dials.register(want()).unwrap();
+        let token = p.token.clone();
+        let (ours, theirs) = pair().await;
+        let right = agent_tls(&ca, "ag-1");
+        let client = tokio::spawn(async move {
+            let mut s = right.connect(name(), theirs).await.unwrap();
+            s.write_all(b"hi").await.unwrap();
+            s.flush().await.unwrap();
+            s
+        });
+        assert!(dials.deliver(&token, ours, &tls).await);
+        let Ok(Dialed::Tls(mut got)) = (&mut p.rx).await else {
+            panic!("the waiter gets the TLS stream");
+        };
+        let mut b = [0u8; 2];
+        got.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"hi");
+        drop(client.await.unwrap());
+        drop(p);
+        assert_eq!(dials.waiting(), 0);
     }
 
     #[test]

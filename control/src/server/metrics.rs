@@ -115,6 +115,7 @@ pub struct Metrics {
     relay_open: Family<KindLabels, Gauge>,
     relay_bytes: Family<BytesLabels, Counter>,
     relay_ssh_paths: Family<PathLabels, Counter>,
+    relay_pty_paths: Family<PathLabels, Counter>,
     builds: Family<BuildLabels, Counter>,
     build_seconds: Family<TransitionLabels, Histogram, fn() -> Histogram>,
     held_polls: Gauge<i64, AtomicI64>,
@@ -144,6 +145,7 @@ impl Metrics {
             relay_open: Family::default(),
             relay_bytes: Family::default(),
             relay_ssh_paths: Family::default(),
+            relay_pty_paths: Family::default(),
             builds: Family::default(),
             build_seconds: Family::new_with_constructor(build_histogram),
             held_polls: Gauge::default(),
@@ -183,6 +185,12 @@ impl Metrics {
             "Relayed SSH connections by the path their bytes took (dial: the agent's own TCP \
              connection, spliced; tunnel: a stream on its TLS tunnel)",
             m.relay_ssh_paths.clone(),
+        );
+        registry.register(
+            "relay_pty_paths",
+            "Web terminals by the path their bytes took (dial: the agent's own TLS connection; \
+             tunnel: a stream on its TLS tunnel)",
+            m.relay_pty_paths.clone(),
         );
         registry.register(
             "builds",
@@ -275,6 +283,12 @@ impl Metrics {
     /// A relayed SSH connection went by `path` ("dial" or "tunnel").
     pub fn relay_ssh_path(&self, path: &str) {
         self.relay_ssh_paths
+            .get_or_create(&PathLabels { path: path.into() })
+            .inc();
+    }
+
+    pub fn relay_pty_path(&self, path: &str) {
+        self.relay_pty_paths
             .get_or_create(&PathLabels { path: path.into() })
             .inc();
     }

@@ -341,7 +341,10 @@ pub(super) async fn open(
 
 /// The agent id of a running workspace (else a conflict saying how to start it); counts as
 /// the workspace's activity.
-async fn ready_agent(state: &AppState, w: &crate::store::WorkspaceRow) -> ApiResult<String> {
+pub(super) async fn ready_agent(
+    state: &AppState,
+    w: &crate::store::WorkspaceRow,
+) -> ApiResult<String> {
     let name = &w.name;
     let view = super::workspaces::workspace_view(state, w).await?;
     if view.status != WorkspaceStatus::Running {
@@ -359,7 +362,7 @@ async fn ready_agent(state: &AppState, w: &crate::store::WorkspaceRow) -> ApiRes
 }
 
 /// Opens a stream on an agent's tunnel, here or through the replica holding it.
-async fn open_agent(
+pub(super) async fn open_agent(
     state: &AppState,
     agent: &str,
     path: &str,

@@ -548,26 +548,35 @@ pub(super) async fn pty(
     }
     let w = super::lookup::connect_workspace(&state, &auth, &name, super::lookup::Reach::Terminal)
         .await?;
-    let mut path = format!(
-        "{}?id={}&cols={}&rows={}",
-        outpost_api::relay::stream::PTY,
-        pct(&q.session),
-        q.cols,
-        q.rows
-    );
+    let mut query = format!("id={}&cols={}&rows={}", pct(&q.session), q.cols, q.rows);
     if let Some(c) = &q.command {
-        path.push_str(&format!("&command={}", pct(c)));
+        query.push_str(&format!("&command={}", pct(c)));
     }
-    let (tx, down) = super::relay::open(&state, &w, &path).await?;
+    let agent = super::relay::ready_agent(&state, &w).await?;
     let cut = state.user_cut(&auth.user.id);
-    Ok(ws
-        .max_message_size(1 << 20)
-        .on_upgrade(move |socket| async move {
+    // tungstenite zero-fills its whole read buffer (128 KiB by default) before every read,
+    // a keystroke's included: 8 KiB reads keep that cost off each keystroke (a paste still
+    // arrives whole, over several reads).
+    let ws = ws.max_message_size(1 << 20).read_buffer_size(8 * 1024);
+    // The agent's own TLS connection where it can dial one (see dial.rs), else a tunnel stream.
+    if let Some(tls) = super::dial::pty(&state, &agent, &query).await {
+        state.metrics.relay_pty_path("dial");
+        return Ok(ws.on_upgrade(move |socket| async move {
             tokio::select! {
-                _ = bridge(socket, tx, down) => {}
+                _ = bridge_direct(socket, tls) => {}
                 _ = cut => {}
             }
-        }))
+        }));
+    }
+    state.metrics.relay_pty_path("tunnel");
+    let path = format!("{}?{query}", outpost_api::relay::stream::PTY);
+    let (tx, down) = super::relay::open_agent(&state, &agent, &path).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        tokio::select! {
+            _ = bridge(socket, tx, down) => {}
+            _ = cut => {}
+        }
+    }))
 }
 
 /// The origin (`scheme://host[:port]`) of a URL, without its path.
@@ -638,6 +647,48 @@ async fn bridge(socket: WebSocket, tx: super::relay::FrameSender, mut down: hype
         _ = up => {}
         _ = down => {}
     }
+}
+
+/// WebSocket messages <-> the agent's dialed TLS connection, in this one task: a keystroke is
+/// read from the WebSocket and written to the agent, the terminal's output read from the agent
+/// and written to the WebSocket, with no channel or other task in between.
+async fn bridge_direct<S>(mut socket: WebSocket, mut agent: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use outpost_api::relay::pty as relay_pty;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        tokio::select! {
+            msg = socket.recv() => {
+                let (kind, payload): (u8, &[u8]) = match &msg {
+                    Some(Ok(Message::Binary(b))) if !b.is_empty() => (b[0], &b[1..]),
+                    Some(Ok(Message::Text(t))) => (relay_pty::KIND_INPUT, t.as_bytes()),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
+                };
+                let frame = relay_pty::encode(kind, payload);
+                if agent.write_all(&frame).await.is_err() || agent.flush().await.is_err() {
+                    break;
+                }
+            }
+            n = agent.read(&mut buf) => {
+                let n = match n {
+                    Ok(0) | Err(_) => {
+                        let _ = socket.send(Message::Close(None)).await;
+                        break;
+                    }
+                    Ok(n) => n,
+                };
+                let out = bytes::Bytes::copy_from_slice(&buf[..n]);
+                if socket.send(Message::Binary(out)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = agent.shutdown().await;
 }
 
 #[cfg(test)]
