@@ -1,7 +1,9 @@
 //! The relay tunnel: the agent dials control's agent API (mTLS), upgrades the connection, then
 //! serves HTTP/2 on it, so control opens one stream per client (reversed HTTP/2). Streams:
 //! `/ssh` (an SSH connection to the agent's server), `/tcp/PORT` (a connection to a port in
-//! the workspace) and `/pty?id=..` (a web terminal session, see `pty.rs`). Re-established with backoff.
+//! the workspace), `/pty?id=..` (a web terminal session, see `terminal.rs`), and the
+//! dial-backs `/ssh/dial` and `/pty/dial` (the agent connects to control again, for one SSH
+//! connection in plain TCP or one terminal client in TLS). Re-established with backoff.
 
 use std::convert::Infallible;
 use std::sync::Arc;

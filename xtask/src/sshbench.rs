@@ -79,6 +79,8 @@ pub struct Rig {
     pub token: String,
     pub bin: std::path::PathBuf,
     pub rt: tokio::runtime::Runtime,
+    /// The server's Prometheus endpoint (`--metrics-listen`), `HOST:PORT`.
+    pub metrics: String,
     /// A second replica on the same PostgreSQL (its API URL), when there is one.
     pub replica: Option<(crate::bench::ServerProc, String)>,
     /// The bench's own database, dropped at the end.
@@ -89,6 +91,20 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// The value of a Prometheus counter or gauge line starting with `series` (name and
+    /// labels, as the server prints them); 0 when absent.
+    pub fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&self.metrics)?;
+        c.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).as_bytes())?;
+        let mut body = String::new();
+        c.read_to_string(&mut body)?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     pub fn outpost(&self, args: &[&str]) -> anyhow::Result<String> {
         outpost_cli(&self.bin, &self.cli_dir, args)
     }
@@ -208,10 +224,11 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
     } else {
         None
     };
-    let extra: Vec<&str> = match &pg {
-        Some(url) => vec!["--postgres-url", url],
-        None => vec![],
-    };
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let mut extra: Vec<&str> = vec!["--metrics-listen", &metrics];
+    if let Some(url) = &pg {
+        extra.extend(["--postgres-url", url]);
+    }
     let server = start_server(bin, &data, ("127.0.0.1:0", "127.0.0.1:0"), &extra)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -293,6 +310,7 @@ pub fn setup(bin: &Path, tag: &str) -> anyhow::Result<Rig> {
         token,
         bin: bin.to_path_buf(),
         rt,
+        metrics,
         replica,
         database: pg,
         server,

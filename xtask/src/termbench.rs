@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -64,44 +63,12 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
         rig.server.url.replacen("http", "ws", 1),
         outpost_api::percent_encode(CAT)
     );
-    let token = rig.token.clone();
-    let web_ms: Vec<f64> = rig.rt.block_on(async move {
-        let mut req = ws_url.into_client_request()?;
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
-        // A browser's WebSocket does not zero-fill 128 KiB before each read, as tungstenite's
-        // default read buffer does: the bench's client reads 8 KiB at a time, as control does.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(8 * 1024);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
-        let mut seen = Vec::new();
-        while !String::from_utf8_lossy(&seen).contains("READY") {
-            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-                Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
-                Ok(Some(Ok(_))) => {}
-                other => bail!("the terminal did not start: {other:?}"),
-            }
-        }
-        let mut v = Vec::with_capacity(n);
-        for i in 0..(n + 50) {
-            let b = b'a' + (i % 26) as u8;
-            let t = Instant::now();
-            ws.send(Message::Binary(vec![0u8, b].into())).await?;
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Binary(m))) if m.contains(&b) => break,
-                    Some(Ok(_)) => {}
-                    other => bail!("the terminal closed: {other:?}"),
-                }
-            }
-            if i >= 50 {
-                v.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-        }
-        let _ = ws.close(None).await;
-        Ok::<_, anyhow::Error>(v)
-    })?;
+    let web_ms = web_keystrokes(&ws_url, &rig.token, n)?;
+    let path = if rig.metric("outpost_relay_pty_paths_total{path=\"dial\"}")? >= 1.0 {
+        "the agent's own TLS connection (dial-back)"
+    } else {
+        "a stream on the agent's HTTP/2 tunnel (the dial-back failed)"
+    };
 
     // 3. Each part on its own (xtask/src/termhops.rs).
     let api = outpost_api::Client::new(&rig.server.url, Some(rig.token.clone()));
@@ -132,7 +99,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     eprintln!("web terminal: p50 {w50:.3} ms, p99 {w99:.3} ms");
     eprintln!("pty+cat {p50:.3} ms, tcp echo {t50:.3} ms, relay to the echo {r50:.3} ms (p50)");
     let title = format!(
-        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a WebSocket client with an API token -> control -> relay (mTLS, HTTP/2) -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run. The parts, timed alone in the same run (p50s): a PTY with `cat` written and read by the bench (what both paths share); one loopback TCP round trip to an echo server; the same echo through control's TCP relay (client -> control -> the agent's mTLS HTTP/2 tunnel -> agent -> echo: the web terminal's path without the WebSocket and the PTY). The split rows subtract them: each keystroke path without the PTY's own time, side by side; and the relay over a direct round trip to the same echo, which is control's hop and the tunnel.",
+        "bench terminal, {}\n\nMachine: {}. {n} keystrokes after 50 warm-up ones, one at a time: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a blocking WebSocket client with an API token (as the ssh side's blocking pipe reads) -> control -> {path} -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, same run. The parts, timed alone in the same run (p50s): a PTY with `cat` written and read by the bench (what both paths share); one loopback TCP round trip to an echo server; the same echo through control's TCP relay (client -> control -> the agent's mTLS HTTP/2 tunnel -> agent -> echo: the web terminal's path without the WebSocket and the PTY). The split rows subtract them: each keystroke path without the PTY's own time, side by side; and the relay over a direct round trip to the same echo, which is control's hop and the tunnel.",
         crate::bench::date(),
         machine()
     );
@@ -172,7 +139,7 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
             None,
         ),
         (
-            "split: the web terminal's path (web terminal minus PTY + cat: WebSocket, control, tunnel, agent)",
+            "split: the web terminal's path (web terminal minus PTY + cat: WebSocket, control, agent)",
             us(w50 - p50),
             "µs",
             "sshd's path (same run)",
@@ -239,6 +206,53 @@ pub(crate) fn keystrokes(
             v.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
+    Ok(v)
+}
+
+/// The web terminal's keystrokes, from a blocking WebSocket client on this thread (as the
+/// ssh side reads its pipe: no runtime and no thread between the socket and the clock). Its
+/// reads are 8 KiB: tungstenite zero-fills its whole read buffer (128 KiB by default) before
+/// each read, which a browser's WebSocket does not.
+fn web_keystrokes(url: &str, token: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+    use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, r)| r.split('/').next())
+        .context("the WebSocket URL")?;
+    let tcp = std::net::TcpStream::connect(authority)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) = tungstenite::client::client_with_config(req, tcp, Some(config))
+        .map_err(|e| anyhow::anyhow!("the terminal WebSocket: {e}"))?;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("READY") {
+        match ws.read()? {
+            Message::Binary(b) => seen.extend_from_slice(&b),
+            Message::Close(_) => bail!("the terminal did not start"),
+            _ => {}
+        }
+    }
+    let mut v = Vec::with_capacity(n);
+    for i in 0..(n + 50) {
+        let b = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        ws.send(Message::Binary(vec![0u8, b].into()))?;
+        loop {
+            match ws.read()? {
+                Message::Binary(m) if m.contains(&b) => break,
+                Message::Close(_) => bail!("the terminal closed"),
+                _ => {}
+            }
+        }
+        if i >= 50 {
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = ws.close(None);
     Ok(v)
 }
 
