@@ -32,6 +32,9 @@ pub(crate) struct Opts {
     /// Runs control under heaptrack until the end of the steady window and reports where its
     /// heap goes (the single-server bench only).
     pub heap_profile: bool,
+    /// Load processes the simulated agents are spread over (`--replicas` on PostgreSQL), for
+    /// more agents than one process may hold descriptors for.
+    pub load_processes: usize,
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         builds: 100,
         connect_concurrency: 0,
         heap_profile: false,
+        load_processes: 1,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -59,6 +63,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 o.connect_concurrency = it.next().context("--connect-concurrency N")?.parse()?
             }
             "--heap-profile" => o.heap_profile = true,
+            "--load-processes" => {
+                o.load_processes = it.next().context("--load-processes P")?.parse()?
+            }
             "--daemons" => {
                 o.daemons = it
                     .next()
@@ -73,17 +80,27 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     raise_nofile();
     // Every agent holds a descriptor in this process and one in control: past the limit the
     // connections would fail one by one and the bench would wait out its timeouts.
+    // With several replicas and load processes, each holds its share.
     let limit = nofile_limit();
-    if o.count as u64 + NOFILE_SPARE > limit {
+    let share = o.count.div_ceil(o.replicas.min(o.load_processes).max(1)) as u64;
+    if share + NOFILE_SPARE > limit {
         bail!(
             "--count {} needs more open files than this machine allows ({limit}, the hard limit, \
              which only root with CAP_SYS_RESOURCE can raise): each agent holds a descriptor in \
-             this process and in control. Use --count {} or less here, or raise `ulimit -Hn`.",
+             a load process and in control. Use --count {} or less here, raise `ulimit -Hn`, or \
+             spread them with --replicas K --load-processes P (PostgreSQL).",
             o.count,
             limit.saturating_sub(NOFILE_SPARE)
         );
     }
     crate::cargo(&["build", "--release", "--bins"])?;
+    if o.load_processes > 1 {
+        anyhow::ensure!(
+            o.replicas > 1,
+            "--load-processes needs --replicas K (PostgreSQL)"
+        );
+        return crate::agents_many::run(o);
+    }
     if o.replicas > 1 {
         return crate::agents_replicas::run(o);
     }

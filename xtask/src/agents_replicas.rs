@@ -21,7 +21,89 @@ use crate::agents::{cpu_ticks, Opts};
 use crate::agentsim::{self, Shared};
 use crate::bench::{first_user, machine, pct, rss_kib, start_server, write_results, ServerProc};
 
-const KEY: &str = "bench-provisioner-key-0123456789";
+pub(crate) const KEY: &str = "bench-provisioner-key-0123456789";
+
+/// Replicas started on one database: the first makes the first user (its token here), the
+/// others share its secrets key.
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+pub(crate) struct Replicas {
+    pub servers: Vec<Option<ServerProc>>,
+    pub token: String,
+    pub api_urls: Vec<String>,
+    pub agent_urls: Vec<String>,
+    pub pids: Vec<u32>,
+    /// Each replica's server flags (to restart it as it was).
+    pub flags: Vec<Vec<String>>,
+}
+
+/// Starts `k` replicas on the PostgreSQL database `db`, the data of replica `i` in `tmp/rI`.
+pub(crate) fn start_replicas(
+    rt: &tokio::runtime::Runtime,
+    bin: &std::path::Path,
+    tmp: &std::path::Path,
+    db: &str,
+    k: usize,
+) -> anyhow::Result<Replicas> {
+    let common: Vec<String> = [
+        "--postgres-url",
+        db,
+        "--provisioner-daemons",
+        "0",
+        "--provisioner-key",
+        KEY,
+        "--heartbeat-secs",
+        "15",
+        "--job-lease-secs",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let any = ("127.0.0.1:0", "127.0.0.1:0");
+    let mut servers: Vec<Option<ServerProc>> = vec![Some(start_server(
+        bin,
+        &tmp.join("r0"),
+        any,
+        &as_refs(&common),
+    )?)];
+    let mut flags = vec![common.clone()];
+    let first = servers[0].as_ref().context("replica 0")?;
+    let token = rt.block_on(first_user(&first.url, &first.data, "bench-password"))?;
+    // The others after the first user (a replica of an empty store makes its own setup token).
+    let key_file = tmp.join("r0/secrets.key").display().to_string();
+    for i in 1..k {
+        let mut f = common.clone();
+        f.extend(["--secrets-key-file".to_string(), key_file.clone()]);
+        servers.push(Some(start_server(
+            bin,
+            &tmp.join(format!("r{i}")),
+            any,
+            &as_refs(&f),
+        )?));
+        flags.push(f);
+    }
+    let mut api_urls = Vec::new();
+    let mut agent_urls = Vec::new();
+    let mut pids = Vec::new();
+    for s in servers.iter().flatten() {
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.data.join("server.json"))?)?;
+        api_urls.push(s.url.clone());
+        agent_urls.push(info["agent_url"].as_str().unwrap_or_default().to_string());
+        pids.push(s.child.id());
+    }
+    Ok(Replicas {
+        servers,
+        token,
+        api_urls,
+        agent_urls,
+        pids,
+        flags,
+    })
+}
 
 struct Daemon(Child);
 
@@ -62,48 +144,17 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     let bin = crate::root().join("target/release");
     let tmp = std::env::temp_dir().join(format!("outpost-bench-replicas-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let common = [
-        "--postgres-url",
-        &db,
-        "--provisioner-daemons",
-        "0",
-        "--provisioner-key",
-        KEY,
-        "--heartbeat-secs",
-        "15",
-        "--job-lease-secs",
-        "60",
-    ];
-    let any = ("127.0.0.1:0", "127.0.0.1:0");
-    let mut servers: Vec<Option<ServerProc>> =
-        vec![Some(start_server(&bin, &tmp.join("r0"), any, &common)?)];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let first = servers[0].as_ref().context("replica 0")?;
-    let token = rt.block_on(first_user(&first.url, &first.data, "bench-password"))?;
-    // The others after the first user (a replica of an empty store makes its own setup token).
-    let key_file = tmp.join("r0/secrets.key").display().to_string();
-    for i in 1..k {
-        let mut flags = common.to_vec();
-        flags.extend_from_slice(&["--secrets-key-file", &key_file]);
-        servers.push(Some(start_server(
-            &bin,
-            &tmp.join(format!("r{i}")),
-            any,
-            &flags,
-        )?));
-    }
-    let mut api_urls = Vec::new();
-    let mut agent_urls = Vec::new();
-    let mut pids = Vec::new();
-    for s in servers.iter().flatten() {
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(s.data.join("server.json"))?)?;
-        api_urls.push(s.url.clone());
-        agent_urls.push(info["agent_url"].as_str().unwrap_or_default().to_string());
-        pids.push(s.child.id());
-    }
+    let Replicas {
+        mut servers,
+        token,
+        api_urls,
+        agent_urls,
+        pids,
+        ..
+    } = start_replicas(&rt, &bin, &tmp, &db, k)?;
     let agent_urls = Arc::new(agent_urls);
 
     let result = rt.block_on(async {

@@ -11,6 +11,7 @@ use serde_json::json;
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("agents") => crate::agents::main(&args[1..]),
+        Some("agents-load") => crate::agents_many::load_main(&args[1..]),
         Some("ssh") => crate::sshbench::main(&args[1..]),
         Some("terminal") => crate::termbench::main(&args[1..]),
         Some("rig") => crate::sshbench::hold(),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: ci, test, demo, bench, fuzz.
 
 mod agents;
+mod agents_many;
 mod agents_replicas;
 mod agentsim;
 mod agentstart;

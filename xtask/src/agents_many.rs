@@ -1,0 +1,515 @@
+//! `cargo xtask bench agents --count N --replicas K --load-processes P` (PostgreSQL): more agents
+//! than one process may hold descriptors for. Each agent is one TLS connection, so one
+//! descriptor in control and one in the load generator; where the hard open-file limit is
+//! below N (20,000 on the VM this was written on, not raisable without CAP_SYS_RESOURCE) control
+//! runs as K replicas on one machine and one database, and the simulated agents run in P load
+//! processes (`bench agents-load`, this binary again), agent `i` in process `i % P`.
+//!
+//! The parent creates the workspaces and bootstraps every agent (a few connections at a time),
+//! hands each load process its agents' credentials in a file, and talks to it over its stdin
+//! and stdout (one line each way, below). Measured: heartbeat latency over a steady window,
+//! control's CPU and memory summed over its replicas, every replica killed (SIGKILL) and
+//! restarted and the time until every agent polls again, command delivery.
+//!
+//! Load process protocol. In: `record on`, `record off`, `reset` (forget who saw an outage),
+//! `report`. Out: `status CONNECTED BACK` twice a second (BACK: agents that saw the outage and
+//! polled since), `stopped NAME MS` when an agent's poll returns a stop (ms since the epoch),
+//! `report JSON` (its heartbeats, failures).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use outpost_agent::credentials::Credentials;
+use outpost_api::*;
+
+use crate::agents::{cpu_ticks, Opts};
+use crate::agentsim::{self, Shared};
+use crate::bench::{machine, pct, rss_kib, start_server, write_results};
+
+/// One agent as a load process gets it: workspace name, credentials, the URL index it starts
+/// on, its index (its source address).
+type Slot = (String, Credentials, usize, usize);
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Report {
+    /// (sent, ms since the epoch; latency, µs; whether its agent saw the outage).
+    heartbeats: Vec<(u64, u64, bool)>,
+    heartbeat_errors: u64,
+    poll_errors: u64,
+    errors: Vec<(String, u64)>,
+}
+
+/// What the parent knows of a load process, from its output.
+#[derive(Default)]
+struct View {
+    connected: usize,
+    back: usize,
+    stops: HashMap<String, u64>,
+    report: Option<Report>,
+    ended: bool,
+}
+
+struct Load {
+    child: Child,
+    stdin: ChildStdin,
+    view: Arc<Mutex<View>>,
+}
+
+impl Load {
+    fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn views<T>(loads: &[Load], f: impl Fn(&View) -> T) -> Vec<T> {
+    loads
+        .iter()
+        .map(|l| f(&l.view.lock().unwrap_or_else(|p| p.into_inner())))
+        .collect()
+}
+
+/// Waits until `f` summed over the load processes reaches `n`.
+fn wait_sum(
+    loads: &[Load],
+    n: usize,
+    within: Duration,
+    f: fn(&View) -> usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    loop {
+        let got: usize = views(loads, f).into_iter().sum();
+        if got >= n {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        if views(loads, |v| v.ended).into_iter().any(|e| e) {
+            bail!("a load process ended ({got} of {n})");
+        }
+        if t.elapsed() > within {
+            bail!("{got} of {n} after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::Result<Load> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["bench", "agents-load", "--file"])
+        .arg(file)
+        .args(["--urls", &urls.join(","), "--connect-concurrency"])
+        .arg(gate.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let view = Arc::new(Mutex::new(View::default()));
+    let v = view.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut g = v.lock().unwrap_or_else(|p| p.into_inner());
+            let mut w = line.splitn(3, ' ');
+            match (w.next(), w.next(), w.next()) {
+                (Some("status"), Some(c), Some(b)) => {
+                    g.connected = c.parse().unwrap_or(0);
+                    g.back = b.parse().unwrap_or(0);
+                }
+                (Some("stopped"), Some(name), Some(ms)) => {
+                    g.stops.insert(name.to_string(), ms.parse().unwrap_or(0));
+                }
+                (Some("report"), Some(_), _) => {
+                    g.report = line
+                        .strip_prefix("report ")
+                        .and_then(|j| serde_json::from_str(j).ok());
+                }
+                _ => {}
+            }
+        }
+        v.lock().unwrap_or_else(|p| p.into_inner()).ended = true;
+    });
+    Ok(Load { child, stdin, view })
+}
+
+pub fn run(o: Opts) -> anyhow::Result<()> {
+    outpost_common::tls::install_provider();
+    let db = match &o.pg {
+        Some(u) => u.clone(),
+        None => crate::bench::fresh_database("many", "")?.context(
+            "bench agents --load-processes needs PostgreSQL: set OUTPOST_BENCH_POSTGRES_URL (an admin URL) or pass --postgres-url (an empty database)",
+        )?,
+    };
+    let (k, n, p) = (o.replicas, o.count, o.load_processes);
+    let bin = crate::root().join("target/release");
+    let tmp = std::env::temp_dir().join(format!("outpost-bench-many-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut r = crate::agents_replicas::start_replicas(&rt, &bin, &tmp, &db, k)?;
+    let apis: Vec<Client> = r
+        .api_urls
+        .iter()
+        .map(|u| Client::new(u, Some(r.token.clone())))
+        .collect();
+    let prov = Client::new(
+        &r.api_urls[0],
+        Some(crate::agents_replicas::KEY.to_string()),
+    );
+
+    // Workspaces, then every agent's credentials (bootstrapped here, 64 at a time).
+    let (bundles, create_secs) = rt.block_on(agentsim::make_bundles(&apis, &prov, n))?;
+    let rss_idle: u64 = r.pids.iter().map(|p| rss_kib(*p)).sum();
+    let (creds, boot_rate) = rt.block_on(agentsim::bootstrap_all(bundles, &r.agent_urls))?;
+    let mut slices: Vec<Vec<Slot>> = (0..p).map(|_| Vec::new()).collect();
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, (name, c, at)) in creds.into_iter().enumerate() {
+        owner.insert(name.clone(), i % p);
+        slices[i % p].push((name, c, at, i));
+    }
+    let mut loads = Vec::new();
+    for (j, slice) in slices.iter().enumerate() {
+        let file = tmp.join(format!("load-{j}.json"));
+        // Private keys: readable by this user only.
+        outpost_common::fs::write_private(&file, &serde_json::to_vec(slice)?)?;
+        loads.push(spawn_load(&file, &r.agent_urls, o.connect_concurrency)?);
+    }
+    drop(slices);
+    let connected = wait_sum(&loads, n, Duration::from_secs(600), |v| v.connected)?;
+    eprintln!("all {n} connected after {connected:.1}s: {k} replicas, {p} load processes");
+
+    // Steady window.
+    std::thread::sleep(Duration::from_secs(16));
+    for l in &mut loads {
+        l.say("record on")?;
+    }
+    let load_pids: Vec<u32> = loads.iter().map(|l| l.child.id()).collect();
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
+    let (c0, l0, m0, t0) = (
+        ticks(&r.pids),
+        ticks(&load_pids),
+        crate::cpustat::machine_cpu_secs(),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(o.steady_secs));
+    let secs = t0.elapsed().as_secs_f64();
+    let (cores, load_cores, machine_cores) = (
+        (ticks(&r.pids) - c0) / secs,
+        (ticks(&load_pids) - l0) / secs,
+        (crate::cpustat::machine_cpu_secs() - m0) / secs,
+    );
+    for l in &mut loads {
+        l.say("record off")?;
+    }
+    let rss: Vec<u64> = r.pids.iter().map(|p| rss_kib(*p)).collect();
+    let rss_sum: u64 = rss.iter().sum();
+    eprintln!(
+        "steady: control {cores:.2} cores, RSS {} MiB over {k} replicas; load {load_cores:.2} cores",
+        rss_sum / 1024
+    );
+
+    // Every replica killed (SIGKILL) and restarted on its own addresses.
+    for l in &mut loads {
+        l.say("reset")?;
+    }
+    let mut listens = Vec::new();
+    for s in r.servers.iter_mut() {
+        let Some(mut s) = s.take() else { continue };
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.data.join("server.json"))?)?;
+        let addr = |key: &str| {
+            info[key]
+                .as_str()
+                .unwrap_or_default()
+                .split_once("://")
+                .map(|(_, a)| a.trim_end_matches('/').to_string())
+                .unwrap_or_default()
+        };
+        listens.push((s.data.clone(), addr("api_url"), addr("agent_url")));
+        crate::heap::kill9(s.child.id());
+        let _ = s.child.wait();
+    }
+    let killed = Instant::now();
+    for (i, (data, api, agent)) in listens.iter().enumerate() {
+        let flags: Vec<&str> = r.flags[i].iter().map(String::as_str).collect();
+        r.servers[i] = Some(start_server(&bin, data, (api, agent), &flags)?);
+    }
+    let restarted = killed.elapsed().as_secs_f64();
+    r.pids = r.servers.iter().flatten().map(|s| s.child.id()).collect();
+    wait_sum(&loads, n, Duration::from_secs(300), |v| v.back)?;
+    let back = killed.elapsed().as_secs_f64() - restarted;
+    eprintln!("all {n} back {back:.1}s after the restart");
+
+    // Command delivery: stops through the replicas in turn, 20 ms apart.
+    let names: Vec<String> = owner.keys().take(o.sample.min(n)).cloned().collect();
+    let sent = rt.block_on(async {
+        let mut sent = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let t = agentsim::now_ms();
+            let _: Build = apis[i % k]
+                .post(
+                    &format!("/api/v1/workspaces/{name}/builds"),
+                    &BuildRequest {
+                        action: WorkspaceAction::Stop,
+                        parameters: Default::default(),
+                    },
+                )
+                .await?;
+            sent.push((name.clone(), t));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, anyhow::Error>(sent)
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut delivery = Vec::new();
+    for (name, t) in &sent {
+        let j = owner[name];
+        loop {
+            let got = views(&loads[j..=j], |v| v.stops.get(name).copied())[0];
+            if let Some(at) = got {
+                delivery.push(at.saturating_sub(*t) as f64);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("a stop command for {name} was never delivered");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let rss_after: u64 = r.pids.iter().map(|p| rss_kib(*p)).sum();
+
+    // The load processes' heartbeats.
+    for l in &mut loads {
+        l.say("report")?;
+    }
+    let t = Instant::now();
+    while views(&loads, |v| v.report.is_some()).contains(&false) {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("a load process did not report");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut hb: Vec<f64> = Vec::new();
+    let (mut hb_errors, mut errors) = (0u64, Vec::new());
+    for l in &loads {
+        let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rep) = &g.report {
+            hb.extend(rep.heartbeats.iter().map(|(_, us, _)| *us as f64 / 1000.0));
+            hb_errors += rep.heartbeat_errors;
+            errors.extend(rep.errors.iter().cloned());
+        }
+    }
+    for (e, c) in errors.iter().take(5) {
+        eprintln!("  {c} x {e}");
+    }
+    drop(loads);
+    drop(r);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let per_agent = rss_sum.saturating_sub(rss_idle) as f64 / n as f64;
+    let title = format!(
+        "bench agents (PostgreSQL, {k} replicas, {p} load processes), {n} agents, {}\n\nMachine: {}. One process here may hold at most as many descriptors as the hard open-file limit allows, and each agent is one in control and one in the load generator: control runs as {k} `outpost server` replicas (release) on one PostgreSQL, all on this machine, and the simulated agents in {p} load processes (agent i in process i mod {p}, on replica i mod {k}, moving to the next replica when a request fails). Heartbeats every 15 s, polls held 25 s; {} heartbeats in the {}s steady window ({hb_errors} failed); creating the {n} workspaces took {create_secs:.1} s. Then every replica was killed (SIGKILL) and restarted on its own addresses. Control's RSS and CPU are the sums over its replicas; the machine's CPU includes PostgreSQL and the load processes.",
+        crate::bench::date(),
+        machine(),
+        hb.len(),
+        o.steady_secs,
+    );
+    let rows = vec![
+        ("bootstrap rate", boot_rate, "agents/s", "-", None),
+        ("heartbeat latency p50", pct(&mut hb, 0.5), "ms", "-", None),
+        (
+            "heartbeat latency p99",
+            pct(&mut hb, 0.99),
+            "ms",
+            "bar: 250 ms (issue 19)",
+            Some(250.0),
+        ),
+        (
+            "command delivery p50",
+            pct(&mut delivery, 0.5),
+            "ms",
+            "-",
+            None,
+        ),
+        (
+            "command delivery p99",
+            pct(&mut delivery, 0.99),
+            "ms",
+            "bar: 1 s (issue 19)",
+            Some(1000.0),
+        ),
+        (
+            "control RSS, steady (all replicas)",
+            rss_sum as f64 / 1024.0,
+            "MiB",
+            "bar: 2 GiB (issue 19)",
+            Some(2048.0),
+        ),
+        (
+            "control RSS, the largest replica",
+            rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+            "MiB",
+            "-",
+            None,
+        ),
+        (
+            "control RSS, after restart and reconnect (all replicas)",
+            rss_after as f64 / 1024.0,
+            "MiB",
+            "bar: 2 GiB (issue 19)",
+            Some(2048.0),
+        ),
+        (
+            "control RSS per connected agent (over the replicas' RSS with no agent connected)",
+            per_agent,
+            "KiB",
+            "-",
+            None,
+        ),
+        (
+            "control CPU, steady (all replicas)",
+            cores,
+            "cores",
+            "-",
+            None,
+        ),
+        (
+            "load processes' CPU, steady",
+            load_cores,
+            "cores",
+            "-",
+            None,
+        ),
+        ("machine CPU, steady", machine_cores, "cores", "-", None),
+        (
+            "all agents back after kill -9 of every replica + restart",
+            back,
+            "s",
+            "bar: 120 s (issue 19)",
+            Some(120.0),
+        ),
+    ];
+    write_results("agents-many", &title, &rows)
+}
+
+/// One line to the parent.
+fn say_line(line: String) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+/// `bench agents-load --file F --urls U,.. --connect-concurrency N`: one load process (above).
+pub fn load_main(args: &[String]) -> anyhow::Result<()> {
+    let (mut file, mut urls, mut gate) = (None, Vec::new(), 0usize);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--file" => file = Some(it.next().context("--file F")?.clone()),
+            "--urls" => {
+                urls = it
+                    .next()
+                    .context("--urls U,..")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
+            "--connect-concurrency" => {
+                gate = it.next().context("--connect-concurrency N")?.parse()?
+            }
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    crate::agents::raise_nofile();
+    outpost_common::tls::install_provider();
+    let slots: Vec<Slot> = serde_json::from_slice(&std::fs::read(file.context("--file")?)?)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shared = Arc::new(Shared {
+            connect_gate: (gate > 0).then(|| tokio::sync::Semaphore::new(gate)),
+            ..Default::default()
+        });
+        let urls = Arc::new(urls);
+        let mut sims = Vec::with_capacity(slots.len());
+        for (name, c, at, i) in slots {
+            sims.push(agentsim::spawn(
+                name,
+                agentsim::source(i),
+                c,
+                urls.clone(),
+                at,
+                shared.clone(),
+            )?);
+        }
+        let say = say_line;
+        let (say2, sims2, shared2) = (say, sims.clone(), shared.clone());
+        tokio::spawn(async move {
+            let mut told = vec![false; sims2.len()];
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let back = sims2
+                    .iter()
+                    .filter(|s| {
+                        s.ok.load(Ordering::Relaxed) && s.failed_since_kill.load(Ordering::Relaxed)
+                    })
+                    .count();
+                for (s, told) in sims2.iter().zip(told.iter_mut()) {
+                    let at = s.stop_received_ms.load(Ordering::Relaxed);
+                    if at > 0 && !*told {
+                        *told = true;
+                        say2(format!("stopped {} {at}", s.name));
+                    }
+                }
+                say2(format!(
+                    "status {} {back}",
+                    shared2.connected.load(Ordering::Relaxed)
+                ));
+            }
+        });
+        let mut lines =
+            tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+        while let Some(line) = lines.next_line().await? {
+            match line.trim() {
+                "record on" => shared.record_heartbeats.store(true, Ordering::Relaxed),
+                "record off" => shared.record_heartbeats.store(false, Ordering::Relaxed),
+                "reset" => {
+                    for s in &sims {
+                        s.failed_since_kill.store(false, Ordering::Relaxed);
+                    }
+                }
+                "report" => {
+                    let rep = Report {
+                        heartbeats: shared
+                            .heartbeat_us
+                            .lock()
+                            .map(|v| v.clone())
+                            .unwrap_or_default(),
+                        heartbeat_errors: shared.heartbeat_errors.load(Ordering::Relaxed),
+                        poll_errors: shared.poll_errors.load(Ordering::Relaxed),
+                        errors: shared.top_errors(),
+                    };
+                    say(format!("report {}", serde_json::to_string(&rep)?));
+                }
+                other => eprintln!("agents-load: unknown command {other:?}"),
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
