@@ -147,6 +147,7 @@ fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::R
 
 pub fn run(o: Opts) -> anyhow::Result<()> {
     outpost_common::tls::install_provider();
+    let made = o.pg.is_none();
     let db = match &o.pg {
         Some(u) => u.clone(),
         None => crate::bench::fresh_database("many", "")?.context(
@@ -166,13 +167,14 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         .iter()
         .map(|u| Client::new(u, Some(r.token.clone())))
         .collect();
-    let prov = Client::new(
-        &r.api_urls[0],
-        Some(crate::agents_replicas::KEY.to_string()),
-    );
+    let provs: Vec<Client> = r
+        .api_urls
+        .iter()
+        .map(|u| Client::new(u, Some(crate::agents_replicas::KEY.to_string())))
+        .collect();
 
     // Workspaces, then every agent's credentials (bootstrapped here, 64 at a time).
-    let (bundles, create_secs) = rt.block_on(agentsim::make_bundles(&apis, &prov, n))?;
+    let (bundles, create_secs) = rt.block_on(agentsim::make_bundles(&apis, &provs, n))?;
     let rss_idle: u64 = r.pids.iter().map(|p| rss_kib(*p)).sum();
     let (creds, boot_rate) = rt.block_on(agentsim::bootstrap_all(bundles, &r.agent_urls))?;
     let mut slices: Vec<Vec<Slot>> = (0..p).map(|_| Vec::new()).collect();
@@ -320,6 +322,9 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     drop(r);
     rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&tmp);
+    if made {
+        crate::bench::drop_database(&db);
+    }
 
     let per_agent = rss_sum.saturating_sub(rss_idle) as f64 / n as f64;
     let title = format!(

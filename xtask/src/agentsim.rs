@@ -109,10 +109,11 @@ pub fn now_ms() -> u64 {
 }
 
 /// Creates `n` workspaces (named `a0`..) through `creators` in turn, 16 in flight, while 4
-/// provisioner loops with `prov` complete their start jobs. Returns the bundles and the seconds.
+/// provisioner loops per client in `provs` (a replica's each) complete their start jobs.
+/// Returns the bundles and the seconds.
 pub async fn make_bundles(
     creators: &[Client],
-    prov: &Client,
+    provs: &[Client],
     n: usize,
 ) -> anyhow::Result<(Vec<(String, BootstrapBundle)>, f64)> {
     eprintln!("creating {n} workspaces...");
@@ -136,8 +137,8 @@ pub async fn make_bundles(
         }));
     }
     let mut acquirers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-    for d in 0..4 {
-        let (prov, bundles) = (prov.clone(), bundles.clone());
+    for d in 0..4 * provs.len() {
+        let (prov, bundles) = (provs[d % provs.len()].clone(), bundles.clone());
         acquirers.push(tokio::spawn(async move {
             loop {
                 if bundles.lock().map(|b| b.len()).unwrap_or(0) >= n {

@@ -747,3 +747,21 @@ pub fn fresh_database(tag: &str, without: &str) -> anyhow::Result<Option<String>
         }
     }
 }
+
+/// Drops a database [`fresh_database`] made (`url` names it), forcing its connections out.
+pub fn drop_database(url: &str) {
+    let admin = std::env::var("OUTPOST_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let _ = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            &admin,
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
+        .output();
+}
