@@ -3,7 +3,8 @@
 //! descriptor in control and one in the load generator; where the hard open-file limit is
 //! below N (20,000 on the VM this was written on, not raisable without CAP_SYS_RESOURCE) control
 //! runs as K replicas on one machine and one database, and the simulated agents run in P load
-//! processes (`bench agents-load`, this binary again), agent `i` in process `i % P`.
+//! processes (`bench agents-load`, this binary again, built with optimizations), agent `i` in
+//! process `i % P`.
 //!
 //! The parent creates the workspaces and bootstraps every agent (a few connections at a time),
 //! hands each load process its agents' credentials in a file, and talks to it over its stdin
@@ -106,7 +107,9 @@ fn wait_sum(
 }
 
 fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::Result<Load> {
-    let mut child = Command::new(std::env::current_exe()?)
+    // The load generator built with optimizations (`cargo xtask` itself is a debug build):
+    // its CPU is taken from the same two cores as control's.
+    let mut child = Command::new(crate::root().join("target/release/xtask"))
         .args(["bench", "agents-load", "--file"])
         .arg(file)
         .args(["--urls", &urls.join(","), "--connect-concurrency"])
