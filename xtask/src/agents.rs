@@ -208,7 +208,8 @@ fn run(o: Opts) -> anyhow::Result<()> {
         let prov = Client::new(&server.url, Some(key.to_string()));
 
         let (bundles, create_secs) =
-            agentsim::make_bundles(std::slice::from_ref(&api), std::slice::from_ref(&prov), n).await?;
+            agentsim::make_bundles(std::slice::from_ref(&api), std::slice::from_ref(&prov), n)
+                .await?;
         let urls = Arc::new(vec![info_agent_url.clone()]);
         // Control's memory with every workspace made and no agent connected: the base the
         // per-agent figure is counted from.

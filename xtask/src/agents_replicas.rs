@@ -174,7 +174,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let prov = Client::new(&api_urls[0], Some(KEY.to_string()));
-        let (bundles, create_secs) = agentsim::make_bundles(&apis, std::slice::from_ref(&prov), n).await?;
+        let (bundles, create_secs) =
+            agentsim::make_bundles(&apis, std::slice::from_ref(&prov), n).await?;
         let (creds, boot_rate) = agentsim::bootstrap_all(bundles, &agent_urls).await?;
         let shared = Arc::new(Shared {
             connect_gate: (o.connect_concurrency > 0)
