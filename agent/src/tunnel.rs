@@ -169,6 +169,30 @@ async fn dial_back(to: &str, token: &str) -> anyhow::Result<tokio::net::TcpStrea
     .context("timed out")?
 }
 
+/// Dials back to the replica that asked (`to`: it may not be the one the agent URL leads to),
+/// then to the agent URL's `home`; the first connection made, or the 502 saying why each failed.
+async fn dial_first<'a, T, F, Fut>(
+    to: Option<&'a str>,
+    home: &'a str,
+    mut dial: F,
+) -> Result<T, Response<Body>>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tried = Vec::new();
+    for to in to.into_iter().chain([home]) {
+        match dial(to).await {
+            Ok(c) => return Ok(c),
+            Err(e) => tried.push(format!("{to}: {e:#}")),
+        }
+    }
+    Err(status(
+        StatusCode::BAD_GATEWAY,
+        &format!("the agent could not dial control ({})", tried.join("; ")),
+    ))
+}
+
 fn status(code: StatusCode, msg: &str) -> Response<Body> {
     let mut r =
         Response::new(http_body_util::Full::new(Bytes::from(msg.to_string())).boxed_unsync());
@@ -195,20 +219,17 @@ async fn handle(
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         };
-        let mut tried = Vec::new();
-        for to in to.iter().map(String::as_str).chain([&*home]) {
-            match dial_back_tls(&session, to, &token).await {
-                Ok(tls) => {
-                    tokio::spawn(ssh.pty.clone().attach_io(attach, tls));
-                    return Response::new(Empty::new().boxed_unsync());
-                }
-                Err(e) => tried.push(format!("{to}: {e:#}")),
+        return match dial_first(to.as_deref(), &home, |to| {
+            dial_back_tls(&session, to, &token)
+        })
+        .await
+        {
+            Ok(tls) => {
+                tokio::spawn(ssh.pty.clone().attach_io(attach, tls));
+                Response::new(Empty::new().boxed_unsync())
             }
-        }
-        return status(
-            StatusCode::BAD_GATEWAY,
-            &format!("the agent could not dial control ({})", tried.join("; ")),
-        );
+            Err(r) => r,
+        };
     }
     if path == relay::dial::PATH {
         let Some((token, to)) = relay::dial::parse_query(req.uri().query().unwrap_or("")) else {
@@ -217,28 +238,13 @@ async fn handle(
                 "expected ?token=HEX[&to=HOST:PORT]",
             );
         };
-        // The replica that asked first (it may not be the one the agent URL leads to), then
-        // the agent URL's.
-        let mut tried = Vec::new();
-        for to in to.iter().map(String::as_str).chain([&*home]) {
-            match dial_back(to, &token).await {
-                Ok(tcp) => {
-                    crate::ssh::serve_stream(
-                        tcp,
-                        ssh.config.clone(),
-                        ssh.shared.clone(),
-                        None,
-                        None,
-                    );
-                    return Response::new(Empty::new().boxed_unsync());
-                }
-                Err(e) => tried.push(format!("{to}: {e:#}")),
+        return match dial_first(to.as_deref(), &home, |to| dial_back(to, &token)).await {
+            Ok(tcp) => {
+                crate::ssh::serve_stream(tcp, ssh.config.clone(), ssh.shared.clone(), None, None);
+                Response::new(Empty::new().boxed_unsync())
             }
-        }
-        return status(
-            StatusCode::BAD_GATEWAY,
-            &format!("the agent could not dial control ({})", tried.join("; ")),
-        );
+            Err(r) => r,
+        };
     }
     if path == relay::stream::SSH {
         // The SSH server reads the request body and writes the response's frames directly.

@@ -72,6 +72,22 @@ fn echo_through(mut ssh: std::process::Command, ws: &str, data: &[u8]) -> R<Vec<
     Ok(back)
 }
 
+/// A server with metrics on `mport`, the admin's workspace `a` and Bob's `b`, both connected.
+fn two_workspaces(backend: Backend) -> R<(Server, u16, Client, Client)> {
+    let mport = free_port()?;
+    let s = Server::start_with(
+        backend,
+        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
+    )?;
+    let admin = Client::admin(&s)?;
+    let bob = Client::new_user(&s, "bob")?;
+    admin.ok(&["create", "a"])?;
+    bob.ok(&["create", "b"])?;
+    s.wait_for("a", T, connected)?;
+    eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
+    Ok((s, mport, admin, bob))
+}
+
 /// Probes of the agent listener from inside a workspace: each prints how many bytes control
 /// answered (an acknowledged dial-back would answer one).
 const PROBES: &str = r#"
@@ -112,17 +128,7 @@ print("answered", sum(answers), "of", len(answers))
 "#;
 
 fn ssh_by_dial_back_attacked_from_inside(backend: Backend) -> R {
-    let mport = free_port()?;
-    let s = Server::start_with(
-        backend,
-        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
-    )?;
-    let admin = Client::admin(&s)?;
-    let bob = Client::new_user(&s, "bob")?;
-    admin.ok(&["create", "a"])?;
-    bob.ok(&["create", "b"])?;
-    s.wait_for("a", T, connected)?;
-    eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
+    let (s, mport, admin, bob) = two_workspaces(backend)?;
 
     // SSH goes by dial-back; 3 MB of random bytes up and back, unchanged.
     let data: Vec<u8> = (0..3_000_000u32)
@@ -205,17 +211,7 @@ print("handshakes", done, "of 100")
 
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     use crate::replica_rig::{terminal_to, type_and_wait};
-    let mport = free_port()?;
-    let s = Server::start_with(
-        backend,
-        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
-    )?;
-    let admin = Client::admin(&s)?;
-    let bob = Client::new_user(&s, "bob")?;
-    admin.ok(&["create", "a"])?;
-    bob.ok(&["create", "b"])?;
-    s.wait_for("a", T, connected)?;
-    eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
+    let (s, mport, admin, bob) = two_workspaces(backend)?;
     let token = token_of(&bob)?;
 
     // Bob's terminal goes by dial-back: a command, then 290 kB of output, whole.

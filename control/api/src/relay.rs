@@ -87,19 +87,33 @@ pub mod dial {
 
     /// The stream path control opens on the tunnel (`to` must be [`valid_address`]).
     pub fn path(token: &str, to: Option<&str>) -> String {
+        path_of(PATH, token, to)
+    }
+
+    fn path_of(kind: &str, token: &str, to: Option<&str>) -> String {
         match to {
-            Some(to) => format!("{PATH}?token={token}&to={to}"),
-            None => format!("{PATH}?token={token}"),
+            Some(to) => format!("{kind}?token={token}&to={to}"),
+            None => format!("{kind}?token={token}"),
         }
     }
 
     /// The token and the address to dial of a [`PATH`] stream's query.
     pub fn parse_query(query: &str) -> Option<(String, Option<String>)> {
+        parse(query, false)
+    }
+
+    /// `token` and `to` of a query, each at most once and well formed; other pairs are refused
+    /// unless `others` (a terminal's).
+    fn parse(query: &str, others: bool) -> Option<(String, Option<String>)> {
         let (mut token, mut to) = (None, None);
         for pair in query.split('&') {
             match pair.split_once('=') {
-                Some(("token", v)) if valid_token(v) => token = Some(v.to_string()),
-                Some(("to", v)) if valid_address(v) => to = Some(v.to_string()),
+                Some(("token", v)) if token.is_none() && valid_token(v) => {
+                    token = Some(v.to_string())
+                }
+                Some(("to", v)) if to.is_none() && valid_address(v) => to = Some(v.to_string()),
+                Some(("token", _)) | Some(("to", _)) => return None,
+                _ if others => {}
                 _ => return None,
             }
         }
@@ -117,27 +131,13 @@ pub mod dial {
     /// The stream path for a terminal by dial-back (`to` must be [`valid_address`], `pty_query`
     /// a `/pty` stream's query, already encoded).
     pub fn pty_path(token: &str, to: Option<&str>, pty_query: &str) -> String {
-        match to {
-            Some(to) => format!("{PTY_PATH}?token={token}&to={to}&{pty_query}"),
-            None => format!("{PTY_PATH}?token={token}&{pty_query}"),
-        }
+        format!("{}&{pty_query}", path_of(PTY_PATH, token, to))
     }
 
     /// The token and the address to dial of a [`PTY_PATH`] stream's query (its other pairs are
     /// the terminal's); None without a valid token or with a malformed `to`.
     pub fn parse_pty_query(query: &str) -> Option<(String, Option<String>)> {
-        let (mut token, mut to) = (None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("token", v)) if token.is_none() && valid_token(v) => {
-                    token = Some(v.to_string())
-                }
-                Some(("to", v)) if to.is_none() && valid_address(v) => to = Some(v.to_string()),
-                Some(("token", _)) | Some(("to", _)) => return None,
-                _ => {}
-            }
-        }
-        Some((token?, to))
+        parse(query, true)
     }
 
     /// The first bytes the agent sends on a dialed connection.
