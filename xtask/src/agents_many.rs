@@ -86,18 +86,30 @@ fn views<T>(loads: &[Load], f: impl Fn(&View) -> T) -> Vec<T> {
         .collect()
 }
 
-/// Waits until `f` summed over the load processes reaches `n`.
+/// Waits until `f` summed over the load processes reaches `n`, saying every 10 s how far it
+/// got and what `extra` says (CPU, the kernel's listen queue).
 fn wait_sum(
     loads: &[Load],
     n: usize,
     within: Duration,
     f: fn(&View) -> usize,
+    extra: &mut dyn FnMut() -> String,
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
+    let (mut said, mut said_got) = (Instant::now(), 0usize);
     loop {
         let got: usize = views(loads, f).into_iter().sum();
         if got >= n {
             return Ok(t.elapsed().as_secs_f64());
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            let rate = (got - said_got.min(got)) as f64 / said.elapsed().as_secs_f64();
+            eprintln!(
+                "  {got} of {n} after {:.0} s ({rate:.0}/s){}",
+                t.elapsed().as_secs_f64(),
+                extra()
+            );
+            (said, said_got) = (Instant::now(), got);
         }
         if views(loads, |v| v.ended).into_iter().any(|e| e) {
             bail!("a load process ended ({got} of {n})");
@@ -107,6 +119,85 @@ fn wait_sum(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Asks every load process for its report: the heartbeats recorded (ms) and how many failed;
+/// prints the most common failures.
+fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
+    for l in loads.iter_mut() {
+        l.view.lock().unwrap_or_else(|p| p.into_inner()).report = None;
+        l.say("report")?;
+    }
+    let t = Instant::now();
+    while views(loads, |v| v.report.is_some()).contains(&false) {
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("a load process did not report");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut hb: Vec<f64> = Vec::new();
+    let (mut hb_errors, mut errors) = (0u64, HashMap::<String, u64>::new());
+    for l in loads.iter() {
+        let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rep) = &g.report {
+            hb.extend(rep.heartbeats.iter().map(|(_, us, _)| *us as f64 / 1000.0));
+            hb_errors += rep.heartbeat_errors;
+            for (e, c) in &rep.errors {
+                *errors.entry(e.clone()).or_default() += c;
+            }
+        }
+    }
+    let mut errors: Vec<_> = errors.into_iter().collect();
+    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    for (e, c) in errors.iter().take(6) {
+        eprintln!("  {c} x {e}");
+    }
+    Ok((hb, hb_errors))
+}
+
+/// What the machine did since the last call: CPU of control's replicas, of the load processes
+/// and of the whole machine (cores), and connections the kernel dropped from full listen queues.
+fn watcher(ctl: Vec<u32>, load: Vec<u32>) -> impl FnMut() -> String {
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
+    let sample = move || {
+        (
+            ticks(&ctl),
+            ticks(&load),
+            crate::cpustat::machine_cpu_secs(),
+            listen_overflows(),
+            Instant::now(),
+        )
+    };
+    let mut last = sample();
+    move || {
+        let now = sample();
+        let secs = now.4.duration_since(last.4).as_secs_f64().max(0.001);
+        let line = format!(
+            ": control {:.2} cores, load {:.2}, machine {:.2}; listen overflows +{}",
+            (now.0 - last.0) / secs,
+            (now.1 - last.1) / secs,
+            (now.2 - last.2) / secs,
+            now.3.saturating_sub(last.3)
+        );
+        last = now;
+        line
+    }
+}
+
+/// TcpExt ListenOverflows from /proc/net/netstat: connections dropped because an accept queue
+/// was full.
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(k, _)| *k == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::Result<Load> {
@@ -197,7 +288,15 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         loads.push(spawn_load(&file, &r.agent_urls, o.connect_concurrency)?);
     }
     drop(slices);
-    let connected = wait_sum(&loads, n, Duration::from_secs(600), |v| v.connected)?;
+    let load_pids: Vec<u32> = loads.iter().map(|l| l.child.id()).collect();
+    let mut watch = watcher(r.pids.clone(), load_pids.clone());
+    let connected = wait_sum(
+        &loads,
+        n,
+        Duration::from_secs(600),
+        |v| v.connected,
+        &mut watch,
+    )?;
     eprintln!("all {n} connected after {connected:.1}s: {k} replicas, {p} load processes");
 
     // Steady window.
@@ -205,7 +304,6 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     for l in &mut loads {
         l.say("record on")?;
     }
-    let load_pids: Vec<u32> = loads.iter().map(|l| l.child.id()).collect();
     let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
     let (c0, l0, m0, t0) = (
         ticks(&r.pids),
@@ -231,29 +329,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     );
 
     // The load processes' heartbeats in the window.
-    for l in &mut loads {
-        l.say("report")?;
-    }
-    let t = Instant::now();
-    while views(&loads, |v| v.report.is_some()).contains(&false) {
-        if t.elapsed() > Duration::from_secs(60) {
-            bail!("a load process did not report");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut hb: Vec<f64> = Vec::new();
-    let (mut hb_errors, mut errors) = (0u64, Vec::new());
-    for l in &loads {
-        let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rep) = &g.report {
-            hb.extend(rep.heartbeats.iter().map(|(_, us, _)| *us as f64 / 1000.0));
-            hb_errors += rep.heartbeat_errors;
-            errors.extend(rep.errors.iter().cloned());
-        }
-    }
-    for (e, c) in errors.iter().take(5) {
-        eprintln!("  {c} x {e}");
-    }
+    let (mut hb, hb_errors) = reports(&mut loads)?;
 
     // Every replica killed (SIGKILL) and restarted on its own addresses.
     for l in &mut loads {
@@ -284,7 +360,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     let restarted = killed.elapsed().as_secs_f64();
     r.pids = r.servers.iter().flatten().map(|s| s.child.id()).collect();
     // Past the limit the figures so far are still written, with how many were back.
-    let back = match wait_sum(&loads, n, RECOVERY, |v| v.back) {
+    let mut watch = watcher(r.pids.clone(), load_pids.clone());
+    let back = match wait_sum(&loads, n, RECOVERY, |v| v.back, &mut watch) {
         Ok(_) => Some(killed.elapsed().as_secs_f64() - restarted),
         Err(e) => {
             eprintln!("not every agent is back: {e:#}");
@@ -292,7 +369,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         }
     };
     let back_count: usize = views(&loads, |v| v.back).into_iter().sum();
-    eprintln!("{back_count} of {n} back after the restart ({back:?} s)");
+    eprintln!("{back_count} of {n} back after the restart ({back:?} s); the failures so far:");
+    reports(&mut loads)?;
 
     // Command delivery: stops through the replicas in turn, 20 ms apart.
     let sample = if back.is_some() { o.sample.min(n) } else { 0 };

@@ -58,6 +58,10 @@ pub(crate) fn start_replicas(
         "15",
         "--job-lease-secs",
         "60",
+        // Every workspace is created before any agent bootstraps; tens of thousands can take
+        // longer than the default 15 minutes on a small machine.
+        "--bootstrap-token-ttl-secs",
+        "7200",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -400,6 +400,9 @@ async fn poll(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIdentity>,
 ) -> Result<Response, ApiError> {
+    // The hold counts from the request's arrival: time spent waiting for the store comes out
+    // of it, so the agent's answer never arrives after its request timed out (40 s).
+    let deadline = tokio::time::Instant::now() + POLL_HOLD;
     // The store's futures are boxed: a held poll keeps its future for up to 25 s, and an
     // inlined query would make every held poll as large as the largest query's state.
     let agent = match Box::pin(authed_agent(&state, &peer, "agent.poll")).await {
@@ -426,8 +429,9 @@ async fn poll(
     let waker = state.agent_waker(&agent.id);
     let _held = state.agent_limits.hold_poll(&agent.id)?;
     let _counted = state.metrics.poll_held();
-    let deadline = tokio::time::Instant::now() + POLL_HOLD;
     let mut shutdown = state.shutdown.clone();
+    // The row was just read; after a wake-up it is read again (a revocation ends the poll).
+    let mut reread = false;
     loop {
         let notified = waker.notified();
         tokio::pin!(notified);
@@ -437,17 +441,20 @@ async fn poll(
             return Ok(commands_response(&cmds));
         }
         // Revoked while we held the poll: end it.
-        if let Some(a) = Box::pin(state.store.agent(&agent.id)).await? {
-            if a.revoked_at.is_some() {
-                state.agent_cache.forget(&a.id);
-                return Err(reject(
-                    &state,
-                    "agent.poll",
-                    &peer,
-                    "agent revoked during a held poll",
-                ));
+        if reread {
+            if let Some(a) = Box::pin(state.store.agent(&agent.id)).await? {
+                if a.revoked_at.is_some() {
+                    state.agent_cache.forget(&a.id);
+                    return Err(reject(
+                        &state,
+                        "agent.poll",
+                        &peer,
+                        "agent revoked during a held poll",
+                    ));
+                }
             }
         }
+        reread = true;
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {

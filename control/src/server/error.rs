@@ -96,6 +96,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            e if e.is_busy() => ApiError::unavailable(
+                "control is overloaded (its database connections stayed busy); retry in a few seconds",
+            ),
             e => ApiError::internal(e),
         }
     }
@@ -174,5 +177,21 @@ where
                 rej.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_store_is_a_503_with_retry_after_not_an_internal_error() {
+        let busy: ApiError = StoreError::Db(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.message.contains("retry"), "{}", busy.message);
+        let r = busy.into_response();
+        assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+        let other: ApiError = StoreError::Db(sqlx::Error::RowNotFound).into();
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -52,6 +52,20 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// How long a query waits for one of the pool's connections before it fails as busy
+/// ([`StoreError::is_busy`]; the API answers 503 with Retry-After). Shorter than the agents'
+/// request timeout (40 s) less a held poll (25 s): under overload a caller hears "busy"
+/// and backs off, instead of giving up on an answer control is still working on, and
+/// retrying into the same queue.
+pub const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl StoreError {
+    /// Every connection of the pool stayed busy for [`STORE_WAIT`].
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -199,6 +213,8 @@ impl Store {
             Dialect::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(1)
+                    .acquire_timeout(STORE_WAIT)
+                    .acquire_slow_threshold(STORE_WAIT / 2)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             sqlx::query("PRAGMA foreign_keys = ON")
@@ -216,6 +232,8 @@ impl Store {
             Dialect::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(16)
+                    .acquire_timeout(STORE_WAIT)
+                    .acquire_slow_threshold(STORE_WAIT / 2)
                     .connect(url)
                     .await?
             }
