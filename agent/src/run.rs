@@ -587,6 +587,15 @@ async fn poll_loop(
     }
 }
 
+/// When the next heartbeat goes, `failures` beats in a row having failed: on schedule, or
+/// spread out (up to 4 intervals, jittered) while control cannot be reached.
+pub fn next_beat(every: Duration, failures: u32) -> Duration {
+    match failures {
+        0 => every,
+        n => every.max(backoff(n - 1, every, every * 4)),
+    }
+}
+
 async fn heartbeat_loop(
     session: ControlSession,
     config: AgentConfig,
@@ -596,6 +605,7 @@ async fn heartbeat_loop(
     let lifecycle = &scripts.lifecycle;
     let every = Duration::from_secs(config.bundle.heartbeat_secs.max(1));
     let mut stats = StatsCollector::new(config.home.clone());
+    let mut failures = 0u32;
     loop {
         let pending = lifecycle.pending();
         let mut st = stats.collect(agent.sessions());
@@ -613,6 +623,7 @@ async fn heartbeat_loop(
         };
         match session.heartbeat(&req).await {
             Ok(resp) => {
+                failures = 0;
                 if let Some(l) = pending {
                     lifecycle.reported(l);
                 }
@@ -628,11 +639,16 @@ async fn heartbeat_loop(
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat failed");
+                failures = failures.saturating_add(1);
+            }
         }
-        // Next beat on schedule, or at once when the lifecycle changes.
+        // Next beat on schedule, or at once when the lifecycle changes. While control cannot
+        // be reached the beats spread out (up to 4 intervals, jittered): every agent of a
+        // restarted control dialing it on the same schedule would be a storm of handshakes.
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(next_beat(every, failures)) => {}
             _ = lifecycle.changed.notified() => {}
         }
     }
@@ -686,6 +702,19 @@ async fn renew_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_spread_out_while_they_fail() {
+        let every = Duration::from_secs(15);
+        assert_eq!(next_beat(every, 0), every);
+        let waits: Vec<Duration> = (0..400).map(|_| next_beat(every, 5)).collect();
+        assert!(waits.iter().all(|w| *w >= every && *w <= every * 4));
+        assert!(
+            waits.iter().any(|w| *w > every * 2),
+            "spread past two intervals"
+        );
+        assert!(waits.iter().any(|w| *w < every * 3), "not all at the cap");
+    }
 
     #[test]
     fn backoff_is_full_jitter_capped() {

@@ -148,7 +148,7 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
         }
     }
     let mut errors: Vec<_> = errors.into_iter().collect();
-    errors.sort_by(|a, b| b.1.cmp(&a.1));
+    errors.sort_by_key(|e| std::cmp::Reverse(e.1));
     for (e, c) in errors.iter().take(6) {
         eprintln!("  {c} x {e}");
     }

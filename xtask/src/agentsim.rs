@@ -302,9 +302,11 @@ pub fn spawn(
     tokio::spawn(async move {
         let offset = rand::random::<u64>() % 15_000;
         tokio::time::sleep(Duration::from_millis(offset)).await;
-        let mut iv = tokio::time::interval(Duration::from_secs(15));
+        // As the agent's heartbeat loop: every 15 s, spread out (up to 60 s, jittered) while
+        // heartbeats fail.
+        let every = Duration::from_secs(15);
+        let mut failures = 0u32;
         loop {
-            iv.tick().await;
             if sim2.stop_received_ms.load(Ordering::Relaxed) > 0 {
                 return;
             }
@@ -317,6 +319,7 @@ pub fn spawn(
                 },
             };
             let ok = cur2.session().heartbeat(&req).await.is_ok();
+            failures = if ok { 0 } else { failures.saturating_add(1) };
             if shared2.record_heartbeats.load(Ordering::Relaxed) {
                 if !ok {
                     shared2.heartbeat_errors.fetch_add(1, Ordering::Relaxed);
@@ -325,6 +328,7 @@ pub fn spawn(
                     v.push((at, t.elapsed().as_micros() as u64, moved));
                 }
             }
+            tokio::time::sleep(outpost_agent::run::next_beat(every, failures)).await;
         }
     });
     let sim3 = sim.clone();
