@@ -155,32 +155,48 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
     Ok((hb, hb_errors))
 }
 
-/// What the machine did since the last call: CPU of control's replicas, of the load processes
-/// and of the whole machine (cores), and connections the kernel dropped from full listen queues.
-fn watcher(ctl: Vec<u32>, load: Vec<u32>) -> impl FnMut() -> String {
-    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
-    let sample = move || {
+/// CPU of control's replicas, of the load processes and of the whole machine (cores), and
+/// connections the kernel dropped from full listen queues, since the last call.
+struct Usage {
+    ctl: Vec<u32>,
+    load: Vec<u32>,
+    last: (f64, f64, f64, u64, Instant),
+}
+
+impl Usage {
+    fn new(ctl: Vec<u32>, load: Vec<u32>) -> Self {
+        let last = Self::sample(&ctl, &load);
+        Usage { ctl, load, last }
+    }
+
+    fn sample(ctl: &[u32], load: &[u32]) -> (f64, f64, f64, u64, Instant) {
+        let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
         (
-            ticks(&ctl),
-            ticks(&load),
+            ticks(ctl),
+            ticks(load),
             crate::cpustat::machine_cpu_secs(),
             listen_overflows(),
             Instant::now(),
         )
-    };
-    let mut last = sample();
-    move || {
-        let now = sample();
+    }
+
+    /// (control, load processes, machine) in cores, and listen overflows, since the last call.
+    fn since(&mut self) -> (f64, f64, f64, u64) {
+        let now = Self::sample(&self.ctl, &self.load);
+        let last = std::mem::replace(&mut self.last, now);
         let secs = now.4.duration_since(last.4).as_secs_f64().max(0.001);
-        let line = format!(
-            ": control {:.2} cores, load {:.2}, machine {:.2}; listen overflows +{}",
+        (
             (now.0 - last.0) / secs,
             (now.1 - last.1) / secs,
             (now.2 - last.2) / secs,
-            now.3.saturating_sub(last.3)
-        );
-        last = now;
-        line
+            now.3.saturating_sub(last.3),
+        )
+    }
+
+    /// [`Usage::since`] as a progress line's tail.
+    fn line(&mut self) -> String {
+        let (c, l, m, o) = self.since();
+        format!(": control {c:.2} cores, load {l:.2}, machine {m:.2}; listen overflows +{o}")
     }
 }
 
@@ -289,13 +305,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     }
     drop(slices);
     let load_pids: Vec<u32> = loads.iter().map(|l| l.child.id()).collect();
-    let mut watch = watcher(r.pids.clone(), load_pids.clone());
+    let mut usage = Usage::new(r.pids.clone(), load_pids.clone());
     let connected = wait_sum(
         &loads,
         n,
         Duration::from_secs(600),
         |v| v.connected,
-        &mut watch,
+        &mut || usage.line(),
     )?;
     eprintln!("all {n} connected after {connected:.1}s: {k} replicas, {p} load processes");
 
@@ -304,20 +320,9 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     for l in &mut loads {
         l.say("record on")?;
     }
-    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() as f64 / 100.0;
-    let (c0, l0, m0, t0) = (
-        ticks(&r.pids),
-        ticks(&load_pids),
-        crate::cpustat::machine_cpu_secs(),
-        Instant::now(),
-    );
+    usage.since();
     std::thread::sleep(Duration::from_secs(o.steady_secs));
-    let secs = t0.elapsed().as_secs_f64();
-    let (cores, load_cores, machine_cores) = (
-        (ticks(&r.pids) - c0) / secs,
-        (ticks(&load_pids) - l0) / secs,
-        (crate::cpustat::machine_cpu_secs() - m0) / secs,
-    );
+    let (cores, load_cores, machine_cores, _) = usage.since();
     for l in &mut loads {
         l.say("record off")?;
     }
@@ -360,8 +365,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     let restarted = killed.elapsed().as_secs_f64();
     r.pids = r.servers.iter().flatten().map(|s| s.child.id()).collect();
     // Past the limit the figures so far are still written, with how many were back.
-    let mut watch = watcher(r.pids.clone(), load_pids.clone());
-    let back = match wait_sum(&loads, n, RECOVERY, |v| v.back, &mut watch) {
+    let mut usage = Usage::new(r.pids.clone(), load_pids);
+    let back = match wait_sum(&loads, n, RECOVERY, |v| v.back, &mut || usage.line()) {
         Ok(_) => Some(killed.elapsed().as_secs_f64() - restarted),
         Err(e) => {
             eprintln!("not every agent is back: {e:#}");
