@@ -89,6 +89,32 @@ pub fn serial_from_cert(der: &[u8]) -> Option<String> {
     )
 }
 
+/// What a connection's client certificate says, read in one parse: the agent identity, the
+/// serial and the replica identity, or nothing at all when the certificate has expired. The
+/// TLS handshake checks expiry only when it verifies the chain, which a resumed session (a TLS
+/// session ticket) does not do again, and a connection may outlive its certificate's check.
+#[derive(Debug, Default)]
+pub struct PeerCert {
+    pub identity: Option<(String, String)>,
+    pub serial: Option<String>,
+    pub replica: Option<String>,
+}
+
+pub fn peer_cert(der: &[u8], now_unix: i64) -> PeerCert {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return PeerCert::default();
+    };
+    let validity = cert.validity();
+    if now_unix < validity.not_before.timestamp() || now_unix >= validity.not_after.timestamp() {
+        return PeerCert::default();
+    }
+    PeerCert {
+        identity: identity_from_cert(der),
+        serial: serial_from_cert(der),
+        replica: replica_from_cert(der),
+    }
+}
+
 /// Whether two hex serials are the same number.
 pub fn same_serial(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
@@ -466,6 +492,35 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+        Ok(())
+    }
+
+    #[test]
+    fn an_expired_certificate_names_no_one() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let keys = Keyring::load(None, &Keyring::default_file(dir.path()))?;
+        let ca = Ca::load_or_create(dir.path(), &keys)?;
+        let key = KeyPair::generate()?;
+        let csr = CertificateParams::new(Vec::<String>::new())?
+            .serialize_request(&key)?
+            .pem()?;
+        let issued = ca.sign_agent_csr(&csr, "ws1", "ag1", std::time::Duration::from_secs(3600))?;
+        let der = CertificateDer::from_pem_slice(issued.pem.as_bytes())?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)?;
+        let (from, until) = (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        );
+        let valid = peer_cert(&der, from + 60);
+        assert_eq!(valid.identity, Some(("ws1".into(), "ag1".into())));
+        assert!(valid.serial.is_some());
+        for t in [until, until + 1, from - 1] {
+            let p = peer_cert(&der, t);
+            assert!(p.identity.is_none() && p.serial.is_none() && p.replica.is_none());
+        }
+        assert!(peer_cert(b"not a certificate", from + 60)
+            .identity
+            .is_none());
         Ok(())
     }
 

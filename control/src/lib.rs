@@ -16,3 +16,4 @@ mod sshcli;
 pub mod store;
 mod sys;
 pub mod template;
+pub mod tls_tickets;

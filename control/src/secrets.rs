@@ -113,6 +113,12 @@ impl Keyring {
         })
     }
 
+    /// The agent listener's TLS session ticket keys, derived from the current key: every
+    /// replica with this key file opens the tickets of the others, and of its own earlier runs.
+    pub fn ticket_keys(&self) -> crate::tls_tickets::TicketKeys {
+        crate::tls_tickets::TicketKeys::new(&self.keys[0].raw)
+    }
+
     /// Seals `plain` with the current key.
     pub fn seal(&self, plain: &[u8]) -> String {
         let key = &self.keys[0];

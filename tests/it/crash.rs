@@ -46,6 +46,47 @@ fn agent_survives_control_crash(backend: Backend) -> R {
 }
 both_backends!(agent_survives_control_crash);
 
+/// After a restart (kill -9) the agent's TLS session resumes from the ticket the previous run
+/// gave it (ticket keys come from the secrets key, not the process): no certificate signature
+/// made or checked again (`tls_tickets.rs`'s unit tests: another secrets key opens none).
+fn agent_resumes_its_tls_session_after_a_crash(backend: Backend) -> R {
+    use crate::metrics::{scrape, value};
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut s = Server::start_with(backend, &["--metrics-listen", &addr])?;
+    s.ok(&["create", "dev"])?;
+    s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["agent"]["status"] == "connected"
+    })?;
+    let first = scrape(port)?;
+    let handshakes = |m: &prometheus_parse::Scrape, kind: &str| {
+        value(m, "outpost_agent_tls_handshakes_total", &[("kind", kind)]).unwrap_or(0.0)
+    };
+    assert!(
+        handshakes(&first, "full") >= 1.0,
+        "the bootstrap and first connection are full"
+    );
+
+    s.kill();
+    let restarted = now_ms();
+    s.restart()?;
+    s.wait_for("dev", Duration::from_secs(30), |w| {
+        w["agent"]["status"] == "connected"
+            && w["agent"]["last_seen_at"].as_i64().unwrap_or(0) > restarted
+    })?;
+    let after = scrape(port)?;
+    assert!(
+        handshakes(&after, "resumed") >= 1.0,
+        "the reconnected agent resumed: full {}, resumed {}",
+        handshakes(&after, "full"),
+        handshakes(&after, "resumed")
+    );
+    // And it is served as itself: stop reaches it.
+    s.ok(&["stop", "dev"])?;
+    Ok(())
+}
+both_backends!(agent_resumes_its_tls_session_after_a_crash);
+
 fn build_in_flight_is_not_stuck(backend: Backend) -> R {
     let mut s = Server::start(backend)?;
     s.ok(&["create", "dev"])?;

@@ -156,6 +156,13 @@ fn run(o: Opts) -> anyhow::Result<()> {
         "--job-lease-secs".into(),
         "60".into(),
     ];
+    // Control's metrics, for how its TLS handshakes went (full or resumed from a ticket).
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.to_string()
+    };
+    extra.push("--metrics-listen".into());
+    extra.push(metrics_addr.clone());
     if let Some(u) = &o.pg {
         extra.push("--postgres-url".into());
         extra.push(u.clone());
@@ -277,6 +284,8 @@ fn run(o: Opts) -> anyhow::Result<()> {
         let reconnect = killed.elapsed().as_secs_f64() - restarted_after;
         eprintln!("all {n} back {reconnect:.1}s after the restart");
         let pid = server.pid();
+        let (full, resumed) = crate::bench::tls_handshakes(&metrics_addr).await?;
+        eprintln!("TLS handshakes since the restart: {resumed} resumed, {full} full");
 
         // 6. Command delivery: stop a sample, from the API call to the agent's poll returning it.
         let mut delivery = agentsim::deliver_stops(&sims, o.sample.min(n), |_| api.clone()).await?;
@@ -293,7 +302,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
             rss_after,
             cpu_cores_busy,
             reconnect,
-            (heap, rss_idle, load_cores),
+            (heap, rss_idle, load_cores, (full, resumed)),
         ))
     });
     drop(server);
@@ -311,7 +320,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
         rss_after,
         cores,
         reconnect,
-        (heap, rss_idle, load_cores),
+        (heap, rss_idle, load_cores, (tls_full, tls_resumed)),
     ) = result?;
 
     let heap_note = match &heap {
@@ -390,6 +399,13 @@ fn run(o: Opts) -> anyhow::Result<()> {
             "s",
             "bar: 120 s (issue 3)",
             Some(120.0),
+        ),
+        (
+            "TLS handshakes from the restart to all back, resumed from a session ticket",
+            tls_resumed,
+            "handshakes",
+            "all TLS handshakes in that time",
+            Some(tls_full + tls_resumed),
         ),
     ];
     write_results(

@@ -374,7 +374,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         }
     };
     let back_count: usize = views(&loads, |v| v.back).into_iter().sum();
-    eprintln!("{back_count} of {n} back after the restart ({back:?} s); the failures so far:");
+    let (mut tls_full, mut tls_resumed) = (0.0, 0.0);
+    for addr in &r.metrics {
+        let (f, res) = rt.block_on(crate::bench::tls_handshakes(addr))?;
+        tls_full += f;
+        tls_resumed += res;
+    }
+    eprintln!("{back_count} of {n} back after the restart ({back:?} s); TLS handshakes since: {tls_resumed} resumed, {tls_full} full; the failures so far:");
     reports(&mut loads)?;
 
     // Command delivery: stops through the replicas in turn, 20 ms apart.
@@ -519,6 +525,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             Some(n as f64),
         )),
     }
+    rows.push((
+        "TLS handshakes from the restart on, resumed from a session ticket (all replicas)",
+        tls_resumed,
+        "handshakes",
+        "all TLS handshakes in that time",
+        Some(tls_full + tls_resumed),
+    ));
     write_results("agents-many", &title, &rows)
 }
 

@@ -37,6 +37,14 @@ pub(crate) struct Replicas {
     pub pids: Vec<u32>,
     /// Each replica's server flags (to restart it as it was).
     pub flags: Vec<Vec<String>>,
+    /// Each replica's `--metrics-listen` address.
+    pub metrics: Vec<String>,
+}
+
+/// A free loopback address for a replica's `/metrics`, kept across its restarts.
+fn metrics_addr() -> anyhow::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
 }
 
 /// Starts `k` replicas on the PostgreSQL database `db`, the data of replica `i` in `tmp/rI`.
@@ -67,20 +75,25 @@ pub(crate) fn start_replicas(
     .map(|s| s.to_string())
     .collect();
     let any = ("127.0.0.1:0", "127.0.0.1:0");
+    let mut metrics = vec![metrics_addr()?];
+    let mut f0 = common.clone();
+    f0.extend(["--metrics-listen".to_string(), metrics[0].clone()]);
     let mut servers: Vec<Option<ServerProc>> = vec![Some(start_server(
         bin,
         &tmp.join("r0"),
         any,
-        &as_refs(&common),
+        &as_refs(&f0),
     )?)];
-    let mut flags = vec![common.clone()];
+    let mut flags = vec![f0];
     let first = servers[0].as_ref().context("replica 0")?;
     let token = rt.block_on(first_user(&first.url, &first.data, "bench-password"))?;
     // The others after the first user (a replica of an empty store makes its own setup token).
     let key_file = tmp.join("r0/secrets.key").display().to_string();
     for i in 1..k {
         let mut f = common.clone();
+        metrics.push(metrics_addr()?);
         f.extend(["--secrets-key-file".to_string(), key_file.clone()]);
+        f.extend(["--metrics-listen".to_string(), metrics[i].clone()]);
         servers.push(Some(start_server(
             bin,
             &tmp.join(format!("r{i}")),
@@ -106,6 +119,7 @@ pub(crate) fn start_replicas(
         agent_urls,
         pids,
         flags,
+        metrics,
     })
 }
 

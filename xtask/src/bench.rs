@@ -97,6 +97,24 @@ pub fn start_server(
 }
 
 /// [`start_server`] run by `wrapper` (a command and its flags, such as heaptrack's).
+/// Control's agent-listener TLS handshakes so far, (full, resumed), from its `/metrics` on
+/// `addr` (`--metrics-listen`).
+pub async fn tls_handshakes(addr: &str) -> anyhow::Result<(f64, f64)> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let count = |kind: &str| {
+        let head = format!("outpost_agent_tls_handshakes_total{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((count("full"), count("resumed")))
+}
+
 pub fn start_server_wrapped(
     bin: &Path,
     data: &Path,

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::agent::PeerIdentity;
-use super::dial::Dials;
 
 /// How long a connection may take to say what it is and finish its TLS handshake.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -24,7 +23,7 @@ pub(super) async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    dials: Arc<Dials>,
+    state: super::AppState,
     limits: (super::listen::WaitingSlots, Duration),
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -47,7 +46,7 @@ pub(super) async fn serve_tls(
         let router = router.clone();
         let mut shutdown = shutdown.clone();
         let handshakes = handshakes.clone();
-        let dials = dials.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             // Handshakes in progress are capped per address: past the cap a connection waits
             // a little for its turn (agents of one host reconnect together), then is closed.
@@ -62,7 +61,7 @@ pub(super) async fn serve_tls(
                 _ => return,
             }
             if first[0] == relay::dial::MAGIC[0] {
-                super::dial::accept(&dials, tcp, addr, &acceptor).await;
+                super::dial::accept(&state.dials, tcp, addr, &acceptor).await;
                 return;
             }
             let tls = match tokio::time::timeout(HANDSHAKE_WAIT, acceptor.accept(tcp)).await {
@@ -74,14 +73,20 @@ pub(super) async fn serve_tls(
                 Err(_) => return,
             };
             drop(slot);
-            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-            let id = leaf.and_then(|c| crate::ca::identity_from_cert(c));
-            let serial = leaf.and_then(|c| crate::ca::serial_from_cert(c));
-            let replica = leaf.and_then(|c| crate::ca::replica_from_cert(c));
+            let session = tls.get_ref().1;
+            let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            state.metrics.agent_tls_handshake(resumed);
+            // Read from the certificate on every connection, expiry included: a resumed
+            // session's chain was verified when its ticket was issued, not now.
+            let peer = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::ca::peer_cert(c, outpost_common::clock::now_ms() / 1000))
+                .unwrap_or_default();
             let identity = PeerIdentity {
-                id,
-                serial,
-                replica,
+                id: peer.identity,
+                serial: peer.serial,
+                replica: peer.replica,
                 addr,
             };
             let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {

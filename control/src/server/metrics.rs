@@ -116,6 +116,7 @@ pub struct Metrics {
     relay_bytes: Family<BytesLabels, Counter>,
     relay_ssh_paths: Family<PathLabels, Counter>,
     relay_pty_paths: Family<PathLabels, Counter>,
+    tls_handshakes: Family<KindLabels, Counter>,
     builds: Family<BuildLabels, Counter>,
     build_seconds: Family<TransitionLabels, Histogram, fn() -> Histogram>,
     held_polls: Gauge<i64, AtomicI64>,
@@ -146,6 +147,7 @@ impl Metrics {
             relay_bytes: Family::default(),
             relay_ssh_paths: Family::default(),
             relay_pty_paths: Family::default(),
+            tls_handshakes: Family::default(),
             builds: Family::default(),
             build_seconds: Family::new_with_constructor(build_histogram),
             held_polls: Gauge::default(),
@@ -185,6 +187,12 @@ impl Metrics {
             "Relayed SSH connections by the path their bytes took (dial: the agent's own TCP \
              connection, spliced; tunnel: a stream on its TLS tunnel)",
             m.relay_ssh_paths.clone(),
+        );
+        registry.register(
+            "agent_tls_handshakes",
+            "TLS handshakes finished on the agent listener, by kind (full: certificates signed and \
+             checked; resumed: a session ticket, the key exchange only)",
+            m.tls_handshakes.clone(),
         );
         registry.register(
             "relay_pty_paths",
@@ -284,6 +292,14 @@ impl Metrics {
     pub fn relay_ssh_path(&self, path: &str) {
         self.relay_ssh_paths
             .get_or_create(&PathLabels { path: path.into() })
+            .inc();
+    }
+
+    /// A TLS handshake on the agent listener finished, resumed from a ticket or in full.
+    pub fn agent_tls_handshake(&self, resumed: bool) {
+        let kind = if resumed { "resumed" } else { "full" };
+        self.tls_handshakes
+            .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
     }
 

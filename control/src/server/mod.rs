@@ -418,7 +418,14 @@ pub async fn run(
             hosts.push(h);
         }
     }
-    let tls = Arc::new(ca.agent_server_config(&hosts)?);
+    let mut tls = ca.agent_server_config(&hosts)?;
+    // Session tickets under keys from the secrets key: a reconnecting agent resumes, on this
+    // replica after a restart or on another one (`tls_tickets.rs`). Two tickets per handshake
+    // (rustls' default; a client uses each once): an agent's heartbeat and poll, failing
+    // together, dial two connections at once, and both resume.
+    tls.ticketer = Arc::new(secrets.ticket_keys());
+    tls.send_tls13_tickets = 2;
+    let tls = Arc::new(tls);
 
     let provisioner_key = config.provisioner_key.clone().unwrap_or_else(random_secret);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -497,7 +504,7 @@ pub async fn run(
         listeners.agent,
         tls,
         agent::router(state.clone()),
-        state.dials.clone(),
+        state.clone(),
         (
             // Agents of one host (local workspaces) share an address and reconnect together
             // after a restart: handshakes in progress get four times the API's quota.
