@@ -46,6 +46,10 @@ pub fn agent_uri(workspace_id: &str, agent_id: &str) -> String {
 /// (workspace id, agent id) from a certificate control issued (its URI SAN).
 pub fn identity_from_cert(der: &[u8]) -> Option<(String, String)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    identity_of(&cert)
+}
+
+fn identity_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<(String, String)> {
     let san = cert.subject_alternative_name().ok()??;
     for name in &san.value.general_names {
         if let x509_parser::extensions::GeneralName::URI(uri) = name {
@@ -65,8 +69,7 @@ pub fn replica_uri(replica_id: &str) -> String {
 }
 
 /// The replica id of a certificate control issued to a replica (its URI SAN).
-pub fn replica_from_cert(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+fn replica_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let san = cert.subject_alternative_name().ok()??;
     san.value.general_names.iter().find_map(|name| match name {
         x509_parser::extensions::GeneralName::URI(uri) => uri
@@ -79,20 +82,17 @@ pub fn replica_from_cert(der: &[u8]) -> Option<String> {
 
 /// A certificate's serial number as lowercase hex without leading zeros (DER drops them), the
 /// form [`same_serial`] compares.
-pub fn serial_from_cert(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(
-        cert.raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    )
+fn serial_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
+    cert.raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What a connection's client certificate says, read in one parse: the agent identity, the
-/// serial and the replica identity, or nothing at all when the certificate has expired. The
-/// TLS handshake checks expiry only when it verifies the chain, which a resumed session (a TLS
-/// session ticket) does not do again, and a connection may outlive its certificate's check.
+/// serial and the replica identity, or nothing at all outside the certificate's validity
+/// dates. The TLS handshake checks them only when it verifies the chain, which a resumed
+/// session (a TLS session ticket) does not do again.
 #[derive(Debug, Default)]
 pub struct PeerCert {
     pub identity: Option<(String, String)>,
@@ -109,9 +109,9 @@ pub fn peer_cert(der: &[u8], now_unix: i64) -> PeerCert {
         return PeerCert::default();
     }
     PeerCert {
-        identity: identity_from_cert(der),
-        serial: serial_from_cert(der),
-        replica: replica_from_cert(der),
+        identity: identity_of(&cert),
+        serial: Some(serial_of(&cert)),
+        replica: replica_of(&cert),
     }
 }
 

@@ -7,7 +7,7 @@
 //! A ticket is `PERIOD (8 bytes, big-endian) || nonce (12) || AES-256-GCM(state) || tag`. The
 //! key of a period is HKDF-SHA256 over the current secrets key, for that period's number; a
 //! ticket opens in its own period and the next one only, so none lives past two periods
-//! ([`PERIOD`]), whatever lifetime the client keeps it for. A resumed session carries the
+//! ([`PERIOD_SECS`]), whatever lifetime the client keeps it for. A resumed session carries the
 //! client certificate chain the full handshake verified (rustls keeps it in the ticket), and
 //! every request is still checked against the agent's current certificate serial in the store,
 //! and the certificate's expiry is checked on every connection (`agent_listen.rs`), so a ticket
@@ -78,8 +78,12 @@ impl TicketKeys {
         let key = self.key(period)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = sealed.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(head), &mut body).ok()?;
-        Some(plain.to_vec())
+        let len = key
+            .open_in_place(nonce, Aad::from(head), &mut body)
+            .ok()?
+            .len();
+        body.truncate(len);
+        Some(body)
     }
 }
 
