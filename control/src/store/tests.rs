@@ -339,3 +339,84 @@ fn untagged() -> super::JobScope {
         ..Default::default()
     }
 }
+
+/// The pool gives a connection back without a round trip to the database
+/// (`test_after_release(false)`, vendor/patches/sqlx-core-*): what a request gave up on midway
+/// is finished by the flush on release, not left for the next request on that connection, and a
+/// connection that died while idle is replaced before a query is given it.
+async fn a_request_given_up_midway_leaves_nothing_behind(store: Store) {
+    use sqlx::Connection;
+    let count = |pool: AnyPool| async move {
+        sqlx::query("SELECT COUNT(*) AS n FROM release_probe")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+            .try_get::<i64, _>("n")
+            .expect("n")
+    };
+    sqlx::query("CREATE TABLE release_probe (n BIGINT NOT NULL)")
+        .execute(&store.pool)
+        .await
+        .expect("create");
+    // A transaction dropped without its commit: rolled back before the connection is reused.
+    {
+        let mut tx = store.pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO release_probe (n) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert in tx");
+    }
+    let counts = futures_util::future::join_all((0..40).map(|_| count(store.pool.clone()))).await;
+    assert!(counts.iter().all(|n| *n == 0), "{counts:?}");
+    // Nor is any connection left inside it: a write outside a transaction is seen by a
+    // connection of its own.
+    sqlx::query("INSERT INTO release_probe (n) VALUES (2)")
+        .execute(&store.pool)
+        .await
+        .expect("insert");
+    let mut own = sqlx::AnyConnection::connect(&store.url)
+        .await
+        .expect("own connection");
+    let seen: i64 = sqlx::query("SELECT COUNT(*) AS n FROM release_probe")
+        .fetch_one(&mut own)
+        .await
+        .expect("count")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(seen, 1);
+    if store.dialect != Dialect::Postgres {
+        return;
+    }
+    // A query whose request gave up (its future dropped while the database worked): the next
+    // queries get their own answers.
+    let given_up = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        sqlx::query("SELECT pg_sleep(1)").execute(&store.pool),
+    )
+    .await;
+    assert!(given_up.is_err(), "pg_sleep(1) finished within 100 ms");
+    for i in 0..40_i64 {
+        let got: i64 = sqlx::query("SELECT $1 AS n")
+            .bind(i)
+            .fetch_one(&store.pool)
+            .await
+            .expect("select")
+            .try_get("n")
+            .expect("n");
+        assert_eq!(got, i);
+    }
+    // Every pooled connection ended by the database while idle (as a restart does): a query
+    // after they have been idle past PING_IDLE is given a live one.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut own)
+    .await
+    .expect("terminate");
+    tokio::time::sleep(PING_IDLE + std::time::Duration::from_millis(500)).await;
+    let counts = futures_util::future::join_all((0..16).map(|_| count(store.pool.clone()))).await;
+    assert!(counts.iter().all(|n| *n == 1), "{counts:?}");
+    own.close().await.expect("close");
+}
+both!(a_request_given_up_midway_leaves_nothing_behind);

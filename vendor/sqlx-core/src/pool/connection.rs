@@ -311,7 +311,13 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        if let Err(error) = self.raw.ping().await {
+        // (or, without `test_after_release`, only flush what is outstanding on it)
+        let tested = if self.guard.pool.options.test_after_release {
+            self.raw.ping().await
+        } else {
+            self.raw.flush().await
+        };
+        if let Err(error) = tested {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 /// the perspectives of both API designer and consumer.
 pub struct PoolOptions<DB: Database> {
     pub(crate) test_before_acquire: bool,
+    pub(crate) test_after_release: bool,
     pub(crate) after_connect: Option<
         Arc<
             dyn Fn(&mut DB::Connection, PoolConnectionMetadata) -> BoxFuture<'_, Result<(), Error>>
@@ -94,6 +95,7 @@ impl<DB: Database> Clone for PoolOptions<DB> {
     fn clone(&self) -> Self {
         PoolOptions {
             test_before_acquire: self.test_before_acquire,
+            test_after_release: self.test_after_release,
             after_connect: self.after_connect.clone(),
             before_acquire: self.before_acquire.clone(),
             after_release: self.after_release.clone(),
@@ -147,6 +149,7 @@ impl<DB: Database> PoolOptions<DB> {
             before_acquire: None,
             after_release: None,
             test_before_acquire: true,
+            test_after_release: true,
             // A production application will want to set a higher limit than this.
             max_connections: 10,
             min_connections: 0,
@@ -319,6 +322,30 @@ impl<DB: Database> PoolOptions<DB> {
     /// Get whether `test_before_acquire` is currently set.
     pub fn get_test_before_acquire(&self) -> bool {
         self.test_before_acquire
+    }
+
+    /// If true, a connection given back to the pool is pinged (a round trip to the database)
+    /// before it returns to the idle queue, and closed if the ping fails.
+    ///
+    /// If false, it is only flushed: whatever is still outstanding on it (the rest of a query
+    /// whose future was dropped, the rollback of a dropped transaction) is sent and its replies
+    /// read, and a connection that fails at that is closed; a connection with nothing
+    /// outstanding goes back without any I/O. A connection that broke while idle is then found
+    /// by its next use, or by [`test_before_acquire`][Self::test_before_acquire] or
+    /// [`before_acquire`][Self::before_acquire].
+    ///
+    /// Under load the ping doubles the round trips of a pool used for one query at a time, and
+    /// keeps each connection out of the pool until the releasing task has run again.
+    ///
+    /// Defaults to `true`.
+    pub fn test_after_release(mut self, test: bool) -> Self {
+        self.test_after_release = test;
+        self
+    }
+
+    /// Get whether `test_after_release` is currently set.
+    pub fn get_test_after_release(&self) -> bool {
+        self.test_after_release
     }
 
     /// If set to `true`, calls to `acquire()` are fair and connections  are issued
@@ -591,6 +618,7 @@ impl<DB: Database> Debug for PoolOptions<DB> {
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("test_before_acquire", &self.test_before_acquire)
+            .field("test_after_release", &self.test_after_release)
             .finish()
     }
 }
