@@ -19,6 +19,9 @@ use crate::bench::{
 pub(crate) struct Opts {
     pub count: usize,
     pub pg: Option<String>,
+    /// PostgreSQL on a database of the bench's own (`$OUTPOST_BENCH_POSTGRES_URL`'s server),
+    /// dropped at the end.
+    pub fresh_pg: bool,
     pub steady_secs: u64,
     pub sample: usize,
     /// Control replicas on one PostgreSQL (1: the single-server bench).
@@ -41,6 +44,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut o = Opts {
         count: 1000,
         pg: None,
+        fresh_pg: false,
         steady_secs: 60,
         sample: 200,
         replicas: 1,
@@ -55,6 +59,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         match a.as_str() {
             "--count" => o.count = it.next().context("--count N")?.parse()?,
             "--postgres-url" => o.pg = Some(it.next().context("--postgres-url URL")?.clone()),
+            "--postgres" => o.fresh_pg = true,
             "--steady-secs" => o.steady_secs = it.next().context("--steady-secs S")?.parse()?,
             "--sample" => o.sample = it.next().context("--sample M")?.parse()?,
             "--replicas" => o.replicas = it.next().context("--replicas N")?.parse()?,
@@ -101,10 +106,27 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         );
         return crate::agents_many::run(o);
     }
-    if o.replicas > 1 {
-        return crate::agents_replicas::run(o);
+    // PostgreSQL without a URL of the user's: a database of the bench's own, dropped at the
+    // end however the run ends (a second run on a database the first left behind would find
+    // its workspaces and the shared CA sealed with that run's secrets key).
+    let made = if o.pg.is_none() && (o.fresh_pg || o.replicas > 1) {
+        let url = crate::bench::fresh_database("agents", "")?.context(
+            "bench agents on PostgreSQL: set OUTPOST_BENCH_POSTGRES_URL (an admin URL) or pass --postgres-url (an empty database)",
+        )?;
+        o.pg = Some(url.clone());
+        Some(url)
+    } else {
+        None
+    };
+    let r = if o.replicas > 1 {
+        crate::agents_replicas::run(o)
+    } else {
+        run(o)
+    };
+    if let Some(url) = made {
+        crate::bench::drop_database(&url);
     }
-    run(o)
+    r
 }
 
 /// Raises this process's open-file limit as far as it may go (children inherit it): to the
