@@ -38,7 +38,8 @@ pub struct Shared {
     pub poll_errors: AtomicU64,
     /// Connections (TLS handshake and first request) the load process makes at once, when
     /// capped: the agents' client handshakes share this one process's cores, which real
-    /// agents do not.
+    /// agents do not. Every request of an agent not connected takes a permit (its probe and
+    /// its heartbeat, either of which may make the connection).
     pub connect_gate: Option<tokio::sync::Semaphore>,
     /// Failed requests by their message (digits blanked), for the report.
     pub errors: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -310,6 +311,14 @@ pub fn spawn(
             if sim2.stop_received_ms.load(Ordering::Relaxed) > 0 {
                 return;
             }
+            // Not connected (before the first request got through, or after a failure): the
+            // heartbeat may make a connection too, so it takes its turn at the gate as the
+            // probe does (without, 50,000 heartbeats in their first 15 s began ~3,300 TLS
+            // handshakes a second past a gate of 64 and overflowed control's listen queue).
+            let permit = match (&shared2.connect_gate, sim2.ok.load(Ordering::Relaxed)) {
+                (Some(g), false) => g.acquire().await.ok(),
+                _ => None,
+            };
             let (t, at) = (Instant::now(), now_ms());
             let req = HeartbeatRequest {
                 lifecycle: None,
@@ -319,6 +328,7 @@ pub fn spawn(
                 },
             };
             let ok = cur2.session().heartbeat(&req).await.is_ok();
+            drop(permit);
             failures = if ok { 0 } else { failures.saturating_add(1) };
             if shared2.record_heartbeats.load(Ordering::Relaxed) {
                 if !ok {
