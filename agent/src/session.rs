@@ -18,7 +18,15 @@ pub struct ControlSession {
     url: String,
     /// The source address of its connections (`None`: the system's choice).
     local: Option<std::net::IpAddr>,
-    inner: Arc<Mutex<(Credentials, Client)>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    creds: Credentials,
+    /// The TLS configuration of these credentials; its clones share one session store, so a
+    /// session to another URL ([`ControlSession::to`]) resumes with the tickets this one got.
+    tls: rustls::ClientConfig,
+    client: Client,
 }
 
 impl ControlSession {
@@ -32,23 +40,50 @@ impl ControlSession {
         creds: Credentials,
         local: Option<std::net::IpAddr>,
     ) -> anyhow::Result<ControlSession> {
-        let client = Self::client_for(agent_url, &creds, local)?;
+        let tls = Self::tls_for(&creds)?;
+        Self::with_tls(agent_url, creds, tls, local)
+    }
+
+    fn with_tls(
+        url: &str,
+        creds: Credentials,
+        tls: rustls::ClientConfig,
+        local: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<ControlSession> {
+        let client = Self::client_for(url, &tls, local)?;
         Ok(ControlSession {
-            url: agent_url.to_string(),
+            url: url.to_string(),
             local,
-            inner: Arc::new(Mutex::new((creds, client))),
+            inner: Arc::new(Mutex::new(Inner { creds, tls, client })),
         })
+    }
+
+    /// A session to another control URL (another replica) with these credentials and this
+    /// session's TLS session store: a ticket one replica gave resumes at another, since the
+    /// replicas of one deployment seal tickets with one key.
+    pub fn to(&self, url: &str) -> anyhow::Result<ControlSession> {
+        let (creds, tls) = {
+            let g = self.inner.locked();
+            (g.creds.clone(), g.tls.clone())
+        };
+        Self::with_tls(url, creds, tls, self.local)
+    }
+
+    fn tls_for(creds: &Credentials) -> anyhow::Result<rustls::ClientConfig> {
+        let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
+        Ok(tls::client_config(
+            &creds.ca_pins,
+            Some((&chain, &creds.key_pem)),
+        )?)
     }
 
     fn client_for(
         url: &str,
-        creds: &Credentials,
+        tls: &rustls::ClientConfig,
         local: Option<std::net::IpAddr>,
     ) -> anyhow::Result<Client> {
-        let chain = format!("{}{}", creds.certificate_pem, creds.ca_pem);
-        let cfg = tls::client_config(&creds.ca_pins, Some((&chain, &creds.key_pem)))?;
         Ok(Client::with_http(
-            http(cfg, Duration::from_secs(40), local)?,
+            http(tls.clone(), Duration::from_secs(40), local)?,
             url,
             None,
         ))
@@ -92,17 +127,20 @@ impl ControlSession {
     }
 
     fn client(&self) -> Client {
-        self.inner.locked().1.clone()
+        self.inner.locked().client.clone()
     }
 
     pub fn credentials(&self) -> Credentials {
-        self.inner.locked().0.clone()
+        self.inner.locked().creds.clone()
     }
 
     /// Uses new credentials from now on.
     pub fn swap(&self, creds: Credentials) -> anyhow::Result<()> {
-        let client = Self::client_for(&self.url, &creds, self.local)?;
-        *self.inner.locked() = (creds, client);
+        // New credentials, a new session store: a ticket resumes the certificate it was
+        // issued under, which control would take for the old one.
+        let tls = Self::tls_for(&creds)?;
+        let client = Self::client_for(&self.url, &tls, self.local)?;
+        *self.inner.locked() = Inner { creds, tls, client };
         Ok(())
     }
 

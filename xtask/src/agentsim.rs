@@ -245,8 +245,6 @@ pub async fn bootstrap_all(
 /// The session an agent uses now, and the URL index it belongs to.
 struct Current {
     urls: Arc<Vec<String>>,
-    local: std::net::IpAddr,
-    creds: Credentials,
     now: Mutex<(usize, ControlSession)>,
 }
 
@@ -265,9 +263,8 @@ impl Current {
         }
         if let Ok(mut g) = self.now.lock() {
             let i = (g.0 + 1) % self.urls.len();
-            if let Ok(s) =
-                ControlSession::new_from(&self.urls[i], self.creds.clone(), Some(self.local))
-            {
+            // The same TLS session store: a ticket from one replica resumes at the next.
+            if let Ok(s) = g.1.to(&self.urls[i]) {
                 *g = (i, s);
                 sim.replica.store(i, Ordering::Relaxed);
             }
@@ -292,11 +289,9 @@ pub fn spawn(
         stop_received_ms: AtomicU64::new(0),
         replica: AtomicUsize::new(at),
     });
-    let session = ControlSession::new_from(&urls[at], creds.clone(), Some(local))?;
+    let session = ControlSession::new_from(&urls[at], creds, Some(local))?;
     let cur = Arc::new(Current {
         urls,
-        local,
-        creds,
         now: Mutex::new((at, session)),
     });
     let (shared2, sim2, cur2) = (shared.clone(), sim.clone(), cur.clone());
