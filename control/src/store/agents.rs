@@ -177,8 +177,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch of liveness updates (last seen, lifecycle, stats) in one transaction.
-    /// `last_seen_at` only moves forward.
+    /// Writes a batch of liveness updates (last seen, lifecycle, stats) in one statement (a
+    /// round trip for the batch, not one per agent: at 50,000 agents the replicas flushed
+    /// about 5,000 single-row updates a second). `last_seen_at` only moves forward.
     pub async fn agent_liveness_batch(
         &self,
         batch: &[(String, i64, Option<String>, Option<String>)],
@@ -186,23 +187,36 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        // VALUES names its columns column1.. in both dialects; UPDATE .. FROM is in both
+        // (SQLite since 3.33).
+        let rows: Vec<String> = (0..batch.len())
+            .map(|i| {
+                let b = i * 4;
+                format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE agents SET \
+                last_seen_at = CASE WHEN agents.last_seen_at IS NULL OR agents.last_seen_at < v.column2 \
+                    THEN v.column2 ELSE agents.last_seen_at END, \
+                first_connected_at = COALESCE(agents.first_connected_at, v.column2), \
+                lifecycle = COALESCE(v.column3, agents.lifecycle), \
+                stats = COALESCE(v.column4, agents.stats) \
+             FROM (VALUES {}) AS v \
+             WHERE agents.id = v.column1 AND agents.revoked_at IS NULL",
+            rows.join(", ")
+        );
+        // Not kept prepared: its text changes with the batch's size, and each size kept would
+        // push another query out of the connection's statement cache.
+        let mut q = sqlx::query(&sql).persistent(false);
         for (id, seen, lifecycle, stats) in batch {
-            sqlx::query(
-                "UPDATE agents SET \
-                    last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN $1 ELSE last_seen_at END, \
-                    first_connected_at = COALESCE(first_connected_at, $1), \
-                    lifecycle = COALESCE($2, lifecycle), stats = COALESCE($3, stats) \
-                 WHERE id = $4 AND revoked_at IS NULL",
-            )
-            .bind(*seen)
-            .bind(lifecycle.clone())
-            .bind(stats.clone())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            q = q
+                .bind(id.clone())
+                .bind(*seen)
+                .bind(lifecycle.clone())
+                .bind(stats.clone());
         }
-        tx.commit().await?;
+        q.execute(self.db()).await?;
         Ok(())
     }
 

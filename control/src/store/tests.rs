@@ -420,3 +420,97 @@ async fn a_request_given_up_midway_leaves_nothing_behind(store: Store) {
     own.close().await.expect("close");
 }
 both!(a_request_given_up_midway_leaves_nothing_behind);
+
+/// Liveness is written in one statement per batch: each agent's last sighting only moves
+/// forward, a missing lifecycle or statistics keeps the stored one, a revoked agent is left
+/// alone, and a full batch (the flush's 500) fits in one statement.
+async fn liveness_batches_update_each_agent(store: Store) {
+    let (user, v) = seed(&store).await;
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let ws = store
+            .create_workspace(
+                &user.id,
+                &format!("dev{i}"),
+                &v.template_id,
+                &v.id,
+                "local",
+                "{}",
+            )
+            .await
+            .expect("create");
+        let w = store
+            .workspace_by_id(&ws)
+            .await
+            .expect("ws")
+            .expect("exists");
+        agents.push((
+            ws.clone(),
+            store
+                .ensure_agent(&ws, &w.latest_build_id)
+                .await
+                .expect("agent"),
+        ));
+    }
+    store.revoke_agents(&agents[2].0).await.expect("revoke");
+    let row = |i: usize, seen: i64, lc: Option<&str>, st: Option<&str>| {
+        (
+            agents[i].1.clone(),
+            seen,
+            lc.map(str::to_string),
+            st.map(str::to_string),
+        )
+    };
+    let mut batch = vec![
+        row(0, 1_000, Some("ready"), Some(r#"{"a":1}"#)),
+        row(1, 2_000, None, None),
+        row(2, 3_000, Some("ready"), Some(r#"{"a":3}"#)),
+    ];
+    // Ids of no agent fill it to the flush's chunk: 2,000 parameters in one statement.
+    batch.extend((3..500).map(|i| (format!("none-{i}"), 1, None, None)));
+    store.agent_liveness_batch(&batch).await.expect("batch");
+    let get = |i: usize| {
+        let (s, id) = (store.clone(), agents[i].1.clone());
+        async move { s.agent(&id).await.expect("agent").expect("exists") }
+    };
+    let (a0, a1, a2) = (get(0).await, get(1).await, get(2).await);
+    assert_eq!(
+        (a0.last_seen_at, a0.first_connected_at),
+        (Some(1_000), Some(1_000))
+    );
+    assert_eq!(
+        (a0.lifecycle.as_str(), a0.stats.as_deref()),
+        ("ready", Some(r#"{"a":1}"#))
+    );
+    assert_eq!(
+        (a1.last_seen_at, a1.first_connected_at, a1.stats),
+        (Some(2_000), Some(2_000), None)
+    );
+    assert_eq!(
+        (a2.last_seen_at, a2.first_connected_at, a2.stats),
+        (None, None, None)
+    );
+    // An older sighting does not move it back; new statistics without a lifecycle keep it.
+    store
+        .agent_liveness_batch(&[
+            row(0, 500, None, Some(r#"{"a":2}"#)),
+            row(1, 2_500, Some("starting"), None),
+        ])
+        .await
+        .expect("batch");
+    let (a0, a1) = (get(0).await, get(1).await);
+    assert_eq!(
+        (a0.last_seen_at, a0.first_connected_at),
+        (Some(1_000), Some(1_000))
+    );
+    assert_eq!(
+        (a0.lifecycle.as_str(), a0.stats.as_deref()),
+        ("ready", Some(r#"{"a":2}"#))
+    );
+    assert_eq!(
+        (a1.last_seen_at, a1.first_connected_at),
+        (Some(2_500), Some(2_000))
+    );
+    assert_eq!(a1.lifecycle, "starting");
+}
+both!(liveness_batches_update_each_agent);
