@@ -46,6 +46,10 @@ struct Report {
     heartbeat_errors: u64,
     poll_errors: u64,
     errors: Vec<(String, u64)>,
+    /// How late the process's own 10 ms timer fired while recording (ms): the part of a
+    /// heartbeat's latency that is the load process waiting for CPU, not control.
+    #[serde(default)]
+    lag_ms: Vec<f64>,
 }
 
 /// What the parent knows of a load process, from its output.
@@ -121,9 +125,9 @@ fn wait_sum(
     }
 }
 
-/// Asks every load process for its report: the heartbeats recorded (ms) and how many failed;
-/// prints the most common failures.
-fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
+/// Asks every load process for its report: the heartbeats recorded (ms), how many failed and
+/// the processes' own timer lag (ms); prints the most common failures.
+fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64, Vec<f64>)> {
     for l in loads.iter_mut() {
         l.view.lock().unwrap_or_else(|p| p.into_inner()).report = None;
         l.say("report")?;
@@ -135,13 +139,14 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut hb: Vec<f64> = Vec::new();
+    let (mut hb, mut lag): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let (mut hb_errors, mut errors) = (0u64, HashMap::<String, u64>::new());
     for l in loads.iter() {
         let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rep) = &g.report {
             hb.extend(rep.heartbeats.iter().map(|(_, us, _)| *us as f64 / 1000.0));
             hb_errors += rep.heartbeat_errors;
+            lag.extend(&rep.lag_ms);
             for (e, c) in &rep.errors {
                 *errors.entry(e.clone()).or_default() += c;
             }
@@ -152,7 +157,7 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64)> {
     for (e, c) in errors.iter().take(6) {
         eprintln!("  {c} x {e}");
     }
-    Ok((hb, hb_errors))
+    Ok((hb, hb_errors, lag))
 }
 
 /// CPU of control's replicas, of the load processes and of the whole machine (cores), and
@@ -334,7 +339,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     );
 
     // The load processes' heartbeats in the window.
-    let (mut hb, hb_errors) = reports(&mut loads)?;
+    let (mut hb, hb_errors, mut lag) = reports(&mut loads)?;
 
     // Every replica killed (SIGKILL) and restarted on its own addresses.
     for l in &mut loads {
@@ -447,6 +452,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             "ms",
             "bar: 250 ms (issue 19)",
             Some(250.0),
+        ),
+        (
+            "the load processes' own timer lag p99 in that window (a 10 ms sleep, how late)",
+            pct(&mut lag, 0.99),
+            "ms",
+            "-",
+            None,
         ),
         (
             "command delivery p50",
@@ -575,6 +587,8 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
             ..Default::default()
         });
         let urls = Arc::new(urls);
+        let lag_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lag = agentsim::lag_probe(lag_on.clone());
         let mut sims = Vec::with_capacity(slots.len());
         for (name, c, at, i) in slots {
             sims.push(agentsim::spawn(
@@ -615,8 +629,14 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
             tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
         while let Some(line) = lines.next_line().await? {
             match line.trim() {
-                "record on" => shared.record_heartbeats.store(true, Ordering::Relaxed),
-                "record off" => shared.record_heartbeats.store(false, Ordering::Relaxed),
+                "record on" => {
+                    shared.record_heartbeats.store(true, Ordering::Relaxed);
+                    lag_on.store(true, Ordering::Relaxed);
+                }
+                "record off" => {
+                    shared.record_heartbeats.store(false, Ordering::Relaxed);
+                    lag_on.store(false, Ordering::Relaxed);
+                }
                 "reset" => {
                     for s in &sims {
                         s.failed_since_kill.store(false, Ordering::Relaxed);
@@ -632,6 +652,10 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
                         heartbeat_errors: shared.heartbeat_errors.load(Ordering::Relaxed),
                         poll_errors: shared.poll_errors.load(Ordering::Relaxed),
                         errors: shared.top_errors(),
+                        lag_ms: lag
+                            .lock()
+                            .map(|v| v.iter().map(|(_, ms)| *ms).collect())
+                            .unwrap_or_default(),
                     };
                     say(format!("report {}", serde_json::to_string(&rep)?));
                 }

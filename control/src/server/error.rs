@@ -99,6 +99,9 @@ impl From<StoreError> for ApiError {
             e if e.is_busy() => ApiError::unavailable(
                 "control is overloaded (its database connections stayed busy); retry in a few seconds",
             ),
+            e if e.is_invalid_text() => ApiError::bad_request(
+                "a value holds a character the database cannot store (a NUL, \\u0000); remove it",
+            ),
             e => ApiError::internal(e),
         }
     }

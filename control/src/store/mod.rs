@@ -64,6 +64,17 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut))
     }
+
+    /// PostgreSQL refused a text value (a NUL character, which its `text` cannot hold, or
+    /// bytes its encoding cannot take): the caller's input, not a fault of ours.
+    pub fn is_invalid_text(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("22021") | Some("22P05"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A PostgreSQL connection unused this long is pinged before a query is given it.

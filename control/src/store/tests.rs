@@ -514,3 +514,20 @@ async fn liveness_batches_update_each_agent(store: Store) {
     assert_eq!(a1.lifecycle, "starting");
 }
 both!(liveness_batches_update_each_agent);
+
+/// A NUL in a name: SQLite stores and finds nothing; PostgreSQL's `text` cannot hold it and
+/// refuses, which the API answers as the caller's error (400), not its own (500).
+async fn a_nul_in_text_is_the_callers_error(store: Store) {
+    match store.template_by_name("a\u{0}b").await {
+        Ok(found) => {
+            assert_eq!(store.dialect, Dialect::Sqlite);
+            assert!(found.is_none());
+        }
+        Err(e) => {
+            assert_eq!(store.dialect, Dialect::Postgres);
+            assert!(e.is_invalid_text(), "{e}");
+            assert!(!e.is_busy());
+        }
+    }
+}
+both!(a_nul_in_text_is_the_callers_error);
