@@ -8,6 +8,11 @@ use crate::both_backends;
 use crate::harness::*;
 
 fn bad_input(backend: Backend) -> R {
+    // PostgreSQL's text cannot hold a NUL and refuses it; SQLite stores it and finds nothing.
+    let nul_needle = match backend {
+        Backend::Postgres(_) => "cannot store (a NUL",
+        Backend::Sqlite => "no template",
+    };
     let s = Server::start(backend)?;
     s.ok(&["create", "dev"])?;
     let tok = s.token()?;
@@ -407,6 +412,15 @@ fn bad_input(backend: Backend) -> R {
             j(json!({"name": "x", "lifetime_secs": 0})),
             400,
             "lifetime_secs",
+        ),
+        (
+            "a NUL in a name the store looks up",
+            "POST",
+            "/provisioner-keys",
+            Some(&tok),
+            j(json!({"name": "k", "templates": ["a\u{0}b"]})),
+            400,
+            nul_needle,
         ),
     ];
     for (what, method, path, token, body, status, needle) in cases {
