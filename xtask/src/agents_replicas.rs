@@ -152,12 +152,10 @@ struct Round {
 
 pub fn run(o: Opts) -> anyhow::Result<()> {
     outpost_common::tls::install_provider();
-    let db = match &o.pg {
-        Some(u) => u.clone(),
-        None => crate::bench::fresh_database("agents", "")?.context(
-            "bench agents --replicas needs PostgreSQL: set OUTPOST_BENCH_POSTGRES_URL (an admin URL) or pass --postgres-url (an empty database)",
-        )?,
-    };
+    // `agents::main` made a database of the bench's own when none was given (and drops it).
+    let db =
+        o.pg.clone()
+            .context("bench agents --replicas needs a PostgreSQL database")?;
     let (k, n) = (o.replicas, o.count);
     let bin = crate::root().join("target/release");
     let tmp = std::env::temp_dir().join(format!("outpost-bench-replicas-{}", std::process::id()));

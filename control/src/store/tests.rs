@@ -469,27 +469,23 @@ async fn liveness_batches_update_each_agent(store: Store) {
     // Ids of no agent fill it to the flush's chunk: 2,000 parameters in one statement.
     batch.extend((3..500).map(|i| (format!("none-{i}"), 1, None, None)));
     store.agent_liveness_batch(&batch).await.expect("batch");
-    let get = |i: usize| {
+    // (last seen, first connected, lifecycle, statistics) of agent i.
+    let state = |i: usize| {
         let (s, id) = (store.clone(), agents[i].1.clone());
-        async move { s.agent(&id).await.expect("agent").expect("exists") }
+        async move {
+            let a = s.agent(&id).await.expect("agent").expect("exists");
+            (a.last_seen_at, a.first_connected_at, a.lifecycle, a.stats)
+        }
     };
-    let (a0, a1, a2) = (get(0).await, get(1).await, get(2).await);
+    let json = |v: &str| Some(v.to_string());
     assert_eq!(
-        (a0.last_seen_at, a0.first_connected_at),
-        (Some(1_000), Some(1_000))
+        state(0).await,
+        (Some(1_000), Some(1_000), "ready".into(), json(r#"{"a":1}"#))
     );
-    assert_eq!(
-        (a0.lifecycle.as_str(), a0.stats.as_deref()),
-        ("ready", Some(r#"{"a":1}"#))
-    );
-    assert_eq!(
-        (a1.last_seen_at, a1.first_connected_at, a1.stats),
-        (Some(2_000), Some(2_000), None)
-    );
-    assert_eq!(
-        (a2.last_seen_at, a2.first_connected_at, a2.stats),
-        (None, None, None)
-    );
+    let (seen, first, _, stats) = state(1).await;
+    assert_eq!((seen, first, stats), (Some(2_000), Some(2_000), None));
+    let (seen, first, _, stats) = state(2).await;
+    assert_eq!((seen, first, stats), (None, None, None));
     // An older sighting does not move it back; new statistics without a lifecycle keep it.
     store
         .agent_liveness_batch(&[
@@ -498,20 +494,15 @@ async fn liveness_batches_update_each_agent(store: Store) {
         ])
         .await
         .expect("batch");
-    let (a0, a1) = (get(0).await, get(1).await);
     assert_eq!(
-        (a0.last_seen_at, a0.first_connected_at),
-        (Some(1_000), Some(1_000))
+        state(0).await,
+        (Some(1_000), Some(1_000), "ready".into(), json(r#"{"a":2}"#))
     );
+    let (seen, first, lifecycle, _) = state(1).await;
     assert_eq!(
-        (a0.lifecycle.as_str(), a0.stats.as_deref()),
-        ("ready", Some(r#"{"a":2}"#))
+        (seen, first, lifecycle.as_str()),
+        (Some(2_500), Some(2_000), "starting")
     );
-    assert_eq!(
-        (a1.last_seen_at, a1.first_connected_at),
-        (Some(2_500), Some(2_000))
-    );
-    assert_eq!(a1.lifecycle, "starting");
 }
 both!(liveness_batches_update_each_agent);
 
