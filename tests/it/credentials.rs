@@ -12,13 +12,13 @@ use crate::both_backends;
 use crate::harness::*;
 
 /// A server whose "agent" is /bin/true: start builds leave their bootstrap token unused.
-fn fake_agent_server(backend: Backend, extra: &[&str]) -> R<Server> {
+pub(crate) fn fake_agent_server(backend: Backend, extra: &[&str]) -> R<Server> {
     let mut args = vec!["--agent-binary", "/bin/true"];
     args.extend_from_slice(extra);
     Server::start_with(backend, &args)
 }
 
-fn boot(b: &Value, token: &str, csr_pem: &str) -> R<(u16, String)> {
+pub(crate) fn boot(b: &Value, token: &str, csr_pem: &str) -> R<(u16, String)> {
     agent_call(
         b,
         "/agent/v1/bootstrap",
@@ -27,7 +27,7 @@ fn boot(b: &Value, token: &str, csr_pem: &str) -> R<(u16, String)> {
     )
 }
 
-fn tok(b: &Value) -> String {
+pub(crate) fn tok(b: &Value) -> String {
     b["token"].as_str().unwrap_or_default().to_string()
 }
 

@@ -43,6 +43,7 @@ mod secrets;
 mod security;
 mod ssh;
 mod ssh_user;
+mod store_changes;
 mod teams;
 mod users;
 mod web;

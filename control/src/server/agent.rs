@@ -166,8 +166,8 @@ fn verdict(agent: &AgentRow, ws: &str, peer: &PeerIdentity) -> Verdict {
     Verdict::Ok
 }
 
-/// The calling agent; with `cached`, from the rows recent polls read when one passes (see
-/// [`super::agent_cache`]), else (and on any doubt) from the store.
+/// The calling agent; with `cached`, from the rows read lately when one passes (see
+/// [`super::agent_cache`]), else (and on any doubt) from the store, keeping what it read.
 async fn authed_agent_with(
     state: &AppState,
     peer: &PeerIdentity,
@@ -178,7 +178,12 @@ async fn authed_agent_with(
         return Err((reject(state, action, peer, "no client certificate"), None));
     };
     if cached {
-        if let Some(a) = state.agent_cache.get(agent_id) {
+        let max_age = if state.poll_sweep.current() {
+            super::agent_cache::LONG
+        } else {
+            super::agent_cache::FRESH
+        };
+        if let Some(a) = state.agent_cache.get(agent_id, max_age) {
             if matches!(verdict(&a, ws, peer), Verdict::Ok) {
                 return Ok(a);
             }
@@ -190,7 +195,12 @@ async fn authed_agent_with(
         Err(e) => return Err((e.into(), None)),
     };
     match verdict(&agent, ws, peer) {
-        Verdict::Ok => Ok(agent),
+        Verdict::Ok => {
+            if cached {
+                state.agent_cache.put(&agent);
+            }
+            Ok(agent)
+        }
         Verdict::Reject(why) => Err((reject(state, action, peer, why), None)),
         Verdict::Revoked => Err((reject(state, action, peer, "agent revoked"), Some(agent))),
     }
@@ -405,7 +415,7 @@ async fn poll(
     let deadline = tokio::time::Instant::now() + POLL_HOLD;
     // The store's futures are boxed: a held poll keeps its future for up to 25 s, and an
     // inlined query would make every held poll as large as the largest query's state.
-    let agent = match Box::pin(authed_agent(&state, &peer, "agent.poll")).await {
+    let agent = match Box::pin(authed_agent_with(&state, &peer, "agent.poll", true)).await {
         Ok(a) => a,
         Err((e, Some(revoked))) => {
             let cmds = Box::pin(state.store.take_commands(&revoked.id)).await?;
@@ -423,22 +433,25 @@ async fn poll(
         tracing::info!(agent = %agent.id, workspace = %agent.workspace_id, "agent connected");
         state.bump_progress();
     } else {
-        state.agent_cache.put(&agent);
         state.liveness.record(&agent.id, now, None, None);
     }
     let waker = state.agent_waker(&agent.id);
     let _held = state.agent_limits.hold_poll(&agent.id)?;
     let _counted = state.metrics.poll_held();
     let mut shutdown = state.shutdown.clone();
-    // The row was just read; after a wake-up it is read again (a revocation ends the poll).
+    // The row was just read (or known current); after a wake-up it is read again (a
+    // revocation ends the poll). The store is asked for commands at first only when some may
+    // be waiting (`poll_sweep`), and after every wake-up.
     let mut reread = false;
     loop {
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let cmds = Box::pin(state.store.take_commands(&agent.id)).await?;
-        if !cmds.is_empty() {
-            return Ok(commands_response(&cmds));
+        if reread || state.poll_sweep.may_have_commands(&agent.id) {
+            let cmds = Box::pin(state.store.take_commands(&agent.id)).await?;
+            if !cmds.is_empty() {
+                return Ok(commands_response(&cmds));
+            }
         }
         // Revoked while we held the poll: end it.
         if reread {

@@ -176,7 +176,7 @@ fn handle(state: &AppState, payload: &str) {
         return;
     }
     match kind {
-        "wake" => state.agent_waker(arg).notify_waiters(),
+        "wake" => state.wake_agent_local(arg),
         "jobs" => state.jobs_changed.notify_waiters(),
         "touch" => state.touch_local(arg),
         "cut" => state.cut_user_local(arg),

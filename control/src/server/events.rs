@@ -73,8 +73,22 @@ impl Inner {
 
     /// Answers the agent's held poll now (a command is queued), wherever it is held.
     pub fn wake_agent(&self, agent_id: &str) {
-        self.agent_waker(agent_id).notify_waiters();
+        self.wake_agent_local(agent_id);
         self.cluster.publish(Event::Wake(agent_id));
+    }
+
+    /// A command was queued for the agent: its next poll here asks the store (see
+    /// [`super::poll_sweep`]) and its held poll here answers now.
+    pub(super) fn wake_agent_local(&self, agent_id: &str) {
+        self.poll_sweep.woken(agent_id);
+        self.agent_waker(agent_id).notify_waiters();
+    }
+
+    /// Answers the agent's poll if one is held here (it looks at the store again).
+    pub(super) fn wake_held_poll(&self, agent_id: &str) {
+        if let Some(n) = self.agent_wakers.locked().get(agent_id) {
+            n.notify_waiters();
+        }
     }
 
     /// A job was queued (or let go): provisioner daemons waiting in any replica look again.
@@ -85,6 +99,7 @@ impl Inner {
 
     /// The bus lost events (its connection dropped): everything waiting here looks again.
     pub(super) fn wake_all_local(&self) {
+        self.poll_sweep.woken_all();
         for n in self.agent_wakers.locked().values() {
             n.notify_waiters();
         }

@@ -23,6 +23,7 @@ mod metrics;
 pub mod oidc;
 mod openapi;
 mod peer;
+mod poll_sweep;
 mod provisioner;
 mod provisioner_keys;
 mod proxy;
@@ -215,8 +216,10 @@ pub struct Inner {
     pub metrics: metrics::Metrics,
     /// SSH and port relays open now (a shutdown waits for them, up to its grace).
     pub open_relays: std::sync::atomic::AtomicUsize,
-    /// Agent rows recent polls read, for heartbeats.
+    /// Agent rows recent polls and heartbeats read from the store.
     pub agent_cache: agent_cache::AgentCache,
+    /// Which agents may have commands waiting, read once a second for all of them.
+    pub poll_sweep: poll_sweep::PollSweep,
     /// Log streams each user may follow at once.
     pub follows: listen::Slots<String>,
     /// Per topic (`job:ID`, `agent-logs:WORKSPACE_ID`), a counter bumped when it changes: log
@@ -452,6 +455,7 @@ pub async fn run(
         user_cuts: Mutex::new(HashMap::new()),
         agent_limits: ratelimit::AgentLimits::default(),
         agent_cache: Default::default(),
+        poll_sweep: Default::default(),
         open_relays: Default::default(),
         metrics,
         follows: listen::Slots::new(FOLLOWS_PER_USER),
@@ -543,6 +547,7 @@ pub async fn run(
     let scheduler = tokio::spawn(scheduler::run(state.clone()));
     let flush_every = Duration::from_millis((config.heartbeat_secs * 1000 / 2).clamp(200, 2000));
     let flusher = tokio::spawn(liveness::Liveness::run(state.clone(), flush_every));
+    let sweeper = tokio::spawn(poll_sweep::run(state.clone()));
 
     let mut daemons = Vec::new();
     let local = Arc::new(crate::provisioner::local::LocalProvisioner {
@@ -589,6 +594,7 @@ pub async fn run(
     pruner.abort();
     scheduler.abort();
     flusher.abort();
+    sweeper.abort();
     state.liveness.flush(&state.store).await;
     scheduler::flush_activity(&state).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;

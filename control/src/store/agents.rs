@@ -24,6 +24,14 @@ pub struct AgentRow {
     pub prev_cert_until: Option<i64>,
 }
 
+/// An agent revoked or renewed lately ([`Store::agents_changed_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentChange {
+    pub id: String,
+    pub revoked: bool,
+    pub cert_serial: Option<String>,
+}
+
 impl Store {
     // ------------------------------------------------------------ agents
 
@@ -318,6 +326,39 @@ impl Store {
             .execute(self.db())
             .await?;
         Ok(())
+    }
+
+    /// The agents with a command not yet delivered, at most `limit` of them.
+    pub async fn agents_with_commands(&self, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT agent_id FROM agent_commands WHERE delivered_at IS NULL LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.db())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("agent_id")?)).collect()
+    }
+
+    /// The agents revoked at or after `since` (ms), or renewed then (their previous
+    /// certificate is honoured until `since` or later), at most `limit` of them.
+    pub async fn agents_changed_since(&self, since: i64, limit: i64) -> Result<Vec<AgentChange>> {
+        let rows = sqlx::query(
+            "SELECT id, revoked_at, cert_serial FROM agents \
+             WHERE revoked_at >= $1 OR prev_cert_until >= $1 LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AgentChange {
+                    id: r.try_get("id")?,
+                    revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                    cert_serial: r.try_get("cert_serial")?,
+                })
+            })
+            .collect()
     }
 
     /// Takes the agent's undelivered commands, marking them delivered.

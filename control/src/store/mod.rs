@@ -26,7 +26,7 @@ pub use stats::{StatsSampleRow, STATS_KEEP_MS};
 mod users;
 mod workspaces;
 
-pub use agents::AgentRow;
+pub use agents::{AgentChange, AgentRow};
 pub use audit::{AuditEvent, AuditFilter};
 pub use cluster::{LeaderLock, ReplicaRow, Turn};
 pub use jobs::{JobRow, LogRow};
@@ -129,6 +129,9 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // pending jobs on a fresh database's statistics).
     (19, include_str!("m19_sqlite.sql")),
     (20, include_str!("m20_sqlite.sql")),
+    // What every replica reads once a second instead of two queries per agent poll
+    // (`server/poll_sweep.rs`): the agents with a command not yet delivered, the ones revoked lately.
+    (21, include_str!("m21_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -151,6 +154,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (18, include_str!("m18_postgres.sql")),
     (19, include_str!("m19_postgres.sql")),
     (20, include_str!("m20_postgres.sql")),
+    (21, include_str!("m21_postgres.sql")),
 ];
 
 /// A consistent copy of the SQLite database at `db` in a new file `out`, while a server may be

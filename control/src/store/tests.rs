@@ -421,13 +421,11 @@ async fn a_request_given_up_midway_leaves_nothing_behind(store: Store) {
 }
 both!(a_request_given_up_midway_leaves_nothing_behind);
 
-/// Liveness is written in one statement per batch: each agent's last sighting only moves
-/// forward, a missing lifecycle or statistics keeps the stored one, a revoked agent is left
-/// alone, and a full batch (the flush's 500) fits in one statement.
-async fn liveness_batches_update_each_agent(store: Store) {
-    let (user, v) = seed(&store).await;
+/// (workspace, agent) of `n` new workspaces of one user.
+async fn agents_of_new_workspaces(store: &Store, n: usize) -> Vec<(String, String)> {
+    let (user, v) = seed(store).await;
     let mut agents = Vec::new();
-    for i in 0..3 {
+    for i in 0..n {
         let ws = store
             .create_workspace(
                 &user.id,
@@ -452,6 +450,14 @@ async fn liveness_batches_update_each_agent(store: Store) {
                 .expect("agent"),
         ));
     }
+    agents
+}
+
+/// Liveness is written in one statement per batch: each agent's last sighting only moves
+/// forward, a missing lifecycle or statistics keeps the stored one, a revoked agent is left
+/// alone, and a full batch (the flush's 500) fits in one statement.
+async fn liveness_batches_update_each_agent(store: Store) {
+    let agents = agents_of_new_workspaces(&store, 3).await;
     store.revoke_agents(&agents[2].0).await.expect("revoke");
     let row = |i: usize, seen: i64, lc: Option<&str>, st: Option<&str>| {
         (
@@ -522,3 +528,78 @@ async fn a_nul_in_text_is_the_callers_error(store: Store) {
     }
 }
 both!(a_nul_in_text_is_the_callers_error);
+
+/// What `poll_sweep` reads once a second: the agents with commands not yet delivered, and the
+/// ones revoked or renewed lately (with the certificate now current).
+async fn pending_commands_and_recent_changes_are_read_for_all_agents(store: Store) {
+    let agents = agents_of_new_workspaces(&store, 4).await;
+    let id = |i: usize| agents[i].1.clone();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert!(store
+        .agents_with_commands(10)
+        .await
+        .expect("read")
+        .is_empty());
+    store.enqueue_command(&id(0), "stop").await.expect("queue");
+    store
+        .enqueue_command(&id(1), "refresh_keys")
+        .await
+        .expect("queue");
+    store.enqueue_command(&id(1), "stop").await.expect("queue");
+    let mut want = sorted(vec![id(0), id(1)]);
+    assert_eq!(
+        sorted(store.agents_with_commands(10).await.expect("read")),
+        want
+    );
+    assert_eq!(store.agents_with_commands(1).await.expect("read").len(), 1);
+    assert_eq!(store.take_commands(&id(0)).await.expect("take"), ["stop"]);
+    want.retain(|a| *a != id(0));
+    assert_eq!(store.agents_with_commands(10).await.expect("read"), want);
+
+    let now = now_ms();
+    for i in 0..4 {
+        store
+            .set_agent_certificate(&id(i), &format!("s{i}"), now + 3_600_000, None)
+            .await
+            .expect("cert");
+    }
+    assert!(store
+        .agents_changed_since(now - 60_000, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(store
+        .renew_agent_certificate(&id(1), "s1b", now + 3_600_000, now + 120_000)
+        .await
+        .expect("renew"));
+    store.revoke_agents(&agents[2].0).await.expect("revoke");
+    let mut changed = store
+        .agents_changed_since(now - 60_000, 10)
+        .await
+        .expect("read");
+    changed.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expect = vec![
+        AgentChange {
+            id: id(1),
+            revoked: false,
+            cert_serial: Some("s1b".into()),
+        },
+        AgentChange {
+            id: id(2),
+            revoked: true,
+            cert_serial: Some("s2".into()),
+        },
+    ];
+    expect.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(changed, expect);
+    // Older than the renewal's overlap and the revocation: nothing.
+    assert!(store
+        .agents_changed_since(now + 600_000, 10)
+        .await
+        .expect("read")
+        .is_empty());
+}
+both!(pending_commands_and_recent_changes_are_read_for_all_agents);
