@@ -132,6 +132,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     // What every replica reads once a second instead of two queries per agent poll
     // (`server/poll_sweep.rs`): the agents with a command not yet delivered, the ones revoked lately.
     (21, include_str!("m21_sqlite.sql")),
+    // Lookups by build (a job's agent, a build's resources) and by user (tokens, organizations)
+    // had no index: every workspace creation scanned all agents and all resources
+    // (`cargo xtask bench agents --count 50000`: 1.3 billion rows read making 50,000).
+    (22, include_str!("m22_sqlite.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
@@ -155,6 +159,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (19, include_str!("m19_postgres.sql")),
     (20, include_str!("m20_postgres.sql")),
     (21, include_str!("m21_postgres.sql")),
+    (22, include_str!("m22_postgres.sql")),
 ];
 
 /// A consistent copy of the SQLite database at `db` in a new file `out`, while a server may be

@@ -603,3 +603,58 @@ async fn pending_commands_and_recent_changes_are_read_for_all_agents(store: Stor
         .is_empty());
 }
 both!(pending_commands_and_recent_changes_are_read_for_all_agents);
+
+/// The plan the database makes for `sql`, one line per step. On PostgreSQL with sequential
+/// scans priced out, so that a table's small size in a test cannot hide a missing index.
+async fn plan(store: &Store, sql: &str) -> Vec<String> {
+    let mut tx = store.pool.begin().await.expect("begin");
+    let explain = match store.dialect() {
+        Dialect::Postgres => {
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await
+                .expect("set");
+            format!("EXPLAIN {sql}")
+        }
+        Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+    };
+    let rows = sqlx::query(&explain)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("explain");
+    let column = match store.dialect() {
+        Dialect::Postgres => "QUERY PLAN",
+        Dialect::Sqlite => "detail",
+    };
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(column).expect("plan line"))
+        .collect()
+}
+
+/// What runs once per build or per request reads through an index, never every row: a
+/// workspace's start looks up its agent by build and its resources by build, a token check
+/// and a user's organizations look up by user (a table scan each was 1.3 billion rows read
+/// creating 50,000 workspaces).
+async fn lookups_by_build_and_by_user_use_an_index(store: Store) {
+    let _ = seed(&store).await;
+    for sql in [
+        "SELECT id FROM agents WHERE build_id = 'b'",
+        "SELECT * FROM workspace_resources WHERE build_id = 'b' ORDER BY name",
+        "SELECT * FROM api_tokens WHERE user_id = 'u' AND revoked_at IS NULL ORDER BY created_at",
+        "SELECT organization_id FROM organization_members WHERE user_id = 'u'",
+        "SELECT id FROM agents WHERE workspace_id = 'w' AND revoked_at IS NULL",
+        "SELECT * FROM bootstrap_tokens WHERE id = 't'",
+    ] {
+        let p = plan(&store, sql).await;
+        let scans: Vec<&String> = p
+            .iter()
+            .filter(|l| l.contains("Seq Scan") || l.starts_with("SCAN "))
+            .collect();
+        assert!(scans.is_empty(), "{sql} reads every row: {p:?}");
+        assert!(
+            p.iter().any(|l| l.contains("Index") || l.contains("INDEX")),
+            "{sql}: {p:?}"
+        );
+    }
+}
+both!(lookups_by_build_and_by_user_use_an_index);
