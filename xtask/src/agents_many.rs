@@ -12,10 +12,10 @@
 //! control's CPU and memory summed over its replicas, every replica killed (SIGKILL) and
 //! restarted and the time until every agent polls again, command delivery.
 //!
-//! Load process protocol. In: `record on`, `record off`, `reset` (forget who saw an outage),
-//! `report`. Out: `status CONNECTED BACK` twice a second (BACK: agents that saw the outage and
-//! polled since), `stopped NAME MS` when an agent's poll returns a stop (ms since the epoch),
-//! `report JSON` (its heartbeats, failures).
+//! Load process protocol. In: `record on`, `record off`, `reset` (forget who saw an outage;
+//! answered `reset done`), `report`. Out: `status CONNECTED BACK` twice a second (BACK: agents
+//! that saw the outage and polled since), `stopped NAME MS` when an agent's poll returns a stop
+//! (ms since the epoch), `report JSON` (its heartbeats, failures).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -59,6 +59,8 @@ struct View {
     back: usize,
     stops: HashMap<String, u64>,
     report: Option<Report>,
+    /// `reset` lines it has carried out.
+    resets: usize,
     ended: bool,
 }
 
@@ -250,6 +252,7 @@ fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::R
                 (Some("stopped"), Some(name), Some(ms)) => {
                     g.stops.insert(name.to_string(), ms.parse().unwrap_or(0));
                 }
+                (Some("reset"), Some("done"), _) => g.resets += 1,
                 (Some("report"), Some(_), _) => {
                     g.report = line
                         .strip_prefix("report ")
@@ -341,9 +344,18 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     // The load processes' heartbeats in the window.
     let (mut hb, hb_errors, mut lag) = reports(&mut loads)?;
 
-    // Every replica killed (SIGKILL) and restarted on its own addresses.
+    // Every replica killed (SIGKILL) and restarted on its own addresses, once every load
+    // process has forgotten who saw an outage (a reset read after the kill would forget the
+    // agents that had already seen this one, and they would never count as back).
     for l in &mut loads {
         l.say("reset")?;
+    }
+    let acked = Instant::now();
+    while views(&loads, |v| v.resets).iter().any(|r| *r == 0) {
+        if acked.elapsed() > Duration::from_secs(60) {
+            bail!("a load process did not answer `reset` within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let mut listens = Vec::new();
     for s in r.servers.iter_mut() {
@@ -578,7 +590,9 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
     crate::agents::raise_nofile();
     outpost_common::tls::install_provider();
     let slots: Vec<Slot> = serde_json::from_slice(&std::fs::read(file.context("--file")?)?)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a load process is one of several on two cores, and a multi-threaded
+    // runtime's work stealing and cross-thread wake-ups cost more than they gave here.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -641,6 +655,7 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
                     for s in &sims {
                         s.failed_since_kill.store(false, Ordering::Relaxed);
                     }
+                    say("reset done".to_string());
                 }
                 "report" => {
                     let rep = Report {

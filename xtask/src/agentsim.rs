@@ -359,6 +359,9 @@ pub fn spawn(
                     }
                     Err(e) => {
                         shared.note(&e);
+                        // A failed probe sees the outage too: an agent already probing
+                        // (its poll failed before the outage began) is back only after it.
+                        sim3.failed_since_kill.store(true, Ordering::Relaxed);
                         cur.next(&sim3);
                         tokio::time::sleep(backoff(attempt, BACKOFF_BASE, BACKOFF_CAP)).await;
                         attempt = attempt.saturating_add(1);

@@ -1,5 +1,10 @@
 //! `cargo xtask`: ci, test, demo, bench, fuzz.
 
+/// The load generator of `bench agents` runs the agent's own code: the same allocator as the
+/// agent and control.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agents;
 mod agents_many;
 mod agents_replicas;
