@@ -1,8 +1,3 @@
-/// mimalloc rather than glibc's malloc: the same allocator as control (`control/src/main.rs`);
-/// the agent's SSH and relay paths allocate per packet.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -1,7 +1,7 @@
 //! `cargo xtask`: ci, test, demo, bench, fuzz.
 
-/// The load generator of `bench agents` runs the agent's own code: the same allocator as the
-/// agent and control.
+/// The load processes of `bench agents` run 16,000 agents each, as control serves them: the
+/// allocator of control (`control/src/main.rs`), not of the one-per-workspace agent.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
