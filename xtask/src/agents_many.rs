@@ -159,7 +159,46 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64, Vec<f64>)> {
     for (e, c) in errors.iter().take(6) {
         eprintln!("  {c} x {e}");
     }
+    let sent: Vec<(u64, u64)> = loads
+        .iter()
+        .filter_map(|l| {
+            let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
+            g.report
+                .as_ref()
+                .map(|r| r.heartbeats.iter().map(|(at, us, _)| (*at, *us)).collect())
+        })
+        .flat_map(|v: Vec<(u64, u64)>| v)
+        .collect();
+    if let Some(line) = slow_seconds(&sent, 250_000) {
+        eprintln!("{line}");
+    }
     Ok((hb, hb_errors, lag))
+}
+
+/// When the heartbeats slower than `over_us` were sent: the seconds with the most of them,
+/// counted from the first heartbeat (a stall shows as a few seconds holding most of them).
+fn slow_seconds(sent: &[(u64, u64)], over_us: u64) -> Option<String> {
+    let start = sent.iter().map(|(at, _)| *at).min()?;
+    let mut by: std::collections::BTreeMap<u64, usize> = Default::default();
+    for (at, us) in sent {
+        if *us > over_us {
+            *by.entry((at - start) / 1000).or_default() += 1;
+        }
+    }
+    let total: usize = by.values().sum();
+    let mut worst: Vec<(u64, usize)> = by.into_iter().collect();
+    worst.sort_by_key(|(s, n)| (std::cmp::Reverse(*n), *s));
+    let top: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|(s, n)| format!("+{s} s: {n}"))
+        .collect();
+    Some(format!(
+        "heartbeats over {} ms: {total} of {}; the seconds they were sent in, most first: {}",
+        over_us / 1000,
+        sent.len(),
+        top.join(", ")
+    ))
 }
 
 /// CPU of control's replicas, of the load processes and of the whole machine (cores), and
@@ -351,7 +390,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         l.say("reset")?;
     }
     let acked = Instant::now();
-    while views(&loads, |v| v.resets).iter().any(|r| *r == 0) {
+    while views(&loads, |v| v.resets).contains(&0) {
         if acked.elapsed() > Duration::from_secs(60) {
             bail!("a load process did not answer `reset` within 60 s");
         }
@@ -679,4 +718,23 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slow_heartbeats_are_counted_by_the_second_they_were_sent() {
+        // Sent over 10 s from t=5,000 ms: two slow in second 3, one in second 7.
+        let mut sent: Vec<(u64, u64)> = (0..100).map(|i| (5_000 + i * 100, 1_000)).collect();
+        sent[31].1 = 400_000;
+        sent[35].1 = 300_000;
+        sent[72].1 = 260_000;
+        sent[80].1 = 250_000; // not over
+        let line = super::slow_seconds(&sent, 250_000).expect("a line");
+        assert_eq!(
+            line,
+            "heartbeats over 250 ms: 3 of 100; the seconds they were sent in, most first: +3 s: 2, +7 s: 1"
+        );
+        assert!(super::slow_seconds(&[], 250_000).is_none());
+    }
 }
