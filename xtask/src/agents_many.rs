@@ -194,9 +194,10 @@ fn slow_seconds(sent: &[(u64, u64)], over_us: u64) -> Option<String> {
         .map(|(s, n)| format!("+{s} s: {n}"))
         .collect();
     Some(format!(
-        "heartbeats over {} ms: {total} of {}; the seconds they were sent in, most first: {}",
+        "heartbeats over {} ms: {total} of {}; the seconds they were sent in, most first (from {} ms since the epoch): {}",
         over_us / 1000,
         sent.len(),
+        start,
         top.join(", ")
     ))
 }
@@ -733,7 +734,7 @@ mod tests {
         let line = super::slow_seconds(&sent, 250_000).expect("a line");
         assert_eq!(
             line,
-            "heartbeats over 250 ms: 3 of 100; the seconds they were sent in, most first: +3 s: 2, +7 s: 1"
+            "heartbeats over 250 ms: 3 of 100; the seconds they were sent in, most first (from 5000 ms since the epoch): +3 s: 2, +7 s: 1"
         );
         assert!(super::slow_seconds(&[], 250_000).is_none());
     }
