@@ -429,7 +429,7 @@ async fn poll(
     let now = now_ms();
     if agent.first_connected_at.is_none() {
         Box::pin(state.store.agent_seen(&agent.id, now)).await?;
-        state.agent_cache.connected(&agent.id, now);
+        state.agent_cache.forget(&agent.id);
         tracing::info!(agent = %agent.id, workspace = %agent.workspace_id, "agent connected");
         state.bump_progress();
     } else {
@@ -497,7 +497,7 @@ async fn heartbeat(
     let now = now_ms();
     if agent.first_connected_at.is_none() {
         state.store.agent_seen(&agent.id, now).await?;
-        state.agent_cache.connected(&agent.id, now);
+        state.agent_cache.forget(&agent.id);
         state.bump_progress();
     }
     let s = &req.stats.sessions;

@@ -63,43 +63,4 @@ impl AgentCache {
     pub fn forget(&self, id: &str) {
         self.rows.locked().remove(id);
     }
-
-    /// The agent's first request was recorded (`first_connected_at`, as the store now has it):
-    /// its cached row says so too, rather than going and costing each new agent's next request
-    /// a store read (50,000 of them after a connection storm).
-    pub fn connected(&self, id: &str, at: i64) {
-        if let Some((r, _)) = self.rows.locked().get_mut(id) {
-            r.first_connected_at.get_or_insert(at);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(id: &str) -> AgentRow {
-        AgentRow {
-            id: id.into(),
-            ..AgentRow::default()
-        }
-    }
-
-    #[test]
-    fn a_connected_agent_keeps_its_row_marked() {
-        let c = AgentCache::default();
-        c.put(&row("a"));
-        c.connected("a", 42);
-        let r = c.get("a", LONG).expect("still cached");
-        assert_eq!(r.first_connected_at, Some(42));
-        // The first time only, as the store's COALESCE.
-        c.connected("a", 99);
-        assert_eq!(
-            c.get("a", LONG).and_then(|r| r.first_connected_at),
-            Some(42)
-        );
-        // An agent not cached stays so (its next request reads the store).
-        c.connected("b", 1);
-        assert!(c.get("b", LONG).is_none());
-    }
 }
