@@ -142,11 +142,14 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64, Vec<f64>)> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (mut hb, mut lag): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    // (sent, ms since the epoch; latency, µs) of every heartbeat, for when the slow ones went.
+    let mut sent: Vec<(u64, u64)> = Vec::new();
     let (mut hb_errors, mut errors) = (0u64, HashMap::<String, u64>::new());
     for l in loads.iter() {
         let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rep) = &g.report {
             hb.extend(rep.heartbeats.iter().map(|(_, us, _)| *us as f64 / 1000.0));
+            sent.extend(rep.heartbeats.iter().map(|(at, us, _)| (*at, *us)));
             hb_errors += rep.heartbeat_errors;
             lag.extend(&rep.lag_ms);
             for (e, c) in &rep.errors {
@@ -159,16 +162,6 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64, Vec<f64>)> {
     for (e, c) in errors.iter().take(6) {
         eprintln!("  {c} x {e}");
     }
-    let sent: Vec<(u64, u64)> = loads
-        .iter()
-        .filter_map(|l| {
-            let g = l.view.lock().unwrap_or_else(|p| p.into_inner());
-            g.report
-                .as_ref()
-                .map(|r| r.heartbeats.iter().map(|(at, us, _)| (*at, *us)).collect())
-        })
-        .flat_map(|v: Vec<(u64, u64)>| v)
-        .collect();
     if let Some(line) = slow_seconds(&sent, 250_000) {
         eprintln!("{line}");
     }

@@ -636,7 +636,6 @@ async fn plan(store: &Store, sql: &str) -> Vec<String> {
 /// and a user's organizations look up by user (a table scan each was 1.3 billion rows read
 /// creating 50,000 workspaces).
 async fn lookups_by_build_and_by_user_use_an_index(store: Store) {
-    let _ = seed(&store).await;
     for sql in [
         "SELECT id FROM agents WHERE build_id = 'b'",
         "SELECT * FROM workspace_resources WHERE build_id = 'b' ORDER BY name",
