@@ -587,11 +587,17 @@ async fn poll_loop(
     }
 }
 
-/// When the next heartbeat goes, `failures` beats in a row having failed: on schedule, or
-/// spread out (up to 4 intervals, jittered) while control cannot be reached.
+/// When the next heartbeat goes, counted from when the last one was *sent* (not from its
+/// answer), `failures` beats in a row having failed. On schedule: the interval give or take a
+/// tenth, at random. Counting from the answer, every agent whose heartbeat waited out a stall
+/// of control's would beat again together one interval later, and again after that (at 50,000
+/// agents a one-second stall became a burst of thousands every 15 s); the jitter spreads
+/// agents that started together. While control cannot be reached the beats spread out (up to
+/// 4 intervals, jittered).
 pub fn next_beat(every: Duration, failures: u32) -> Duration {
+    use rand::Rng;
     match failures {
-        0 => every,
+        0 => every.mul_f64(rand::thread_rng().gen_range(0.9..=1.1)),
         n => every.max(backoff(n - 1, every, every * 4)),
     }
 }
@@ -621,6 +627,7 @@ async fn heartbeat_loop(
             lifecycle: pending,
             stats: st,
         };
+        let sent = tokio::time::Instant::now();
         match session.heartbeat(&req).await {
             Ok(resp) => {
                 failures = 0;
@@ -648,7 +655,7 @@ async fn heartbeat_loop(
         // be reached the beats spread out (up to 4 intervals, jittered): every agent of a
         // restarted control dialing it on the same schedule would be a storm of handshakes.
         tokio::select! {
-            _ = tokio::time::sleep(next_beat(every, failures)) => {}
+            _ = tokio::time::sleep_until(sent + next_beat(every, failures)) => {}
             _ = lifecycle.changed.notified() => {}
         }
     }
@@ -704,9 +711,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heartbeats_spread_out_while_they_fail() {
+    fn heartbeats_are_jittered_and_spread_out_while_they_fail() {
         let every = Duration::from_secs(15);
-        assert_eq!(next_beat(every, 0), every);
+        let waits: Vec<Duration> = (0..400).map(|_| next_beat(every, 0)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= every.mul_f64(0.9) && *w <= every.mul_f64(1.1)));
+        assert!(
+            waits.iter().any(|w| *w < every.mul_f64(0.97))
+                && waits.iter().any(|w| *w > every.mul_f64(1.03)),
+            "on schedule, the beats are jittered both ways: {waits:?}"
+        );
         let waits: Vec<Duration> = (0..400).map(|_| next_beat(every, 5)).collect();
         assert!(waits.iter().all(|w| *w >= every && *w <= every * 4));
         assert!(

@@ -242,6 +242,13 @@ impl PtyHub {
                     Ok(Ok(n)) => n,
                     Err(_) => continue,
                 };
+                if n < buf.len() {
+                    // A short read emptied the PTY's queue: wait for the next wake-up rather
+                    // than read again only to be told EAGAIN (a system call per keystroke).
+                    // Output that lands after the read wakes the fd again (the driver's tick
+                    // keeps this clear from hiding it).
+                    ready.clear_ready();
+                }
                 let Some(s) = weak.upgrade() else { break };
                 s.agent.add_bytes(0, n as u64);
                 {

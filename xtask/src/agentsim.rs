@@ -298,8 +298,8 @@ pub fn spawn(
     tokio::spawn(async move {
         let offset = rand::random::<u64>() % 15_000;
         tokio::time::sleep(Duration::from_millis(offset)).await;
-        // As the agent's heartbeat loop: every 15 s, spread out (up to 60 s, jittered) while
-        // heartbeats fail.
+        // As the agent's heartbeat loop: every 15 s give or take 1.5 s from the last send, spread
+        // out (up to 60 s, jittered) while heartbeats fail.
         let every = Duration::from_secs(15);
         let mut failures = 0u32;
         loop {
@@ -333,7 +333,10 @@ pub fn spawn(
                     v.push((at, t.elapsed().as_micros() as u64, moved));
                 }
             }
-            tokio::time::sleep(outpost_agent::run::next_beat(every, failures)).await;
+            // As the agent: counted from the send, so a stall does not line beats up.
+            let next =
+                tokio::time::Instant::from_std(t) + outpost_agent::run::next_beat(every, failures);
+            tokio::time::sleep_until(next).await;
         }
     });
     let sim3 = sim.clone();

@@ -22,6 +22,14 @@ const BODY_LIMIT: usize = 64 * 1024;
 const LOGS_BODY_LIMIT: usize = 1 << 20;
 const POLL_HOLD: Duration = Duration::from_secs(25);
 
+/// How long one poll is held at most: [`POLL_HOLD`] less up to a fifth, at random. Polls that a
+/// stall made arrive together would otherwise all be answered together 25 s later, sent again
+/// together, and so on (at 50,000 agents, a burst every hold).
+fn poll_hold() -> Duration {
+    use rand::Rng;
+    POLL_HOLD.mul_f64(rand::thread_rng().gen_range(0.8..=1.0))
+}
+
 /// Who the TLS layer says the peer is: (workspace id, agent id) from its verified certificate.
 #[derive(Clone, Debug)]
 pub struct PeerIdentity {
@@ -412,7 +420,7 @@ async fn poll(
 ) -> Result<Response, ApiError> {
     // The hold counts from the request's arrival: time spent waiting for the store comes out
     // of it, so the agent's answer never arrives after its request timed out (40 s).
-    let deadline = tokio::time::Instant::now() + POLL_HOLD;
+    let deadline = tokio::time::Instant::now() + poll_hold();
     // The store's futures are boxed: a held poll keeps its future for up to 25 s, and an
     // inlined query would make every held poll as large as the largest query's state.
     let agent = match Box::pin(authed_agent_with(&state, &peer, "agent.poll", true)).await {
@@ -741,4 +749,22 @@ async fn report_ssh(
         .await?;
     state.bump_progress();
     Ok(Json(serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_are_held_for_spread_out_times() {
+        let holds: Vec<Duration> = (0..400).map(|_| poll_hold()).collect();
+        assert!(holds
+            .iter()
+            .all(|h| *h >= POLL_HOLD.mul_f64(0.8) && *h <= POLL_HOLD));
+        assert!(
+            holds.iter().any(|h| *h < POLL_HOLD.mul_f64(0.85))
+                && holds.iter().any(|h| *h > POLL_HOLD.mul_f64(0.95)),
+            "spread over the range: {holds:?}"
+        );
+    }
 }
