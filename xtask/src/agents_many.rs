@@ -430,7 +430,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         tls_full += f;
         tls_resumed += res;
     }
-    eprintln!("{back_count} of {n} back after the restart ({back:?} s); TLS handshakes since: {tls_resumed} resumed, {tls_full} full; the failures so far:");
+    let connected_now: usize = views(&loads, |v| v.connected).into_iter().sum();
+    eprintln!("{back_count} of {n} back after the restart ({back:?} s), {connected_now} connected; TLS handshakes since: {tls_resumed} resumed, {tls_full} full; the failures so far:");
     reports(&mut loads)?;
 
     // Command delivery: stops through the replicas in turn, 20 ms apart.
@@ -685,8 +686,13 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
                     lag_on.store(false, Ordering::Relaxed);
                 }
                 "reset" => {
+                    // An agent not connected now (backing off after a failure of its own
+                    // before the kill) is out already: it is back once a request gets through
+                    // again. Counting only failures from here on, such an agent whose next
+                    // probe went through after the restart never counted as back.
                     for s in &sims {
-                        s.failed_since_kill.store(false, Ordering::Relaxed);
+                        let out = !s.ok.load(Ordering::Relaxed);
+                        s.failed_since_kill.store(out, Ordering::Relaxed);
                     }
                     say("reset done".to_string());
                 }
