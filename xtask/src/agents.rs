@@ -350,7 +350,7 @@ fn run(o: Opts) -> anyhow::Result<()> {
         None => "",
     };
     let title = format!(
-        "bench agents ({store}), {n} agents, {}\n\nMachine: {}. One `outpost server` (release) and one load process on the same machine; heartbeats every 15 s, long polls held 25 s; {hb_n} heartbeats in the steady window; creating the {n} workspaces took {create_secs:.1} s. Each simulated agent connects from a loopback address of its own.{heap_note}",
+        "bench agents ({store}), {n} agents, {}\n\nMachine: {}. One `outpost server` (release) and one load process on the same machine; heartbeats every 15 s give or take 1.5 s (from the last one sent), long polls held 20-25 s; {hb_n} heartbeats in the steady window; creating the {n} workspaces took {create_secs:.1} s. Each simulated agent connects from a loopback address of its own.{heap_note}",
         crate::bench::date(),
         machine()
     );
