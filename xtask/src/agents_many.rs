@@ -408,6 +408,9 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         let _ = s.child.wait();
     }
     let killed = Instant::now();
+    for l in &mut loads {
+        l.say("killed")?;
+    }
     for (i, (data, api, agent)) in listens.iter().enumerate() {
         let flags: Vec<&str> = r.flags[i].iter().map(String::as_str).collect();
         r.servers[i] = Some(start_server(&bin, data, (api, agent), &flags)?);
@@ -654,10 +657,15 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
             let mut told = vec![false; sims2.len()];
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                // Back: connected, and either it saw the outage or a request of its begun
+                // after the kill went through.
+                let killed = shared2.killed_ms.load(Ordering::Relaxed);
                 let back = sims2
                     .iter()
                     .filter(|s| {
-                        s.ok.load(Ordering::Relaxed) && s.failed_since_kill.load(Ordering::Relaxed)
+                        s.ok.load(Ordering::Relaxed)
+                            && (s.failed_since_kill.load(Ordering::Relaxed)
+                                || (killed > 0 && s.ok_request_ms.load(Ordering::Relaxed) > killed))
                     })
                     .count();
                 for (s, told) in sims2.iter().zip(told.iter_mut()) {
@@ -677,6 +685,13 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
             tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
         while let Some(line) = lines.next_line().await? {
             match line.trim() {
+                // Told once every replica is dead (so later than the kill itself: a request
+                // begun in between counts only when it or a later one fails or goes through).
+                "killed" => {
+                    shared
+                        .killed_ms
+                        .store(crate::agentsim::now_ms(), Ordering::Relaxed);
+                }
                 "record on" => {
                     shared.record_heartbeats.store(true, Ordering::Relaxed);
                     lag_on.store(true, Ordering::Relaxed);
@@ -690,6 +705,7 @@ pub fn load_main(args: &[String]) -> anyhow::Result<()> {
                     // before the kill) is out already: it is back once a request gets through
                     // again. Counting only failures from here on, such an agent whose next
                     // probe went through after the restart never counted as back.
+                    shared.killed_ms.store(0, Ordering::Relaxed);
                     for s in &sims {
                         let out = !s.ok.load(Ordering::Relaxed);
                         s.failed_since_kill.store(out, Ordering::Relaxed);

@@ -22,6 +22,11 @@ pub struct Sim {
     pub name: String,
     pub ok: AtomicBool,
     pub failed_since_kill: AtomicBool,
+    /// When the request that last went through (a probe or a poll) began, ms since the epoch.
+    /// One begun after an outage began was answered by a control up after it, even if no
+    /// request of this agent failed (the HTTP client retries a request its dead connection
+    /// never sent on a new connection).
+    pub ok_request_ms: AtomicU64,
     pub stop_received_ms: AtomicU64,
     /// The index of the agent URL it talks to now.
     pub replica: AtomicUsize,
@@ -36,6 +41,9 @@ pub struct Shared {
     pub heartbeat_errors: AtomicU64,
     pub connected: AtomicUsize,
     pub poll_errors: AtomicU64,
+    /// When this process was told every replica was killed (ms since the epoch; 0: not yet
+    /// since the last `reset`).
+    pub killed_ms: AtomicU64,
     /// Connections (TLS handshake and first request) the load process makes at once, when
     /// capped: the agents' client handshakes share this one process's cores, which real
     /// agents do not. Every request of an agent not connected takes a permit (its probe and
@@ -286,6 +294,7 @@ pub fn spawn(
         name,
         ok: AtomicBool::new(false),
         failed_since_kill: AtomicBool::new(false),
+        ok_request_ms: AtomicU64::new(0),
         stop_received_ms: AtomicU64::new(0),
         replica: AtomicUsize::new(at),
     });
@@ -352,8 +361,10 @@ pub fn spawn(
                     Some(g) => g.acquire().await.ok(),
                     None => None,
                 };
+                let began = now_ms();
                 match session.manifest().await {
                     Ok(_) => {
+                        sim3.ok_request_ms.store(began, Ordering::Relaxed);
                         probe = false;
                         attempt = 0;
                         if !sim3.ok.swap(true, Ordering::Relaxed) {
@@ -372,8 +383,10 @@ pub fn spawn(
                 }
                 continue;
             }
+            let began = now_ms();
             match session.poll().await {
                 Ok(r) => {
+                    sim3.ok_request_ms.store(began, Ordering::Relaxed);
                     attempt = 0;
                     if !sim3.ok.swap(true, Ordering::Relaxed) {
                         shared.connected.fetch_add(1, Ordering::Relaxed);
