@@ -587,9 +587,9 @@ async fn poll_loop(
     }
 }
 
-/// When the next heartbeat goes, counted from when the last one was *sent* (not from its
-/// answer), `failures` beats in a row having failed. On schedule: the interval give or take a
-/// tenth, at random. Counting from the answer, every agent whose heartbeat waited out a stall
+/// When the next heartbeat goes, `failures` beats in a row having failed. On schedule: the
+/// interval give or take a tenth, at random, counted from when the last one was *sent* (not
+/// from its answer; after a failure, from the failure, so a slow one does not shorten the wait). Counting from the answer, every agent whose heartbeat waited out a stall
 /// of control's would beat again together one interval later, and again after that (at 50,000
 /// agents a one-second stall became a burst of thousands every 15 s); the jitter spreads
 /// agents that started together. While control cannot be reached the beats spread out (up to
@@ -599,6 +599,14 @@ pub fn next_beat(every: Duration, failures: u32) -> Duration {
     match failures {
         0 => every.mul_f64(rand::thread_rng().gen_range(0.9..=1.1)),
         n => every.max(backoff(n - 1, every, every * 4)),
+    }
+}
+
+/// What [`next_beat`] counts from: the last beat's send when it went through, else now.
+pub fn beat_from(sent: tokio::time::Instant, failures: u32) -> tokio::time::Instant {
+    match failures {
+        0 => sent,
+        _ => tokio::time::Instant::now(),
     }
 }
 
@@ -655,7 +663,7 @@ async fn heartbeat_loop(
         // be reached the beats spread out (up to 4 intervals, jittered): every agent of a
         // restarted control dialing it on the same schedule would be a storm of handshakes.
         tokio::select! {
-            _ = tokio::time::sleep_until(sent + next_beat(every, failures)) => {}
+            _ = tokio::time::sleep_until(beat_from(sent, failures) + next_beat(every, failures)) => {}
             _ = lifecycle.changed.notified() => {}
         }
     }
@@ -709,6 +717,13 @@ async fn renew_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_beat_counts_from_its_send_unless_it_failed() {
+        let sent = tokio::time::Instant::now() - Duration::from_secs(10);
+        assert_eq!(beat_from(sent, 0), sent);
+        assert!(beat_from(sent, 1) >= sent + Duration::from_secs(10));
+    }
 
     #[test]
     fn heartbeats_are_jittered_and_spread_out_while_they_fail() {

@@ -342,9 +342,10 @@ pub fn spawn(
                     v.push((at, t.elapsed().as_micros() as u64, moved));
                 }
             }
-            // As the agent: counted from the send, so a stall does not line beats up.
-            let next =
-                tokio::time::Instant::from_std(t) + outpost_agent::run::next_beat(every, failures);
+            // As the agent: counted from the send, so a stall does not line beats up (from
+            // the failure while they fail).
+            let from = outpost_agent::run::beat_from(tokio::time::Instant::from_std(t), failures);
+            let next = from + outpost_agent::run::next_beat(every, failures);
             tokio::time::sleep_until(next).await;
         }
     });
