@@ -172,22 +172,27 @@ fn reports(loads: &mut [Load]) -> anyhow::Result<(Vec<f64>, u64, Vec<f64>)> {
 /// counted from the first heartbeat (a stall shows as a few seconds holding most of them).
 fn slow_seconds(sent: &[(u64, u64)], over_us: u64) -> Option<String> {
     let start = sent.iter().map(|(at, _)| *at).min()?;
-    let mut by: std::collections::BTreeMap<u64, usize> = Default::default();
+    // Per second: (slow, sent).
+    let mut by: std::collections::BTreeMap<u64, (usize, usize)> = Default::default();
     for (at, us) in sent {
+        let e = by.entry((at - start) / 1000).or_default();
+        e.1 += 1;
         if *us > over_us {
-            *by.entry((at - start) / 1000).or_default() += 1;
+            e.0 += 1;
         }
     }
-    let total: usize = by.values().sum();
-    let mut worst: Vec<(u64, usize)> = by.into_iter().collect();
-    worst.sort_by_key(|(s, n)| (std::cmp::Reverse(*n), *s));
+    let total: usize = by.values().map(|e| e.0).sum();
+    let busiest = by.values().map(|e| e.1).max().unwrap_or(0);
+    let mean = sent.len() / by.len().max(1);
+    let mut worst: Vec<(u64, (usize, usize))> = by.into_iter().filter(|e| e.1 .0 > 0).collect();
+    worst.sort_by_key(|(s, n)| (std::cmp::Reverse(n.0), *s));
     let top: Vec<String> = worst
         .iter()
         .take(5)
-        .map(|(s, n)| format!("+{s} s: {n}"))
+        .map(|(s, n)| format!("+{s} s: {} of {} sent", n.0, n.1))
         .collect();
     Some(format!(
-        "heartbeats over {} ms: {total} of {}; the seconds they were sent in, most first (from {} ms since the epoch): {}",
+        "heartbeats over {} ms: {total} of {}; sent per second: {mean} on average, {busiest} at most; the seconds the slow ones were sent in, most first (from {} ms since the epoch): {}",
         over_us / 1000,
         sent.len(),
         start,
@@ -749,7 +754,7 @@ mod tests {
         let line = super::slow_seconds(&sent, 250_000).expect("a line");
         assert_eq!(
             line,
-            "heartbeats over 250 ms: 3 of 100; the seconds they were sent in, most first (from 5000 ms since the epoch): +3 s: 2, +7 s: 1"
+            "heartbeats over 250 ms: 3 of 100; sent per second: 10 on average, 10 at most; the seconds the slow ones were sent in, most first (from 5000 ms since the epoch): +3 s: 2 of 10 sent, +7 s: 1 of 10 sent"
         );
         assert!(super::slow_seconds(&[], 250_000).is_none());
     }

@@ -281,7 +281,7 @@ impl Current {
 }
 
 /// Starts one simulated agent on `urls[at]`: a heartbeat every 15 s (the first at a random
-/// offset) and a long poll that returns when a stop arrives. Its connections come from `local`.
+/// moment of the 15 s after it first connected) and a long poll that returns when a stop arrives. Its connections come from `local`.
 pub fn spawn(
     name: String,
     local: std::net::IpAddr,
@@ -304,7 +304,15 @@ pub fn spawn(
         now: Mutex::new((at, session)),
     });
     let (shared2, sim2, cur2) = (shared.clone(), sim.clone(), cur.clone());
+    // The first heartbeat goes at a random moment of the first interval after the agent first
+    // connected (as agents started one by one would). Heartbeats that waited at the connect
+    // gate behind every agent's probe all went out together when the probes were through, and
+    // that one burst came back every interval for minutes (jitter spreads it only slowly).
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
+        if first_rx.await.is_err() {
+            return;
+        }
         let offset = rand::random::<u64>() % 15_000;
         tokio::time::sleep(Duration::from_millis(offset)).await;
         // As the agent's heartbeat loop: every 15 s give or take 1.5 s from the last send, spread
@@ -351,6 +359,7 @@ pub fn spawn(
     });
     let sim3 = sim.clone();
     tokio::spawn(async move {
+        let mut first_tx = Some(first_tx);
         let mut attempt = 0u32;
         // Connected = an authenticated request got through (a held poll only answers after
         // 25 s, so a quick manifest read marks the moment).
@@ -366,6 +375,9 @@ pub fn spawn(
                 match session.manifest().await {
                     Ok(_) => {
                         sim3.ok_request_ms.store(began, Ordering::Relaxed);
+                        if let Some(tx) = first_tx.take() {
+                            let _ = tx.send(());
+                        }
                         probe = false;
                         attempt = 0;
                         if !sim3.ok.swap(true, Ordering::Relaxed) {
