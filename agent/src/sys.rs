@@ -18,17 +18,22 @@ pub fn quickack(fd: std::os::fd::RawFd) {
     }
 }
 
-/// A non-blocking duplicate of `fd` (a PTY master), registered with tokio.
+/// A non-blocking duplicate of `fd` (a PTY master), registered with tokio for `interest` only.
+/// A PTY master registered for writing too wakes its reader's thread every time the program
+/// reads its input (the PTY reports room to write): one wake-up for nothing per keystroke.
 pub fn async_dup(
     fd: std::os::fd::RawFd,
+    interest: tokio::io::Interest,
 ) -> std::io::Result<tokio::io::unix::AsyncFd<std::fs::File>> {
     let file = dup_nonblocking(fd)?;
     // SAFETY: the File owns a valid descriptor, which nothing replaces or closes while the
     // AsyncFd owns the File.
-    Ok(unsafe { tokio::io::unix::AsyncFd::register(file) }?)
+    Ok(unsafe { tokio::io::unix::AsyncFd::register_with_interest(file, interest) }?)
 }
 
-fn dup_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
+/// A non-blocking duplicate of `fd`, not registered anywhere (write to it directly; see
+/// [`async_dup`] for waiting until it has room).
+pub fn dup_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File> {
     // SAFETY: `fd` is open for the duration of this call (the caller holds its owner); the
     // duplicate is a new descriptor owned by the returned File.
     let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;

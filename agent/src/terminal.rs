@@ -19,7 +19,6 @@ use bytes::Bytes;
 
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use tokio::io::unix::AsyncFd;
 
 use crate::ssh::SshShared;
 use crate::state::{Agent, Live, SessionKind};
@@ -39,8 +38,10 @@ struct PtySession {
     /// The screen model, and the output channel: output is fed to the model and sent under the
     /// same lock, so an attaching client's repaint and its live stream never overlap or gap.
     term: Mutex<Term>,
-    /// The PTY master, non-blocking, driven by tokio (no threads between a keystroke and it).
-    fd: Arc<AsyncFd<std::fs::File>>,
+    /// The PTY master for input, non-blocking and written directly (no threads between a
+    /// keystroke and it). It is registered with tokio only while a write waits for room: one
+    /// registered for writing would wake the agent each time the program reads its input.
+    input: std::fs::File,
     /// One client's input is written whole before another's.
     writing: tokio::sync::Mutex<()>,
     master: Mutex<Box<dyn portable_pty::MasterPty + Send>>,
@@ -213,14 +214,16 @@ impl PtyHub {
         let raw = master
             .as_raw_fd()
             .context("the PTY has no file descriptor")?;
-        let fd = Arc::new(crate::sys::async_dup(raw)?);
+        // The reader's copy is registered for reading only (see `input`).
+        let fd = crate::sys::async_dup(raw, tokio::io::Interest::READABLE)?;
+        let input = crate::sys::dup_nonblocking(raw)?;
         let (exit_tx, exit_rx) = tokio::sync::watch::channel(false);
         let s = Arc::new(PtySession {
             term: Mutex::new(Term {
                 parser: vt100::Parser::new(a.rows, a.cols, SCROLLBACK),
                 clients: Vec::new(),
             }),
-            fd: fd.clone(),
+            input,
             writing: tokio::sync::Mutex::new(()),
             master: Mutex::new(master),
             attached: AtomicUsize::new(0),
@@ -486,11 +489,18 @@ impl PtySession {
         let _one_at_a_time = self.writing.lock().await;
         let mut off = 0;
         while off < data.len() {
-            let mut ready = self.fd.writable().await?;
-            match ready.try_io(|f| f.get_ref().write(&data[off..])) {
-                Ok(Ok(n)) => off += n,
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
+            match (&self.input).write(&data[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The input queue is full (a paste the program has not read yet): wait for
+                    // room on a copy registered for that wait alone. Registering reports room
+                    // that came between the write and now, so no wake-up is lost.
+                    let raw = std::os::fd::AsRawFd::as_raw_fd(&self.input);
+                    let waiter = crate::sys::async_dup(raw, tokio::io::Interest::WRITABLE)?;
+                    waiter.writable().await?.clear_ready();
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -209,6 +209,16 @@ for _ in range(100):
 print("handshakes", done, "of 100")
 "#;
 
+/// `data` as one masked binary WebSocket message of terminal input (as a browser's paste).
+fn paste(c: &mut std::net::TcpStream, data: &[u8]) -> R {
+    let mut frame = vec![0x82u8, 0x80 | 127];
+    frame.extend_from_slice(&(data.len() as u64 + 1).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0, 0]); // mask (zero), then the input kind
+    frame.extend_from_slice(data);
+    c.write_all(&frame)?;
+    Ok(())
+}
+
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     use crate::replica_rig::{terminal_to, type_and_wait};
     let (s, mport, admin, bob) = two_workspaces(backend)?;
@@ -218,6 +228,16 @@ fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     let mut t = terminal_to(&s.url, &token, "b", "t1")?;
     type_and_wait(&mut t, "export KEPT=dial-$((6*7))", "export KEPT")?;
     type_and_wait(&mut t, "seq 1 50000 | sed s/^/n/", "n50000\r\n")?;
+    // A paste far bigger than the PTY's input queue, in one message, arrives whole: the agent
+    // writes while there is room and waits for the program to read the rest.
+    type_and_wait(
+        &mut t,
+        "stty -icanon -echo; echo rea''dy; head -c 300000 | wc -c",
+        "ready",
+    )?;
+    paste(&mut t, &vec![b'x'; 300_000])?;
+    type_and_wait(&mut t, "", "300000")?;
+    type_and_wait(&mut t, "stty sane; echo sa''ne", "sane")?;
     assert_eq!(
         pty_paths(mport)?,
         (1.0, 0.0),
