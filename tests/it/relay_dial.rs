@@ -220,7 +220,7 @@ fn paste(c: &mut std::net::TcpStream, data: &[u8]) -> R {
 }
 
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
-    use crate::replica_rig::{terminal_to, type_and_wait};
+    use crate::replica_rig::{terminal_to, type_and_wait, wait_for};
     let (s, mport, admin, bob) = two_workspaces(backend)?;
     let token = token_of(&bob)?;
 
@@ -236,7 +236,7 @@ fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
         "ready",
     )?;
     paste(&mut t, &vec![b'x'; 300_000])?;
-    type_and_wait(&mut t, "", "300000")?;
+    wait_for(&mut t, "300000")?;
     type_and_wait(&mut t, "stty sane; echo sa''ne", "sane")?;
     assert_eq!(
         pty_paths(mport)?,

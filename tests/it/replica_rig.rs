@@ -84,11 +84,17 @@ pub fn terminal_at(url: &str, token: &str, path: &str) -> R<std::net::TcpStream>
 
 /// Types `cmd` (a masked binary frame, as a browser sends) and reads until `expect` shows.
 pub fn type_and_wait(c: &mut std::net::TcpStream, cmd: &str, expect: &str) -> R {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let input = format!("{cmd}\r");
     let mut frame = vec![0x82u8, 0x80 | (input.len() as u8 + 1), 0, 0, 0, 0, 0];
     frame.extend_from_slice(input.as_bytes());
     c.write_all(&frame)?;
+    wait_for(c, expect)
+}
+
+/// Reads the terminal until `expect` shows (10 s at most).
+pub fn wait_for(c: &mut std::net::TcpStream, expect: &str) -> R {
+    use std::io::Read;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];

@@ -281,7 +281,8 @@ impl Current {
 }
 
 /// Starts one simulated agent on `urls[at]`: a heartbeat every 15 s (the first at a random
-/// moment of the 15 s after it first connected) and a long poll that returns when a stop arrives. Its connections come from `local`.
+/// moment of the 15 s after it first connected) and a long poll that returns when a stop
+/// arrives. Its connections come from `local`.
 pub fn spawn(
     name: String,
     local: std::net::IpAddr,
