@@ -52,8 +52,9 @@ pub fn dup_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<std::fs::File>
 /// A bulk transfer queues up to a channel window of SSH packets, each in a fresh allocation, then
 /// frees them, so the heap grows and shrinks by megabytes over and over and every byte lands on
 /// a newly faulted, zeroed page: 12% of the agent's time in `ssh -L`. Keeping up to 32 MiB of
-/// free heap (the window is 16 MiB) ends that; the memory is reused, not leaked. Buffers up to
-/// 1 MiB (relay reads take 256 KiB) come from that heap rather than a fresh mmap each time.
+/// free heap (a window is 2 MiB, several channels at once) ends that; the memory is reused, not
+/// leaked. Buffers up to 1 MiB (relay reads take 256 KiB) come from that heap rather than a
+/// fresh mmap each time.
 /// [`trim_heap`] gives the memory back when a session or forwarded channel ends.
 pub fn keep_freed_heap() {
     // SAFETY: mallopt(3) only sets tuning parameters of the process's allocator (it takes the
