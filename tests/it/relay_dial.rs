@@ -209,18 +209,8 @@ for _ in range(100):
 print("handshakes", done, "of 100")
 "#;
 
-/// `data` as one masked binary WebSocket message of terminal input (as a browser's paste).
-fn paste(c: &mut std::net::TcpStream, data: &[u8]) -> R {
-    let mut frame = vec![0x82u8, 0x80 | 127];
-    frame.extend_from_slice(&(data.len() as u64 + 1).to_be_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0, 0]); // mask (zero), then the input kind
-    frame.extend_from_slice(data);
-    c.write_all(&frame)?;
-    Ok(())
-}
-
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
-    use crate::replica_rig::{terminal_to, type_and_wait, wait_for};
+    use crate::replica_rig::{send_input, terminal_to, type_and_wait, wait_for};
     let (s, mport, admin, bob) = two_workspaces(backend)?;
     let token = token_of(&bob)?;
 
@@ -235,7 +225,7 @@ fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
         "stty -icanon -echo; echo rea''dy; head -c 300000 | wc -c",
         "ready",
     )?;
-    paste(&mut t, &vec![b'x'; 300_000])?;
+    send_input(&mut t, &vec![b'x'; 300_000])?;
     wait_for(&mut t, "300000")?;
     type_and_wait(&mut t, "stty sane; echo sa''ne", "sane")?;
     assert_eq!(

@@ -82,14 +82,33 @@ pub fn terminal_at(url: &str, token: &str, path: &str) -> R<std::net::TcpStream>
     Ok(c)
 }
 
-/// Types `cmd` (a masked binary frame, as a browser sends) and reads until `expect` shows.
+/// Types `cmd` and reads until `expect` shows.
 pub fn type_and_wait(c: &mut std::net::TcpStream, cmd: &str, expect: &str) -> R {
-    use std::io::Write;
-    let input = format!("{cmd}\r");
-    let mut frame = vec![0x82u8, 0x80 | (input.len() as u8 + 1), 0, 0, 0, 0, 0];
-    frame.extend_from_slice(input.as_bytes());
-    c.write_all(&frame)?;
+    send_input(c, format!("{cmd}\r").as_bytes())?;
     wait_for(c, expect)
+}
+
+/// `data` as one message of terminal input: a masked binary WebSocket frame, as a browser
+/// sends (a paste of any size included).
+pub fn send_input(c: &mut std::net::TcpStream, data: &[u8]) -> R {
+    use std::io::Write;
+    let len = data.len() + 1; // the input kind first
+    let mut frame = vec![0x82u8];
+    match len {
+        0..=125 => frame.push(0x80 | len as u8),
+        126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0, 0]); // mask (zero), then the input kind
+    frame.extend_from_slice(data);
+    c.write_all(&frame)?;
+    Ok(())
 }
 
 /// Reads the terminal until `expect` shows (10 s at most).
