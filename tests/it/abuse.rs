@@ -616,7 +616,9 @@ both_backends!(listeners_have_limits);
 
 /// An agent's direct SSH listener (`[agent] ssh_listen`): one address may hold 128 connections
 /// that have not logged in, the next is closed at once while another address is served; a
-/// connection that sends its banner and never logs in is closed after the login grace.
+/// connection that sends its banner and never logs in is closed after the login grace; and all
+/// addresses together may hold 512, so four addresses at their quota leave a fifth none until
+/// the grace frees them.
 fn direct_ssh_listener_has_limits(backend: Backend) -> R {
     let s = Server::start_with(backend, &["--ssh-login-grace-secs", "2"])?;
     let dir = s.dir.path().join("direct");
@@ -660,6 +662,34 @@ fn direct_ssh_listener_has_limits(backend: Backend) -> R {
     again.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut banner = [0u8; 8];
     again.read_exact(&mut banner)?;
+    assert_eq!(&banner, b"SSH-2.0-");
+    drop(again);
+
+    // Many addresses: 4 x 128 connections not logged in fill the listener; a fifth address's
+    // connection is closed at once (well inside the 2 s grace), then served once they are cut.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut flood = Vec::new();
+    for source in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        for _ in 0..128 {
+            flood.push(connect_from(&addr, source)?);
+        }
+    }
+    let t = Instant::now();
+    let mut fifth = connect_from(&addr, "127.0.0.8")?;
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(1)) && t.elapsed() < Duration::from_secs(1),
+        "a connection past 512 not logged in was kept ({:?})",
+        t.elapsed()
+    );
+    for c in &mut flood {
+        assert!(
+            closed_within(c, Duration::from_secs(8)),
+            "cut after the grace"
+        );
+    }
+    let mut served = connect_from(&addr, "127.0.0.8")?;
+    served.set_read_timeout(Some(Duration::from_secs(5)))?;
+    served.read_exact(&mut banner)?;
     assert_eq!(&banner, b"SSH-2.0-");
     Ok(())
 }

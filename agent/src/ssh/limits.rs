@@ -1,6 +1,6 @@
-//! What an SSH connection may hold before it logs in: a bounded number of connections per
-//! address not logged in yet on the direct listener ([`SourceSlot`], given back at login), and a
-//! grace after which a connection that has not logged in is cut ([`Killable`]).
+//! What an SSH connection may hold before it logs in: a bounded number of connections not
+//! logged in yet on the direct listener, per address and in all ([`SourceSlot`], given back at
+//! login), and a grace after which a connection that has not logged in is cut ([`Killable`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,10 +15,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Connections one address may hold on the direct SSH listener before they log in (OpenSSH's
 /// MaxStartups counts the same; logged-in sessions are not limited).
 const SSH_CONNECTIONS_PER_SOURCE: usize = 128;
+/// Connections all addresses together may hold before they log in: many addresses (an IPv6
+/// prefix, a botnet) cannot hold more memory than this many handshakes need.
+const SSH_CONNECTIONS_NOT_LOGGED_IN: usize = 512;
 
-type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// The direct listener's connections not logged in yet: per address, and in all.
+#[derive(Default)]
+pub struct Slots {
+    per_source: HashMap<IpAddr, usize>,
+    total: usize,
+}
 
-fn lock(m: &Counts) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+type Counts = Arc<Mutex<Slots>>;
+
+fn lock(m: &Counts) -> std::sync::MutexGuard<'_, Slots> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -29,13 +39,19 @@ pub struct SourceSlot {
 }
 
 impl SourceSlot {
+    /// A slot for a connection from `ip`; None when that address, or all of them together,
+    /// already hold as many connections not logged in as they may.
     pub fn take(map: &Counts, ip: IpAddr) -> Option<SourceSlot> {
         let mut m = lock(map);
-        let n = m.entry(ip).or_insert(0);
+        if m.total >= SSH_CONNECTIONS_NOT_LOGGED_IN {
+            return None;
+        }
+        let n = m.per_source.entry(ip).or_insert(0);
         if *n >= SSH_CONNECTIONS_PER_SOURCE {
             return None;
         }
         *n += 1;
+        m.total += 1;
         Some(SourceSlot {
             map: map.clone(),
             ip,
@@ -46,10 +62,11 @@ impl SourceSlot {
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut m = lock(&self.map);
-        if let Some(n) = m.get_mut(&self.ip) {
+        m.total = m.total.saturating_sub(1);
+        if let Some(n) = m.per_source.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.ip);
+                m.per_source.remove(&self.ip);
             }
         }
     }
@@ -182,5 +199,27 @@ mod tests {
         assert!(SourceSlot::take(&m, ip).is_none());
         drop(slots);
         assert!(SourceSlot::take(&m, ip).is_some());
+    }
+
+    #[test]
+    fn slots_in_all() {
+        let m: Counts = Arc::default();
+        let held: Vec<_> = (0..SSH_CONNECTIONS_NOT_LOGGED_IN)
+            .map(|i| {
+                let ip = IpAddr::from([10, 0, (i / 100) as u8, (i % 100) as u8]);
+                SourceSlot::take(&m, ip).expect("slot")
+            })
+            .collect();
+        let fresh: IpAddr = "10.9.9.9".parse().expect("ip");
+        assert!(SourceSlot::take(&m, fresh).is_none(), "past the cap in all");
+        drop(held);
+        let one = SourceSlot::take(&m, fresh);
+        assert!(one.is_some());
+        assert_eq!(lock(&m).total, 1);
+        assert_eq!(
+            lock(&m).per_source.len(),
+            1,
+            "given-back addresses are forgotten"
+        );
     }
 }

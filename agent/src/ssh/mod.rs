@@ -285,7 +285,7 @@ pub async fn serve(
     config: Arc<russh::server::Config>,
     shared: Arc<SshShared>,
 ) {
-    let per_source: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let not_logged_in: Arc<std::sync::Mutex<limits::Slots>> = Arc::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -295,8 +295,8 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
-            tracing::info!(%peer, "ssh connection refused: too many from this address not logged in");
+        let Some(slot) = SourceSlot::take(&not_logged_in, peer.ip()) else {
+            tracing::info!(%peer, "ssh connection refused: too many not logged in (from this address or in all)");
             continue;
         };
         let _ = tcp.set_nodelay(true);
