@@ -42,6 +42,7 @@ mod scripts;
 mod secrets;
 mod security;
 mod ssh;
+mod ssh_bounds;
 mod ssh_user;
 mod store_changes;
 mod teams;

@@ -144,7 +144,12 @@ pub fn config(key: PrivateKey) -> russh::server::Config {
         // busiest process, doubling its system time).
         window_size: 2 * 1024 * 1024,
         maximum_packet_size: 256 * 1024,
-        channel_buffer_size: 1024,
+        // What a channel may hold in the agent between the connection and whoever takes its
+        // data (a forward's target, a program's stdin): russh gives the window back as packets
+        // arrive, not as they are taken, so this queue is the bound. 64 packets is 2 MiB of
+        // OpenSSH's 32 KiB ones (the window's worth) and at most 16 MiB of the largest; with
+        // 1,024 a forward into a port that never reads parked 32 MiB in the agent per connection.
+        channel_buffer_size: 64,
         preferred: russh::Preferred {
             kex: std::borrow::Cow::Borrowed(KEX),
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
