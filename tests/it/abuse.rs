@@ -621,13 +621,7 @@ both_backends!(listeners_have_limits);
 /// the grace frees them.
 fn direct_ssh_listener_has_limits(backend: Backend) -> R {
     let s = Server::start_with(backend, &["--ssh-login-grace-secs", "2"])?;
-    let dir = s.dir.path().join("direct");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
-        "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\n",
-    )?;
-    s.ok(&["templates", "push", &dir.display().to_string()])?;
+    push_local_template(&s, "direct", "[agent]\nssh_listen = \"127.0.0.1:0\"\n")?;
     s.ok(&["create", "d", "-t", "direct"])?;
     let (w, _) = s.wait_for("d", T, |w| w["agent"]["ssh_addr"].is_string())?;
     let addr = format!(

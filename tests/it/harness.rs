@@ -729,6 +729,18 @@ pub fn free_port() -> R<u16> {
         .port())
 }
 
+/// A process's resident memory (VmRSS) in KiB; 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Pushes a local template `name` whose template.toml is `[provisioner] type = "local"` + `toml`.
 pub fn push_local_template(s: &Server, name: &str, toml: &str) -> R {
     let dir = s.dir.path().join(name);

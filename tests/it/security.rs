@@ -493,16 +493,6 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
         };
         let _ = run.await;
     });
-    let rss = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
     let pid = s.pid().expect("server pid");
     let token = s.token()?;
     let get_within = |token: String, within: Duration| -> R<(u16, String)> {
@@ -528,7 +518,7 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let before = rss(pid);
+    let before = rss_kib(pid);
     for _ in 0..5 {
         let t = std::time::Instant::now();
         let (code, body) = get(token.clone())?;
@@ -540,7 +530,7 @@ fn hostile_agent_bodies_are_capped(backend: Backend) -> R {
         );
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
-    let after = rss(pid);
+    let after = rss_kib(pid);
     assert!(
         after < before + 64 * 1024,
         "control grew from {before} to {after} KiB"

@@ -23,13 +23,7 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
         .status()?;
     anyhow::ensure!(st.success());
     s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
-    let dir = s.dir.path().join("fwd");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("template.toml"),
-        "[provisioner]\ntype = \"local\"\n[agent]\nssh_listen = \"127.0.0.1:0\"\n",
-    )?;
-    s.ok(&["templates", "push", &dir.display().to_string()])?;
+    push_local_template(&s, "fwd", "[agent]\nssh_listen = \"127.0.0.1:0\"\n")?;
     s.ok(&["create", "f", "-t", "fwd"])?;
     let (w, _) = s.wait_for("f", T, |w| w["agent"]["ssh_addr"].is_string())?;
     let port = w["agent"]["ssh_addr"]
@@ -37,16 +31,28 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
         .and_then(|a| a.rsplit(':').next())
         .unwrap_or("0")
         .to_string();
-    let pid = crate::procs::agent_pid(&w).expect("agent pid");
-    let rss_kib = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
+    let pid = crate::procs::agent_pid(&w).expect("agent pid") as u32;
+    // OpenSSH to the agent's direct listener as the owner (no host key to check against).
+    let ssh = || {
+        let mut c = std::process::Command::new("ssh");
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "LogLevel=ERROR", "-i"])
+        .arg(&key)
+        .args(["-p", &port]);
+        c
     };
 
     // The target: accepts, holds every connection, reads nothing.
@@ -57,29 +63,13 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
         std::thread::sleep(Duration::from_secs(120));
         drop(held);
     });
-    let before = rss_kib();
+    let before = rss_kib(pid);
     let mut forwards = Vec::new();
     let mut pushers = Vec::new();
     for _ in 0..4 {
         let lport = free_port()?;
-        let fwd = std::process::Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "LogLevel=ERROR", "-i"])
-            .arg(&key)
-            .args(["-p", &port, "-N", "-L"])
+        let fwd = ssh()
+            .args(["-N", "-L"])
             .arg(format!("{lport}:127.0.0.1:{hole_port}"))
             .arg("dev@127.0.0.1")
             .spawn()?;
@@ -103,7 +93,7 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
     for p in pushers {
         sent.push(p.join().map_err(|_| anyhow::anyhow!("pusher panicked"))??);
     }
-    let after = rss_kib();
+    let after = rss_kib(pid);
     for mut f in forwards {
         let _ = f.kill();
         let _ = f.wait();
@@ -119,25 +109,7 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
         "the agent grew from {before} to {after} KiB holding {sent:?} bytes for a target that reads nothing"
     );
     // The agent still serves.
-    let o = std::process::Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(["-o", "LogLevel=ERROR", "-i"])
-        .arg(&key)
-        .args(["-p", &port, "dev@127.0.0.1", "echo alive"])
-        .output()?;
+    let o = ssh().args(["dev@127.0.0.1", "echo alive"]).output()?;
     assert_eq!(String::from_utf8_lossy(&o.stdout), "alive\n");
     Ok(())
 }
