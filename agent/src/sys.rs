@@ -18,6 +18,24 @@ pub fn quickack(fd: std::os::fd::RawFd) {
     }
 }
 
+/// Sets `SO_RCVLOWAT`: the kernel reports the socket readable (wakes its reader) only once
+/// `bytes` are queued, or the connection ends, or the receive window is about to close. A
+/// non-blocking read still returns whatever is queued. Lowering it wakes the reader at once if
+/// anything is queued (`tcp_set_rcvlowat` checks).
+pub fn set_rcvlowat(fd: std::os::fd::RawFd, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket this process owns, with a valid int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// A non-blocking duplicate of `fd` (a PTY master), registered with tokio for `interest` only.
 /// A PTY master registered for writing too wakes its reader's thread every time the program
 /// reads its input (the PTY reports room to write): one wake-up for nothing per keystroke.

@@ -1,6 +1,8 @@
 //! What an SSH connection to an agent may make the agent hold for it once logged in: the
 //! workspace's owner forwarding into a port that never reads gets a bounded queue per channel,
-//! not the agent's memory. (What a connection may hold before login: `abuse.rs`.)
+//! not the agent's memory. (What a connection may hold before login: `abuse.rs`.) And what the
+//! agent's batching of a transfer in full flow (`agent/src/ssh/tcp.rs`) must not hold back: the
+//! tail of a transfer, and what comes after it.
 
 use std::io::Write;
 use std::time::Duration;
@@ -16,44 +18,8 @@ const T: Duration = Duration::from_secs(60);
 /// tens of MiB in the agent while the target does not read.
 fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
     let s = Server::start_with(backend, &[])?;
-    let key = s.dir.path().join("id_ed25519");
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()?;
-    anyhow::ensure!(st.success());
-    s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
-    push_local_template(&s, "fwd", "[agent]\nssh_listen = \"127.0.0.1:0\"\n")?;
-    s.ok(&["create", "f", "-t", "fwd"])?;
-    let (w, _) = s.wait_for("f", T, |w| w["agent"]["ssh_addr"].is_string())?;
-    let port = w["agent"]["ssh_addr"]
-        .as_str()
-        .and_then(|a| a.rsplit(':').next())
-        .unwrap_or("0")
-        .to_string();
-    let pid = crate::procs::agent_pid(&w).expect("agent pid") as u32;
-    // OpenSSH to the agent's direct listener as the owner (no host key to check against).
-    let ssh = || {
-        let mut c = std::process::Command::new("ssh");
-        c.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(["-o", "LogLevel=ERROR", "-i"])
-        .arg(&key)
-        .args(["-p", &port]);
-        c
-    };
+    let owner = Direct::open(&s, "f")?;
+    let (pid, ssh) = (owner.pid, || owner.ssh());
 
     // The target: accepts, holds every connection, reads nothing.
     let hole = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -114,3 +80,136 @@ fn forwards_into_a_port_that_never_reads_are_bounded(backend: Backend) -> R {
     Ok(())
 }
 both_backends!(forwards_into_a_port_that_never_reads_are_bounded);
+
+/// The workspace's owner, on the agent's direct SSH listener with OpenSSH.
+struct Direct {
+    key: std::path::PathBuf,
+    port: String,
+    pid: u32,
+}
+
+impl Direct {
+    /// Creates workspace `name` with a direct listener and gives its owner a key for it.
+    fn open(s: &Server, name: &str) -> R<Direct> {
+        let key = s.dir.path().join(format!("id_{name}"));
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()?;
+        anyhow::ensure!(st.success());
+        s.ok(&["keys", "add", &format!("{}.pub", key.display())])?;
+        push_local_template(s, name, "[agent]\nssh_listen = \"127.0.0.1:0\"\n")?;
+        s.ok(&["create", name, "-t", name])?;
+        let (w, _) = s.wait_for(name, T, |w| w["agent"]["ssh_addr"].is_string())?;
+        let port = w["agent"]["ssh_addr"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .unwrap_or("0")
+            .to_string();
+        let pid = crate::procs::agent_pid(&w).expect("agent pid") as u32;
+        Ok(Direct { key, port, pid })
+    }
+
+    /// `ssh` to the direct listener as the owner (no host key to check against).
+    fn ssh(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("ssh");
+        c.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(&self.key)
+            .args(["-p", &self.port]);
+        c
+    }
+}
+
+/// Through an `-L` forward, messages of a few MiB (a transfer in full flow: the agent raises its
+/// socket's low-water mark) alternate with messages of a few bytes, each answered before the
+/// next is sent, so the client has nothing more to send while a tail smaller than the mark waits
+/// in the agent's socket. Every answer must come, and promptly: a tail left until more data
+/// arrives would stall here for good (checked: without the agent's pause this test times out).
+/// Uploads of sizes around the agent's marks through `wc -c` must count every byte.
+fn a_transfers_tail_and_what_follows_it_are_not_held_back(backend: Backend) -> R {
+    use std::io::Read;
+    let s = Server::start_with(backend, &[])?;
+    let owner = Direct::open(&s, "t")?;
+
+    // The target: reads a length, then that many bytes, and answers with the count it read.
+    let target = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let target_port = target.local_addr()?.port();
+    std::thread::spawn(move || -> R {
+        let (mut c, _) = target.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let mut len = [0u8; 8];
+            c.read_exact(&mut len)?;
+            let mut left = u64::from_be_bytes(len);
+            let mut got = 0u64;
+            while left > 0 {
+                let n = c.read(&mut buf[..left.min(1 << 20) as usize])?;
+                anyhow::ensure!(n > 0, "the forward ended mid-message");
+                left -= n as u64;
+                got += n as u64;
+            }
+            c.write_all(&got.to_be_bytes())?;
+        }
+    });
+    let lport = free_port()?;
+    let mut fwd = owner
+        .ssh()
+        .args(["-N", "-L"])
+        .arg(format!("{lport}:127.0.0.1:{target_port}"))
+        .arg("dev@127.0.0.1")
+        .spawn()?;
+    let result = (|| -> R {
+        let mut c = eventually(|| Ok(std::net::TcpStream::connect(("127.0.0.1", lport)).ok()))?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        for size in [
+            4u64 << 20,
+            10,
+            (3 << 20) + 12_345,
+            1,
+            256 << 10,
+            (8 << 20) + 7,
+            100,
+            64 << 10,
+            2,
+        ] {
+            let mut msg = size.to_be_bytes().to_vec();
+            msg.resize(8 + size as usize, 0x5a);
+            c.write_all(&msg)?;
+            let mut got = [0u8; 8];
+            c.read_exact(&mut got).map_err(|e| {
+                anyhow::anyhow!("no answer to a message of {size} bytes through -L: {e}")
+            })?;
+            assert_eq!(u64::from_be_bytes(got), size);
+        }
+        Ok(())
+    })();
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    result?;
+
+    for size in [(1usize << 20) + 1, (256 << 10) - 1, 5 << 20] {
+        let mut up = owner
+            .ssh()
+            .args(["dev@127.0.0.1", "wc -c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = up.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || stdin.write_all(&vec![7u8; size]));
+        let o = up.wait_with_output()?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+    }
+    Ok(())
+}
+both_backends!(a_transfers_tail_and_what_follows_it_are_not_held_back);

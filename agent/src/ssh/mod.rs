@@ -18,6 +18,7 @@ mod gitagent;
 mod limits;
 mod session;
 mod sftp;
+mod tcp;
 
 pub use exec::spawn_in_pty;
 use exec::*;
@@ -142,7 +143,7 @@ pub fn config(key: PrivateKey) -> russh::server::Config {
         // of many megabytes costs the client more CPU than the data does: with 16 MiB, `-L`
         // fell from sshd's rate to 0.6-0.7x of it in one run of three (the client, the
         // busiest process, doubling its system time).
-        window_size: 2 * 1024 * 1024,
+        window_size: CHANNEL_WINDOW,
         maximum_packet_size: 256 * 1024,
         // What a channel may hold in the agent between the connection and whoever takes its
         // data (a forward's target, a program's stdin): russh gives the window back as packets
@@ -187,6 +188,9 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::AES_256_CTR,
 ];
 const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
+
+/// The window each channel grants its sender (sshd's; see the config above).
+const CHANNEL_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// The read buffer of an SSH connection.
 const SSH_READ_BUFFER: usize = 64 * 1024;
@@ -239,51 +243,6 @@ pub fn serve_stream<S>(
     });
 }
 
-/// A TCP stream that acknowledges reads at once (see [`crate::sys::quickack`]), all but the
-/// reads of a whole read buffer or more: those come from a transfer in full flow, whose sender
-/// is not waiting on an ACK, and a read of more than a segment makes the kernel acknowledge
-/// anyway. Skipping them saves a system call and an ACK per 64 KiB of an upload or `-L`,
-/// which the client, the busiest process, would have to take in.
-struct QuickAck(tokio::net::TcpStream);
-
-impl tokio::io::AsyncRead for QuickAck {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
-        if r.is_ready() && buf.filled().len() - before < SSH_READ_BUFFER {
-            use std::os::fd::AsRawFd;
-            crate::sys::quickack(self.0.as_raw_fd());
-        }
-        r
-    }
-}
-
-impl tokio::io::AsyncWrite for QuickAck {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Accepts connections on `listener` until the process ends.
 pub async fn serve(
     listener: TcpListener,
@@ -306,7 +265,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         serve_stream(
-            QuickAck(tcp),
+            tcp::SshTcp::new(tcp, SSH_READ_BUFFER, CHANNEL_WINDOW as usize / 4),
             config.clone(),
             shared.clone(),
             Some(peer),
