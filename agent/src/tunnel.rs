@@ -240,6 +240,8 @@ async fn handle(
         };
         return match dial_first(to.as_deref(), &home, |to| dial_back(to, &token)).await {
             Ok(tcp) => {
+                // Control splices the client's bytes in with Nagle off: no quick ACKs needed.
+                let tcp = crate::ssh::tcp_stream(tcp, false);
                 crate::ssh::serve_stream(tcp, ssh.config.clone(), ssh.shared.clone(), None, None);
                 Response::new(Empty::new().boxed_unsync())
             }

@@ -86,6 +86,8 @@ struct Direct {
     key: std::path::PathBuf,
     port: String,
     pid: u32,
+    /// The CLI's config, for `ssh` through control's relay.
+    cli: std::path::PathBuf,
 }
 
 impl Direct {
@@ -107,11 +109,36 @@ impl Direct {
             .unwrap_or("0")
             .to_string();
         let pid = crate::procs::agent_pid(&w).expect("agent pid") as u32;
-        Ok(Direct { key, port, pid })
+        Ok(Direct {
+            key,
+            port,
+            pid,
+            cli: s.config_dir(),
+        })
     }
 
-    /// `ssh` to the direct listener as the owner (no host key to check against).
+    /// `ssh` to the direct listener as the owner (no host key to check against); the
+    /// destination is `dev@127.0.0.1`.
     fn ssh(&self) -> std::process::Command {
+        let mut c = self.ssh_options();
+        c.args(["-p", &self.port]);
+        c
+    }
+
+    /// `ssh` through control's relay (`outpost ssh --stdio` as the ProxyCommand; control
+    /// splices the connection into the agent's dial-back); the destination is the workspace.
+    fn relay_ssh(&self) -> std::process::Command {
+        let mut c = self.ssh_options();
+        c.arg("-o")
+            .arg(format!(
+                "ProxyCommand={} ssh --stdio %h",
+                bin("outpost").display()
+            ))
+            .env("OUTPOST_CONFIG_DIR", &self.cli);
+        c
+    }
+
+    fn ssh_options(&self) -> std::process::Command {
         let mut c = std::process::Command::new("ssh");
         c.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
             .args(["-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no"])
@@ -122,8 +149,7 @@ impl Direct {
                 "LogLevel=ERROR",
                 "-i",
             ])
-            .arg(&self.key)
-            .args(["-p", &self.port]);
+            .arg(&self.key);
         c
     }
 }
@@ -139,6 +165,37 @@ fn a_transfers_tail_and_what_follows_it_are_not_held_back(backend: Backend) -> R
     let s = Server::start_with(backend, &[])?;
     let owner = Direct::open(&s, "t")?;
 
+    let mut through_relay = owner.relay_ssh();
+    through_relay.arg("t");
+    let mut direct = owner.ssh();
+    direct.arg("dev@127.0.0.1");
+    for (path, ssh) in [("direct", direct), ("relay", through_relay)] {
+        exchange_through_a_forward(ssh).map_err(|e| anyhow::anyhow!("{path}: {e:#}"))?;
+    }
+
+    for size in [(1usize << 20) + 1, (256 << 10) - 1, 5 << 20] {
+        let mut up = owner
+            .ssh()
+            .args(["dev@127.0.0.1", "wc -c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = up.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || stdin.write_all(&vec![7u8; size]));
+        let o = up.wait_with_output()?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
+    }
+    Ok(())
+}
+both_backends!(a_transfers_tail_and_what_follows_it_are_not_held_back);
+
+/// Messages of a few MiB and of a few bytes, each answered before the next, through
+/// `ssh ... -N -L` (`ssh` names its destination) to a target in the test.
+fn exchange_through_a_forward(mut ssh: std::process::Command) -> R {
+    use std::io::Read;
     // The target: reads a length, then that many bytes, and answers with the count it read.
     let target = std::net::TcpListener::bind("127.0.0.1:0")?;
     let target_port = target.local_addr()?.port();
@@ -160,11 +217,9 @@ fn a_transfers_tail_and_what_follows_it_are_not_held_back(backend: Backend) -> R
         }
     });
     let lport = free_port()?;
-    let mut fwd = owner
-        .ssh()
+    let mut fwd = ssh
         .args(["-N", "-L"])
         .arg(format!("{lport}:127.0.0.1:{target_port}"))
-        .arg("dev@127.0.0.1")
         .spawn()?;
     let result = (|| -> R {
         let mut c = eventually(|| Ok(std::net::TcpStream::connect(("127.0.0.1", lport)).ok()))?;
@@ -193,23 +248,5 @@ fn a_transfers_tail_and_what_follows_it_are_not_held_back(backend: Backend) -> R
     })();
     let _ = fwd.kill();
     let _ = fwd.wait();
-    result?;
-
-    for size in [(1usize << 20) + 1, (256 << 10) - 1, 5 << 20] {
-        let mut up = owner
-            .ssh()
-            .args(["dev@127.0.0.1", "wc -c"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let mut stdin = up.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || stdin.write_all(&vec![7u8; size]));
-        let o = up.wait_with_output()?;
-        writer
-            .join()
-            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size.to_string());
-    }
-    Ok(())
+    result
 }
-both_backends!(a_transfers_tail_and_what_follows_it_are_not_held_back);

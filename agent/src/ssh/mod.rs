@@ -265,13 +265,24 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         serve_stream(
-            tcp::SshTcp::new(tcp, SSH_READ_BUFFER, CHANNEL_WINDOW as usize / 4),
+            tcp_stream(tcp, true),
             config.clone(),
             shared.clone(),
             Some(peer),
             Some(slot),
         );
     }
+}
+
+/// An SSH connection's TCP stream (the direct listener's, or a relay's dial-back to control)
+/// with the flow mark and, if `quick_acks` (a client's own connection), quick ACKs (`tcp.rs`).
+pub fn tcp_stream(tcp: tokio::net::TcpStream, quick_acks: bool) -> tcp::SshTcp {
+    tcp::SshTcp::new(
+        tcp,
+        SSH_READ_BUFFER,
+        CHANNEL_WINDOW as usize / 4,
+        quick_acks,
+    )
 }
 
 struct Conn {

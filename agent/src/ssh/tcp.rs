@@ -1,4 +1,5 @@
-//! The direct listener's TCP stream, tuned for the two ways an SSH connection is used.
+//! An SSH connection's TCP stream (the direct listener's, a relay's dial-back), tuned for the two
+//! ways an SSH connection is used.
 //!
 //! Interactive traffic (a login, keystrokes, a command's output) wants every read acknowledged
 //! at once: OpenSSH leaves Nagle on for non-interactive sessions and would otherwise wait for our
@@ -40,17 +41,20 @@ pub struct SshTcp {
     mark: usize,
     /// `SO_RCVLOWAT` is `mark`.
     in_flow: bool,
+    /// Acknowledge reads that do not fill the buffer at once (a client's own connection).
+    quick_acks: bool,
     /// While in flow, a read that would wait waits at most this long.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SshTcp {
-    pub fn new(tcp: TcpStream, full: usize, mark: usize) -> SshTcp {
+    pub fn new(tcp: TcpStream, full: usize, mark: usize, quick_acks: bool) -> SshTcp {
         SshTcp {
             tcp,
             full,
             mark,
             in_flow: false,
+            quick_acks,
             pause: None,
         }
     }
@@ -66,7 +70,7 @@ impl SshTcp {
                     crate::sys::set_rcvlowat(fd, self.mark);
                     self.in_flow = true;
                 }
-            } else if !self.in_flow {
+            } else if !self.in_flow && self.quick_acks {
                 crate::sys::quickack(fd);
             }
         }
