@@ -161,7 +161,6 @@ impl Direct {
 /// arrives would stall here for good (checked: without the agent's pause this test times out).
 /// Uploads of sizes around the agent's marks through `wc -c` must count every byte.
 fn a_transfers_tail_and_what_follows_it_are_not_held_back(backend: Backend) -> R {
-    use std::io::Read;
     let s = Server::start_with(backend, &[])?;
     let owner = Direct::open(&s, "t")?;
 
