@@ -5,17 +5,7 @@
 /// set it after each read). Clients that leave Nagle on (OpenSSH for non-interactive sessions)
 /// would otherwise wait for our delayed ACK, about 40 ms, in the middle of a login.
 pub fn quickack(fd: std::os::fd::RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket this process owns, with a valid int option.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
 }
 
 /// Sets `SO_RCVLOWAT`: the kernel reports the socket readable (wakes its reader) only once
@@ -23,13 +13,20 @@ pub fn quickack(fd: std::os::fd::RawFd) {
 /// non-blocking read still returns whatever is queued. Lowering it wakes the reader at once if
 /// anything is queued (`tcp_set_rcvlowat` checks).
 pub fn set_rcvlowat(fd: std::os::fd::RawFd, bytes: usize) {
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt on a socket this process owns, with a valid int option.
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes);
+}
+
+/// Sets an int socket option on `fd`, a socket the caller holds open. Failures are ignored:
+/// the options set through here only tune, and the socket works without them.
+fn set_int_option(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid, live int; `fd` is open
+    // for the duration of the call (the caller holds its owner).
     unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
+            level,
+            name,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
