@@ -302,6 +302,12 @@ pub struct ServerArgs {
     /// Use PostgreSQL instead of the embedded SQLite.
     #[arg(long, env = "OUTPOST_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// Serve the data dir's SQLite database as one of several replicas on this host (one
+    /// per `outpost server` process, each with listen addresses of its own): one process may
+    /// hold only as many connections as the open-file limit allows. Every server on the data
+    /// dir must be started with it. With --postgres-url, servers are always replicas.
+    #[arg(long, env = "OUTPOST_SHARED_DATA_DIR")]
+    pub shared_data_dir: bool,
     /// API and dashboard listen address.
     #[arg(long, env = "OUTPOST_LISTEN", default_value = "127.0.0.1:7080")]
     pub listen: String,

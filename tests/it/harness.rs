@@ -141,6 +141,8 @@ pub struct Server {
     /// The address the agent API listens on (127.0.0.1, or the Docker bridge's gateway).
     agent_host: String,
     listen: Option<(String, String)>,
+    /// Another server's data dir this one serves too (`--shared-data-dir`).
+    data_dir: Option<PathBuf>,
 }
 
 /// How to start a server beyond the defaults.
@@ -154,6 +156,9 @@ pub struct Opts<'a> {
     pub agent_host: Option<String>,
     /// The store already has its users (a second server on the same PostgreSQL): no sign-in.
     pub joins_existing: bool,
+    /// Serve this data dir (another server's, with `--shared-data-dir`) instead of one of
+    /// its own.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -195,6 +200,7 @@ impl Server {
                 .collect(),
             agent_host: opts.agent_host.unwrap_or_else(|| "127.0.0.1".into()),
             listen: None,
+            data_dir: opts.data_dir,
         };
         s.spawn()?;
         if opts.joins_existing {
@@ -223,7 +229,10 @@ impl Server {
     }
 
     pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        match &self.data_dir {
+            Some(d) => d.clone(),
+            None => self.dir.path().join("data"),
+        }
     }
 
     /// Where the server's local provisioner keeps workspaces (`--workspaces-dir`).

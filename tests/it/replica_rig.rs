@@ -31,16 +31,37 @@ pub fn json_on(url: &str, token: &str, args: &[&str]) -> R<Value> {
     Ok(serde_json::from_slice(&o.stdout)?)
 }
 
-/// A second replica of `a`'s database and secrets key.
-pub fn replica_of(a: &Server, pg: Backend, extra: &[&str]) -> R<Server> {
+/// The first of several replicas on `backend`: on SQLite, a server whose data dir others may
+/// serve too (`--shared-data-dir`).
+pub fn first_replica(backend: Backend, extra: &[&str]) -> R<Server> {
+    let mut flags = extra.to_vec();
+    if matches!(backend, Backend::Sqlite) {
+        flags.push("--shared-data-dir");
+    }
+    Server::start_with(backend, &flags)
+}
+
+/// A second replica of `a`'s database and secrets key: on PostgreSQL a server of its own
+/// data dir; on SQLite one serving `a`'s data dir (`--shared-data-dir`).
+pub fn replica_of(a: &Server, backend: Backend, extra: &[&str]) -> R<Server> {
     let key = a.data().join("secrets.key").display().to_string();
-    let mut flags = vec!["--secrets-key-file", &key];
-    flags.extend_from_slice(extra);
+    let mut flags = extra.to_vec();
+    let data_dir = match backend {
+        Backend::Sqlite => {
+            flags.push("--shared-data-dir");
+            Some(a.data())
+        }
+        Backend::Postgres(_) => {
+            flags.extend(["--secrets-key-file", &key]);
+            None
+        }
+    };
     Server::start_opts(
-        pg,
+        backend,
         Opts {
             extra: &flags,
             joins_existing: true,
+            data_dir,
             ..Default::default()
         },
     )

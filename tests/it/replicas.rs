@@ -1,7 +1,8 @@
-//! Several control replicas on one PostgreSQL (issue 17): they register and heartbeat, one leads
-//! and another takes over when it dies, and what one replica is asked reaches agents and
-//! provisioner daemons held by another at once (LISTEN/NOTIFY). On SQLite, one server: a
-//! second one on the same data dir refuses to start.
+//! Several control replicas on one PostgreSQL (issue 17), or on one SQLite data dir
+//! (`--shared-data-dir`, one host): they register and heartbeat, one leads and another takes
+//! over when it dies, and what one replica is asked reaches agents and provisioner daemons
+//! held by another at once (LISTEN/NOTIFY; the data dir's sockets). On SQLite without the flag,
+//! one server: a second one on the same data dir refuses to start.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,7 +28,23 @@ fn sqlite_serves_one_server() -> R {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("another outpost server is running on the data dir")
+            && err.contains("--shared-data-dir")
             && err.contains("--postgres-url"),
+        "{err}"
+    );
+    // Nor may a replica join it: the server alone did not say it shares its data dir.
+    let o = Command::new(bin("outpost"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(s.data())
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .arg("--shared-data-dir")
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("an outpost server without --shared-data-dir is running on the data dir"),
         "{err}"
     );
     // The first one serves on, untouched.
@@ -35,12 +52,39 @@ fn sqlite_serves_one_server() -> R {
     Ok(())
 }
 
+/// Replicas on one SQLite data dir (`--shared-data-dir`): a server started without the flag
+/// may not join them; what one replica is asked reaches what another holds (the other
+/// tests of this file run on both stores).
 #[test]
-fn replicas_register_and_the_leader_moves() -> R {
-    let Some(pg) = postgres() else {
-        return Ok(());
-    };
-    let mut a = Server::start(pg.clone())?;
+fn shared_data_dir_replicas_refuse_a_lone_server() -> R {
+    let a = first_replica(Backend::Sqlite, &[])?;
+    let b = replica_of(&a, Backend::Sqlite, &["--provisioner-daemons", "0"])?;
+    let o = Command::new(bin("outpost"))
+        .arg("server")
+        .arg("--data-dir")
+        .arg(a.data())
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another outpost server is running on the data dir"),
+        "{err}"
+    );
+    // Both replicas serve on, on one database: a workspace created through one is listed
+    // by the other.
+    let token = a.token()?;
+    let o = on(&b.url, &token, &["create", "dev"])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    a.wait_for("dev", T, |w| w["agent"]["status"] == "connected")?;
+    let list = json_on(&b.url, &token, &["list"])?;
+    assert_eq!(list[0]["name"], "dev", "{list:#}");
+    Ok(())
+}
+
+fn replicas_register_and_the_leader_moves(pg: Backend) -> R {
+    let mut a = first_replica(pg.clone(), &[])?;
     let b = replica_of(&a, pg, &[])?;
     let token = a.token()?;
     // Both listed (each heartbeats every second here), one of them leading: the first.
@@ -76,17 +120,14 @@ fn replicas_register_and_the_leader_moves() -> R {
     assert!(b.log().contains("this replica leads"), "{}", b.log());
     Ok(())
 }
+crate::both_backends!(replicas_register_and_the_leader_moves);
 
 /// What one replica is asked reaches what another holds, at once: three workspaces created
 /// through replica B are built by replica A's one provisioner daemon, whose idle poll (10 s)
 /// only the bus cuts short; a follower of a workspace's script output on B prints lines the
 /// agent sent to A (B would otherwise look again only every 15 s).
-#[test]
-fn events_cross_replicas() -> R {
-    let Some(pg) = postgres() else {
-        return Ok(());
-    };
-    let a = Server::start_with(pg.clone(), &["--provisioner-daemons", "1"])?;
+fn events_cross_replicas(pg: Backend) -> R {
+    let a = first_replica(pg.clone(), &["--provisioner-daemons", "1"])?;
     // B provisions nothing: every job is A's daemon's, every agent A's.
     let b = replica_of(&a, pg, &["--provisioner-daemons", "0"])?;
     let token = a.token()?;
@@ -151,15 +192,12 @@ fn events_cross_replicas() -> R {
     assert!(second.contains("hello-from-one"), "{second}");
     Ok(())
 }
+crate::both_backends!(events_cross_replicas);
 
 /// Replicas share one CA, and a client that reaches replica B for a workspace whose agent's
 /// tunnel is on replica A is carried through A: SSH, a port forward and a terminal.
-#[test]
-fn streams_cross_replicas() -> R {
-    let Some(pg) = postgres() else {
-        return Ok(());
-    };
-    let a = Server::start(pg.clone())?;
+fn streams_cross_replicas(pg: Backend) -> R {
+    let a = first_replica(pg.clone(), &[])?;
     let b = replica_of(&a, pg, &["--provisioner-daemons", "0"])?;
     assert_eq!(
         std::fs::read_to_string(a.data().join("ca.crt"))?,
@@ -200,6 +238,7 @@ fn streams_cross_replicas() -> R {
     type_and_wait(&mut t, "echo pty-through-$((40+2))", "pty-through-42")?;
     Ok(())
 }
+crate::both_backends!(streams_cross_replicas);
 
 /// kill -9 the replica holding the agents' tunnels: behind one address, the agents reconnect to
 /// the other within their backoff; SSH works again through it; no build is lost or run twice;

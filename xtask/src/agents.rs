@@ -35,9 +35,12 @@ pub(crate) struct Opts {
     /// Runs control under heaptrack until the end of the steady window and reports where its
     /// heap goes (the single-server bench only).
     pub heap_profile: bool,
-    /// Load processes the simulated agents are spread over (`--replicas` on PostgreSQL), for
-    /// more agents than one process may hold descriptors for.
+    /// Load processes the simulated agents are spread over (`--replicas` on PostgreSQL or
+    /// `--sqlite`), for more agents than one process may hold descriptors for.
     pub load_processes: usize,
+    /// `--replicas K --load-processes P` on one SQLite data dir (`--shared-data-dir`) instead
+    /// of PostgreSQL.
+    pub sqlite: bool,
 }
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -53,6 +56,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         connect_concurrency: 0,
         heap_profile: false,
         load_processes: 1,
+        sqlite: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -68,6 +72,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 o.connect_concurrency = it.next().context("--connect-concurrency N")?.parse()?
             }
             "--heap-profile" => o.heap_profile = true,
+            "--sqlite" => o.sqlite = true,
             "--load-processes" => {
                 o.load_processes = it.next().context("--load-processes P")?.parse()?
             }
@@ -93,7 +98,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             "--count {} needs more open files than this machine allows ({limit}, the hard limit, \
              which only root with CAP_SYS_RESOURCE can raise): each agent holds a descriptor in \
              a load process and in control. Use --count {} or less here, raise `ulimit -Hn`, or \
-             spread them with --replicas K --load-processes P (PostgreSQL).",
+             spread them with --replicas K --load-processes P (PostgreSQL, or --sqlite for \
+             replicas on one SQLite data dir).",
             o.count,
             limit.saturating_sub(NOFILE_SPARE)
         );
@@ -102,10 +108,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if o.load_processes > 1 {
         anyhow::ensure!(
             o.replicas > 1,
-            "--load-processes needs --replicas K (PostgreSQL)"
+            "--load-processes needs --replicas K (PostgreSQL, or SQLite with --sqlite)"
         );
         return crate::agents_many::run(o);
     }
+    anyhow::ensure!(
+        !o.sqlite,
+        "--sqlite is for --replicas K --load-processes P (SQLite is the default otherwise)"
+    );
     // PostgreSQL without a URL of the user's: a database of the bench's own, dropped at the
     // end however the run ends (a second run on a database the first left behind would find
     // its workspaces and the shared CA sealed with that run's secrets key).

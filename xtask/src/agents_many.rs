@@ -306,12 +306,19 @@ fn spawn_load(file: &std::path::Path, urls: &[String], gate: usize) -> anyhow::R
 
 pub fn run(o: Opts) -> anyhow::Result<()> {
     outpost_common::tls::install_provider();
-    let made = o.pg.is_none();
-    let db = match &o.pg {
-        Some(u) => u.clone(),
-        None => crate::bench::fresh_database("many", "")?.context(
-            "bench agents --load-processes needs PostgreSQL: set OUTPOST_BENCH_POSTGRES_URL (an admin URL) or pass --postgres-url (an empty database)",
-        )?,
+    // PostgreSQL, a database of the bench's own unless named; or one SQLite data dir that
+    // every replica serves (`--sqlite`).
+    let made = o.pg.is_none() && !o.sqlite;
+    let db = match (&o.pg, o.sqlite) {
+        (Some(u), _) => Some(u.clone()),
+        (None, true) => None,
+        (None, false) => Some(crate::bench::fresh_database("many", "")?.context(
+            "bench agents --load-processes needs a store shared by the replicas: set OUTPOST_BENCH_POSTGRES_URL (an admin URL), pass --postgres-url (an empty database), or --sqlite (replicas on one SQLite data dir)",
+        )?),
+    };
+    let store = match db {
+        Some(_) => "PostgreSQL",
+        None => "SQLite",
     };
     let (k, n, p) = (o.replicas, o.count, o.load_processes);
     let bin = crate::root().join("target/release");
@@ -320,7 +327,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut r = crate::agents_replicas::start_replicas(&rt, &bin, &tmp, &db, k)?;
+    let mut r = crate::agents_replicas::start_replicas(&rt, &bin, &tmp, db.as_deref(), k)?;
     let apis: Vec<Client> = r
         .api_urls
         .iter()
@@ -398,17 +405,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     let mut listens = Vec::new();
     for s in r.servers.iter_mut() {
         let Some(mut s) = s.take() else { continue };
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(s.data.join("server.json"))?)?;
-        let addr = |key: &str| {
-            info[key]
-                .as_str()
-                .unwrap_or_default()
-                .split_once("://")
+        // Not from `server.json`: replicas on one SQLite data dir share that file.
+        let addr = |url: &str| {
+            url.split_once("://")
                 .map(|(_, a)| a.trim_end_matches('/').to_string())
                 .unwrap_or_default()
         };
-        listens.push((s.data.clone(), addr("api_url"), addr("agent_url")));
+        listens.push((s.data.clone(), addr(&s.url), addr(&s.agent_url)));
         crate::heap::kill9(s.child.id());
         let _ = s.child.wait();
     }
@@ -485,15 +488,19 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     drop(r);
     rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_dir_all(&tmp);
-    if made {
-        crate::bench::drop_database(&db);
+    if let (true, Some(db)) = (made, &db) {
+        crate::bench::drop_database(db);
     }
 
     let per_agent = rss_sum.saturating_sub(rss_idle) as f64 / n as f64;
     let title = format!(
-        "bench agents (PostgreSQL, {k} replicas, {p} load processes), {n} agents, {}\n\nMachine: {}. One process here may hold at most as many descriptors as the hard open-file limit allows, and each agent is one in control and one in the load generator: control runs as {k} `outpost server` replicas (release) on one PostgreSQL, all on this machine, and the simulated agents in {p} load processes (agent i in process i mod {p}, on replica i mod {k}, moving to the next replica when a request fails). Heartbeats every 15 s give or take 1.5 s (from the last one sent), polls held 20-25 s; {} heartbeats in the {}s steady window ({hb_errors} failed); creating the {n} workspaces took {create_secs:.1} s. Then every replica was killed (SIGKILL) and restarted on its own addresses. Control's RSS and CPU are the sums over its replicas; the machine's CPU includes PostgreSQL and the load processes.",
+        "bench agents ({store}, {k} replicas, {p} load processes), {n} agents, {}\n\nMachine: {}. One process here may hold at most as many descriptors as the hard open-file limit allows, and each agent is one in control and one in the load generator: control runs as {k} `outpost server` replicas (release) on {}, all on this machine, and the simulated agents in {p} load processes (agent i in process i mod {p}, on replica i mod {k}, moving to the next replica when a request fails). Heartbeats every 15 s give or take 1.5 s (from the last one sent), polls held 20-25 s; {} heartbeats in the {}s steady window ({hb_errors} failed); creating the {n} workspaces took {create_secs:.1} s. Then every replica was killed (SIGKILL) and restarted on its own addresses. Control's RSS and CPU are the sums over its replicas; the machine's CPU includes PostgreSQL and the load processes.",
         crate::bench::date(),
         machine(),
+        match db {
+            Some(_) => "one PostgreSQL",
+            None => "one SQLite data dir (`--shared-data-dir`)",
+        },
         hb.len(),
         o.steady_secs,
     );
@@ -598,7 +605,11 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         "all TLS handshakes in that time",
         Some(tls_full + tls_resumed),
     ));
-    write_results("agents-many", &title, &rows)
+    let name = match db {
+        Some(_) => "agents-many",
+        None => "agents-many-sqlite",
+    };
+    write_results(name, &title, &rows)
 }
 
 /// One line to the parent.

@@ -47,33 +47,37 @@ fn metrics_addr() -> anyhow::Result<String> {
     Ok(l.local_addr()?.to_string())
 }
 
-/// Starts `k` replicas on the PostgreSQL database `db`, the data of replica `i` in `tmp/rI`.
+/// Starts `k` replicas on the PostgreSQL database `db`, the data of replica `i` in `tmp/rI`;
+/// with no `db`, on one SQLite data dir, `tmp/r0` (`--shared-data-dir`).
 pub(crate) fn start_replicas(
     rt: &tokio::runtime::Runtime,
     bin: &std::path::Path,
     tmp: &std::path::Path,
-    db: &str,
+    db: Option<&str>,
     k: usize,
 ) -> anyhow::Result<Replicas> {
-    let common: Vec<String> = [
-        "--postgres-url",
-        db,
-        "--provisioner-daemons",
-        "0",
-        "--provisioner-key",
-        KEY,
-        "--heartbeat-secs",
-        "15",
-        "--job-lease-secs",
-        "60",
-        // Every workspace is created before any agent bootstraps; tens of thousands can take
-        // longer than the default 15 minutes on a small machine.
-        "--bootstrap-token-ttl-secs",
-        "7200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let store: &[&str] = match db {
+        Some(url) => &["--postgres-url", url],
+        None => &["--shared-data-dir"],
+    };
+    let common: Vec<String> = store
+        .iter()
+        .chain(&[
+            "--provisioner-daemons",
+            "0",
+            "--provisioner-key",
+            KEY,
+            "--heartbeat-secs",
+            "15",
+            "--job-lease-secs",
+            "60",
+            // Every workspace is created before any agent bootstraps; tens of thousands can take
+            // longer than the default 15 minutes on a small machine.
+            "--bootstrap-token-ttl-secs",
+            "7200",
+        ])
+        .map(|s| s.to_string())
+        .collect();
     let any = ("127.0.0.1:0", "127.0.0.1:0");
     let mut metrics = vec![metrics_addr()?];
     let mut f0 = common.clone();
@@ -92,24 +96,23 @@ pub(crate) fn start_replicas(
     for i in 1..k {
         let mut f = common.clone();
         metrics.push(metrics_addr()?);
-        f.extend(["--secrets-key-file".to_string(), key_file.clone()]);
+        if db.is_some() {
+            f.extend(["--secrets-key-file".to_string(), key_file.clone()]);
+        }
         f.extend(["--metrics-listen".to_string(), metrics[i].clone()]);
-        servers.push(Some(start_server(
-            bin,
-            &tmp.join(format!("r{i}")),
-            any,
-            &as_refs(&f),
-        )?));
+        let data = match db {
+            Some(_) => tmp.join(format!("r{i}")),
+            None => tmp.join("r0"),
+        };
+        servers.push(Some(start_server(bin, &data, any, &as_refs(&f))?));
         flags.push(f);
     }
     let mut api_urls = Vec::new();
     let mut agent_urls = Vec::new();
     let mut pids = Vec::new();
     for s in servers.iter().flatten() {
-        let info: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(s.data.join("server.json"))?)?;
         api_urls.push(s.url.clone());
-        agent_urls.push(info["agent_url"].as_str().unwrap_or_default().to_string());
+        agent_urls.push(s.agent_url.clone());
         pids.push(s.child.id());
     }
     Ok(Replicas {
@@ -170,7 +173,7 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         agent_urls,
         pids,
         ..
-    } = start_replicas(&rt, &bin, &tmp, &db, k)?;
+    } = start_replicas(&rt, &bin, &tmp, Some(&db), k)?;
     let agent_urls = Arc::new(agent_urls);
 
     let result = rt.block_on(async {

@@ -56,6 +56,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 pub struct ServerProc {
     pub child: Child,
     pub url: String,
+    /// Where agents reach it (`server.json`'s `agent_url`).
+    pub agent_url: String,
     pub data: PathBuf,
 }
 
@@ -162,9 +164,11 @@ fn start_server_q(
         if let Ok(b) = std::fs::read(data.join("server.json")) {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {
                 let url = v["api_url"].as_str().unwrap_or_default().to_string();
+                let agent_url = v["agent_url"].as_str().unwrap_or_default().to_string();
                 return Ok(ServerProc {
                     child,
                     url,
+                    agent_url,
                     data: data.to_path_buf(),
                 });
             }

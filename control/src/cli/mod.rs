@@ -251,6 +251,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let mut config = crate::server::ServerConfig::new(data_dir);
     config.postgres_url = args.postgres_url;
+    config.shared_data_dir = args.shared_data_dir;
     config.access_url = args.access_url;
     config.agent_url = args.agent_url;
     config.provisioner_daemons = args.provisioner_daemons;

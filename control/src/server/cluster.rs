@@ -1,16 +1,19 @@
-//! Replicas of control on one PostgreSQL. Each registers itself (`replicas` table, a heartbeat
-//! every few seconds; the leader forgets silent ones), passes its wake-ups to the others over
-//! `LISTEN`/`NOTIFY` (the bus), and one of them, the holder of an advisory lock, is the leader:
-//! it alone runs what must happen once (the lease reaper, the scheduler, retention). The lock is
-//! held by a connection of its own, so it moves when the leader dies. On SQLite there is one
-//! server (a second one refuses to start: `lock_data_dir`), which always leads.
+//! Replicas of control on one store. Each registers itself (`replicas` table, a heartbeat
+//! every few seconds; the leader forgets silent ones), passes its wake-ups to the others (the
+//! bus), and one of them, the holder of a lock, is the leader: it alone runs what must happen
+//! once (the lease reaper, the scheduler, retention). The lock goes when the leader dies.
+//! On PostgreSQL the bus is `LISTEN`/`NOTIFY` and the lock an advisory lock held by a
+//! connection of its own; replicas on one SQLite data dir (`--shared-data-dir`, one host) use
+//! the data dir instead (`cluster_local.rs`). A server alone on its SQLite data dir (a second
+//! one refuses to start) always leads.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use outpost_common::LockExt;
 use tokio::sync::{mpsc, watch};
 
+use super::cluster_local;
 use super::AppState;
 use crate::store::{Dialect, ReplicaRow};
 
@@ -35,30 +38,39 @@ const OUTBOX: usize = 4096;
 pub struct Cluster {
     /// This replica's id (random per process).
     pub id: String,
+    /// SQLite replicas: their data dir (bus and leader's lock live there).
+    data_dir: Option<PathBuf>,
     outbox: Option<mpsc::Sender<String>>,
     inbox: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
     leader: watch::Sender<bool>,
 }
 
 impl Cluster {
-    pub fn new(dialect: Dialect) -> Cluster {
-        let (outbox, inbox) = match dialect {
-            Dialect::Postgres => {
-                let (tx, rx) = mpsc::channel(OUTBOX);
-                (Some(tx), Some(rx))
-            }
-            Dialect::Sqlite => (None, None),
+    /// `shared_data_dir`: the SQLite data dir other servers on this host serve too.
+    pub fn new(dialect: Dialect, shared_data_dir: Option<PathBuf>) -> Cluster {
+        let shared = dialect == Dialect::Postgres || shared_data_dir.is_some();
+        let (outbox, inbox) = if shared {
+            let (tx, rx) = mpsc::channel(OUTBOX);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
         };
         Cluster {
             id: super::auth::random_id(),
+            data_dir: shared_data_dir.filter(|_| dialect == Dialect::Sqlite),
             outbox,
             inbox: std::sync::Mutex::new(inbox),
-            // The one SQLite server leads; a replica leads once it holds the lock.
-            leader: watch::channel(dialect == Dialect::Sqlite).0,
+            // A server alone leads; a replica leads once it holds the lock.
+            leader: watch::channel(!shared).0,
         }
     }
 
-    /// Passes `e` to the other replicas (nothing on SQLite). A full outbox drops it: waiters
+    /// Whether other replicas share this store (PostgreSQL, or a shared SQLite data dir).
+    pub fn shared(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Passes `e` to the other replicas (nothing for a server alone). A full outbox drops it: waiters
     /// recheck on their own timers (held polls answer within their timeout, log followers
     /// every 15 s), so a lost wake-up delays, never loses, anything.
     pub fn publish(&self, e: Event<'_>) {
@@ -82,24 +94,6 @@ impl Cluster {
     }
 }
 
-/// Takes the data dir's lock (SQLite): a second server on the same data dir would share the
-/// database file with this one. Held until the returned file is dropped.
-pub fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
-    let path = dir.join("server.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
-            "another outpost server is running on the data dir {} (SQLite serves one server). Stop it, or run every replica with --postgres-url on one PostgreSQL database",
-            dir.display()
-        )
-    })
-}
-
 /// How often a replica heartbeats, from the agents' heartbeat setting (at most every 5 s).
 fn beat(state: &AppState) -> Duration {
     Duration::from_secs(state.config.heartbeat_secs.clamp(1, 5))
@@ -111,19 +105,32 @@ pub fn stale_after(state: &AppState) -> Duration {
 }
 
 /// Starts the bus, the leader election and the heartbeat; returns their tasks.
-pub fn start(state: &AppState, me: ReplicaRow) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start(state: &AppState, me: ReplicaRow) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = vec![tokio::spawn(heartbeat(state.clone(), me))];
-    if state.store.dialect() == Dialect::Postgres {
-        if let Some(rx) = state.cluster.inbox.locked().take() {
-            tasks.push(tokio::spawn(send(state.clone(), rx)));
-        }
-        tasks.push(tokio::spawn(receive(state.clone())));
-        tasks.push(tokio::spawn(elect(state.clone())));
+    if !state.cluster.shared() {
+        return Ok(tasks);
     }
-    tasks
+    let rx = state.cluster.inbox.locked().take();
+    match &state.cluster.data_dir {
+        None => {
+            if let Some(rx) = rx {
+                tasks.push(tokio::spawn(send(state.clone(), rx)));
+            }
+            tasks.push(tokio::spawn(receive(state.clone())));
+        }
+        Some(dir) => {
+            let bus = std::sync::Arc::new(cluster_local::Bus::bind(dir, &state.cluster.id)?);
+            if let Some(rx) = rx {
+                tasks.push(tokio::spawn(send_local(bus.clone(), rx)));
+            }
+            tasks.push(tokio::spawn(receive_local(state.clone(), bus)));
+        }
+    }
+    tasks.push(tokio::spawn(elect(state.clone())));
+    Ok(tasks)
 }
 
-/// Sends the outbox in batches.
+/// Sends the outbox in batches (PostgreSQL).
 async fn send(state: AppState, mut rx: mpsc::Receiver<String>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
@@ -131,6 +138,37 @@ async fn send(state: AppState, mut rx: mpsc::Receiver<String>) {
             tracing::warn!(error = %e, events = batch.len(), "passing events to the other replicas");
         }
         batch.clear();
+    }
+}
+
+/// Sends the outbox in batches (SQLite replicas).
+async fn send_local(bus: std::sync::Arc<cluster_local::Bus>, mut rx: mpsc::Receiver<String>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = bus.send(&batch) {
+            tracing::warn!(error = %e, events = batch.len(), "passing events to the other replicas");
+        }
+        batch.clear();
+    }
+}
+
+/// The other replicas' events (SQLite replicas). Whatever waits here looks again first: events
+/// sent before this replica's socket was bound are missed.
+async fn receive_local(state: AppState, bus: std::sync::Arc<cluster_local::Bus>) {
+    state.wake_all_local();
+    let mut buf = vec![0u8; cluster_local::Bus::datagram_max() * 2];
+    loop {
+        match bus.recv(&mut buf).await {
+            Ok(n) => {
+                for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                    handle(&state, line);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving the other replicas' events");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 
@@ -185,12 +223,35 @@ fn handle(state: &AppState, payload: &str) {
     }
 }
 
+/// The leader's lock, as the store or the data dir holds it.
+enum Lead {
+    Postgres(crate::store::LeaderLock),
+    DataDir(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>),
+}
+
+impl Lead {
+    async fn held(&mut self) -> bool {
+        match self {
+            Lead::Postgres(l) => l.held().await,
+            // The kernel holds it for as long as this process lives.
+            Lead::DataDir(_) => true,
+        }
+    }
+}
+
+async fn try_lead(state: &AppState) -> anyhow::Result<Option<Lead>> {
+    Ok(match &state.cluster.data_dir {
+        None => state.store.try_lead().await?.map(Lead::Postgres),
+        Some(dir) => cluster_local::try_lead(dir)?.map(Lead::DataDir),
+    })
+}
+
 /// Holds the leader's lock, or tries for it every second.
 async fn elect(state: AppState) {
     let mut lock = None;
     loop {
         match lock.as_mut() {
-            None => match state.store.try_lead().await {
+            None => match try_lead(&state).await {
                 Ok(Some(l)) => {
                     lock = Some(l);
                     state.cluster.leader.send_replace(true);

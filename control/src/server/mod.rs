@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod authz;
 mod cluster;
+mod cluster_local;
 mod dial;
 mod error;
 mod events;
@@ -72,6 +73,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `postgres://...`; SQLite in the data dir when absent.
     pub postgres_url: Option<String>,
+    /// SQLite: other servers on this host serve the same data dir (`--shared-data-dir`).
+    pub shared_data_dir: bool,
     /// The URL users and provisioners reach the API at (derived from the listener when absent).
     pub access_url: Option<String>,
     /// The URL agents reach the agent API at (derived from the listener when absent).
@@ -172,6 +175,7 @@ impl ServerConfig {
             oidc: None,
             allow_owner_workspace_access: false,
             replica_url: None,
+            shared_data_dir: false,
         }
     }
 }
@@ -340,10 +344,21 @@ pub async fn run(
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .with_context(|| format!("making {} private", config.data_dir.display()))?;
-    // SQLite serves one server: a second one on this data dir stops here.
-    let _data_dir_lock = match config.postgres_url {
-        Some(_) => None,
-        None => Some(cluster::lock_data_dir(&config.data_dir)?),
+    // SQLite serves one server, or replicas that all say --shared-data-dir: any other mix stops
+    // here. Replicas start one at a time (migrations, the CA, the built-in templates).
+    let shared_data_dir = config.postgres_url.is_none() && config.shared_data_dir;
+    let (_data_dir_lock, start_turn) = match config.postgres_url {
+        Some(_) => (None, None),
+        None => (
+            Some(cluster_local::lock_data_dir(
+                &config.data_dir,
+                shared_data_dir,
+            )?),
+            match shared_data_dir {
+                true => Some(cluster_local::start_turn(&config.data_dir).await?),
+                false => None,
+            },
+        ),
     };
     let db_url = match &config.postgres_url {
         Some(u) => u.clone(),
@@ -461,7 +476,10 @@ pub async fn run(
         follows: listen::Slots::new(FOLLOWS_PER_USER),
         topics: Mutex::new(HashMap::new()),
         oidc: config.oidc.clone().map(oidc::Oidc::new).transpose()?,
-        cluster: cluster::Cluster::new(store_dialect),
+        cluster: cluster::Cluster::new(
+            store_dialect,
+            shared_data_dir.then(|| config.data_dir.clone()),
+        ),
         peers: peer::Peers::default(),
     }));
     if state.oidc.is_some() {
@@ -522,7 +540,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| url_for(agent_addr, "https"));
     // With replicas an agent's URL may lead to any of them: dial-backs name this one first.
-    let shared_store = state.store.dialect() == crate::store::Dialect::Postgres;
+    let shared_store = state.cluster.shared();
     state
         .dials
         .set_own_address(shared_store.then_some(replica_url.as_str()));
@@ -541,7 +559,8 @@ pub async fn run(
             started_at: state.started_at,
             heartbeat_at: state.started_at,
         },
-    );
+    )?;
+    drop(start_turn);
     let reaper = tokio::spawn(provisioner::reap_expired_leases(state.clone()));
     let pruner = tokio::spawn(retention::run(state.clone()));
     let scheduler = tokio::spawn(scheduler::run(state.clone()));

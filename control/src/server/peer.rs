@@ -25,7 +25,7 @@ use super::agent::PeerIdentity;
 use super::error::{ApiError, ApiResult};
 use super::relay::{FrameSender, ReceiverStream};
 use super::AppState;
-use crate::store::{Dialect, ReplicaRow};
+use crate::store::ReplicaRow;
 
 pub const PEER_TUNNEL: &str = "/replica/v1/tunnel";
 const UPGRADE_PEER: &str = "outpost-peer";
@@ -56,7 +56,7 @@ pub(super) async fn open(
     agent_id: &str,
     path: &str,
 ) -> ApiResult<Option<(FrameSender, Incoming)>> {
-    if state.store.dialect() != Dialect::Postgres {
+    if !state.cluster.shared() {
         return Ok(None);
     }
     let Some(holder) = state.store.tunnel_replica(agent_id).await? else {

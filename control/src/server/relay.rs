@@ -129,7 +129,7 @@ pub(super) async fn agent_tunnel(
         };
         let id = st.tunnels.insert(&agent.id, sender);
         // The other replicas find the tunnel here.
-        let shared = st.store.dialect() == crate::store::Dialect::Postgres;
+        let shared = st.cluster.shared();
         if shared {
             let _ = st.store.set_tunnel_replica(&agent.id, &st.cluster.id).await;
         }

@@ -14,7 +14,7 @@ impl Store {
         lines: &[(String, String, String, i64)],
         cap: i64,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT logs_bytes, logs_overflowed FROM agents WHERE id = $1")
             .bind(agent_id)
             .fetch_one(&mut *tx)

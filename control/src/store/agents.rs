@@ -66,7 +66,7 @@ impl Store {
         agent_id: &str,
         expires_at: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM bootstrap_tokens WHERE workspace_id = $1 AND used_at IS NULL")
             .bind(workspace_id)
             .execute(&mut *tx)

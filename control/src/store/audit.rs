@@ -55,7 +55,7 @@ fn like_prefix(s: &str, ends: &[char]) -> String {
 
 impl Store {
     pub async fn insert_audit(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO audit_events (created_at, action, outcome, actor, workspace_id, agent_id, remote_addr, details, target) \

@@ -85,7 +85,7 @@ impl Store {
         if self.dialect != Dialect::Postgres || payloads.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for p in payloads {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)

@@ -102,7 +102,7 @@ impl Store {
         logs: &[(String, String, String)],
     ) -> Result<JobRow> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE provisioner_jobs SET lease_expires_at = $1 \
              WHERE id = $2 AND daemon_id = $3 AND status IN ('running', 'canceling')",
@@ -166,7 +166,7 @@ impl Store {
         state_json: Option<&str>,
     ) -> Result<JobRow> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE provisioner_jobs SET status = $1, error = $2, completed_at = $3, lease_expires_at = NULL \
              WHERE id = $4 AND daemon_id = $5 AND status IN ('running', 'canceling')",

@@ -299,6 +299,16 @@ impl Store {
         Ok(store)
     }
 
+    /// A transaction. On SQLite it takes the write lock first (`BEGIN IMMEDIATE`, waiting up
+    /// to the busy timeout): a deferred transaction that reads and then writes fails at once
+    /// (`SQLITE_BUSY`) when another server on a shared data dir wrote in between.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The pool, each query timed under the calling module's name.
     #[track_caller]
     fn db(&self) -> timed::Timed<'_> {
@@ -392,7 +402,7 @@ impl Store {
             Dialect::Postgres => MIGRATIONS_POSTGRES,
         };
         for (version, sql) in migrations {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             if self.dialect == Dialect::Postgres {
                 // Several servers may start at once against one database.
                 sqlx::query("SELECT pg_advisory_xact_lock(7001)")

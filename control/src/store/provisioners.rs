@@ -147,7 +147,7 @@ impl Store {
     /// them). Returns the key and how many jobs were let go.
     pub async fn revoke_provisioner_key(&self, name: &str) -> Result<(ProvisionerKeyRow, u64)> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE provisioner_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
         )

@@ -105,7 +105,7 @@ impl Store {
     /// removal of unspent bootstrap tokens. A build some other tick queued first is skipped.
     pub async fn queue_auto_builds(&self, items: &[AutoBuild]) -> Result<Vec<AutoQueued>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             if let Some(p) = &it.params {
@@ -367,7 +367,7 @@ impl Store {
     /// forward and a deadline (if the workspace has one) moves out to at least the given one.
     /// A cleared deadline (a stop was queued) stays cleared.
     pub async fn record_activity(&self, batch: &[(String, i64, Option<i64>)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (id, at, bump_to) in batch {
             let used = "last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $1 THEN $1 ELSE last_used_at END";
             match bump_to {

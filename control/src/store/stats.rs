@@ -25,7 +25,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO stats_samples (workspace_id, at, cpu_percent, cpu_cores, mem_used_bytes, \

@@ -117,7 +117,7 @@ impl Store {
     }
 
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for sql in [
             "DELETE FROM group_members WHERE group_id = $1",
             "DELETE FROM template_groups WHERE group_id = $1",
@@ -197,7 +197,7 @@ impl Store {
     }
 
     pub async fn set_template_groups(&self, template_id: &str, group_ids: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM template_groups WHERE template_id = $1")
             .bind(template_id)
             .execute(&mut *tx)

@@ -100,7 +100,7 @@ impl Store {
         created_by: Option<&str>,
     ) -> Result<TemplateVersionRow> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let existing = sqlx::query("SELECT id FROM templates WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)

@@ -1,7 +1,7 @@
 //! Store query latency (issue 18): every query run on the pool outside a transaction goes
 //! through [`Timed`], an `sqlx::Executor` over `&AnyPool` that observes the time from asking to
 //! the last row in a histogram labelled by the store module that ran it (`users`, `agents`,
-//! ...: a bounded set). Queries inside a transaction (`pool.begin()`) are not timed one by one.
+//! ...: a bounded set). Queries inside a transaction (`Store::begin`) are not timed one by one.
 
 use std::panic::Location;
 use std::time::Instant;

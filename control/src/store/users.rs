@@ -134,7 +134,7 @@ impl Store {
     /// Suspends (`Some(now)`) or reinstates (`None`) a user; a suspension also revokes every
     /// token the user has. False when there is no such user.
     pub async fn set_suspended(&self, user_id: &str, at: Option<i64>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let res = sqlx::query("UPDATE users SET suspended_at = $1 WHERE id = $2")
             .bind(at)
             .bind(user_id)
@@ -168,7 +168,7 @@ impl Store {
     /// real username has at most 32 characters, so it never collides), and every token is
     /// revoked. False when there is no such live user.
     pub async fn mark_user_deleted(&self, user_id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let res = sqlx::query(
             "UPDATE users SET deleted_at = $1, username = $2 WHERE id = $3 AND deleted_at IS NULL",
         )
@@ -196,7 +196,7 @@ impl Store {
         password_hash: &str,
         keep: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user_id)

@@ -163,7 +163,7 @@ impl Store {
     ) -> Result<String> {
         let id = new_id();
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO workspaces (id, owner_id, name, template_id, parameters, provisioner_state, deleted, created_at, last_used_at) \
              VALUES ($1, $2, $3, $4, $5, 'null', 0, $6, $6)",
@@ -210,7 +210,7 @@ impl Store {
         reason: &str,
     ) -> Result<String> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(p) = parameters_json {
             sqlx::query("UPDATE workspaces SET parameters = $1 WHERE id = $2")
                 .bind(p)
