@@ -19,8 +19,17 @@ pub(crate) struct Rotated {
     pub message: String,
 }
 
-/// Refuses while a server seems to run on this data dir (its pid from `server.json` is alive).
+/// Refuses while a server seems to run on this data dir: one holds the data dir's lock (a
+/// SQLite server, or replicas sharing the data dir), or the pid in `server.json` is alive.
 fn refuse_if_running(data_dir: &Path) -> anyhow::Result<()> {
+    if let Ok(f) = std::fs::File::open(data_dir.join("server.lock")) {
+        if nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
+            anyhow::bail!(
+                "a server runs on {}: stop every server on it first, then rotate, then start them again",
+                data_dir.display()
+            );
+        }
+    }
     let Ok(text) = std::fs::read_to_string(data_dir.join("server.json")) else {
         return Ok(());
     };
