@@ -378,7 +378,8 @@ fn docker_workspace_life(backend: Backend) -> R {
     );
     assert_eq!(a.sh("dev", "cat ~/keep.txt")?, "keep\n");
     // Update to a version with another image (the same image under another tag): home kept.
-    let other = format!("{image}-retagged");
+    // The tag is this workspace's own: the run on the other store removes its tag when done.
+    let other = format!("{image}-retagged-{}", id.get(..8).unwrap_or("x"));
     let st = Command::new("docker")
         .args(["tag", &image, &other])
         .status()?;

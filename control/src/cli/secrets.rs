@@ -25,7 +25,7 @@ fn refuse_if_running(data_dir: &Path) -> anyhow::Result<()> {
     if let Ok(f) = std::fs::File::open(data_dir.join("server.lock")) {
         if nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err() {
             anyhow::bail!(
-                "a server runs on {}: stop every server on it first, then rotate, then start them again",
+                "a server runs on {}: stop it first (every replica, where replicas share it), then rotate, then start it again",
                 data_dir.display()
             );
         }
