@@ -448,8 +448,8 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     // Command delivery: stops through the replicas in turn, 20 ms apart.
     let sample = if back.is_some() { o.sample.min(n) } else { 0 };
     let names: Vec<String> = owner.keys().take(sample).cloned().collect();
-    let sent = rt.block_on(async {
-        let mut sent = Vec::new();
+    let (sent, mut api_ms) = rt.block_on(async {
+        let (mut sent, mut api_ms) = (Vec::new(), Vec::new());
         for (i, name) in names.iter().enumerate() {
             let t = agentsim::now_ms();
             let _: Build = apis[i % k]
@@ -461,10 +461,11 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+            api_ms.push(agentsim::now_ms().saturating_sub(t) as f64);
             sent.push((name.clone(), t));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok::<_, anyhow::Error>(sent)
+        Ok::<_, anyhow::Error>((sent, api_ms))
     })?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut delivery = Vec::new();
@@ -487,14 +488,21 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
     drop(loads);
     drop(r);
     rt.shutdown_timeout(Duration::from_secs(1));
-    let _ = std::fs::remove_dir_all(&tmp);
+    if std::env::var_os("OUTPOST_BENCH_KEEP").is_some() {
+        eprintln!(
+            "kept {} (OUTPOST_BENCH_KEEP): the replicas' data and logs",
+            tmp.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     if let (true, Some(db)) = (made, &db) {
         crate::bench::drop_database(db);
     }
 
     let per_agent = rss_sum.saturating_sub(rss_idle) as f64 / n as f64;
     let title = format!(
-        "bench agents ({store}, {k} replicas, {p} load processes), {n} agents, {}\n\nMachine: {}. One process here may hold at most as many descriptors as the hard open-file limit allows, and each agent is one in control and one in the load generator: control runs as {k} `outpost server` replicas (release) on {}, all on this machine, and the simulated agents in {p} load processes (agent i in process i mod {p}, on replica i mod {k}, moving to the next replica when a request fails). Heartbeats every 15 s give or take 1.5 s (from the last one sent), polls held 20-25 s; {} heartbeats in the {}s steady window ({hb_errors} failed); creating the {n} workspaces took {create_secs:.1} s. Then every replica was killed (SIGKILL) and restarted on its own addresses. Control's RSS and CPU are the sums over its replicas; the machine's CPU includes PostgreSQL and the load processes.",
+        "bench agents ({store}, {k} replicas, {p} load processes), {n} agents, {}\n\nMachine: {}. One process here may hold at most as many descriptors as the hard open-file limit allows, and each agent is one in control and one in the load generator: control runs as {k} `outpost server` replicas (release) on {}, all on this machine, and the simulated agents in {p} load processes (agent i in process i mod {p}, on replica i mod {k}, moving to the next replica when a request fails). Heartbeats every 15 s give or take 1.5 s (from the last one sent), polls held 20-25 s; {} heartbeats in the {}s steady window ({hb_errors} failed); creating the {n} workspaces took {create_secs:.1} s. Then every replica was killed (SIGKILL) and restarted on its own addresses. Control's RSS and CPU are the sums over its replicas; the machine's CPU includes the store ({store}) and the load processes.",
         crate::bench::date(),
         machine(),
         match db {
@@ -534,6 +542,13 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
             "ms",
             "bar: 1 s (issue 19)",
             Some(1000.0),
+        ),
+        (
+            "command delivery p99: the API call asking for the stop, its part of the above",
+            pct(&mut api_ms, 0.99),
+            "ms",
+            "-",
+            None,
         ),
         (
             "control RSS, steady (all replicas)",

@@ -89,6 +89,10 @@ pub enum Dialect {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where `/metrics`' scans of every agent run: on SQLite a read-only connection of its
+    /// own (WAL lets it read beside the writer), so that a scrape at 50,000 agents (seconds)
+    /// does not hold the one connection every request waits on; on PostgreSQL the pool.
+    scans: AnyPool,
     dialect: Dialect,
     /// The database's URL: replicas open connections of their own for `LISTEN` and the
     /// leader's advisory lock.
@@ -284,13 +288,30 @@ impl Store {
                     .await?
             }
         };
-        if dialect == Dialect::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-        }
+        let scans = match dialect {
+            Dialect::Sqlite => {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await?;
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(STORE_WAIT)
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA query_only = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy(url)?
+            }
+            Dialect::Postgres => pool.clone(),
+        };
         let store = Store {
             pool,
+            scans,
             dialect,
             url: url.to_string(),
             times: timed::query_times(),
@@ -313,6 +334,11 @@ impl Store {
     #[track_caller]
     fn db(&self) -> timed::Timed<'_> {
         timed::Timed::new(&self.pool, &self.times)
+    }
+
+    /// The connection for reads that scan every agent (`/metrics`): see [`Store::scans`].
+    fn scans(&self) -> timed::Timed<'_> {
+        timed::Timed::new(&self.scans, &self.times)
     }
 
     /// Query durations by store module, for `/metrics`.
@@ -339,7 +365,7 @@ impl Store {
              JOIN provisioner_jobs j ON j.build_id = b.id \
              WHERE w.deleted = 0 GROUP BY 1, 2",
         )
-        .fetch_all(self.db())
+        .fetch_all(self.scans())
         .await?
         {
             c.workspaces
@@ -348,7 +374,7 @@ impl Store {
         for r in sqlx::query(
             "SELECT lifecycle, COUNT(*) AS n FROM agents WHERE revoked_at IS NULL AND first_connected_at IS NOT NULL GROUP BY lifecycle",
         )
-        .fetch_all(self.db())
+        .fetch_all(self.scans())
         .await?
         {
             c.agents.push((r.try_get("lifecycle")?, r.try_get("n")?));
@@ -356,7 +382,7 @@ impl Store {
         for r in sqlx::query(
             "SELECT status, COUNT(*) AS n FROM provisioner_jobs WHERE status IN ('pending', 'running') GROUP BY status",
         )
-        .fetch_all(self.db())
+        .fetch_all(self.scans())
         .await?
         {
             c.jobs.push((r.try_get("status")?, r.try_get("n")?));
@@ -364,7 +390,7 @@ impl Store {
         let oldest: Option<i64> = sqlx::query(
             "SELECT MIN(last_seen_at) AS oldest FROM agents WHERE revoked_at IS NULL AND last_seen_at IS NOT NULL",
         )
-        .fetch_one(self.db())
+        .fetch_one(self.scans())
         .await?
         .try_get("oldest")?;
         c.heartbeat_lag_ms = oldest.map_or(0, |o| (now_ms() - o).max(0));
@@ -373,7 +399,7 @@ impl Store {
              JOIN workspaces w ON w.id = a.workspace_id JOIN users u ON u.id = w.owner_id \
              WHERE a.revoked_at IS NULL AND a.stats IS NOT NULL AND w.deleted = 0",
         )
-        .fetch_all(self.db())
+        .fetch_all(self.scans())
         .await?
         {
             let (owner, name): (String, String) = (r.try_get("username")?, r.try_get("name")?);

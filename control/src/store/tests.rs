@@ -657,3 +657,32 @@ async fn lookups_by_build_and_by_user_use_an_index(store: Store) {
     }
 }
 both!(lookups_by_build_and_by_user_use_an_index);
+
+/// `/metrics`' scan of every agent reads on SQLite from a read-only connection of its own:
+/// while a request holds the one writing connection in a transaction (at 50,000 agents a
+/// scrape took seconds, and every request of that server waited behind it), the scan still
+/// answers, with what was committed, and cannot write.
+#[tokio::test]
+async fn metrics_scans_do_not_wait_on_the_writer() {
+    let db = sqlite().await;
+    let store = db.store.clone();
+    let agents = agents_of_new_workspaces(&store, 2).await;
+    let stats = r#"{"a":1}"#.to_string();
+    store
+        .agent_liveness_batch(&[(agents[0].1.clone(), 1_000, None, Some(stats.clone()))])
+        .await
+        .expect("batch");
+    let tx = store.begin().await.expect("begin");
+    let counts = tokio::time::timeout(std::time::Duration::from_secs(5), store.metric_counts())
+        .await
+        .expect("the scan waited on the writing connection")
+        .expect("counts");
+    assert_eq!(counts.agent_stats.len(), 1);
+    assert_eq!(counts.agent_stats[0].1, stats);
+    let write = sqlx::query("DELETE FROM agents")
+        .execute(&store.scans)
+        .await;
+    assert!(write.is_err(), "the scans' connection wrote");
+    drop(tx);
+    assert!(store.agent(&agents[0].1).await.expect("agent").is_some());
+}
