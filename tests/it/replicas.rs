@@ -236,6 +236,30 @@ fn streams_cross_replicas(pg: Backend) -> R {
     // A terminal through B: the WebSocket opens, a command typed there is echoed back.
     let mut t = terminal(&b.url, &a.token()?, "via-b")?;
     type_and_wait(&mut t, "echo pty-through-$((40+2))", "pty-through-42")?;
+
+    // On one SQLite data dir the replicas' bus is Unix sockets in it: the workspace's user
+    // (its own Unix user, where tests run as root) can neither list them nor send one an event.
+    let bus = a.data().join("bus");
+    if bus.exists() && nix::unistd::Uid::effective().is_root() {
+        let socks: Vec<_> = std::fs::read_dir(&bus)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(socks.len(), 2, "one socket per replica: {socks:?}");
+        let mut script = format!(
+            "if ls {} >/dev/null 2>&1; then echo 'LEAK: listed the bus'; fi\n",
+            bus.display()
+        );
+        for s in &socks {
+            script += &format!(
+                "if python3 -c 'import socket; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"x\\n\", \"{}\")' >/dev/null 2>&1; then echo 'LEAK: sent to {}'; fi\n",
+                s.display(),
+                s.display()
+            );
+        }
+        let out = admin.sh("dev", &script)?;
+        assert!(!out.contains("LEAK"), "{out}");
+    }
     Ok(())
 }
 crate::both_backends!(streams_cross_replicas);
