@@ -373,6 +373,13 @@ pub async fn run(
             Some(_) => "connecting to PostgreSQL (check --postgres-url)".to_string(),
             None => format!("opening SQLite in {}", config.data_dir.display()),
         })?;
+    // Replicas on this data dir write in turns (store/write_turn.rs).
+    let store = match shared_data_dir {
+        true => store
+            .take_write_turns(&config.data_dir)
+            .with_context(|| format!("opening the write turns in {}", config.data_dir.display()))?,
+        false => store,
+    };
     for f in ["outpost.db", "outpost.db-wal", "outpost.db-shm"] {
         let p = config.data_dir.join(f);
         if p.exists() {

@@ -25,6 +25,7 @@ pub mod timed;
 pub use stats::{StatsSampleRow, STATS_KEEP_MS};
 mod users;
 mod workspaces;
+pub mod write_turn;
 
 pub use agents::{AgentChange, AgentRow};
 pub use audit::{AuditEvent, AuditFilter};
@@ -99,6 +100,8 @@ pub struct Store {
     url: String,
     /// How long queries take, by store module (`/metrics`).
     times: timed::QueryTimes,
+    /// Replicas on one SQLite data dir: their writes take turns (write_turn.rs).
+    turns: Option<write_turn::WriteTurns>,
 }
 
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
@@ -315,6 +318,7 @@ impl Store {
             dialect,
             url: url.to_string(),
             times: timed::query_times(),
+            turns: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -323,22 +327,40 @@ impl Store {
     /// A transaction. On SQLite it takes the write lock first (`BEGIN IMMEDIATE`, waiting up
     /// to the busy timeout): a deferred transaction that reads and then writes fails at once
     /// (`SQLITE_BUSY`) when another server on a shared data dir wrote in between.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    /// With replicas on the data dir, it first waits for this process's write turn.
+    async fn begin(&self) -> Result<write_turn::Tx> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite => {
+                let conn = self.pool.acquire().await?;
+                let turn = match &self.turns {
+                    Some(t) => Some(t.take().await),
+                    None => None,
+                };
+                let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
+                write_turn::Tx::new(tx, turn)
+            }
+            Dialect::Postgres => write_turn::Tx::new(self.pool.begin().await?, None),
         })
+    }
+
+    /// Replicas on one SQLite data dir (`dir`): from now on this store's writes wait for their
+    /// turn among the replicas' (write_turn.rs).
+    pub fn take_write_turns(mut self, dir: &std::path::Path) -> std::io::Result<Store> {
+        if self.dialect == Dialect::Sqlite {
+            self.turns = Some(write_turn::WriteTurns::new(dir)?);
+        }
+        Ok(self)
     }
 
     /// The pool, each query timed under the calling module's name.
     #[track_caller]
     fn db(&self) -> timed::Timed<'_> {
-        timed::Timed::new(&self.pool, &self.times)
+        timed::Timed::new(&self.pool, &self.times, self.turns.as_ref())
     }
 
     /// The connection for reads that scan every agent (`/metrics`): see [`Store::scans`].
     fn scans(&self) -> timed::Timed<'_> {
-        timed::Timed::new(&self.scans, &self.times)
+        timed::Timed::new(&self.scans, &self.times, None)
     }
 
     /// Query durations by store module, for `/metrics`.
@@ -514,7 +536,7 @@ fn new_id_short() -> String {
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_build(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut write_turn::Tx,
     workspace_id: &str,
     number: i64,
     transition: &str,

@@ -14,6 +14,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use sqlx::{Any, AnyPool};
 use sqlx::{Describe, Either, Execute, Executor};
 
+use super::write_turn::{self, WriteTurns};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AreaLabels {
     area: String,
@@ -32,11 +34,13 @@ pub fn query_times() -> QueryTimes {
     Family::new_with_constructor(query_histogram)
 }
 
-/// The pool, timing each query into `hist`.
+/// The pool, timing each query into `hist`; with `turns` (replicas on one SQLite data dir),
+/// a statement that writes takes the connection, then its turn (write_turn.rs), then runs.
 #[derive(Clone)]
 pub struct Timed<'p> {
     pool: &'p AnyPool,
     hist: Histogram,
+    turns: Option<&'p WriteTurns>,
 }
 
 impl std::fmt::Debug for Timed<'_> {
@@ -48,7 +52,7 @@ impl std::fmt::Debug for Timed<'_> {
 impl<'p> Timed<'p> {
     /// Labels the queries with the store module of the caller (`store/users.rs`: `users`).
     #[track_caller]
-    pub fn new(pool: &'p AnyPool, times: &QueryTimes) -> Self {
+    pub fn new(pool: &'p AnyPool, times: &QueryTimes, turns: Option<&'p WriteTurns>) -> Self {
         let file = Location::caller().file();
         let area = std::path::Path::new(file)
             .file_stem()
@@ -60,7 +64,7 @@ impl<'p> Timed<'p> {
                 area: area.to_string(),
             })
             .clone();
-        Timed { pool, hist }
+        Timed { pool, hist, turns }
     }
 }
 
@@ -85,6 +89,23 @@ impl<'p> Executor<'p> for Timed<'p> {
         E: 'q + Execute<'q, Any>,
     {
         let seen = Observe(self.hist, Instant::now());
+        if let Some(turns) = self.turns.filter(|_| write_turn::writes(query.sql())) {
+            let pool = self.pool;
+            // A write's rows (RETURNING at most) are read whole while the turn is held.
+            let rows = async move {
+                let mut conn = match pool.acquire().await {
+                    Ok(c) => c,
+                    Err(e) => return vec![Err(e)],
+                };
+                let _turn = turns.take().await;
+                let rows: Vec<_> = (&mut *conn).fetch_many(query).collect().await;
+                drop(seen);
+                rows
+            };
+            return futures_util::stream::once(rows)
+                .flat_map(futures_util::stream::iter)
+                .boxed();
+        }
         self.pool
             .fetch_many(query)
             .map(move |item| {
@@ -103,6 +124,16 @@ impl<'p> Executor<'p> for Timed<'p> {
         E: 'q + Execute<'q, Any>,
     {
         let seen = Observe(self.hist, Instant::now());
+        if let Some(turns) = self.turns.filter(|_| write_turn::writes(query.sql())) {
+            let pool = self.pool;
+            return Box::pin(async move {
+                let mut conn = pool.acquire().await?;
+                let _turn = turns.take().await;
+                let r = (&mut *conn).fetch_optional(query).await;
+                drop(seen);
+                r
+            });
+        }
         let fut = self.pool.fetch_optional(query);
         Box::pin(async move {
             let r = fut.await;

@@ -1,0 +1,163 @@
+//! Replicas on one SQLite data dir (`--shared-data-dir`) take turns to write, in the order they
+//! asked. SQLite alone lets one process write and makes the others retry on their own: its
+//! busy handler sleeps 1, 2, 5, ... up to 100 ms between tries, so a replica asking while
+//! another writes sleeps on past the moment the file is free, and under a burst of writes from
+//! three replicas (50,000 agents reconnecting) one replica's write waited seconds while the file
+//! sat unlocked between the others' tries. Here a write first waits on an exclusive `flock` of
+//! `DATA_DIR/write.lock` (the kernel wakes a waiter as soon as it is let go), then runs; SQLite's
+//! own lock is then free and its busy handler has nothing to wait for.
+//!
+//! The order is: the process's one SQLite connection first, then the turn (a process asks for
+//! at most one turn at a time, and never waits for a turn while holding one). A write that does
+//! not get its turn within [`TURN_WAIT`] runs without it and SQLite's lock still keeps the file
+//! whole: the turn only orders the waiting.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// How long a write waits for its turn before it runs anyway (SQLite's busy timeout is 5 s).
+const TURN_WAIT: Duration = Duration::from_secs(5);
+
+/// The lock file replicas on one data dir take turns on.
+#[derive(Clone, Debug)]
+pub struct WriteTurns {
+    path: Arc<PathBuf>,
+}
+
+/// This process's turn to write, until dropped.
+pub struct Turn {
+    _lock: Option<Flock<std::fs::File>>,
+}
+
+impl WriteTurns {
+    /// The turns of the replicas on the data dir `dir` (its `write.lock`).
+    pub fn new(dir: &Path) -> std::io::Result<WriteTurns> {
+        let path = dir.join("write.lock");
+        open(&path)?;
+        Ok(WriteTurns {
+            path: Arc::new(path),
+        })
+    }
+
+    /// Waits for this process's turn to write (at most [`TURN_WAIT`]; a turn without the lock
+    /// after that, or when the lock file cannot be opened, and SQLite's busy handler decides).
+    pub async fn take(&self) -> Turn {
+        // Each turn is its own open file: a flock belongs to the open file, not the process.
+        let Ok(f) = open(&self.path) else {
+            return Turn { _lock: None };
+        };
+        let f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Turn { _lock: Some(l) },
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => f,
+            Err(_) => return Turn { _lock: None },
+        };
+        // Another replica writes: wait in the kernel's queue, on a thread of the blocking pool.
+        // Given up after TURN_WAIT, the thread still takes the lock when its turn comes and lets
+        // it go at once (its result is dropped).
+        let waiting =
+            tokio::task::spawn_blocking(move || Flock::lock(f, FlockArg::LockExclusive).ok());
+        match tokio::time::timeout(TURN_WAIT, waiting).await {
+            Ok(Ok(lock)) => Turn { _lock: lock },
+            _ => {
+                tracing::warn!(
+                    "waited {TURN_WAIT:?} for the write turn on the shared data dir; writing without it"
+                );
+                Turn { _lock: None }
+            }
+        }
+    }
+}
+
+/// A transaction, and on a shared SQLite data dir the turn it writes in (let go after the
+/// transaction: fields drop in order). Used as the transaction's connection (`&mut *tx`).
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<Turn>,
+}
+
+impl Tx {
+    pub fn new(tx: sqlx::Transaction<'static, sqlx::Any>, turn: Option<Turn>) -> Tx {
+        Tx { tx, _turn: turn }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
+/// Whether a statement may write (anything but a read): those wait for the turn.
+pub fn writes(sql: &str) -> bool {
+    let head: String = sql
+        .trim_start()
+        .chars()
+        .take(8)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    !(head.starts_with("SELECT") || head.starts_with("PRAGMA") || head.starts_with("EXPLAIN"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_do_not_wait_for_a_turn() {
+        assert!(!writes("SELECT 1"));
+        assert!(!writes("  select id FROM users"));
+        assert!(!writes("PRAGMA query_only = ON"));
+        assert!(writes("UPDATE agents SET x = 1"));
+        assert!(writes("INSERT INTO t VALUES (1)"));
+        assert!(writes("DELETE FROM t"));
+        assert!(writes("WITH x AS (SELECT 1) UPDATE t SET a = 1"));
+    }
+
+    #[tokio::test]
+    async fn a_second_turn_waits_for_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let turns = WriteTurns::new(dir.path()).expect("turns");
+        let first = turns.take().await;
+        assert!(first._lock.is_some());
+        let t2 = turns.clone();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let second = tokio::spawn(async move {
+            let t = t2.take().await;
+            let _ = tx.send(());
+            t
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the second turn came while the first was held"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second turn comes once the first ends")
+            .expect("join");
+        assert!(second._lock.is_some());
+    }
+}
