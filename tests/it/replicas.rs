@@ -238,7 +238,8 @@ fn streams_cross_replicas(pg: Backend) -> R {
     type_and_wait(&mut t, "echo pty-through-$((40+2))", "pty-through-42")?;
 
     // On one SQLite data dir the replicas' bus is Unix sockets in it: the workspace's user
-    // (its own Unix user, where tests run as root) can neither list them nor send one an event.
+    // (its own Unix user, where tests run as root) can neither list them nor send one an event,
+    // nor open the file their writes take turns on.
     let bus = a.data().join("bus");
     if bus.exists() && nix::unistd::Uid::effective().is_root() {
         let socks: Vec<_> = std::fs::read_dir(&bus)?
@@ -257,6 +258,17 @@ fn streams_cross_replicas(pg: Backend) -> R {
                 s.display()
             );
         }
+        // Nor open the replicas' write turns to hold them (a workspace stalling every write).
+        let turns = a.data().join("write.lock");
+        assert!(
+            turns.exists(),
+            "the replicas' write turns: {}",
+            turns.display()
+        );
+        script += &format!(
+            "if python3 -c 'open(\"{}\", \"a\")' >/dev/null 2>&1; then echo 'LEAK: opened the write turns'; fi\n",
+            turns.display()
+        );
         let out = admin.sh("dev", &script)?;
         assert!(!out.contains("LEAK"), "{out}");
     }
