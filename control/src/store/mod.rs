@@ -331,11 +331,8 @@ impl Store {
     async fn begin(&self) -> Result<write_turn::Tx> {
         Ok(match self.dialect {
             Dialect::Sqlite => {
-                let conn = self.pool.acquire().await?;
-                let turn = match &self.turns {
-                    Some(t) => Some(t.take().await),
-                    None => None,
-                };
+                let (conn, turn) =
+                    write_turn::connection_then_turn(&self.pool, self.turns.as_ref()).await?;
                 let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
                 write_turn::Tx::new(tx, turn)
             }

@@ -93,11 +93,11 @@ impl<'p> Executor<'p> for Timed<'p> {
             let pool = self.pool;
             // A write's rows (RETURNING at most) are read whole while the turn is held.
             let rows = async move {
-                let mut conn = match pool.acquire().await {
-                    Ok(c) => c,
-                    Err(e) => return vec![Err(e)],
-                };
-                let _turn = turns.take().await;
+                let (mut conn, _turn) =
+                    match write_turn::connection_then_turn(pool, Some(turns)).await {
+                        Ok(ct) => ct,
+                        Err(e) => return vec![Err(e)],
+                    };
                 let rows: Vec<_> = (&mut *conn).fetch_many(query).collect().await;
                 drop(seen);
                 rows
@@ -127,8 +127,7 @@ impl<'p> Executor<'p> for Timed<'p> {
         if let Some(turns) = self.turns.filter(|_| write_turn::writes(query.sql())) {
             let pool = self.pool;
             return Box::pin(async move {
-                let mut conn = pool.acquire().await?;
-                let _turn = turns.take().await;
+                let (mut conn, _turn) = write_turn::connection_then_turn(pool, Some(turns)).await?;
                 let r = (&mut *conn).fetch_optional(query).await;
                 drop(seen);
                 r

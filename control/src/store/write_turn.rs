@@ -101,6 +101,19 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
+/// The pool's connection, then (with `turns`) this process's turn: always in that order.
+pub async fn connection_then_turn(
+    pool: &sqlx::AnyPool,
+    turns: Option<&WriteTurns>,
+) -> Result<(sqlx::pool::PoolConnection<sqlx::Any>, Option<Turn>), sqlx::Error> {
+    let conn = pool.acquire().await?;
+    let turn = match turns {
+        Some(t) => Some(t.take().await),
+        None => None,
+    };
+    Ok((conn, turn))
+}
+
 fn open(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
