@@ -258,17 +258,20 @@ fn streams_cross_replicas(pg: Backend) -> R {
                 s.display()
             );
         }
-        // Nor open the replicas' write turns to hold them (a workspace stalling every write).
-        let turns = a.data().join("write.lock");
-        assert!(
-            turns.exists(),
-            "the replicas' write turns: {}",
-            turns.display()
-        );
-        script += &format!(
-            "if python3 -c 'open(\"{}\", \"a\")' >/dev/null 2>&1; then echo 'LEAK: opened the write turns'; fi\n",
-            turns.display()
-        );
+        // Nor open the replicas' write turns or their turnstile to hold them (a workspace
+        // stalling every write): a flock needs only a read-only open, so none may open them.
+        for name in ["write.lock", "write.queue"] {
+            let turns = a.data().join(name);
+            assert!(
+                turns.exists(),
+                "the replicas' write turns: {}",
+                turns.display()
+            );
+            script += &format!(
+                "if python3 -c 'open(\"{}\")' >/dev/null 2>&1; then echo 'LEAK: opened {name}'; fi\n",
+                turns.display()
+            );
+        }
         let out = admin.sh("dev", &script)?;
         assert!(!out.contains("LEAK"), "{out}");
     }
