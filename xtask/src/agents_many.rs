@@ -467,6 +467,16 @@ pub fn run(o: Opts) -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>((sent, api_ms))
     })?;
+    // The slowest API calls, in the order they were asked (which replica, how long): a cold
+    // replica's first calls, or a moment when every replica waited on one write.
+    let mut slow: Vec<(usize, f64)> = api_ms.iter().copied().enumerate().collect();
+    slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+    slow.truncate(5);
+    let slow: Vec<String> = slow
+        .iter()
+        .map(|(i, ms)| format!("#{i} on replica {}: {ms:.0} ms", i % k))
+        .collect();
+    eprintln!("the slowest stop calls: {}", slow.join(", "));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut delivery = Vec::new();
     for (name, t) in &sent {
