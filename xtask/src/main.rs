@@ -138,6 +138,14 @@ fn test() -> anyhow::Result<()> {
     cargo(&["build", "--workspace", "--bins"])?;
     let counts = cargo_test(&["test", "--workspace", "--no-fail-fast"])?;
     // One plain line that counts every test run (cargo's last lines are doc-test runs of 0).
+    // What each failing test said, without its backtrace, last: a log cut to its head and
+    // tail still shows why.
+    for (name, said) in &counts.said {
+        println!("failed: {name}");
+        for line in said {
+            println!("    {line}");
+        }
+    }
     println!(
         "tests: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
@@ -157,7 +165,14 @@ struct Counts {
     failed: u64,
     ignored: u64,
     ok: bool,
+    /// Each failing test's name and the first lines it printed before its backtrace.
+    said: Vec<(String, Vec<String>)>,
+    /// Whether the lines read now belong to the last of `said`.
+    saying: bool,
 }
+
+/// How many lines of a failing test's output the digest keeps.
+const SAID_LINES: usize = 12;
 
 /// Runs `cargo ARGS` (a test run), passing its output through while adding up its
 /// `test result:` lines.
@@ -176,6 +191,7 @@ fn cargo_test(args: &[&str]) -> anyhow::Result<Counts> {
             let line = line?;
             println!("{line}");
             add_result_line(&mut counts, &line);
+            add_failure_line(&mut counts, &line);
         }
     }
     counts.ok = child.wait()?.success();
@@ -202,6 +218,32 @@ fn add_result_line(c: &mut Counts, line: &str) {
     }
 }
 
+/// Keeps what a failing test printed (`---- NAME stdout ----` up to its backtrace, at most
+/// [`SAID_LINES`] lines).
+fn add_failure_line(c: &mut Counts, line: &str) {
+    if let Some(name) = line
+        .strip_prefix("---- ")
+        .and_then(|l| l.strip_suffix(" stdout ----"))
+    {
+        c.said.push((name.to_string(), Vec::new()));
+        c.saying = true;
+        return;
+    }
+    if !c.saying {
+        return;
+    }
+    let t = line.trim();
+    if t.eq_ignore_ascii_case("stack backtrace:") || t == "failures:" {
+        c.saying = false;
+        return;
+    }
+    if let Some((_, said)) = c.said.last_mut() {
+        if said.len() < SAID_LINES && !t.is_empty() {
+            said.push(line.to_string());
+        }
+    }
+}
+
 fn demo() -> anyhow::Result<()> {
     cargo(&["build", "--bins"])?;
     let bin = root().join("target/debug");
@@ -222,5 +264,51 @@ mod tests {
         add_result_line(&mut c, "test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 1s");
         add_result_line(&mut c, "running 6 tests");
         assert_eq!((c.passed, c.failed, c.ignored), (18, 1, 2));
+    }
+
+    #[test]
+    fn failing_tests_are_digested_without_backtraces() {
+        let mut c = Counts::default();
+        for l in [
+            "test a::b ... ok",
+            "failures:",
+            "",
+            "---- docker::life::sqlite stdout ----",
+            "Error: waiting for dev",
+            "",
+            "Caused by:",
+            "    condition not reached within 20 s",
+            "",
+            "Stack backtrace:",
+            "   0: anyhow::error::<impl anyhow::Error>::msg",
+            "---- x::y stdout ----",
+            "thread 'x::y' panicked at tests/it/x.rs:3:5:",
+            "assertion failed",
+            "",
+            "failures:",
+            "    docker::life::sqlite",
+        ] {
+            add_failure_line(&mut c, l);
+        }
+        assert_eq!(
+            c.said,
+            vec![
+                (
+                    "docker::life::sqlite".to_string(),
+                    vec![
+                        "Error: waiting for dev".to_string(),
+                        "Caused by:".to_string(),
+                        "    condition not reached within 20 s".to_string()
+                    ]
+                ),
+                (
+                    "x::y".to_string(),
+                    vec![
+                        "thread 'x::y' panicked at tests/it/x.rs:3:5:".to_string(),
+                        "assertion failed".to_string()
+                    ]
+                ),
+            ]
+        );
     }
 }
