@@ -94,12 +94,6 @@ pub struct Store {
     /// own (WAL lets it read beside the writer), so that a scrape at 50,000 agents (seconds)
     /// does not hold the one connection every request waits on; on PostgreSQL the pool.
     scans: AnyPool,
-    /// On SQLite, read-only connections of their own for the `SELECT`s run outside a
-    /// transaction, beside the one writing connection (WAL lets them read while it writes): a
-    /// request's reads do not queue behind a liveness flush or behind a write waiting for its
-    /// turn on a shared data dir. A read begun after a write has returned sees it (each
-    /// statement is its own read transaction). None on PostgreSQL (its pool serves both).
-    reads: Option<AnyPool>,
     dialect: Dialect,
     /// The database's URL: replicas open connections of their own for `LISTEN` and the
     /// leader's advisory lock.
@@ -234,28 +228,6 @@ fn b(v: bool) -> i64 {
     i64::from(v)
 }
 
-/// How many read-only connections a SQLite store reads through beside its writer.
-const READERS: u32 = 2;
-
-/// `n` read-only (`PRAGMA query_only`) connections to the SQLite database at `url`, opened
-/// when first used.
-fn read_only_pool(url: &str, n: u32) -> Result<AnyPool> {
-    Ok(AnyPoolOptions::new()
-        .max_connections(n)
-        .acquire_timeout(STORE_WAIT)
-        .test_before_acquire(false)
-        .test_after_release(false)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query("PRAGMA query_only = ON")
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect_lazy(url)?)
-}
-
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
@@ -324,18 +296,25 @@ impl Store {
                 sqlx::query("PRAGMA journal_mode = WAL")
                     .execute(&pool)
                     .await?;
-                read_only_pool(url, 1)?
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(STORE_WAIT)
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA query_only = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy(url)?
             }
             Dialect::Postgres => pool.clone(),
-        };
-        let reads = match dialect {
-            Dialect::Sqlite => Some(read_only_pool(url, READERS)?),
-            Dialect::Postgres => None,
         };
         let store = Store {
             pool,
             scans,
-            reads,
             dialect,
             url: url.to_string(),
             times: timed::query_times(),
@@ -374,7 +353,6 @@ impl Store {
     #[track_caller]
     fn db(&self) -> timed::Timed<'_> {
         timed::Timed::new(&self.pool, &self.times, self.turns.as_ref())
-            .reading_from(self.reads.as_ref())
     }
 
     /// The connection for reads that scan every agent (`/metrics`): see [`Store::scans`].

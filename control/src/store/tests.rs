@@ -686,33 +686,3 @@ async fn metrics_scans_do_not_wait_on_the_writer() {
     drop(tx);
     assert!(store.agent(&agents[0].1).await.expect("agent").is_some());
 }
-
-/// A SQLite store's reads outside a transaction run on read-only connections beside the
-/// writer: while a transaction holds the one writing connection (a liveness flush, or a write
-/// waiting for its turn on a shared data dir), a request's read still answers; a read right
-/// after a write sees it; and the reading connections cannot write.
-#[tokio::test]
-async fn reads_do_not_wait_on_the_writer() {
-    let db = sqlite().await;
-    let store = db.store.clone();
-    let agents = agents_of_new_workspaces(&store, 1).await;
-    let id = agents[0].1.clone();
-    for seen in [1_000, 2_000, 3_000] {
-        store
-            .agent_liveness_batch(&[(id.clone(), seen, None, None)])
-            .await
-            .expect("batch");
-        let a = store.agent(&id).await.expect("agent").expect("there");
-        assert_eq!(a.last_seen_at, Some(seen), "a read after a write sees it");
-    }
-    let tx = store.begin().await.expect("begin");
-    let a = tokio::time::timeout(std::time::Duration::from_secs(2), store.agent(&id))
-        .await
-        .expect("the read waited on the writing connection")
-        .expect("agent");
-    assert_eq!(a.map(|a| a.last_seen_at), Some(Some(3_000)));
-    let reads = store.reads.clone().expect("SQLite reads beside the writer");
-    let write = sqlx::query("DELETE FROM agents").execute(&reads).await;
-    assert!(write.is_err(), "a reading connection wrote");
-    drop(tx);
-}

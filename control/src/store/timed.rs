@@ -41,8 +41,6 @@ pub struct Timed<'p> {
     pool: &'p AnyPool,
     hist: Histogram,
     turns: Option<&'p WriteTurns>,
-    /// Where a `SELECT` runs instead of `pool` (SQLite's read-only connections).
-    reads: Option<&'p AnyPool>,
 }
 
 impl std::fmt::Debug for Timed<'_> {
@@ -66,25 +64,7 @@ impl<'p> Timed<'p> {
                 area: area.to_string(),
             })
             .clone();
-        Timed {
-            pool,
-            hist,
-            turns,
-            reads: None,
-        }
-    }
-
-    /// `SELECT`s run on `reads` (when given), everything else on the pool.
-    pub fn reading_from(self, reads: Option<&'p AnyPool>) -> Self {
-        Timed { reads, ..self }
-    }
-
-    /// The pool a statement that is not a write (with turns) runs on.
-    fn pool_for(&self, sql: &str) -> &'p AnyPool {
-        match self.reads {
-            Some(r) if write_turn::selects(sql) => r,
-            _ => self.pool,
-        }
+        Timed { pool, hist, turns }
     }
 }
 
@@ -108,7 +88,6 @@ impl<'p> Executor<'p> for Timed<'p> {
         'p: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        let target = self.pool_for(query.sql());
         let seen = Observe(self.hist, Instant::now());
         if let Some(turns) = self.turns.filter(|_| write_turn::writes(query.sql())) {
             let pool = self.pool;
@@ -127,7 +106,7 @@ impl<'p> Executor<'p> for Timed<'p> {
                 .flat_map(futures_util::stream::iter)
                 .boxed();
         }
-        target
+        self.pool
             .fetch_many(query)
             .map(move |item| {
                 let _ = &seen;
@@ -144,7 +123,6 @@ impl<'p> Executor<'p> for Timed<'p> {
         'p: 'e,
         E: 'q + Execute<'q, Any>,
     {
-        let target = self.pool_for(query.sql());
         let seen = Observe(self.hist, Instant::now());
         if let Some(turns) = self.turns.filter(|_| write_turn::writes(query.sql())) {
             let pool = self.pool;
@@ -155,7 +133,7 @@ impl<'p> Executor<'p> for Timed<'p> {
                 r
             });
         }
-        let fut = target.fetch_optional(query);
+        let fut = self.pool.fetch_optional(query);
         Box::pin(async move {
             let r = fut.await;
             drop(seen);

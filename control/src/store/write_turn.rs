@@ -156,13 +156,6 @@ pub fn writes(sql: &str) -> bool {
     !(head.starts_with("SELECT") || head.starts_with("PRAGMA") || head.starts_with("EXPLAIN"))
 }
 
-/// Whether a statement only reads rows (`SELECT ...`): those may run on a read-only
-/// connection. A `WITH` may end in a write and is not one.
-pub fn selects(sql: &str) -> bool {
-    let head = sql.trim_start().get(..6).unwrap_or("");
-    head.eq_ignore_ascii_case("SELECT")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,10 +169,6 @@ mod tests {
         assert!(writes("INSERT INTO t VALUES (1)"));
         assert!(writes("DELETE FROM t"));
         assert!(writes("WITH x AS (SELECT 1) UPDATE t SET a = 1"));
-        assert!(selects("\n  select id FROM users"));
-        assert!(!selects("WITH x AS (SELECT 1) SELECT * FROM x"));
-        assert!(!selects("SEL"));
-        assert!(!selects("UPDATE t SET a = (SELECT 1)"));
     }
 
     #[tokio::test]
