@@ -137,7 +137,6 @@ fn test() -> anyhow::Result<()> {
     // The end-to-end tests drive the real binaries: build them first.
     cargo(&["build", "--workspace", "--bins"])?;
     let counts = cargo_test(&["test", "--workspace", "--no-fail-fast"])?;
-    // One plain line that counts every test run (cargo's last lines are doc-test runs of 0).
     // What each failing test said, without its backtrace, last: a log cut to its head and
     // tail still shows why.
     for (name, said) in &counts.said {
@@ -146,6 +145,7 @@ fn test() -> anyhow::Result<()> {
             println!("    {line}");
         }
     }
+    // One plain line that counts every test run (cargo's last lines are doc-test runs of 0).
     println!(
         "tests: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
