@@ -7,6 +7,7 @@
 pub mod apps;
 pub mod credentials;
 pub mod dotfiles;
+pub mod handoff;
 pub mod procs;
 pub mod reaper;
 pub mod run;

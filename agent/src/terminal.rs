@@ -330,7 +330,7 @@ impl PtyHub {
     }
 
     /// One client: input frames from `input`, output through `out`.
-    async fn serve<I>(self: Arc<Self>, a: Attach, input: I, out: FrameTx)
+    pub(crate) async fn serve<I>(self: Arc<Self>, a: Attach, input: I, out: FrameTx)
     where
         I: futures_util::Stream<Item = Bytes>,
     {
@@ -425,12 +425,12 @@ async fn wait_exit(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-type FrameResult = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+pub(crate) type FrameResult = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
 pub type FrameTx = tokio::sync::mpsc::Sender<FrameResult>;
 
 /// How long a client on a connection of its own may take to read the output queued when its
 /// session ends.
-const DRAIN_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// The screen model and the attached clients, under one lock: output is fed to the model and
 /// sent to the clients together, so a client's repaint and its live stream never overlap or gap.

@@ -3,7 +3,8 @@
 //! `/ssh` (an SSH connection to the agent's server), `/tcp/PORT` (a connection to a port in
 //! the workspace), `/pty?id=..` (a web terminal session, see `terminal.rs`), and the
 //! dial-backs `/ssh/dial` and `/pty/dial` (the agent connects to control again, for one SSH
-//! connection in plain TCP or one terminal client in TLS). Re-established with backoff.
+//! connection in plain TCP or one terminal client in TLS, or, where control names its hand-off
+//! socket, to receive the browser's own connection: `handoff.rs`). Re-established with backoff.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -219,6 +220,16 @@ async fn handle(
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         };
+        // Control on this machine may hand the browser's connection over (handoff.rs).
+        if let Some(sock) = relay::dial::handoff_of(query) {
+            match crate::handoff::connect(sock, &token).await {
+                Ok(control) => {
+                    tokio::spawn(crate::handoff::run(ssh.pty.clone(), attach, control));
+                    return Response::new(Empty::new().boxed_unsync());
+                }
+                Err(e) => tracing::info!("terminal hand-off failed, dialing back: {e:#}"),
+            }
+        }
         return match dial_first(to.as_deref(), &home, |to| {
             dial_back_tls(&session, to, &token)
         })

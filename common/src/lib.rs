@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod cron;
+pub mod fdpass;
 pub mod fs;
 pub mod logs;
 pub mod process;

@@ -373,6 +373,12 @@ pub struct ServerArgs {
         default_value_t = 300
     )]
     pub terminal_idle_timeout_secs: u64,
+    /// Never hand a browser's terminal connection to a local workspace's agent: keep control
+    /// between them (the agent's TLS dial-back). By default, on a plain HTTP listener, control
+    /// passes the upgraded connection to the agent over a Unix socket in the workspaces dir, so
+    /// keystrokes skip a hop.
+    #[arg(long, env = "OUTPOST_NO_TERMINAL_HANDOFF")]
+    pub no_terminal_handoff: bool,
     /// Seconds an SSH connection to a workspace may take to log in before it is closed.
     #[arg(long, env = "OUTPOST_SSH_LOGIN_GRACE_SECS", default_value_t = 30)]
     pub ssh_login_grace_secs: u64,

@@ -407,7 +407,7 @@ fn web_edges_hold(backend: Backend) -> R {
 both_backends!(web_edges_hold);
 
 /// Idle bytes from `addr` on `c` until it is closed (true) or `wait` passes (false).
-fn closed_within(c: &mut std::net::TcpStream, wait: Duration) -> bool {
+pub(crate) fn closed_within(c: &mut std::net::TcpStream, wait: Duration) -> bool {
     let _ = c.set_read_timeout(Some(wait));
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + wait;

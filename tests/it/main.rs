@@ -21,6 +21,7 @@ mod crash;
 mod credentials;
 mod dist;
 mod docker;
+mod handoff;
 mod health;
 mod isolation;
 mod lifecycle;

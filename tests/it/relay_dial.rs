@@ -72,13 +72,14 @@ fn echo_through(mut ssh: std::process::Command, ws: &str, data: &[u8]) -> R<Vec<
     Ok(back)
 }
 
-/// A server with metrics on `mport`, the admin's workspace `a` and Bob's `b`, both connected.
-fn two_workspaces(backend: Backend) -> R<(Server, u16, Client, Client)> {
+/// A server with metrics on `mport` (and `extra` flags), the admin's workspace `a` and Bob's
+/// `b`, both connected.
+fn two_workspaces(backend: Backend, extra: &[&str]) -> R<(Server, u16, Client, Client)> {
     let mport = free_port()?;
-    let s = Server::start_with(
-        backend,
-        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
-    )?;
+    let metrics = format!("127.0.0.1:{mport}");
+    let mut flags = vec!["--metrics-listen", metrics.as_str()];
+    flags.extend_from_slice(extra);
+    let s = Server::start_with(backend, &flags)?;
     let admin = Client::admin(&s)?;
     let bob = Client::new_user(&s, "bob")?;
     admin.ok(&["create", "a"])?;
@@ -128,7 +129,7 @@ print("answered", sum(answers), "of", len(answers))
 "#;
 
 fn ssh_by_dial_back_attacked_from_inside(backend: Backend) -> R {
-    let (s, mport, admin, bob) = two_workspaces(backend)?;
+    let (s, mport, admin, bob) = two_workspaces(backend, &[])?;
 
     // SSH goes by dial-back; 3 MB of random bytes up and back, unchanged.
     let data: Vec<u8> = (0..3_000_000u32)
@@ -211,7 +212,8 @@ print("handshakes", done, "of 100")
 
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     use crate::replica_rig::{send_input, terminal_to, type_and_wait, wait_for};
-    let (s, mport, admin, bob) = two_workspaces(backend)?;
+    // Not handed off (handoff.rs shows that): the agent's TLS connection to control.
+    let (s, mport, admin, bob) = two_workspaces(backend, &["--no-terminal-handoff"])?;
     let token = token_of(&bob)?;
 
     // Bob's terminal goes by dial-back: a command, then 290 kB of output, whole.

@@ -129,9 +129,69 @@ pub mod dial {
     pub const PTY_PATH: &str = "/pty/dial";
 
     /// The stream path for a terminal by dial-back (`to` must be [`valid_address`], `pty_query`
-    /// a `/pty` stream's query, already encoded).
-    pub fn pty_path(token: &str, to: Option<&str>, pty_query: &str) -> String {
-        format!("{}&{pty_query}", path_of(PTY_PATH, token, to))
+    /// a `/pty` stream's query, already encoded; `handoff` a [`valid_handoff_path`]).
+    pub fn pty_path(
+        token: &str,
+        to: Option<&str>,
+        handoff: Option<&str>,
+        pty_query: &str,
+    ) -> String {
+        match handoff {
+            Some(h) => format!("{}&handoff={h}&{pty_query}", path_of(PTY_PATH, token, to)),
+            None => format!("{}&{pty_query}", path_of(PTY_PATH, token, to)),
+        }
+    }
+
+    /// A terminal by hand-off, for an agent on control's own machine when the browser's
+    /// connection to control is plain TCP: the [`PTY_PATH`] query also names `handoff=PATH`,
+    /// control's Unix socket. The agent connects there and sends the same [`preamble`]; control
+    /// answers with [`HANDOFF_OK`] and a u32 BE length (the [`HANDOFF_HEADER_LEN`] bytes), the
+    /// browser's upgraded connection attached to them (`SCM_RIGHTS`), then that many bytes the
+    /// browser sent that control had already read (at most [`MAX_HANDOFF_LEFTOVER`]). From
+    /// then on the agent serves the WebSocket (the server's side, frames as on control's `/pty`
+    /// endpoint) on that connection itself, and the Unix connection stays open while the
+    /// session lives: either side closing it ends the session (control closes it, and shuts the
+    /// browser's connection down, to cut a session). A token control does not wait for, or a
+    /// connection from another Unix user than the workspace's, is closed without a byte; the
+    /// agent then dials back over TCP as without a hand-off.
+    pub const HANDOFF_OK: u8 = b'+';
+    pub const HANDOFF_HEADER_LEN: usize = 5;
+    pub const MAX_HANDOFF_LEFTOVER: usize = 1 << 21;
+
+    /// Is `p` an absolute path of `A-Z a-z 0-9 / . _ -` (nothing to escape in a query), without
+    /// `..`, short enough for a Unix socket address (107 bytes)?
+    pub fn valid_handoff_path(p: &str) -> bool {
+        p.starts_with('/')
+            && p.len() <= 107
+            && !p.split('/').any(|c| c == "..")
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    }
+
+    /// The `handoff` path of a [`PTY_PATH`] query, when it names one well formed (once).
+    pub fn handoff_of(query: &str) -> Option<&str> {
+        let mut found = None;
+        for pair in query.split('&') {
+            if let Some(("handoff", v)) = pair.split_once('=') {
+                if found.is_some() || !valid_handoff_path(v) {
+                    return None;
+                }
+                found = Some(v);
+            }
+        }
+        found
+    }
+
+    /// Control's answer on the Unix socket: [`HANDOFF_OK`] and the leftover's length.
+    pub fn handoff_header(leftover: usize) -> [u8; HANDOFF_HEADER_LEN] {
+        let n = (leftover as u32).to_be_bytes();
+        [HANDOFF_OK, n[0], n[1], n[2], n[3]]
+    }
+
+    /// The leftover's length of a header; None when it is not one or says too much.
+    pub fn parse_handoff_header(h: &[u8; HANDOFF_HEADER_LEN]) -> Option<usize> {
+        let n = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        (h[0] == HANDOFF_OK && n <= MAX_HANDOFF_LEFTOVER).then_some(n)
     }
 
     /// The token and the address to dial of a [`PTY_PATH`] stream's query (its other pairs are
@@ -329,14 +389,14 @@ mod tests {
     fn terminal_dial_paths_carry_the_terminal_query() {
         use super::dial::*;
         let token = "fedcba9876543210".repeat(4);
-        let p = pty_path(&token, Some("10.0.0.1:7443"), "id=a&cols=80&rows=24");
+        let p = pty_path(&token, Some("10.0.0.1:7443"), None, "id=a&cols=80&rows=24");
         let (path, query) = p.split_once('?').unwrap();
         assert_eq!(path, PTY_PATH);
         assert_eq!(
             parse_pty_query(query),
             Some((token.clone(), Some("10.0.0.1:7443".to_string())))
         );
-        let p = pty_path(&token, None, "id=a&command=ls%20-l");
+        let p = pty_path(&token, None, None, "id=a&command=ls%20-l");
         let (_, query) = p.split_once('?').unwrap();
         assert_eq!(parse_pty_query(query), Some((token.clone(), None)));
         assert_eq!(parse_pty_query("id=a&cols=80"), None, "no token");
@@ -351,5 +411,41 @@ mod tests {
             None,
             "a malformed address"
         );
+    }
+
+    #[test]
+    fn hand_off_paths_and_headers() {
+        use super::dial::*;
+        let token = "0123456789abcdef".repeat(4);
+        let sock = "/var/lib/outpost-workspaces/d-1/.handoff/api-7080.sock";
+        let p = pty_path(&token, None, Some(sock), "id=a&cols=80&rows=24");
+        let (_, query) = p.split_once('?').unwrap();
+        assert_eq!(parse_pty_query(query), Some((token.clone(), None)));
+        assert_eq!(handoff_of(query), Some(sock));
+        assert_eq!(handoff_of("id=a"), None);
+        for bad in [
+            "relative/x.sock",
+            "/a/../b.sock",
+            "/a b.sock",
+            "/a%2fb",
+            &format!("/{}", "x".repeat(107)),
+        ] {
+            assert!(!valid_handoff_path(bad), "{bad}");
+            assert_eq!(handoff_of(&format!("handoff={bad}")), None, "{bad}");
+        }
+        assert_eq!(
+            handoff_of(&format!("handoff={sock}&handoff={sock}")),
+            None,
+            "twice"
+        );
+        assert_eq!(parse_handoff_header(&handoff_header(0)), Some(0));
+        assert_eq!(parse_handoff_header(&handoff_header(1234)), Some(1234));
+        assert_eq!(
+            parse_handoff_header(&handoff_header(MAX_HANDOFF_LEFTOVER + 1)),
+            None
+        );
+        let mut h = handoff_header(3);
+        h[0] = b'-';
+        assert_eq!(parse_handoff_header(&h), None);
     }
 }

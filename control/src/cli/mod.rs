@@ -288,6 +288,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     config.allow_path_app_sharing = args.dangerous_allow_path_app_sharing;
     config.allow_owner_workspace_access = args.allow_owner_workspace_access;
+    config.terminal_handoff = !args.no_terminal_handoff;
     config.replica_url = args.replica_url.filter(|u| !u.trim().is_empty());
     config.docker_agent_url = args.isolation.docker_agent_url;
     config.heartbeat_secs = args.heartbeat_secs.max(1);

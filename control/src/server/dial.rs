@@ -40,6 +40,9 @@ const MAX_PENDING: usize = 4096;
 pub(super) enum Dialed {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The agent on this machine, on the hand-off socket (`handoff.rs`), ready for the
+    /// browser's connection.
+    Handoff(tokio::net::UnixStream),
 }
 
 /// What a waiter expects on its token.
@@ -47,8 +50,9 @@ pub(super) enum Dialed {
 enum Want {
     /// Plain TCP, acknowledged with [`relay::dial::ACK`] (SSH).
     Plain,
-    /// TLS started by the agent whose id this is (a terminal).
-    Tls { agent: String },
+    /// TLS started by the agent whose id this is (a terminal); or, where `handoff` names the
+    /// Unix user that agent runs as, that user on the hand-off socket.
+    Tls { agent: String, handoff: Option<u32> },
 }
 
 /// The dial-backs this replica waits for, by token.
@@ -121,7 +125,7 @@ impl Dials {
                 }
                 Dialed::Plain(tcp)
             }
-            Want::Tls { agent } => {
+            Want::Tls { agent, .. } => {
                 let stream = match tokio::time::timeout(PREAMBLE_WAIT, tls.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     _ => {
@@ -148,6 +152,26 @@ impl Dials {
             }
         };
         tx.send(dialed).is_ok()
+    }
+
+    /// Hands the agent's connection on the hand-off socket (from Unix user `uid`) to whoever
+    /// waits for `token` as a terminal that may be handed off to that user; false otherwise.
+    /// The token is used up either way.
+    pub(super) fn deliver_handoff(
+        &self,
+        token: &str,
+        conn: tokio::net::UnixStream,
+        uid: u32,
+    ) -> bool {
+        let Some((want, tx)) = self.pending.locked().remove(token) else {
+            return false;
+        };
+        match want {
+            Want::Tls {
+                handoff: Some(u), ..
+            } if u == uid => tx.send(Dialed::Handoff(conn)).is_ok(),
+            _ => false,
+        }
     }
 
     /// How many dial-backs are awaited now (tests of the bound).
@@ -182,7 +206,7 @@ pub(super) async fn accept(dials: &Dials, mut tcp: TcpStream, addr: SocketAddr, 
 pub(super) async fn ssh(state: &AppState, agent_id: &str) -> Option<TcpStream> {
     match ask(state, agent_id, Want::Plain, relay::dial::path).await {
         Some(Dialed::Plain(tcp)) => Some(tcp),
-        Some(Dialed::Tls(_)) => None,
+        Some(Dialed::Tls(_) | Dialed::Handoff(_)) => None,
         None => {
             tracing::info!(agent = agent_id, "SSH dial-back failed; using the tunnel");
             None
@@ -191,23 +215,27 @@ pub(super) async fn ssh(state: &AppState, agent_id: &str) -> Option<TcpStream> {
 }
 
 /// Asks the agent to dial back, in TLS, for a web terminal (`pty_query`: a `/pty` stream's
-/// query); the agent's connection, or None (the caller uses a stream on the tunnel).
+/// query), or, with `handoff` (the Unix user it runs as), to take the browser's connection on
+/// this replica's hand-off socket; the agent's connection, or None (the caller uses a stream
+/// on the tunnel).
 pub(super) async fn pty(
     state: &AppState,
     agent_id: &str,
     pty_query: &str,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    handoff: Option<u32>,
+) -> Option<Dialed> {
     let want = Want::Tls {
         agent: agent_id.to_string(),
+        handoff,
     };
-    match ask(state, agent_id, want, |token, to| {
-        relay::dial::pty_path(token, to, pty_query)
+    let sock = handoff.and(state.handoff.path());
+    let dialed = ask(state, agent_id, want, |token, to| {
+        relay::dial::pty_path(token, to, sock, pty_query)
     })
-    .await
-    {
-        Some(Dialed::Tls(tls)) => Some(*tls),
-        Some(Dialed::Plain(_)) => None,
-        None => {
+    .await;
+    match dialed {
+        Some(d @ (Dialed::Tls(_) | Dialed::Handoff(_))) => Some(d),
+        Some(Dialed::Plain(_)) | None => {
             tracing::info!(
                 agent = agent_id,
                 "terminal dial-back failed; using the tunnel"
@@ -335,6 +363,7 @@ mod tests {
         let name = || rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let want = || Want::Tls {
             agent: "ag-1".to_string(),
+            handoff: None,
         };
 
         // Another agent's certificate.
@@ -392,6 +421,42 @@ mod tests {
         got.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"hi");
         drop(client.await.unwrap());
+        drop(p);
+        assert_eq!(dials.waiting(), 0);
+    }
+
+    /// A hand-off is only for the Unix user the asked agent runs as, only where the waiter
+    /// allows one, and its token is used up by any attempt.
+    #[tokio::test]
+    async fn hand_offs_need_the_agents_unix_user() {
+        let dials = Dials::default();
+        let want = |handoff| Want::Tls {
+            agent: "ag-1".to_string(),
+            handoff,
+        };
+        let conn = || tokio::net::UnixStream::pair().unwrap().0;
+
+        // Another user's connection with the right token: nothing, and the token is gone.
+        let mut p = dials.register(want(Some(1000))).unwrap();
+        let token = p.token.clone();
+        assert!(!dials.deliver_handoff(&token, conn(), 1001));
+        assert!((&mut p.rx).await.is_err(), "the waiter got nothing");
+        assert!(!dials.deliver_handoff(&token, conn(), 1000), "used up");
+
+        // A terminal that may not be handed off, and an SSH dial-back: never by the socket.
+        for w in [want(None), Want::Plain] {
+            let mut p = dials.register(w).unwrap();
+            let token = p.token.clone();
+            assert!(!dials.deliver_handoff(&token, conn(), 1000));
+            assert!((&mut p.rx).await.is_err());
+        }
+
+        // The agent's own user: the waiter gets the connection.
+        let mut p = dials.register(want(Some(1000))).unwrap();
+        let token = p.token.clone();
+        assert!(dials.deliver_handoff(&token, conn(), 1000));
+        assert!(matches!((&mut p.rx).await, Ok(Dialed::Handoff(_))));
+        assert!(!dials.deliver_handoff("f".repeat(64).as_str(), conn(), 1000));
         drop(p);
         assert_eq!(dials.waiting(), 0);
     }

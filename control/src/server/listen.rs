@@ -133,6 +133,11 @@ impl Drop for Permit {
     }
 }
 
+/// Marks a request that came on a plain TCP connection of [`serve_http`]'s: once upgraded, the
+/// connection is the `TcpStream` itself (what a terminal hand-off passes on).
+#[derive(Clone, Copy, Debug)]
+pub struct PlainTcp;
+
 /// Serves `router` on `listener` (HTTP/1.1 with upgrades) until `shutdown` is set.
 pub async fn serve_http(
     listener: TcpListener,
@@ -168,6 +173,7 @@ pub async fn serve_http(
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+                    req.extensions_mut().insert(PlainTcp);
                     router.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );

@@ -14,6 +14,7 @@ mod cluster_local;
 mod dial;
 mod error;
 mod events;
+mod handoff;
 mod health;
 mod keys;
 mod listen;
@@ -103,6 +104,8 @@ pub struct ServerConfig {
     pub heartbeat_secs: u64,
     /// A web terminal session with no client attached ends after this long.
     pub terminal_idle_timeout_secs: u64,
+    /// Hand a browser's plain TCP terminal connection to a local agent (`handoff.rs`).
+    pub terminal_handoff: bool,
     /// An SSH connection to an agent that has not logged in after this long is closed.
     pub ssh_login_grace_secs: u64,
     /// The most connections one address may hold to the API at once.
@@ -158,6 +161,7 @@ impl ServerConfig {
             agent_binary: None,
             heartbeat_secs: 15,
             terminal_idle_timeout_secs: 300,
+            terminal_handoff: true,
             ssh_login_grace_secs: 30,
             max_connections_per_source: 256,
             header_read_timeout_secs: 10,
@@ -198,6 +202,8 @@ pub struct Inner {
     pub tunnels: relay::Tunnels,
     /// SSH dial-backs awaited (shared with the agent listener).
     pub dials: Arc<dial::Dials>,
+    /// This replica's socket for handing terminals to agents on this machine.
+    pub handoff: handoff::Handoff,
     pub config: ServerConfig,
     pub agent_url: String,
     /// Where users (and the CLI inside workspaces) reach the API.
@@ -461,6 +467,7 @@ pub async fn run(
         liveness: liveness::Liveness::default(),
         tunnels: relay::Tunnels::default(),
         dials: Arc::default(),
+        handoff: Default::default(),
         store,
         ca,
         secrets,
@@ -585,6 +592,11 @@ pub async fn run(
     });
     local.prepare_root()?;
     announce_isolation(&config, &local.root);
+    if config.terminal_handoff {
+        if let Err(e) = handoff::start(&state, &local.root, api_addr.port(), shutdown_rx.clone()) {
+            tracing::warn!("web terminals are not handed to local agents: {e:#}");
+        }
+    }
     let docker = Arc::new(crate::provisioner::docker::DockerProvisioner::new(
         config.agent_binary.clone(),
         config.docker_agent_url.clone(),

@@ -520,6 +520,8 @@ pub(super) async fn pty(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<PtyQuery>,
     headers: HeaderMap,
+    // Taken before the WebSocket extractor takes it: a hand-off answers the upgrade itself.
+    super::handoff::PlainUpgrade(upgrade): super::handoff::PlainUpgrade,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let ws = ws.map_err(|e| {
@@ -558,15 +560,32 @@ pub(super) async fn pty(
     // a keystroke's included: 8 KiB reads keep that cost off each keystroke (a paste still
     // arrives whole, over several reads).
     let ws = ws.max_message_size(1 << 20).read_buffer_size(8 * 1024);
-    // The agent's own TLS connection where it can dial one (see dial.rs), else a tunnel stream.
-    if let Some(tls) = super::dial::pty(&state, &agent, &query).await {
-        state.metrics.relay_pty_path("dial");
-        return Ok(ws.on_upgrade(move |socket| async move {
-            tokio::select! {
-                _ = bridge_direct(socket, tls) => {}
-                _ = cut => {}
+    // An agent on this machine takes a plain TCP connection over itself (handoff.rs); else
+    // the agent's own TLS connection where it can dial one (dial.rs); else a tunnel stream.
+    let handoff = match &upgrade {
+        Some(_) if state.tunnels.is_up(&agent) => super::handoff::agent_uid(&state, &w.id),
+        _ => None,
+    };
+    match super::dial::pty(&state, &agent, &query, handoff).await {
+        Some(super::dial::Dialed::Handoff(conn)) => {
+            let answer = super::handoff::switching(&headers);
+            if let (Some(upgrade), Some(answer)) = (upgrade, answer) {
+                state.metrics.relay_pty_path("handoff");
+                drop(ws);
+                tokio::spawn(super::handoff::pass(upgrade, conn, cut));
+                return Ok(answer);
             }
-        }));
+        }
+        Some(super::dial::Dialed::Tls(tls)) => {
+            state.metrics.relay_pty_path("dial");
+            return Ok(ws.on_upgrade(move |socket| async move {
+                tokio::select! {
+                    _ = bridge_direct(socket, tls) => {}
+                    _ = cut => {}
+                }
+            }));
+        }
+        Some(super::dial::Dialed::Plain(_)) | None => {}
     }
     state.metrics.relay_pty_path("tunnel");
     let path = format!("{}?{query}", outpost_api::relay::stream::PTY);

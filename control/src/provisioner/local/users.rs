@@ -62,6 +62,14 @@ pub async fn ensure(workspace_id: &str, home: &Path) -> anyhow::Result<Workspace
     lookup(&name, workspace_id)?.with_context(|| format!("useradd made no user {name}"))
 }
 
+/// The uid of the workspace's account, when Outpost made one for it.
+pub fn existing_uid(workspace_id: &str) -> Option<u32> {
+    lookup(&name_for(workspace_id), workspace_id)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
 fn lookup(name: &str, workspace_id: &str) -> anyhow::Result<Option<WorkspaceUser>> {
     let Some(u) = User::from_name(name).with_context(|| format!("looking up user {name}"))? else {
         return Ok(None);
