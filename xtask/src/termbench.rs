@@ -77,10 +77,25 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
         outpost_api::percent_encode(CAT)
     );
     let web = WebTerm::connect(&ws_url, &rig.token)?;
-    let path = if rig.metric("outpost_relay_pty_paths_total{path=\"dial\"}")? >= 1.0 {
-        "the agent's own TLS connection (dial-back)"
+    // Which way control sent it, and so how many TCP hops a keystroke crosses beyond the PTY.
+    let (path, tcp_hops) = if rig.metric("outpost_relay_pty_paths_total{path=\"handoff\"}")? >= 1.0
+    {
+        (
+            "the agent, which control handed the WebSocket's connection itself (hand-off: bench -> agent)",
+            1.0,
+        )
+    } else if rig.metric("outpost_relay_pty_paths_total{path=\"dial\"}")? >= 1.0 {
+        ("control -> the agent's own TLS connection (dial-back)", 2.0)
     } else {
-        "a stream on the agent's HTTP/2 tunnel (the dial-back failed)"
+        (
+            "control -> a stream on the agent's HTTP/2 tunnel (the dial-back failed)",
+            2.0,
+        )
+    };
+    let hops = if tcp_hops == 1.0 {
+        "one TCP round trip"
+    } else {
+        "two TCP round trips"
     };
 
     // 3. The hops, each on its own (termhops.rs): a PTY with `cat`, a pipe to `cat`, a loopback
@@ -152,11 +167,14 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     eprintln!("web terminal: p50 {w50:.3} ms, p99 {w99:.3} ms");
     eprintln!("pty+cat {pty50:.3} ms, pipe to cat {pipe50:.3} ms, tcp echo {tcp50:.3} ms (p50)");
     let title = format!(
-        "bench terminal, {}\n\nMachine: {}. {n} keystrokes on each path after {WARM_UP} warm-up ones, one at a time, from a release build of the bench: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a blocking WebSocket client with an API token (as the ssh side's blocking pipe reads) -> control -> {path} -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, its stdin and stdout pipes to the bench, same run. The hops, timed in the same rounds: a PTY with `cat` written and read by the bench (what both paths share); a pipe to `cat`; a loopback TCP connection to an echo thread. Every part stays open and they take turns in {ROUNDS} rounds of {per} (each first in turn); p50s are over all rounds, the round rows give one round's own p50s. A keystroke crosses the PTY on both paths, then a pipe and a TCP hop on sshd's (bench -> ssh -> sshd), two TCP hops on the web terminal's (bench -> control -> agent): the split rows take those out, leaving what the programs themselves add. Last, an echo server in the workspace reached directly and through control's TCP relay (control -> the agent's mTLS HTTP/2 tunnel -> agent).",
+        "bench terminal, {}\n\nMachine: {}. {n} keystrokes on each path after {WARM_UP} warm-up ones, one at a time, from a release build of the bench: one byte to `cat` (tty in raw mode, no echo), the clock stops when cat's copy arrives. Web terminal: a blocking WebSocket client with an API token (as the ssh side's blocking pipe reads) -> {path} -> the agent's reconnecting PTY. Anchor: OpenSSH's `ssh -tt` to Debian's sshd on 127.0.0.1, its stdin and stdout pipes to the bench, same run. The hops, timed in the same rounds: a PTY with `cat` written and read by the bench (what both paths share); a pipe to `cat`; a loopback TCP connection to an echo thread. Every part stays open and they take turns in {ROUNDS} rounds of {per} (each first in turn); p50s are over all rounds, the round rows give one round's own p50s. A keystroke crosses the PTY on both paths, then a pipe and a TCP hop on sshd's (bench -> ssh -> sshd), {hops} on the web terminal's: the split rows take those out, leaving what the programs themselves add. Last, an echo server in the workspace reached directly and through control's TCP relay (control -> the agent's mTLS HTTP/2 tunnel -> agent).",
         crate::bench::date(),
         machine()
     );
     let sshd = "ssh -tt to sshd (same run)";
+    let hops_row = format!("split: the hops of the web terminal's path beyond the PTY ({hops})");
+    let adds_row =
+        format!("split: what control and the agent add (web terminal minus the PTY and {hops})");
     let us = |ms: f64| ms * 1000.0;
     let rows = vec![
         ("keystroke p50, ssh -tt to sshd", us(s50), "µs", "-", None),
@@ -206,8 +224,8 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
             None,
         ),
         (
-            "split: the hops of the web terminal's path beyond the PTY (two TCP round trips)",
-            us(2.0 * tcp50),
+            &hops_row,
+            us(tcp_hops * tcp50),
             "µs",
             "sshd's hops (same run)",
             Some(us(pipe50 + tcp50)),
@@ -220,8 +238,8 @@ fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
             None,
         ),
         (
-            "split: what control and the agent add (web terminal minus the PTY and two TCP round trips)",
-            us(w50 - pty50 - 2.0 * tcp50),
+            &adds_row,
+            us(w50 - pty50 - tcp_hops * tcp50),
             "µs",
             "what the ssh client and sshd add (same run)",
             Some(us(s50 - pty50 - pipe50 - tcp50)),

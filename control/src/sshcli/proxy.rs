@@ -261,8 +261,10 @@ fn open_raw(client: &Client, name: &str) -> Result<std::net::TcpStream, Refused>
 /// Passes the relay socket to ssh over stdout (`ProxyUseFdpass`): ssh then talks to control
 /// directly and no process of ours stays in the data path.
 fn hand_over(tcp: std::net::TcpStream) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    crate::sys::send_fd(&std::io::stdout(), tcp.as_raw_fd())
+    use std::os::fd::AsFd;
+    // One byte with the descriptor, as OpenSSH's `ProxyUseFdpass` expects from its ProxyCommand.
+    outpost_common::fdpass::send_with_fd(&std::io::stdout(), &[0], tcp.as_fd())
+        .map(|_| ())
         .context("passing the connection to ssh (is `ProxyUseFdpass yes` set?)")
 }
 
