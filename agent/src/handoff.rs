@@ -37,14 +37,23 @@ pub struct Received {
     pub control: UnixStream,
 }
 
-/// Connects to control's hand-off socket at `path` and sends the preamble with `token` (used
-/// up by control from then on, whatever follows).
+/// Connects to control's hand-off socket at `path`, sends the preamble with `token` and reads
+/// control's [`dial::ACK`]: control took the token (an error when it did not: another replica's
+/// socket, say, and the TLS dial-back is left to try).
 pub async fn connect(path: &str, token: &str) -> anyhow::Result<UnixStream> {
     tokio::time::timeout(CONNECT_TIMEOUT, async {
         let mut control = UnixStream::connect(path)
             .await
             .with_context(|| format!("connecting to {path}"))?;
         control.write_all(&dial::preamble(token)).await?;
+        let mut ack = [0u8; 1];
+        control
+            .read_exact(&mut ack)
+            .await
+            .context("control closed the hand-off: not the replica waiting for it")?;
+        if ack[0] != dial::ACK {
+            bail!("control answered {:#04x}", ack[0]);
+        }
         anyhow::Ok(control)
     })
     .await
@@ -93,9 +102,7 @@ pub async fn receive(mut control: UnixStream) -> anyhow::Result<Received> {
     })
 }
 
-/// Receives the connection on `control` and serves session `a` of `hub` on it. A task of its
-/// own: control drops the tunnel stream that asked as soon as the token arrives, which ends
-/// that stream's handler.
+/// Receives the connection on `control` and serves session `a` of `hub` on it.
 pub async fn run(hub: Arc<PtyHub>, a: Attach, control: UnixStream) {
     match receive(control).await {
         Ok(got) => {

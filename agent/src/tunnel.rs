@@ -220,27 +220,40 @@ async fn handle(
             Ok(a) => a,
             Err(e) => return status(StatusCode::BAD_REQUEST, &format!("{e:#}")),
         };
-        // Control on this machine may hand the browser's connection over (handoff.rs).
-        if let Some(sock) = relay::dial::handoff_of(query) {
-            match crate::handoff::connect(sock, &token).await {
-                Ok(control) => {
-                    tokio::spawn(crate::handoff::run(ssh.pty.clone(), attach, control));
-                    return Response::new(Empty::new().boxed_unsync());
+        // All of it in a task of its own: control drops this stream once its token arrives,
+        // which may end this handler before the connection is served. The handler answers
+        // once the task has its connection (or has failed to get one).
+        let handoff = relay::dial::handoff_of(query).map(str::to_string);
+        let pty = ssh.pty.clone();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // Control on this machine may hand the browser's connection over (handoff.rs).
+            if let Some(sock) = handoff {
+                match crate::handoff::connect(&sock, &token).await {
+                    Ok(control) => {
+                        let _ = done.send(Response::new(Empty::new().boxed_unsync()));
+                        return crate::handoff::run(pty, attach, control).await;
+                    }
+                    Err(e) => tracing::info!("terminal hand-off failed, dialing back: {e:#}"),
                 }
-                Err(e) => tracing::info!("terminal hand-off failed, dialing back: {e:#}"),
             }
-        }
-        return match dial_first(to.as_deref(), &home, |to| {
-            dial_back_tls(&session, to, &token)
-        })
-        .await
-        {
-            Ok(tls) => {
-                tokio::spawn(ssh.pty.clone().attach_io(attach, tls));
-                Response::new(Empty::new().boxed_unsync())
+            match dial_first(to.as_deref(), &home, |to| {
+                dial_back_tls(&session, to, &token)
+            })
+            .await
+            {
+                Ok(tls) => {
+                    let _ = done.send(Response::new(Empty::new().boxed_unsync()));
+                    pty.attach_io(attach, tls).await
+                }
+                Err(r) => {
+                    let _ = done.send(r);
+                }
             }
-            Err(r) => r,
-        };
+        });
+        return answer.await.unwrap_or_else(|_| {
+            status(StatusCode::INTERNAL_SERVER_ERROR, "the terminal task ended")
+        });
     }
     if path == relay::dial::PATH {
         let Some((token, to)) = relay::dial::parse_query(req.uri().query().unwrap_or("")) else {

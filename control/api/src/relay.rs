@@ -145,15 +145,16 @@ pub mod dial {
     /// A terminal by hand-off, for an agent on control's own machine when the browser's
     /// connection to control is plain TCP: the [`PTY_PATH`] query also names `handoff=PATH`,
     /// control's Unix socket. The agent connects there and sends the same [`preamble`]; control
-    /// answers with [`HANDOFF_OK`] and a u32 BE length (the [`HANDOFF_HEADER_LEN`] bytes), the
+    /// answers [`ACK`] at once when it takes the token, then, once it has answered the browser,
+    /// [`HANDOFF_OK`] and a u32 BE length (the [`HANDOFF_HEADER_LEN`] bytes), the
     /// browser's upgraded connection attached to them (`SCM_RIGHTS`), then that many bytes the
     /// browser sent that control had already read (at most [`MAX_HANDOFF_LEFTOVER`]). From
     /// then on the agent serves the WebSocket (the server's side, frames as on control's `/pty`
     /// endpoint) on that connection itself, and the Unix connection stays open while the
     /// session lives: either side closing it ends the session (control closes it, and shuts the
     /// browser's connection down, to cut a session). A token control does not wait for, or a
-    /// connection from another Unix user than the workspace's, is closed without a byte; the
-    /// agent then dials back over TCP as without a hand-off.
+    /// connection from another Unix user than the workspace's, is closed without a byte (no
+    /// [`ACK`]); the agent then dials back over TCP as without a hand-off.
     pub const HANDOFF_OK: u8 = b'+';
     pub const HANDOFF_HEADER_LEN: usize = 5;
     pub const MAX_HANDOFF_LEFTOVER: usize = 1 << 21;

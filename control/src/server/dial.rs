@@ -155,12 +155,12 @@ impl Dials {
     }
 
     /// Hands the agent's connection on the hand-off socket (from Unix user `uid`) to whoever
-    /// waits for `token` as a terminal that may be handed off to that user; false otherwise.
-    /// The token is used up either way.
-    pub(super) fn deliver_handoff(
+    /// waits for `token` as a terminal that may be handed off to that user, after telling the
+    /// agent so ([`relay::dial::ACK`]); false otherwise. The token is used up either way.
+    pub(super) async fn deliver_handoff(
         &self,
         token: &str,
-        conn: tokio::net::UnixStream,
+        mut conn: tokio::net::UnixStream,
         uid: u32,
     ) -> bool {
         let Some((want, tx)) = self.pending.locked().remove(token) else {
@@ -169,7 +169,10 @@ impl Dials {
         match want {
             Want::Tls {
                 handoff: Some(u), ..
-            } if u == uid => tx.send(Dialed::Handoff(conn)).is_ok(),
+            } if u == uid && !tx.is_closed() => {
+                conn.write_all(&[relay::dial::ACK]).await.is_ok()
+                    && tx.send(Dialed::Handoff(conn)).is_ok()
+            }
             _ => false,
         }
     }
@@ -439,24 +442,35 @@ mod tests {
         // Another user's connection with the right token: nothing, and the token is gone.
         let mut p = dials.register(want(Some(1000))).unwrap();
         let token = p.token.clone();
-        assert!(!dials.deliver_handoff(&token, conn(), 1001));
+        assert!(!dials.deliver_handoff(&token, conn(), 1001).await);
         assert!((&mut p.rx).await.is_err(), "the waiter got nothing");
-        assert!(!dials.deliver_handoff(&token, conn(), 1000), "used up");
+        assert!(
+            !dials.deliver_handoff(&token, conn(), 1000).await,
+            "used up"
+        );
 
         // A terminal that may not be handed off, and an SSH dial-back: never by the socket.
         for w in [want(None), Want::Plain] {
             let mut p = dials.register(w).unwrap();
             let token = p.token.clone();
-            assert!(!dials.deliver_handoff(&token, conn(), 1000));
+            assert!(!dials.deliver_handoff(&token, conn(), 1000).await);
             assert!((&mut p.rx).await.is_err());
         }
 
-        // The agent's own user: the waiter gets the connection.
+        // The agent's own user: told so, and the waiter gets the connection.
         let mut p = dials.register(want(Some(1000))).unwrap();
         let token = p.token.clone();
-        assert!(dials.deliver_handoff(&token, conn(), 1000));
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        assert!(dials.deliver_handoff(&token, ours, 1000).await);
+        let mut ack = [0u8; 1];
+        theirs.read_exact(&mut ack).await.unwrap();
+        assert_eq!(ack[0], relay::dial::ACK);
         assert!(matches!((&mut p.rx).await, Ok(Dialed::Handoff(_))));
-        assert!(!dials.deliver_handoff("f".repeat(64).as_str(), conn(), 1000));
+        assert!(
+            !dials
+                .deliver_handoff("f".repeat(64).as_str(), conn(), 1000)
+                .await
+        );
         drop(p);
         assert_eq!(dials.waiting(), 0);
     }

@@ -112,7 +112,7 @@ async fn serve(
             let token = read_preamble(conn).await;
             drop(permit);
             if let Some((token, conn, uid)) = token {
-                if !state.dials.deliver_handoff(&token, conn, uid) {
+                if !state.dials.deliver_handoff(&token, conn, uid).await {
                     tracing::info!(
                         uid,
                         "hand-off socket: an unknown or used token, or another user's; closed"
