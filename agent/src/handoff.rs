@@ -45,6 +45,12 @@ pub async fn connect(path: &str, token: &str) -> anyhow::Result<UnixStream> {
         let mut control = UnixStream::connect(path)
             .await
             .with_context(|| format!("connecting to {path}"))?;
+        // Control runs as root (a Unix user per workspace) or as this agent's own user: the
+        // token goes to nobody else listening there.
+        let peer = control.peer_cred()?.uid();
+        if peer != 0 && peer != nix::unistd::Uid::effective().as_raw() {
+            bail!("{path} is served by uid {peer}, not control");
+        }
         control.write_all(&dial::preamble(token)).await?;
         let mut ack = [0u8; 1];
         control

@@ -72,9 +72,10 @@ pub async fn recv_with_fd(
 }
 
 fn recv_once(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    // Room for a few descriptors: a peer sending more than one gets them closed, not leaked
-    // (a truncated control message would leave the rest installed nowhere we can see).
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    // Room for as many descriptors as one message may carry (the kernel's SCM_MAX_FD, 253):
+    // the message is never truncated, so every descriptor a peer sends is seen here, and all
+    // past the first are closed rather than leaked.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
         match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
@@ -100,6 +101,8 @@ fn recv_once(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<Owne
         }
     }
     if truncated {
+        // Not reached (the buffer holds the kernel's most); should it be, what was installed
+        // is closed above or unseen, and the message is refused.
         return Err(std::io::Error::other("too many descriptors in one message"));
     }
     Ok((msg.bytes, first))

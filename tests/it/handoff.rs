@@ -208,9 +208,10 @@ fn terminal_handoff_leftover_and_cut(backend: Backend) -> R {
 }
 both_backends!(terminal_handoff_leftover_and_cut);
 
-/// Control killed: the agent ends its handed-off connections (control's end of the Unix
-/// connection is gone), so no terminal outlives control's checks; the session itself lives on
-/// in the agent and, control back, comes back whole.
+/// Control shut down, then killed: the handed-off connections end both times (control shuts
+/// them down itself when it can; the agent ends them when control's end of the Unix connection
+/// is gone), so no terminal outlives control's checks; the session itself lives on in the agent
+/// and, control back, comes back whole.
 #[test]
 fn terminal_handoff_ends_with_control() -> R {
     let mport = free_port()?;
@@ -221,9 +222,26 @@ fn terminal_handoff_ends_with_control() -> R {
     s.ok(&["create", "dev"])?;
     s.wait_for("dev", T, connected)?;
     let token = s.token()?;
+    // A graceful shutdown ends it (control shuts the connection down itself).
     let mut t = terminal_to(&s.url, &token, "dev", "k1")?;
     type_and_wait(&mut t, "export KEPT=kill-$((5*5))", "export KEPT")?;
     assert_eq!(pty_paths(mport)?.0, 1.0, "handed off");
+    s.terminate(Duration::from_secs(30))?;
+    assert!(
+        closed_within(&mut t, Duration::from_secs(5)),
+        "the terminal outlived control's shutdown"
+    );
+    s.start_again()?;
+    let mut t = eventually(|| {
+        let Ok(mut t) = terminal_to(&s.url, &token, "dev", "k1") else {
+            return Ok(None);
+        };
+        Ok(type_and_wait(&mut t, "echo $KEPT", "kill-25")
+            .ok()
+            .map(|_| t))
+    })?;
+    type_and_wait(&mut t, "echo again-$((2*3))", "again-6")?;
+    // Killed outright: the agent ends it when control's end of the Unix connection goes.
     s.kill();
     assert!(
         closed_within(&mut t, Duration::from_secs(5)),

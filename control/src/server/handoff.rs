@@ -12,9 +12,11 @@
 //! (`SO_PEERCRED`). Anything else is closed without a byte, and the token is used up.
 //!
 //! Control keeps its own descriptor of the browser's connection (out of its event loop, so
-//! keystrokes never wake it) and the Unix connection: a cut (the user suspended) or control's
-//! exit shuts the browser's connection down and closes the Unix one, and the agent ends the
-//! session; the agent closing the Unix connection ends control's part.
+//! keystrokes never wake it) and the Unix connection: a cut (the user suspended), control's
+//! shutdown or the end of its task shuts the browser's connection down and closes the Unix
+//! one, and the agent ends the session; the agent closing the Unix connection ends control's
+//! part. (A control killed outright leaves that to the agents.) The workspace learns the
+//! browser's address from the connection, and nothing else it did not see before.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -58,9 +60,23 @@ pub(super) fn start(
     api_port: u16,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
     let dir = root.join(".handoff");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    // A real directory of this process's user (never followed through a link): only then is
+    // the socket in it the one agents think it is.
+    let md = std::fs::symlink_metadata(&dir)?;
+    if !md.is_dir() || md.uid() != nix::unistd::Uid::effective().as_raw() {
+        anyhow::bail!(
+            "{} is not a directory of this server's user; remove it",
+            dir.display()
+        );
+    }
     // Control's own: workspace users pass through to the socket but cannot list or add.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
     let sock: PathBuf = dir.join(format!("api-{api_port}.sock"));
@@ -74,6 +90,12 @@ pub(super) fn start(
             )
         })?
         .to_string();
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        anyhow::bail!(
+            "another server answers on {} (the same API port on another address?)",
+            sock.display()
+        );
+    }
     match std::fs::remove_file(&sock) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -82,15 +104,16 @@ pub(super) fn start(
     let listener =
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+    let ino = std::fs::symlink_metadata(&sock)?.ino();
     let _ = state.handoff.path.set(path);
-    tokio::spawn(serve(listener, state.clone(), sock, shutdown));
+    tokio::spawn(serve(listener, state.clone(), (sock, ino), shutdown));
     Ok(())
 }
 
 async fn serve(
     listener: UnixListener,
     state: AppState,
-    sock: PathBuf,
+    (sock, ino): (PathBuf, u64),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let unsent = Arc::new(tokio::sync::Semaphore::new(MAX_UNSENT));
@@ -121,7 +144,11 @@ async fn serve(
             }
         });
     }
-    let _ = std::fs::remove_file(&sock);
+    // Ours only: a later server may have bound the path since.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::symlink_metadata(&sock).is_ok_and(|m| m.ino() == ino) {
+        let _ = std::fs::remove_file(&sock);
+    }
 }
 
 /// The preamble's token, the connection and its peer's uid; None (the connection closed) when
@@ -139,12 +166,19 @@ async fn read_preamble(mut conn: UnixStream) -> Option<(String, UnixStream, u32)
 
 /// The Unix user a `local` workspace's agent runs as, when this replica can hand it a
 /// terminal: the workspace's own user with isolation, control's own without it.
-pub(super) fn agent_uid(state: &AppState, workspace_id: &str) -> Option<u32> {
+pub(super) async fn agent_uid(state: &AppState, workspace_id: &str) -> Option<u32> {
     use crate::provisioner::local::Isolation;
     state.handoff.path()?;
     match state.config.isolation {
         Isolation::None => Some(nix::unistd::Uid::current().as_raw()),
-        Isolation::User => crate::provisioner::local::users::existing_uid(workspace_id),
+        Isolation::User => {
+            // The user database, read off the runtime's threads.
+            let id = workspace_id.to_string();
+            tokio::task::spawn_blocking(move || crate::provisioner::local::users::existing_uid(&id))
+                .await
+                .ok()
+                .flatten()
+        }
     }
 }
 
@@ -185,57 +219,122 @@ pub(super) fn switching(headers: &HeaderMap) -> Option<Response> {
 }
 
 /// Once the browser's connection is upgraded: passes it, and what control already read of it,
-/// to the agent on `agent`, then holds on until the agent closes that connection or `cut`.
+/// to the agent on `agent`, then holds on until the agent closes that connection, `cut`, or
+/// control's shutdown. Control keeps its descriptor of the browser's connection throughout: a
+/// cut or a shutdown shuts the connection down (whoever else holds it), and so does dropping
+/// this task at any point (`Held`). Only a control killed outright leaves the ending of its
+/// handed-off sessions to their agents (they end them when the Unix connection closes).
 pub(super) async fn pass(
     on_upgrade: hyper::upgrade::OnUpgrade,
     agent: UnixStream,
     cut: impl std::future::Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let upgraded = match on_upgrade.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!(error = %e, "a terminal hand-off's upgrade failed");
-            return;
+    let mut held = Held(None);
+    let served = async {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "a terminal hand-off's upgrade failed");
+                return false;
+            }
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
+            // Not a plain TCP connection after all: nothing to hand off; the browser retries.
+            tracing::warn!("a terminal hand-off on a connection that is not plain TCP; closed");
+            return false;
+        };
+        // Out of this process's event loop: the agent reads it now, and its keystrokes must
+        // not wake control.
+        let Ok(browser) = parts.io.into_inner().into_std() else {
+            return false;
+        };
+        let browser = held.0.insert(browser);
+        let mut agent = agent;
+        let header = dial::handoff_header(parts.read_buf.len());
+        let sent = tokio::time::timeout(SEND_WAIT, async {
+            if parts.read_buf.len() > dial::MAX_HANDOFF_LEFTOVER {
+                return Err(std::io::Error::other("too much read ahead"));
+            }
+            outpost_common::fdpass::send_all_with_fd(&agent, &header, browser.as_fd()).await?;
+            agent.write_all(&parts.read_buf).await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::info!("a terminal hand-off: the agent did not take the connection");
+            return false;
         }
+        // The agent sends nothing more: EOF, an error or any byte is its end of the session.
+        let mut b = [0u8; 1];
+        let _ = agent.read(&mut b).await;
+        tracing::debug!("a handed-off terminal ended");
+        true
     };
-    let Ok(parts) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
-        // Not a plain TCP connection after all: nothing to hand off; the browser retries.
-        tracing::warn!("a terminal hand-off on a connection that is not plain TCP; closed");
-        return;
-    };
-    // Out of this process's event loop: the agent reads it now, and its keystrokes must not
-    // wake control.
-    let Ok(browser) = parts.io.into_inner().into_std() else {
-        return;
-    };
-    let mut agent = agent;
-    let header = dial::handoff_header(parts.read_buf.len());
-    let sent = async {
-        if parts.read_buf.len() > dial::MAX_HANDOFF_LEFTOVER {
-            return Err(std::io::Error::other("too much read ahead"));
-        }
-        outpost_common::fdpass::send_all_with_fd(&agent, &header, browser.as_fd()).await?;
-        agent.write_all(&parts.read_buf).await
-    };
-    if let Err(e) = sent.await {
-        tracing::info!(error = %e, "a terminal hand-off: the agent did not take the connection");
-        let _ = browser.shutdown(std::net::Shutdown::Both);
-        return;
-    }
-    let agent_done = async {
-        let mut b = [0u8; 64];
-        // The agent sends nothing more; EOF (or an error) is its end of the session.
-        while matches!(agent.read(&mut b).await, Ok(n) if n > 0) {}
-    };
-    tokio::select! {
-        _ = agent_done => {
-            tracing::debug!("a handed-off terminal ended");
-        }
+    let ended_by_agent = tokio::select! {
+        ended = served => ended,
         _ = cut => {
             tracing::info!("a handed-off terminal cut");
+            false
+        }
+        _ = super::until_shutdown(&mut shutdown) => false,
+    };
+    if ended_by_agent {
+        if let Some(browser) = held.0.take() {
+            linger(browser).await;
         }
     }
-    // Whoever still holds the connection, it is over: the browser gets its FIN now rather
-    // than when the last descriptor closes.
-    let _ = browser.shutdown(std::net::Shutdown::Both);
+}
+
+/// How long the agent may take to take the connection and the bytes read ahead.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Control's descriptor of a handed-off connection: dropped, it shuts the connection down in
+/// both directions, whoever else still holds it.
+struct Held(Option<std::net::TcpStream>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The agent ended the session (its close frame sent): half-closes the browser's connection
+/// and reads what the browser still sends (its close reply) for a moment before closing, so
+/// that closing with unread input does not reset the connection and lose the agent's last
+/// output.
+async fn linger(browser: std::net::TcpStream) {
+    let _ = browser.shutdown(std::net::Shutdown::Write);
+    let Ok(mut browser) = tokio::net::TcpStream::from_std(browser) else {
+        return;
+    };
+    let mut b = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(browser.read(&mut b).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Control's descriptor, dropped, ends the connection for the browser even while another
+    /// process (here a clone: the agent's) still holds it open and never closes it.
+    #[test]
+    fn dropping_controls_descriptor_ends_the_connection_for_everyone() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut browser = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        let agents = ours.try_clone().unwrap();
+        drop(Held(Some(ours)));
+        browser
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(browser.read(&mut b).unwrap(), 0, "the browser sees the end");
+        drop(agents);
+    }
 }

@@ -563,7 +563,7 @@ pub(super) async fn pty(
     // An agent on this machine takes a plain TCP connection over itself (handoff.rs); else
     // the agent's own TLS connection where it can dial one (dial.rs); else a tunnel stream.
     let handoff = match &upgrade {
-        Some(_) if state.tunnels.is_up(&agent) => super::handoff::agent_uid(&state, &w.id),
+        Some(_) if state.tunnels.is_up(&agent) => super::handoff::agent_uid(&state, &w.id).await,
         _ => None,
     };
     match super::dial::pty(&state, &agent, &query, handoff).await {
@@ -572,7 +572,12 @@ pub(super) async fn pty(
             if let (Some(upgrade), Some(answer)) = (upgrade, answer) {
                 state.metrics.relay_pty_path("handoff");
                 drop(ws);
-                tokio::spawn(super::handoff::pass(upgrade, conn, cut));
+                tokio::spawn(super::handoff::pass(
+                    upgrade,
+                    conn,
+                    cut,
+                    state.shutdown.clone(),
+                ));
                 return Ok(answer);
             }
         }
