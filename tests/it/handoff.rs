@@ -16,26 +16,17 @@ use crate::both_backends;
 use crate::clients::Client;
 use crate::harness::*;
 use crate::metrics::{scrape, value};
-use crate::replica_rig::{send_input, terminal_to, type_and_wait, wait_for};
+use crate::relay_dial::{bulk_both_ways, connected, token_of, two_workspaces};
+use crate::replica_rig::{terminal_to, type_and_wait, wait_for};
 
 const T: Duration = Duration::from_secs(60);
 const PTY_PATHS: &str = "outpost_relay_pty_paths_total";
-
-fn connected(w: &serde_json::Value) -> bool {
-    w["status"] == "running" && w["agent"]["status"] == "connected"
-}
 
 /// Web terminals by (handoff, dial, tunnel).
 fn pty_paths(port: u16) -> R<(f64, f64, f64)> {
     let m = scrape(port)?;
     let v = |p| value(&m, PTY_PATHS, &[("path", p)]).unwrap_or(0.0);
     Ok((v("handoff"), v("dial"), v("tunnel")))
-}
-
-fn token_of(c: &Client) -> R<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(c.config_dir.join("session.json"))?)?;
-    Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
 
 /// Probes of the hand-off socket from inside a workspace: what a listing and a file made beside
@@ -97,32 +88,14 @@ for c in idle:
 "#;
 
 fn terminal_handoff_attacked_from_inside(backend: Backend) -> R {
-    let mport = free_port()?;
-    let s = Server::start_with(
-        backend,
-        &["--metrics-listen", &format!("127.0.0.1:{mport}")],
-    )?;
-    let admin = Client::admin(&s)?;
-    let bob = Client::new_user(&s, "bob")?;
-    admin.ok(&["create", "a"])?;
-    bob.ok(&["create", "b"])?;
-    s.wait_for("a", T, connected)?;
-    eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
+    let (s, mport, admin, bob) = two_workspaces(backend, &[])?;
     let token = token_of(&bob)?;
 
     // Bob's terminal is handed off: a command, 290 kB of output, a paste bigger than the PTY's
     // input queue, whole.
     let mut t = terminal_to(&s.url, &token, "b", "t1")?;
     type_and_wait(&mut t, "export KEPT=hand-$((6*7))", "export KEPT")?;
-    type_and_wait(&mut t, "seq 1 50000 | sed s/^/n/", "n50000\r\n")?;
-    type_and_wait(
-        &mut t,
-        "stty -icanon -echo; echo rea''dy; head -c 300000 | wc -c",
-        "ready",
-    )?;
-    send_input(&mut t, &vec![b'x'; 300_000])?;
-    wait_for(&mut t, "300000")?;
-    type_and_wait(&mut t, "stty sane; echo sa''ne", "sane")?;
+    bulk_both_ways(&mut t)?;
     assert_eq!(pty_paths(mport)?, (1.0, 0.0, 0.0), "handed off");
     // The session outlives its connection; a second attach is a second hand-off.
     drop(t);

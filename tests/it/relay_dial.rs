@@ -19,7 +19,7 @@ const T: Duration = Duration::from_secs(60);
 const PATHS: &str = "outpost_relay_ssh_paths_total";
 const PTY_PATHS: &str = "outpost_relay_pty_paths_total";
 
-fn connected(w: &serde_json::Value) -> bool {
+pub(crate) fn connected(w: &serde_json::Value) -> bool {
     w["status"] == "running" && w["agent"]["status"] == "connected"
 }
 
@@ -41,7 +41,7 @@ fn pty_paths(port: u16) -> R<(f64, f64)> {
 }
 
 /// A client's saved API token.
-fn token_of(c: &Client) -> R<String> {
+pub(crate) fn token_of(c: &Client) -> R<String> {
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(c.config_dir.join("session.json"))?)?;
     Ok(v["token"].as_str().unwrap_or_default().to_string())
@@ -74,7 +74,7 @@ fn echo_through(mut ssh: std::process::Command, ws: &str, data: &[u8]) -> R<Vec<
 
 /// A server with metrics on `mport` (and `extra` flags), the admin's workspace `a` and Bob's
 /// `b`, both connected.
-fn two_workspaces(backend: Backend, extra: &[&str]) -> R<(Server, u16, Client, Client)> {
+pub(crate) fn two_workspaces(backend: Backend, extra: &[&str]) -> R<(Server, u16, Client, Client)> {
     let mport = free_port()?;
     let metrics = format!("127.0.0.1:{mport}");
     let mut flags = vec!["--metrics-listen", metrics.as_str()];
@@ -87,6 +87,22 @@ fn two_workspaces(backend: Backend, extra: &[&str]) -> R<(Server, u16, Client, C
     s.wait_for("a", T, connected)?;
     eventually(|| Ok(connected(&bob.json(&["show", "b"])?).then_some(())))?;
     Ok((s, mport, admin, bob))
+}
+
+/// On an open terminal: 290 kB of output, then a paste far bigger than the PTY's input queue,
+/// in one message, arriving whole (the agent writes while there is room and waits for the
+/// program to read the rest).
+pub(crate) fn bulk_both_ways(t: &mut std::net::TcpStream) -> R {
+    use crate::replica_rig::{send_input, type_and_wait, wait_for};
+    type_and_wait(t, "seq 1 50000 | sed s/^/n/", "n50000\r\n")?;
+    type_and_wait(
+        t,
+        "stty -icanon -echo; echo rea''dy; head -c 300000 | wc -c",
+        "ready",
+    )?;
+    send_input(t, &vec![b'x'; 300_000])?;
+    wait_for(t, "300000")?;
+    type_and_wait(t, "stty sane; echo sa''ne", "sane")
 }
 
 /// Probes of the agent listener from inside a workspace: each prints how many bytes control
@@ -211,7 +227,7 @@ print("handshakes", done, "of 100")
 "#;
 
 fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
-    use crate::replica_rig::{send_input, terminal_to, type_and_wait, wait_for};
+    use crate::replica_rig::{terminal_to, type_and_wait};
     // Not handed off (handoff.rs shows that): the agent's TLS connection to control.
     let (s, mport, admin, bob) = two_workspaces(backend, &["--no-terminal-handoff"])?;
     let token = token_of(&bob)?;
@@ -219,17 +235,7 @@ fn terminal_by_dial_back_attacked_from_inside(backend: Backend) -> R {
     // Bob's terminal goes by dial-back: a command, then 290 kB of output, whole.
     let mut t = terminal_to(&s.url, &token, "b", "t1")?;
     type_and_wait(&mut t, "export KEPT=dial-$((6*7))", "export KEPT")?;
-    type_and_wait(&mut t, "seq 1 50000 | sed s/^/n/", "n50000\r\n")?;
-    // A paste far bigger than the PTY's input queue, in one message, arrives whole: the agent
-    // writes while there is room and waits for the program to read the rest.
-    type_and_wait(
-        &mut t,
-        "stty -icanon -echo; echo rea''dy; head -c 300000 | wc -c",
-        "ready",
-    )?;
-    send_input(&mut t, &vec![b'x'; 300_000])?;
-    wait_for(&mut t, "300000")?;
-    type_and_wait(&mut t, "stty sane; echo sa''ne", "sane")?;
+    bulk_both_ways(&mut t)?;
     assert_eq!(
         pty_paths(mport)?,
         (1.0, 0.0),
